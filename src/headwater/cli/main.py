@@ -1,0 +1,243 @@
+"""The `headwater` command: thin over the same services the web app calls."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headwater import __version__
+from headwater.errors import ExitCode, HeadwaterError
+
+app = typer.Typer(
+    name="headwater",
+    help="Sync sources into a warehouse, transform them with dbt, check, publish, and serve dashboards.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console()
+err = Console(stderr=True)
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards, like git).", show_default=False),
+]
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    xlsx = "xlsx"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
+    from headwater.config import load_project
+
+    return load_project(path)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        out.print(f"headwater {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
+    name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
+) -> None:
+    """Scaffold an empty project: headwater.yml, a dbt project with staging/intermediate/marts folders."""
+    from headwater.scaffold import init_project
+
+    created = init_project(directory, name)
+    out.print(f"Created project [bold]{created.name}[/] in {directory}")
+    out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path("flake-demo"),
+    signups: Annotated[int, typer.Option(min=100, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 7,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard when the run is done.")] = True,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    regenerate: Annotated[bool, typer.Option(help="Regenerate the campaign database if the demo exists already.")] = False,
+) -> None:
+    """Generate the volunteer flake-rate example, run its pipeline, and serve its dashboard."""
+    from headwater.demo import prepare_demo
+
+    project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=lambda m: out.print(f"[dim]•[/] {m}"))
+    _run_and_report(project, None, trigger="demo", as_json=False)
+    if serve:
+        _serve(project, host, port)
+    else:
+        out.print(f"Done. Export the mart with: headwater export flake_rate_weekly -p {directory} -o flake_rate_weekly.csv")
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str | None, typer.Argument(help="Pipeline to run (needed when the project has several).")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline: sync -> dbt build (models and tests) -> publish. Exit code 0 only on success."""
+    _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json)
+
+
+def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
+    from headwater.orchestrate import run_pipeline
+
+    def show(level: str, message: str) -> None:
+        style = {"error": "red", "warn": "yellow"}.get(level, "dim")
+        err.print(f"[{style}]{level:>5}[/] {message}", highlight=False)
+
+    with err.status("Running pipeline…", spinner="dots") if not as_json else _nothing():
+        outcome = run_pipeline(project, pipeline, trigger=trigger, listener=None if as_json else show)
+    if as_json:
+        out.print_json(data=_run_dict(outcome.run) | {"published": outcome.published})
+        return
+    r = outcome.run
+    out.print(f"[green]Run {r.id} succeeded[/] in {r.duration.total_seconds():.1f}s: pipeline {r.pipeline}, {r.rows_synced or 0:,} rows synced.")
+    for table, rows in outcome.published.items():
+        out.print(f"  published [bold]{table}[/]: {rows:,} rows")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@app.command()
+def runs(
+    project: ProjectOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many of the latest runs to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent runs: pipeline, status, started, duration, rows."""
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.history import recent_runs
+
+    loaded = _project(project)
+    db = open_system_db(loaded)
+    try:
+        rows = recent_runs(db, loaded.config.name, limit)
+    finally:
+        db.close()
+    if as_json:
+        out.print_json(data=[_run_dict(r) for r in rows])
+        return
+    table = Table("run", "pipeline", "status", "trigger", "started (UTC)", "duration", "rows", "error", box=None)
+    for r in rows:
+        colour = {"success": "green", "failed": "red"}.get(r.status, "yellow")
+        table.add_row(
+            str(r.id), r.pipeline, f"[{colour}]{r.status}[/]", r.trigger, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{r.duration.total_seconds():.1f}s" if r.duration else "-", f"{r.rows_synced:,}" if r.rows_synced is not None else "-",
+            (r.error or "").splitlines()[0][:60] if r.error else "",
+        )  # fmt: skip
+    out.print(table if rows else "No runs yet. Start one with `headwater run`.")
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "pipeline": r.pipeline,
+        "status": r.status,
+        "trigger": r.trigger,
+        "started_at": r.started_at.isoformat(),
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+        "duration_seconds": round(r.duration.total_seconds(), 3) if r.duration else None,
+        "rows_synced": r.rows_synced,
+        "snapshot": r.snapshot,
+        "error": r.error,
+    }
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.csv,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output for CSV).")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Export a published table (what dashboards show), streamed with no row cap."""
+    from headwater.publish import PublishedData
+    from headwater.publish.export import write
+    from headwater.warehouse import Warehouse
+
+    loaded = _project(project)
+    if fmt is ExportFormat.xlsx and output is None:
+        raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx.")
+    data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse))
+    try:
+        with data.stream(data.table_query(table)) as reader:
+            if output is None:
+                rows = write(reader, "csv", sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                partial = output.with_name(output.name + ".partial")
+                with open(partial, "wb") as handle:
+                    rows = write(reader, fmt.value, handle)
+                partial.replace(output)
+    finally:
+        data.close()
+    if output is not None:
+        err.print(f"Wrote {rows:,} rows of {table} to {output}")
+
+
+@app.command()
+def serve(
+    project: ProjectOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the web app: dashboards and exports of published data."""
+    _serve(_project(project), host, port)
+
+
+def _serve(project: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    from headwater.web import create_app
+
+    out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
+    uvicorn.run(create_app(project), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    """Entry point: one funnel turns user errors into a message and an exit code, never a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except HeadwaterError as exc:
+        err.print(f"[bold red]Error:[/] {exc.render()}", highlight=False)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        err.print("Aborted.")
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = ExitCode.USER_ERROR
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        code = 130
+    sys.exit(int(code or 0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Find, read and validate a project's ``headwater.yml``."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from headwater.config.model import Dashboard, LoadedProject, Project
+from headwater.config.yamlfile import Located, load_yaml
+from headwater.errors import ConfigError, NotFound
+
+PROJECT_FILE = "headwater.yml"
+DASHBOARDS_DIR = "dashboards"
+M = TypeVar("M", bound=BaseModel)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding ``headwater.yml`` (as git and dbt look)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise NotFound(
+        f"No {PROJECT_FILE} in {here} or any folder above it",
+        why="Headwater commands work on a project, found from the current folder like git does.",
+        fix="cd into a project, pass --project DIR, or create one with `headwater init DIR`.",
+    )
+
+
+def load_project(root: Path | None = None, env: Mapping[str, str] | None = None) -> LoadedProject:
+    root = find_project_root(root)
+    file = root / PROJECT_FILE
+    located = load_yaml(file, env)
+    config = _validate(Project, located)
+    dashboards = dict(config.dashboards)
+    for path in sorted((root / DASHBOARDS_DIR).glob("*.yml")):
+        if path.stem in dashboards:
+            raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
+        dashboards[path.stem] = _validate(Dashboard, load_yaml(path, env))
+    return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}))
+
+
+def _validate(model: type[M], located: Located) -> M:
+    if not isinstance(located.data, dict):
+        raise ConfigError(f"{located.file}:1: expected a mapping of settings, got {type(located.data).__name__}")
+    try:
+        return model.model_validate(located.data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, located, model), fix="Edit the file at the line shown; `headwater init` writes a commented example.") from None
+
+
+def _describe(exc: ValidationError, located: Located, root_model: type[BaseModel]) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        yaml_path, model = _resolve(error["loc"], root_model)
+        key = ".".join(str(p) for p in yaml_path) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = list(model.model_fields) if model else []
+            hint = difflib.get_close_matches(str(yaml_path[-1]), allowed, n=1)
+            message = f"unknown key '{yaml_path[-1]}'"
+            message += f" — did you mean '{hint[0]}'?" if hint else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        elif error["type"] == "union_tag_invalid":
+            expected = [t.strip(" '") for t in str(error["ctx"].get("expected_tags", "")).split(",")]
+            got = str(error["ctx"].get("tag"))
+            hint = difflib.get_close_matches(got, expected, n=1)
+            message = f"unknown type '{got}'" + (f" — did you mean '{hint[0]}'?" if hint else f" (known: {', '.join(expected)})")
+            yaml_path = (*yaml_path, "type")
+        else:
+            message = error["msg"]
+            if error["type"] not in ("missing",) and not isinstance(error.get("input"), (dict, list)):
+                message += f" (got {error.get('input')!r})"
+        problems.append(f"{located.where(yaml_path)}: {key}: {message}")
+    head = f"{located.file} is not valid"
+    return head + ":\n  " + "\n  ".join(problems)
+
+
+def _resolve(loc: tuple[Any, ...], root_model: type[BaseModel]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
+    """Turn a pydantic error location into the YAML path and the model owning its last key.
+
+    Discriminated unions add their tag to the location (``sources.campaign.sqlite.path``); the tag is
+    not in the YAML, so it is dropped here.
+    """
+    path: list[Any] = []
+    current: Any = root_model
+    owner: type[BaseModel] | None = root_model
+    for part in loc:
+        current = _unwrap(current)
+        members = _union_members(current)
+        candidates = members or (current,)
+        tagged = [m for m in candidates if isinstance(m, type) and issubclass(m, BaseModel) and _tag(m) == part]
+        if tagged and str(part) not in tagged[0].model_fields:
+            current = tagged[0]
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            owner = current
+            field = current.model_fields.get(str(part))
+            current = field.annotation if field else None
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            current = None
+        path.append(part)
+    return tuple(path), owner
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in _union_members(annotation) or () if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return tuple(_unwrap(a) for a in typing.get_args(annotation))
+    return None
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field else ()
+    return args[0] if args else None

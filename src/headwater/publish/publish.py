@@ -1,0 +1,52 @@
+"""Write-audit-publish: after dbt built and tested everything in the build database, copy the
+publishable models into a new snapshot and switch readers to it in one step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import duckdb
+
+from headwater.transform import NodeResult
+from headwater.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    fresh: dict[str, str]  # table -> build relation, built and tested in this run
+    carried: list[str]  # publishable but not selected this run: kept from the current snapshot
+
+    @property
+    def tables(self) -> list[str]:
+        return sorted([*self.fresh, *self.carried])
+
+
+def is_publishable(model: dict[str, Any], patterns: list[str]) -> bool:
+    folder = PurePosixPath(model["path"]).parts[0] if "/" in model["path"] else ""
+    return model["name"] in patterns or folder in patterns
+
+
+def plan(models: list[dict[str, Any]], built: list[NodeResult], patterns: list[str], previously: set[str]) -> PublishPlan:
+    ok = {n.name for n in built if n.resource_type == "model" and n.status == "success"}
+    publishable = [m for m in models if is_publishable(m, patterns)]
+    fresh = {m["name"]: m["relation"] for m in publishable if m["name"] in ok}
+    carried = [m["name"] for m in publishable if m["name"] not in ok and m["name"] in previously]
+    return PublishPlan(fresh, carried)
+
+
+def published_tables(warehouse: Warehouse) -> set[str]:
+    snapshot = warehouse.current_snapshot()
+    if snapshot is None:
+        return set()
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+
+
+def publish(warehouse: Warehouse, build: duckdb.DuckDBPyConnection, publish_plan: PublishPlan, name: str) -> dict[str, int]:
+    snapshot = warehouse.write_snapshot(build, name, publish_plan.fresh, publish_plan.carried)
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        rows = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in publish_plan.tables}
+    warehouse.switch(snapshot)
+    return rows

@@ -1,0 +1,85 @@
+"""Read published data: what exports and dashboards see, and nothing else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from headwater.errors import NotFound
+from headwater.warehouse import Warehouse, connect
+
+BATCH_ROWS = 64_000
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+class PublishedData:
+    """Read-only access to the current published snapshot.
+
+    One DuckDB connection per snapshot is kept and shared by threads through cursors; when a run
+    switches the pointer, the next query opens the new snapshot and the old connection is dropped.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self._lock = threading.Lock()
+        self._snapshot: Path | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self._connection()
+        cursor = con.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        snapshot = self.warehouse.current_snapshot()
+        if snapshot is None:
+            raise NotFound("Nothing has been published yet", why="published data appears only after a run succeeds", fix="Run `headwater run`.")
+        with self._lock:
+            if snapshot != self._snapshot or self._con is None:
+                self._con = connect(snapshot, read_only=True, threads=self.warehouse.settings.threads)
+                self._snapshot = snapshot
+            return self._con
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+            self._con, self._snapshot = None, None
+
+    def tables(self) -> list[str]:
+        with self.cursor() as cur:
+            return [r[0] for r in cur.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
+
+    def columns(self, table: str) -> list[Column]:
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]
+            ).fetchall()
+        if not rows:
+            raise NotFound(f"No published table named '{table}'", fix=f"Published tables: {', '.join(self.tables()) or 'none yet'}.")
+        return [Column(n, t) for n, t in rows]
+
+    @contextmanager
+    def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[pa.RecordBatchReader]:
+        """A query's result as Arrow batches: memory stays bounded whatever the row count."""
+        with self.cursor() as cur:
+            yield cur.execute(sql, list(params)).fetch_record_batch(BATCH_ROWS)
+
+    def table_query(self, table: str) -> str:
+        self.columns(table)  # raises NotFound for unknown names; the name is then safe to quote
+        return f'SELECT * FROM "{table}"'

@@ -1,0 +1,89 @@
+"""Open the system database and bring its schema up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from headwater.errors import ConfigError, HeadwaterError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def resolve_url(url: str, root: Path) -> str:
+    """Relative SQLite paths are relative to the project folder, not the current one."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"system.url '{url}' is not a database URL", fix="Use e.g. sqlite:///.headwater/system.db or postgresql+psycopg://user@host/db.") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            path = root / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    return url
+
+
+def open_engine(url: str) -> Engine:
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    # Pooled SQLite connections move between threads (dbt's workers log through them), one at a time.
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"check_same_thread": False} if sqlite else {})
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets the web app read run history while a pipeline writes it; FKs make cascades real.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _alembic_config(connection: object) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade to the newest schema; a no-op when already there."""
+    try:
+        with engine.begin() as connection:
+            cfg = _alembic_config(connection)
+            head = ScriptDirectory.from_config(cfg).get_current_head()
+            if MigrationContext.configure(connection).get_current_revision() != head:
+                command.upgrade(cfg, "head")
+    except OperationalError as exc:
+        raise HeadwaterError(
+            f"Cannot open the system database {engine.url.render_as_string(hide_password=True)}",
+            why=str(exc.orig).strip(),
+            fix="Check system.url in headwater.yml, that the server is running and the credentials are right.",
+        ) from None
+
+
+class SystemDB:
+    """The system database of one project: an engine with its schema up to date."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = open_engine(url)
+        migrate(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,3 @@
+from headwater.warehouse.duckdb import Warehouse, connect, extension_directory, require_extension
+
+__all__ = ["Warehouse", "connect", "extension_directory", "require_extension"]

@@ -1,0 +1,173 @@
+"""The DuckDB warehouse: one private build database and immutable published snapshots.
+
+DuckDB lets one process write a database file, and while it does no other process may open that file,
+even to read. So readers never open the build database. Each successful run writes its publishable
+tables into a new snapshot file, and then switches the ``CURRENT`` pointer with an atomic rename.
+Readers open the snapshot named by the pointer read-only; snapshots are never written after the switch,
+so any number of processes read them while the next run builds.
+
+    <warehouse>/build.duckdb            raw_<source> schemas, dbt's staging/intermediate/marts
+    <warehouse>/published/CURRENT       name of the current snapshot file
+    <warehouse>/published/<name>.duckdb one immutable file per successful run
+    <warehouse>/.lock                   held by the one run allowed to write
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from headwater.config.model import DuckDBWarehouse
+from headwater.errors import HeadwaterError, NotFound, ProjectBusy
+
+
+def extension_directory() -> str | None:
+    """Where the ``duckdb-ext-*`` packages put DuckDB's extensions, so LOAD works offline."""
+    try:
+        import duckdb_ext
+    except ImportError:
+        return None
+    return os.path.join(next(iter(duckdb_ext.__path__)), "extensions")
+
+
+def connect(path: Path | str, *, read_only: bool = False, threads: int | None = None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    config: dict[str, str | bool | int] = {"autoinstall_known_extensions": False}
+    if (ext := extension_directory()) is not None:
+        config["extension_directory"] = ext
+    if threads:
+        config["threads"] = threads
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise ProjectBusy(
+                f"The warehouse {path} is in use by another process",
+                why=str(exc).splitlines()[0],
+                fix="Wait for the running pipeline to finish (see `headwater runs`), then try again.",
+            ) from None
+        raise
+
+
+class Warehouse:
+    """File layout and connections of one project's DuckDB warehouse."""
+
+    def __init__(self, root: Path, settings: DuckDBWarehouse) -> None:
+        self.settings = settings
+        self.folder = (root / settings.path).resolve()
+        self.build_path = self.folder / "build.duckdb"
+        self.published_dir = self.folder / "published"
+        self.pointer = self.published_dir / "CURRENT"
+
+    # -- the writer's side ------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Only one run per warehouse at a time; the OS frees the lock if the process dies."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ProjectBusy(
+                    "Another run is already writing to this project's warehouse",
+                    fix="Wait for it to finish (`headwater runs` shows it), then run again.",
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def connect_build(self) -> duckdb.DuckDBPyConnection:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit)
+
+    def write_snapshot(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> Path:
+        """Copy ``tables`` (published name -> qualified build relation) and ``carry_over`` tables
+        from the current snapshot into a new snapshot file. Nothing is visible until `switch`."""
+        self.published_dir.mkdir(parents=True, exist_ok=True)
+        final = self.published_dir / f"{name}.duckdb"
+        partial = final.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        previous = self.current_snapshot() if carry_over else None
+        build.execute(f"ATTACH '{_sql_path(partial)}' AS hw_snapshot")
+        try:
+            if previous:
+                build.execute(f"ATTACH '{_sql_path(previous)}' AS hw_previous (READ_ONLY)")
+            for table, relation in tables.items():
+                build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM {relation}")
+            for table in carry_over if previous else []:
+                build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM hw_previous.main.{_ident(table)}")
+        finally:
+            if previous:
+                build.execute("DETACH hw_previous")
+            build.execute("DETACH hw_snapshot")
+        _fsync(partial)
+        os.replace(partial, final)
+        return final
+
+    def switch(self, snapshot: Path) -> None:
+        """Make ``snapshot`` what readers see, in one atomic rename."""
+        staged = self.pointer.with_suffix(".next")
+        staged.write_text(snapshot.name + "\n")
+        _fsync(staged)
+        os.replace(staged, self.pointer)
+        _fsync(self.published_dir)
+        self._collect_garbage(keep=snapshot)
+
+    def _collect_garbage(self, keep: Path) -> None:
+        # Readers holding an old file open keep reading it: unlinking does not disturb open files.
+        snapshots = sorted(self.published_dir.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in [s for s in snapshots if s != keep][self.settings.keep_snapshots - 1 :]:
+            old.unlink(missing_ok=True)
+        for stale in self.published_dir.glob("*.partial"):
+            stale.unlink(missing_ok=True)
+
+    # -- the readers' side ------------------------------------------------------------------------
+
+    def current_snapshot(self) -> Path | None:
+        try:
+            name = self.pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self.published_dir / name
+        return path if name and path.exists() else None
+
+    def connect_published(self) -> duckdb.DuckDBPyConnection:
+        snapshot = self.current_snapshot()
+        if snapshot is None:
+            raise NotFound("Nothing has been published yet", why="published data appears only after a run succeeds", fix="Run `headwater run`.")
+        return connect(snapshot, read_only=True, threads=self.settings.threads)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def require_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    try:
+        con.execute(f"LOAD {name}")
+    except duckdb.Error as exc:
+        raise HeadwaterError(
+            f"DuckDB's {name} extension is not available",
+            why=str(exc).splitlines()[0],
+            fix=f"pip install 'duckdb-ext-{name}==' matching your DuckDB version (see pyproject.toml).",
+        ) from None
