@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from headwater.config.model import Dashboard, LoadedProject, Project
+from headwater.config.model import IDENT, Dashboard, LoadedProject, Project
 from headwater.config.yamlfile import Located, load_yaml
 from headwater.errors import ConfigError, NotFound
 
@@ -40,6 +41,8 @@ def load_project(root: Path | None = None, env: Mapping[str, str] | None = None)
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
     for path in sorted((root / DASHBOARDS_DIR).glob("*.yml")):
+        if not re.fullmatch(IDENT, path.stem):
+            raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
         if path.stem in dashboards:
             raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
         dashboards[path.stem] = _validate(Dashboard, load_yaml(path, env))

@@ -6,10 +6,11 @@ that silently does nothing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=IDENT, max_length=63)]
@@ -84,12 +85,23 @@ class Chart(Strict):
     @field_validator("order_by")
     @classmethod
     def _order(cls, value: list[str]) -> list[str]:
-        import re
-
         for item in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*( (asc|desc))?", item.strip(), re.I):
                 raise ValueError(f"'{item}' is not 'column' or 'column desc'")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Chart:
+        if self.type != "table" and self.x is None:
+            raise ValueError(f"a {self.type} chart needs x: the column on its x axis")
+        if self.type == "table" and (self.x or self.series):
+            raise ValueError("a table chart takes group_by, not x or series")
+        known = {c for c in (self.x, self.series) if c} | set(self.group_by) | set(self.measures)
+        for item in self.order_by:
+            column = item.split()[0]
+            if column not in known:
+                raise ValueError(f"order_by '{column}' is not one of the chart's columns ({', '.join(sorted(known))})")
+        return self
 
 
 class Dashboard(Strict):

@@ -31,7 +31,6 @@ def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bo
         say(f"Created the demo project in {directory}")
     database = directory / CAMPAIGN_DB
     if regenerate or not database.exists():
-        database.parent.mkdir(parents=True, exist_ok=True)
         say(f"Generating {signups:,} volunteer sign-ups into {database}")
         counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=say)
         say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))

@@ -103,6 +103,7 @@ def generate_campaign_db(path: str | Path, signups: int = 200_000, *, seed: int 
     today = today or datetime.datetime.now(zone).date()
     say = progress or (lambda message: None)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     spill = path.with_name(path.name + ".duckdb-tmp")  # DuckDB's spill space for big sorts
     _remove(tmp)

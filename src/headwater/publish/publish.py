@@ -40,13 +40,13 @@ def published_tables(warehouse: Warehouse) -> set[str]:
     snapshot = warehouse.current_snapshot()
     if snapshot is None:
         return set()
-    with duckdb.connect(str(snapshot), read_only=True) as con:
+    with warehouse.open_snapshot(snapshot) as con:
         return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
 
 
 def publish(warehouse: Warehouse, build: duckdb.DuckDBPyConnection, publish_plan: PublishPlan, name: str) -> dict[str, int]:
     snapshot = warehouse.write_snapshot(build, name, publish_plan.fresh, publish_plan.carried)
-    with duckdb.connect(str(snapshot), read_only=True) as con:
+    with warehouse.open_snapshot(snapshot) as con:
         rows = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in publish_plan.tables}
     warehouse.switch(snapshot)
     return rows

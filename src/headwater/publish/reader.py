@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from headwater.errors import NotFound
-from headwater.warehouse import Warehouse, connect
+from headwater.warehouse import Warehouse
 
 BATCH_ROWS = 64_000
 
@@ -51,7 +51,7 @@ class PublishedData:
             raise NotFound("Nothing has been published yet", why="published data appears only after a run succeeds", fix="Run `headwater run`.")
         with self._lock:
             if snapshot != self._snapshot or self._con is None:
-                self._con = connect(snapshot, read_only=True, threads=self.warehouse.settings.threads)
+                self._con = self.warehouse.open_snapshot(snapshot)
                 self._snapshot = snapshot
             return self._con
 

@@ -139,10 +139,9 @@ class Warehouse:
         path = self.published_dir / name
         return path if name and path.exists() else None
 
-    def connect_published(self) -> duckdb.DuckDBPyConnection:
-        snapshot = self.current_snapshot()
-        if snapshot is None:
-            raise NotFound("Nothing has been published yet", why="published data appears only after a run succeeds", fix="Run `headwater run`.")
+    def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
+        """Every reader in a process must open a snapshot with the same settings: DuckDB shares one
+        instance per file and process, and refuses a second connection configured differently."""
         return connect(snapshot, read_only=True, threads=self.settings.threads)
 
 

@@ -1,0 +1,59 @@
+"""Every error ends as a friendly page (or JSON under /api/), never as a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from headwater.errors import ConfigError, HeadwaterError, NotFound, ProjectBusy
+from headwater.web.context import NothingPublished
+
+logger = logging.getLogger("headwater.web")
+
+# Most specific first. A broken dashboard file is the server's problem, not the request's.
+STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (NotFound, 404), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HeadwaterError, _headwater_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _crash)
+
+
+def error_response(request: Request, status: int, what: str, why: str | None = None, fix: str | None = None) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": {"message": what, "why": why, "fix": fix}}, status_code=status)
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, "error.html", {"status": status, "what": what, "why": why, "fix": fix}, status_code=status)
+
+
+async def _headwater_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HeadwaterError)
+    status = next(code for kind, code in STATUS if isinstance(exc, kind))
+    if status >= 500:
+        logger.warning("%s %s: %s", request.method, request.url.path, exc.render())
+    return error_response(request, status, exc.what, exc.why, exc.fix)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(request, 404, "Page not found", why=f"nothing is served at {request.url.path}", fix="Start from the list of dashboards.")
+    return error_response(request, exc.status_code, str(exc.detail))
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return error_response(request, 400, "The request is not valid", why=problems)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    why = "this is a bug in Headwater; the details were logged on the server"
+    return error_response(request, 500, "Something went wrong on the server", why=why, fix="Try again; if it keeps failing, report it with the server's log.")

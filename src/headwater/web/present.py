@@ -1,0 +1,116 @@
+"""Turning query results into what pages and JSON show: Plotly figures, table cells, durations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import re
+
+from headwater.config.model import Chart
+from headwater.dashboards import ChartData
+
+MAX_POINT_TICKS = 12
+# Okabe-Ito: distinguishable with the common kinds of colour blindness.
+COLORWAY = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
+
+
+def jsonable(value: object) -> object:
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_rows(data: ChartData) -> list[list[object]]:
+    return [[jsonable(v) for v in row] for row in data.rows]
+
+
+def figure(chart: Chart, data: ChartData) -> dict[str, object]:
+    """A Plotly figure: one trace per measure, and per series value when the chart has a series."""
+    rows = json_rows(data)
+    measures_at = 2 if chart.series else 1
+    groups: dict[object, list[list[object]]] = {}
+    for row in rows:
+        groups.setdefault(row[1] if chart.series else None, []).append(row)
+    traces = []
+    for offset, measure in enumerate(data.columns[measures_at:]):
+        for key, group in groups.items():
+            traces.append(_trace(chart, _trace_name(chart, measure, key), [r[0] for r in group], [r[measures_at + offset] for r in group]))
+    return {"data": traces, "layout": _layout(chart, list(dict.fromkeys(row[0] for row in rows)))}
+
+
+def _trace_name(chart: Chart, measure: str, series: object) -> str:
+    if not chart.series:
+        return measure
+    return str(series) if len(chart.measures) == 1 else f"{series} · {measure}"
+
+
+def _trace(chart: Chart, name: str, x: list[object], y: list[object]) -> dict[str, object]:
+    if chart.type == "line":
+        return {"type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y}
+    return {"type": "bar", "name": name, "x": x, "y": y}
+
+
+def _layout(chart: Chart, xs: list[object]) -> dict[str, object]:
+    single = next(iter(chart.measures)) if len(chart.measures) == 1 else ""
+    # With few points, ticks at the points themselves: a date axis would otherwise pick its own days.
+    ticks = {"tickvals": xs} if len(xs) <= MAX_POINT_TICKS else {}
+    return {
+        "barmode": "stack" if chart.type == "stacked_bar" else "group",
+        "colorway": COLORWAY,
+        "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "color": "#1a1d21"},
+        "hovermode": "x unified",
+        "legend": {"orientation": "h", "y": -0.25},
+        "margin": {"l": 56, "r": 16, "t": 8, "b": 8},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+        "showlegend": True,
+        "xaxis": {"automargin": True, "title": {"text": chart.x}, **ticks},
+        "yaxis": {"automargin": True, "rangemode": "tozero", "title": {"text": single}},
+    }
+
+
+def cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (float, decimal.Decimal)):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if math.isfinite(value) else str(value)
+    return str(jsonable(value))
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+
+
+def duration(value: dt.timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = round(value.total_seconds())
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def utc(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "chart"
+
+
+def filename(text: str) -> str:
+    """Safe inside a Content-Disposition header's quotes."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)

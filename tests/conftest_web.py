@@ -1,0 +1,130 @@
+"""Fixtures for the web tests: a demo-shaped project whose published data is a small synthetic
+``flake_rate_weekly`` table, written straight into a snapshot (no dbt run).
+
+Test modules import the ``*_fixture`` functions; pytest knows them by their ``name=``, so test
+arguments do not shadow the imported names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import headwater
+from headwater.config import LoadedProject, load_project
+from headwater.warehouse import Warehouse
+from headwater.web import create_app
+
+DEMO = Path(headwater.__file__).parent / "demo" / "project"
+WEEKS = [dt.date(2024, 1, 6), dt.date(2024, 1, 13), dt.date(2024, 1, 20)]
+REGIONS = ["East", "North", "South"]
+ORGANIZERS = ["Ana", "Ben"]
+COLUMNS = ["week_start", "region", "organizer", "completed", "no_show", "cancelled", "scheduled"]
+
+
+def synthetic_rows(scale: int = 1) -> list[dict[str, object]]:
+    """Base counts of the mart, different for every (week, region, organizer)."""
+    rows = []
+    for w, week in enumerate(WEEKS):
+        for r, region in enumerate(REGIONS):
+            for o, organizer in enumerate(ORGANIZERS):
+                rows.append(
+                    {
+                        "week_start": week,
+                        "region": region,
+                        "organizer": organizer,
+                        "completed": scale * (10 + 3 * w + 5 * r + o),
+                        "no_show": scale * (1 + (w + r + o) % 3),
+                        "cancelled": scale * (2 + (w * r + o) % 4),
+                        "scheduled": scale * (o + w),
+                    }
+                )
+    return rows
+
+
+def publish_rows(project: LoadedProject, rows: list[dict[str, object]], name: str) -> Path:
+    """Publish ``rows`` as ``flake_rate_weekly``, computing the derived columns as the mart does."""
+    warehouse = Warehouse(project.root, project.config.warehouse)
+    con = warehouse.connect_build()
+    try:
+        con.execute("CREATE OR REPLACE TABLE base (week_start DATE, region VARCHAR, organizer VARCHAR, completed INTEGER, no_show INTEGER, cancelled INTEGER, scheduled INTEGER)")
+        con.executemany("INSERT INTO base VALUES (?, ?, ?, ?, ?, ?, ?)", [[row[c] for c in COLUMNS] for row in rows])
+        con.execute(
+            """CREATE OR REPLACE TABLE flake_rate_weekly AS SELECT
+                week_start, region, organizer, completed, no_show, cancelled,
+                no_show + cancelled AS total_flakes,
+                completed + no_show + cancelled + scheduled AS total_signups,
+                CAST(no_show + cancelled AS DOUBLE) / nullif(completed + no_show + cancelled + scheduled, 0) AS flake_rate,
+                week_start = DATE '2024-01-20' AS is_current_week,
+                scheduled
+            FROM base"""
+        )
+        snapshot = warehouse.write_snapshot(con, name, {"flake_rate_weekly": "main.flake_rate_weekly"}, [])
+    finally:
+        con.close()
+    warehouse.switch(snapshot)
+    return snapshot
+
+
+def make_project(root: Path) -> LoadedProject:
+    (root / "dashboards").mkdir(parents=True)
+    for name in ("headwater.yml", "dbt_project.yml", "dashboards/flake_rate.yml"):
+        shutil.copy(DEMO / name, root / name)
+    return load_project(root)
+
+
+@pytest.fixture(name="empty_project")
+def empty_project_fixture(tmp_path: Path) -> LoadedProject:
+    """The demo's project files, nothing published."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(name="project")
+def project_fixture(empty_project: LoadedProject) -> LoadedProject:
+    publish_rows(empty_project, synthetic_rows(), "run-000001")
+    return empty_project
+
+
+@pytest.fixture(name="client")
+def client_fixture(project: LoadedProject) -> Iterator[TestClient]:
+    with TestClient(create_app(project)) as test_client:
+        yield test_client
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._rows: list[list[str]] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._rows = self.tables.setdefault(dict(attrs).get("id") or "", [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._rows = None
+        elif tag in ("td", "th") and self._cell is not None and self._rows is not None:
+            self._rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_table(html: str, table_id: str) -> list[list[str]]:
+    """The header row and the data rows of ``<table id=table_id>``, as the text a reader sees."""
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables[table_id]

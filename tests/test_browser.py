@@ -1,0 +1,152 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright) against a real uvicorn server."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from conftest_web import REGIONS, WEEKS, make_project, publish_rows, synthetic_rows
+
+from headwater.web import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TABLE = "#chart-2"
+
+
+def _unavailable(reason: str) -> None:
+    # CI installs Chromium and Playwright: a skip there would hide a broken install.
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error rather than a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed: pip install playwright")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    project = make_project(tmp_path_factory.mktemp("browser") / "project")
+    publish_rows(project, synthetic_rows(), "run-000001")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for a free port
+    server = uvicorn.Server(uvicorn.Config(create_app(project), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def page(browser: Any, base_url: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh page that refuses every request leaving the test server and records page errors."""
+    viewport = getattr(request, "param", {"width": 1280, "height": 900})
+    context = browser.new_context(viewport=viewport, accept_downloads=True)
+    page = context.new_page()
+    page.problems = []
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and page.problems.append(message.text))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
+    yield page
+    context.close()
+
+
+def open_dashboard(page: Any, base_url: str, query: str = "") -> None:
+    page.goto(f"{base_url}/dashboards/flake_rate{query}")
+    page.wait_for_selector("#chart-0.js-plotly-plot .main-svg")
+    page.wait_for_selector("#chart-1.js-plotly-plot .main-svg")
+
+
+def table_rows(page: Any) -> list[list[str]]:
+    return page.eval_on_selector_all(f"{TABLE} tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent.trim()))")
+
+
+def trace_names(page: Any, chart: str) -> list[str]:
+    return page.evaluate(f"document.getElementById('{chart}').data.map(t => t.name)")
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_dashboard_draws_the_charts_and_the_table(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url)
+    screenshot(page, "dashboard-desktop")
+    assert page.locator("#chart-0 svg .scatterlayer .trace").count() == len(REGIONS)
+    assert page.locator("#chart-1 svg .barlayer .trace").count() == 2  # completed, flaked
+    assert sorted(trace_names(page, "chart-0")) == REGIONS
+    assert len(table_rows(page)) == len(WEEKS) * len(REGIONS)
+    assert page.problems == []
+
+
+def test_region_filter_updates_table_and_charts(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url)
+    before = page.evaluate("document.getElementById('chart-1').data[0].y")
+    page.select_option("#filter-region", ["North"])
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url("**/dashboards/flake_rate?region=North")
+    page.wait_for_selector("#chart-1.js-plotly-plot .main-svg")
+    screenshot(page, "dashboard-filtered")
+    rows = table_rows(page)
+    assert len(rows) == len(WEEKS) and {row[1] for row in rows} == {"North"}
+    assert trace_names(page, "chart-0") == ["North"]
+    after = page.evaluate("document.getElementById('chart-1').data[0].y")
+    expected = [sum(r["completed"] for r in synthetic_rows() if r["region"] == "North" and r["week_start"] == week) for week in WEEKS]
+    assert after == expected and after != before
+    assert page.locator("#filter-region option:checked").all_text_contents() == ["North"]
+    assert page.problems == []
+
+
+def test_csv_download_matches_the_table_shown(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url, "?region=South&region=East")
+    shown = table_rows(page)
+    with page.expect_download() as info:
+        page.locator(f"section:has({TABLE}) a.download").click()
+    download = info.value
+    assert download.suggested_filename == "flake_rate-weekly-totals.csv"
+    with open(download.path(), newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == page.eval_on_selector_all(f"{TABLE} thead th", "cells => cells.map(c => c.textContent.trim())")
+    assert len(rows) == len(shown) == len(WEEKS) * 2
+    for got, seen in zip(rows, shown, strict=True):
+        assert got[:2] == seen[:2]  # week, region
+        assert [float(v) for v in got[2:]] == pytest.approx([float(v.replace(",", "")) for v in seen[2:]], abs=5e-5)
+
+
+@pytest.mark.parametrize("page", [{"width": 390, "height": 844}], indirect=True)
+def test_phone_width_has_no_horizontal_overflow(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url)
+    screenshot(page, "dashboard-phone")
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    widths = page.evaluate("[...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().right)")
+    assert max(widths) <= 390
+    assert page.problems == []

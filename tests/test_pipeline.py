@@ -1,0 +1,208 @@
+"""The demo pipeline end to end: the published mart against an independent plain-Python computation,
+week boundaries and time zones, and write-audit-publish when something fails."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sqlite3
+import threading
+
+import pytest
+from demo_project import AS_OF, assert_matches_reference, campaign_db, execute_source, make_project, published_rows
+from reference import flake_rate_weekly
+
+from headwater.errors import ProjectBusy, RunFailed
+from headwater.orchestrate import open_system_db, run_pipeline
+from headwater.orchestrate.history import get_run, recent_runs
+from headwater.publish import PublishedData
+from headwater.warehouse import Warehouse
+
+
+@pytest.mark.parametrize(
+    ("signups", "timezone"),
+    [
+        (2_000, "America/New_York"),
+        (30_000, "America/New_York"),
+        (30_000, "Asia/Kolkata"),  # a half-hour offset, east of UTC
+        pytest.param(200_000, "America/Los_Angeles", marks=pytest.mark.slow),
+    ],
+)
+def test_mart_equals_independent_computation(tmp_path, signups, timezone):
+    project = make_project(tmp_path / "demo", signups, timezone=timezone)
+    outcome = run_pipeline(project)
+    assert outcome.run.status == "success"
+    expected = flake_rate_weekly(campaign_db(project), timezone=timezone, today=AS_OF)
+    assert_matches_reference(published_rows(project), expected)
+    assert outcome.published["flake_rate_weekly"] == len(expected)
+    # the report spans most of the year behind and the weeks ahead, with exactly one current week
+    weeks = {key[0] for key in expected}
+    assert min(weeks) <= AS_OF - dt.timedelta(days=300) and max(weeks) > AS_OF
+    assert {k[0] for k, v in published_rows(project).items() if v["is_current_week"]} == {dt.date(2026, 11, 14)}
+
+
+EDGE_ORGANIZER = "Edge Case Organizer"
+
+
+def _add_edge_cases(db_path, timezone: str) -> dict[int, tuple[str, list[tuple[str, str]]]]:
+    """Events at week boundaries and around DST changes, sign-ups with tied and many status changes.
+
+    Returns signup_id -> (event local start, [(status, created_at UTC), ...]) for what was added.
+    """
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    local_starts = {
+        "fri-late": dt.datetime(2026, 3, 6, 23, 59),  # Friday night: the week of Sat 2026-02-28
+        "sat-early": dt.datetime(2026, 3, 7, 0, 0),  # Saturday midnight: a new week
+        "dst-start-fri": dt.datetime(2026, 3, 13, 23, 30),  # first Friday after clocks went forward
+        "dst-end-sat": dt.datetime(2026, 10, 31, 0, 15),  # the Saturday before clocks go back
+        "dst-end-fri": dt.datetime(2026, 11, 6, 23, 45),  # Friday night after clocks went back
+    }
+    added: dict[int, tuple[str, list[tuple[str, str]]]] = {}
+    with sqlite3.connect(db_path) as con:
+        region_id = con.execute("SELECT region_id FROM regions ORDER BY region_id LIMIT 1").fetchone()[0]
+        location_id = con.execute("SELECT location_id FROM locations WHERE region_id = ? LIMIT 1", (region_id,)).fetchone()[0]
+        organizer_id = con.execute("SELECT max(organizer_id) + 1 FROM organizers").fetchone()[0]
+        con.execute("INSERT INTO organizers VALUES (?, ?, ?)", (organizer_id, EDGE_ORGANIZER, region_id))
+        event_id = con.execute("SELECT max(event_id) FROM events").fetchone()[0]
+        signup_id = con.execute("SELECT max(signup_id) FROM signups").fetchone()[0]
+        volunteer_id = con.execute("SELECT min(volunteer_id) FROM volunteers").fetchone()[0]
+        histories = [
+            [("Scheduled", "2026-02-01 10:00:00"), ("No Show", "2026-11-01 10:00:00")],
+            # a tie: the greater signup_status_id wins
+            [("Scheduled", "2026-02-01 10:00:00"), ("Completed", "2026-11-01 10:00:00"), ("Cancelled", "2026-11-01 10:00:00")],
+            # many changes, the latest is not the last inserted by id order of created_at
+            [(s, f"2026-02-0{i + 1} 09:00:00") for i, s in enumerate(["Scheduled", "Confirmed", "Left Msg", "Confirmed", "Cancelled", "Scheduled", "Confirmed", "Completed"])],
+            [],  # no status at all: counts only in total_signups
+        ]
+        for label, local in local_starts.items():
+            event_id += 1
+            utc = local.replace(tzinfo=zone).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            con.execute("INSERT INTO events VALUES (?, 'Canvass', ?, ?, ?)", (event_id, location_id, organizer_id, utc))
+            for history in histories:
+                signup_id += 1
+                last = history[-1][1] if history else "2026-02-01 10:00:00"
+                con.execute("INSERT INTO signups VALUES (?, ?, ?, '2026-02-01 10:00:00', ?)", (signup_id, volunteer_id, event_id, last))
+                con.executemany("INSERT INTO signup_statuses (signup_id, status, created_at) VALUES (?, ?, ?)", [(signup_id, s, t) for s, t in history])
+                added[signup_id] = (label, history)
+    return added
+
+
+@pytest.mark.parametrize("timezone", ["America/New_York", "Australia/Sydney"])
+def test_week_boundaries_time_zones_and_status_ties(tmp_path, timezone):
+    project = make_project(tmp_path / "demo", 1_000, timezone=timezone)
+    _add_edge_cases(campaign_db(project), timezone)
+    run_pipeline(project)
+    got = published_rows(project)
+    assert_matches_reference(got, flake_rate_weekly(campaign_db(project), timezone=timezone, today=AS_OF))
+
+    edge = {key[0]: row for key, row in got.items() if key[2] == EDGE_ORGANIZER}
+    # Friday 23:59 and Saturday 00:00 local fall in different weeks, whatever the UTC date is
+    assert set(edge) == {dt.date(2026, 2, 28), dt.date(2026, 3, 7), dt.date(2026, 10, 31)}
+    per_event = {"no_show": 1, "cancelled": 1, "completed": 1, "total_signups": 4, "scheduled": 0}
+    for week, events in {dt.date(2026, 2, 28): 1, dt.date(2026, 3, 7): 2, dt.date(2026, 10, 31): 2}.items():
+        for column, count in per_event.items():
+            assert edge[week][column] == count * events, (week, column)
+        assert edge[week]["total_flakes"] == 2 * events
+        assert edge[week]["flake_rate"] == pytest.approx(0.5)
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _published_state(project):
+    warehouse = Warehouse(project.root, project.config.warehouse)
+    snapshot = warehouse.current_snapshot()
+    return snapshot.name, _digest(snapshot)
+
+
+@pytest.fixture
+def published_demo(tmp_path):
+    project = make_project(tmp_path / "demo", 3_000)
+    run_pipeline(project)
+    return project
+
+
+def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo):
+    project = published_demo
+    before = _published_state(project)
+    rows_before = published_rows(project)
+    # a status outside the accepted values breaks a dbt test in staging; downstream models must not publish
+    execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id = 1")
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert "accepted_values" in failure.value.render()
+    assert _published_state(project) == before
+    assert published_rows(project) == rows_before
+
+    db = open_system_db(project)
+    try:
+        failed = recent_runs(db, project.config.name, 1)[0]
+        assert failed.status == "failed" and "accepted_values" in failed.error
+        steps = {s.name: s.status for s in get_run(db, project.config.name, failed.id).steps}
+        assert steps == {"sync:campaign": "success", "dbt:build": "failed"}
+    finally:
+        db.close()
+
+    # fixing the data recovers on the next run, which publishes a new snapshot
+    execute_source(project, "UPDATE signup_statuses SET status = 'No Show' WHERE signup_status_id = 1")
+    assert run_pipeline(project).run.status == "success"
+    assert _published_state(project)[0] != before[0]
+
+
+def test_broken_model_and_missing_source_leave_published_data(published_demo):
+    project = published_demo
+    before = _published_state(project)
+    model = project.root / "models" / "marts" / "flake_rate_weekly.sql"
+    good_sql = model.read_text()
+    model.write_text(good_sql.replace("total_signups,\n    cast", "total_signups,\n    no_such_column,\n    cast"))
+    with pytest.raises(RunFailed, match="dbt build failed"):
+        run_pipeline(project)
+    assert _published_state(project) == before
+
+    model.write_text(good_sql)
+    campaign_db(project).rename(campaign_db(project).with_suffix(".moved"))
+    with pytest.raises(Exception, match="does not exist") as failure:
+        run_pipeline(project)
+    assert "Fix" in failure.value.render()
+    assert _published_state(project) == before
+
+
+def test_one_writer_at_a_time(published_demo):
+    warehouse = Warehouse(published_demo.root, published_demo.config.warehouse)
+    with warehouse.writer_lock(), pytest.raises(ProjectBusy):
+        run_pipeline(published_demo)
+
+
+def test_readers_keep_reading_while_a_run_publishes(published_demo):
+    project = published_demo
+    reader = PublishedData(Warehouse(project.root, project.config.warehouse))
+    total = "SELECT sum(total_signups) FROM flake_rate_weekly"
+    with reader.cursor() as cur:
+        first = cur.execute(total).fetchone()[0]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_continuously() -> None:
+        while not stop.is_set():
+            try:
+                with reader.cursor() as cur:
+                    assert cur.execute(total).fetchone()[0] in (first, first + 1)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=read_continuously)
+    thread.start()
+    try:
+        execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-01-01 00:00:00', '2026-01-01 00:00:00' FROM signups")
+        run_pipeline(project)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    with reader.cursor() as cur:
+        assert cur.execute(total).fetchone()[0] == first + 1
+    reader.close()
