@@ -206,3 +206,20 @@ def test_readers_keep_reading_while_a_run_publishes(published_demo):
     with reader.cursor() as cur:
         assert cur.execute(total).fetchone()[0] == first + 1
     reader.close()
+
+
+def test_a_failure_of_the_machine_is_a_failed_run_naming_the_step(tmp_path):
+    project = make_project(tmp_path / "demo", 500)
+    blocked = project.root / ".headwater" / "warehouse" / "published"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the snapshots folder should be")
+    with pytest.raises(RunFailed, match="failed in step publish") as failure:
+        run_pipeline(project)
+    assert "NotADirectoryError" in failure.value.render() and "published" in failure.value.render()
+    db = open_system_db(project)
+    try:
+        run = recent_runs(db, project.config.name, 1)[0]
+        assert run.status == "failed" and "step publish" in run.error
+        assert [(s.name, s.status) for s in get_run(db, project.config.name, run.id).steps][-1] == ("publish", "failed")
+    finally:
+        db.close()

@@ -7,7 +7,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,7 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a FILE:LINE across lines
 
 ProjectOpt = Annotated[
     Path | None,
@@ -43,7 +42,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
     from headwater.config import load_project
+    from headwater.errors import NotFound
 
+    if path is not None and not path.is_dir():
+        raise NotFound(f"--project {path}: no such folder", fix="Pass the folder that holds headwater.yml.")
     return load_project(path)
 
 
@@ -80,7 +82,13 @@ def demo(
     """Generate the volunteer flake-rate example, run its pipeline, and serve its dashboard."""
     from headwater.demo import prepare_demo
 
-    project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=lambda m: out.print(f"[dim]•[/] {m}"))
+    with err.status("Preparing the demo…", spinner="dots") as status:
+
+        def say(message: str) -> None:
+            status.update(f"Preparing the demo: {message}…")
+            out.print(f"[dim]•[/] {message}")
+
+        project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=say)
     _run_and_report(project, None, trigger="demo", as_json=False)
     if serve:
         _serve(project, host, port)
@@ -221,22 +229,19 @@ def _serve(project: Any, host: str, port: int) -> None:
 
 
 def main() -> None:
-    """Entry point: one funnel turns user errors into a message and an exit code, never a traceback."""
+    """Entry point: one funnel turns user errors into a message and an exit code, never a traceback.
+
+    Typer runs in standalone mode, so usage errors (unknown option, missing argument) print their own
+    message and exit 2, and Ctrl+C aborts cleanly."""
     try:
-        code = app(standalone_mode=False)
+        app()
     except HeadwaterError as exc:
         err.print(f"[bold red]Error:[/] {exc.render()}", highlight=False)
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        err.print("Aborted.")
-        code = 130
-    except click.ClickException as exc:
-        exc.show()
-        code = ExitCode.USER_ERROR
-    except KeyboardInterrupt:
-        err.print("Interrupted.")
-        code = 130
-    sys.exit(int(code or 0))
+        sys.exit(int(exc.exit_code))
+    except Exception:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+        err.print_exception(show_locals=False)
+        err.print("[bold red]This is a bug in Headwater[/], not something you did. Please report it with the traceback above.")
+        sys.exit(int(ExitCode.INTERNAL))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def load_project(root: Path | None = None, env: Mapping[str, str] | None = None)
     located = load_yaml(file, env)
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
-    for path in sorted((root / DASHBOARDS_DIR).glob("*.yml")):
+    for path in sorted([*(root / DASHBOARDS_DIR).glob("*.yml"), *(root / DASHBOARDS_DIR).glob("*.yaml")]):
         if not re.fullmatch(IDENT, path.stem):
             raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
         if path.stem in dashboards:
@@ -99,6 +99,9 @@ def _resolve(loc: tuple[Any, ...], root_model: type[BaseModel]) -> tuple[tuple[A
         tagged = [m for m in candidates if isinstance(m, type) and issubclass(m, BaseModel) and _tag(m) == part]
         if tagged and str(part) not in tagged[0].model_fields:
             current = tagged[0]
+            continue
+        if members and isinstance(part, str):  # pydantic's label for the union member it tried, not a YAML key
+            current = None
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             owner = current

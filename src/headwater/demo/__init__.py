@@ -32,6 +32,6 @@ def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bo
     database = directory / CAMPAIGN_DB
     if regenerate or not database.exists():
         say(f"Generating {signups:,} volunteer sign-ups into {database}")
-        counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=say)
+        counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=lambda phase: say(f"writing {phase}"))
         say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return load_project(directory)

@@ -32,6 +32,7 @@ class RunRecorder:
         self.session.add(self.run)
         self.session.commit()
         self._position = 0
+        self.current_step: str | None = None
         self._log_lock = threading.Lock()
 
     @property
@@ -53,6 +54,7 @@ class RunRecorder:
     @contextmanager
     def step(self, name: str) -> Iterator[RunStep]:
         self._position += 1
+        self.current_step = name
         step = RunStep(run_id=self.run.id, position=self._position, name=name, status="running", started_at=now())
         self.session.add(step)
         self.session.commit()

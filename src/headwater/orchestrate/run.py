@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import duckdb
+from sqlalchemy.exc import SQLAlchemyError
+
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.errors import HeadwaterError, NotFound, RunFailed
 from headwater.orchestrate.recorder import Listener, RunRecorder
@@ -15,6 +18,8 @@ from headwater.transform import DbtProject, describe_failure
 from headwater.warehouse import Warehouse
 
 DEFAULT_PIPELINE = "default"
+# Failures of the machine or the data files rather than of Headwater's code: reported as a failed run.
+ENVIRONMENT_ERRORS = (duckdb.Error, OSError, SQLAlchemyError)
 
 
 @dataclass
@@ -53,12 +58,20 @@ def run_pipeline(project: LoadedProject, name: str | None = None, *, trigger: st
         with warehouse.writer_lock():
             recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener)
             try:
-                outcome = _run_steps(project, pipeline, warehouse, recorder)
+                return _run_steps(project, pipeline, warehouse, recorder)
+            except ENVIRONMENT_ERRORS as exc:
+                failure = RunFailed(
+                    f"Run {recorder.id} failed in step {recorder.current_step or 'start'}",
+                    why=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}",
+                    fix="Check the file, disk or database it names; published data was left as it was.",
+                )
+                recorder.log("error", failure.render())
+                recorder.finish("failed", error=failure)
+                raise failure from exc
             except BaseException as exc:
                 recorder.log("error", _message(exc))
                 recorder.finish("failed", error=exc)
                 raise
-            return outcome
     finally:
         if own_db:
             db.close()

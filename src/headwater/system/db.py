@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from headwater.errors import ConfigError, HeadwaterError
@@ -66,7 +66,7 @@ def migrate(engine: Engine) -> None:
             head = ScriptDirectory.from_config(cfg).get_current_head()
             if MigrationContext.configure(connection).get_current_revision() != head:
                 command.upgrade(cfg, "head")
-    except OperationalError as exc:
+    except DBAPIError as exc:
         raise HeadwaterError(
             f"Cannot open the system database {engine.url.render_as_string(hide_password=True)}",
             why=str(exc.orig).strip(),
@@ -79,7 +79,11 @@ class SystemDB:
 
     def __init__(self, url: str) -> None:
         self.engine = open_engine(url)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:
