@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     RUN_FAILED = 1  # the pipeline ran and a step failed (sync, dbt model or test, publish)
     USER_ERROR = 2  # bad project file, bad arguments, missing project or table
     BUSY = 3  # another run holds the project's lock
+    TRANSIENT = 75  # failed for a reason that may pass (connection reset, lock timeout): retry (EX_TEMPFAIL)
     INTERNAL = 70  # a bug in Headwater (EX_SOFTWARE)
 
 
@@ -48,6 +49,13 @@ class NotFound(HeadwaterError):
 
 class RunFailed(HeadwaterError):
     exit_code = ExitCode.RUN_FAILED
+
+
+class TransientFailure(RunFailed):
+    """A run failed for a reason that may pass by itself; the scheduler retries it with backoff."""
+
+    exit_code = ExitCode.TRANSIENT
+    transient = True
 
 
 class ProjectBusy(HeadwaterError):

@@ -102,34 +102,81 @@ def run(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a pipeline: sync -> dbt build (models and tests) -> publish. Exit code 0 only on success."""
+    """Run a pipeline: sync -> dbt build (models and tests) -> checks -> publish. Exit code 0 only on success.
+
+    The run gets the pipeline's timeout and retries (transient errors only), and alerts go out if it
+    fails or recovers, exactly as for a scheduled run."""
     _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json)
 
 
 def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
-    from headwater.orchestrate import run_pipeline
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.history import get_run
+    from headwater.orchestrate.supervise import execute
 
-    def show(level: str, message: str) -> None:
-        style = {"error": "red", "warn": "yellow"}.get(level, "dim")
-        err.print(f"[{style}]{level:>5}[/] {message}", highlight=False)
-
-    with err.status("Running pipeline…", spinner="dots") if not as_json else _nothing():
-        outcome = run_pipeline(project, pipeline, trigger=trigger, listener=None if as_json else show)
+    outcome = execute(project, pipeline, trigger, show_log=not as_json)
+    db = open_system_db(project)
+    try:
+        record = get_run(db, project.config.name, outcome.run_id) if outcome.run_id is not None else None
+    finally:
+        db.close()
+    published = _published_tables(record)
     if as_json:
-        out.print_json(data=_run_dict(outcome.run) | {"published": outcome.published})
-        return
-    r = outcome.run
-    out.print(f"[green]Run {r.id} succeeded[/] in {r.duration.total_seconds():.1f}s: pipeline {r.pipeline}, {r.rows_synced or 0:,} rows synced.")
-    for table, rows in outcome.published.items():
-        out.print(f"  published [bold]{table}[/]: {rows:,} rows")
+        out.print_json(data=(_run_dict(record) if record else {"pipeline": outcome.pipeline, "status": outcome.status}) | {"attempts": outcome.attempts, "published": published})
+    elif record is None:
+        err.print(f"[bold red]Error:[/] {outcome.stderr.strip() or 'the run could not start'}", highlight=False)
+    elif record.status == "success":
+        out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
+        for table, rows in published.items():
+            out.print(f"  published [bold]{table}[/]: {rows:,} rows")
+    else:
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
+        err.print(record.error or "", highlight=False)
+        err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
+def _published_tables(record: Any) -> dict[str, int]:
+    import json
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    for step in record.steps if record else []:
+        if step.name == "publish" and step.status == "success" and step.detail:
+            return dict(json.loads(step.detail)["tables"])
+    return {}
+
+
+@app.command()
+def logs(
+    run_id: Annotated[int, typer.Argument(help="The run's number, as `headwater runs` shows it.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Print a run's log: steps, dbt's output, checks, errors. With --follow, watch a live run."""
+    import time
+
+    from headwater.errors import NotFound
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.history import get_run, log_lines
+
+    loaded = _project(project)
+    db = open_system_db(loaded)
+    try:
+        if get_run(db, loaded.config.name, run_id) is None:
+            raise NotFound(f"No run {run_id} in project {loaded.config.name}", fix="`headwater runs` lists the runs.")
+        after = 0
+        while True:
+            for line in log_lines(db, run_id, after):
+                style = {"error": "red", "warn": "yellow"}.get(line.level, "")
+                out.print(f"{line.at:%H:%M:%S} [{style}]{line.level:>5}[/] {line.message}" if style else f"{line.at:%H:%M:%S} {line.level:>5} {line.message}", highlight=False)
+                after = line.id
+            record = get_run(db, loaded.config.name, run_id)
+            if not follow or record.status != "running":  # type: ignore[union-attr]
+                break
+            time.sleep(0.5)
+        out.print(f"Run {run_id}: {record.status}")  # type: ignore[union-attr]
+    finally:
+        db.close()
 
 
 @app.command()
@@ -173,6 +220,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
         "duration_seconds": round(r.duration.total_seconds(), 3) if r.duration else None,
         "rows_synced": r.rows_synced,
         "snapshot": r.snapshot,
+        "attempt": r.attempt,
         "error": r.error,
     }
 
@@ -214,18 +262,60 @@ def serve(
     project: ProjectOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
 ) -> None:
-    """Serve the web app: dashboards and exports of published data."""
-    _serve(_project(project), host, port)
+    """Serve the web app (dashboards and exports of published data) and the pipelines' schedules."""
+    _serve(_project(project), host, port, scheduler=scheduler)
 
 
-def _serve(project: Any, host: str, port: int) -> None:
+@app.command()
+def worker(project: ProjectOpt = None) -> None:
+    """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.scheduler import run_worker
+
+    loaded = _project(project)
+    db = open_system_db(loaded)
+    try:
+        _describe_schedules(loaded)
+        run_worker(loaded, db, _executor(loaded))
+    finally:
+        db.close()
+
+
+def _executor(project: Any) -> Any:
+    from headwater.orchestrate.supervise import execute
+
+    return lambda pipeline, trigger: execute(project, pipeline, trigger).status
+
+
+def _describe_schedules(project: Any) -> None:
+    scheduled = {n: p.schedule for n, p in project.config.pipelines.items() if p.schedule}
+    for name, schedule in scheduled.items():
+        out.print(f"Schedule: [bold]{name}[/] at '{schedule.cron}' ({schedule.timezone})")
+    if not scheduled:
+        out.print("No pipeline has a schedule: add schedule: {cron: '0 7 * * *', timezone: ...} to one in headwater.yml.")
+
+
+def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
     import uvicorn
 
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.scheduler import Scheduler
     from headwater.web import create_app
 
+    db = open_system_db(project)
+    jobs = Scheduler(project, db, _executor(project)) if scheduler and any(p.schedule for p in project.config.pipelines.values()) else None
+    if jobs:
+        _describe_schedules(project)
+        jobs.start()
     out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
-    uvicorn.run(create_app(project), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(project), host=host, port=port, log_level="warning")
+    finally:
+        if jobs:
+            jobs.shutdown(wait=False)
+        db.close()
 
 
 def main() -> None:

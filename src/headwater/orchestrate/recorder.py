@@ -7,13 +7,16 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
 
-from headwater.system import Run, RunLog, RunStep, SystemDB
+from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
+
+if TYPE_CHECKING:
+    from headwater.checks import CheckOutcome
 
 logger = logging.getLogger("headwater.run")
 Listener = Callable[[str, str], None]  # (level, message)
@@ -24,11 +27,11 @@ def now() -> dt.datetime:
 
 
 class RunRecorder:
-    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None) -> None:
+    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None, *, attempt: int = 1) -> None:
         self.db = db
         self.listener = listener
         self.session = db.session()
-        self.run = Run(project=project, pipeline=pipeline, status="running", trigger=trigger, started_at=now(), pid=os.getpid())
+        self.run = Run(project=project, pipeline=pipeline, status="running", trigger=trigger, started_at=now(), pid=os.getpid(), attempt=attempt)
         self.session.add(self.run)
         self.session.commit()
         self._position = 0
@@ -70,6 +73,10 @@ class RunRecorder:
     def set_detail(self, step: RunStep, detail: Any, rows: int | None = None) -> None:
         step.detail = json.dumps(detail, default=str)
         step.rows = rows
+        self.session.commit()
+
+    def record_checks(self, outcomes: Iterable[CheckOutcome]) -> None:
+        self.session.add_all(CheckResult(run_id=self.run.id, **o.as_record()) for o in outcomes)
         self.session.commit()
 
     def finish(self, status: str, *, rows: int | None = None, snapshot: str | None = None, error: BaseException | None = None) -> Run:

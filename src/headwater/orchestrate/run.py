@@ -8,13 +8,15 @@ import duckdb
 from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.config.model import LoadedProject, Pipeline
-from headwater.errors import HeadwaterError, NotFound, RunFailed
+from headwater.checks import dbt_test_outcomes, run_checks
+from headwater.errors import HeadwaterError, NotFound, RunFailed, TransientFailure
+from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.recorder import Listener, RunRecorder
 from headwater.publish import plan, publish, published_tables
 from headwater.sources import open_source
 from headwater.sync import sync_source
 from headwater.system import Run, SystemDB, resolve_url
-from headwater.transform import DbtProject, describe_failure
+from headwater.transform import DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
 DEFAULT_PIPELINE = "default"
@@ -47,24 +49,31 @@ def choose_pipeline(project: LoadedProject, name: str | None) -> tuple[str, Pipe
     raise NotFound(f"No pipeline named '{name}' in {project.file}", fix=f"Pipelines: {', '.join(pipelines) or '(none: run without a name)'}.")
 
 
-def run_pipeline(project: LoadedProject, name: str | None = None, *, trigger: str = "cli", listener: Listener | None = None, db: SystemDB | None = None) -> RunOutcome:
-    """Run one pipeline to the end. Raises `RunFailed` (or another `HeadwaterError`) when it fails;
-    the published data is then exactly what it was before."""
+def run_pipeline(
+    project: LoadedProject,
+    name: str | None = None,
+    *,
+    trigger: str = "cli",
+    attempt: int = 1,
+    listener: Listener | None = None,
+    db: SystemDB | None = None,
+    wait_for_lock: float = 0,
+) -> RunOutcome:
+    """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
+    when it fails; the published data is then exactly what it was before."""
     pipeline_name, pipeline = choose_pipeline(project, name)
     warehouse = Warehouse(project.root, project.config.warehouse)
     own_db = db is None
     db = db or open_system_db(project)
     try:
-        with warehouse.writer_lock():
-            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener)
+        waiting = (lambda: listener("info", "another run of this project is in progress; waiting for it to finish")) if listener else None
+        with warehouse.writer_lock(wait_for_lock, waiting):
+            abandon_stale_runs(db, project.config.name)  # we hold the lock: no other run is alive
+            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
             try:
                 return _run_steps(project, pipeline, warehouse, recorder)
             except ENVIRONMENT_ERRORS as exc:
-                failure = RunFailed(
-                    f"Run {recorder.id} failed in step {recorder.current_step or 'start'}",
-                    why=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}",
-                    fix="Check the file, disk or database it names; published data was left as it was.",
-                )
+                failure = _environment_failure(exc, recorder)
                 recorder.log("error", failure.render())
                 recorder.finish("failed", error=failure)
                 raise failure from exc
@@ -77,12 +86,27 @@ def run_pipeline(project: LoadedProject, name: str | None = None, *, trigger: st
             db.close()
 
 
+def _environment_failure(exc: BaseException, recorder: RunRecorder) -> RunFailed:
+    kind = TransientFailure if _is_transient(exc) else RunFailed
+    text = str(exc).strip()
+    return kind(
+        f"Run {recorder.id} failed in step {recorder.current_step or 'start'}",
+        why=f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}",
+        fix="It may pass by itself; the run will be retried." if kind is TransientFailure else "Check the file, disk or database it names; published data was left as it was.",
+    )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Connection resets, time-outs and lock waits may pass; a wrong path or password will not."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (duckdb.Error, SQLAlchemyError)) and any(word in text for word in ("database is locked", "could not set lock", "timeout", "connection reset"))
+
+
 def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse, rec: RunRecorder) -> RunOutcome:
-    rec.log("info", f"run {rec.id} started")
+    rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
-    unknown = [s for s in source_names if s not in project.config.sources]
-    if unknown:
-        raise NotFound(f"Pipeline sources not defined: {', '.join(unknown)}", fix=f"Define them under sources: in {project.file}.")
     rows = 0
     con = warehouse.connect_build()
     try:
@@ -99,25 +123,47 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     dbt = DbtProject(project, warehouse)
     with rec.step("dbt:build") as step:
         result = dbt.build(pipeline.select, rec.log)
-        rec.set_detail(step, result.as_dict(), rows=None)
+        con = warehouse.connect_build()
+        try:
+            result = count_rows(result, con)
+            rec.record_checks(dbt_test_outcomes(result, con))
+        finally:
+            con.close()
+        rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
         if not result.success:
             raise describe_failure(result)
 
-    with rec.step("publish") as step:
-        publish_plan = plan(dbt.manifest_models(), result.nodes, pipeline.publish, published_tables(warehouse))
-        if not publish_plan.tables:
-            raise RunFailed(
-                "Nothing to publish: no model matches the pipeline's publish list",
-                why=f"publish: {pipeline.publish}",
-                fix="List model folders (e.g. marts) or model names under the pipeline's publish: key.",
-            )
-        con = warehouse.connect_build()
-        try:
+    con = warehouse.connect_build()
+    try:
+        if pipeline.checks:
+            with rec.step("checks") as step:
+                outcomes = run_checks(project, pipeline.checks, con)
+                rec.record_checks(outcomes)
+                rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
+                for outcome in outcomes:
+                    if outcome.status != "pass":
+                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {outcome.message}")
+                blocking = [o for o in outcomes if o.blocks_publish]
+                if blocking:
+                    raise RunFailed(
+                        f"{len(blocking)} check(s) failed — published data was left as it was",
+                        why="; ".join(f"{o.name}: {o.message}" for o in blocking[:5]),
+                        fix="See the run's checks (`headwater logs` or the run page), fix the data or the models, then run again.",
+                    )
+
+        with rec.step("publish") as step:
+            publish_plan = plan(dbt.manifest_models(), result.nodes, pipeline.publish, published_tables(warehouse))
+            if not publish_plan.tables:
+                raise RunFailed(
+                    "Nothing to publish: no model matches the pipeline's publish list",
+                    why=f"publish: {pipeline.publish}",
+                    fix="List model folders (e.g. marts) or model names under the pipeline's publish: key.",
+                )
             published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")
-        finally:
-            con.close()
-        rec.set_detail(step, {"tables": published, "carried_over": publish_plan.carried}, rows=sum(published.values()))
-        rec.log("info", "published " + ", ".join(f"{t} ({n:,} rows)" for t, n in published.items()))
+            rec.set_detail(step, {"tables": published, "carried_over": publish_plan.carried}, rows=sum(published.values()))
+            rec.log("info", "published " + ", ".join(f"{t} ({n:,} rows)" for t, n in published.items()))
+    finally:
+        con.close()
     run = rec.finish("success", rows=rows, snapshot=warehouse.current_snapshot().name)  # type: ignore[union-attr]
     return RunOutcome(run, published)
 

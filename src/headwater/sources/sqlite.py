@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from headwater.config.model import SQLiteSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, NotFound
+from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
 from headwater.sources.base import SourceTable
 from headwater.warehouse import require_extension
 
@@ -48,5 +48,9 @@ class SQLiteSource:
         try:
             with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as probe:
                 probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc).lower():
+                raise TransientFailure(f"Source '{self.name}': {self.path} is locked by another program", why=str(exc), fix="This usually passes; the run is retried.") from None
+            raise HeadwaterError(f"Source '{self.name}': cannot read {self.path}", why=str(exc), fix="Check the file's permissions and that it is a SQLite database.") from None
         except sqlite3.DatabaseError as exc:
             raise HeadwaterError(f"Source '{self.name}': {self.path} is not a readable SQLite database", why=str(exc), fix="Point the source at a SQLite file.") from None

@@ -1,4 +1,4 @@
 from headwater.system.db import SystemDB, migrate, resolve_url
-from headwater.system.models import Run, RunLog, RunStep
+from headwater.system.models import CheckResult, Incident, Run, RunLog, RunStep, ScheduleState
 
-__all__ = ["Run", "RunLog", "RunStep", "SystemDB", "migrate", "resolve_url"]
+__all__ = ["CheckResult", "Incident", "Run", "RunLog", "RunStep", "ScheduleState", "SystemDB", "migrate", "resolve_url"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -58,10 +61,24 @@ def _alembic_config(connection: object) -> Config:
     return cfg
 
 
+@contextmanager
+def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
+    """Two processes opening a new system database at once must not both create its tables."""
+    if engine.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(7306725761)"))  # held to the end of the transaction
+        yield
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(f"{engine.url.database}.migrate-lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
+
+
 def migrate(engine: Engine) -> None:
     """Upgrade to the newest schema; a no-op when already there."""
     try:
-        with engine.begin() as connection:
+        with engine.begin() as connection, _migration_lock(engine, connection):
             cfg = _alembic_config(connection)
             head = ScriptDirectory.from_config(cfg).get_current_head()
             if MigrationContext.configure(connection).get_current_revision() != head:

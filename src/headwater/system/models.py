@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -39,15 +39,17 @@ class Run(Base):
     project: Mapped[str] = mapped_column(String(63), index=True)
     pipeline: Mapped[str] = mapped_column(String(63))
     status: Mapped[str] = mapped_column(String(16))  # running | success | failed
-    trigger: Mapped[str] = mapped_column(String(16))  # cli | web | demo | schedule
+    trigger: Mapped[str] = mapped_column(String(80))  # cli | web | demo | schedule | catch_up | manual | after:<pipeline>
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     rows_synced: Mapped[int | None] = mapped_column(Integer, nullable=True)
     snapshot: Mapped[str | None] = mapped_column(String(255), nullable=True)  # what it published
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     steps: Mapped[list[RunStep]] = relationship(back_populates="run", order_by="RunStep.position", cascade="all, delete-orphan")
+    checks: Mapped[list[CheckResult]] = relationship(back_populates="run", order_by="CheckResult.id", cascade="all, delete-orphan")
 
     @property
     def duration(self) -> dt.timedelta | None:
@@ -79,3 +81,49 @@ class RunLog(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     level: Mapped[str] = mapped_column(String(8))
     message: Mapped[str] = mapped_column(Text)
+
+
+class CheckResult(Base):
+    """One check of one run: a dbt test, a reconciliation or a freshness check."""
+
+    __tablename__ = "check_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # dbt_test | reconcile | freshness
+    status: Mapped[str] = mapped_column(String(8))  # pass | fail | warn | error
+    severity: Mapped[str] = mapped_column(String(8))  # error (blocks publishing) | warn
+    observed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expected: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sample: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: {"columns": [...], "rows": [[...]]}
+
+    run: Mapped[Run] = relationship(back_populates="checks")
+
+
+class Incident(Base):
+    """A pipeline failing, from its first failed run to the next success: one alert when it opens,
+    one when it closes, however many runs fail in between."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_open", "project", "pipeline", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(63))
+    pipeline: Mapped[str] = mapped_column(String(63))
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    first_run_id: Mapped[int] = mapped_column(Integer)
+    last_run_id: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class ScheduleState(Base):
+    """The last time the scheduler fired each scheduled pipeline: what survives downtime."""
+
+    __tablename__ = "schedule_state"
+
+    project: Mapped[str] = mapped_column(String(63), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(63), primary_key=True)
+    last_fire_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,3 +1,3 @@
-from headwater.transform.dbt import BuildResult, DbtProject, NodeResult, describe_failure
+from headwater.transform.dbt import BuildResult, DbtProject, NodeResult, count_rows, describe_failure
 
-__all__ = ["BuildResult", "DbtProject", "NodeResult", "describe_failure"]
+__all__ = ["BuildResult", "DbtProject", "NodeResult", "count_rows", "describe_failure"]

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class NodeResult:
     relation: str | None  # "build"."marts"."flake_rate_weekly" for models
     message: str | None = None
     failures: int | None = None
+    rows: int | None = None  # rows in a built model's relation
+    severity: str | None = None  # tests: "error" or "warn", from the test's config
 
 
 @dataclass
@@ -108,6 +110,8 @@ class DbtProject:
         return args
 
     def build(self, select: str | None = None, log: Callable[[str, str], None] = lambda level, msg: None) -> BuildResult:
+        """``dbt build``: seeds, snapshots, models and their tests in dependency order. Failing tests keep
+        their rows (--store-failures) so a run can show a sample of what failed."""
         from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
 
         def on_event(event: Any) -> None:
@@ -116,7 +120,7 @@ class DbtProject:
                 log(info.level, _DOTS.sub(" ", str(info.msg)).strip())
 
         try:
-            outcome = dbtRunner(callbacks=[on_event]).invoke(self.args("build", select))
+            outcome = dbtRunner(callbacks=[on_event]).invoke([*self.args("build", select), "--store-failures"])
         finally:
             _release_duckdb()
         if outcome.exception is not None:
@@ -160,9 +164,11 @@ def _node_result(result: Any) -> NodeResult:
         status=str(result.status),
         seconds=round(float(result.execution_time or 0), 3),
         path=str(node.original_file_path),
-        relation=getattr(node, "relation_name", None) if str(node.resource_type) in ("model", "seed", "snapshot") else None,
+        # for tests this is the table dbt stored the failing rows in (--store-failures)
+        relation=getattr(node, "relation_name", None),
         message=_first_line(result.message) if result.message and str(result.status) in ("error", "fail", "warn") else None,
         failures=int(failures) if failures is not None else None,
+        severity=str(node.config.severity).lower() if str(node.resource_type) in ("test", "unit_test") else None,
     )
 
 
@@ -182,3 +188,14 @@ def describe_failure(result: BuildResult) -> RunFailed:
         why=items + more,
         fix="See the run's log (`headwater runs`), fix the model or the data, then run again.",
     )
+
+
+def count_rows(result: BuildResult, con: object) -> BuildResult:
+    """Fill in ``rows`` for every model and snapshot built in this run (a count per table is cheap in DuckDB)."""
+    nodes = []
+    for node in result.nodes:
+        if node.resource_type in ("model", "snapshot", "seed") and node.status == "success" and node.relation:
+            rows = con.execute(f"SELECT count(*) FROM {node.relation}").fetchone()[0]  # type: ignore[attr-defined]
+            node = replace(node, rows=int(rows))
+        nodes.append(node)
+    return BuildResult(result.success, nodes, result.error)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,17 +69,28 @@ class Warehouse:
     # -- the writer's side ------------------------------------------------------------------------
 
     @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Only one run per warehouse at a time; the OS frees the lock if the process dies."""
+    def writer_lock(self, wait: float = 0, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Only one run per warehouse at a time; the OS frees the lock if the process dies.
+
+        With ``wait`` a second run queues behind the first for up to that many seconds."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ProjectBusy(
-                    "Another run is already writing to this project's warehouse",
-                    fix="Wait for it to finish (`headwater runs` shows it), then run again.",
-                ) from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ProjectBusy(
+                            "Another run is already writing to this project's warehouse",
+                            why=f"waited {wait:.0f}s for it to finish" if wait else None,
+                            fix="Wait for it to finish (`headwater runs` shows it), then run again.",
+                        ) from None
+                    if on_wait is not None:
+                        on_wait()
+                        on_wait = None  # say it once
+                    time.sleep(0.2)
             try:
                 yield
             finally:

@@ -1,0 +1,74 @@
+"""dbt's tests as checks: one `CheckOutcome` per test node of a `dbt build`.
+
+dbt's statuses map as follows:
+
+=========  ========  =========  ==============================================================
+dbt        status    severity   why
+=========  ========  =========  ==============================================================
+pass       pass      error*     ran, no failing rows
+fail       fail      error      failing rows, test severity error: blocks publishing
+warn       warn      warn       failing rows, test severity warn: recorded, does not block
+error      error     error      the test could not run (bad SQL, missing relation): blocks
+skipped    error     error      dbt did not run it because something it depends on failed, so
+                                the data is unverified; recorded as an error, never as a pass
+other      error     error      a status this code does not know is never taken for a pass
+=========  ========  =========  ==============================================================
+
+\\* A passing test's severity is its configured one when `NodeResult` carries a ``severity``
+attribute, else "error" (dbt's default). Unit tests (``unit_test`` nodes) count as tests too.
+
+Runs pass ``--store-failures``, so a failing test's ``relation`` names the table holding its
+failing rows; up to `SAMPLE_ROWS` of them become the sample.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from headwater.checks.outcome import SAMPLE_ROWS, CheckOutcome, make_sample
+from headwater.transform.dbt import BuildResult, NodeResult
+
+TEST_TYPES = ("test", "unit_test")
+
+
+def dbt_test_outcomes(result: BuildResult, build: duckdb.DuckDBPyConnection) -> list[CheckOutcome]:
+    return [_outcome(node, build) for node in result.nodes if str(node.resource_type) in TEST_TYPES]
+
+
+def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    status = str(node.status)
+    configured = str(getattr(node, "severity", None) or "error").lower()
+    failures = node.failures
+    observed = None if failures is None else str(failures)
+    if status == "pass":
+        return CheckOutcome(node.name, "dbt_test", "pass", "warn" if configured == "warn" else "error", observed, "0", None, None)
+    if status in ("fail", "warn"):
+        rows = f"{failures:,} failure{'s' if failures != 1 else ''}" if failures is not None else "failed"  # dbt's count of the test query's rows
+        message = f"{node.name}: {rows}" + (f" ({node.message})" if node.message else "") + f". See {node.path} and fix the data or the model."
+        severity = "warn" if status == "warn" else "error"
+        return CheckOutcome(node.name, "dbt_test", status, severity, observed, "0", message, _stored_failures(node, build))
+    if status == "error":
+        message = f"{node.name}: the test could not run: {node.message or 'dbt reported an error'}. Fix {node.path}."
+        return CheckOutcome(node.name, "dbt_test", "error", "error", observed, "0", message, None)
+    if status == "skipped":
+        message = f"{node.name}: not run — dbt skipped it because a model it tests or depends on failed, so that data is unchecked."
+        return CheckOutcome(node.name, "dbt_test", "error", "error", None, "0", message, None)
+    message = f"{node.name}: dbt reported status '{status}'" + (f": {node.message}" if node.message else "")
+    return CheckOutcome(node.name, "dbt_test", "error", "error", observed, "0", message, None)
+
+
+def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection) -> dict | None:
+    """Up to SAMPLE_ROWS rows of the test's stored-failures table, if it exists (best effort: a
+    missing or unreadable table leaves the sample empty, never changes the outcome)."""
+    if not node.relation:
+        return None
+    cursor = build.cursor()
+    try:
+        cursor.execute(f"SELECT * FROM {node.relation} LIMIT {SAMPLE_ROWS}")  # the relation name comes from dbt, quoted
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        cursor.close()
+    return make_sample(columns, rows)

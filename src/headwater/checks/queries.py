@@ -1,0 +1,114 @@
+"""Run a check's query on the warehouse or, read-only, on a source in the source's own SQL dialect.
+
+One function per kind of source, registered by the settings class it serves; adding PostgreSQL or
+MySQL sources means adding one `@source_runner(PostgresSource)` function that opens a read-only
+connection (e.g. ``SET TRANSACTION READ ONLY``), runs the SQL and turns the driver's errors into
+`QueryError`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+
+from headwater.config.model import LoadedProject
+from headwater.config.model import SQLiteSource as SQLiteSettings
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
+Runner = Callable[[LoadedProject, str, Any, str], Rows]  # (project, source name, settings, sql)
+
+_RUNNERS: dict[type, Runner] = {}
+
+
+class QueryError(Exception):
+    """The database could not run the query; the text is the database's own message."""
+
+
+def source_runner(settings_type: type) -> Callable[[Runner], Runner]:
+    def register(function: Runner) -> Runner:
+        _RUNNERS[settings_type] = function
+        return function
+
+    return register
+
+
+def describe_source(project: LoadedProject, name: str | None) -> str:
+    """Where a query runs, for messages: "the warehouse" or "source 'app' (sqlite)"."""
+    if name is None:
+        return "the warehouse"
+    settings = project.config.sources.get(name)
+    kind = getattr(settings, "type", None)
+    return f"source '{name}' ({kind})" if kind else f"source '{name}'"
+
+
+def query_source(project: LoadedProject, name: str, sql: str) -> Rows:
+    settings = project.config.sources.get(name)
+    if settings is None:  # the project file's validation prevents this
+        raise QueryError(f"source '{name}' is not defined under sources: in headwater.yml")
+    runner = _RUNNERS.get(type(settings))
+    if runner is None:
+        raise QueryError(f"checks cannot query {getattr(settings, 'type', type(settings).__name__)} sources yet")
+    return runner(project, name, settings, sql)
+
+
+def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str) -> Rows:
+    """DuckDB SQL on the build database, on a cursor of its own (so the caller's session settings
+    and transaction are untouched) inside a transaction that is always rolled back: a check never
+    changes the warehouse it gates."""
+    cursor = build.cursor()
+    try:
+        cursor.begin()
+        try:
+            cursor.execute(sql)
+            if cursor.description is None:
+                raise QueryError("the query returned no rows and no columns (is it a SELECT?)")
+            columns = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        finally:
+            try:
+                cursor.rollback()
+            except duckdb.Error:
+                pass  # the SQL ended the transaction itself
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(str(exc))) from None
+    finally:
+        cursor.close()
+    return columns, rows
+
+
+@source_runner(SQLiteSettings)
+def _query_sqlite(project: LoadedProject, name: str, settings: SQLiteSettings, sql: str) -> Rows:
+    path = project.path(settings.path).resolve()  # as headwater.sources.sqlite.SQLiteSource resolves it
+    if not path.is_file():
+        raise QueryError(f"the SQLite file {path} does not exist (fix sources.{name}.path in headwater.yml)")
+    try:
+        # mode=ro: SQLite itself refuses every write; as_uri() percent-encodes '?', '#' and '%' in the path.
+        con = sqlite3.connect(path.as_uri() + "?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise QueryError(f"cannot open {path}: {exc}") from None
+    try:
+        con.execute("PRAGMA query_only = ON")
+        cursor = con.execute(sql)
+        if cursor.description is None:
+            raise QueryError("the query returned no rows and no columns (is it a SELECT?)")
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    except sqlite3.Error as exc:
+        raise QueryError(str(exc)) from None
+    finally:
+        con.close()
+    return columns, rows
+
+
+def _first_line(text: str) -> str:
+    """DuckDB's message without the "LINE 1: ... ^" pointer, which means nothing on one line."""
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        if line.startswith("LINE "):
+            break
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines[:4])

@@ -1,0 +1,39 @@
+"""The process one run attempt lives in:
+``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log]``.
+
+Its exit code is the run's: 0 success, 1 failed, 2 user error, 3 busy, 75 transient failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from headwater.errors import ExitCode, HeadwaterError
+
+
+def main(argv: list[str]) -> int:
+    root, pipeline, trigger, attempt, wait = Path(argv[0]), argv[1], argv[2], int(argv[3]), float(argv[4])
+    show = "--show-log" in argv
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def listener(level: str, message: str) -> None:
+        style = {"error": "red", "warn": "yellow"}.get(level, "dim")
+        console.print(f"[{style}]{level:>5}[/] {message}")
+
+    from headwater.config import load_project
+    from headwater.orchestrate.run import run_pipeline
+
+    try:
+        run_pipeline(load_project(root), pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
+    except HeadwaterError as exc:
+        if not show:  # the run's log already holds it; print it for whoever reads this process's stderr
+            console.print(exc.render())
+        return int(exc.exit_code)
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,74 @@
+"""Real servers on 127.0.0.1 for tests: an SMTP server (aiosmtpd) and a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Mailbox:
+    port: int
+    messages: list[Message] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's handler API
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def smtp_server() -> Iterator[Mailbox]:
+    mailbox = Mailbox(port=free_port())
+    controller = Controller(mailbox, hostname="127.0.0.1", port=mailbox.port)
+    controller.start()
+    try:
+        yield mailbox
+    finally:
+        controller.stop()
+
+
+@dataclass
+class Hooks:
+    url: str
+    posts: list[dict] = field(default_factory=list)
+    status: int = 200
+
+
+@contextmanager
+def webhook_server() -> Iterator[Hooks]:
+    hooks = Hooks(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's API
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            hooks.posts.append(json.loads(body))
+            self.send_response(hooks.status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    hooks.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/SECRETPATH"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hooks
+    finally:
+        server.shutdown()
+        server.server_close()

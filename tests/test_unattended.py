@@ -1,0 +1,284 @@
+"""Pipelines trusted unattended: checks gate publishing, one alert per incident, runs killed or
+timed out leave published data intact, transient failures retried, one run at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import signal
+import subprocess
+import sys
+import threading
+import time
+import duckdb
+import pytest
+import yaml
+from demo_project import execute_source, make_project, published_rows
+from loopback import smtp_server, webhook_server
+
+from headwater.config import load_project
+from headwater.orchestrate import open_system_db
+from headwater.orchestrate.history import get_run, log_lines, recent_runs
+from headwater.orchestrate.supervise import execute
+from headwater.warehouse import Warehouse
+
+
+def _edit_config(project, change) -> object:
+    """Rewrite headwater.yml through ``change(dict)`` and reload the project."""
+    path = project.root / "headwater.yml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_project(project.root)
+
+
+def _published_state(project) -> tuple[str, str]:
+    snapshot = Warehouse(project.root, project.config.warehouse).current_snapshot()
+    return snapshot.name, hashlib.sha256(snapshot.read_bytes()).hexdigest()
+
+
+def _fast(data: dict, **pipeline: object) -> None:
+    """No waiting in tests: short backoff; other pipeline settings as given."""
+    settings = data["pipelines"]["flake_rate"]
+    settings["retries"] = {"attempts": 3, "backoff": "1s", "max_backoff": "2s"}
+    settings.update(pipeline)
+
+
+@pytest.fixture
+def demo(tmp_path):
+    project = make_project(tmp_path / "demo", 2_000)
+    return _edit_config(project, _fast)
+
+
+def _with_alerts(project, mailbox, hooks):
+    def change(data: dict) -> None:
+        data["alerts"] = [
+            {"type": "email", "to": ["team@example.org"], "smtp": {"host": "127.0.0.1", "port": mailbox.port, "security": "none", "from": "hw@example.org"}},
+            {"type": "webhook", "url": hooks.url},
+        ]
+        data["web"] = {"base_url": "https://data.example.org"}
+
+    return _edit_config(project, change)
+
+
+def _runs(project):
+    db = open_system_db(project)
+    try:
+        return recent_runs(db, project.config.name, 50)
+    finally:
+        db.close()
+
+
+def test_a_failing_dbt_test_alerts_once_and_publishes_nothing(demo):
+    with smtp_server() as mailbox, webhook_server() as hooks:
+        project = _with_alerts(demo, mailbox, hooks)
+        assert execute(project, None, "schedule").status == "success"
+        assert mailbox.messages == [] and hooks.posts == []  # success without an incident: silence
+        before, rows_before = _published_state(project), published_rows(project)
+
+        execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id IN (1, 2, 3)")
+        first = execute(project, None, "schedule")
+        assert (first.status, first.attempts) == ("failed", 1)  # a failed test is never retried
+        assert _published_state(project) == before and published_rows(project) == rows_before
+        assert len(mailbox.messages) == 1 and len(hooks.posts) == 1
+        mail = mailbox.messages[0]
+        body = mail.get_payload(decode=True).decode()
+        assert "flake_rate" in mail["Subject"] and "dbt:build" in mail["Subject"]
+        assert f"headwater logs {first.run_id}" in body and f"https://data.example.org/runs/{first.run_id}" in body
+        assert "accepted_values" in body and "accepted_values" in hooks.posts[0]["text"]
+
+        # the failing rows are kept with the run, as a sample
+        db = open_system_db(project)
+        try:
+            checks = {c.name: c for c in get_run(db, project.config.name, first.run_id).checks}
+        finally:
+            db.close()
+        failed = [c for c in checks.values() if c.status == "fail"]
+        assert len(failed) == 1 and failed[0].kind == "dbt_test" and "accepted_values" in failed[0].name
+        assert ["Maybe", 3] in json.loads(failed[0].sample)["rows"]  # accepted_values: one row per bad value, with its count
+
+        assert execute(project, None, "schedule").status == "failed"
+        assert len(mailbox.messages) == 1 and len(hooks.posts) == 1  # one message per incident
+
+        execute_source(project, "UPDATE signup_statuses SET status = 'Completed' WHERE status = 'Maybe'")
+        assert execute(project, None, "schedule").status == "success"
+        assert len(mailbox.messages) == 2 and "recovered" in mailbox.messages[1]["Subject"]
+        assert len(hooks.posts) == 2 and "recovered" in hooks.posts[1]["text"]
+
+
+def test_a_failing_reconciliation_keeps_published_data_and_alerts(demo):
+    with smtp_server() as mailbox, webhook_server() as hooks:
+        project = _with_alerts(demo, mailbox, hooks)
+        assert execute(project, None, "cli").status == "success"
+        before = _published_state(project)
+
+        # the source reports one sign-up more for a region than the mart can see
+        def extra_signup(data: dict) -> None:
+            check = data["pipelines"]["flake_rate"]["checks"][0]
+            check["left"]["sql"] = check["left"]["sql"].replace("count(*)", "count(*) + (r.region_id = 1)")
+
+        project = _edit_config(project, extra_signup)
+        outcome = execute(project, None, "cli")
+        assert outcome.status == "failed" and outcome.attempts == 1
+        assert _published_state(project) == before
+        run = _runs(project)[0]
+        assert "signups_by_region_match_source" in run.error
+        db = open_system_db(project)
+        try:
+            check = next(c for c in get_run(db, project.config.name, run.id).checks if c.name == "signups_by_region_match_source")
+        finally:
+            db.close()
+        assert check.status == "fail" and json.loads(check.sample)["rows"]
+        assert len(mailbox.messages) == 1 and "signups_by_region_match_source" in mailbox.messages[0].get_payload(decode=True).decode()
+        assert len(hooks.posts) == 1
+
+
+def _child(project, attempt: int = 1) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", str(attempt), "0"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_step(project, step: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it reached the step"
+        runs = _runs(project)
+        if runs and runs[0].status == "running" and any(s.name == step and s.status == "running" for s in runs[0].steps):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run never reached {step}")
+
+
+def test_sigkill_mid_build_leaves_published_data_and_the_next_run_succeeds(demo):
+    assert execute(demo, None, "cli").status == "success"
+    before = _published_state(demo)
+    process = _child(demo)
+    _wait_for_step(demo, "dbt:build", process)
+    time.sleep(0.5)  # inside dbt's work
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _published_state(demo) == before
+    assert _runs(demo)[0].status == "running"  # nobody could record the death...
+
+    outcome = execute(demo, None, "cli")
+    assert outcome.status == "success"
+    killed = _runs(demo)[1]
+    assert killed.status == "abandoned" and "stopped before the run finished" in killed.error  # ...until the next run
+    assert _published_state(demo)[0] != before[0]
+
+
+def test_a_run_over_its_timeout_is_stopped_and_fails(demo):
+    project = _edit_config(demo, lambda d: _fast(d, timeout="2s"))
+    assert execute(project, None, "cli").status == "failed"
+    run = _runs(project)[0]
+    assert run.status == "failed" and "timeout" in run.error
+    assert Warehouse(project.root, project.config.warehouse).current_snapshot() is None  # nothing half-published
+
+
+def test_a_locked_source_is_transient_and_retried(demo):
+    holder = sqlite3.connect(demo.root / "data" / "campaign.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program is writing to the source
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        holder.execute("ROLLBACK")  # ...and finishes while we back off
+
+    outcome = execute(demo, None, "schedule", sleep=sleep)
+    holder.close()
+    assert (outcome.status, outcome.attempts) == ("success", 2) and naps == [1.0]
+    first, second = sorted(_runs(demo), key=lambda r: r.id)
+    assert first.status == "failed" and "locked" in first.error and second.attempt == 2
+
+
+def test_a_second_run_queues_behind_the_first(demo):
+    warehouse = Warehouse(demo.root, demo.config.warehouse)
+    lock = warehouse.writer_lock()
+    lock.__enter__()
+    release = threading.Timer(2.0, lambda: lock.__exit__(None, None, None))
+    release.start()
+    started = time.monotonic()
+    outcome = execute(demo, None, "cli")
+    assert (outcome.status, outcome.attempts) == ("success", 1)  # queued, not failed and retried
+    assert time.monotonic() - started >= 2.0
+
+
+def test_two_triggers_of_one_pipeline_never_run_at_once(demo):
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(execute(demo, None, "schedule"))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runs = sorted(_runs(demo), key=lambda r: r.started_at)
+    assert [o.status for o in outcomes] == ["success", "success"] and len(runs) == 2
+    assert runs[0].finished_at <= runs[1].started_at  # the second waited for the first
+
+
+def test_logs_command_prints_the_run(demo):
+    outcome = execute(demo, None, "cli")
+    result = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(outcome.run_id), "-p", str(demo.root)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "published flake_rate_weekly" in result.stdout and f"Run {outcome.run_id}: success" in result.stdout
+    db = open_system_db(demo)
+    try:
+        lines = log_lines(db, outcome.run_id)
+        assert len(lines) == len(re.findall(r"^\d\d:\d\d:\d\d ", result.stdout, re.M))  # one printed entry per log line
+    finally:
+        db.close()
+
+
+EXISTING_DBT = {
+    "dbt_project.yml": "name: shop\nprofile: shop_warehouse\nversion: '1.0'\nconfig-version: 2\nmodels:\n  shop:\n    marts:\n      +materialized: table\n",
+    "models/staging/stg_orders.sql": "select id as order_id, customer, amount, status from {{ source('shop', 'orders') }}\n",
+    "models/staging/sources.yml": "version: 2\nsources:\n  - name: shop\n    schema: raw_shop\n    tables: [{name: orders}]\n",
+    "models/marts/revenue.sql": "select customer, sum(amount) as revenue from {{ ref('stg_orders') }} where status = 'paid' group by customer\n",
+    "models/marts/schema.yml": "version: 2\nmodels:\n  - name: revenue\n    columns:\n      - name: customer\n        data_tests: [unique, not_null]\n",
+    "snapshots/orders_history.sql": (
+        "{% snapshot orders_history %}\n{{ config(target_schema='snapshots', unique_key='order_id', strategy='check', check_cols=['status']) }}\n"
+        "select * from {{ ref('stg_orders') }}\n{% endsnapshot %}\n"
+    ),
+}
+
+
+def test_an_existing_dbt_project_runs_unchanged(tmp_path):
+    dbt_dir = tmp_path / "shop-dbt"
+    for name, text in EXISTING_DBT.items():
+        (dbt_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (dbt_dir / name).write_text(text)
+    before = {p: p.read_bytes() for p in dbt_dir.rglob("*") if p.is_file()}
+    root = tmp_path / "hw"
+    root.mkdir()
+    with sqlite3.connect(root / "shop.db") as con:
+        con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount REAL, status TEXT)")
+        con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", [(1, "ada", 10, "paid"), (2, "ada", 5, "paid"), (3, "bo", 7, "open")])
+    (root / "headwater.yml").write_text("name: shop\nsources:\n  shop: {type: sqlite, path: shop.db}\ndbt:\n  project_dir: ../shop-dbt\npipelines:\n  nightly: {}\n")
+    project = load_project(root)
+    assert execute(project, None, "cli").status == "success"
+    assert _revenue(project) == {"ada": 15.0}
+
+    with sqlite3.connect(root / "shop.db") as con:
+        con.execute("UPDATE orders SET status = 'paid' WHERE id = 3")
+    assert execute(project, None, "cli").status == "success"
+    assert _revenue(project) == {"ada": 15.0, "bo": 7.0}
+    assert {p: p.read_bytes() for p in dbt_dir.rglob("*") if p.is_file()} == before  # not one file written into it
+    with duckdb.connect(str(Warehouse(project.root, project.config.warehouse).build_path), read_only=True) as con:
+        history = con.execute("SELECT order_id, status FROM snapshots.orders_history ORDER BY dbt_valid_from").fetchall()
+    assert (3, "open") in history and (3, "paid") in history  # the snapshot kept both versions
+
+
+def _revenue(project) -> dict[str, float]:
+    snapshot = Warehouse(project.root, project.config.warehouse).current_snapshot()
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        return dict(con.execute("SELECT customer, revenue FROM revenue").fetchall())
+
+
+def test_demo_project_declares_a_daily_pipeline_with_checks():
+    from headwater.demo import TEMPLATE
+
+    pipeline = yaml.safe_load((TEMPLATE / "headwater.yml").read_text())["pipelines"]["flake_rate"]
+    assert pipeline["schedule"] == {"cron": "0 7 * * *", "timezone": "America/New_York"}
+    assert {c["type"] for c in pipeline["checks"]} == {"reconcile", "freshness"}
+
