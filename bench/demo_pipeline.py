@@ -68,8 +68,30 @@ def bench_size(signups: int, runs: int, workdir: Path) -> dict[str, object]:
         result[name] = (statistics.median(w for w, _ in values), statistics.median(m for _, m in values))
     anchors = result["duckdb copy (anchor)"][0] + result["dbt build (anchor)"][0]  # type: ignore[index]
     result["ratio"] = result["headwater run"][0] / anchors  # type: ignore[index]
+    result["breakdown"] = breakdown(project, samples["headwater run"][-1][0])
     shutil.rmtree(project)
     return result
+
+
+def breakdown(project: Path, wall: float) -> dict[str, float]:
+    """Seconds per step of the project's latest run, from the system database it recorded."""
+    import json
+
+    from headwater.config import load_project
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.history import get_run, recent_runs
+
+    loaded = load_project(project)
+    db = open_system_db(loaded)
+    try:
+        run = get_run(db, loaded.config.name, recent_runs(db, loaded.config.name, 1)[0].id)
+    finally:
+        db.close()
+    steps = {s.name.split(":")[0]: (s.finished_at - s.started_at).total_seconds() for s in run.steps}
+    dbt_detail = json.loads(next(s.detail for s in run.steps if s.name == "dbt:build"))
+    steps["dbt nodes"] = sum(n["seconds"] for n in dbt_detail["nodes"])
+    steps["other"] = wall - sum(v for k, v in steps.items() if k != "dbt nodes")
+    return steps
 
 
 def machine() -> str:
@@ -88,10 +110,18 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     print("| sign-ups | source | headwater run | peak RSS | duckdb copy (anchor) | dbt build (anchor) | run / (copy + dbt) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
+    results = []
     for signups in args.signups:
         r = bench_size(signups, args.runs, workdir)
+        results.append(r)
         (hw, hw_mb), (copy, _), (dbt, _) = r["headwater run"], r["duckdb copy (anchor)"], r["dbt build (anchor)"]  # type: ignore[misc]
         print(f"| {signups:,} | {r['source_mb']:.0f} MB | {hw:.1f} s | {hw_mb:.0f} MB | {copy:.1f} s | {dbt:.1f} s | {r['ratio']:.2f} |", flush=True)
+    print("\nWhere a `headwater run` spends its time (the last timed run of each size, from its run record):\n")
+    print("| sign-ups | sync | dbt build | of which dbt nodes | checks | publish | other (start-up, supervisor, records) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        b = r["breakdown"]  # type: ignore[index]
+        print(f"| {r['signups']:,} | {b.get('sync', 0):.1f} s | {b['dbt']:.1f} s | {b['dbt nodes']:.1f} s | {b.get('checks', 0):.2f} s | {b['publish']:.2f} s | {b['other']:.1f} s |")
 
 
 if __name__ == "__main__":

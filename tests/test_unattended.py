@@ -282,3 +282,32 @@ def test_demo_project_declares_a_daily_pipeline_with_checks():
     assert pipeline["schedule"] == {"cron": "0 7 * * *", "timezone": "America/New_York"}
     assert {c["type"] for c in pipeline["checks"]} == {"reconcile", "freshness"}
 
+
+
+def test_worker_catches_up_once_after_downtime(demo):
+    import datetime as dt
+
+    from headwater.system import ScheduleState
+
+    db = open_system_db(demo)
+    try:
+        with db.session() as session:  # the last 07:00 run was three days ago: three fires were missed
+            session.add(ScheduleState(project=demo.config.name, pipeline="flake_rate", last_fire_time=dt.datetime.now(dt.UTC) - dt.timedelta(days=3)))
+            session.commit()
+    finally:
+        db.close()
+    worker = subprocess.Popen([sys.executable, "-m", "headwater.cli.main", "worker", "-p", str(demo.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.status == "success" for r in _runs(demo)):
+            assert worker.poll() is None, worker.communicate()[0]
+            assert time.monotonic() < deadline, "no catch-up run within 120 s"
+            time.sleep(0.5)
+        time.sleep(2)  # room for a wrong second catch-up to start
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 0, output
+    runs = _runs(demo)
+    assert [(r.trigger, r.status) for r in runs] == [("catch_up", "success")]  # once, not three times
+    assert "flake_rate" in output and "0 7 * * *" in output

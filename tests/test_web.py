@@ -336,3 +336,36 @@ def test_a_bug_is_a_500_page_without_a_traceback(project, monkeypatch, caplog) -
     for body in (page.text, api.text):
         assert "secret internals" not in body and "Traceback" not in body
     assert "secret internals" in caplog.text
+
+
+def test_run_detail_page_shows_steps_checks_samples_and_log(client, project) -> None:
+    from headwater.system import CheckResult, RunLog, RunStep
+
+    db = open_system_db(project)
+    started = dt.datetime(2024, 1, 21, 9, 0, tzinfo=dt.UTC)
+    with db.session() as session:
+        run = Run(project="flake_demo", pipeline="flake_rate", status="failed", trigger="schedule", started_at=started, finished_at=started + dt.timedelta(seconds=5), error="1 check(s) failed\nWhy: <b>bad</b>")
+        session.add(run)
+        session.flush()
+        session.add(RunStep(run_id=run.id, position=1, name="dbt:build", status="success", started_at=started, finished_at=started + dt.timedelta(seconds=3), rows=10))
+        session.add(RunStep(run_id=run.id, position=2, name="checks", status="failed", started_at=started, finished_at=started, error="1 check(s) failed"))
+        session.add(CheckResult(run_id=run.id, name="totals_match", kind="reconcile", status="fail", severity="error", observed="1 of 3 keys differ", expected="0 keys differ", message="left ≠ right", sample='{"columns": ["region", "left", "right"], "rows": [["<script>x</script>", 5, 4]]}'))
+        session.add(RunLog(run_id=run.id, at=started, level="error", message="check totals_match: fail"))
+        session.commit()
+        run_id = run.id
+    other = Run(project="other", pipeline="x", status="success", trigger="cli", started_at=started)
+    with db.session() as session:
+        session.add(other)
+        session.commit()
+        other_id = other.id
+    db.close()
+
+    page = client.get(f"/runs/{run_id}")
+    assert page.status_code == 200
+    assert html_table(page.text, "steps")[1:] == [["dbt:build", "success", "3s", "10", ""], ["checks", "failed", "0s", "", "1 check(s) failed"]]
+    assert html_table(page.text, "checks")[1] == ["totals_match", "reconcile", "fail", "1 of 3 keys differ", "0 keys differ", "left ≠ right"]
+    assert "&lt;script&gt;x&lt;/script&gt;" in page.text and "<script>x</script>" not in page.text
+    assert "&lt;b&gt;bad&lt;/b&gt;" in page.text and "check totals_match: fail" in page.text
+    assert client.get(f"/runs/{other_id}").status_code == 404  # another project's run is not this app's
+    assert client.get("/runs/999999").status_code == 404
+    assert f'href="/runs/{run_id}"' in client.get("/runs").text

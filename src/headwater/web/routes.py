@@ -3,6 +3,7 @@ the system database never block the event loop."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,7 +15,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from headwater import dashboards as service
 from headwater.config.model import Chart, Dashboard, Filter
-from headwater.orchestrate.history import recent_runs
+from headwater.errors import NotFound
+from headwater.orchestrate.history import get_run, log_lines, recent_runs
 from headwater.publish import PublishedData
 from headwater.publish.export import csv_chunks
 from headwater.web import present
@@ -76,6 +78,18 @@ def table_csv(request: Request, table: str) -> StreamingResponse:
 def runs(request: Request) -> Response:
     ctx = _ctx(request)
     return _page(request, "runs.html", runs=recent_runs(ctx.system_db(), ctx.project.config.name, RUNS_SHOWN))
+
+
+@router.get("/runs/{run_id:int}")
+def run_detail(request: Request, run_id: int) -> Response:
+    ctx = _ctx(request)
+    db = ctx.system_db()
+    run = get_run(db, ctx.project.config.name, run_id)
+    if run is None:
+        raise NotFound(f"No run {run_id} in this project", fix="The runs page lists the recent ones.")
+    checks = [{"check": c, "sample": json.loads(c.sample) if c.sample else None} for c in run.checks]
+    steps = [{"step": s, "detail": json.loads(s.detail) if s.detail else None} for s in run.steps]
+    return _page(request, "run.html", run=run, steps=steps, checks=checks, log=log_lines(db, run_id))
 
 
 @router.get("/healthz")
