@@ -311,3 +311,14 @@ def test_worker_catches_up_once_after_downtime(demo):
     runs = _runs(demo)
     assert [(r.trigger, r.status) for r in runs] == [("catch_up", "success")]  # once, not three times
     assert "flake_rate" in output and "0 7 * * *" in output
+
+
+def test_logs_follow_streams_a_live_run_to_its_end(demo):
+    process = _child(demo)
+    _wait_for_step(demo, "sync:campaign", process)
+    run_id = _runs(demo)[0].id
+    follow = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(run_id), "--follow", "-p", str(demo.root)], capture_output=True, text=True, timeout=120)
+    assert process.wait(timeout=60) == 0
+    assert follow.returncode == 0, follow.stderr
+    assert "published flake_rate_weekly" in follow.stdout  # written after `logs` started following
+    assert follow.stdout.rstrip().endswith(f"Run {run_id}: success")
