@@ -9,17 +9,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.checks import dbt_test_outcomes, run_checks
-from headwater.errors import HeadwaterError, NotFound, RunFailed, TransientFailure
+from headwater.errors import HeadwaterError, RunFailed, TransientFailure
 from headwater.orchestrate.history import abandon_stale_runs
+from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
 from headwater.publish import plan, publish, published_tables
 from headwater.sources import open_source
 from headwater.sync import sync_source
-from headwater.system import Run, SystemDB, resolve_url
+from headwater.system import Run, SystemDB
 from headwater.transform import DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
-DEFAULT_PIPELINE = "default"
 # Failures of the machine or the data files rather than of Headwater's code: reported as a failed run.
 ENVIRONMENT_ERRORS = (duckdb.Error, OSError, SQLAlchemyError)
 
@@ -28,25 +28,6 @@ ENVIRONMENT_ERRORS = (duckdb.Error, OSError, SQLAlchemyError)
 class RunOutcome:
     run: Run
     published: dict[str, int] = field(default_factory=dict)
-
-
-def open_system_db(project: LoadedProject) -> SystemDB:
-    return SystemDB(resolve_url(project.config.system.url, project.root))
-
-
-def choose_pipeline(project: LoadedProject, name: str | None) -> tuple[str, Pipeline]:
-    pipelines = project.config.pipelines
-    if name is None:
-        if not pipelines:
-            return DEFAULT_PIPELINE, Pipeline()
-        if len(pipelines) == 1:
-            return next(iter(pipelines.items()))
-        raise HeadwaterError(f"This project has {len(pipelines)} pipelines; say which to run", fix=f"headwater run {' | '.join(pipelines)}")
-    if name in pipelines:
-        return name, pipelines[name]
-    if name == DEFAULT_PIPELINE and not pipelines:
-        return DEFAULT_PIPELINE, Pipeline()
-    raise NotFound(f"No pipeline named '{name}' in {project.file}", fix=f"Pipelines: {', '.join(pipelines) or '(none: run without a name)'}.")
 
 
 def run_pipeline(

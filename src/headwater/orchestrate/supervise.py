@@ -22,7 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from headwater.config import LoadedProject
 from headwater.errors import ExitCode
 from headwater.orchestrate.alerts import notify
-from headwater.orchestrate.run import choose_pipeline, open_system_db
+from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.system import Run, RunLog, SystemDB
 
 TRANSIENT = {ExitCode.BUSY, ExitCode.TRANSIENT}

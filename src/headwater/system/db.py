@@ -48,9 +48,9 @@ def open_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     # WAL lets the web app read run history while a pipeline writes it; FKs make cascades real.
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other writers too
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
@@ -62,12 +62,9 @@ def _alembic_config(connection: object) -> Config:
 
 
 @contextmanager
-def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
-    """Two processes opening a new system database at once must not both create its tables."""
-    if engine.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(7306725761)"))  # held to the end of the transaction
-        yield
-    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: taken before connecting, so a second process waits before it touches the file."""
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         with open(f"{engine.url.database}.migrate-lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -75,10 +72,18 @@ def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
         yield
 
 
+def _advisory_lock(engine: Engine, connection: Connection) -> None:
+    """PostgreSQL: held to the end of the migration's transaction."""
+    if engine.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(7306725761)"))
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade to the newest schema; a no-op when already there."""
+    """Upgrade to the newest schema; a no-op when already there. Two processes opening a new system
+    database at once must not both create its tables, hence the locks."""
     try:
-        with engine.begin() as connection, _migration_lock(engine, connection):
+        with _file_lock(engine), engine.begin() as connection:
+            _advisory_lock(engine, connection)
             cfg = _alembic_config(connection)
             head = ScriptDirectory.from_config(cfg).get_current_head()
             if MigrationContext.configure(connection).get_current_revision() != head:

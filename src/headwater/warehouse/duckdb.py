@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from headwater.config.model import DuckDBWarehouse
-from headwater.errors import HeadwaterError, NotFound, ProjectBusy
+from headwater.errors import HeadwaterError, ProjectBusy
 
 
 def extension_directory() -> str | None:
