@@ -9,22 +9,30 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 import headwater
 from headwater.config import LoadedProject, load_project
+from headwater.orchestrate import open_system_db
+from headwater.system.accounts import Accounts, DuplicateEmail, SessionUser
 from headwater.warehouse import Warehouse
 from headwater.web import create_app
+from headwater.web.auth import SESSION_COOKIE
 
 DEMO = Path(headwater.__file__).parent / "demo" / "project"
 WEEKS = [dt.date(2024, 1, 6), dt.date(2024, 1, 13), dt.date(2024, 1, 20)]
 REGIONS = ["East", "North", "South"]
 ORGANIZERS = ["Ana", "Ben"]
 COLUMNS = ["week_start", "region", "organizer", "completed", "no_show", "cancelled", "scheduled"]
+# Cheap argon2 parameters for the accounts tests create (the app itself hashes with argon2's defaults).
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+PASSWORD = "correct horse battery staple"
 
 
 def synthetic_rows(scale: int = 1) -> list[dict[str, object]]:
@@ -90,9 +98,45 @@ def project_fixture(empty_project: LoadedProject) -> LoadedProject:
     return empty_project
 
 
+def account(project: LoadedProject, role: str = "admin", email: str | None = None) -> str:
+    """The account ``email`` (default ``<role>@example.org``) with password PASSWORD, created if missing."""
+    email = email or f"{role}@example.org"
+    db = open_system_db(project)
+    try:
+        Accounts(db, hasher=FAST_HASHER).create_user(email, PASSWORD, role)
+    except DuplicateEmail:
+        pass
+    finally:
+        db.close()
+    return email
+
+
+def log_in(client: TestClient, project: LoadedProject, role: str = "admin") -> SessionUser:
+    """Make ``client`` signed in as ``<role>@example.org`` (a real session; the login form is tested in test_auth.py).
+
+    Returns the session's user; ``.csrf_token`` is what forms and ``X-CSRF-Token`` must carry."""
+    email = account(project, role)
+    db = open_system_db(project)
+    try:
+        new = Accounts(db, hasher=FAST_HASHER).login(email, PASSWORD, ip="testclient")
+    finally:
+        db.close()
+    client.cookies.set(SESSION_COOKIE, new.token)
+    return new.user
+
+
+@contextmanager
+def logged_in_client(project: LoadedProject, role: str = "admin", **options: object) -> Iterator[TestClient]:
+    """A client of a new app for ``project``, signed in with ``role``."""
+    with TestClient(create_app(project), **options) as test_client:  # type: ignore[arg-type]
+        log_in(test_client, project, role)
+        yield test_client
+
+
 @pytest.fixture(name="client")
 def client_fixture(project: LoadedProject) -> Iterator[TestClient]:
-    with TestClient(create_app(project)) as test_client:
+    """A client signed in as an admin (``log_in(client, project, "viewer")`` to be someone else)."""
+    with logged_in_client(project) as test_client:
         yield test_client
 
 

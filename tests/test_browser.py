@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from conftest_web import REGIONS, WEEKS, make_project, publish_rows, synthetic_rows
+from conftest_web import PASSWORD, REGIONS, WEEKS, account, make_project, publish_rows, synthetic_rows
 
 from headwater.web import create_app
 
@@ -23,6 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TABLE = "#chart-2"
+ADMIN = "admin@example.org"
 
 
 def _unavailable(reason: str) -> None:
@@ -50,6 +51,7 @@ def browser() -> Iterator[Any]:
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     project = make_project(tmp_path_factory.mktemp("browser") / "project")
     publish_rows(project, synthetic_rows(), "run-000001")
+    account(project, "admin", ADMIN)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for a free port
     server = uvicorn.Server(uvicorn.Config(create_app(project), log_level="warning"))
@@ -68,15 +70,26 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def page(browser: Any, base_url: str, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh page that refuses every request leaving the test server and records page errors."""
-    viewport = getattr(request, "param", {"width": 1280, "height": 900})
+    param = getattr(request, "param", None)  # a viewport, or "anonymous" for a page that is not logged in
+    viewport = param if isinstance(param, dict) else {"width": 1280, "height": 900}
     context = browser.new_context(viewport=viewport, accept_downloads=True)
     page = context.new_page()
     page.problems = []
     page.on("pageerror", lambda error: page.problems.append(str(error)))
     page.on("console", lambda message: message.type == "error" and page.problems.append(message.text))
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base_url) else route.abort())
+    if param != "anonymous":
+        page.goto(f"{base_url}/login")
+        log_in(page)
+        page.wait_for_url(f"{base_url}/dashboards/flake_rate")
     yield page
     context.close()
+
+
+def log_in(page: Any, email: str = ADMIN, password: str = PASSWORD) -> None:
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
 
 
 def open_dashboard(page: Any, base_url: str, query: str = "") -> None:
@@ -96,6 +109,28 @@ def trace_names(page: Any, chart: str) -> list[str]:
 def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("page", ["anonymous"], indirect=True)
+def test_logging_in_leads_to_the_page_asked_for_and_out_again(page: Any, base_url: str) -> None:
+    page.goto(f"{base_url}/dashboards/flake_rate?region=North")
+    assert page.url == f"{base_url}/login?next=%2Fdashboards%2Fflake_rate%3Fregion%3DNorth"
+    log_in(page, password="not the password")
+    page.wait_for_selector("#login-error")
+    assert "Wrong e-mail address or password" in page.locator("#login-error").inner_text()
+    screenshot(page, "login-failed")
+    assert page.problems == ["Failed to load resource: the server responded with a status of 401 (Unauthorized)"]  # the form's answer
+    page.problems.clear()
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}/dashboards/flake_rate?region=North")
+    assert page.locator("#signed-in-as").inner_text() == f"{ADMIN} · admin"
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(f"{base_url}/login?logged_out=1")
+    assert "You have logged out." in page.content()
+    page.goto(f"{base_url}/dashboards/flake_rate")
+    assert page.url.startswith(f"{base_url}/login?next=")
+    assert page.problems == []
 
 
 def test_dashboard_draws_the_charts_and_the_table(page: Any, base_url: str) -> None:
@@ -150,3 +185,58 @@ def test_phone_width_has_no_horizontal_overflow(page: Any, base_url: str) -> Non
     widths = page.evaluate("[...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().right)")
     assert max(widths) <= 390
     assert page.problems == []
+
+
+# --- KPIs, the date filter, XLSX downloads -------------------------------------------------------------
+
+
+def test_kpis_are_the_headline_row(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url)
+    rows = synthetic_rows()
+    current = [r for r in rows if r["week_start"] == WEEKS[-1]]
+    flakes = sum(r["no_show"] + r["cancelled"] for r in current)
+    rate = flakes / sum(r["completed"] + r["no_show"] + r["cancelled"] + r["scheduled"] for r in current)
+    kpi = page.locator("#chart-3")
+    assert kpi.is_visible() and kpi.inner_text() == f"{rate:.1%}"
+    assert page.locator("#chart-4").inner_text() == str(flakes)
+    kpi_top = page.evaluate("document.querySelector('.kpis').getBoundingClientRect().top")
+    assert kpi_top < page.evaluate("document.querySelector('.charts').getBoundingClientRect().top")
+    assert page.problems == []
+
+
+def test_date_range_filter_narrows_every_chart(page: Any, base_url: str) -> None:
+    open_dashboard(page, base_url)
+    page.fill("#filter-weeks_from", "2024-01-07")
+    page.fill("#filter-weeks_to", "2024-01-13")
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url("**/dashboards/flake_rate?weeks_from=2024-01-07&weeks_to=2024-01-13")
+    page.wait_for_selector("#chart-1.js-plotly-plot .main-svg")
+    screenshot(page, "dashboard-date-range")
+    assert {row[0] for row in table_rows(page)} == {"2024-01-13"}
+    assert page.evaluate("document.getElementById('chart-1').data[0].x") == ["2024-01-13"]
+    assert page.locator("#chart-5 thead th").all_text_contents() == ["week_start", *REGIONS]
+    assert page.locator("#chart-5 tbody th, #chart-5 tbody td:first-child").all_text_contents() == ["2024-01-13"]
+    assert page.locator("#filter-weeks_from").input_value() == "2024-01-07"
+    assert page.locator("#chart-3").inner_text() == "—"  # the current week is outside the range
+    assert page.problems == []
+
+
+def test_xlsx_download_matches_the_table_shown(page: Any, base_url: str) -> None:
+    import io
+
+    import openpyxl
+
+    open_dashboard(page, base_url, "?region=North&organizer=Ana")
+    shown = table_rows(page)
+    with page.expect_download() as info:
+        page.locator(f"section:has({TABLE}) a.download-xlsx").click()
+    download = info.value
+    assert download.suggested_filename == "flake_rate-weekly-totals.xlsx"
+    book = openpyxl.load_workbook(io.BytesIO(Path(download.path()).read_bytes()), read_only=True)  # no .xlsx in the path
+    header, *rows = [list(r) for r in book["data"].iter_rows(values_only=True)]
+    book.close()
+    assert header == page.eval_on_selector_all(f"{TABLE} thead th", "cells => cells.map(c => c.textContent.trim())")
+    assert len(rows) == len(shown) == len(WEEKS)
+    for got, seen in zip(rows, shown, strict=True):
+        assert got[0].date().isoformat() == seen[0] and got[1] == seen[1] == "North"
+        assert [float(v) for v in got[2:]] == pytest.approx([float(v.replace(",", "")) for v in seen[2:]], abs=5e-5)

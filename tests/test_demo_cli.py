@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import http.cookiejar
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -95,22 +98,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _log_in(base: str, email: str, password: str) -> urllib.request.OpenerDirector:
+    """A browser-like opener (cookies) logged in through the login form."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{base}/login", timeout=10) as response:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode()).group(1)
+    form = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": token}).encode()
+    with opener.open(f"{base}/login", data=form, timeout=10) as response:
+        assert response.url == f"{base}/dashboards/flake_rate"  # the one dashboard, after logging in
+    return opener
+
+
 def test_demo_serves_the_dashboard(tmp_path):
     port = _free_port()
-    process = subprocess.Popen([*HEADWATER, "demo", str(tmp_path / "served"), "--signups", "1000", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([*HEADWATER, "demo", str(tmp_path / "served"), "--signups", "1000", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
     try:
         deadline = time.monotonic() + 180
+        for line in process.stdout:  # the demo prints how to log in, then serves
+            if found := re.search(r"Log in at (\S+) as (\S+) with the password (\S+) ", line):
+                break
+            assert time.monotonic() < deadline, "the demo printed no login instructions within 180 s"
+        else:
+            raise AssertionError(f"the demo ended without login instructions: {process.communicate()}")
+        assert found.group(1) == f"{base}/login"
         while True:
             assert process.poll() is None, process.communicate()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
                     health = json.loads(response.read())
                 break
             except OSError:
                 assert time.monotonic() < deadline, "the demo did not start serving within 180 s"
                 time.sleep(0.5)
         assert health["published"].startswith("run-")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboards/flake_rate", timeout=10) as response:
+        with urllib.request.urlopen(f"{base}/dashboards/flake_rate", timeout=10) as response:
+            assert response.url.startswith(f"{base}/login")  # nothing without logging in
+        opener = _log_in(base, found.group(2), found.group(3))
+        with opener.open(f"{base}/dashboards/flake_rate", timeout=10) as response:
             page = response.read().decode()
         assert "Volunteer flake rate" in page and "Weekly totals" in page
     finally:

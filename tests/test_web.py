@@ -9,7 +9,7 @@ import logging
 from collections import defaultdict
 
 import pytest
-from conftest_web import REGIONS, WEEKS, client_fixture, empty_project_fixture, html_table, project_fixture, publish_rows, synthetic_rows  # noqa: F401
+from conftest_web import REGIONS, WEEKS, client_fixture, empty_project_fixture, html_table, logged_in_client, project_fixture, publish_rows, synthetic_rows  # noqa: F401
 from fastapi.testclient import TestClient
 
 from headwater import dashboards
@@ -19,7 +19,6 @@ from headwater.orchestrate import open_system_db
 from headwater.publish import PublishedData
 from headwater.system import Run
 from headwater.warehouse import Warehouse
-from headwater.web import create_app
 
 DASH = "/dashboards/flake_rate"
 LINE, STACKED, TABLE = 0, 1, 2
@@ -60,9 +59,9 @@ def test_filter_values_are_bound_parameters_never_sql(project) -> None:
         query = dashboards.chart_query(data, dashboard, dashboard.charts[TABLE], {"region": ["North", "' OR 1=1 --"], "organizer": []})
     finally:
         data.close()
-    assert query.params == ["North", "' OR 1=1 --"]
+    assert query.params == {"region": ["North", "' OR 1=1 --"]}
     assert "1=1" not in query.sql and "North" not in query.sql
-    assert 'CAST("region" AS VARCHAR) IN (?, ?)' in query.sql
+    assert 'list_contains($region, CAST("region" AS VARCHAR))' in query.sql
     assert "organizer" not in query.sql  # an empty selection is no filter
     assert query.sql.endswith('ORDER BY "week_start" DESC, "region" ASC')
 
@@ -107,7 +106,7 @@ def test_index_redirects_to_the_only_dashboard(client) -> None:
 def test_index_lists_dashboards_and_published_tables(project) -> None:
     second = project.root / "dashboards" / "second.yml"
     second.write_text("title: Second board\ntable: flake_rate_weekly\ncharts:\n  - {title: Rows, type: table, measures: {n: count(*)}}\n")
-    with TestClient(create_app(reload(project))) as app_client:
+    with logged_in_client(reload(project)) as app_client:
         response = app_client.get("/")
     assert response.status_code == 200
     assert 'href="/dashboards/flake_rate"' in response.text and 'href="/dashboards/second"' in response.text
@@ -290,7 +289,7 @@ def test_script_in_data_is_escaped(client, project) -> None:
 
 
 def test_nothing_published_says_so_and_how_to_fix_it(empty_project) -> None:
-    with TestClient(create_app(empty_project)) as app_client:
+    with logged_in_client(empty_project) as app_client:
         page = app_client.get(DASH)
         assert page.status_code == 503
         assert "Nothing has been published yet" in page.text and "headwater run" in page.text
@@ -315,7 +314,7 @@ def test_a_new_snapshot_is_picked_up_by_the_next_request(client, project) -> Non
 def test_a_broken_measure_is_a_clear_error_page(project) -> None:
     board = project.root / "dashboards" / "flake_rate.yml"
     board.write_text(board.read_text().replace("sum(completed)\n      flaked", "sum(no_such_column)\n      flaked"))
-    with TestClient(create_app(reload(project))) as app_client:
+    with logged_in_client(reload(project)) as app_client:
         page = app_client.get(DASH)
         assert page.status_code == 500
         assert "The chart &#39;Completed vs flaked&#39; could not be computed" in page.text
@@ -328,7 +327,7 @@ def test_a_bug_is_a_500_page_without_a_traceback(project, monkeypatch, caplog) -
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(dashboards, "fetch", boom)
-    with caplog.at_level(logging.ERROR, logger="headwater.web"), TestClient(create_app(project), raise_server_exceptions=False) as app_client:
+    with caplog.at_level(logging.ERROR, logger="headwater.web"), logged_in_client(project, raise_server_exceptions=False) as app_client:
         page = app_client.get(DASH)
         api = app_client.get("/api/dashboards/flake_rate/charts/0")
     assert page.status_code == 500 and api.status_code == 500

@@ -90,6 +90,12 @@ def demo(
 
         project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=say)
     _run_and_report(project, None, trigger="demo", as_json=False)
+    from headwater.demo import demo_admin
+
+    email, password = demo_admin(project)
+    where = f"http://{host}:{port}/login" if serve else f"/login once `headwater serve -p {directory}` runs"
+    out.print(f"Log in at {where} as [bold]{email}[/] with the password [bold]{password}[/] (new each time the demo starts).", highlight=False, soft_wrap=True)
+    out.print(f"Add people with: headwater user add EMAIL --role viewer -p {directory}", highlight=False, soft_wrap=True)
     if serve:
         _serve(project, host, port)
     else:
@@ -228,28 +234,55 @@ def _run_dict(r: Any) -> dict[str, Any]:
 @app.command()
 def export(
     table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.csv,
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format. XLSX: past 1,048,575 rows the rows go on in further sheets.")] = ExportFormat.csv,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output for CSV).")] = None,
+    dashboard: Annotated[str | None, typer.Option("--dashboard", "-d", help="Apply this dashboard's filters (see --filter), as its downloads do.")] = None,
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", help="KEY=VALUE for one of the dashboard's filters, e.g. region=North or weeks_from=2024-01-06; repeat for more.")
+    ] = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Export a published table (what dashboards show), streamed with no row cap."""
+    """Export a published table (what dashboards show), streamed with no row cap; the same code as
+    the web app's downloads."""
+    from headwater import dashboards
+    from headwater.errors import NotFound
     from headwater.publish import PublishedData
-    from headwater.publish.export import write
+    from headwater.publish.export import EXPORT_MEMORY_LIMIT, write
     from headwater.warehouse import Warehouse
 
     loaded = _project(project)
     if fmt is ExportFormat.xlsx and output is None:
         raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx.")
+    selections: dict[str, list[str]] = {}
+    for item in filters or []:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise HeadwaterError(f"--filter {item!r} is not KEY=VALUE", fix="Write e.g. --filter region=North.")
+        selections.setdefault(key.strip(), []).append(value)
+    if selections and dashboard is None:
+        raise HeadwaterError("--filter needs --dashboard", why="filters are declared by a dashboard", fix=f"Add --dashboard NAME ({', '.join(loaded.config.dashboards) or 'this project has none'}).")
+    board = None
+    if dashboard is not None:
+        board = loaded.config.dashboards.get(dashboard)
+        if board is None:
+            raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
     data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse))
     try:
-        with data.stream(data.table_query(table)) as reader:
+        with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
+            cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
+        query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
+        with dashboards.stream(data, table, query) as reader:
             if output is None:
                 rows = write(reader, "csv", sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             else:
                 partial = output.with_name(output.name + ".partial")
-                with open(partial, "wb") as handle:
-                    rows = write(reader, fmt.value, handle)
+                try:
+                    with open(partial, "wb") as handle:
+                        rows = write(reader, fmt.value, handle)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
                 partial.replace(output)
     finally:
         data.close()
@@ -311,11 +344,125 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
         jobs.start()
     out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
     try:
-        uvicorn.run(create_app(project), host=host, port=port, log_level="warning")
+        # Forwarded headers are trusted by the app's own setting only (HEADWATER_TRUST_PROXY_HEADERS).
+        # The app's "run now" goes through this process's scheduler when there is one (one queue).
+        uvicorn.run(create_app(project, scheduler=jobs), host=host, port=port, log_level="warning", proxy_headers=False)
     finally:
         if jobs:
             jobs.shutdown(wait=False)
         db.close()
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+user_app = typer.Typer(help="Accounts of the web app: add people, set their role, reset passwords, disable.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
+
+
+def _accounts(project: Path | None):  # noqa: ANN202 - (Accounts, SystemDB), imported late to keep --help fast
+    from headwater.orchestrate import open_system_db
+    from headwater.system.accounts import Accounts
+
+    db = open_system_db(_project(project))
+    return Accounts(db), db
+
+
+def _new_password(email: str, from_stdin: bool) -> str:
+    from headwater.system.accounts import check_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = typer.prompt(f"Password for {email}", hide_input=True, confirmation_prompt=True)
+    else:
+        raise HeadwaterError("No terminal to ask for the password", fix="Pipe it in with --password-stdin, e.g. `printf '%s\\n' \"$PASSWORD\" | headwater user add ... --password-stdin`.")
+    check_password(password, email)
+    return password
+
+
+@user_app.command("add")
+def user_add(
+    email: Annotated[str, typer.Argument(help="The person's e-mail address: what they log in with.", show_default=False)],
+    role: Annotated[str, typer.Option("--role", "-r", help="viewer, analyst or admin.")] = "viewer",
+    password_stdin: PasswordStdinOpt = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Add an account; asks for its password (at least 10 characters)."""
+    from headwater.system.accounts import normalise_email, parse_role
+
+    email, role = normalise_email(email), parse_role(role).value  # refuse a typo before asking for a password
+    accounts, db = _accounts(project)
+    try:
+        accounts.check_new(email, role)  # a duplicate is refused before asking for a password
+        created = accounts.create_user(email, _new_password(email, password_stdin), role)
+    finally:
+        db.close()
+    out.print(f"Added [bold]{created.email}[/] as {created.role}. They can log in at /login of `headwater serve`.", highlight=False)
+
+
+@user_app.command("list")
+def user_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Accounts, their role and when they last logged in."""
+    accounts, db = _accounts(project)
+    try:
+        users = accounts.list_users()
+    finally:
+        db.close()
+    if as_json:
+        out.print_json(data=[{"email": u.email, "role": u.role, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None} for u in users])
+        return
+    table = Table("email", "role", "status", "last login (UTC)", box=None)
+    for u in users:
+        table.add_row(u.email, str(u.role or "-"), "[red]disabled[/]" if u.disabled else "active", f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never")
+    out.print(table if users else "No accounts yet. Add one with `headwater user add EMAIL --role admin`.")
+
+
+@user_app.command("set-role")
+def user_set_role(email: Annotated[str, typer.Argument(show_default=False)], role: RoleArg, project: ProjectOpt = None) -> None:
+    """Change an account's role."""
+    accounts, db = _accounts(project)
+    try:
+        changed = accounts.set_role(email, role)
+    finally:
+        db.close()
+    out.print(f"{changed.email} is now {changed.role}.", highlight=False)
+
+
+@user_app.command("set-password")
+def user_set_password(email: Annotated[str, typer.Argument(show_default=False)], password_stdin: PasswordStdinOpt = False, project: ProjectOpt = None) -> None:
+    """Set a new password; every session of the account ends (logged out everywhere)."""
+    accounts, db = _accounts(project)
+    try:
+        found = accounts.get(email)
+        accounts.set_password(found.email, _new_password(found.email, password_stdin))
+    finally:
+        db.close()
+    out.print(f"New password set for {found.email}; its sessions were ended.", highlight=False)
+
+
+@user_app.command("disable")
+def user_disable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
+    """Stop an account from logging in, and end its sessions now."""
+    accounts, db = _accounts(project)
+    try:
+        changed = accounts.set_disabled(email, True)
+    finally:
+        db.close()
+    out.print(f"{changed.email} is disabled and logged out everywhere.", highlight=False)
+
+
+@user_app.command("enable")
+def user_enable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
+    """Let a disabled account log in again."""
+    accounts, db = _accounts(project)
+    try:
+        changed = accounts.set_disabled(email, False)
+    finally:
+        db.close()
+    out.print(f"{changed.email} can log in again.", highlight=False)
 
 
 def main() -> None:

@@ -7,12 +7,14 @@ that silently does nothing.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from headwater.config.cron import validate as validate_cron
 
@@ -199,20 +201,55 @@ class Web(Strict):
 
 # --- dashboards ---------------------------------------------------------------------------------
 
+WIDTHS = {"third": 4, "half": 6, "full": 12}  # of a 12-column grid; one column at phone width
+DEFAULT_WIDTH = {"line": "half", "bar": "half", "stacked_bar": "half", "table": "full", "pivot": "full"}
+
 
 class Filter(Strict):
-    column: Name
+    type: Literal["multi", "week", "date_range"] = Field(
+        "multi", description="multi: pick any values of the column; week: pick one week_start; date_range: from/to dates, both inclusive."
+    )
+    column: Name = Field(description="The column filtered: text for multi (any type, compared as text); a date or timestamp for week and date_range.")
+    name: Name | None = Field(None, description="Name in URLs and in SQL charts' :parameters (default: the column). A date_range NAME gives NAME_from and NAME_to.")
     label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name or self.column
+
+    @property
+    def parameters(self) -> list[str]:
+        """The URL keys and SQL parameter names this filter provides."""
+        return [f"{self.key}_from", f"{self.key}_to"] if self.type == "date_range" else [self.key]
+
+
+class Compare(Strict):
+    label: str = Field(description="What the KPI is compared with, e.g. 'all weeks shown'.")
+    where: Name | None = Field(None, description="A boolean column: compare with the rows where it is true (default: all rows the filters select).")
 
 
 class Chart(Strict):
     title: str
-    type: Literal["line", "bar", "stacked_bar", "table"]
+    type: Literal["kpi", "line", "bar", "stacked_bar", "table", "pivot"]
+    table: Name | None = Field(None, description="The published table the chart reads (default: the dashboard's table).")
+    sql: str | None = Field(
+        None,
+        description="Instead of table and measures: one SELECT over published tables, with filters as :name parameters "
+        "(a multi filter is a list or NULL: `where (:region is null or region in :region)`).",
+    )
     x: Name | None = Field(None, description="Column on the x axis (line/bar charts).")
     series: Name | None = Field(None, description="Column whose values become separate lines or bars.")
     group_by: list[Name] = Field(default_factory=list, description="Table charts: columns to group by.")
-    measures: dict[Name, str] = Field(description="Name -> aggregate SQL over the table's columns, e.g. sum(completed).")
+    rows: list[Name] = Field(default_factory=list, description="Pivot charts: the columns whose values make the rows.")
+    columns: Name | None = Field(None, description="Pivot charts: the column whose values become columns.")
+    measures: dict[Name, str] = Field(default_factory=dict, description="Name -> aggregate SQL over the table's columns, e.g. sum(completed).")
+    where: Name | None = Field(None, description="A boolean column of the table: the chart counts only rows where it is true (e.g. is_current_week).")
+    compare: Compare | None = Field(None, description="KPI charts: a second number shown next to the first.")
+    format: Literal["number", "percent"] = Field("number", description="KPI charts: how the number is shown.")
     order_by: list[str] = Field(default_factory=list, description="Column names, each optionally followed by ' desc'.")
+    width: Literal["third", "half", "full"] | None = Field(
+        None, description="Share of the page's width: third, half (default for charts) or full (default for tables and pivots). KPIs form the row of headline numbers at the top."
+    )
 
     @field_validator("order_by")
     @classmethod
@@ -222,26 +259,203 @@ class Chart(Strict):
                 raise ValueError(f"'{item}' is not 'column' or 'column desc'")
         return value
 
+    @field_validator("measures")
+    @classmethod
+    def _measures(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, sql in value.items():
+            check_expression(sql, f"measure '{name}'")
+        return value
+
+    @field_validator("sql")
+    @classmethod
+    def _sql(cls, value: str | None) -> str | None:
+        if value is not None:
+            sql_parameters(value)  # one SELECT that parses, with named parameters only
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Chart:
-        if self.type != "table" and self.x is None:
-            raise ValueError(f"a {self.type} chart needs x: the column on its x axis")
-        if self.type == "table" and (self.x or self.series):
-            raise ValueError("a table chart takes group_by, not x or series")
+        kind = self.type.replace("_", " ")
+        fields = {"x": self.x, "series": self.series, "group_by": self.group_by, "rows": self.rows, "columns": self.columns}
+        allowed = {"line": {"x", "series"}, "bar": {"x", "series"}, "stacked_bar": {"x", "series"}, "table": {"group_by"}, "pivot": {"rows", "columns"}, "kpi": set()}[self.type]
+        extra = [name for name, value in fields.items() if value and name not in allowed]
+        if extra:
+            takes = " and ".join(sorted(allowed)) if allowed else "none of x, series, group_by, rows, columns"
+            raise ValueError(f"a {kind} chart takes {takes}, not {', '.join(extra)}")
+        if self.type in ("line", "bar", "stacked_bar") and self.x is None:
+            raise ValueError(f"a {kind} chart needs x: the column on its x axis")
+        if self.type == "pivot" and (not self.rows or self.columns is None):
+            raise ValueError("a pivot chart needs rows: [columns...] and columns: <column whose values become columns>")
+        if self.type != "kpi" and (self.compare is not None or self.format != "number"):
+            raise ValueError("compare and format are for kpi charts")
+        if self.type == "kpi" and self.width is not None:
+            raise ValueError("a kpi chart takes no width: KPIs form the row of headline numbers at the top of the dashboard")
+        if self.type == "kpi" and self.order_by:
+            raise ValueError("a kpi chart takes no order_by")
+        if self.type == "pivot":
+            for item in self.order_by:
+                if item.split()[0] not in self.rows:
+                    raise ValueError(f"a pivot chart orders its rows: order_by '{item.split()[0]}' is not one of rows ({', '.join(self.rows)})")
+        if self.sql is not None:
+            self._consistent_sql(kind)
+        else:
+            self._consistent_table(kind)
+        return self
+
+    def _consistent_sql(self, kind: str) -> None:
+        misplaced = [name for name, value in (("table", self.table), ("measures", self.measures), ("where", self.where)) if value]
+        if misplaced:
+            raise ValueError(f"a chart with sql computes its own columns: remove {', '.join(misplaced)} (the SQL's columns are the chart's data)")
+        if self.compare is not None and self.compare.where is not None:
+            raise ValueError("compare.where needs a table: with sql, return the comparison as the query's second column")
+
+    def _consistent_table(self, kind: str) -> None:
+        if not self.measures:
+            raise ValueError(f"a {kind} chart needs measures: (name: aggregate SQL), or sql: a query")
+        if self.type in ("kpi", "pivot") and len(self.measures) != 1:
+            raise ValueError(f"a {kind} chart shows one measure; it has {len(self.measures)}: {', '.join(self.measures)}")
+        if self.type == "pivot":
+            return
         known = {c for c in (self.x, self.series) if c} | set(self.group_by) | set(self.measures)
         for item in self.order_by:
             column = item.split()[0]
             if column not in known:
                 raise ValueError(f"order_by '{column}' is not one of the chart's columns ({', '.join(sorted(known))})")
-        return self
+
+    @property
+    def grid_width(self) -> int:
+        """Columns of the page's 12-column grid the chart spans (KPIs have their own row)."""
+        return WIDTHS[self.width or DEFAULT_WIDTH.get(self.type, "full")]
 
 
 class Dashboard(Strict):
     title: str
-    table: Name = Field(description="A published table.")
+    table: Name = Field(description="The published table the filters' options come from, and charts read unless they name another table or SQL.")
     description: str | None = None
     filters: list[Filter] = Field(default_factory=list)
     charts: list[Chart] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _parameters(self) -> Dashboard:
+        seen: dict[str, str] = {}
+        for position, spec in enumerate(self.filters):
+            for parameter in spec.parameters:
+                if parameter in seen:
+                    _invalid(
+                        ("filters", position),
+                        f"the name '{parameter}' is already used by filter '{seen[parameter]}': give one of them another name: (what URLs and SQL parameters call it)",
+                    )
+                seen[parameter] = spec.key
+        for position, chart in enumerate(self.charts):
+            for parameter in sql_parameters(chart.sql)[1] if chart.sql else ():
+                if parameter not in seen:
+                    hint = difflib.get_close_matches(parameter, list(seen), n=1)
+                    offered = f"did you mean ':{hint[0]}'?" if hint else (f"the filters give {', '.join(':' + p for p in seen)}" if seen else "this dashboard has no filters")
+                    _invalid(("charts", position, "sql"), f"the sql uses :{parameter}, which no filter gives — {offered}")
+        return self
+
+
+def _invalid(location: tuple[str | int, ...], message: str) -> NoReturn:
+    """A validation error at ``location`` (so the error names that line of the file), from a check
+    that needs the whole dashboard."""
+    error = PydanticCustomError("dashboard", "{message}", {"message": message})
+    raise ValidationError.from_exception_data("Dashboard", [InitErrorDetails(type=error, loc=location, input={})])
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def duckdb_sql(sql: str) -> str:
+    """The author's SQL with each ``:name`` parameter written as DuckDB's ``$name``.
+
+    Only text outside string literals ('...', E'...', $tag$...$tag$), quoted identifiers and comments
+    (nested /* */ too) changes, so a ``:name`` inside a string stays text; ``::`` casts, ``:=``
+    named arguments and slices after a word, number or bracket (``list[1:n]``) stay as they are. The
+    values are never part of the SQL: they are bound by name."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        start = i
+        if ch in "'\"" or (ch in "Ee" and sql[i + 1 : i + 2] == "'" and not _ident_before(sql, i)):
+            escapes = ch in "Ee"
+            quote = "'" if escapes else ch
+            i += 2 if escapes else 1
+            while i < n:
+                if escapes and sql[i] == "\\":
+                    i += 2
+                elif sql[i] == quote:
+                    i += 1
+                    if sql[i : i + 1] != quote:  # a doubled quote is one quote inside
+                        break
+                    i += 1
+                else:
+                    i += 1
+        elif sql.startswith("--", i):
+            i = sql.find("\n", i)
+            i = n if i < 0 else i
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif ch == "$" and (tag := _DOLLAR_TAG.match(sql, i)) and not _ident_before(sql, i):
+            close = sql.find(tag.group(0), tag.end())
+            i = n if close < 0 else close + len(tag.group(0))
+        elif ch == ":" and (word := _WORD.match(sql, i + 1)) and not (_ident_before(sql, i) or sql[i - 1 : i] in (":", ")", "]", "'", "\"")):
+            out.append("$" + word.group(0))
+            i = word.end()
+            continue
+        elif ch == ":" and sql[i + 1 : i + 2] in (":", "="):
+            i += 2
+        elif _WORD.match(sql, i):  # a whole word at once: E'...' needs to know a word ended before it
+            i = _WORD.match(sql, i).end()  # type: ignore[union-attr]
+        else:
+            i += 1
+        out.append(sql[start:i])
+    return "".join(out)
+
+
+def _ident_before(sql: str, i: int) -> bool:
+    return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
+
+
+def sql_parameters(sql: str) -> tuple[str, list[str]]:
+    """Check that ``sql`` is one SELECT with named parameters only; returns the DuckDB form of it and
+    the parameters' names, as DuckDB's own parser reads them."""
+    import duckdb
+
+    text = duckdb_sql(sql)
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise ValueError("sql does not parse: " + " ".join(str(exc).split())) from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise ValueError("sql must be one SELECT statement (no ';', no PIVOT statement, nothing that writes)")
+    names = sorted(statements[0].named_parameters)
+    positional = [n for n in names if n.isdigit()]
+    if positional:
+        raise ValueError("sql must use named parameters (:region), not ? or $1: filter values are passed by name")
+    return text, names
+
+
+def check_expression(sql: str, what: str) -> None:
+    """A measure is one SQL expression over the table's columns: it must parse as one, on its own."""
+    import duckdb
+
+    if ";" in sql or not sql.strip():
+        raise ValueError(f"{what} must be one SQL expression, got {sql!r}")
+    try:
+        statements = duckdb.extract_statements(f"SELECT ({sql}) FROM hw_table")
+    except duckdb.Error as exc:
+        raise ValueError(f"{what} does not parse: " + " ".join(str(exc).split())) from None
+    if len(statements) != 1 or statements[0].named_parameters:
+        raise ValueError(f"{what} must be one SQL expression without parameters, got {sql!r}")
 
 
 # --- the project ---------------------------------------------------------------------------------

@@ -1,34 +1,58 @@
-"""Dashboard queries: a chart and filter selections in, parameterised SQL over the published table out.
+"""Dashboard queries: a chart and filter selections in, SQL with named parameters over published data out.
 
-Identifiers come from the dashboard file and are checked against the published table's real columns
-before they are quoted. Filter values come from whoever asks (a browser's query string) and are only
-ever bound parameters. Measures are SQL written by the project's author and kept in version control:
-they are trusted, but a ``;`` is refused so a measure cannot become a second statement.
+Three kinds of text meet here, and each is handled for what it is:
+
+- *Identifiers* (tables, columns) come from the dashboard file and are checked against the published
+  table's real columns before they are quoted.
+- *Filter values* come from whoever asks (a browser's query string, a command line). They are only
+  ever bound parameters (``$region``, ``$weeks_from``), never part of the SQL text; dates are parsed
+  as dates first, so a malformed one is a clear error rather than a query.
+- *SQL* (measures, a chart's ``sql:``) is written by the project's author and kept in version control:
+  trusted, but checked to be one expression / one SELECT when the file is loaded
+  (``config.model.sql_parameters``). An author's SQL gets the filters as named parameters only.
+
+What the URL can change is which declared filter values are bound; never which columns, rows
+conditions (a KPI's ``where:`` is a boolean column named in the file) or SQL are used.
 
 A pure service: the CLI and the web app both call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
-from headwater.config.model import Chart, Dashboard
+from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.publish import PublishedData
+from headwater.publish import PublishedData, export
 
 OPTIONS_LIMIT = 1000
+PIVOT_COLUMNS = 200  # a pivot with more column values than this is refused: filter it, or use a table
 Selections = Mapping[str, Sequence[str]]
+DATE_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class Pivot:
+    rows: list[str]  # the long query's columns that make the rows
+    column: str  # the long query's column whose values become columns
+    value: str | None  # the long query's value column (None: the one column left, for SQL charts)
+    order: list[str]  # ORDER BY items for the rows
 
 
 @dataclass(frozen=True)
 class Query:
     sql: str
-    params: list[str]
+    params: dict[str, object]  # named parameters: exactly those the SQL uses
+    unfiltered: tuple[str, ...] = ()  # filters (their keys) that do not apply: the table lacks the column, the SQL ignores it
+    pivot: Pivot | None = None  # sql is the long form; fetch/stream turn it into one column per value
 
 
 @dataclass(frozen=True)
@@ -38,123 +62,352 @@ class ChartData:
     truncated: bool  # more rows matched than were fetched
 
 
+# --- selections ------------------------------------------------------------------------------------
+
+
 def check_selections(dashboard: Dashboard, selections: Selections) -> dict[str, list[str]]:
-    """Only declared filters may be used; empty values are dropped (an empty selection = no filter)."""
+    """The selections a request may make, keyed by filter parameter (``region``, ``weeks_from``).
+
+    Only declared parameters are allowed; empty values are dropped (nothing selected = no filter);
+    a week or date takes one value written YYYY-MM-DD, and a range must not end before it starts."""
     declared = _declared(dashboard, selections)
-    return {column: values for column in declared if (values := [v for v in selections.get(column, ()) if v != ""])}
+    picked = {key: values for key in declared if (values := [v for v in selections.get(key, ()) if v != ""])}
+    for spec in dashboard.filters:
+        if spec.type == "multi":
+            continue
+        dates = {key: _one_date(spec, key, picked[key]) for key in spec.parameters if key in picked}
+        start, end = dates.get(f"{spec.key}_from"), dates.get(f"{spec.key}_to")
+        if start and end and end < start:
+            raise HeadwaterError(
+                f"The {_label(spec)} filter ends ({end}) before it starts ({start})",
+                fix="Pick a 'to' date on or after the 'from' date, or leave one of them empty.",
+            )
+    return picked
 
 
-def _declared(dashboard: Dashboard, columns: Iterable[str]) -> list[str]:
-    declared = [f.column for f in dashboard.filters]
-    undeclared = sorted(set(columns) - set(declared))
+def bind(dashboard: Dashboard, selections: Selections) -> dict[str, object]:
+    """Every filter parameter's value for binding: a list of texts (multi), a date (week, range ends),
+    or None when nothing is selected (an author's SQL tests ``:region is null``)."""
+    picked = check_selections(dashboard, selections)
+    params: dict[str, object] = {}
+    for spec in dashboard.filters:
+        for key in spec.parameters:
+            values = picked.get(key)
+            if not values:
+                params[key] = None
+            elif spec.type == "multi":
+                params[key] = list(values)
+            else:
+                params[key] = _one_date(spec, key, values)
+    return params
+
+
+def _declared(dashboard: Dashboard, keys: Iterator[str] | Sequence[str] | Selections) -> list[str]:
+    declared = [key for spec in dashboard.filters for key in spec.parameters]
+    undeclared = sorted(set(keys) - set(declared))
     if undeclared:
         raise HeadwaterError(
             f"Cannot filter '{dashboard.title}' on {', '.join(repr(c) for c in undeclared)}",
-            why="only the columns listed under filters: in the dashboard's file can be filtered",
+            why="only the filters listed under filters: in the dashboard's file can be used",
             fix=f"Filter on {', '.join(declared) or 'nothing: this dashboard has no filters'}.",
         )
     return declared
 
 
+def _one_date(spec: Filter, key: str, values: Sequence[str]) -> dt.date:
+    what = "week" if spec.type == "week" else "date"
+    if len(values) != 1:
+        raise HeadwaterError(f"The {_label(spec)} filter takes one {what}, got {len(values)}", fix=f"Pass {key}= once.")
+    value = values[0]
+    try:
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise HeadwaterError(f"{key}={value!r} is not a date", why=f"the {_label(spec)} filter takes a date written YYYY-MM-DD", fix="Pick a date, e.g. 2024-01-06.") from None
+
+
+def _label(spec: Filter) -> str:
+    return repr(spec.label or spec.key)
+
+
+# --- chart queries ---------------------------------------------------------------------------------
+
+
 def chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selections: Selections) -> Query:
-    columns = _table_columns(data, dashboard)
+    params = bind(dashboard, selections)
+    if chart.sql is not None:
+        return _sql_chart(dashboard, chart, params)
+    table = chart.table or dashboard.table
+    types = _column_types(data, table)
     dims = _dimensions(chart)
     for column in dims:
-        _check_column(column, columns, dashboard, chart.title)
-    measures = [f"{_measure(chart, name, sql)} AS {_quote(name)}" for name, sql in chart.measures.items()]
-    where, params = _where(check_selections(dashboard, selections), columns, dashboard)
-    sql = f"SELECT {', '.join([*map(_quote, dims), *measures])}\nFROM {_quote(dashboard.table)}{where}"
+        _check_column(column, types, dashboard, chart.title, table)
+    clauses, used, unfiltered = _filters(dashboard, table, types, params)
+    source = _quote(table)
+    measures = {name: _measure(chart, name, sql) for name, sql in chart.measures.items()}
+
+    def flagged(column: str | None) -> list[str]:
+        return [*clauses, _flag(column, types, dashboard, chart.title, table)] if column else clauses
+
+    if chart.type == "kpi":
+        name, measure = next(iter(measures.items()))
+        select = [f"(SELECT {measure} FROM {source}{_where(flagged(chart.where))}) AS {_quote(name)}"]
+        if chart.compare is not None:
+            other = f"(SELECT {measure} FROM {source}{_where(flagged(chart.compare.where))})"
+            select.append(f"{other} AS {_quote(f'{name} ({chart.compare.label})')}")
+        return Query("SELECT " + ",\n       ".join(select), used, unfiltered)
+
+    clauses = flagged(chart.where)
+    columns = [*map(_quote, dims), *(f"{sql} AS {_quote(name)}" for name, sql in measures.items())]
+    sql = f"SELECT {', '.join(columns)}\nFROM {source}{_where(clauses)}"
     if dims:
         sql += f"\nGROUP BY {', '.join(map(_quote, dims))}"
-    order = _order(chart, dims)
+    if chart.type == "pivot":
+        return Query(sql, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", next(iter(measures)), _order(chart, list(chart.rows), set(chart.rows))))
+    order = _order(chart, dims, allowed={*dims, *chart.measures})
     if order:
         sql += f"\nORDER BY {', '.join(order)}"
-    return Query(sql, params)
+    return Query(sql, used, unfiltered)
 
 
-def filter_options(data: PublishedData, dashboard: Dashboard, column: str, limit: int = OPTIONS_LIMIT) -> list[str]:
-    """Distinct non-null values of a filter column as text (what a selection compares against), sorted."""
-    _declared(dashboard, [column])
-    _check_column(column, _table_columns(data, dashboard), dashboard, "filters")
-    distinct = f"SELECT DISTINCT {_quote(column)} AS v FROM {_quote(dashboard.table)} WHERE {_quote(column)} IS NOT NULL"
+def table_query(data: PublishedData, dashboard: Dashboard, table: str, selections: Selections) -> Query:
+    """Every row of a published table that the dashboard's filters select (those whose column it has)."""
+    params = bind(dashboard, selections)
+    types = _column_types(data, table)
+    clauses, used, unfiltered = _filters(dashboard, table, types, params)
+    return Query(f"SELECT * FROM {_quote(table)}{_where(clauses)}", used, unfiltered)
+
+
+def _sql_chart(dashboard: Dashboard, chart: Chart, params: dict[str, object]) -> Query:
+    text, names = sql_parameters(chart.sql or "")
+    unknown = [name for name in names if name not in params]
+    if unknown:  # checked when the file is loaded; this guards charts built in code
+        raise ConfigError(f"Chart '{chart.title}' uses :{', :'.join(unknown)}, which no filter of '{dashboard.title}' gives", fix=f"Use one of: {', '.join(params) or 'none'}.")
+    used = {name: params[name] for name in names}
+    unfiltered = tuple(spec.key for spec in dashboard.filters if not set(spec.parameters) & set(names))
+    inner = f"(\n{text}\n) AS hw_chart"
+    if chart.type in ("line", "bar", "stacked_bar"):
+        dims = _dimensions(chart)
+        quoted = ", ".join(map(_quote, dims))
+        order = _order(chart, dims, allowed=None)
+        return Query(f"SELECT {quoted}, * EXCLUDE ({quoted})\nFROM {inner}\nORDER BY {', '.join(order)}", used, unfiltered)
+    if chart.type == "pivot":
+        return Query(text, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", None, _order(chart, list(chart.rows), set(chart.rows))))
+    if chart.order_by:
+        return Query(f"SELECT *\nFROM {inner}\nORDER BY {', '.join(_order(chart, [], allowed=None))}", used, unfiltered)
+    return Query(text, used, unfiltered)
+
+
+def _filters(dashboard: Dashboard, table: str, types: dict[str, str], params: dict[str, object]) -> tuple[list[str], dict[str, object], tuple[str, ...]]:
+    """WHERE clauses for the selected filters whose column the table has; each value a named parameter."""
+    clauses: list[str] = []
+    used: dict[str, object] = {}
+    unfiltered = []
+    for spec in dashboard.filters:
+        if spec.column not in types:
+            unfiltered.append(spec.key)
+            continue
+        column = _quote(spec.column)
+        if spec.type == "multi":
+            if params[spec.key] is not None:
+                # Compared as text, so dates, numbers and booleans match the options shown.
+                clauses.append(f"list_contains(${spec.key}, CAST({column} AS VARCHAR))")
+                used[spec.key] = params[spec.key]
+            continue
+        if types[spec.column] not in DATE_TYPES:
+            raise ConfigError(
+                f"The {spec.type.replace('_', ' ')} filter {_label(spec)} of dashboard '{dashboard.title}' needs a date or timestamp column",
+                why=f"column '{spec.column}' of table '{table}' is {types[spec.column]}",
+                fix="Use a multi filter for this column, or a date column for this filter.",
+            )
+        for key, operator in zip(spec.parameters, ("=",) if spec.type == "week" else (">=", "<="), strict=True):
+            if params[key] is not None:
+                clauses.append(f"CAST({column} AS DATE) {operator} ${key}")
+                used[key] = params[key]
+    return clauses, used, tuple(unfiltered)
+
+
+def _where(clauses: list[str]) -> str:
+    return "\nWHERE " + "\n  AND ".join(clauses) if clauses else ""
+
+
+def _flag(column: str, types: dict[str, str], dashboard: Dashboard, chart: str, table: str) -> str:
+    _check_column(column, types, dashboard, chart, table)
+    if types[column] != "BOOLEAN":
+        raise ConfigError(
+            f"Chart '{chart}' of dashboard '{dashboard.title}' counts rows where '{column}' is true, but it is {types[column]}, not a boolean",
+            fix=f"Use a boolean column of {table} for where: (e.g. is_current_week), or compute one in the dbt model.",
+        )
+    return f"{_quote(column)} IS TRUE"
+
+
+# --- options ---------------------------------------------------------------------------------------
+
+
+def filter_options(data: PublishedData, dashboard: Dashboard, key: str, limit: int = OPTIONS_LIMIT) -> list[str]:
+    """What a multi or week filter offers, as text (what a selection compares against): a multi
+    filter's distinct values sorted, a week filter's distinct dates newest first."""
+    spec = _filter(dashboard, key)
+    types = _column_types(data, dashboard.table)
+    _check_column(spec.column, types, dashboard, "filters", dashboard.table)
+    column = _quote(spec.column)
+    if spec.type == "week":
+        sql = f"SELECT DISTINCT CAST({column} AS DATE) AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL ORDER BY v DESC LIMIT {int(limit)}"
+        with data.cursor() as cur:
+            return [row[0].isoformat() for row in cur.execute(sql).fetchall()]
+    distinct = f"SELECT DISTINCT {column} AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL"
     sql = f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}"
     with data.cursor() as cur:
         return [row[0] for row in cur.execute(sql).fetchall()]
 
 
+def date_bounds(data: PublishedData, dashboard: Dashboard, key: str) -> tuple[dt.date | None, dt.date | None]:
+    """The first and last date of a date filter's column (None, None for an empty table)."""
+    spec = _filter(dashboard, key)
+    types = _column_types(data, dashboard.table)
+    _check_column(spec.column, types, dashboard, "filters", dashboard.table)
+    column = _quote(spec.column)
+    with data.cursor() as cur:
+        low, high = cur.execute(f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {_quote(dashboard.table)}").fetchone() or (None, None)
+    return low, high
+
+
+def _filter(dashboard: Dashboard, key: str) -> Filter:
+    for spec in dashboard.filters:
+        if key in (spec.key, *spec.parameters):
+            return spec
+    _declared(dashboard, [key])  # raises, naming the filters there are
+    raise AssertionError
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
 def fetch(data: PublishedData, chart: Chart, query: Query, limit: int) -> ChartData:
-    with _failing(chart), data.cursor() as cur:
-        result = cur.execute(query.sql, query.params)
-        columns = [d[0] for d in result.description]
-        rows = result.fetchmany(limit + 1)
+    with _failing(f"The chart '{chart.title}'"), data.cursor() as cur:
+        names = _execute(cur, query)
+        columns = names or [d[0] for d in cur.description]
+        rows = cur.fetchmany(limit + 1)
     return ChartData(columns, rows[:limit], len(rows) > limit)
 
 
 @contextmanager
-def stream(data: PublishedData, chart: Chart, query: Query) -> Iterator[pa.RecordBatchReader]:
-    """All of a chart's rows as Arrow batches, for downloads with no row cap."""
-    with _failing(chart), data.stream(query.sql, query.params) as reader:
-        yield reader
+def stream(data: PublishedData, chart: Chart | str, query: Query) -> Iterator[pa.RecordBatchReader]:
+    """All rows as Arrow batches, for downloads with no row cap; ``chart`` (or a table's name) names
+    what failed in an error."""
+    what = f"The chart '{chart.title}'" if isinstance(chart, Chart) else f"The table '{chart}'"
+    with _failing(what), data.cursor() as cur:
+        names = _execute(cur, query)
+        reader = cur.fetch_record_batch(export.BATCH_ROWS)
+        yield _renamed(reader, names) if names else reader
+
+
+def _execute(cur: duckdb.DuckDBPyConnection, query: Query) -> list[str] | None:
+    """Run ``query`` on ``cur``; for a pivot, the column names to show (its values become columns).
+
+    A pivot takes three statements on one cursor, so all three read the same snapshot."""
+    if query.pivot is None:
+        cur.execute(query.sql, query.params)
+        return None
+    pivot, long = query.pivot, f"(\n{query.sql}\n) AS hw_long"
+    value = pivot.value
+    if value is None:
+        names = [d[0] for d in cur.execute(f"SELECT * FROM {long} LIMIT 0", query.params).description]
+        rest = [n for n in names if n not in {*pivot.rows, pivot.column}]
+        if len(rest) != 1:
+            raise ConfigError(
+                "A pivot chart's SQL must return its rows columns, its columns column and one value column",
+                why=f"it returns {', '.join(names)}; besides {', '.join([*pivot.rows, pivot.column])} that leaves {', '.join(rest) or 'nothing'}",
+                fix="Return exactly one more column: the value of each cell.",
+            )
+        value = rest[0]
+    column = _quote(pivot.column)
+    values = [r[0] for r in cur.execute(f"SELECT DISTINCT {column} FROM {long} ORDER BY 1 NULLS LAST LIMIT {PIVOT_COLUMNS + 1}", query.params).fetchall()]
+    if len(values) > PIVOT_COLUMNS:
+        raise HeadwaterError(
+            f"The pivot would have more than {PIVOT_COLUMNS} columns",
+            why=f"'{pivot.column}' has more than {PIVOT_COLUMNS} different values in the rows selected",
+            fix="Filter the dashboard to fewer of them, or show this as a table chart.",
+        )
+    rows = ", ".join(map(_quote, pivot.rows))
+    cells = [f"first({_quote(value)}) FILTER (WHERE hw_rank = {n}) AS hw_c{n}" for n in range(1, len(values) + 1)]
+    cur.execute(
+        f"WITH hw_ranked AS (SELECT *, dense_rank() OVER (ORDER BY {column} NULLS LAST) AS hw_rank FROM {long})\n"
+        f"SELECT {', '.join([rows, *cells])}\nFROM hw_ranked\nGROUP BY {rows}\nORDER BY {', '.join(pivot.order)}",
+        query.params,
+    )
+    return [*pivot.rows, *map(_header, values)]
+
+
+def _header(value: object) -> str:
+    if value is None:
+        return "(null)"
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def _renamed(reader: pa.RecordBatchReader, names: list[str]) -> pa.RecordBatchReader:
+    schema = pa.schema([f.with_name(n) for f, n in zip(reader.schema, names, strict=True)])
+    return pa.RecordBatchReader.from_batches(schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader))
 
 
 @contextmanager
-def _failing(chart: Chart) -> Iterator[None]:
+def _failing(what: str) -> Iterator[None]:
     try:
         yield
     except duckdb.Error as exc:
         raise ConfigError(
-            f"The chart '{chart.title}' could not be computed",
+            f"{what} could not be computed",
             why=str(exc).splitlines()[0],
-            fix="Check the chart's measures and columns in the dashboard's file.",
+            fix="Check the chart's measures, columns and SQL in the dashboard's file.",
         ) from None
 
 
-def _table_columns(data: PublishedData, dashboard: Dashboard) -> set[str]:
-    return {c.name for c in data.columns(dashboard.table)}
+# --- identifiers -----------------------------------------------------------------------------------
+
+
+def _column_types(data: PublishedData, table: str) -> dict[str, str]:
+    return {c.name: c.type for c in data.columns(table)}
 
 
 def _dimensions(chart: Chart) -> list[str]:
     if chart.type == "table":
         return list(chart.group_by)
+    if chart.type == "pivot":
+        return [*chart.rows, chart.columns or ""]
+    if chart.type == "kpi":
+        return []
     if chart.x is None:
         raise ConfigError(f"The {chart.type} chart '{chart.title}' has no x column", fix="Add x: <column> to the chart in the dashboard's file.")
     return [chart.x] + ([chart.series] if chart.series else [])
 
 
-def _check_column(column: str, columns: set[str], dashboard: Dashboard, where: str) -> None:
+def _check_column(column: str, columns: Mapping[str, str], dashboard: Dashboard, where: str, table: str) -> None:
     if column not in columns:
         raise ConfigError(
-            f"'{where}' of dashboard '{dashboard.title}' uses column '{column}', which table '{dashboard.table}' does not have",
-            fix=f"Columns of {dashboard.table}: {', '.join(sorted(columns))}.",
+            f"'{where}' of dashboard '{dashboard.title}' uses column '{column}', which table '{table}' does not have",
+            fix=f"Columns of {table}: {', '.join(sorted(columns))}.",
         )
 
 
 def _measure(chart: Chart, name: str, sql: str) -> str:
+    # Checked when the file is loaded too; this guards charts built in code (model_copy skips validation).
     if ";" in sql or not sql.strip():
         raise ConfigError(f"Measure '{name}' of chart '{chart.title}' must be one SQL expression", why=f"got {sql!r}", fix="Remove the ';'.")
     return f"({sql})"
 
 
-def _where(selections: dict[str, list[str]], columns: set[str], dashboard: Dashboard) -> tuple[str, list[str]]:
-    # Columns are compared as text so that dates, numbers and booleans match the options shown.
-    clauses, params = [], []
-    for column, values in selections.items():
-        _check_column(column, columns, dashboard, "filters")
-        clauses.append(f"CAST({_quote(column)} AS VARCHAR) IN ({', '.join(['?'] * len(values))})")
-        params.extend(values)
-    return ("\nWHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _order(chart: Chart, dims: list[str]) -> list[str]:
+def _order(chart: Chart, dims: list[str], allowed: set[str] | None) -> list[str]:
     if not chart.order_by:
         return [_quote(d) for d in dims]
-    allowed = {*dims, *chart.measures}
     order = []
     for item in chart.order_by:
         column, _, direction = item.strip().partition(" ")
-        if column not in allowed:
-            raise ConfigError(f"Chart '{chart.title}' orders by '{column}', which it neither groups by nor measures", fix=f"Order by one of: {', '.join(allowed)}.")
-        order.append(f"{_quote(column)} {direction.upper() or 'ASC'}")
+        if allowed is not None and column not in allowed:
+            raise ConfigError(f"Chart '{chart.title}' orders by '{column}', which it neither groups by nor measures", fix=f"Order by one of: {', '.join(sorted(allowed))}.")
+        order.append(f"{_quote(column)} {direction.strip().upper() or 'ASC'}")
     return order
 
 

@@ -13,6 +13,7 @@ from headwater.scaffold import copy_template
 
 TEMPLATE = Path(__file__).parent / "project"
 CAMPAIGN_DB = Path("data/campaign.db")
+DEMO_ADMIN = "admin@example.org"
 
 
 def demo_timezone() -> str:
@@ -35,3 +36,28 @@ def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bo
         counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=lambda phase: say(f"writing {phase}"))
         say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return load_project(directory)
+
+
+def demo_admin(project: LoadedProject) -> tuple[str, str]:
+    """The demo's admin account with a new random password (created if missing), as (e-mail, password).
+
+    A new password each time the demo starts: it is printed, never stored, and nobody has to
+    remember the one from last time."""
+    import secrets
+
+    from headwater.orchestrate import open_system_db
+    from headwater.system.accounts import Accounts, Role
+
+    password = secrets.token_urlsafe(12)
+    db = open_system_db(project)
+    try:
+        accounts = Accounts(db)
+        if any(account.email == DEMO_ADMIN for account in accounts.list_users()):
+            accounts.set_password(DEMO_ADMIN, password)
+            accounts.set_role(DEMO_ADMIN, Role.admin)
+            accounts.set_disabled(DEMO_ADMIN, False)
+        else:
+            accounts.create_user(DEMO_ADMIN, password, Role.admin)
+    finally:
+        db.close()
+    return DEMO_ADMIN, password

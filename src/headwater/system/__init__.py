@@ -1,4 +1,7 @@
 from headwater.system.db import SystemDB, migrate, resolve_url
-from headwater.system.models import CheckResult, Incident, Run, RunLog, RunStep, ScheduleState
+from headwater.system.models import CheckResult, Incident, LoginFailure, LoginSession, Membership, Organisation, Run, RunLog, RunStep, ScheduleState, User
 
-__all__ = ["CheckResult", "Incident", "Run", "RunLog", "RunStep", "ScheduleState", "SystemDB", "migrate", "resolve_url"]
+__all__ = [
+    "CheckResult", "Incident", "LoginFailure", "LoginSession", "Membership", "Organisation", "Run", "RunLog", "RunStep", "ScheduleState", "SystemDB", "User",
+    "migrate", "resolve_url",
+]  # fmt: skip

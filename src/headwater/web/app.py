@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import plotly
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -17,9 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.config.model import LoadedProject
-from headwater.web import errors, present
+from headwater.web import auth, errors, present
 from headwater.web.context import WebContext
+from headwater.web.launcher import Launcher
+from headwater.web.ops import redact
+from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
+
+if TYPE_CHECKING:
+    from headwater.orchestrate.scheduler import Scheduler
 
 HERE = Path(__file__).parent
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -31,23 +38,32 @@ SECURITY_HEADERS = [
 ]
 
 
-def create_app(project: LoadedProject) -> FastAPI:
+def create_app(project: LoadedProject, auth_settings: auth.AuthSettings | None = None, *, scheduler: Scheduler | None = None) -> FastAPI:
+    """``scheduler``: the one running in this process, if any; "run now" then goes through it."""
     ctx = WebContext(project)
+    launcher = Launcher(project, scheduler)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        launcher.shutdown(wait=True)  # runs started from the web finish (the scheduler's owner stops it)
         ctx.close()
 
-    app = FastAPI(title=f"Headwater: {project.config.name}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title=f"Headwater: {project.config.name}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+        dependencies=[Depends(auth.guard)],  # every route's permission rule and CSRF: see web/auth.py
+    )  # fmt: skip
     app.state.ctx = ctx
+    app.state.launcher = launcher
     app.state.templates = _templates(project)
     errors.install(app)
+    auth.install(app, ctx, app.state.templates, auth_settings)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(SecurityHeaders)
     app.add_api_route("/static/plotly.min.js", _plotly_js, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
+    app.include_router(ops_router)
     return app
 
 
@@ -56,6 +72,7 @@ def _templates(project: LoadedProject) -> Jinja2Templates:
     templates = Jinja2Templates(env=env)
     templates.env.globals.update(project_name=project.config.name, version=__version__, plotly_version=plotly.__version__)
     templates.env.filters.update(cell=present.cell, duration=present.duration, utc=present.utc, first_line=present.first_line)
+    templates.env.filters["redact"] = redact  # passwords in URLs never reach a page (see web/ops.py)
     templates.env.tests["number"] = present.is_number
     return templates
 

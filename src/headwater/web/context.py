@@ -49,7 +49,7 @@ class WebContext:
         return self.data
 
     def system_db(self) -> SystemDB:
-        """Opened on first use: pages that only show data never touch the system database."""
+        """Opened on first use and shared by the app's threads (sessions, run history, accounts)."""
         with self._lock:
             if self._system is None:
                 self._system = open_system_db(self.project)

@@ -30,23 +30,27 @@ def json_rows(data: ChartData) -> list[list[object]]:
 
 
 def figure(chart: Chart, data: ChartData) -> dict[str, object]:
-    """A Plotly figure: one trace per measure, and per series value when the chart has a series."""
+    """A Plotly figure: one trace per measure, and per series value when the chart has a series.
+
+    The data's columns are x, then the series (if any), then the measures: named in the file, or
+    whatever other columns a chart's SQL returns."""
     rows = json_rows(data)
     measures_at = 2 if chart.series else 1
+    measures = data.columns[measures_at:]
     groups: dict[object, list[list[object]]] = {}
     for row in rows:
         groups.setdefault(row[1] if chart.series else None, []).append(row)
     traces = []
-    for offset, measure in enumerate(data.columns[measures_at:]):
+    for offset, measure in enumerate(measures):
         for key, group in groups.items():
-            traces.append(_trace(chart, _trace_name(chart, measure, key), [r[0] for r in group], [r[measures_at + offset] for r in group]))
-    return {"data": traces, "layout": _layout(chart, list(dict.fromkeys(row[0] for row in rows)))}
+            traces.append(_trace(chart, _trace_name(chart, measure, key, len(measures)), [r[0] for r in group], [r[measures_at + offset] for r in group]))
+    return {"data": traces, "layout": _layout(chart, list(dict.fromkeys(row[0] for row in rows)), measures)}
 
 
-def _trace_name(chart: Chart, measure: str, series: object) -> str:
+def _trace_name(chart: Chart, measure: str, series: object, measures: int) -> str:
     if not chart.series:
         return measure
-    return str(series) if len(chart.measures) == 1 else f"{series} · {measure}"
+    return str(series) if measures == 1 else f"{series} · {measure}"
 
 
 def _trace(chart: Chart, name: str, x: list[object], y: list[object]) -> dict[str, object]:
@@ -55,8 +59,8 @@ def _trace(chart: Chart, name: str, x: list[object], y: list[object]) -> dict[st
     return {"type": "bar", "name": name, "x": x, "y": y}
 
 
-def _layout(chart: Chart, xs: list[object]) -> dict[str, object]:
-    single = next(iter(chart.measures)) if len(chart.measures) == 1 else ""
+def _layout(chart: Chart, xs: list[object], measures: list[str]) -> dict[str, object]:
+    single = measures[0] if len(measures) == 1 else ""
     # With few points, ticks at the points themselves: a date axis would otherwise pick its own days.
     ticks = {"tickvals": xs} if len(xs) <= MAX_POINT_TICKS else {}
     return {
@@ -72,6 +76,37 @@ def _layout(chart: Chart, xs: list[object]) -> dict[str, object]:
         "xaxis": {"automargin": True, "title": {"text": chart.x}, **ticks},
         "yaxis": {"automargin": True, "rangemode": "tozero", "title": {"text": single}},
     }
+
+
+def kpi(chart: Chart, data: ChartData) -> dict[str, object]:
+    """A KPI's number, and its comparison when it has one, as text: the first row's first column
+    (and second column)."""
+    row = data.rows[0] if data.rows else ()
+    value = row[0] if row else None
+    view: dict[str, object] = {"value": number(value, chart.format), "raw": jsonable(value), "compare": None}
+    if chart.compare is not None:
+        other = row[1] if len(row) > 1 else None
+        view["compare"] = {"label": chart.compare.label, "value": number(other, chart.format), "delta": _delta(value, other, chart.format)}
+    return view
+
+
+def number(value: object, fmt: str = "number") -> str:
+    """A KPI's number: a percentage with one decimal, or the number as table cells show it; — for none."""
+    if not is_number(value) or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        return "—"
+    return f"{float(value):.1%}" if fmt == "percent" else cell(value)  # type: ignore[arg-type]
+
+
+def _delta(value: object, other: object, fmt: str) -> str | None:
+    if not (is_number(value) and is_number(other)):
+        return None
+    difference = float(value) - float(other)  # type: ignore[arg-type]
+    if not math.isfinite(difference):
+        return None
+    sign = "+" if difference > 0 else "−" if difference < 0 else "±"
+    if fmt == "percent":
+        return f"{sign}{abs(difference) * 100:.1f} pts"
+    return sign + cell(abs(int(difference)) if difference.is_integer() else abs(difference))
 
 
 def cell(value: object) -> str:

@@ -4,27 +4,31 @@ the system database never block the event loop."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pyarrow as pa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from headwater import dashboards as service
 from headwater.config.model import Chart, Dashboard, Filter
 from headwater.errors import NotFound
 from headwater.orchestrate.history import get_run, log_lines, recent_runs
-from headwater.publish import PublishedData
-from headwater.publish.export import csv_chunks
+from headwater.publish import PublishedData, export
+from headwater.publish.export import XLSX_MAX_ROWS, Format
+from headwater.system.accounts import Role
 from headwater.web import present
+from headwater.web.auth import require
 from headwater.web.context import WebContext
 
 CHART_ROWS = 10_000  # points sent to a chart or the JSON API; downloads have no cap
 TABLE_ROWS = 1_000  # rows of a table chart rendered into the page
 RUNS_SHOWN = 50
+DOWNLOAD = Depends(require(Role.viewer))  # who may download: as for the CSV routes in auth.ROUTE_RULES
 
 router = APIRouter()
 
@@ -44,10 +48,23 @@ def dashboard_page(request: Request, name: str) -> Response:
     dashboard = ctx.dashboard(name)
     data = ctx.published()
     selections = service.check_selections(dashboard, _selections(request))
-    filters = [_filter_view(data, dashboard, f, selections.get(f.column, [])) for f in dashboard.filters]
-    charts = [_chart_view(data, dashboard, chart, index, name, selections) for index, chart in enumerate(dashboard.charts)]
+    query = _query_string(selections)
+    filters = [_filter_view(data, dashboard, f, selections) for f in dashboard.filters]
+    views = [_chart_view(data, dashboard, chart, index, name, selections, query) for index, chart in enumerate(dashboard.charts)]
     snapshot = ctx.warehouse.current_snapshot()
-    return _page(request, "dashboard.html", name=name, dashboard=dashboard, filters=filters, charts=charts, snapshot=snapshot.stem if snapshot else None)
+    return _page(
+        request,
+        "dashboard.html",
+        name=name,
+        dashboard=dashboard,
+        filters=filters,
+        kpis=[v for v in views if v["chart"].type == "kpi"],
+        charts=[v for v in views if v["chart"].type != "kpi"],
+        tables=_table_views(data, dashboard, name, selections, query),
+        filtered=bool(selections),
+        xlsx_rows=XLSX_MAX_ROWS - 1,
+        snapshot=snapshot.stem if snapshot else None,
+    )
 
 
 @router.get("/api/dashboards/{name}/charts/{index:int}")
@@ -59,19 +76,38 @@ def chart_json(request: Request, name: str, index: int) -> JSONResponse:
     return JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated})
 
 
+# Downloads: every chart's data and every published table, as CSV or XLSX, with the dashboard's
+# filters applied, streamed with no row cap. "/tables/..." is a whole table, unfiltered.
+
+
 @router.get("/dashboards/{name}/charts/{index:int}.csv")
 def chart_csv(request: Request, name: str, index: int) -> StreamingResponse:
-    ctx = _ctx(request)
-    dashboard, chart = ctx.dashboard(name), ctx.chart(name, index)
-    data = ctx.published()
-    query = service.chart_query(data, dashboard, chart, _selections(request))
-    return _csv(service.stream(data, chart, query), present.filename(f"{name}-{present.slug(chart.title)}.csv"))
+    return _chart_download(request, name, index, "csv")
+
+
+@router.get("/dashboards/{name}/charts/{index:int}.xlsx", dependencies=[DOWNLOAD])
+def chart_xlsx(request: Request, name: str, index: int) -> StreamingResponse:
+    return _chart_download(request, name, index, "xlsx")
+
+
+@router.get("/dashboards/{name}/tables/{table}.csv", dependencies=[DOWNLOAD])
+def dashboard_table_csv(request: Request, name: str, table: str) -> StreamingResponse:
+    return _table_download(request, name, table, "csv")
+
+
+@router.get("/dashboards/{name}/tables/{table}.xlsx", dependencies=[DOWNLOAD])
+def dashboard_table_xlsx(request: Request, name: str, table: str) -> StreamingResponse:
+    return _table_download(request, name, table, "xlsx")
 
 
 @router.get("/tables/{table}.csv")
 def table_csv(request: Request, table: str) -> StreamingResponse:
-    data = _ctx(request).published()
-    return _csv(data.stream(data.table_query(table)), present.filename(f"{table}.csv"))
+    return _table_download(request, None, table, "csv")
+
+
+@router.get("/tables/{table}.xlsx", dependencies=[DOWNLOAD])
+def table_xlsx(request: Request, table: str) -> StreamingResponse:
+    return _table_download(request, None, table, "xlsx")
 
 
 @router.get("/runs")
@@ -113,30 +149,98 @@ def _selections(request: Request) -> dict[str, list[str]]:
     return selections
 
 
-def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selected: list[str]) -> dict[str, Any]:
-    options = service.filter_options(data, dashboard, spec.column)
+def _query_string(selections: dict[str, list[str]]) -> str:
+    encoded = urlencode([(key, value) for key, values in selections.items() for value in values])
+    return f"?{encoded}" if encoded else ""
+
+
+def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]]) -> dict[str, Any]:
+    view: dict[str, Any] = {"type": spec.type, "key": spec.key, "label": spec.label or spec.key}
+    if spec.type == "date_range":
+        low, high = service.date_bounds(data, dashboard, spec.key)
+        start, end = (selections.get(key, [""])[0] for key in spec.parameters)
+        return view | {"min": low.isoformat() if low else "", "max": high.isoformat() if high else "", "from": start, "to": end, "names": spec.parameters}
+    options = service.filter_options(data, dashboard, spec.key)
+    selected = selections.get(spec.key, [])
     missing = [v for v in selected if v not in options]  # keep a selection visible even past the options cap
-    return {"column": spec.column, "label": spec.label or spec.column, "options": missing + options, "selected": set(selected)}
+    return view | {"options": missing + options, "selected": set(selected)}
 
 
-def _chart_view(data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]]) -> dict[str, Any]:
+def _chart_view(
+    data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]], query_string: str
+) -> dict[str, Any]:
     query = service.chart_query(data, dashboard, chart, selections)
-    result = service.fetch(data, chart, query, TABLE_ROWS if chart.type == "table" else CHART_ROWS)
-    query_string = urlencode([(column, value) for column, values in selections.items() for value in values])
-    view = {"index": index, "chart": chart, "result": result, "csv_url": f"/dashboards/{quote(name, safe='')}/charts/{index}.csv" + (f"?{query_string}" if query_string else "")}
-    if chart.type != "table":
+    limit = {"table": TABLE_ROWS, "pivot": TABLE_ROWS, "kpi": 1}.get(chart.type, CHART_ROWS)
+    result = service.fetch(data, chart, query, limit)
+    base = f"/dashboards/{quote(name, safe='')}/charts/{index}"
+    view = {
+        "index": index,
+        "chart": chart,
+        "result": result,
+        "csv_url": f"{base}.csv{query_string}",
+        "xlsx_url": f"{base}.xlsx{query_string}",
+        "unfiltered": _unfiltered(dashboard, query.unfiltered, selections),
+    }
+    if chart.type in ("line", "bar", "stacked_bar"):
         view["figure"] = present.figure(chart, result)
+    elif chart.type == "kpi":
+        view["kpi"] = present.kpi(chart, result)
     return view
 
 
-def _csv(opened: AbstractContextManager[pa.RecordBatchReader], filename: str) -> StreamingResponse:
-    body = _csv_body(opened)
-    next(body)  # runs the query here, so a failure is an error page rather than a cut-off file
+def _table_views(data: PublishedData, dashboard: Dashboard, name: str, selections: dict[str, list[str]], query_string: str) -> list[dict[str, Any]]:
+    views = []
+    for table in data.tables():
+        query = service.table_query(data, dashboard, table, selections)
+        base = f"/dashboards/{quote(name, safe='')}/tables/{quote(table, safe='')}"
+        views.append({"table": table, "csv_url": f"{base}.csv{query_string}", "xlsx_url": f"{base}.xlsx{query_string}", "unfiltered": _unfiltered(dashboard, query.unfiltered, selections)})
+    return views
+
+
+def _unfiltered(dashboard: Dashboard, keys: tuple[str, ...], selections: dict[str, list[str]]) -> list[str]:
+    """Labels of the filters in use that do not apply to a chart or table."""
+    return [f.label or f.key for f in dashboard.filters if f.key in keys and any(p in selections for p in f.parameters)]
+
+
+def _chart_download(request: Request, name: str, index: int, fmt: Format) -> StreamingResponse:
+    ctx = _ctx(request)
+    dashboard, chart = ctx.dashboard(name), ctx.chart(name, index)
+    data = ctx.published()
+    query = service.chart_query(data, dashboard, chart, _selections(request))
+    return _download(request, service.stream(data, chart, query), present.filename(f"{name}-{present.slug(chart.title)}.{fmt}"), fmt)
+
+
+def _table_download(request: Request, name: str | None, table: str, fmt: Format) -> StreamingResponse:
+    ctx = _ctx(request)
+    if name is None:
+        data = ctx.published()
+        query = service.Query(data.table_query(table), {})
+    else:
+        dashboard = ctx.dashboard(name)
+        data = ctx.published()
+        query = service.table_query(data, dashboard, table, _selections(request))
+    return _download(request, service.stream(data, table, query), present.filename(f"{table}.{fmt}"), fmt)
+
+
+def _download(request: Request, opened: AbstractContextManager[pa.RecordBatchReader], filename: str, fmt: Format) -> StreamingResponse:
+    """The query runs before the response starts, so a failure is an error page rather than a cut-off file."""
     headers = {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"}
-    return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers=headers)
+    if fmt == "xlsx":
+        with opened as reader:
+            handle, _rows = export.xlsx_file(reader)
+        headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
+        return StreamingResponse(export.file_chunks(handle), media_type=export.MEDIA_TYPES["xlsx"], headers=headers)
+    body: Iterator[bytes] = _csv_body(opened)
+    next(body)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        # Compressed here at level 1, not by the app's middleware at level 9: a tenth of the CPU
+        # for nearly the same size, so big downloads stream at the speed of the query.
+        body = export.gzip_chunks(body)
+        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    return StreamingResponse(body, media_type=export.MEDIA_TYPES["csv"], headers=headers)
 
 
 def _csv_body(opened: AbstractContextManager[pa.RecordBatchReader]) -> Iterator[bytes]:
     with opened as reader:
         yield b""
-        yield from csv_chunks(reader)
+        yield from export.csv_chunks(reader)

@@ -1,0 +1,436 @@
+"""Accounts: users, their roles, passwords, login sessions and the login rate limiter.
+
+A service over the system database with no web framework in it; the web app (`web/auth.py`) and
+the `headwater user` commands both use it.
+
+- Passwords are hashed with argon2id (argon2-cffi's `PasswordHasher`, RFC 9106 low-memory profile);
+  a hash made with older parameters is replaced at the next successful login.
+- A session is a random 32-byte token in a cookie. The database keeps only its SHA-256, so a copy of
+  the database cannot be used to log in. Sessions end after `Policy.idle_timeout` without a request
+  and `Policy.absolute_timeout` after login, at logout, when the password changes and when the user
+  is disabled. Each session has its own CSRF token.
+- Roles are per organisation (`memberships`); until an install hosts several organisations every
+  user is a member of `default`. viewer < analyst < admin.
+- Failed logins are recorded in the system database (`login_failures`), so the limit holds across
+  restarts and across processes serving the same database, and costs nothing in memory.
+
+Passwords and tokens are never logged, and never part of an error message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from headwater.errors import HeadwaterError, NotFound
+from headwater.system.db import SystemDB
+from headwater.system.models import LoginFailure, LoginSession, Membership, Organisation, User
+
+logger = logging.getLogger("headwater.accounts")
+
+DEFAULT_ORG = "default"
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a request from making it hash megabytes
+MAX_EMAIL = 254
+
+
+class Role(StrEnum):
+    viewer = "viewer"  # sees dashboards, downloads and exports
+    analyst = "analyst"  # also runs pipelines and reads run history and logs
+    admin = "admin"  # also manages sources, secrets and users
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        """Whether this role may do what ``needed`` may."""
+        return self.rank >= needed.rank
+
+
+ROLE_NAMES = ", ".join(Role)
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Policy:
+    idle_timeout: dt.timedelta = dt.timedelta(hours=12)
+    absolute_timeout: dt.timedelta = dt.timedelta(days=7)
+    max_failures: int = 5  # failed logins per e-mail address and client address within the window
+    max_failures_per_ip: int = 50  # per client address, whatever the e-mail: password spraying
+    failure_window: dt.timedelta = dt.timedelta(minutes=15)
+    touch_every: dt.timedelta = dt.timedelta(minutes=1)  # how stale last_seen_at may get (saves writes)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class AccountError(HeadwaterError):
+    """A request about accounts that cannot be done as asked (exit code 2 in the CLI)."""
+
+
+class InvalidEmail(AccountError):
+    pass
+
+
+class WeakPassword(AccountError):
+    pass
+
+
+class DuplicateEmail(AccountError):
+    pass
+
+
+class UnknownRole(AccountError):
+    pass
+
+
+class AccountNotFound(NotFound):
+    pass
+
+
+class LoginFailed(AccountError):
+    """Wrong e-mail or password: the message never says which."""
+
+    def __init__(self) -> None:
+        super().__init__("Wrong e-mail address or password", fix="Check both and try again; an admin can reset a forgotten password.")
+
+
+class AccountDisabled(AccountError):
+    def __init__(self) -> None:
+        super().__init__("This account is disabled", fix="Ask an admin of this Headwater to enable it again.")
+
+
+class TooManyAttempts(AccountError):
+    def __init__(self, retry_after: dt.timedelta) -> None:
+        self.retry_after_seconds = max(1, int(retry_after.total_seconds() + 0.999))
+        minutes = (self.retry_after_seconds + 59) // 60
+        super().__init__(
+            "Too many failed logins",
+            why="several wrong passwords were tried for this account from your address in the last minutes",
+            fix=f"Wait {minutes} minute{'s' if minutes != 1 else ''} and try again; an admin can reset a forgotten password.",
+        )
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def normalise_email(email: str) -> str:
+    """The one spelling of an address that is stored and compared: trimmed, NFKC, lower case.
+
+    Lower-casing the local part is what people expect ("Ana@Org.org" is Ana), even though RFC 5321
+    leaves it to the mail server."""
+    value = unicodedata.normalize("NFKC", email).strip().lower()
+    local, at, domain = value.rpartition("@")
+    problem = None
+    if not at or not local or not domain:
+        problem = "it needs a name, an @ and a domain, like ana@example.org"
+    elif len(value) > MAX_EMAIL or len(local) > 64:
+        problem = f"it is longer than {MAX_EMAIL} characters (or its part before @ than 64)"
+    elif "@" in local or any(c.isspace() or unicodedata.category(c)[0] == "C" for c in value):
+        problem = "it contains a space, a second @ or a control character"
+    elif "." not in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        problem = "its domain (after the @) is not a domain name, like example.org"
+    if problem:
+        raise InvalidEmail(f"'{email.strip()[:80]}' is not an e-mail address", why=problem)
+    return value
+
+
+def parse_role(role: str) -> Role:
+    try:
+        return Role(role.strip().lower())
+    except ValueError:
+        raise UnknownRole(f"No role named '{role}'", fix=f"Roles: {ROLE_NAMES} (each can do everything the ones before it can).") from None
+
+
+def check_password(password: str, email: str | None = None) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise WeakPassword(f"The password is too short: at least {MIN_PASSWORD} characters, please", fix="A few unrelated words make a long password that is easy to type.")
+    if len(password) > MAX_PASSWORD:
+        raise WeakPassword(f"The password is too long: at most {MAX_PASSWORD} characters")
+    if not password.strip():
+        raise WeakPassword("The password is only spaces")
+    if email is not None and password.strip().lower() == email.lower():
+        raise WeakPassword("The password is the e-mail address")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    email: str
+    role: Role | None  # in the organisation asked about; None: not a member
+    disabled: bool
+    created_at: dt.datetime
+    last_login_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    """Who a valid session belongs to, as the web app needs it on every request."""
+
+    session_id: int
+    user_id: int
+    email: str
+    role: Role | None
+    csrf_token: str
+
+    def can(self, role: Role | str) -> bool:
+        return self.role is not None and self.role.allows(Role(role))
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str  # goes into the cookie; not stored anywhere on the server
+    user: SessionUser
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class Accounts:
+    def __init__(self, db: SystemDB, *, policy: Policy | None = None, clock: Callable[[], dt.datetime] = now_utc, hasher: PasswordHasher | None = None) -> None:
+        self.db = db
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.hasher = hasher or PasswordHasher()
+        self._dummy: str | None = None
+
+    @property
+    def _dummy_hash(self) -> str:
+        """Unknown e-mail addresses are checked against this, so they take as long as known ones."""
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+    def _now(self) -> dt.datetime:
+        now = self.clock()
+        if now.tzinfo is None:
+            raise ValueError("the accounts clock must return aware datetimes")
+        return now
+
+    # users
+
+    def check_new(self, email: str, role: Role | str = Role.viewer) -> None:
+        """Raise InvalidEmail, UnknownRole or DuplicateEmail as create_user would (before asking for a password)."""
+        email, role = normalise_email(email), parse_role(role)
+        with self.db.session() as session:
+            self._refuse_duplicate(session, email, role)
+
+    def _refuse_duplicate(self, session: Session, email: str, role: Role) -> None:
+        if session.scalar(select(User.id).where(User.email == email)) is not None:
+            raise DuplicateEmail(f"There is already an account for {email}", fix=f"Change its role with `headwater user set-role {email} {role}`, or its password with `headwater user set-password {email}`.")
+
+    def create_user(self, email: str, password: str, role: Role | str = Role.viewer, *, org: str = DEFAULT_ORG) -> Account:
+        email = normalise_email(email)
+        role = parse_role(role)
+        check_password(password, email)
+        now = self._now()
+        with self.db.session() as session:
+            self._refuse_duplicate(session, email, role)
+            user = User(email=email, password_hash=self.hasher.hash(password), created_at=now, password_changed_at=now)
+            session.add(user)
+            try:
+                session.flush()
+            except IntegrityError:  # created by someone else between the check and here
+                raise DuplicateEmail(f"There is already an account for {email}") from None
+            session.add(Membership(user_id=user.id, org_id=self._org_id(session, org), role=role.value, created_at=now))
+            session.commit()
+            logger.info("account created: %s (%s)", email, role)
+            return Account(user.id, email, role, False, now, None)
+
+    def get(self, email: str, *, org: str = DEFAULT_ORG) -> Account:
+        with self.db.session() as session:
+            user = self._user(session, email)
+            return self._account(session, user, org)
+
+    def list_users(self, *, org: str = DEFAULT_ORG) -> list[Account]:
+        with self.db.session() as session:
+            return [self._account(session, user, org) for user in session.scalars(select(User).order_by(User.email))]
+
+    def set_role(self, email: str, role: Role | str, *, org: str = DEFAULT_ORG) -> Account:
+        role = parse_role(role)
+        with self.db.session() as session:
+            user = self._user(session, email)
+            org_id = self._org_id(session, org)
+            membership = session.get(Membership, (user.id, org_id))
+            if membership is None:
+                session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now()))
+            else:
+                membership.role = role.value
+            session.commit()
+            logger.info("role of %s set to %s", user.email, role)
+            return self._account(session, user, org)
+
+    def set_password(self, email: str, password: str) -> None:
+        """A new password ends every session of the account."""
+        with self.db.session() as session:
+            user = self._user(session, email)
+            check_password(password, user.email)
+            now = self._now()
+            user.password_hash = self.hasher.hash(password)
+            user.password_changed_at = now
+            self._revoke_all(session, user.id, now)
+            session.commit()
+            logger.info("password of %s changed; its sessions were ended", user.email)
+
+    def set_disabled(self, email: str, disabled: bool = True) -> Account:
+        """A disabled account cannot log in, and its sessions end at once."""
+        with self.db.session() as session:
+            user = self._user(session, email)
+            now = self._now()
+            if disabled and user.disabled_at is None:
+                user.disabled_at = now
+                self._revoke_all(session, user.id, now)
+            elif not disabled:
+                user.disabled_at = None
+            session.commit()
+            logger.info("account %s %s", user.email, "disabled" if disabled else "enabled")
+            return self._account(session, user, DEFAULT_ORG)
+
+    # logging in
+
+    def login(self, email: str, password: str, *, ip: str, user_agent: str | None = None, org: str = DEFAULT_ORG) -> NewSession:
+        """Check the password and start a session, or raise LoginFailed / TooManyAttempts / AccountDisabled."""
+        now = self._now()
+        try:
+            key = normalise_email(email)
+        except InvalidEmail:
+            key = email.strip().lower()[:MAX_EMAIL]
+        ip = ip[:45]
+        self._check_rate(key, ip, now)
+        with self.db.session() as session:
+            user = session.scalar(select(User).where(User.email == key))
+            if user is None or len(password) > MAX_PASSWORD:
+                self._verify(self._dummy_hash, password[:MAX_PASSWORD])  # as slow as a real check
+                self._record_failure(session, key, ip, now)
+                raise LoginFailed()
+            if not self._verify(user.password_hash, password):
+                self._record_failure(session, key, ip, now)
+                raise LoginFailed()
+            if user.disabled_at is not None:
+                raise AccountDisabled()
+            if self.hasher.check_needs_rehash(user.password_hash):
+                user.password_hash = self.hasher.hash(password)
+            user.last_login_at = now
+            session.execute(delete(LoginFailure).where(LoginFailure.email == key, LoginFailure.ip == ip))
+            self._purge(session, now)
+            token = secrets.token_urlsafe(32)
+            record = LoginSession(
+                user_id=user.id, token_hash=hash_token(token), csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
+                ip=ip, user_agent=(user_agent or "")[:255] or None,
+            )  # fmt: skip
+            session.add(record)
+            session.commit()
+            logger.info("login: %s from %s", user.email, ip)
+            return NewSession(token, SessionUser(record.id, user.id, user.email, self._role(session, user.id, org), record.csrf_token))
+
+    def session_user(self, token: str | None, *, org: str = DEFAULT_ORG) -> SessionUser | None:
+        """Who the session with this cookie token belongs to, or None if there is no such live session."""
+        if not token or len(token) > 128:
+            return None
+        now = self._now()
+        with self.db.session() as session:
+            row = session.execute(select(LoginSession, User).join(User, User.id == LoginSession.user_id).where(LoginSession.token_hash == hash_token(token))).one_or_none()
+            if row is None:
+                return None
+            record, user = row
+            if not self._live(record, now) or user.disabled_at is not None:
+                return None
+            if now - record.last_seen_at >= self.policy.touch_every:
+                record.last_seen_at = now
+                session.commit()
+            return SessionUser(record.id, user.id, user.email, self._role(session, user.id, org), record.csrf_token)
+
+    def logout(self, token: str | None) -> None:
+        if not token:
+            return
+        with self.db.session() as session:
+            session.execute(update(LoginSession).where(LoginSession.token_hash == hash_token(token), LoginSession.revoked_at.is_(None)).values(revoked_at=self._now()))
+            session.commit()
+
+    def live_sessions(self, email: str) -> int:
+        now = self._now()
+        with self.db.session() as session:
+            user = self._user(session, email)
+            return sum(self._live(s, now) for s in session.scalars(select(LoginSession).where(LoginSession.user_id == user.id)))
+
+    # helpers
+
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def _live(self, record: LoginSession, now: dt.datetime) -> bool:
+        return record.revoked_at is None and now - record.last_seen_at < self.policy.idle_timeout and now - record.created_at < self.policy.absolute_timeout
+
+    def _check_rate(self, email: str, ip: str, now: dt.datetime) -> None:
+        since = now - self.policy.failure_window
+        with self.db.session() as session:
+            for condition, limit in (((LoginFailure.email == email) & (LoginFailure.ip == ip), self.policy.max_failures), (LoginFailure.ip == ip, self.policy.max_failures_per_ip)):
+                count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(condition, LoginFailure.at > since)).one()
+                if count >= limit:
+                    # Sliding window: the limit lifts when the oldest failure in it ages out.
+                    oldest = oldest.replace(tzinfo=dt.UTC) if oldest.tzinfo is None else oldest
+                    logger.warning("login rate limit hit for %s from %s", email, ip)
+                    raise TooManyAttempts(oldest + self.policy.failure_window - now)
+
+    def _record_failure(self, session: Session, email: str, ip: str, now: dt.datetime) -> None:
+        session.add(LoginFailure(email=email, ip=ip, at=now))
+        session.commit()
+        logger.info("failed login for %s from %s", email, ip)
+
+    def _purge(self, session: Session, now: dt.datetime) -> None:
+        """Forget failures outside any window and sessions long over (kept a while for the record)."""
+        session.execute(delete(LoginFailure).where(LoginFailure.at < now - max(self.policy.failure_window, dt.timedelta(days=1))))
+        keep = now - self.policy.absolute_timeout - dt.timedelta(days=30)
+        session.execute(delete(LoginSession).where(LoginSession.created_at < keep))
+
+    def _revoke_all(self, session: Session, user_id: int, now: dt.datetime) -> None:
+        session.execute(update(LoginSession).where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None)).values(revoked_at=now))
+
+    def _user(self, session: Session, email: str) -> User:
+        key = normalise_email(email)
+        user = session.scalar(select(User).where(User.email == key))
+        if user is None:
+            raise AccountNotFound(f"No account for {key}", fix=f"`headwater user list` shows the accounts; `headwater user add {key} --role viewer` creates one.")
+        return user
+
+    def _org_id(self, session: Session, slug: str) -> int:
+        org_id = session.scalar(select(Organisation.id).where(Organisation.slug == slug))
+        if org_id is None:
+            raise NotFound(f"No organisation '{slug}'")
+        return org_id
+
+    def _role(self, session: Session, user_id: int, org: str) -> Role | None:
+        role = session.scalar(select(Membership.role).join(Organisation, Organisation.id == Membership.org_id).where(Membership.user_id == user_id, Organisation.slug == org))
+        return Role(role) if role else None
+
+    def _account(self, session: Session, user: User, org: str) -> Account:
+        return Account(user.id, user.email, self._role(session, user.id, org), user.disabled_at is not None, user.created_at, user.last_login_at)
+
+
+def tokens_match(a: str | None, b: str | None) -> bool:
+    """Constant-time comparison of two tokens; a missing one never matches."""
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
