@@ -368,3 +368,13 @@ def test_run_detail_page_shows_steps_checks_samples_and_log(client, project) -> 
     assert client.get(f"/runs/{other_id}").status_code == 404  # another project's run is not this app's
     assert client.get("/runs/999999").status_code == 404
     assert f'href="/runs/{run_id}"' in client.get("/runs").text
+
+
+def test_chart_data_is_computed_once_per_snapshot_and_filters(client) -> None:
+    cache = client.app.state.ctx._results
+    first = chart_json(client, STACKED, "?region=North&region=South")
+    entries = len(cache)
+    assert chart_json(client, STACKED, "?region=South&region=North") == first  # same selection, other order
+    assert len(cache) == entries
+    chart_json(client, STACKED, "?region=North")
+    assert len(cache) == entries + 1

@@ -20,7 +20,7 @@ def _weekday(token: str) -> int:
     raise ValueError(f"'{token}' is not a day of the week (0-7 or sun-sat)")
 
 
-def _cron_weekdays(field: str) -> str:
+def cron_weekdays(field: str) -> str:
     """A cron day-of-week field (0 or 7 = Sunday) as the day names APScheduler reads unambiguously."""
     if field == "*":
         return "*"
@@ -53,7 +53,7 @@ def crontab_parts(cron: str) -> list[str]:
     if len(fields) != 5:
         raise ValueError(f"'{cron}' is not a five-field cron expression (minute hour day-of-month month day-of-week)")
     minute, hour, day, month, weekday = fields
-    weekdays = _cron_weekdays(weekday)
+    weekdays = cron_weekdays(weekday)
     if not day.startswith("*") and not weekday.startswith("*"):
         # cron: either the day of the month or the day of the week matches
         return [f"{minute} {hour} {day} {month} *", f"{minute} {hour} * {month} {weekdays}"]

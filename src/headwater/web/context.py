@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from headwater.config.model import Chart, Dashboard, LoadedProject
 from headwater.errors import NotFound
@@ -10,6 +13,10 @@ from headwater.orchestrate import open_system_db
 from headwater.publish import PublishedData
 from headwater.system import SystemDB
 from headwater.warehouse import Warehouse
+
+
+RESULT_CACHE_ENTRIES = 512  # chart results kept in memory (each capped by the chart row limit)
+T = TypeVar("T")
 
 
 class NothingPublished(NotFound):
@@ -23,6 +30,7 @@ class WebContext:
         self.data = PublishedData(self.warehouse)  # one per app: it caches the snapshot's connection
         self._system: SystemDB | None = None
         self._lock = threading.Lock()
+        self._results: OrderedDict[tuple[object, ...], object] = OrderedDict()
 
     @property
     def dashboards(self) -> dict[str, Dashboard]:
@@ -47,6 +55,25 @@ class WebContext:
                 fix="Run `headwater run` in the project folder, then reload this page.",
             )
         return self.data
+
+    def cached(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        """``compute()``'s result for ``key`` on the current snapshot, computed once per snapshot.
+
+        Published snapshots never change, so a chart's data for given filters stays right until the
+        pointer moves; the snapshot's name is part of the key, so a new publish starts afresh. (When
+        row-level rules arrive, the viewer's scope must join the key.)"""
+        snapshot = self.warehouse.current_snapshot()
+        full = (snapshot.name if snapshot else None, *key)
+        with self._lock:
+            if full in self._results:
+                self._results.move_to_end(full)
+                return self._results[full]  # type: ignore[return-value]
+        value = compute()
+        with self._lock:
+            self._results[full] = value
+            while len(self._results) > RESULT_CACHE_ENTRIES:
+                self._results.popitem(last=False)
+        return value
 
     def system_db(self) -> SystemDB:
         """Opened on first use and shared by the app's threads (sessions, run history, accounts)."""

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from headwater.config.cron import _cron_weekdays
+from headwater.config.cron import cron_weekdays
 from headwater.config.model import FreshnessCheck, LoadedProject, Pipeline, Schedule
 from headwater.errors import NotFound
 from headwater.orchestrate.scheduler import CrontabTrigger
@@ -120,7 +120,7 @@ def describe_cron(cron: str) -> str | None:
 def _days(weekday: str) -> list[str] | None:
     if weekday == "*":
         return []
-    names = _cron_weekdays(weekday)  # cron's meaning (0 and 7 = Sunday), as mon,tue,...
+    names = cron_weekdays(weekday)  # cron's meaning (0 and 7 = Sunday), as mon,tue,...
     return [] if names == "*" else names.split(",")
 
 

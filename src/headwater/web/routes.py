@@ -72,8 +72,14 @@ def chart_json(request: Request, name: str, index: int) -> JSONResponse:
     ctx = _ctx(request)
     dashboard, chart = ctx.dashboard(name), ctx.chart(name, index)
     data = ctx.published()
-    result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, _selections(request)), CHART_ROWS)
-    return JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated})
+    selections = _selections(request)
+
+    def compute() -> dict[str, object]:
+        result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, selections), CHART_ROWS)
+        return {"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}
+
+    key = ("chart", name, index, tuple(sorted((k, tuple(sorted(v))) for k, v in selections.items())))
+    return JSONResponse(ctx.cached(key, compute))
 
 
 # Downloads: every chart's data and every published table, as CSV or XLSX, with the dashboard's
