@@ -8,7 +8,9 @@ alternates, run by run, each command as a whole process (wall time and peak RSS 
     headwater export            `headwater export TABLE -o out.csv`: the CLI, start-up included
     web download body           what a CSV download streams: dashboards.stream -> export.csv_chunks
     web download body, gzip     the same, gzip-compressed (level 1) as browsers are sent it
+                                (--gzip9: also at level 9, a default GZipMiddleware's level)
     duckdb COPY (anchor)        DuckDB's own CSV writer: COPY (SELECT * FROM TABLE) TO 'out.csv'
+    duckdb COPY, 200MB          the same with DuckDB's memory_limit at 200MB
   XLSX, --xlsx-rows rows (default 1M; one sheet holds 1,048,575)
     headwater export -f xlsx    the CLI
     xlsxwriter alone (anchor)   the same rows written with xlsxwriter's constant-memory mode by a
@@ -16,7 +18,7 @@ alternates, run by run, each command as a whole process (wall time and peak RSS 
 
 and prints medians as markdown tables, with the ratio to the anchor (lower is better).
 
-    python bench/exports.py --rows 5000000 --xlsx-rows 1000000 --runs 3
+    python bench/exports.py --rows 5000000 --xlsx-rows 1000000 --runs 5 --gzip9 --batch-rows 32768 65536 131072 262144
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ FROM range({rows}) t(i)
 ANCHOR_COPY = """
 import sys
 from headwater.warehouse import connect
-con = connect(sys.argv[1], read_only=True)
+con = connect(sys.argv[1], read_only=True, memory_limit=sys.argv[4] if len(sys.argv) > 4 else None)
 con.execute(f"COPY (SELECT * FROM {sys.argv[2]}) TO '{sys.argv[3]}' (HEADER)")
 """
 
@@ -67,13 +69,13 @@ from headwater.config import load_project
 from headwater.publish import PublishedData, export
 from headwater.warehouse import Warehouse
 project = load_project(Path(sys.argv[1]))
-table, out, gzip = sys.argv[2], sys.argv[3], sys.argv[4] == "gzip"
+table, out, level = sys.argv[2], sys.argv[3], int(sys.argv[4])  # gzip level, 0: none
 if len(sys.argv) > 5:
     export.BATCH_ROWS = int(sys.argv[5])
 data = PublishedData(Warehouse(project.root, project.config.warehouse))
 with dashboards.stream(data, table, dashboards.Query(data.table_query(table), {})) as reader, open(out, "wb") as sink:
     chunks = export.csv_chunks(reader)
-    for chunk in export.gzip_chunks(chunks) if gzip else chunks:
+    for chunk in export.gzip_chunks(chunks, level) if level else chunks:
         sink.write(chunk)
 """
 
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--xlsx-rows", type=int, default=1_000_000, help="rows of the XLSX exports (0: skip)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each command (medians are reported)")
     parser.add_argument("--batch-rows", type=int, nargs="*", default=[], help="also time the web body with these Arrow batch sizes")
+    parser.add_argument("--gzip9", action="store_true", help="also time the web body gzipped at level 9 (what a default GZipMiddleware does)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the project (default: a temp dir)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hw-export-bench-"))
@@ -201,22 +204,27 @@ def main() -> None:
     csv_outputs = {
         "headwater export (CSV)": out / "cli.csv",
         "web download body (CSV)": out / "web.csv",
-        "web download body (CSV, gzip)": out / "web.csv.gz",
+        "web download body (CSV, gzip level 1)": out / "web.csv.gz",
         "duckdb COPY (anchor)": out / "anchor.csv",
+        "duckdb COPY, memory_limit 200MB": out / "anchor-200.csv",
     }
     csv_commands = {
         "headwater export (CSV)": [str(BIN / "headwater"), "export", TABLE, "-o", str(csv_outputs["headwater export (CSV)"])],
-        "web download body (CSV)": [py, "-c", WEB_BODY, str(project), TABLE, str(csv_outputs["web download body (CSV)"]), "plain"],
-        "web download body (CSV, gzip)": [py, "-c", WEB_BODY, str(project), TABLE, str(csv_outputs["web download body (CSV, gzip)"]), "gzip"],
+        "web download body (CSV)": [py, "-c", WEB_BODY, str(project), TABLE, str(csv_outputs["web download body (CSV)"]), "0"],
+        "web download body (CSV, gzip level 1)": [py, "-c", WEB_BODY, str(project), TABLE, str(csv_outputs["web download body (CSV, gzip level 1)"]), "1"],
         "duckdb COPY (anchor)": [py, "-c", ANCHOR_COPY, str(snapshot), TABLE, str(csv_outputs["duckdb COPY (anchor)"])],
+        "duckdb COPY, memory_limit 200MB": [py, "-c", ANCHOR_COPY, str(snapshot), TABLE, str(csv_outputs["duckdb COPY, memory_limit 200MB"]), "200MB"],
     }
+    if args.gzip9:
+        csv_outputs["web download body (CSV, gzip level 9)"] = out / "web9.csv.gz"
+        csv_commands["web download body (CSV, gzip level 9)"] = [py, "-c", WEB_BODY, str(project), TABLE, str(csv_outputs["web download body (CSV, gzip level 9)"]), "9"]
     csv_results = bench(csv_commands, csv_outputs, args.runs, project, check)
     print("CSV:\n")
     table_rows(csv_results, args.rows, "duckdb COPY (anchor)")
 
     if args.batch_rows:
         sweep_outputs = {f"web body, {n:,} rows per batch": out / f"sweep-{n}.csv" for n in args.batch_rows}
-        sweep_commands = {name: [py, "-c", WEB_BODY, str(project), TABLE, str(path), "plain", str(n)] for (name, path), n in zip(sweep_outputs.items(), args.batch_rows, strict=True)}
+        sweep_commands = {name: [py, "-c", WEB_BODY, str(project), TABLE, str(path), "0", str(n)] for (name, path), n in zip(sweep_outputs.items(), args.batch_rows, strict=True)}
         sweep_outputs["duckdb COPY (anchor)"] = out / "anchor.csv"
         sweep_commands["duckdb COPY (anchor)"] = csv_commands["duckdb COPY (anchor)"]
         print("\nArrow batch size (web body, CSV):\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import socket
 import threading
 import time
@@ -19,32 +18,9 @@ from headwater.web import create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TABLE = "#chart-2"
 ADMIN = "admin@example.org"
-
-
-def _unavailable(reason: str) -> None:
-    # CI installs Chromium and Playwright: a skip there would hide a broken install.
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error rather than a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: pip install playwright")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
