@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -362,12 +364,17 @@ RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · an
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
 
 
-def _accounts(project: Path | None):  # noqa: ANN202 - (Accounts, SystemDB), imported late to keep --help fast
+@contextmanager
+def _accounts(project: Path | None) -> Iterator[Any]:
+    """The project's accounts service (imported late to keep --help fast), its database closed after."""
     from headwater.orchestrate import open_system_db
     from headwater.system.accounts import Accounts
 
     db = open_system_db(_project(project))
-    return Accounts(db), db
+    try:
+        yield Accounts(db)
+    finally:
+        db.close()
 
 
 def _new_password(email: str, from_stdin: bool) -> str:
@@ -394,23 +401,17 @@ def user_add(
     from headwater.system.accounts import normalise_email, parse_role
 
     email, role = normalise_email(email), parse_role(role).value  # refuse a typo before asking for a password
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         accounts.check_new(email, role)  # a duplicate is refused before asking for a password
         created = accounts.create_user(email, _new_password(email, password_stdin), role)
-    finally:
-        db.close()
     out.print(f"Added [bold]{created.email}[/] as {created.role}. They can log in at /login of `headwater serve`.", highlight=False)
 
 
 @user_app.command("list")
 def user_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Accounts, their role and when they last logged in."""
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         users = accounts.list_users()
-    finally:
-        db.close()
     if as_json:
         out.print_json(data=[{"email": u.email, "role": u.role, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None} for u in users])
         return
@@ -423,45 +424,33 @@ def user_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 @user_app.command("set-role")
 def user_set_role(email: Annotated[str, typer.Argument(show_default=False)], role: RoleArg, project: ProjectOpt = None) -> None:
     """Change an account's role."""
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         changed = accounts.set_role(email, role)
-    finally:
-        db.close()
     out.print(f"{changed.email} is now {changed.role}.", highlight=False)
 
 
 @user_app.command("set-password")
 def user_set_password(email: Annotated[str, typer.Argument(show_default=False)], password_stdin: PasswordStdinOpt = False, project: ProjectOpt = None) -> None:
     """Set a new password; every session of the account ends (logged out everywhere)."""
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         found = accounts.get(email)
         accounts.set_password(found.email, _new_password(found.email, password_stdin))
-    finally:
-        db.close()
     out.print(f"New password set for {found.email}; its sessions were ended.", highlight=False)
 
 
 @user_app.command("disable")
 def user_disable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
     """Stop an account from logging in, and end its sessions now."""
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         changed = accounts.set_disabled(email, True)
-    finally:
-        db.close()
     out.print(f"{changed.email} is disabled and logged out everywhere.", highlight=False)
 
 
 @user_app.command("enable")
 def user_enable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
     """Let a disabled account log in again."""
-    accounts, db = _accounts(project)
-    try:
+    with _accounts(project) as accounts:
         changed = accounts.set_disabled(email, False)
-    finally:
-        db.close()
     out.print(f"{changed.email} can log in again.", highlight=False)
 
 
