@@ -27,7 +27,7 @@ from typing import IO, BinaryIO, Literal
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-BATCH_ROWS = 65_536  # rows per Arrow batch of an export: see docs/benchmarks.md
+BATCH_ROWS = 32_768  # rows per Arrow batch of an export: see docs/benchmarks.md
 # DuckDB keeps the blocks a query read in its buffer pool (up to 80% of RAM by default): a process
 # that only exports (`headwater export`) caps it, so its memory stays flat whatever the table's size.
 EXPORT_MEMORY_LIMIT = "64MB"
