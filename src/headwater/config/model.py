@@ -13,18 +13,19 @@ from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from headwater.config.base import IDENT, Duration, Name, Strict, _parse_duration  # noqa: F401 - re-exported
 from headwater.config.cron import validate as validate_cron
-
-IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
-Name = Annotated[str, Field(pattern=IDENT, max_length=63)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from headwater.config.sources import SQLiteSource
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -47,34 +48,7 @@ class SystemDatabase(Strict):
 # --- sources -----------------------------------------------------------------------------------
 
 
-class SQLiteSource(Strict):
-    type: Literal["sqlite"]
-    path: str = Field(description="Path to the SQLite file, relative to the project folder.")
-    tables: Literal["*"] | list[Name] = Field("*", description="'*' for every table, or a list of table names.")
-
-
 Source = Annotated[SQLiteSource, Field(discriminator="type")]
-
-
-# --- durations ----------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.I)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def _parse_duration(value: object) -> object:
-    """'90s', '30m', '26h', '2d' or a number of seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"'{value}' is not a duration: write e.g. 90s, 30m, 26h or 2d")
-        return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.timedelta(seconds=value)
-    return value
-
-
-Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -255,7 +229,7 @@ class Chart(Strict):
     @classmethod
     def _order(cls, value: list[str]) -> list[str]:
         for item in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*( (asc|desc))?", item.strip(), re.I):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*( (asc|desc))?", item.strip(), re.IGNORECASE):
                 raise ValueError(f"'{item}' is not 'column' or 'column desc'")
         return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import duckdb
@@ -10,6 +11,7 @@ import duckdb
 from headwater.config.model import SQLiteSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
 from headwater.sources.base import SourceTable
+from headwater.sync import SYNCED_AT, SyncContext, TableStats, raw_schema
 from headwater.warehouse import require_extension
 
 
@@ -35,6 +37,31 @@ class SQLiteSource:
                 fix=f"Fix sources.{self.name}.tables in headwater.yml.",
             )
         return [SourceTable(t, f'{self.alias}.main."{t}"') for t in wanted]
+
+    def sync(self, ctx: SyncContext) -> list[TableStats]:
+        """Full refresh of every table, all in one transaction (replaced by the SQL engine's modes)."""
+        con = ctx.con
+        schema = raw_schema(self.name)
+        tables = self.attach(con)
+        if ctx.tables is not None:
+            tables = [t for t in tables if t.name in ctx.tables]
+        stats: list[TableStats] = []
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            for table in tables:
+                started = time.perf_counter()
+                con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table.name}" AS SELECT *, now() AS {SYNCED_AT} FROM {table.relation}')
+                rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"').fetchone()[0]
+                stats.append(TableStats(table.name, rows, round(time.perf_counter() - started, 3), rows_read=rows, upserted=rows))
+                ctx.log(f"source {self.name}: table {table.name}: {rows:,} rows loaded into {schema}.{table.name}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            self.detach(con)
+        return stats
 
     def detach(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")

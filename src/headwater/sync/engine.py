@@ -1,55 +1,40 @@
 """Load source tables into the warehouse's ``raw_<source>`` schemas.
 
-This first engine refreshes every table in full, all tables of a source in one transaction, so raw is
-never a mix of two loads and a crash leaves the previous load in place. Incremental and exact sync
-replaces the inside of `sync_source`; its signature is the seam.
+`sync_source` is the one entry point (pipelines and `headwater sync` both call it); each kind of
+source implements ``sync(ctx) -> list[TableStats]``: SQL databases through `headwater.sync.sql`,
+files and spreadsheets through `headwater.sources.files`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import duckdb
 
-from headwater.sources import Source
+from headwater.sync.context import Progress, SyncContext
+from headwater.sync.stats import TableStats
 
 SYNCED_AT = "_headwater_synced_at"
 
 
-@dataclass(frozen=True)
-class TableStats:
-    table: str
-    rows: int
-    seconds: float
-    mode: str = "full"
+class Syncable(Protocol):
+    name: str
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def sync(self, ctx: SyncContext) -> list[TableStats]: ...
 
 
 def raw_schema(source_name: str) -> str:
     return f"raw_{source_name}"
 
 
-def sync_source(con: duckdb.DuckDBPyConnection, source: Source, log: Callable[[str], None] = lambda _: None) -> list[TableStats]:
-    schema = raw_schema(source.name)
-    tables = source.attach(con)
-    stats: list[TableStats] = []
-    try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        for table in tables:
-            started = time.perf_counter()
-            con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table.name}" AS SELECT *, now() AS {SYNCED_AT} FROM {table.relation}')
-            rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"').fetchone()[0]
-            stats.append(TableStats(table.name, rows, round(time.perf_counter() - started, 3)))
-            log(f"source {source.name}: table {table.name}: {rows:,} rows loaded into {schema}.{table.name}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        source.detach(con)
-    return stats
+def sync_source(
+    con: duckdb.DuckDBPyConnection,
+    source: Syncable,
+    log: Callable[[str], None] = lambda _: None,
+    *,
+    tables: list[str] | None = None,
+    full_refresh: bool = False,
+    progress: Progress | None = None,
+) -> list[TableStats]:
+    return source.sync(SyncContext(con, log, tables, full_refresh, progress))

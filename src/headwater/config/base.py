@@ -1,0 +1,37 @@
+"""Building blocks shared by the project file's models (kept apart so source models can live in their own modules)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Name = Annotated[str, Field(pattern=IDENT, max_length=63)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- durations ----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: object) -> object:
+    """'90s', '30m', '26h', '2d' or a number of seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration: write e.g. 90s, 30m, 26h or 2d")
+        return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
