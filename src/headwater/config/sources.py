@@ -1,15 +1,98 @@
-"""Database sources: SQLite files, PostgreSQL and MySQL/MariaDB servers."""
+"""Database sources: SQLite files, PostgreSQL and MySQL/MariaDB servers.
+
+All three share how tables are chosen (``tables``) and how each is synced (``overrides``); what
+the modes mean and how exactness is kept is in docs/sync.md.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from headwater.config.base import Name, Strict
+from headwater.config.base import Duration, Name, Strict
+
+# A source table's own name: anything the database allows except quotes and control characters.
+TableName = str
 
 
-class SQLiteSource(Strict):
+class TablePatterns(Strict):
+    include: list[str] = Field(["*"], description="Glob patterns of table names to sync, e.g. ['msg_*'].")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of table names to leave out, e.g. ['tmp_*'].")
+
+
+class TableSettings(Strict):
+    """How one table is synced; every key is optional (found from the catalog or a sensible default)."""
+
+    mode: Literal["auto", "full", "incremental", "append"] = Field(
+        "auto",
+        description="auto: incremental when the table has a primary key (PostgreSQL: by transaction ids; MySQL/SQLite: by a cursor "
+        "column, else by comparing row hashes), else full. full: reload every sync. incremental: only changed rows, merged on the key. "
+        "append: only rows past the cursor, never updated (event logs).",
+    )
+    primary_key: list[str] | None = Field(None, description="Key columns (default: the table's primary key in the catalog).")
+    cursor: list[str] | None = Field(
+        None, description="Columns that grow when a row changes, e.g. [updated_at] (default on MySQL/SQLite: found from the catalog; PostgreSQL needs none)."
+    )
+    lookback: Duration | None = Field(
+        None, description="Re-read this far behind the cursor's last value to catch late commits (default 1h for timestamps, 0 for numbers)."
+    )
+    deletes: Literal["remove", "tombstone", "ignore"] | None = Field(None, description="What a row gone from the source does to raw (default: the source's).")
+    check_deletes_every: Duration | None = Field(None, description="How often hard deletes are looked for (default: the source's).")
+
+
+class DatabaseSource(Strict):
+    tables: Literal["*"] | list[TableName] | TablePatterns = Field("*", description="'*' for every table, a list of names, or include/exclude patterns.")
+    overrides: dict[TableName, TableSettings] = Field(default_factory=dict, description="Per-table settings, by source table name.")
+    deletes: Literal["remove", "tombstone", "ignore"] = Field(
+        "remove", description="Rows deleted in the source: remove them from raw, keep them with _headwater_deleted_at set, or ignore deletes."
+    )
+    check_deletes_every: Duration = Field(
+        dt.timedelta(0), description="How often hard deletes are looked for (a cheap count first, then keys only); 0 = every sync."
+    )
+    timezone: str | None = Field(
+        None, description="Time zone that 'timestamp without time zone' columns are written in (e.g. Europe/Berlin): they become UTC instants. Default: kept as they are."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, America/New_York, Asia/Kolkata)") from None
+        return value
+
+    def settings_for(self, table: str) -> TableSettings:
+        return self.overrides.get(table) or TableSettings()
+
+
+class SSHTunnel(Strict):
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str
+    private_key: str | None = Field(None, description="Path to a private key file, or the key itself (write ${secret:NAME}).")
+    password: str | None = Field(None, description="Write ${secret:NAME}: never the password itself.")
+
+
+class SQLiteSource(DatabaseSource):
     type: Literal["sqlite"]
     path: str = Field(description="Path to the SQLite file, relative to the project folder.")
-    tables: Literal["*"] | list[Name] = Field("*", description="'*' for every table, or a list of table names.")
+
+
+class PostgresSource(DatabaseSource):
+    type: Literal["postgres"]
+    url: str = Field(description="postgresql://user:password@host:port/database — write ${CHAT_DB_URL} or ${secret:NAME}, never the password itself.")
+    schema_: Name = Field("public", alias="schema", description="The schema whose tables are synced.")
+    ssh_tunnel: SSHTunnel | None = None
+
+    model_config = Strict.model_config | {"populate_by_name": True}
+
+
+class MySQLSource(DatabaseSource):
+    type: Literal["mysql"]
+    url: str = Field(description="mysql://user:password@host:port/database — write ${APP_DB_URL} or ${secret:NAME}, never the password itself.")
+    ssh_tunnel: SSHTunnel | None = None

@@ -14,8 +14,7 @@ from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
 from headwater.publish import plan, publish, published_tables
-from headwater.sources import open_source
-from headwater.sync import sync_source
+from headwater.orchestrate.sync import sync_sources
 from headwater.system import Run, SystemDB
 from headwater.transform import DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
@@ -88,18 +87,8 @@ def _is_transient(exc: BaseException) -> bool:
 def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse, rec: RunRecorder) -> RunOutcome:
     rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
-    rows = 0
-    con = warehouse.connect_build()
-    try:
-        for source_name in source_names:
-            with rec.step(f"sync:{source_name}") as step:
-                source = open_source(source_name, project.config.sources[source_name], project.root)
-                stats = sync_source(con, source, lambda m: rec.log("info", m))
-                synced = sum(s.rows for s in stats)
-                rows += synced
-                rec.set_detail(step, [s.as_dict() for s in stats], rows=synced)
-    finally:
-        con.close()  # dbt opens the build database itself
+    results = sync_sources(project, rec, source_names, warehouse=warehouse)
+    rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
     with rec.step("dbt:build") as step:

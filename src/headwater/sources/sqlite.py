@@ -1,70 +1,61 @@
-"""SQLite files, read through DuckDB's sqlite scanner (no rows pass through Python)."""
+"""SQLite files, read through DuckDB's sqlite scanner (no rows pass through Python).
+
+A SQLite file is local and cheap to read in full, so tables with a key sync by comparison (read
+everything, write only rows that differ, delete keys that are gone): exact whatever the application
+does with its timestamps. A cursor can still be set per table for very large files.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import duckdb
 
-from headwater.config.model import SQLiteSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
-from headwater.sources.base import SourceTable
-from headwater.sync import SYNCED_AT, SyncContext, TableStats, raw_schema
+from headwater.config.sources import SQLiteSource as Settings
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure
+from headwater.sync.sql import Column, SqlSource, TableInfo, ql
 from headwater.warehouse import require_extension
 
 
-class SQLiteSource:
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
-        self.name = name
-        self.settings = settings
-        self.path = (root / settings.path).resolve()
-        self.alias = f"hw_src_{name}"
+class SQLiteSource(SqlSource):
+    kind = "sqlite"
+    settings: Settings
 
-    def attach(self, con: duckdb.DuckDBPyConnection) -> list[SourceTable]:
+    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+        super().__init__(name, settings)
+        self.path = (root / settings.path).resolve()
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         self._check_file()
         require_extension(con, "sqlite")
-        con.execute(f"ATTACH '{str(self.path).replace(chr(39), chr(39) * 2)}' AS {self.alias} (TYPE sqlite, READ_ONLY)")
+        con.execute(f"ATTACH {ql(str(self.path))} AS {self.alias} (TYPE sqlite, READ_ONLY)")
+
+    def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
         present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [self.alias]).fetchall()]
-        wanted = present if self.settings.tables == "*" else list(self.settings.tables)
-        missing = sorted(set(wanted) - set(present))
-        if missing:
-            self.detach(con)
-            raise NotFound(
-                f"Source '{self.name}': table(s) {', '.join(missing)} not found in {self.path}",
-                why=f"the file has: {', '.join(present) or 'no tables'}",
-                fix=f"Fix sources.{self.name}.tables in headwater.yml.",
-            )
-        return [SourceTable(t, f'{self.alias}.main."{t}"') for t in wanted]
+        present += [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal ORDER BY view_name", [self.alias]).fetchall()]
+        tables: dict[str, TableInfo] = {}
+        with self._catalog() as catalog:
+            for name in present:
+                if names is not None and name not in names:
+                    continue
+                described = con.execute(f"DESCRIBE SELECT * FROM {self.alias}.main.{self.quote(name)}").fetchall()
+                declared = {row[1]: (row[2] or "", row[5]) for row in catalog.execute(f"PRAGMA table_info({self.quote(name)})")}
+                columns = [Column(r[0], r[1], declared.get(r[0], ("", 0))[0] or r[1]) for r in described]
+                key = [c for c, _ in sorted(((n, pk) for n, (_, pk) in declared.items() if pk), key=lambda item: item[1])]
+                kind = "view" if catalog.execute("SELECT type FROM sqlite_master WHERE name = ?", [name]).fetchone() == ("view",) else "table"
+                tables[name] = TableInfo(name, columns, key, [], kind, parallel_ok=True)
+        return tables
 
-    def sync(self, ctx: SyncContext) -> list[TableStats]:
-        """Full refresh of every table, all in one transaction (replaced by the SQL engine's modes)."""
-        con = ctx.con
-        schema = raw_schema(self.name)
-        tables = self.attach(con)
-        if ctx.tables is not None:
-            tables = [t for t in tables if t.name in ctx.tables]
-        stats: list[TableStats] = []
-        try:
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            for table in tables:
-                started = time.perf_counter()
-                con.execute(f'CREATE OR REPLACE TABLE "{schema}"."{table.name}" AS SELECT *, now() AS {SYNCED_AT} FROM {table.relation}')
-                rows = con.execute(f'SELECT count(*) FROM "{schema}"."{table.name}"').fetchone()[0]
-                stats.append(TableStats(table.name, rows, round(time.perf_counter() - started, 3), rows_read=rows, upserted=rows))
-                ctx.log(f"source {self.name}: table {table.name}: {rows:,} rows loaded into {schema}.{table.name}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            self.detach(con)
-        return stats
+    def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
+        wanted = ", ".join(self.quote(c.name) for c in table.columns if columns is None or c.name in columns)
+        return f"(SELECT {wanted} FROM {self.alias}.main.{self.quote(table.name)}" + (f" WHERE {where})" if where else ")")
 
-    def detach(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")
+    def count_relation(self, table: TableInfo) -> str:
+        return f"(SELECT count(*) FROM {self.alias}.main.{self.quote(table.name)})"
+
+    def _catalog(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
 
     def _check_file(self) -> None:
         if not self.path.is_file():
@@ -73,7 +64,7 @@ class SQLiteSource:
                 fix=f"Fix sources.{self.name}.path in headwater.yml (relative paths start at the project folder).",
             )
         try:
-            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as probe:
+            with self._catalog() as probe:
                 probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc).lower():

@@ -1,0 +1,84 @@
+"""`headwater sync`: sync sources into raw without building or publishing, recorded as a run.
+
+Pipelines sync through the same `sync_sources`, so a table is synced the same way either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from headwater.config.model import LoadedProject
+from headwater.errors import NotFound
+from headwater.orchestrate.history import abandon_stale_runs
+from headwater.orchestrate.pipelines import open_system_db
+from headwater.orchestrate.recorder import Listener, RunRecorder
+from headwater.sources import open_source
+from headwater.sync import TableStats, sync_source
+from headwater.sync.context import Progress
+from headwater.warehouse import Warehouse
+
+SYNC_PIPELINE = "sync"  # the pipeline name `headwater sync` runs are recorded under
+
+
+def sync_sources(
+    project: LoadedProject,
+    rec: RunRecorder,
+    source_names: list[str],
+    *,
+    tables: list[str] | None = None,
+    full_refresh: bool = False,
+    progress: Progress | None = None,
+    warehouse: Warehouse | None = None,
+) -> dict[str, list[TableStats]]:
+    """Sync each source in its own step (`sync:<source>`) with per-table stats as the step's detail."""
+    warehouse = warehouse or Warehouse(project.root, project.config.warehouse)
+    results: dict[str, list[TableStats]] = {}
+    con = warehouse.connect_build()
+    try:
+        for name in source_names:
+            with rec.step(f"sync:{name}") as step:
+                source = open_source(name, project.config.sources[name], project.root)
+                stats = sync_source(con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress)
+                results[name] = stats
+                rec.set_detail(step, [s.as_dict() for s in stats], rows=sum(s.rows_read for s in stats))
+    finally:
+        con.close()
+    return results
+
+
+def run_sync(
+    project: LoadedProject,
+    source: str | None = None,
+    tables: list[str] | None = None,
+    *,
+    full_refresh: bool = False,
+    listener: Listener | None = None,
+    progress: Progress | None = None,
+    wait_for_lock: float = 0,
+    on_wait: Callable[[], None] | None = None,
+) -> tuple[int, dict[str, list[TableStats]]]:
+    """Sync one source (some of its tables) or every source; returns the run id and the stats.
+    Raises like a run does; raw keeps every table that finished, and the failing table as it was."""
+    names = list(project.config.sources)
+    if source is not None and source not in names:
+        raise NotFound(f"No source named '{source}' in {project.file}", why=f"sources: {', '.join(names) or 'none'}", fix="Check the name, or add the source under sources: in headwater.yml.")
+    if tables and source is None:
+        raise NotFound("Tables were named without a source", fix="Write `headwater sync SOURCE TABLE...`.")
+    if not names:
+        raise NotFound(f"{project.file} defines no sources", fix="Add one under sources: (see `headwater init`'s example).")
+    warehouse = Warehouse(project.root, project.config.warehouse)
+    db = open_system_db(project)
+    try:
+        with warehouse.writer_lock(wait_for_lock, on_wait):
+            abandon_stale_runs(db, project.config.name)
+            rec = RunRecorder(db, project.config.name, SYNC_PIPELINE, "cli", listener)
+            try:
+                results = sync_sources(project, rec, [source] if source else names, tables=tables or None, full_refresh=full_refresh, progress=progress, warehouse=warehouse)
+            except BaseException as exc:
+                rec.log("error", exc.render() if hasattr(exc, "render") else f"{type(exc).__name__}: {exc}")
+                rec.finish("failed", error=exc)
+                raise
+            rec.finish("success", rows=sum(s.rows_read for stats in results.values() for s in stats))
+            return rec.id, results
+    finally:
+        db.close()

@@ -1,0 +1,265 @@
+"""PostgreSQL through DuckDB's postgres extension: binary COPY, no rows pass through Python.
+
+Reads only (SELECT, and COPY of a SELECT), so a read-only role on a hot standby is enough: no temp
+tables, no writes, no replication slot. Changed rows are found by transaction id (``xmin``), not by
+a timestamp column: see docs/sync.md for why that is exact under late commits and bulk updates.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import duckdb
+
+from headwater.config.sources import PostgresSource as Settings
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure
+from headwater.sources.tunnel import Tunnel
+from headwater.sync.sql import Column, SqlSource, TableInfo, ql
+from headwater.sync.types import normalise
+from headwater.warehouse import require_extension
+
+XID_SPAN = 2**32
+XID_HALF = 2**31
+
+# Types the scanner's parallel read turns into exactly the type a query read gives (after the
+# DuckDB-side cast); a table with any other type is read through one COPY of a SELECT instead.
+_CURSOR_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "DATE", "BIGINT", "INTEGER")
+_CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "updated", "modified", "changed_at", "last_updated")
+
+_CATALOG = """
+SELECT c.relname, c.relkind, greatest(c.reltuples, 0)::bigint AS estimated,
+       a.attname, format_type(a.atttypid, a.atttypmod) AS type_text,
+       t.typtype, t.typcategory, coalesce(bt.typname, t.typname) AS base_type,
+       CASE WHEN a.atttypmod > 0 THEN a.atttypmod ELSE -1 END AS typmod,
+       coalesce(et.typname, '') AS element_type,
+       coalesce(array_position(pk.indkey::int2[], a.attnum) - array_lower(pk.indkey::int2[], 1) + 1, 0) AS key_position
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_catalog.pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY c.relname, a.attnum
+"""
+
+
+class PostgresSource(SqlSource):
+    kind = "postgres"
+    settings: Settings
+
+    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+        super().__init__(name, settings)
+        self.root = root
+        self.tunnel = Tunnel(name, settings.ssh_tunnel, root)
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def dsn(self, host: str | None = None, port: int | None = None) -> str:
+        """libpq key=value string from the URL (through the tunnel, when there is one)."""
+        parts = urlsplit(self.settings.url)
+        if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+            raise ConfigError(f"sources.{self.name}.url is not a PostgreSQL URL", why=f"it starts with '{parts.scheme}://'", fix="Write postgresql://user:password@host:5432/database.")
+        values = {
+            "host": host or parts.hostname or "localhost",
+            "port": str(port or parts.port or 5432),
+            "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+            "user": unquote(parts.username or ""),
+            "password": unquote(parts.password or ""),
+        }
+        for item in filter(None, parts.query.split("&")):
+            key, _, value = item.partition("=")
+            values[key] = unquote(value)
+        values.setdefault("connect_timeout", "15")
+        values.setdefault("application_name", f"headwater sync {self.name}")
+        return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in values.items() if v != "")
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        require_extension(con, "postgres")
+        host, port = self.tunnel.open(urlsplit(self.settings.url).hostname or "localhost", urlsplit(self.settings.url).port or 5432)
+        try:
+            con.execute(f"ATTACH {ql(self.dsn(host, port))} AS {self.alias} (TYPE postgres, READ_ONLY)")
+            con.execute(f"SELECT * FROM postgres_query({ql(self.alias)}, 'SELECT 1')").fetchall()
+        except duckdb.Error as exc:
+            self.tunnel.close()
+            con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")
+            raise self.connection_error(exc) from None
+
+    def detach(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            super().detach(con)
+        finally:
+            self.tunnel.close()
+
+    def connection_error(self, exc: Exception) -> HeadwaterError:
+        text = redact(str(exc))
+        low = text.lower()
+        where = self.where()
+        if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
+            return HeadwaterError(f"Source '{self.name}': PostgreSQL refused the user or password", why=_first_line(text), fix=f"Check the user and password in sources.{self.name}.url ({where}).")
+        if "does not exist" in low and "database" in low:
+            return HeadwaterError(f"Source '{self.name}': the database does not exist on {where}", why=_first_line(text), fix=f"Fix the database name at the end of sources.{self.name}.url.")
+        if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "could not translate host", "no route", "connection reset", "server closed")):
+            return TransientFailure(
+                f"Source '{self.name}': cannot reach PostgreSQL at {where}",
+                why=_first_line(text),
+                fix="Check the host and port in the URL, that the server is running and accepts connections from here (pg_hba.conf, firewall). The run is retried.",
+            )
+        if "permission denied" in low:
+            return HeadwaterError(f"Source '{self.name}': permission denied on {where}", why=_first_line(text), fix="GRANT USAGE ON SCHEMA and SELECT ON the tables to the sync user.")
+        return HeadwaterError(f"Source '{self.name}': PostgreSQL error on {where}", why=_first_line(text), fix="See the database's message above.")
+
+    def where(self) -> str:
+        parts = urlsplit(self.settings.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{parts.path.lstrip('/')}"
+
+    def query(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return con.execute(f"SELECT * FROM postgres_query({ql(self.alias)}, {ql(sql)})").fetchall()
+        except duckdb.Error as exc:
+            raise self.connection_error(exc) from None
+
+    # --- catalog -------------------------------------------------------------------------------
+
+    def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
+        rows = self.query(con, _CATALOG.format(schema=_pg_literal(self.settings.schema_)))
+        tables: dict[str, TableInfo] = {}
+        keys: dict[str, list[tuple[int, str]]] = {}
+        raw: dict[str, list[tuple[str, str, str, str, str, int, str]]] = {}
+        kinds: dict[str, tuple[str, int]] = {}
+        for relname, relkind, estimated, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position in rows:
+            if names is not None and relname not in names:
+                continue
+            kinds[relname] = (relkind, estimated)
+            raw.setdefault(relname, []).append((attname, type_text, typtype, typcategory, base_type, typmod, element_type))
+            if key_position:
+                keys.setdefault(relname, []).append((key_position, attname))
+        for relname, columns in raw.items():
+            relkind, estimated = kinds[relname]
+            tables[relname] = self._table(con, relname, relkind, estimated, columns, [a for _, a in sorted(keys.get(relname, []))])
+        return tables
+
+    def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str]], key: list[str]) -> TableInfo:
+        exprs = {c[0]: self._read_expr(*c) for c in columns}
+        select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
+        described = con.execute(f"DESCRIBE SELECT * FROM postgres_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
+        duck = {r[0]: r[1] for r in described}
+        out: list[Column] = []
+        for attname, type_text, typtype, _cat, base_type, _typmod, _elem in columns:
+            duck_type = duck[attname]
+            convert = "CAST({c} AS {t})"
+            zone = None
+            if base_type in ("json", "jsonb"):
+                duck_type = "JSON"
+            elif base_type == "_json" or base_type == "_jsonb":
+                duck_type = "JSON[]"
+            if normalise(duck_type) == "TIMESTAMP" and self.settings.timezone:
+                duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
+                convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
+            out.append(Column(attname, duck_type, type_text, convert, zone))
+        kind = {"r": "table", "p": "partitioned", "v": "view", "m": "view", "f": "foreign"}[relkind]
+        candidates = [c.name for c in out if c.name.lower() in _CURSOR_NAMES and normalise(c.type) in _CURSOR_TYPES]
+        info = TableInfo(name, out, key, candidates, kind, estimated or None, tracks_transactions=kind in ("table", "partitioned"), read_exprs=exprs)
+        info.parallel_ok = kind == "table" and self._scanner_agrees(con, info, exprs)
+        return info
+
+    def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str) -> str:
+        """The SELECT expression that makes a column arrive unchanged (see the type table in docs/sync.md)."""
+        col = self.quote(attname)
+        if base_type == "numeric" and (typmod < 0 or ((typmod - 4) >> 16) > 38):
+            return f"{col}::text"  # unconstrained or wider than DuckDB's DECIMAL(38): exact as text
+        if element_type == "numeric":
+            return f"{col}::text[]"
+        if base_type == "money":
+            return f"{col}::numeric(20,2)"
+        if typtype == "d":  # a domain: read as its base type
+            return f"{col}::{_base_type_text(type_text, base_type, typmod)}"
+        if typtype == "e" or typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea"):
+            return f"{col}::text"
+        if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
+            return f"{col}::text[]"
+        return col
+
+    def _scanner_agrees(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exprs: dict[str, str]) -> bool:
+        """Whether the parallel scan of the table yields every column as a plain query does."""
+        if any(e != self.quote(n) for n, e in exprs.items()):
+            return False
+        try:
+            scanned = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {self.alias}.{self.quote(self.settings.schema_)}.{self.quote(info.name)}").fetchall()}
+        except duckdb.Error:
+            return False
+        for column in info.columns:
+            got = scanned.get(column.name)
+            if got is None:
+                return False
+            if normalise(got) != normalise(column.type) and not (got.startswith("ENUM") or column.type.startswith("JSON") and got == "VARCHAR"):
+                return False
+        return True
+
+    def qualified(self, table: str) -> str:
+        return f"{self.quote(self.settings.schema_)}.{self.quote(table)}"
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
+        wanted = [c for c in table.columns if columns is None or c.name in columns]
+        if parallel and where is None and columns is None and table.parallel_ok:
+            # DuckDB's scanner: parallel COPYs of ctid ranges within one exported snapshot.
+            return f"(SELECT {', '.join(self.quote(c.name) for c in wanted)} FROM {self.alias}.{self.quote(self.settings.schema_)}.{self.quote(table.name)})"
+        exprs = ", ".join(f"{self._expr_for(table, c.name)} AS {self.quote(c.name)}" for c in wanted)
+        sql = f"SELECT {exprs} FROM {self.qualified(table.name)}" + (f" WHERE {where}" if where else "")
+        return f"postgres_query({ql(self.alias)}, {ql(sql)})"
+
+    def _expr_for(self, table: TableInfo, column: str) -> str:
+        return table.read_exprs.get(column) or self.quote(column)
+
+    def count_relation(self, table: TableInfo) -> str:
+        return f"postgres_query({ql(self.alias)}, {ql(f'SELECT count(*) FROM {self.qualified(table.name)}')})"
+
+    def probe(self, con: duckdb.DuckDBPyConnection, table: TableInfo, where: str) -> tuple[int, int] | None:
+        changed, total = self.query(con, f"SELECT count(*) FILTER (WHERE {where}) AS changed, count(*) AS total FROM {self.qualified(table.name)}")[0]
+        return int(changed), int(total)
+
+    def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, Any]:
+        """Fix the transaction's snapshot first: every read of this table's sync sees it, and its
+        xmin (the oldest transaction still running) is where the next sync starts looking."""
+        if not table.tracks_transactions:
+            return {}
+        (xmin,) = self.query(con, "SELECT txid_snapshot_xmin(txid_current_snapshot())::text")[0]
+        return {"xmin": int(xmin)}
+
+    def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
+        """Rows whose writing transaction was not visible to the last sync's snapshot: their xmin is at
+        or after that snapshot's xmin, compared modulo 2^32 as PostgreSQL itself compares xids."""
+        low = int(state["xmin"]) % XID_SPAN
+        return f"((xmin::text::bigint - {low}) & {XID_SPAN - 1}) < {XID_HALF}"
+
+    def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
+        return "xmin" in state and "xmin" in snapshot and 0 <= snapshot["xmin"] - int(state["xmin"]) < XID_HALF
+
+
+def _base_type_text(type_text: str, base_type: str, typmod: int) -> str:
+    return {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}.get(base_type, base_type)
+
+
+def _pg_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
+
+
+def redact(text: str) -> str:
+    """Connection strings in driver messages, without their passwords."""
+    return _URL_PASSWORD.sub(r"\1***\3", _PASSWORD.sub(r"\1***", text))
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:500]
+

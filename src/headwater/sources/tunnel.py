@@ -1,0 +1,67 @@
+"""An optional SSH tunnel to a database that is only reachable through a bastion host."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from headwater.config.sources import SSHTunnel
+from headwater.errors import ConfigError, TransientFailure
+
+
+class Tunnel:
+    """``open(host, port)`` returns where to connect: the database itself, or the tunnel's local end."""
+
+    def __init__(self, source: str, settings: SSHTunnel | None, root: Path) -> None:
+        self.source, self.settings, self.root = source, settings, root
+        self._forwarder: Any = None
+
+    def open(self, host: str, port: int) -> tuple[str, int]:
+        if self.settings is None:
+            return host, port
+        if self._forwarder is not None:
+            return "127.0.0.1", self._forwarder.local_bind_port
+        try:
+            import paramiko
+            import sshtunnel
+        except ImportError:
+            raise ConfigError(
+                f"sources.{self.source}.ssh_tunnel needs the sshtunnel package", fix="pip install 'headwater[ssh]' (or pip install sshtunnel)."
+            ) from None
+        s = self.settings
+        key: Any = None
+        if s.private_key:
+            text = s.private_key
+            path = (self.root / text).expanduser()
+            if "PRIVATE KEY" not in text and path.is_file():
+                text = path.read_text()
+            key = _load_key(paramiko, text, self.source)
+        forwarder = sshtunnel.SSHTunnelForwarder(
+            (s.host, s.port), ssh_username=s.user, ssh_pkey=key, ssh_password=s.password, remote_bind_address=(host, port), local_bind_address=("127.0.0.1", 0),
+            allow_agent=False, host_pkey_directories=[],
+        )
+        try:
+            forwarder.start()
+        except Exception as exc:  # noqa: BLE001 - sshtunnel raises its own and paramiko's exceptions
+            raise TransientFailure(
+                f"Source '{self.source}': cannot open the SSH tunnel through {s.host}:{s.port}",
+                why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                fix=f"Check sources.{self.source}.ssh_tunnel (host, user, key) and that the bastion accepts the key.",
+            ) from None
+        self._forwarder = forwarder
+        return "127.0.0.1", forwarder.local_bind_port
+
+    def close(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.stop()
+            self._forwarder = None
+
+
+def _load_key(paramiko: Any, text: str, source: str) -> Any:
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except paramiko.SSHException:
+            continue
+    raise ConfigError(f"sources.{source}.ssh_tunnel.private_key is not a private key paramiko can read", fix="Use an unencrypted OpenSSH ed25519, ECDSA or RSA key.")

@@ -1,0 +1,531 @@
+"""The sync engine for SQL databases (PostgreSQL, MySQL/MariaDB, SQLite).
+
+A `SqlSource` subclass says how to reach one kind of database (attach it to DuckDB, read its
+catalog, turn a read into a relation DuckDB can SELECT from); this module decides what to read and
+merges it into ``raw_<source>.<table>``. Each table is synced in one DuckDB transaction that also
+writes its sync state (`headwater.sync.state`), so a sync killed at any instant leaves every table
+either as it was or fully synced, state included — the next sync carries on from exactly there.
+The modes and why they are exact are argued in docs/sync.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
+from headwater.errors import ConfigError, HeadwaterError, NotFound
+from headwater.sync.context import SyncContext
+from headwater.sync.engine import SYNCED_AT, raw_schema
+from headwater.sync.state import ensure_state_table, load_state, save_state
+from headwater.sync.stats import TableStats
+from headwater.sync.types import normalise, reconcile
+
+DELETED_AT = "_headwater_deleted_at"
+DEFAULT_TIME_LOOKBACK = dt.timedelta(hours=1)
+
+
+def qi(name: str) -> str:
+    """A DuckDB identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def ql(value: str) -> str:
+    """A DuckDB string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # the DuckDB type raw stores
+    source_type: str  # as the source's catalog names it, for messages
+    convert: str = "CAST({c} AS {t})"  # DuckDB expression turning what the read yields into `type`
+    source_zone: str | None = None  # a naive source timestamp read as local time in this zone (raw: UTC instant)
+
+    def select(self, alias: str = "") -> str:
+        ref = (alias + "." if alias else "") + qi(self.name)
+        return f"{self.convert.format(c=ref, t=self.type)} AS {qi(self.name)}"
+
+
+@dataclass
+class TableInfo:
+    name: str
+    columns: list[Column]
+    primary_key: list[str] = field(default_factory=list)
+    cursor_candidates: list[str] = field(default_factory=list)
+    kind: str = "table"  # table | view | partitioned
+    estimated_rows: int | None = None
+    tracks_transactions: bool = False  # PostgreSQL: rows carry the id of the transaction that wrote them (xmin)
+    read_exprs: dict[str, str] = field(default_factory=dict)  # column -> source-dialect SELECT expression, when not the bare column
+    parallel_ok: bool = False  # the source's parallel scanner reads every column exactly as a query would
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass
+class Plan:
+    mode: str  # full | incremental | append
+    method: str  # reload | xmin | cursor | compare
+    key: list[str]
+    cursor: list[str]
+    lookback: dt.timedelta
+    deletes: str  # remove | tombstone | ignore
+    check_deletes_every: dt.timedelta
+    notes: list[str] = field(default_factory=list)
+
+
+class SqlSource:
+    """Base of database sources; subclasses implement the `# dialect` methods."""
+
+    kind = "sql"
+    settings: DatabaseSource
+
+    def __init__(self, name: str, settings: DatabaseSource) -> None:
+        self.name = name
+        self.settings = settings
+        self.alias = f"hw_src_{name}"
+
+    # --- dialect -------------------------------------------------------------------------------
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        raise NotImplementedError
+
+    def detach(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")
+
+    def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
+        """Every table and view in scope (``names``: only these, when the caller knows them)."""
+        raise NotImplementedError
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
+        """A relation DuckDB can SELECT from that yields ``columns`` (default all) of the rows matching
+        ``where`` (in the source's dialect), each convertible by its `Column.convert`."""
+        raise NotImplementedError
+
+    def count_relation(self, table: TableInfo) -> str:
+        raise NotImplementedError
+
+    def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, Any]:
+        """Called first in each table's transaction; returns facts about the source's snapshot."""
+        return {}
+
+    def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
+        """WHERE clause selecting rows written after ``state`` was taken, by transaction ids; None: unknown."""
+        return None
+
+    def probe(self, con: duckdb.DuckDBPyConnection, table: TableInfo, where: str) -> tuple[int, int] | None:
+        """(rows matching ``where``, all rows) in one pass over the source, when that is cheaper than
+        reading the changes and counting separately; None: not offered."""
+        return None
+
+    def literal(self, value: Any) -> str:
+        """A cursor value as a literal of the source's SQL dialect."""
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
+    def quote(self, name: str) -> str:
+        """An identifier of the source's dialect."""
+        return '"' + name.replace('"', '""') + '"'
+
+    def describe(self) -> str:
+        return f"source '{self.name}' ({self.kind})"
+
+    # --- the engine ----------------------------------------------------------------------------
+
+    def sync(self, ctx: SyncContext) -> list[TableStats]:
+        con = ctx.con
+        self.attach(con)
+        try:
+            tables = self._select_tables(con, ctx.tables)
+            ensure_state_table(con)
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
+            return [self._sync_table(ctx, info) for info in tables]
+        finally:
+            self.detach(con)
+
+    def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> list[TableInfo]:
+        spec = self.settings.tables
+        explicit = list(spec) if isinstance(spec, list) else None
+        found = self.discover(con, explicit)
+        if explicit is not None:
+            missing = [t for t in explicit if t not in found]
+            if missing:
+                raise NotFound(
+                    f"{self.describe()}: table(s) {', '.join(missing)} not found",
+                    why=f"the source has: {_some(sorted(found))}" if found else "no tables are visible to this user (a missing grant, or the wrong schema)",
+                    fix=f"Fix sources.{self.name}.tables in headwater.yml, or grant SELECT on the table to the sync user.",
+                )
+            names = explicit
+        else:
+            patterns = spec if isinstance(spec, TablePatterns) else TablePatterns()
+            names = sorted(n for n in found if any(fnmatch.fnmatchcase(n, p) for p in patterns.include) and not any(fnmatch.fnmatchcase(n, p) for p in patterns.exclude))
+        for name in self.settings.overrides:
+            if name not in found:
+                raise ConfigError(f"sources.{self.name}.overrides.{name}: no table '{name}' in {self.describe()}", fix="Fix or remove the override in headwater.yml.")
+        if requested is not None:
+            unknown = [t for t in requested if t not in names]
+            if unknown:
+                raise NotFound(
+                    f"{self.describe()}: {', '.join(unknown)} is not one of the tables this source syncs",
+                    why=f"it syncs: {_some(names)}",
+                    fix="Check the table name, or add it to the source's tables: in headwater.yml.",
+                )
+            names = [n for n in names if n in requested]
+        return [found[n] for n in names]
+
+    def plan(self, info: TableInfo, settings: TableSettings) -> Plan:
+        key = settings.primary_key or info.primary_key
+        for column in [*(settings.primary_key or []), *(settings.cursor or [])]:
+            if info.column(column) is None:
+                raise ConfigError(
+                    f"sources.{self.name}.overrides.{info.name}: column '{column}' is not in the table",
+                    why=f"its columns: {_some([c.name for c in info.columns])}",
+                    fix="Fix primary_key/cursor for the table in headwater.yml.",
+                )
+        cursor = settings.cursor or ([] if info.tracks_transactions else info.cursor_candidates[:1])
+        deletes = settings.deletes or self.settings.deletes
+        every = settings.check_deletes_every if settings.check_deletes_every is not None else self.settings.check_deletes_every
+        mode = settings.mode
+        notes: list[str] = []
+        if mode == "auto":
+            if key:
+                mode = "incremental"
+            else:
+                mode = "full"
+                notes.append("no primary key: reloaded in full each sync (set primary_key in overrides to sync only changes)")
+        if mode == "incremental" and not key:
+            raise ConfigError(
+                f"{self.describe()}: table {info.name} has no primary key, so changed rows cannot be matched to raw rows",
+                fix=f"Name the key columns: sources.{self.name}.overrides.{info.name}.primary_key: [id], or set mode: full (or append for an insert-only table).",
+            )
+        if mode == "append" and not (cursor or info.tracks_transactions):
+            raise ConfigError(
+                f"{self.describe()}: table {info.name} is set to append but has no cursor column",
+                fix=f"Set sources.{self.name}.overrides.{info.name}.cursor: [a column that grows, e.g. id or created_at].",
+            )
+        if mode == "full":
+            method = "reload"
+        elif info.tracks_transactions and not settings.cursor:
+            method = "xmin"
+        elif cursor:
+            method = "cursor"
+        else:
+            method = "compare"
+        lookback = settings.lookback
+        if lookback is None:
+            first = info.column(cursor[0]) if cursor else None
+            lookback = DEFAULT_TIME_LOOKBACK if first is not None and "TIME" in normalise(first.type) or (first and normalise(first.type) == "DATE") else dt.timedelta(0)
+        return Plan(mode, method, key, cursor, lookback, deletes, every, notes)
+
+    def _sync_table(self, ctx: SyncContext, info: TableInfo) -> TableStats:
+        con = ctx.con
+        started = time.perf_counter()
+        settings = self.settings.settings_for(info.name)
+        plan = self.plan(info, settings)
+        target = f"{qi(raw_schema(self.name))}.{qi(info.name)}"
+        label = f"source {self.name}: table {info.name}"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            snapshot = self.begin(con, info)
+            state = None if ctx.full_refresh else load_state(con, self.name, info.name)
+            exists = _table_exists(con, raw_schema(self.name), info.name)
+            raw_columns = _raw_columns(con, raw_schema(self.name), info.name) if exists else {}
+            stats = TableStats(info.name, 0, 0.0, mode=plan.mode, notes=list(plan.notes))
+            full = state is None or not exists or plan.method == "reload" or state.get("method") != plan.method or state.get("key") != plan.key
+            kept = self._reconcile_schema(con, info, raw_columns, target, stats, alter=not ctx.full_refresh) if exists else []
+            if not full and any(c.startswith("added column") for c in stats.schema_changes):
+                full = True
+                stats.notes.append("new column(s): the table was reloaded so existing rows get their values")
+            if not full and plan.method == "xmin" and not self.xmin_usable(state, snapshot):
+                full = True
+                stats.notes.append("more than 2^31 transactions since the last sync: reloaded in full")
+            new_state: dict[str, Any] = {"method": plan.method, "key": plan.key, "cursor": plan.cursor, **snapshot}
+            if full:
+                self._load_full(ctx, info, plan, target, kept, stats)
+                new_state["last_delete_check"] = _now().isoformat()
+                if plan.cursor:
+                    new_state["cursor_max"] = _max(con, target, plan.cursor[0])
+            else:
+                assert state is not None
+                self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state)
+            save_state(con, self.name, info.name, new_state)
+            stats.rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        stats.seconds = round(time.perf_counter() - started, 3)
+        ctx.report(info.name, stats.rows_read, stats.rows_read)
+        ctx.log(
+            f"{label}: {stats.mode} ({plan.method}), {stats.rows_read:,} rows read, {stats.upserted:,} written, {stats.deleted:,} deleted, "
+            f"{stats.rows:,} in {raw_schema(self.name)}.{info.name} ({stats.seconds:.1f} s)"
+        )
+        for change in stats.schema_changes:
+            ctx.log(f"{label}: schema change: {change}")
+        return stats
+
+    def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
+        return True
+
+    def _reconcile_schema(self, con: duckdb.DuckDBPyConnection, info: TableInfo, raw_columns: dict[str, str], target: str, stats: TableStats, *, alter: bool = True) -> list[Column]:
+        """Bring raw's columns in line with the source's; returns the columns kept after the source
+        dropped them. Without ``alter`` (a full refresh replaces the table) only the kept columns are found."""
+        current = {c.name: c for c in info.columns}
+        for column in info.columns if alter else []:
+            old = raw_columns.get(column.name)
+            if old is None:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {qi(column.name)} {column.type}")
+                stats.schema_changes.append(f"added column {column.name} {column.type}")
+                continue
+            wanted = reconcile(old, column.type)
+            if wanted is None:
+                raise HeadwaterError(
+                    f"{self.describe()}: column {info.name}.{column.name} changed type from {old} to {column.type} ({column.source_type}), which the raw table cannot hold",
+                    why=f"raw_{self.name}.{info.name}.{column.name} holds {old} values; converting them could lose data, so this table was left as it was",
+                    fix=f"If the change is intended, reload the table with the new type: `headwater sync {self.name} {info.name} --full-refresh` "
+                    "(models that read the column may need changing too).",
+                )
+            if normalise(wanted) != normalise(old):
+                con.execute(f"ALTER TABLE {target} ALTER COLUMN {qi(column.name)} SET DATA TYPE {wanted}")
+                stats.schema_changes.append(f"widened column {column.name} from {old} to {wanted}")
+        kept: list[Column] = []
+        for name, duck_type in raw_columns.items():
+            if name in current or name in (SYNCED_AT, DELETED_AT):
+                continue
+            kept.append(Column(name, duck_type, "(dropped in the source)", convert="CAST(NULL AS {t})"))
+        for column in kept:
+            stats.notes.append(f"column {column.name} is no longer in the source: kept in raw, NULL for rows synced from now on")
+        return kept
+
+    def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
+        parts = [c.select(alias) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {qi(c.name)}" for c in kept]
+        parts.append(f"now() AS {SYNCED_AT}")
+        if plan.deletes == "tombstone":
+            parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
+        return ", ".join(parts)
+
+    def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
+        con = ctx.con
+        source = self.relation(con, info)
+        with _Progress(ctx, info):
+            con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
+        n = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        stats.mode = "full"
+        stats.rows_read = stats.upserted = n
+
+    def _load_changes(
+        self,
+        ctx: SyncContext,
+        info: TableInfo,
+        plan: Plan,
+        target: str,
+        kept: list[Column],
+        state: dict[str, Any],
+        snapshot: dict[str, Any],
+        stats: TableStats,
+        new_state: dict[str, Any],
+    ) -> None:
+        con = ctx.con
+        if plan.deletes == "tombstone":
+            con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {DELETED_AT} TIMESTAMPTZ")
+        new_state["last_delete_check"] = state.get("last_delete_check")
+        if plan.method == "compare":
+            self._load_by_comparison(ctx, info, plan, target, kept, stats)
+            new_state["last_delete_check"] = _now().isoformat()
+            return
+        where: str | None
+        if plan.method == "xmin":
+            where = self.changed_since(info, state, snapshot)
+        else:
+            last = state.get("cursor_max")
+            new_state["cursor_max"] = last
+            where = None if last is None else self._cursor_where(info, plan, last)
+        changes = "_hw_changes"
+        probed = self.probe(con, info, where) if where else None
+        source_count = probed[1] if probed else None
+        if probed is not None and probed[0] == 0:  # nothing changed: no second pass over the source
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT * FROM {target} LIMIT 0")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, where=where, parallel=False)} AS s")
+        stats.rows_read = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
+        key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+        if plan.mode == "append":
+            if plan.key:
+                con.execute(f"DELETE FROM {changes} c WHERE EXISTS (SELECT 1 FROM {target} WHERE {key_match})")
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
+            stats.upserted = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
+        elif stats.rows_read:
+            con.execute(f"DELETE FROM {target} USING {changes} c WHERE {key_match}")
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
+            stats.upserted = stats.rows_read
+        if plan.cursor and stats.rows_read:
+            top = con.execute(f"SELECT max({qi(plan.cursor[0])}) FROM {changes}").fetchone()[0]
+            if top is not None and (new_state.get("cursor_max") is None or _after(top, new_state["cursor_max"])):
+                new_state["cursor_max"] = _jsonable(top)
+        con.execute(f"DROP TABLE {changes}")
+        if plan.mode != "append" and plan.deletes != "ignore" and self._deletes_due(state, plan):
+            stats.deleted = self._remove_deleted(con, info, plan, target, source_count)
+            new_state["last_delete_check"] = _now().isoformat()
+
+    def _cursor_where(self, info: TableInfo, plan: Plan, last: Any) -> str:
+        column = info.column(plan.cursor[0])
+        assert column is not None
+        start: Any = last
+        if isinstance(last, str) and _looks_temporal(column.type):
+            moment = _parse_time(last) - plan.lookback
+            if column.source_zone and moment.tzinfo is not None:  # back to the source's own naive local time
+                moment = moment.astimezone(ZoneInfo(column.source_zone)).replace(tzinfo=None)
+            start = moment.isoformat(sep=" ")
+        elif plan.lookback and isinstance(last, (int, float)) and not isinstance(last, bool):
+            start = last - plan.lookback.total_seconds()
+        op = ">" if plan.mode == "append" and not plan.key else ">="
+        return f"{self.quote(column.name)} {op} {self.literal(start)}"
+
+    def _load_by_comparison(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
+        """No way to ask the source what changed: read it all (it is streamed, not kept in Python),
+        and write only rows that differ from raw, deleting keys raw has and the source has not."""
+        con = ctx.con
+        src = "_hw_source"
+        with _Progress(ctx, info):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info)} AS s")
+        stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+        on = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
+        differs = " OR ".join(f"r.{qi(c.name)} IS DISTINCT FROM s.{qi(c.name)}" for c in info.columns) or "FALSE"
+        alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.* FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
+        stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
+        if stats.upserted:
+            key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+            con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
+        if plan.deletes != "ignore":
+            stats.deleted = self._apply_deletes(con, plan, target, src)
+        con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
+
+    def _deletes_due(self, state: dict[str, Any], plan: Plan) -> bool:
+        last = state.get("last_delete_check")
+        return not plan.check_deletes_every or last is None or _now() - dt.datetime.fromisoformat(last) >= plan.check_deletes_every
+
+    def _remove_deleted(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, target: str, source_count: int | None = None) -> int:
+        """Key reconciliation. raw holds every source row (the merge just made sure), so equal counts
+        mean no row was deleted: only when the counts differ are the keys compared."""
+        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        if source_count is None:
+            source_count = con.execute(f"SELECT * FROM {self.count_relation(info)}").fetchone()[0]
+        raw_count = con.execute(f"SELECT count(*) FROM {target}{alive}").fetchone()[0]
+        if source_count == raw_count:
+            return 0
+        keys = ", ".join(qi(k) for k in plan.key)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_keys AS SELECT {keys} FROM {self.relation(con, info, columns=plan.key, parallel=False)}")
+        removed = self._apply_deletes(con, plan, target, "_hw_keys")
+        con.execute("DROP TABLE _hw_keys")
+        return removed
+
+    def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
+        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{qi(c)} IS NOT DISTINCT FROM {target}.{qi(c)}" for c in plan.key) + ")"
+        if plan.deletes == "tombstone":
+            return con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}").fetchone()[0]
+        return con.execute(f"DELETE FROM {target} WHERE {gone}").fetchone()[0]
+
+
+class _Progress:
+    """Reports a long read's progress (DuckDB's own estimate, scaled to the source's row estimate)."""
+
+    def __init__(self, ctx: SyncContext, info: TableInfo) -> None:
+        self.ctx, self.info = ctx, info
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Progress:
+        if self.ctx.progress is not None:
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        expected = self.info.estimated_rows
+        while not self.stop.wait(0.25):
+            try:
+                fraction = self.ctx.con.query_progress()
+            except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
+                return
+            if fraction is not None and fraction >= 0 and expected:
+                self.ctx.report(self.info.name, int(expected * min(fraction, 100) / 100), expected)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [schema, table]).fetchone()[0] > 0
+
+
+def _raw_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        [schema, table],
+    ).fetchall()
+    return {name: duck_type for name, duck_type in rows if name not in (SYNCED_AT, DELETED_AT)}
+
+
+def _max(con: duckdb.DuckDBPyConnection, target: str, column: str) -> Any:
+    return _jsonable(con.execute(f"SELECT max({qi(column)}) FROM {target}").fetchone()[0])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return str(value)
+
+
+def _after(a: Any, b: Any) -> bool:
+    a = _jsonable(a)
+    if isinstance(a, str) and isinstance(b, str):
+        try:
+            return _parse_time(a) > _parse_time(b)
+        except ValueError:
+            return a > b
+    try:
+        return a > b
+    except TypeError:
+        return str(a) > str(b)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value
+
+
+def _looks_temporal(duck_type: str) -> bool:
+    t = normalise(duck_type)
+    return t.startswith("TIMESTAMP") or t == "DATE"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _some(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" … ({len(names)} in all)" if len(names) > limit else "")

@@ -1,0 +1,419 @@
+"""The SQL sync engine against a real PostgreSQL server: exactness, types, drift, deletes, bad input,
+a read-only role, and syncs killed at random while writers make late commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from headwater.config.sources import PostgresSource as Settings
+from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
+from headwater.sources.postgres import PostgresSource
+from headwater.sync import sync_source
+from headwater.warehouse import connect
+
+pytestmark = pytest.mark.postgres
+
+
+def libpq(url: str) -> str:
+    u = make_url(url)
+    return f"host={u.host} port={u.port} user={u.username} dbname={u.database}" + (f" password={u.password}" if u.password else "")
+
+
+def plain_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Harness:
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = plain_url(url)
+        self.pg = psycopg.connect(libpq(url), autocommit=True)
+        self.warehouse = tmp / "build.duckdb"
+        self.tmp = tmp
+
+    def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        cur = self.pg.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+    def sync(self, full_refresh: bool = False, only: list[str] | None = None, **settings: Any) -> dict[str, Any]:
+        config = Settings.model_validate({"type": "postgres", "url": self.url, **settings})
+        con = connect(self.warehouse)
+        try:
+            stats = sync_source(con, PostgresSource("app", config, self.tmp), tables=only, full_refresh=full_refresh)
+        finally:
+            con.close()
+        return {s.table: s for s in stats}
+
+    def raw(self, table: str, order: str = "id", columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return con.execute(f'SELECT {columns} FROM raw_app."{table}" ORDER BY {order}').fetchall()
+        finally:
+            con.close()
+
+    def raw_columns(self, table: str) -> dict[str, str]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = ?", [table]).fetchall())
+        finally:
+            con.close()
+
+
+@pytest.fixture
+def h(fresh_pg_database: str, tmp_path: Path) -> Harness:
+    harness = Harness(fresh_pg_database, tmp_path)
+    yield harness
+    harness.pg.close()
+
+
+def make_items(h: Harness, n: int = 1000) -> None:
+    h.sql("CREATE TABLE items (id bigint PRIMARY KEY, name text, qty integer, price numeric(10,2), updated_at timestamptz NOT NULL DEFAULT now())")
+    h.sql("INSERT INTO items SELECT g, 'item ' || g, g %% 17, (g %% 1000) / 10.0, now() FROM generate_series(1, %s) g", [n])
+
+
+def source_items(h: Harness) -> list[tuple[Any, ...]]:
+    return h.sql("SELECT id, name, qty, price, updated_at FROM items ORDER BY id")
+
+
+def raw_items(h: Harness) -> list[tuple[Any, ...]]:
+    return h.raw("items", columns="id, name, qty, price, updated_at")
+
+
+# --- modes and exactness --------------------------------------------------------------------------
+
+
+def test_full_then_incremental_updates_inserts_deletes(h: Harness) -> None:
+    make_items(h)
+    first = h.sync()["items"]
+    assert (first.mode, first.rows, first.rows_read) == ("full", 1000, 1000)
+    assert raw_items(h) == source_items(h)
+
+    h.sql("UPDATE items SET qty = qty + 100 WHERE id % 10 = 0")
+    h.sql("INSERT INTO items (id, name, qty, price) VALUES (5001, 'new', 1, 1.5), (5002, 'newer', 2, 2.5)")
+    h.sql("DELETE FROM items WHERE id IN (3, 4)")
+    second = h.sync()["items"]
+    assert second.mode == "incremental"
+    assert second.rows_read == 102  # only the changed rows crossed the wire
+    assert second.deleted == 2
+    assert raw_items(h) == source_items(h)
+
+    idle = h.sync()["items"]
+    assert (idle.rows_read, idle.upserted, idle.deleted) == (0, 0, 0)
+
+
+def test_late_commit_with_an_old_timestamp_is_not_missed(h: Harness) -> None:
+    """A transaction that set updated_at long ago and commits after a sync has already seen newer rows."""
+    make_items(h, 100)
+    h.sync()
+    late = psycopg.connect(libpq(h.url))  # not autocommit: stays open
+    late.execute("UPDATE items SET name = 'late', updated_at = now() - interval '3 days' WHERE id = 7")
+    h.sql("UPDATE items SET name = 'on time' WHERE id = 8")
+    mid = h.sync()["items"]
+    assert mid.rows_read == 1  # row 8; row 7's writer has not committed yet
+    late.commit()
+    late.close()
+    h.sync()
+    assert raw_items(h) == source_items(h)
+    assert dict((r[0], r[1]) for r in raw_items(h))[7] == "late"
+
+
+def test_bulk_update_sharing_one_timestamp_arrives_whole(h: Harness) -> None:
+    make_items(h, 20000)
+    h.sync()
+    h.sql("UPDATE items SET qty = -1, updated_at = '2020-01-01 00:00:00+00' WHERE id <= 15000")
+    stats = h.sync()["items"]
+    assert stats.rows_read == 15000
+    assert sum(1 for r in raw_items(h) if r[2] == -1) == 15000
+    assert raw_items(h) == source_items(h)
+
+
+def test_tombstones_keep_deleted_rows_with_the_time_they_went(h: Harness) -> None:
+    make_items(h, 50)
+    h.sync(deletes="tombstone")
+    h.sql("DELETE FROM items WHERE id <= 5")
+    stats = h.sync(deletes="tombstone")["items"]
+    assert stats.deleted == 5
+    rows = h.raw("items", columns="id, _headwater_deleted_at")
+    assert len(rows) == 50
+    assert {r[0] for r in rows if r[1] is not None} == {1, 2, 3, 4, 5}
+    h.sql("INSERT INTO items (id, name, qty, price) VALUES (3, 'back', 1, 1)")
+    h.sync(deletes="tombstone")
+    rows = dict(h.raw("items", columns="id, _headwater_deleted_at"))
+    assert rows[3] is None and rows[4] is not None
+
+
+def test_deletes_checked_on_their_schedule_only(h: Harness) -> None:
+    make_items(h, 30)
+    h.sync(check_deletes_every="1h")
+    h.sql("DELETE FROM items WHERE id = 1")
+    assert h.sync(check_deletes_every="1h")["items"].deleted == 0  # not due yet
+    assert h.sync()["items"].deleted == 1  # every sync
+
+
+def test_table_without_primary_key_reloads_in_full_and_says_so(h: Harness) -> None:
+    h.sql("CREATE TABLE events (at timestamptz, kind text)")
+    h.sql("INSERT INTO events VALUES (now(), 'a'), (now(), 'b')")
+    stats = h.sync()["events"]
+    assert stats.mode == "full" and stats.rows == 2
+    assert any("no primary key" in n for n in stats.notes)
+    with pytest.raises(ConfigError, match="no primary key") as info:
+        h.sync(overrides={"events": {"mode": "incremental"}})
+    assert "primary_key" in info.value.fix
+
+
+def test_primary_key_override_and_append_mode(h: Harness) -> None:
+    h.sql("CREATE TABLE log (seq bigint, msg text)")
+    h.sql("INSERT INTO log SELECT g, 'm' || g FROM generate_series(1, 100) g")
+    h.sync(overrides={"log": {"mode": "append", "primary_key": ["seq"]}})
+    h.sql("INSERT INTO log SELECT g, 'm' || g FROM generate_series(101, 150) g")
+    h.sql("UPDATE log SET msg = 'changed' WHERE seq = 1")  # append never rewrites history
+    stats = h.sync(overrides={"log": {"mode": "append", "primary_key": ["seq"]}})["log"]
+    assert stats.mode == "append" and stats.upserted == 50
+    rows = h.raw("log", order="seq")
+    assert len(rows) == 150 and rows[0] == (1, "m1")
+
+
+def test_views_and_partitioned_tables(h: Harness) -> None:
+    make_items(h, 40)
+    h.sql("CREATE VIEW cheap_items AS SELECT id, name FROM items WHERE price < 2")
+    h.sql("CREATE TABLE measurements (id bigint, at date NOT NULL, v double precision, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)")
+    h.sql("CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    h.sql("CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    h.sql("INSERT INTO measurements VALUES (1, '2024-05-01', 1.5), (2, '2025-05-01', 2.5)")
+    stats = h.sync()
+    assert set(stats) == {"items", "cheap_items", "measurements"}  # partitions come through their parent
+    assert stats["cheap_items"].rows == len(h.sql("SELECT * FROM cheap_items"))
+    h.sql("UPDATE measurements SET v = 9 WHERE id = 2")
+    again = h.sync()["measurements"]
+    assert again.mode == "incremental" and again.rows_read == 1
+    assert h.raw("measurements") == [(1, dt.date(2024, 5, 1), 1.5), (2, dt.date(2025, 5, 1), 9.0)]
+
+
+def test_table_patterns_and_selection(h: Harness) -> None:
+    for name in ("msg_a", "msg_b", "tmp_x"):
+        h.sql(f"CREATE TABLE {name} (id int PRIMARY KEY)")
+    assert set(h.sync(tables={"include": ["msg_*", "tmp_*"], "exclude": ["tmp_*"]})) == {"msg_a", "msg_b"}
+    assert set(h.sync(only=["msg_b"])) == {"msg_b"}
+
+
+# --- types ----------------------------------------------------------------------------------------
+
+TYPES_DDL = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE typed (
+  id serial PRIMARY KEY, e mood, j json, jb jsonb, ai int[], at text[], n numeric(12,3), nu numeric, big numeric(40,5),
+  u uuid, tz timestamptz, ts timestamp, iv interval, b bytea, ip inet, d date, t time, dom posint, m money,
+  g int GENERATED ALWAYS AS (id * 2) STORED, r real, dp double precision, bo boolean, c char(3), vc varchar(10), pt point
+);
+INSERT INTO typed (e, j, jb, ai, at, n, nu, big, u, tz, ts, iv, b, ip, d, t, dom, m, r, dp, bo, c, vc, pt) VALUES
+ ('happy', '{"a": 1, "b": [1,2]}', '{"z": 1, "a": {"x": null}}', '{1,2,NULL}', '{"a","b c",NULL}', 12.345,
+  123456789012345678901234567890.123456789, 1234567890123456789012345678901234.56789, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '2024-03-10 02:30:00+05:30', '2024-03-10 02:30:00', '1 year 2 mons 3 days 04:05:06.789', '\\xdeadbeef', '192.168.1.5/24',
+  '2024-02-29', '23:59:59.999999', 5, 12.34, 1.5, 2.25, true, 'ab', 'hello', '(1,2)'),
+ (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+
+
+def test_every_common_type_round_trips_or_maps_as_documented(h: Harness) -> None:
+    h.pg.execute(TYPES_DDL)
+    h.sync(timezone="America/New_York")
+    types = h.raw_columns("typed")
+    assert types["e"] == "VARCHAR" and types["j"] == "JSON" and types["jb"] == "JSON"
+    assert types["n"] == "DECIMAL(12,3)" and types["nu"] == "VARCHAR" and types["big"] == "VARCHAR"
+    assert types["tz"] == "TIMESTAMP WITH TIME ZONE" and types["ts"] == "TIMESTAMP WITH TIME ZONE"  # a declared source zone
+    assert types["dom"] == "INTEGER" and types["m"] == "DECIMAL(20,2)" and types["ai"] == "INTEGER[]"
+    row = dict(zip([c for c in types if not c.startswith("_headwater")], h.raw("typed")[0], strict=False))
+    source = h.pg.execute("SELECT * FROM typed ORDER BY id").fetchone()
+    names = [d.name for d in h.pg.execute("SELECT * FROM typed LIMIT 0").description]
+    src = dict(zip(names, source, strict=True))
+    assert row["e"] == "happy"
+    assert json.loads(row["j"]) == src["j"] and json.loads(row["jb"]) == src["jb"]
+    assert row["ai"] == [1, 2, None] and row["at"] == ["a", "b c", None]
+    assert row["n"] == src["n"] == Decimal("12.345")
+    assert Decimal(row["nu"]) == src["nu"] and Decimal(row["big"]) == src["big"]  # exact, not a float
+    assert row["u"] == src["u"]
+    assert row["tz"] == src["tz"]  # the same instant
+    assert row["ts"] == src["ts"].replace(tzinfo=dt.timezone(dt.timedelta(hours=-5)))  # 02:30 in New York, EST
+    assert row["iv"] == src["iv"] or (row["iv"].days, row["iv"].seconds) == (423, 14706)
+    assert bytes(row["b"]) == bytes(src["b"])
+    assert row["ip"] == "192.168.1.5/24" and row["d"] == src["d"] and row["t"] == src["t"]
+    assert row["dom"] == 5 and row["m"] == Decimal("12.34") and row["g"] == src["g"] == 2
+    assert row["r"] == pytest.approx(1.5) and row["dp"] == 2.25 and row["bo"] is True
+    assert row["c"].rstrip() == "ab" and row["vc"] == "hello" and row["pt"] == "(1,2)"
+    assert all(v is None for k, v in dict(zip(row, h.raw("typed")[1], strict=False)).items() if k not in ("id", "g"))
+
+
+# --- schema drift ---------------------------------------------------------------------------------
+
+
+def test_schema_drift(h: Harness) -> None:
+    make_items(h, 20)
+    h.sync()
+    h.sql("ALTER TABLE items ADD COLUMN colour text DEFAULT 'red'")
+    h.sql("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+    stats = h.sync()["items"]
+    assert "added column colour VARCHAR" in stats.schema_changes
+    assert "widened column qty from INTEGER to BIGINT" in stats.schema_changes
+    assert h.raw_columns("items")["qty"] == "BIGINT"
+    assert {r[0] for r in h.raw("items", columns="colour")} == {"red"}  # old rows got the default too
+
+    h.sql("ALTER TABLE items DROP COLUMN name")
+    h.sql("INSERT INTO items (id, qty, price) VALUES (99, 1, 1)")
+    stats = h.sync()["items"]
+    assert any("name is no longer in the source" in n for n in stats.notes)
+    names = dict(h.raw("items", columns="id, name"))
+    assert names[1] == "item 1" and names[99] is None  # kept, NULL from then on
+
+    before = h.raw("items")
+    h.sql("ALTER TABLE items ALTER COLUMN price TYPE timestamptz USING now()")
+    with pytest.raises(HeadwaterError, match=r"items\.price changed type") as info:
+        h.sync()
+    assert "--full-refresh" in info.value.fix
+    assert h.raw("items") == before  # nothing lost
+    h.sync(full_refresh=True)
+    assert h.raw_columns("items")["price"] == "TIMESTAMP WITH TIME ZONE"
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_unreachable_host_is_transient_and_names_no_password(h: Harness, tmp_path: Path) -> None:
+    config = Settings.model_validate({"type": "postgres", "url": "postgresql://sync:s3cret-pw@127.0.0.1:9/app?connect_timeout=2"})
+    con = connect(tmp_path / "other.duckdb")
+    with pytest.raises(TransientFailure) as info:
+        sync_source(con, PostgresSource("app", config, tmp_path))
+    con.close()
+    assert "cannot reach PostgreSQL at 127.0.0.1:9/app" in info.value.what
+    assert "s3cret-pw" not in info.value.render()
+
+
+def test_wrong_password_missing_table_and_missing_grant(h: Harness, postgres_server: Any, tmp_path: Path) -> None:
+    make_items(h, 5)
+    h.sql("CREATE TABLE secret_stuff (id int PRIMARY KEY)")
+    h.sql("CREATE ROLE syncer LOGIN PASSWORD 'right-pw'")
+    h.sql("GRANT SELECT ON items TO syncer")
+    hba = postgres_server.base / "data" / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("host all syncer 127.0.0.1/32 scram-sha-256\n" + original)
+    h.sql("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)
+        u = make_url(h.url)
+        bad = u.set(username="syncer", password="wrong-pw").render_as_string(hide_password=False)
+        with pytest.raises(HeadwaterError, match="refused the user or password") as info:
+            Harness.sync(_with_url(h, bad))
+        assert "wrong-pw" not in info.value.render()
+        good = u.set(username="syncer", password="right-pw").render_as_string(hide_password=False)
+        with pytest.raises(NotFound, match="secret_stuff") as missing:
+            Harness.sync(_with_url(h, good), tables=["items", "secret_stuff"])
+        assert "grant" in missing.value.fix.lower()
+        with pytest.raises(NotFound, match="no_such_table"):
+            Harness.sync(_with_url(h, good), tables=["no_such_table"])
+    finally:
+        hba.write_text(original)
+        h.sql("SELECT pg_reload_conf()")
+
+
+def _with_url(h: Harness, url: str) -> Harness:
+    other = object.__new__(Harness)
+    other.__dict__.update(h.__dict__)
+    other.url = url
+    return other
+
+
+def test_a_read_only_role_can_sync_everything(h: Harness) -> None:
+    make_items(h, 100)
+    h.sql("CREATE ROLE reader LOGIN")
+    h.sql("GRANT USAGE ON SCHEMA public TO reader")
+    h.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+    h.sql("ALTER ROLE reader SET default_transaction_read_only = on")
+    reader = _with_url(h, make_url(h.url).set(username="reader").render_as_string(hide_password=False))
+    reader.sync()
+    h.sql("UPDATE items SET qty = 0 WHERE id < 10")
+    h.sql("DELETE FROM items WHERE id = 50")
+    assert reader.sync()["items"].rows_read == 9
+    assert raw_items(h) == source_items(h)
+
+
+# --- killed at random while writers write -----------------------------------------------------------
+
+SYNC_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from headwater.config.sources import PostgresSource as Settings
+    from headwater.sources.postgres import PostgresSource
+    from headwater.sync import sync_source
+    from headwater.warehouse import connect
+    settings = Settings.model_validate({"type": "postgres", "url": sys.argv[1]})
+    while True:
+        con = connect(Path(sys.argv[2]))
+        sync_source(con, PostgresSource("app", settings, Path(".")))
+        con.close()
+    """
+)
+
+
+@pytest.mark.slow
+def test_syncs_killed_at_random_converge_to_the_source(h: Harness) -> None:
+    make_items(h, 30000)
+    stop = threading.Event()
+    rng = random.Random(7)
+
+    def writer(next_id: int) -> None:
+        con = psycopg.connect(libpq(h.url), autocommit=True)
+        while not stop.is_set():
+            kind = rng.random()
+            if kind < 0.3:  # a late commit: the transaction stays open across syncs, with an old timestamp
+                with con.transaction():
+                    con.execute("UPDATE items SET qty = qty + 1, updated_at = now() - interval '1 day' WHERE id = %s", [rng.randint(1, 30000)])
+                    time.sleep(rng.uniform(0.05, 0.4))
+            elif kind < 0.5:  # a bulk update sharing one timestamp
+                con.execute("UPDATE items SET name = name || '.', updated_at = '2021-01-01' WHERE id %% 97 = %s", [rng.randint(0, 96)])
+            elif kind < 0.8:
+                con.execute("INSERT INTO items (id, name, qty, price) SELECT g, 'n', 1, 1 FROM generate_series(%s, %s) g", [next_id, next_id + 50])
+                next_id += 51
+            else:
+                con.execute("DELETE FROM items WHERE id IN (SELECT id FROM items ORDER BY random() LIMIT 20)")
+            time.sleep(0.01)
+        con.close()
+
+    threads = [threading.Thread(target=writer, args=(start,)) for start in (100_000, 10_000_000)]
+    for t in threads:
+        t.start()
+    script = h.tmp / "sync_forever.py"
+    script.write_text(SYNC_SCRIPT)
+    kills = 0
+    try:
+        for _ in range(8):
+            proc = subprocess.Popen([sys.executable, str(script), h.url, str(h.warehouse)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.5, 3.0))
+            if proc.poll() is not None:
+                pytest.fail(f"the sync process died by itself: {proc.stderr.read().decode()[-2000:]}")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert kills == 8
+    h.sync()
+    assert raw_items(h) == source_items(h)
