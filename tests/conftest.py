@@ -20,8 +20,8 @@ def _in_ci() -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL server for this test session; yields the URL of its ``postgres`` database."""
+def postgres_server() -> Iterator[pg.Server]:
+    """A real PostgreSQL server for this test session (its data folder, for tests that change pg_hba.conf)."""
     try:
         server = pg.start_server()
     except pg.Unavailable as exc:
@@ -30,9 +30,15 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: pg.Server) -> str:
+    """The URL of the session server's ``postgres`` database."""
+    return postgres_server.url
 
 
 @pytest.fixture
