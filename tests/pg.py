@@ -109,3 +109,27 @@ def start_server() -> Server:
         server.stop()
         raise
     return server
+
+
+def start_standby(primary: Server) -> Server:
+    """A hot standby of ``primary`` (pg_basebackup -R, streaming replication): a real read replica."""
+    base = Path(tempfile.mkdtemp(prefix="headwater-pg-standby-"))
+    (base / "sock").mkdir()
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(SERVICE_USER)
+        for path in (base, base / "sock"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    standby = Server(primary.bin_dir, base)
+    backup = standby._run(str(primary.bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D", str(base / "data"), "-R", "-X", "stream", "-c", "fast", check=False)
+    if backup.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        raise Unavailable(f"pg_basebackup failed:\n{backup.stdout}\n{backup.stderr}")
+    for _attempt in range(5):
+        standby.port = _free_port()
+        options = f"-p {standby.port} -k {base / 'sock'} -c listen_addresses=127.0.0.1 -c hot_standby=on"
+        started = standby._run(str(primary.bin_dir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60", "start", check=False)
+        if started.returncode == 0:
+            return standby
+    log = base / "server.log"
+    standby.stop()
+    raise Unavailable(f"the standby did not start:\n{log.read_text() if log.exists() else ''}")

@@ -417,3 +417,84 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness) -> None:
     assert kills == 8
     h.sync()
     assert raw_items(h) == source_items(h)
+
+
+# --- a real read replica ----------------------------------------------------------------------------
+
+
+def test_sync_from_a_hot_standby(postgres_server: Any, fresh_pg_database: str, tmp_path: Path) -> None:
+    """Everything a sync does is allowed on a read replica: no temp tables, no writes, xmin and snapshots work."""
+    import pg
+
+    primary = Harness(fresh_pg_database, tmp_path)
+    make_items(primary, 2000)
+    standby = pg.start_standby(postgres_server)
+    try:
+        replica_url = make_url(fresh_pg_database).set(port=standby.port).render_as_string(hide_password=False)
+        replica = _with_url(primary, plain_url(replica_url))
+        replica_pg = psycopg.connect(libpq(replica_url), autocommit=True)
+        assert replica_pg.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+
+        def caught_up() -> None:
+            lsn = primary.sql("SELECT pg_current_wal_lsn()")[0][0]
+            deadline = time.monotonic() + 30
+            while replica_pg.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0] is not True:
+                assert time.monotonic() < deadline, "the standby did not catch up"
+                time.sleep(0.1)
+
+        caught_up()
+        assert replica.sync()["items"].rows == 2000
+        primary.sql("UPDATE items SET qty = 99 WHERE id <= 10")
+        primary.sql("DELETE FROM items WHERE id = 2000")
+        caught_up()
+        stats = replica.sync()["items"]
+        assert (stats.mode, stats.rows_read, stats.deleted) == ("incremental", 10, 1)
+        assert raw_items(primary) == source_items(primary)
+        replica_pg.close()
+    finally:
+        standby.stop()
+        primary.pg.close()
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def _headwater(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("headwater")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ | {"NO_COLOR": "1", "COLUMNS": "200"})
+
+
+def test_headwater_sync_command_records_the_run_with_table_stats(h: Harness) -> None:
+    make_items(h, 300)
+    h.sql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    project = h.tmp / "proj"
+    project.mkdir()
+    (project / "headwater.yml").write_text(f"name: synctest\nsources:\n  app:\n    type: postgres\n    url: ${{APP_DB_URL}}\n", encoding="utf-8")
+    os.environ["APP_DB_URL"] = h.url
+    try:
+        first = _headwater("sync", "--json", cwd=project)
+        assert first.returncode == 0, first.stderr
+        data = json.loads(first.stdout)
+        tables = {t["table"]: t for t in data["sources"]["app"]}
+        assert tables["items"]["rows"] == 300 and tables["items"]["mode"] == "full" and tables["notes"]["rows"] == 0
+
+        h.sql("UPDATE items SET qty = 1 WHERE id <= 3")
+        table_only = _headwater("sync", "app", "items", cwd=project)
+        assert table_only.returncode == 0, table_only.stderr
+        assert "items" in table_only.stdout and "incremental" in table_only.stdout and "notes" not in table_only.stdout
+
+        runs = json.loads(_headwater("runs", "--json", cwd=project).stdout)
+        latest = runs[0] if isinstance(runs, list) else runs["runs"][0]
+        assert latest["pipeline"] == "sync" and latest["status"] == "success"
+        log = _headwater("logs", str(latest["id"]), cwd=project).stdout
+        assert "source app: table items: incremental" in log and "3 rows read" in log
+
+        missing = _headwater("sync", "app", "nope", cwd=project)
+        assert missing.returncode != 0 and "nope is not one of the tables" in missing.stderr
+    finally:
+        del os.environ["APP_DB_URL"]
+
+    (project / "headwater.yml").write_text("name: synctest\nsources:\n  app:\n    type: postgres\n    url: postgresql://u:hunter2-pw@127.0.0.1:9/x?connect_timeout=2\n", encoding="utf-8")
+    down = _headwater("sync", cwd=project)
+    assert down.returncode == 75  # transient: a pipeline run retries it
+    assert "cannot reach PostgreSQL" in down.stderr and "hunter2-pw" not in down.stderr + down.stdout
