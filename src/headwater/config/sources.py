@@ -7,15 +7,15 @@ the modes mean and how exactness is kept is in docs/sync.md.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
 from headwater.config.base import Duration, Name, Strict
 
-# A source table's own name: anything the database allows except quotes and control characters.
-TableName = str
+# A source table's own name: anything the database allows except quotes, slashes and control characters.
+TableName = Annotated[str, Field(pattern=r"^[^\x00-\x1f\"'`/\\]{1,63}$")]
 
 
 class TablePatterns(Strict):
