@@ -498,3 +498,25 @@ def test_headwater_sync_command_records_the_run_with_table_stats(h: Harness) -> 
     down = _headwater("sync", cwd=project)
     assert down.returncode == 75  # transient: a pipeline run retries it
     assert "cannot reach PostgreSQL" in down.stderr and "hunter2-pw" not in down.stderr + down.stdout
+
+
+def test_reconcile_checks_query_postgres_in_its_own_dialect(h: Harness) -> None:
+    from headwater.checks.queries import QueryError, query_source
+    from headwater.config import load_project
+
+    make_items(h, 40)
+    project = h.tmp / "checks"
+    project.mkdir()
+    (project / "headwater.yml").write_text(f"name: c\nsources:\n  app:\n    type: postgres\n    url: {h.url}\n", encoding="utf-8")
+    loaded = load_project(project)
+    columns, rows = query_source(loaded, "app", "SELECT qty, count(*)::int AS n FROM items WHERE qty < 3 GROUP BY qty ORDER BY qty")
+    assert columns == ["qty", "n"]
+    assert rows == [tuple(r) for r in h.sql("SELECT qty, count(*)::int FROM items WHERE qty < 3 GROUP BY qty ORDER BY qty")]
+    with pytest.raises(QueryError, match="no_such_table"):
+        query_source(loaded, "app", "SELECT * FROM no_such_table")
+    h.sql("CREATE SEQUENCE counter")
+    with pytest.raises(QueryError, match="read-only"):
+        query_source(loaded, "app", "SELECT nextval('counter')")  # a check never changes the source
+    with pytest.raises(QueryError):
+        query_source(loaded, "app", "DELETE FROM items RETURNING id")
+    assert h.sql("SELECT count(*) FROM items")[0][0] == 40

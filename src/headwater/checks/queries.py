@@ -15,7 +15,9 @@ from typing import Any
 import duckdb
 
 from headwater.config.model import LoadedProject
-from headwater.config.model import SQLiteSource as SQLiteSettings
+from headwater.config.sources import MySQLSource as MySQLSettings
+from headwater.config.sources import PostgresSource as PostgresSettings
+from headwater.config.sources import SQLiteSource as SQLiteSettings
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
 Runner = Callable[[LoadedProject, str, Any, str], Rows]  # (project, source name, settings, sql)
@@ -112,3 +114,34 @@ def _first_line(text: str) -> str:
         if line.strip():
             lines.append(line.strip())
     return " ".join(lines[:4])
+
+
+def _query_through_duckdb(project: LoadedProject, name: str, settings: Any, sql: str) -> Rows:
+    """PostgreSQL and MySQL: the source's own SQL sent through DuckDB's scanner (``postgres_query`` /
+    ``mysql_query``) on an in-memory connection: read-only, and no driver of our own to install."""
+    from headwater.errors import HeadwaterError
+    from headwater.sources import open_source
+    from headwater.warehouse import connect
+
+    source = open_source(name, settings, project.root)
+    con = connect(":memory:")
+    try:
+        try:
+            source.attach(con)  # type: ignore[attr-defined]
+        except HeadwaterError as exc:
+            raise QueryError(exc.what + (f" ({exc.why})" if exc.why else "")) from None
+        try:
+            cursor = con.execute(f"SELECT * FROM {source.query_relation(sql)}")  # type: ignore[attr-defined]
+            columns = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(str(exc))) from None
+        finally:
+            source.detach(con)  # type: ignore[attr-defined]
+    finally:
+        con.close()
+    return columns, rows
+
+
+source_runner(PostgresSettings)(_query_through_duckdb)
+source_runner(MySQLSettings)(_query_through_duckdb)

@@ -218,6 +218,10 @@ class PostgresSource(SqlSource):
     def _expr_for(self, table: TableInfo, column: str) -> str:
         return table.read_exprs.get(column) or self.quote(column)
 
+    def query_relation(self, sql: str) -> str:
+        """Any SELECT in PostgreSQL's own dialect, as a DuckDB relation (checks use this)."""
+        return f"postgres_query({ql(self.alias)}, {ql(sql)})"
+
     def count_relation(self, table: TableInfo) -> str:
         return f"postgres_query({ql(self.alias)}, {ql(f'SELECT count(*) FROM {self.qualified(table.name)}')})"
 
