@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,7 +20,7 @@ from headwater.errors import ConfigError, HeadwaterError, TransientFailure
 from headwater.sources.tunnel import Tunnel
 from headwater.sync.sql import Column, SqlSource, TableInfo, ql
 from headwater.sync.types import normalise
-from headwater.warehouse import require_extension
+from headwater.warehouse import connect, require_extension
 
 XID_SPAN = 2**32
 XID_HALF = 2**31
@@ -60,7 +61,7 @@ class PostgresSource(SqlSource):
 
     # --- connection ----------------------------------------------------------------------------
 
-    def dsn(self, host: str | None = None, port: int | None = None) -> str:
+    def dsn(self, host: str | None = None, port: int | None = None, application_name: str | None = None) -> str:
         """libpq key=value string from the URL (through the tunnel, when there is one)."""
         parts = urlsplit(self.settings.url)
         if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
@@ -76,12 +77,12 @@ class PostgresSource(SqlSource):
             key, _, value = item.partition("=")
             values[key] = unquote(value)
         values.setdefault("connect_timeout", "15")
-        values.setdefault("application_name", f"headwater sync {self.name}")
+        values["application_name"] = application_name or self.application_name
         return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in values.items() if v != "")
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         require_extension(con, "postgres")
-        host, port = self.tunnel.open(urlsplit(self.settings.url).hostname or "localhost", urlsplit(self.settings.url).port or 5432)
+        host, port = self._endpoint()
         try:
             con.execute(f"ATTACH {ql(self.dsn(host, port))} AS {self.alias} (TYPE postgres, READ_ONLY)")
             con.execute(f"SELECT * FROM postgres_query({ql(self.alias)}, 'SELECT 1')").fetchall()
@@ -113,6 +114,31 @@ class PostgresSource(SqlSource):
         if "permission denied" in low:
             return HeadwaterError(f"Source '{self.name}': permission denied on {where}", why=_first_line(text), fix="GRANT USAGE ON SCHEMA and SELECT ON the tables to the sync user.")
         return HeadwaterError(f"Source '{self.name}': PostgreSQL error on {where}", why=_first_line(text), fix="See the database's message above.")
+
+    def copy_progress(self) -> Callable[[], int | None] | None:
+        """Rows sent so far by this sync's COPY commands, from pg_stat_progress_copy (PostgreSQL 14+),
+        read on a connection of its own; our sessions are found by their application_name."""
+        probe = connect(":memory:")
+        try:
+            probe.execute("LOAD postgres")
+            probe.execute(f"ATTACH {ql(self.dsn(*self._endpoint(), application_name='headwater progress'))} AS p (TYPE postgres, READ_ONLY)")
+        except duckdb.Error:
+            probe.close()
+            return None
+        sql = (
+            "SELECT coalesce(sum(c.tuples_processed), 0)::bigint FROM pg_stat_progress_copy c JOIN pg_stat_activity a ON a.pid = c.pid "
+            f"WHERE a.application_name = {_pg_literal(self.application_name)}"
+        )
+
+        return _CopyCounter(probe, f"SELECT * FROM postgres_query('p', {ql(sql)})")
+
+    @property
+    def application_name(self) -> str:
+        return f"headwater sync {self.name}"
+
+    def _endpoint(self) -> tuple[str, int]:
+        parts = urlsplit(self.settings.url)
+        return self.tunnel.open(parts.hostname or "localhost", parts.port or 5432)
 
     def where(self) -> str:
         parts = urlsplit(self.settings.url)
@@ -245,6 +271,20 @@ class PostgresSource(SqlSource):
 
     def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
         return "xmin" in state and "xmin" in snapshot and 0 <= snapshot["xmin"] - int(state["xmin"]) < XID_HALF
+
+
+class _CopyCounter:
+    def __init__(self, probe: duckdb.DuckDBPyConnection, sql: str) -> None:
+        self.probe, self.sql = probe, sql
+
+    def __call__(self) -> int | None:
+        try:
+            return int(self.probe.execute(self.sql).fetchone()[0])
+        except duckdb.Error:
+            return None
+
+    def close(self) -> None:
+        self.probe.close()
 
 
 def _base_type_text(type_text: str, base_type: str, typmod: int) -> str:

@@ -15,6 +15,7 @@ import fnmatch
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -120,6 +121,11 @@ class SqlSource:
 
     def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
         """WHERE clause selecting rows written after ``state`` was taken, by transaction ids; None: unknown."""
+        return None
+
+    def copy_progress(self) -> Callable[[], int | None] | None:
+        """A function telling how many rows the source has sent so far, for progress bars; None: use
+        DuckDB's own progress estimate."""
         return None
 
     def probe(self, con: duckdb.DuckDBPyConnection, table: TableInfo, where: str) -> tuple[int, int] | None:
@@ -324,7 +330,7 @@ class SqlSource:
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
         source = self.relation(con, info)
-        with _Progress(ctx, info):
+        with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
         n = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
         stats.mode = "full"
@@ -403,7 +409,7 @@ class SqlSource:
         and write only rows that differ from raw, deleting keys raw has and the source has not."""
         con = ctx.con
         src = "_hw_source"
-        with _Progress(ctx, info):
+        with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info)} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
         on = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
@@ -446,15 +452,19 @@ class SqlSource:
 
 
 class _Progress:
-    """Reports a long read's progress (DuckDB's own estimate, scaled to the source's row estimate)."""
+    """Reports a long read's progress: rows the source says it has sent, else DuckDB's own estimate
+    scaled to the source's row estimate."""
 
-    def __init__(self, ctx: SyncContext, info: TableInfo) -> None:
-        self.ctx, self.info = ctx, info
+    def __init__(self, ctx: SyncContext, info: TableInfo, counter: Callable[[], int | None] | None = None) -> None:
+        self.ctx, self.info, self.counter = ctx, info, counter
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> _Progress:
         if self.ctx.progress is not None:
+            # DuckDB computes progress only with its progress bar on; its own printing stays off.
+            self.ctx.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+            self.ctx.report(self.info.name, 0, self.info.estimated_rows)
             self.thread = threading.Thread(target=self._poll, daemon=True)
             self.thread.start()
         return self
@@ -462,6 +472,14 @@ class _Progress:
     def _poll(self) -> None:
         expected = self.info.estimated_rows
         while not self.stop.wait(0.25):
+            if self.counter is not None:
+                try:
+                    sent = self.counter()
+                except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
+                    sent = None
+                if sent is not None:
+                    self.ctx.report(self.info.name, sent, max(expected or 0, sent) or None)
+                    continue
             try:
                 fraction = self.ctx.con.query_progress()
             except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
@@ -473,6 +491,9 @@ class _Progress:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
+        close = getattr(self.counter, "close", None)
+        if close is not None:
+            close()
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
