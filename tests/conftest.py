@@ -81,3 +81,39 @@ def _unavailable(reason: str) -> None:
     if _in_ci():  # CI installs Chromium and Playwright: a skip there would hide a broken install
         pytest.fail(f"{reason} (CI is set, so this is an error rather than a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+# --- MariaDB (tests/mysql.py) ------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mysql: needs a MariaDB server (started by the test suite)")
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[Any]:
+    """A real MariaDB server for this test session (`tests/mysql.Server`)."""
+    import mysql
+
+    try:
+        server = mysql.start_server()
+    except mysql.Unavailable as exc:
+        _unavailable(f"MySQL tests need a MariaDB server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mysql_url(mysql_server: Any) -> str:
+    """mysql://… of a database on the session's server, for tests that share one."""
+    return mysql_server.url(mysql_server.create_database())
+
+
+@pytest.fixture
+def fresh_mysql_database(mysql_server: Any) -> Iterator[str]:
+    """A new, empty database on the session's server (dropped afterwards); returns its name."""
+    name = mysql_server.create_database()
+    yield name
+    mysql_server.drop_database(name)

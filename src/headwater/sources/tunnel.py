@@ -44,6 +44,7 @@ class Tunnel:
         try:
             forwarder.start()
         except Exception as exc:  # noqa: BLE001 - sshtunnel raises its own and paramiko's exceptions
+            self._check_login(paramiko, key)  # sshtunnel's own message hides why: ask paramiko
             raise TransientFailure(
                 f"Source '{self.source}': cannot open the SSH tunnel through {s.host}:{s.port}",
                 why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -51,6 +52,25 @@ class Tunnel:
             ) from None
         self._forwarder = forwarder
         return "127.0.0.1", forwarder.local_bind_port
+
+    def _check_login(self, paramiko: Any, key: Any) -> None:
+        """A refused key or password is the user's to fix (not retried); raises ConfigError for it."""
+        s = self.settings
+        assert s is not None
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(s.host, s.port, username=s.user, pkey=key, password=s.password, allow_agent=False, look_for_keys=False, timeout=15)
+        except paramiko.AuthenticationException as exc:
+            raise ConfigError(
+                f"Source '{self.source}': the SSH server {s.host}:{s.port} refused user '{s.user}' with the key or password given",
+                why=str(exc) or type(exc).__name__,
+                fix=f"Check sources.{self.source}.ssh_tunnel.user and private_key, and that the key's public half is in the bastion's authorized_keys.",
+            ) from None
+        except Exception:  # noqa: BLE001 - unreachable and the like: the caller's TransientFailure says so
+            pass
+        finally:
+            client.close()
 
     def close(self) -> None:
         if self._forwarder is not None:
