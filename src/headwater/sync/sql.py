@@ -202,7 +202,8 @@ class SqlSource:
                     why=f"its columns: {_some([c.name for c in info.columns])}",
                     fix="Fix primary_key/cursor for the table in headwater.yml.",
                 )
-        cursor = settings.cursor or ([] if info.tracks_transactions else info.cursor_candidates[:1])
+        # `cursor: []` turns off a cursor found in the catalog (then: comparison).
+        cursor = settings.cursor if settings.cursor is not None else ([] if info.tracks_transactions else info.cursor_candidates[:1])
         deletes = settings.deletes or self.settings.deletes
         every = settings.check_deletes_every if settings.check_deletes_every is not None else self.settings.check_deletes_every
         mode = settings.mode
