@@ -7,6 +7,12 @@ extension. The small dimension tables come from Python's seeded ``random.Random`
 
 All timestamps are stored as UTC text 'YYYY-MM-DD HH:MM:SS'. Events are planned in local time of
 ``timezone`` and then converted, so Friday-evening events land on Saturday in UTC.
+
+Next to the database it writes ``organizers.xlsx``, the field team's own contact list for the same
+organizers, with the mess such sheets have: a title row above the header, trailing spaces,
+region names in any case, phone numbers written every which way (one stored as a number that Excel
+shows as 2.03E+09), dates as text and as dates, and a row whose phone says "call the office". The
+demo project cleans it with rules in headwater.yml.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-__all__ = ["generate_campaign_db", "STATUSES"]
+__all__ = ["generate_campaign_db", "write_organizers_sheet", "STATUSES", "ROSTER_FILE"]
+
+ROSTER_FILE = "organizers.xlsx"
 
 STATUSES = ("Scheduled", "Confirmed", "Left Msg", "Completed", "No Show", "Cancelled", "Declined")
 
@@ -128,7 +136,47 @@ def generate_campaign_db(path: str | Path, signups: int = 200_000, *, seed: int 
         raise
     _remove(path)
     os.replace(tmp, path)
+    write_organizers_sheet(path, path.with_name(ROSTER_FILE), seed)
     return counts
+
+
+def write_organizers_sheet(database: Path, target: Path, seed: int = 7) -> int:
+    """The organizers' contact sheet, from the campaign database; returns its number of organizers."""
+    import xlsxwriter
+
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT o.name, r.name FROM organizers o JOIN regions r USING (region_id) ORDER BY o.organizer_id").fetchall()
+    db.close()
+    rng = random.Random(seed + 1)
+    tmp = target.with_name(target.name + ".tmp")
+    book = xlsxwriter.Workbook(str(tmp))
+    sheet = book.add_worksheet("Organizers")
+    bold = book.add_format({"bold": True})
+    sheet.write(0, 0, "Field organizers - contact list (keep up to date!)", bold)
+    sheet.write_row(2, 0, ["Organizer", "Region", "Phone", "E-mail", "Active?", "Start date"], bold)
+    scientific = book.add_format({"num_format": "0.00E+00"})
+    day = book.add_format({"num_format": "dd/mm/yyyy"})
+    for i, (name, region) in enumerate(rows):
+        r = 3 + i
+        digits = f"{200 + rng.randrange(800)}555{rng.randrange(10000):04d}"
+        sheet.write_string(r, 0, name + (" " if i % 3 == 0 else ""))
+        sheet.write_string(r, 1, [region, region.lower(), region.upper() + " ", region.replace(" ", "  ")][i % 4])
+        if i == 1:
+            sheet.write_number(r, 2, int(digits), scientific)  # a phone number Excel turned into a number
+        elif i == 4:
+            sheet.write_string(r, 2, "call the office")
+        else:
+            sheet.write_string(r, 2, [f"({digits[:3]}) {digits[3:6]}-{digits[6:]}", f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", digits][i % 3])
+        sheet.write_string(r, 3, name.lower().replace(" ", ".") + "@campaign.example")
+        sheet.write_string(r, 4, ["yes", "Y", "no", "Yes"][i % 4])
+        start = datetime.date(2025, 1, 6) + datetime.timedelta(days=7 * i)
+        if i % 2:
+            sheet.write_datetime(r, 5, datetime.datetime.combine(start, datetime.time()), day)
+        else:
+            sheet.write_string(r, 5, start.strftime("%d/%m/%Y"))
+    book.close()
+    os.replace(tmp, target)
+    return len(rows)
 
 
 def _remove(path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headwater.config.model import SQLiteSource as SQLiteSettings
+from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
+from headwater.config.sources import MySQLSource as MySQLSettings
+from headwater.config.sources import PostgresSource as PostgresSettings
+from headwater.config.sources import SQLiteSource as SQLiteSettings
 from headwater.sources.base import Source, SourceTable
 from headwater.sources.sqlite import SQLiteSource
 
@@ -12,6 +15,26 @@ from headwater.sources.sqlite import SQLiteSource
 def open_source(name: str, settings: object, root: Path) -> Source:
     if isinstance(settings, SQLiteSettings):
         return SQLiteSource(name, settings, root)
+    if isinstance(settings, PostgresSettings):
+        from headwater.sources.postgres import PostgresSource
+
+        return PostgresSource(name, settings, root)
+    if isinstance(settings, MySQLSettings):
+        from headwater.sources.mysql import MySQLSource
+
+        return MySQLSource(name, settings, root)
+    if isinstance(settings, CsvSource):
+        from headwater.sources.files import CsvFileSource
+
+        return CsvFileSource(name, settings, root)  # type: ignore[return-value]
+    if isinstance(settings, ExcelSource):
+        from headwater.sources.files import ExcelFileSource
+
+        return ExcelFileSource(name, settings, root)  # type: ignore[return-value]
+    if isinstance(settings, GoogleSheetsSource):
+        from headwater.sources.files import GoogleSheetsFileSource
+
+        return GoogleSheetsFileSource(name, settings, root)  # type: ignore[return-value]
     raise TypeError(f"no source implementation for {type(settings).__name__}")  # config validation prevents this
 
 

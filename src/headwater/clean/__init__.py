@@ -1,0 +1,13 @@
+"""Cleaning rules for files and spreadsheets, compiled to DuckDB SQL, and the quarantine of rows that
+break them (see docs/files.md)."""
+
+from headwater.clean.load import (
+    QUARANTINE_SUFFIX,
+    Fixups,
+    Rejected,
+    Staged,
+    Target,
+    load_table,
+)
+
+__all__ = ["QUARANTINE_SUFFIX", "Fixups", "Rejected", "Staged", "Target", "load_table"]
