@@ -23,7 +23,7 @@ from headwater.sources.files.inspect import _BlankLines
         ("r:\n  type: csv\n  path: a.csv\n  columns:\n    d: {type: date, format: '%Q'}\n", 7, "%Q is not a supported directive"),
         ("r:\n  type: csv\n  path: a.csv\n  columns:\n    p: {regex: '(unclosed'}\n", 7, "regex '(unclosed' is not valid"),
         ("r:\n  type: csv\n  path: a.csv\n  columns:\n    p: {min: 3}\n", 7, "min is for numbers and dates, not text columns"),
-        ("r:\n  type: csv\n  path: a.csv\n  columns:\n    t: {type: datetime, timezone: Mars/Olympus}\n", 7, "'Mars/Olympus' is not a time zone"),
+        ("r:\n  type: csv\n  path: a.csv\n  columns:\n    t: {type: datetime, timezone: Mars/Olympus}\n", 7, "'Mars/Olympus' is not an IANA time zone"),
         ("r:\n  type: csv\n  path: a.csv\n  max_bad_rows: lots\n", 6, "max_bad_rows must be a count (e.g. 10) or a percent"),
         ("r:\n  type: csv\n  path: a.csv\n  columns:\n    b: {type: boolean, true_values: [y], false_values: [Y]}\n", 7, "y cannot be both true and false"),
         ("r:\n  type: csv\n  tables: {a: {path: a.csv}}\n  unique: [id]\n", 3, "with tables:, put unique under each table"),

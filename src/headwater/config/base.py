@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=IDENT, max_length=63)]
@@ -35,3 +36,14 @@ def _parse_duration(value: object) -> object:
 
 
 Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, America/New_York, Asia/Kolkata)") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_zone)]

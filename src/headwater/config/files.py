@@ -11,11 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from headwater.config.base import Duration, Name, Strict
+from headwater.config.base import Duration, Name, Strict, TimeZone
 
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "datetime"]
 Whitespace = Literal["collapse", "trim", "keep"]
@@ -33,7 +32,7 @@ class ColumnRules(Strict):
     format: str | list[str] | None = Field(
         None, description="date/datetime: strptime formats tried in order, e.g. '%d/%m/%Y'; 'excel' accepts serial day numbers. ISO dates always parse."
     )
-    timezone: str | None = Field(None, description="datetime: the zone the values are written in; the column becomes an instant (TIMESTAMPTZ).")
+    timezone: TimeZone | None = Field(None, description="datetime: the zone the values are written in; the column becomes an instant (TIMESTAMPTZ).")
     thousands_separator: str = Field(",", max_length=1, description="integer/decimal: the digit grouping mark allowed in values.")
     decimal_separator: str = Field(".", max_length=1, description="decimal: the mark before the fraction.")
     scale: int | None = Field(None, ge=0, le=18, description="decimal: digits after the point, stored exactly as DECIMAL(38, scale); default a double.")
@@ -52,16 +51,6 @@ class ColumnRules(Strict):
     @property
     def formats(self) -> list[str]:
         return [self.format] if isinstance(self.format, str) else list(self.format or [])
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"'{value}' is not a time zone: use an IANA name such as Europe/Berlin or America/New_York") from None
-        return value
 
     @field_validator("regex")
     @classmethod

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from headwater.config.base import Duration, Name, Strict
+from headwater.config.base import Duration, Name, Strict, TimeZone
 
 # A source table's own name: anything the database allows except quotes, slashes and control characters.
 TableName = Annotated[str, Field(pattern=r"^[^\x00-\x1f\"'`/\\]{1,63}$")]
@@ -52,19 +51,9 @@ class DatabaseSource(Strict):
     check_deletes_every: Duration = Field(
         dt.timedelta(0), description="How often hard deletes are looked for (a cheap count first, then keys only); 0 = every sync."
     )
-    timezone: str | None = Field(
+    timezone: TimeZone | None = Field(
         None, description="Time zone that 'timestamp without time zone' columns are written in (e.g. Europe/Berlin): they become UTC instants. Default: kept as they are."
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, America/New_York, Asia/Kolkata)") from None
-        return value
 
     def settings_for(self, table: str) -> TableSettings:
         return self.overrides.get(table) or TableSettings()
