@@ -205,8 +205,8 @@ class PostgresSource(SqlSource):
             return f"{col}::numeric(20,2)"
         if typtype == "d":  # a domain: read as its base type
             return f"{col}::{_base_type_text(type_text, base_type, typmod)}"
-        if typtype == "e" or typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea"):
-            return f"{col}::text"
+        if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
+            return f"{col}::text"  # geometric, network, range and other types without a DuckDB twin: their text form
         if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
             return f"{col}::text[]"
         return col
