@@ -368,7 +368,10 @@ class SqlSource:
             new_state["cursor_max"] = last
             where = None if last is None else self._cursor_where(info, plan, last)
         changes = "_hw_changes"
-        probed = self.probe(con, info, where) if where else None
+        deletes_due = plan.mode != "append" and plan.deletes != "ignore" and self._deletes_due(state, plan)
+        # One pass over the source for "how many changed, how many in all" pays off when the count is
+        # needed anyway (deletes due); otherwise reading the changes is itself the one pass.
+        probed = self.probe(con, info, where) if where and deletes_due else None
         source_count = probed[1] if probed else None
         if probed is not None and probed[0] == 0:  # nothing changed: no second pass over the source
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT * FROM {target} LIMIT 0")
@@ -390,7 +393,7 @@ class SqlSource:
             if top is not None and (new_state.get("cursor_max") is None or _after(top, new_state["cursor_max"])):
                 new_state["cursor_max"] = _jsonable(top)
         con.execute(f"DROP TABLE {changes}")
-        if plan.mode != "append" and plan.deletes != "ignore" and self._deletes_due(state, plan):
+        if deletes_due:
             stats.deleted = self._remove_deleted(con, info, plan, target, source_count)
             new_state["last_delete_check"] = _now().isoformat()
 
