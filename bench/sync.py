@@ -89,10 +89,14 @@ def psql(url: str, sql: str) -> None:
         raise SystemExit(f"psql failed: {proc.stderr}")
 
 
-def project(folder: Path, url: str) -> Path:
+def project(folder: Path, url: str, extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "headwater.yml").write_text(f"name: bench\nsources:\n  app:\n    type: postgres\n    url: {url}\n    tables: [bench_signups]\n")
+    (folder / "headwater.yml").write_text(f"name: bench\nsources:\n  app:\n    type: postgres\n    url: {url}\n    tables: [bench_signups]\n{extra}")
     return folder
+
+
+# The opt-in cursor mode: the updated_at index instead of a pass over the table, deletes checked hourly.
+CURSOR_MODE = "    check_deletes_every: 1h\n    overrides:\n      bench_signups: {cursor: [updated_at], lookback: 1h}\n"
 
 
 def main() -> None:
@@ -134,13 +138,15 @@ def main() -> None:
 
         inc_folder = project(work / "inc", url)
         timed([*headwater, "sync", "-p", str(inc_folder), "--json"])
+        cur_folder = project(work / "cursor", url, CURSOR_MODE)
+        timed([*headwater, "sync", "-p", str(cur_folder), "--json"])
         dlt_db, dlt_work = work / "dlt.duckdb", work / "dlt"
         dlt_script = work / "dlt_run.py"
         dlt_script.write_text(DLT_SCRIPT)
         if args.dlt:
             print("  dlt initial load …", flush=True)
             timed([sys.executable, str(dlt_script), url, str(dlt_db), str(dlt_work)])
-        incs, idles, dlt_incs, dlt_idles, inc_table, idle_table = [], [], [], [], [], []
+        incs, idles, dlt_incs, dlt_idles, inc_table, idle_table, curs, cur_idles = [], [], [], [], [], [], [], []
         next_id = args.rows * 10
         for run in range(args.runs):
             psql(url, CHANGES_SQL.format(start=next_id))
@@ -152,13 +158,18 @@ def main() -> None:
             inc_table.append(_table_seconds())
             idles.append(timed([*headwater, "sync", "-p", str(inc_folder), "--json"])[0])
             idle_table.append(_table_seconds())
+            curs.append(timed([*headwater, "sync", "-p", str(cur_folder), "--json"])[0])
+            cur_idles.append(timed([*headwater, "sync", "-p", str(cur_folder), "--json"])[0])
             print(f"  run {run + 1}: headwater incremental {incs[-1]:.2f} s (table {inc_table[-1]:.2f} s), nothing to do {idles[-1]:.2f} s (table {idle_table[-1]:.2f} s)"
+                  + f" · cursor mode {curs[-1]:.2f} s, nothing to do {cur_idles[-1]:.2f} s"
                   + (f" · dlt incremental {dlt_incs[-1]:.2f} s, nothing to do {dlt_idles[-1]:.2f} s" if args.dlt else ""), flush=True)
         inc = {
             "headwater_s": round(statistics.median(incs), 2),
             "headwater_idle_s": round(statistics.median(idles), 2),
             "headwater_table_s": round(statistics.median(inc_table), 2),
             "headwater_idle_table_s": round(statistics.median(idle_table), 2),
+            "headwater_cursor_mode_s": round(statistics.median(curs), 2),
+            "headwater_cursor_mode_idle_s": round(statistics.median(cur_idles), 2),
         }
         if args.dlt:
             inc |= {
@@ -166,6 +177,7 @@ def main() -> None:
                 "dlt_idle_s": round(statistics.median(dlt_idles), 2),
                 "speedup": round(statistics.median(dlt_incs) / statistics.median(incs), 2),
                 "idle_speedup": round(statistics.median(dlt_idles) / statistics.median(idles), 2),
+                "cursor_mode_speedup": round(statistics.median(dlt_incs) / statistics.median(curs), 2),
             }
         results["incremental_20k"] = inc
         print(json.dumps(results, indent=2))
