@@ -428,6 +428,7 @@ def test_sync_from_a_hot_standby(postgres_server: Any, fresh_pg_database: str, t
 
     primary = Harness(fresh_pg_database, tmp_path)
     make_items(primary, 2000)
+    primary.sql("CREATE TABLE marker (n int)")
     standby = pg.start_standby(postgres_server)
     try:
         replica_url = make_url(fresh_pg_database).set(port=standby.port).render_as_string(hide_password=False)
@@ -435,19 +436,23 @@ def test_sync_from_a_hot_standby(postgres_server: Any, fresh_pg_database: str, t
         replica_pg = psycopg.connect(libpq(replica_url), autocommit=True)
         assert replica_pg.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
 
+        marks = iter(range(1, 1000))
+
         def caught_up() -> None:
-            lsn = primary.sql("SELECT pg_current_wal_lsn()")[0][0]
+            """Wait until the standby has replayed everything: a marker written last becomes visible."""
+            n = next(marks)
+            primary.sql("INSERT INTO marker VALUES (%s)", [n])
             deadline = time.monotonic() + 30
-            while replica_pg.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()[0] is not True:
+            while replica_pg.execute("SELECT count(*) FROM marker WHERE n = %s", [n]).fetchone()[0] == 0:
                 assert time.monotonic() < deadline, "the standby did not catch up"
-                time.sleep(0.1)
+                time.sleep(0.05)
 
         caught_up()
-        assert replica.sync()["items"].rows == 2000
+        assert replica.sync(tables=["items"])["items"].rows == 2000
         primary.sql("UPDATE items SET qty = 99 WHERE id <= 10")
         primary.sql("DELETE FROM items WHERE id = 2000")
         caught_up()
-        stats = replica.sync()["items"]
+        stats = replica.sync(tables=["items"])["items"]
         assert (stats.mode, stats.rows_read, stats.deleted) == ("incremental", 10, 1)
         assert raw_items(primary) == source_items(primary)
         replica_pg.close()

@@ -15,7 +15,8 @@ import fnmatch
 import threading
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -154,17 +155,15 @@ class SqlSource:
 
     def sync(self, ctx: SyncContext) -> list[TableStats]:
         con = ctx.con
-        # Raw tables have no meaningful row order: not keeping the source's lets DuckDB write the
-        # scanner's parallel streams as they come (less memory, a little faster).
-        con.execute("SET preserve_insertion_order = false")
-        self.attach(con)
-        try:
-            tables = self._select_tables(con, ctx.tables)
-            ensure_state_table(con)
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
-            return [self._sync_table(ctx, info) for info in tables]
-        finally:
-            self.detach(con)
+        with _load_settings(con):
+            self.attach(con)
+            try:
+                tables = self._select_tables(con, ctx.tables)
+                ensure_state_table(con)
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
+                return [self._sync_table(ctx, info) for info in tables]
+            finally:
+                self.detach(con)
 
     def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> list[TableInfo]:
         spec = self.settings.tables
@@ -501,6 +500,28 @@ class _Progress:
         close = getattr(self.counter, "close", None)
         if close is not None:
             close()
+
+
+# Raw tables have no meaningful row order: not keeping the source's lets DuckDB write the scanner's
+# parallel streams as they come (less memory). Dictionary compression is most of the CPU a load
+# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU
+# (docs/benchmarks.md, "SQL sync"). Both are put back afterwards.
+LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'"}
+
+
+@contextmanager
+def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
+    for name, value in LOAD_SETTINGS.items():
+        con.execute(f"SET {name} = {value}")
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None or value == "":
+                con.execute(f"RESET {name}")
+            else:
+                con.execute(f"SET {name} = {ql(str(value)) if isinstance(value, str) else value}")
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
