@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -504,15 +505,20 @@ class _Progress:
 
 # Raw tables have no meaningful row order: not keeping the source's lets DuckDB write the scanner's
 # parallel streams as they come (less memory). Dictionary compression is most of the CPU a load
-# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU
-# (docs/benchmarks.md, "SQL sync"). Both are put back afterwards.
-LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'"}
+# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU. DuckDB's
+# buffer pool would otherwise keep every block a load writes (2.1 GB at 20M rows): 700 MB bounds the
+# process at ~0.8 GB whatever the table's size, and is faster too (docs/benchmarks.md, "SQL sync").
+# All are put back afterwards.
+LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'", "memory_limit": "'700MB'"}
 
 
 @contextmanager
 def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
-    for name, value in LOAD_SETTINGS.items():
+    settings = dict(LOAD_SETTINGS)
+    if _bytes(str(before["memory_limit"])) <= _bytes(settings["memory_limit"].strip("'")):
+        del settings["memory_limit"], before["memory_limit"]  # the project's own, lower limit stands
+    for name, value in settings.items():
         con.execute(f"SET {name} = {value}")
     try:
         yield
@@ -522,6 +528,20 @@ def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
                 con.execute(f"RESET {name}")
             else:
                 con.execute(f"SET {name} = {ql(str(value)) if isinstance(value, str) else value}")
+
+
+_UNITS = {"": 1, "B": 1, "BYTES": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([A-Za-z]*)\s*$")
+
+
+def _bytes(text: str) -> float:
+    """DuckDB's memory sizes ('18.7 GiB', '700MB') in bytes; unknown forms count as unlimited."""
+    match = _SIZE.match(text)
+    if not match or match.group(2).upper() not in _UNITS:
+        return float("inf")
+    return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
