@@ -1,5 +1,6 @@
 """Fixtures for the web tests: a demo-shaped project whose published data is a small synthetic
-``flake_rate_weekly`` table, written straight into a snapshot (no dbt run).
+``flake_rate_weekly`` table, written straight into a snapshot (no dbt run); and an install with two
+organisations, each with such a project and data of its own (`make_install`).
 
 Test modules import the ``*_fixture`` functions; pytest knows them by their ``name=``, so test
 arguments do not shadow the imported names."""
@@ -18,12 +19,14 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 import headwater
+from headwater.cli.orgs import point_at_install
 from headwater.config import LoadedProject, load_project
 from headwater.orchestrate import open_system_db
 from headwater.system.accounts import Accounts, DuplicateEmail, SessionUser
+from headwater.system.orgs import Install, Organisations, project_name
 from headwater.warehouse import Warehouse
 from headwater.web import create_app
-from headwater.web.auth import SESSION_COOKIE
+from headwater.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 
 DEMO = Path(headwater.__file__).parent / "demo" / "project"
 WEEKS = [dt.date(2024, 1, 6), dt.date(2024, 1, 13), dt.date(2024, 1, 20)]
@@ -35,12 +38,12 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "correct horse battery staple"
 
 
-def synthetic_rows(scale: int = 1) -> list[dict[str, object]]:
+def synthetic_rows(scale: int = 1, regions: list[str] = REGIONS, organizers: list[str] = ORGANIZERS) -> list[dict[str, object]]:
     """Base counts of the mart, different for every (week, region, organizer)."""
     rows = []
     for w, week in enumerate(WEEKS):
-        for r, region in enumerate(REGIONS):
-            for o, organizer in enumerate(ORGANIZERS):
+        for r, region in enumerate(regions):
+            for o, organizer in enumerate(organizers):
                 rows.append(
                     {
                         "week_start": week,
@@ -172,3 +175,53 @@ def html_table(html: str, table_id: str) -> list[list[str]]:
     parser = _Tables()
     parser.feed(html)
     return parser.tables[table_id]
+
+
+# --- an install with two organisations -------------------------------------------------------------
+
+# Each organisation's data has region and organizer names no other one has, so a leak shows.
+ORG_DATA = {"acme": (["East", "North", "South"], ["Ana", "Ben"]), "beta": (["Bravo-Hills", "Delta-Coast"], ["Zed", "Yan"])}
+
+
+def make_install(root: Path, orgs: dict[str, tuple[list[str], list[str]]] = ORG_DATA) -> Install:
+    """An install whose organisations each have the demo's project files and a published snapshot
+    of synthetic rows with their own regions and organizers."""
+    install = Install.create(root, title="Test install")
+    db = install.open_db()
+    try:
+        for slug, (regions, organizers) in orgs.items():
+            folder = root / "orgs" / slug
+            project = make_project(folder)
+            project.file.write_text(point_at_install(project.file.read_text(), project_name(slug), install.project_system_url()))
+            project = load_project(folder)
+            publish_rows(project, synthetic_rows(1 + len(regions), regions, organizers), "run-000001")
+            Organisations(db).create(slug, name=slug.title(), project_path=str(folder.resolve()))
+    finally:
+        db.close()
+    return install
+
+
+def member(install: Install, email: str, org: str, role: str, attributes: dict[str, list[str]] | None = None) -> str:
+    """``email`` (password PASSWORD) as ``role`` of ``org``: the account is created, or joins."""
+    db = install.open_db()
+    try:
+        accounts = Accounts(db, hasher=FAST_HASHER)
+        if accounts.exists(email):
+            accounts.set_role(email, role, org=org, attributes=attributes or {})
+        else:
+            accounts.create_user(email, PASSWORD, role, org=org, attributes=attributes)
+    finally:
+        db.close()
+    return email
+
+
+def form_log_in(client: TestClient, email: str, password: str = PASSWORD) -> None:
+    """Log ``client`` in through the login form, as a browser does."""
+    client.get("/login")
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": client.cookies.get(LOGIN_CSRF_COOKIE) or ""}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+
+
+@pytest.fixture(name="install")
+def install_fixture(tmp_path: Path) -> Install:
+    return make_install(tmp_path / "install")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import re
 import subprocess
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from argon2 import PasswordHasher
-from conftest_web import FAST_HASHER, PASSWORD, account, client_fixture, empty_project_fixture, project_fixture  # noqa: F401
+from conftest_web import FAST_HASHER, PASSWORD, account, client_fixture, empty_project_fixture, form_log_in, install_fixture, member, project_fixture  # noqa: F401
 from fastapi import Depends
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -46,7 +47,8 @@ from headwater.system.accounts import (
     normalise_email,
 )
 from headwater.web import create_app
-from headwater.web.auth import LOGIN_CSRF_COOKIE, PUBLIC, ROUTE_RULES, SESSION_COOKIE, AuthSettings, RouteInfo, require, route_table, safe_next
+from headwater.system.orgs import Install, project_name
+from headwater.web.auth import INSTALL_ROUTE_RULES, LOGIN_CSRF_COOKIE, ROUTE_RULES, SESSION_COOKIE, AuthSettings, RouteInfo, require, route_table, safe_next
 
 UTC = dt.UTC
 START = dt.datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
@@ -382,8 +384,9 @@ class Sample:
     form: dict[str, str] = field(default_factory=dict)
 
 
-# One request per route of the app. A new route fails test_route_matrix until it is added here.
-SAMPLES: dict[str, Sample] = {
+# One request per organisation route, by its path within the organisation (prefixed with /o/<slug>
+# in an install with many). A new route fails test_route_matrix until it is added here.
+ORG_SAMPLES: dict[str, Sample] = {
     "GET /": Sample("/", ok=303),  # to the only dashboard
     "GET /dashboards/{name}": Sample("/dashboards/flake_rate"),
     "GET /api/dashboards/{name}/charts/{index:int}": Sample("/api/dashboards/flake_rate/charts/0"),
@@ -403,45 +406,78 @@ SAMPLES: dict[str, Sample] = {
     "POST /pipelines/{name}/run": Sample("/pipelines/flake_rate/run", ok=303),  # back to /pipelines (started, or already running)
     "GET /admin/users": Sample("/admin/users"),
     "POST /admin/users": Sample("/admin/users", ok=303, form={"email": "new@example.org", "role": "viewer", "password": PASSWORD}),
-    # user 1 is the viewer (test_route_matrix creates the viewer's account first); both leave it as it was
+    # user 1 is the organisation's viewer (the matrix tests create that account first); both leave it as it was
     "POST /admin/users/{user_id:int}/role": Sample("/admin/users/1/role", ok=303, form={"role": "viewer"}),
     "POST /admin/users/{user_id:int}/disabled": Sample("/admin/users/1/disabled", ok=303, form={"disabled": "0"}),
+    "POST /admin/invitations": Sample("/admin/invitations", form={"email": "invited@example.org", "role": "viewer"}),  # the page, with the link
+    "GET /admin/audit": Sample("/admin/audit"),
+}
+# One request per install route, by its path. {invitation}: an open invitation; {fresh_invitation}:
+# a new one for each request (accepting one uses it up).
+INSTALL_SAMPLES: dict[str, Sample] = {
+    "GET /": Sample("/", ok=303),  # an install with many organisations: straight to one's only organisation
     "GET /healthz": Sample("/healthz"),
     "GET /static/plotly.min.js": Sample("/static/plotly.min.js"),
     "GET /static": Sample("/static/style.css"),
     "GET /login": Sample("/login", ok=303, anonymous_ok=200),  # signed in: on to the dashboards
-    "POST /login": Sample("/login", ok=303, form={"email": "viewer@example.org", "password": PASSWORD}),
+    "POST /login": Sample("/login", ok=303, form={"email": "{viewer}", "password": PASSWORD}),
     "POST /logout": Sample("/logout", ok=303),
+    "GET /invite/{token}": Sample("/invite/{invitation}"),
+    "POST /invite/{token}": Sample("/invite/{fresh_invitation}", ok=303, form={"password": PASSWORD, "confirm": PASSWORD}),  # joins, logs in
 }
+ORGS = ("acme", "beta")  # the matrix's install: requests go to acme; beta's members are strangers there
 
 
-def expected_status(info: RouteInfo, who: str) -> int:
+@dataclass(frozen=True)
+class Who:
+    role: Role | None = None  # None: anonymous
+    org: str | None = None  # an install with many organisations: whose member
+
+    @property
+    def email(self) -> str:
+        return f"{self.role}@example.org" if self.org is None else f"{self.role}-{self.org}@example.org"
+
+    def __str__(self) -> str:
+        return "anonymous" if self.role is None else (str(self.role) if self.org is None else f"{self.role} of {self.org}")
+
+
+def sample(info: RouteInfo) -> Sample:
+    return (ORG_SAMPLES if info.org else INSTALL_SAMPLES)[info.rule_key]
+
+
+def expected_status(info: RouteInfo, who: Who) -> int:
+    """Public: as the sample says. Anonymous: to the login page (401 for the API). A stranger to the
+    organisation: 404, as for one that does not exist. A member whose role is too low: 403."""
     assert info.rule is not None
-    sample = SAMPLES[info.key]
+    example = sample(info)
     if info.rule.public:
-        return sample.anonymous_ok if who == "anonymous" and sample.anonymous_ok else sample.ok
-    if who == "anonymous":
-        return 401 if info.path.startswith("/api/") else 303
-    if info.rule.role is not None and not Role(who).allows(info.rule.role):
+        return example.anonymous_ok if who.role is None and example.anonymous_ok else example.ok
+    if who.role is None:
+        return 401 if info.path.startswith("/api/") or info.local.startswith("/api/") else 303
+    if info.org and who.org not in (None, ORGS[0]):
+        return 404
+    if info.rule.role is not None and not who.role.allows(info.rule.role):
         return 403
-    return sample.ok
+    return example.ok
 
 
-def request_as(app: Any, project: LoadedProject, info: RouteInfo, who: str, run_id: int) -> Any:
-    """The route's sample request by ``who``, in a fresh session, carrying the right CSRF token."""
-    with TestClient(app) as client:
+def request_as(app: Any, info: RouteInfo, who: Who, values: dict[str, Any], prefix: str = "") -> Any:
+    """The route's sample request by ``who``, in a fresh session, carrying the right CSRF token
+    (the app's lifespan is the caller's: a client entered once for all requests)."""
+    with contextlib.closing(TestClient(app)) as client:
         headers = {}
-        if who != "anonymous":
+        if who.role is not None:
             client.get("/login")
-            response = client.post("/login", data={"email": f"{who}@example.org", "password": PASSWORD, "csrf_token": client.cookies.get(LOGIN_CSRF_COOKIE)}, follow_redirects=False)
+            response = client.post("/login", data={"email": who.email, "password": PASSWORD, "csrf_token": client.cookies.get(LOGIN_CSRF_COOKIE)}, follow_redirects=False)
             assert response.status_code == 303, response.text
             if not (info.rule is not None and info.rule.public):
                 headers["X-CSRF-Token"] = _viewer_csrf(client)
-        sample = SAMPLES[info.key]
-        url = sample.url.format(run_id=run_id)
+        example = sample(info)
+        filled = {key: value() if callable(value) else value for key, value in values.items()}
+        url = (prefix if info.org else "") + example.url.format(**filled)
         if info.method == "GET":
             return client.get(url, follow_redirects=False)
-        form = dict(sample.form)
+        form = {key: value.format(**filled) for key, value in example.form.items()}
         if info.rule is not None and info.rule.public:  # a form anyone may post: the login page's token
             form["csrf_token"] = "a-login-page-token-as-a-browser-keeps-it-0123"
             client.cookies.set(LOGIN_CSRF_COOKIE, form["csrf_token"])
@@ -459,43 +495,141 @@ def signed_in(client: TestClient) -> bool:
     return client.get("/login", follow_redirects=False).status_code == 303
 
 
-def test_every_route_has_an_explicit_rule(app: Any) -> None:
-    """A new route without a rule fails here: it must say who may use it (ROUTE_RULES or require())."""
+def test_every_route_has_an_explicit_rule(app: Any, install: Install) -> None:
+    """A new route without a rule fails here: it must say who may use it (ROUTE_RULES,
+    INSTALL_ROUTE_RULES or require()), in an install with one organisation and with many."""
+    tables = {"one": route_table(app), "many": route_table(create_app(install))}
+    for kind, table in tables.items():
+        missing = [info.key for info in table if info.rule is None]
+        assert missing == [], f"{kind}: routes without a permission rule (add them to web/auth.py ROUTE_RULES): {missing}"
+        public = {info.key for info in table if info.rule is not None and info.rule.public}
+        assert public == {"GET /healthz", "GET /login", "POST /login", "GET /static", "GET /static/plotly.min.js", "GET /invite/{token}", "POST /invite/{token}"}, kind
+    org_keys = {info.rule_key for table in tables.values() for info in table if info.org}
+    install_keys = {info.rule_key for table in tables.values() for info in table if not info.org}
+    assert set(ROUTE_RULES) - org_keys == set(), "rules for organisation routes that do not exist"
+    assert set(INSTALL_ROUTE_RULES) - install_keys == set(), "rules for install routes that do not exist"
+    assert all(info.path.startswith("/o/{org}/") for info in tables["many"] if info.org)
+
+
+def _matrix(app: Any, who: list[Who], values: dict[str, Any], prefix: str) -> None:
     table = route_table(app)
-    missing = [info.key for info in table if info.rule is None]
-    assert missing == [], f"routes without a permission rule (add them to web/auth.py ROUTE_RULES): {missing}"
-    stale = set(ROUTE_RULES) - {info.key for info in table}
-    assert stale == set(), f"rules for routes that do not exist: {stale}"
-    assert {info.key for info in table if info.rule is PUBLIC} == {"GET /healthz", "GET /login", "POST /login", "GET /static", "GET /static/plotly.min.js"}
+    unsampled = [info.key for info in table if info.rule_key not in (ORG_SAMPLES if info.org else INSTALL_SAMPLES)]
+    assert unsampled == [], f"add a sample request for these routes to ORG_SAMPLES / INSTALL_SAMPLES: {unsampled}"
+    rows, wrong = [], []
+    with TestClient(app):  # the app's lifespan, once: each request below is a new browser
+        results = {(info.key, str(person)): request_as(app, info, person, values, prefix) for info in table for person in who}
+    for info in table:
+        cells = []
+        for person in who:
+            want = expected_status(info, person)
+            response = results[(info.key, str(person))]
+            got: int | str = response.status_code
+            if got == 303 and want == 303 and person.role is None and not info.rule.public:  # type: ignore[union-attr]
+                location = response.headers["location"]
+                got = got if location.startswith("/login") else f"303 to {location}"
+            if got == 403 and "/api/" in info.path:
+                assert response.json()["error"]["message"] == "You do not have access to this"
+            if got == 404 and info.org:
+                assert "Page not found" in response.text, response.text  # word for word what an unknown address gets
+            if got != want:
+                wrong.append(f"{info.key} as {person}: {got}, expected {want}")
+            cells.append(f"{got}")
+        rows.append(f"{info.key:60} {info.rule!s:10} " + " ".join(f"{c:>12}" for c in cells))
+    matrix = "\n".join([f"{'route':60} {'rule':10} " + " ".join(f"{w!s:>12}" for w in who), *rows])
+    print(matrix)
+    assert wrong == [], "\n".join(wrong) + "\n\n" + matrix
 
 
 def test_route_matrix(app: Any, project: LoadedProject) -> None:
-    """Every route of the app, requested by an anonymous visitor and by each role."""
+    """Every route of a one-project install, requested by an anonymous visitor and by each role."""
     for role in ROLES:
         account(project, role)
-    run_id = _a_run(project)
-    table = route_table(app)
-    unsampled = [info.key for info in table if info.key not in SAMPLES]
-    assert unsampled == [], f"add a sample request for these routes to SAMPLES: {unsampled}"
-    rows, wrong = [], []
-    for info in table:
-        cells = []
-        for who in WHO:
-            want = expected_status(info, who)
-            response = request_as(app, project, info, who, run_id)
-            got = response.status_code
-            if got == 303 and want == 303 and who == "anonymous" and not info.rule.public:  # type: ignore[union-attr]
-                location = response.headers["location"]
-                got = got if location.startswith("/login") else f"303 to {location}"  # type: ignore[assignment]
-            if got == 403 and info.path.startswith("/api/"):
-                assert response.json()["error"]["message"] == "You do not have access to this"
-            if got != want:
-                wrong.append(f"{info.key} as {who}: {got}, expected {want}")
-            cells.append(f"{got}")
-        rows.append(f"{info.key:55} {info.rule!s:10} " + " ".join(f"{c:>9}" for c in cells))
-    matrix = "\n".join([f"{'route':55} {'rule':10} " + " ".join(f"{w:>9}" for w in WHO), *rows])
-    print(matrix)
-    assert wrong == [], "\n".join(wrong) + "\n\n" + matrix
+    db = open_system_db(project)
+    try:
+        accounts = Accounts(db, hasher=FAST_HASHER)
+        invitation = accounts.invite("someone@example.org", "viewer", org="default", created_by="test")
+        fresh = _fresh_invitations(accounts, "default")
+        _matrix(app, [Who(), *(Who(role) for role in ROLES)], {"run_id": _a_run(project), "invitation": invitation, "fresh_invitation": fresh, "viewer": "viewer@example.org"}, "")
+    finally:
+        db.close()
+
+
+def test_route_matrix_two_organisations(install: Install) -> None:
+    """Every route of an install with two organisations, requested by an anonymous visitor, each role
+    of organisation acme and each role of beta, always for acme: beta's people get 404 for each of
+    acme's routes (as for an organisation that does not exist), acme's get what their role allows."""
+    people = [Who()]
+    for org in ORGS:  # acme's viewer first: it is user 1, whom the user samples change
+        for role in ROLES:
+            member(install, Who(role, org).email, org, role)
+            people.append(Who(role, org))
+    db = install.open_db()
+    try:
+        accounts = Accounts(db, hasher=FAST_HASHER)
+        assert accounts.get(Who(Role.viewer, "acme").email, org="acme").id == 1
+        invitation = accounts.invite("someone@example.org", "viewer", org="acme", created_by="test")
+        fresh = _fresh_invitations(accounts, "acme")
+        run_id = _a_run_in(db, "acme")
+        _a_run_in(db, "beta")
+        _matrix(create_app(install, AuthSettings(hasher=FAST_HASHER)), people, {"run_id": run_id, "invitation": invitation, "fresh_invitation": fresh, "viewer": "viewer-acme@example.org"}, "/o/acme")
+    finally:
+        db.close()
+
+
+def test_a_run_of_another_organisation_is_not_found(install: Install) -> None:
+    member(install, "ana@example.org", "acme", "admin")
+    db = install.open_db()
+    try:
+        theirs = _a_run_in(db, "beta")
+        ours = _a_run_in(db, "acme")
+    finally:
+        db.close()
+    with TestClient(create_app(install, AuthSettings(hasher=FAST_HASHER))) as client:
+        form_log_in(client, "ana@example.org")
+        assert client.get(f"/o/acme/runs/{ours}").status_code == 200
+        assert client.get(f"/o/acme/runs/{theirs}").status_code == 404  # beta's run, asked for through acme
+        assert client.get(f"/o/acme/api/runs/{theirs}/log").status_code == 404
+        assert f"/o/acme/runs/{theirs}" not in client.get("/o/acme/runs").text
+
+
+def test_every_state_changing_route_refuses_a_request_without_its_csrf_token(app: Any, project: LoadedProject, install: Install) -> None:
+    """Generated from the route tables: each POST (PUT, PATCH, DELETE) with everything right but the
+    token gets 403 and changes nothing; forms without a session (login, invitations) need the
+    double-submit cookie's token."""
+    account(project, "admin")
+    member(install, "admin-acme@example.org", "acme", "admin")
+    checked = []
+    for target, email, prefix in ((app, "admin@example.org", ""), (create_app(install, AuthSettings(hasher=FAST_HASHER)), "admin-acme@example.org", "/o/acme")):
+        for info in route_table(target):
+            if info.method in ("GET", "HEAD", "OPTIONS", "?"):
+                continue
+            example = sample(info)
+            url = (prefix if info.org else "") + example.url.format(run_id=1, invitation="x" * 43, fresh_invitation="x" * 43)
+            form = {key: value.format(viewer=email) for key, value in example.form.items()}
+            with TestClient(target) as client:
+                if not info.rule.public:  # type: ignore[union-attr]
+                    form_log_in(client, email)
+                    good = _viewer_csrf(client)
+                    for bad in ({}, {"csrf_token": "wrong"}, {"csrf_token": good[:-1] + ("x" if good[-1] != "x" else "y")}):
+                        refused = client.request(info.method, url, data={**form, **bad}, follow_redirects=False)
+                        assert refused.status_code == 403 and "did not come from a Headwater page" in refused.text, (info.key, bad)
+                else:
+                    client.cookies.clear()
+                    for cookie, field_value in ((None, "a" * 43), ("a" * 43, None), ("a" * 43, "b" * 43)):
+                        if cookie:
+                            client.cookies.set(LOGIN_CSRF_COOKIE, cookie)
+                        data = {**form, **({"csrf_token": field_value} if field_value else {})}
+                        refused = client.request(info.method, url, data=data, follow_redirects=False)
+                        assert refused.status_code == 403, (info.key, cookie, field_value)
+                        assert SESSION_COOKIE not in set_cookies(refused)
+                        client.cookies.clear()
+            checked.append(info.key)
+    assert {"POST /logout", "POST /o/{org}/admin/users", "POST /o/{org}/pipelines/{name}/run", "POST /login", "POST /invite/{token}"} <= set(checked)
+    db = open_system_db(project)
+    try:
+        assert [a.email for a in Accounts(db).list_users()] == ["admin@example.org"]  # "new@example.org" was never added
+    finally:
+        db.close()
 
 
 def test_a_route_without_a_rule_is_for_admins_only_and_is_reported(app: Any, project: LoadedProject) -> None:
@@ -527,7 +661,7 @@ def test_the_table_and_the_routes_own_require_both_apply(app: Any, project: Load
     def both(user: Annotated[SessionUser, Depends(require(Role.analyst))]) -> dict[str, str]:
         return {"by": user.email}
 
-    monkeypatch.setitem(ROUTE_RULES, "GET /both", ROUTE_RULES["GET /dashboards/{name}"])  # viewer
+    monkeypatch.setitem(INSTALL_ROUTE_RULES, "GET /both", ROUTE_RULES["GET /dashboards/{name}"])  # viewer
     app.add_api_route("/both", both)
     assert {info.key: info.rule for info in route_table(app)}["GET /both"].role is Role.analyst  # type: ignore[union-attr]
     for role in ("viewer", "analyst"):
@@ -535,6 +669,21 @@ def test_the_table_and_the_routes_own_require_both_apply(app: Any, project: Load
         with TestClient(app) as client:
             form_login(client, f"{role}@example.org")
             assert client.get("/both").status_code == (403 if role == "viewer" else 200)
+
+
+def _fresh_invitations(accounts: Accounts, org: str) -> Any:
+    """A new invitation to ``org`` at each call (for a sample that accepts one)."""
+    numbers = itertools.count()
+    return lambda: accounts.invite(f"joiner{next(numbers)}@example.org", "viewer", org=org, created_by="test")
+
+
+def _a_run_in(db: SystemDB, org: str) -> int:
+    """A finished run of organisation ``org``'s project, recorded as runs are: by project name."""
+    with db.session() as session:
+        run = Run(project=project_name(org), pipeline="flake_rate", status="success", trigger="cli", started_at=START, finished_at=START)
+        session.add(run)
+        session.commit()
+        return run.id
 
 
 def _a_run(project: LoadedProject) -> int:

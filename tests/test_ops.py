@@ -324,7 +324,7 @@ def test_run_now_runs_the_real_pipeline_once(tmp_path: Path) -> None:
         assert html_table(client.get("/sources").text, "tables-campaign")[1:][5][:2] == ["signups", "500"]
         log = client.get(f"/api/runs/{run_id}/log").json()
         assert log["run"]["finished"] and log["lines"][0]["message"].startswith(f"run {run_id} started")
-        assert [s["name"] for s in log["steps"]] == ["sync:campaign", "dbt:build", "checks", "publish"]
+        assert [s["name"] for s in log["steps"]] == ["sync:campaign", "sync:roster", "dbt:build", "checks", "publish"]
     db = open_system_db(project)
     try:
         with db.session() as session:
@@ -375,7 +375,7 @@ def test_sources_page_shows_the_last_successful_sync_freshness_and_quarantine(an
     assert "Quarantined rows 2" in text
     assert "statuses_are_fresh warn signup_statuses.created_at younger than 36h (warns) · pipeline flake_rate" in text
     assert f"observed: newest 2024-05-01 10:00 UTC (4d 23h ago) · run {good}" in text
-    assert "Browsing them comes with those sources" in text
+    assert "Database sources load every row or fail the run" in text
 
 
 def test_quarantine_counts_show_a_dash_until_a_source_records_them(analyst: TestClient, project: LoadedProject) -> None:
@@ -403,7 +403,7 @@ def test_source_page_shows_settings_and_per_table_history(analyst: TestClient, p
         [str(ids[0]), "2024-05-06 09:00 UTC", "100", "0.25", "full", "0"],
     ]
     assert [row[2] for row in html_table(page.text, "history-events")[1:]] == ["10", "10", "10"]
-    assert "once spreadsheet sources arrive" in text  # browsing quarantined rows: said, not a dead link
+    assert "File and spreadsheet sources set rows that break their cleaning rules aside instead" in text  # a sqlite source quarantines nothing
     assert analyst.get("/sources/nope").status_code == 404
 
 

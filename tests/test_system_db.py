@@ -21,7 +21,7 @@ from headwater.system import Run, RunLog, RunStep, SystemDB, migrate, resolve_ur
 from headwater.system.db import _alembic_config, open_engine
 from headwater.system.models import Base
 
-TABLES = {"runs", "run_steps", "run_logs", "check_results", "incidents", "schedule_state", "users", "organisations", "memberships", "sessions", "login_failures"}
+TABLES = {"runs", "run_steps", "run_logs", "check_results", "incidents", "schedule_state", "users", "organisations", "memberships", "sessions", "login_failures", "secrets", "audit_log", "invitations"}
 UTC = dt.UTC
 PLUS5 = dt.timezone(dt.timedelta(hours=5, minutes=30))
 

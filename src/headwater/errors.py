@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from headwater.redact import redact
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -36,7 +38,7 @@ class HeadwaterError(Exception):
             lines.append(f"Why: {self.why}")
         if self.fix:
             lines.append(f"Fix: {self.fix}")
-        return "\n".join(lines)
+        return redact("\n".join(lines))  # a driver's message may quote a connection string
 
 
 class ConfigError(HeadwaterError):

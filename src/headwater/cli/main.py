@@ -14,6 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from headwater import __version__
+from headwater.cli import orgs
+from headwater.cli import sync as sync_cli
+from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
 
 app = typer.Typer(
@@ -121,8 +124,9 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     from headwater.orchestrate import open_system_db
     from headwater.orchestrate.history import get_run
     from headwater.orchestrate.supervise import execute
+    from headwater.system.audit import cli_actor
 
-    outcome = execute(project, pipeline, trigger, show_log=not as_json)
+    outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor())
     db = open_system_db(project)
     try:
         record = get_run(db, project.config.name, outcome.run_id) if outcome.run_id is not None else None
@@ -298,8 +302,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
+    install: Annotated[Path | None, typer.Option("--install", "-i", help="Serve every organisation of this install (each under /o/NAME/) instead of one project.", show_default=False)] = None,
 ) -> None:
     """Serve the web app (dashboards and exports of published data) and the pipelines' schedules."""
+    if install is not None:
+        orgs.serve_install(install, host, port, scheduler=scheduler)
+        return
     _serve(_project(project), host, port, scheduler=scheduler)
 
 
@@ -359,22 +367,32 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
 
 user_app = typer.Typer(help="Accounts of the web app: add people, set their role, reset passwords, disable.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(secrets_app, name="secrets")
+orgs.register(app)  # `headwater org create|list`, `headwater invite`
+sync_cli.register(app)  # `headwater sync`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
 
 
 @contextmanager
-def _accounts(project: Path | None) -> Iterator[Any]:
-    """The project's accounts service (imported late to keep --help fast), its database closed after."""
-    from headwater.orchestrate import open_system_db
+def _accounts(project: Path | None, install: Path | None = None, org: str | None = None, *, need_org: bool = True) -> Iterator[tuple[Any, str]]:
+    """The accounts service of the system database meant (a project's, or an install's: see
+    `cli.orgs.target_db`) and the organisation meant; the database is closed after."""
     from headwater.system.accounts import Accounts
 
-    db = open_system_db(_project(project))
+    db, slug = orgs.target_db(project, install, org, need_org=need_org)
     try:
-        yield Accounts(db)
+        yield Accounts(db), slug
     finally:
         db.close()
+
+
+def _audit(accounts: Any, org: str, action: str, target: str, **detail: Any) -> None:
+    """The audit-log entry for an account change made from this command line."""
+    from headwater.system.audit import cli_actor, record
+
+    record(accounts.db, org=org, actor=cli_actor(), action=action, target=target, detail=detail or None)
 
 
 def _new_password(email: str, from_stdin: bool) -> str:
@@ -390,67 +408,105 @@ def _new_password(email: str, from_stdin: bool) -> str:
     return password
 
 
+OrgOpt = Annotated[str | None, typer.Option("--org", help="The organisation (default: a one-project install's own; needed in an install with several).", show_default=False)]
+InstallOpt = Annotated[Path | None, typer.Option("--install", "-i", help="An install with several organisations: its folder.", show_default=False)]
+AttrOpt = Annotated[list[str] | None, typer.Option("--attr", help="Row-level attribute NAME=VALUE, e.g. region=North: with a dashboard's row filter on it, they see only those rows (repeat for more).")]
+
+
 @user_app.command("add")
 def user_add(
     email: Annotated[str, typer.Argument(help="The person's e-mail address: what they log in with.", show_default=False)],
     role: Annotated[str, typer.Option("--role", "-r", help="viewer, analyst or admin.")] = "viewer",
     password_stdin: PasswordStdinOpt = False,
+    org: OrgOpt = None,
+    attrs: AttrOpt = None,
+    install: InstallOpt = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Add an account; asks for its password (at least 10 characters)."""
+    """Add a person to an organisation with a role; asks for a password (at least 10 characters) when
+    they have no account yet (someone with an account in another organisation keeps theirs)."""
     from headwater.system.accounts import normalise_email, parse_role
+    from headwater.system.orgs import DEFAULT_ORG, parse_attributes
 
     email, role = normalise_email(email), parse_role(role).value  # refuse a typo before asking for a password
-    with _accounts(project) as accounts:
-        accounts.check_new(email, role)  # a duplicate is refused before asking for a password
-        created = accounts.create_user(email, _new_password(email, password_stdin), role)
-    out.print(f"Added [bold]{created.email}[/] as {created.role}. They can log in at /login of `headwater serve`.", highlight=False)
+    attributes = parse_attributes(attrs or [])
+    with _accounts(project, install, org) as (accounts, slug):
+        if accounts.exists(email) and slug not in accounts.organisations_of(email):
+            created = accounts.add_member(email, role, org=slug, attributes=attributes)
+            joined = True
+        else:
+            accounts.check_new(email, role)  # a duplicate is refused before asking for a password
+            created = accounts.create_user(email, _new_password(email, password_stdin), role, org=slug, attributes=attributes)
+            joined = False
+        _audit(accounts, slug, "user_added", created.email, role=created.role, **({"attributes": attributes} if attributes else {}))
+    scope = "; sees only rows with " + ", ".join(f"{k} = {' or '.join(v)}" for k, v in attributes.items()) if attributes else ""
+    how = "with the password they already have" if joined else "at /login of `headwater serve`"
+    where = "" if slug == DEFAULT_ORG else f" in {slug}"
+    out.print(f"Added [bold]{created.email}[/] as {created.role}{where}{scope}. They can log in {how}.", highlight=False)
 
 
 @user_app.command("list")
-def user_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
-    """Accounts, their role and when they last logged in."""
-    with _accounts(project) as accounts:
-        users = accounts.list_users()
+def user_list(org: OrgOpt = None, install: InstallOpt = None, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """The members of an organisation: role, row-level attributes, when they last logged in."""
+    with _accounts(project, install, org) as (accounts, slug):
+        users = accounts.list_users(org=slug)
     if as_json:
-        out.print_json(data=[{"email": u.email, "role": u.role, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None} for u in users])
+        out.print_json(
+            data=[
+                {"email": u.email, "role": u.role, "attributes": {k: list(v) for k, v in u.attributes.items()}, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+                for u in users
+            ]
+        )
         return
-    table = Table("email", "role", "status", "last login (UTC)", box=None)
+    table = Table("email", "role", "rows", "status", "last login (UTC)", box=None)
     for u in users:
-        table.add_row(u.email, str(u.role or "-"), "[red]disabled[/]" if u.disabled else "active", f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never")
+        rows = "; ".join(f"{k} = {', '.join(v)}" for k, v in u.attributes.items()) or "all"
+        table.add_row(u.email, str(u.role or "-"), rows, "[red]disabled[/]" if u.disabled else "active", f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never")
     out.print(table if users else "No accounts yet. Add one with `headwater user add EMAIL --role admin`.")
 
 
 @user_app.command("set-role")
-def user_set_role(email: Annotated[str, typer.Argument(show_default=False)], role: RoleArg, project: ProjectOpt = None) -> None:
-    """Change an account's role."""
-    with _accounts(project) as accounts:
-        changed = accounts.set_role(email, role)
-    out.print(f"{changed.email} is now {changed.role}.", highlight=False)
+def user_set_role(
+    email: Annotated[str, typer.Argument(show_default=False)], role: RoleArg, org: OrgOpt = None, attrs: AttrOpt = None, install: InstallOpt = None, project: ProjectOpt = None
+) -> None:
+    """Change a person's role in an organisation (and, with --attr, the rows they see there)."""
+    from headwater.system.orgs import DEFAULT_ORG, parse_attributes
+
+    attributes = parse_attributes(attrs) if attrs is not None else None
+    with _accounts(project, install, org) as (accounts, slug):
+        changed = accounts.set_role(email, role, org=slug, attributes=attributes)
+        _audit(accounts, slug, "role_changed", changed.email, role=changed.role, **({"attributes": attributes} if attributes is not None else {}))
+    out.print(f"{changed.email} is now {changed.role}{'' if slug == DEFAULT_ORG else f' in {slug}'}.", highlight=False)
 
 
 @user_app.command("set-password")
-def user_set_password(email: Annotated[str, typer.Argument(show_default=False)], password_stdin: PasswordStdinOpt = False, project: ProjectOpt = None) -> None:
+def user_set_password(email: Annotated[str, typer.Argument(show_default=False)], password_stdin: PasswordStdinOpt = False, install: InstallOpt = None, project: ProjectOpt = None) -> None:
     """Set a new password; every session of the account ends (logged out everywhere)."""
-    with _accounts(project) as accounts:
+    with _accounts(project, install, need_org=False) as (accounts, _slug):
         found = accounts.get(email)
         accounts.set_password(found.email, _new_password(found.email, password_stdin))
+        for slug in accounts.organisations_of(found.email):
+            _audit(accounts, slug, "password_changed", found.email)
     out.print(f"New password set for {found.email}; its sessions were ended.", highlight=False)
 
 
 @user_app.command("disable")
-def user_disable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
-    """Stop an account from logging in, and end its sessions now."""
-    with _accounts(project) as accounts:
+def user_disable(email: Annotated[str, typer.Argument(show_default=False)], install: InstallOpt = None, project: ProjectOpt = None) -> None:
+    """Stop an account from logging in (to every organisation), and end its sessions now."""
+    with _accounts(project, install, need_org=False) as (accounts, _slug):
         changed = accounts.set_disabled(email, True)
+        for slug in accounts.organisations_of(changed.email):
+            _audit(accounts, slug, "user_disabled", changed.email)
     out.print(f"{changed.email} is disabled and logged out everywhere.", highlight=False)
 
 
 @user_app.command("enable")
-def user_enable(email: Annotated[str, typer.Argument(show_default=False)], project: ProjectOpt = None) -> None:
+def user_enable(email: Annotated[str, typer.Argument(show_default=False)], install: InstallOpt = None, project: ProjectOpt = None) -> None:
     """Let a disabled account log in again."""
-    with _accounts(project) as accounts:
+    with _accounts(project, install, need_org=False) as (accounts, _slug):
         changed = accounts.set_disabled(email, False)
+        for slug in accounts.organisations_of(changed.email):
+            _audit(accounts, slug, "user_enabled", changed.email)
     out.print(f"{changed.email} can log in again.", highlight=False)
 
 
@@ -459,6 +515,9 @@ def main() -> None:
 
     Typer runs in standalone mode, so usage errors (unknown option, missing argument) print their own
     message and exit 2, and Ctrl+C aborts cleanly."""
+    from headwater.redact import install_logging
+
+    install_logging()
     try:
         app()
     except HeadwaterError as exc:

@@ -59,7 +59,7 @@ class ColumnRules(Strict):
             import duckdb
 
             try:  # the rule runs in DuckDB (RE2): check it there, not with Python's re
-                duckdb.execute("SELECT regexp_full_match('', ?)", [value]).fetchone()
+                duckdb.connect().execute("SELECT regexp_full_match('', ?)", [value]).fetchone()  # a private connection: the module-level one is not thread-safe
             except duckdb.Error as exc:
                 raise ValueError(f"regex {value!r} is not valid: {str(exc).splitlines()[0]}") from None
         return value

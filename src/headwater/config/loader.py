@@ -12,12 +12,19 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from headwater.config.model import IDENT, Dashboard, LoadedProject, Project
-from headwater.config.yamlfile import Located, load_yaml
+from headwater.config.model import (
+    IDENT,
+    Dashboard,
+    LoadedProject,
+    Project,
+    SystemDatabase,
+)
+from headwater.config.yamlfile import Located, load_yaml, resolve_secrets
 from headwater.errors import ConfigError, NotFound
 
 PROJECT_FILE = "headwater.yml"
 DASHBOARDS_DIR = "dashboards"
+DEFAULT_ORG = "default"  # the one organisation of a single-organisation install (see system.accounts)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -34,10 +41,14 @@ def find_project_root(start: Path | None = None) -> Path:
     )
 
 
-def load_project(root: Path | None = None, env: Mapping[str, str] | None = None) -> LoadedProject:
+def load_project(root: Path | None = None, env: Mapping[str, str] | None = None, *, org: str | None = None) -> LoadedProject:
+    """``org``: the organisation whose secrets ``${secret:NAME}`` reads (default: the organisation
+    whose project is this folder in the system database, else the install's one, ``default``)."""
     root = find_project_root(root)
     file = root / PROJECT_FILE
     located = load_yaml(file, env)
+    if located.pending:
+        resolve_secrets(located, env, _StoreLookup(root, located, env, org))
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
     for path in sorted([*(root / DASHBOARDS_DIR).glob("*.yml"), *(root / DASHBOARDS_DIR).glob("*.yaml")]):
@@ -45,8 +56,50 @@ def load_project(root: Path | None = None, env: Mapping[str, str] | None = None)
             raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
         if path.stem in dashboards:
             raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
-        dashboards[path.stem] = _validate(Dashboard, load_yaml(path, env))
+        board = load_yaml(path, env)
+        if board.pending:
+            raise ConfigError(f"{board.pending[0].where}: dashboards cannot use ${{secret:...}}", why="a dashboard is read by everyone who may view it", fix=f"Use secrets in {PROJECT_FILE}, where sources and alert channels are set up.")
+        dashboards[path.stem] = _validate(Dashboard, board)
     return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}))
+
+
+def project_system_url(root: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """The project folder and its system database URL, without resolving secrets or validating the
+    rest of the file: what `headwater secrets` needs while headwater.yml refers to secrets not set yet."""
+    root = find_project_root(root)
+    return root, _system_url(load_yaml(root / PROJECT_FILE, env))
+
+
+def _system_url(located: Located) -> str:
+    system = located.data.get("system") if isinstance(located.data, dict) else None
+    url = system.get("url") if isinstance(system, dict) else None
+    return url if isinstance(url, str) else SystemDatabase().url
+
+
+class _StoreLookup:
+    """The organisation's secrets from the system database the project file names (opened only
+    when the file refers to a secret)."""
+
+    def __init__(self, root: Path, located: Located, env: Mapping[str, str] | None, org: str | None) -> None:
+        self.url = _system_url(located)
+        self.root, self.env, self.org = root, env, org
+
+    def __call__(self, names: list[str]) -> Mapping[str, str]:
+        from headwater.system.secrets import (
+            open_store,  # SQLAlchemy and cryptography: only when needed
+        )
+
+        with open_store(self.url, self.root, self.env) as store:
+            self.org = self.org or _org_of(store.db, self.root)  # messages name the organisation looked in
+            return store.find(self.org, names)
+
+
+def _org_of(db: object, root: Path) -> str:
+    """An install's organisation owns the project folder it registered; a lone project is `default`'s."""
+    from headwater.system.orgs import Organisations
+
+    found = Organisations(db).of_project(root)  # type: ignore[arg-type]
+    return found.slug if found is not None else DEFAULT_ORG
 
 
 def _validate(model: type[M], located: Located) -> M:

@@ -11,7 +11,6 @@ import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -23,9 +22,17 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from headwater.config.base import IDENT, Duration, Name, Strict, _parse_duration  # noqa: F401 - re-exported
+from headwater.config.base import (  # noqa: F401 - re-exported
+    IDENT,
+    Duration,
+    Name,
+    Strict,
+    TimeZone,
+    _parse_duration,
+)
 from headwater.config.cron import validate as validate_cron
-from headwater.config.sources import SQLiteSource
+from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
+from headwater.config.sources import MySQLSource, PostgresSource, SQLiteSource
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -48,7 +55,7 @@ class SystemDatabase(Strict):
 # --- sources -----------------------------------------------------------------------------------
 
 
-Source = Annotated[SQLiteSource, Field(discriminator="type")]
+Source = Annotated[SQLiteSource | PostgresSource | MySQLSource | CsvSource | ExcelSource | GoogleSheetsSource, Field(discriminator="type")]
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -93,17 +100,8 @@ class DbtSettings(Strict):
 
 class Schedule(Strict):
     cron: str = Field(description="Five-field cron expression, e.g. '0 7 * * *' for 07:00 every day; day of week 0 or 7 = Sunday.")
-    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Asia/Kolkata.")
+    timezone: TimeZone = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Asia/Kolkata.")
     catch_up: bool = Field(True, description="After downtime, run once for the missed times (never once per missed time).")
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, America/New_York, Asia/Kolkata)") from None
-        return value
 
     @field_validator("cron")
     @classmethod
@@ -175,6 +173,7 @@ class Web(Strict):
 
 # --- dashboards ---------------------------------------------------------------------------------
 
+RESERVED_PREFIX = "hw_"  # SQL parameter names Headwater binds itself (row-level scope): no filter may take one
 WIDTHS = {"third": 4, "half": 6, "full": 12}  # of a 12-column grid; one column at phone width
 DEFAULT_WIDTH = {"line": "half", "bar": "half", "stacked_bar": "half", "table": "full", "pivot": "full"}
 
@@ -187,6 +186,13 @@ class Filter(Strict):
     name: Name | None = Field(None, description="Name in URLs and in SQL charts' :parameters (default: the column). A date_range NAME gives NAME_from and NAME_to.")
     label: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.lower().startswith(RESERVED_PREFIX):
+            raise ValueError(f"filter names starting with '{RESERVED_PREFIX}' are Headwater's own (row-level rules bind them)")
+        return value
+
     @property
     def key(self) -> str:
         return self.name or self.column
@@ -195,6 +201,13 @@ class Filter(Strict):
     def parameters(self) -> list[str]:
         """The URL keys and SQL parameter names this filter provides."""
         return [f"{self.key}_from", f"{self.key}_to"] if self.type == "date_range" else [self.key]
+
+
+class RowFilter(Strict):
+    """A row-level rule: a member with ``attribute`` sees only rows whose ``column`` holds one of its values."""
+
+    column: Name = Field(description="The column compared (as text) with the member's attribute, e.g. region.")
+    attribute: Name = Field(description="The membership attribute holding the allowed values, e.g. region (set with --attr region=North).")
 
 
 class Compare(Strict):
@@ -308,6 +321,11 @@ class Dashboard(Strict):
     description: str | None = None
     filters: list[Filter] = Field(default_factory=list)
     charts: list[Chart] = Field(min_length=1)
+    row_filters: list[RowFilter] = Field(
+        default_factory=list,
+        description="Row-level rules, e.g. [{column: region, attribute: region}]. Enforced for every table with the column, wherever it is read "
+        "(every dashboard, chart, download); a member with the attribute cannot read a table without the column. Members without the attribute see every row.",
+    )
 
     @model_validator(mode="after")
     def _parameters(self) -> Dashboard:
@@ -406,7 +424,7 @@ def sql_parameters(sql: str) -> tuple[str, list[str]]:
 
     text = duckdb_sql(sql)
     try:
-        statements = duckdb.extract_statements(text)
+        statements = duckdb.connect().extract_statements(text)
     except duckdb.Error as exc:
         raise ValueError("sql does not parse: " + " ".join(str(exc).split())) from None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
@@ -425,7 +443,7 @@ def check_expression(sql: str, what: str) -> None:
     if ";" in sql or not sql.strip():
         raise ValueError(f"{what} must be one SQL expression, got {sql!r}")
     try:
-        statements = duckdb.extract_statements(f"SELECT ({sql}) FROM hw_table")
+        statements = duckdb.connect().extract_statements(f"SELECT ({sql}) FROM hw_table")
     except duckdb.Error as exc:
         raise ValueError(f"{what} does not parse: " + " ".join(str(exc).split())) from None
     if len(statements) != 1 or statements[0].named_parameters:

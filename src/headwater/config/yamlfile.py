@@ -1,8 +1,13 @@
-"""Read YAML while remembering where every value came from, and interpolate ``${ENV}``.
+"""Read YAML while remembering where every value came from, and interpolate ``${ENV}`` and
+``${secret:NAME}``.
 
 Errors about a project file must name the file and the line. PyYAML's composer keeps a mark on every
 node, so we build plain Python values from the node tree and keep a map from the value's path
 (``("sources", "campaign", "type")``) to its line.
+
+Secrets live in the system database, whose URL is in the very file being read, so a scalar naming a
+secret is left *pending* while the file is built, and `resolve_secrets` fills all of them in with one
+lookup afterwards. A file without ``${secret:`` never touches the system database.
 """
 
 from __future__ import annotations
@@ -12,15 +17,40 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from headwater.errors import ConfigError
+from headwater.errors import ConfigError, HeadwaterError
+from headwater.redact import is_secret_name, register
 
 Path_ = tuple[str | int, ...]
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+# $$ first: at "$${...}" it wins, leaving "{...}" as text.
+_REFERENCE = re.compile(r"\$\$|\$\{secret:(?P<secret>[^}]*)\}|\$\{(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Where ${secret:...} cannot work or would be written out in plain text.
+_NO_SECRETS: dict[Path_, str] = {
+    ("system", "url"): "the secrets are kept in the system database this URL opens; use ${ENV} here",
+    ("dbt", "vars"): "dbt writes its vars and the SQL compiled from them in plain text under .headwater/dbt (target/, logs/)",
+}
+
+
+class SecretLookup(Protocol):
+    """The secrets of one organisation: ``lookup(names)`` returns those that exist."""
+
+    org: str
+
+    def __call__(self, names: list[str]) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A scalar naming a secret, interpolated once the secrets are known."""
+
+    path: Path_
+    text: str
+    where: str
 
 
 @dataclass
@@ -30,6 +60,7 @@ class Located:
     file: Path
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
+    pending: list[Pending] = field(default_factory=list)
 
     def line_of(self, path: Path_) -> int | None:
         """The line of ``path`` or of its nearest ancestor that has one."""
@@ -90,21 +121,48 @@ def _build(b: _Builder, node: yaml.Node, path: Path_) -> Any:
         return [_build(b, item, (*path, i)) for i, item in enumerate(node.value)]
     value = b.scalars.construct_object(node)
     if isinstance(value, str):
-        value = _interpolate(value, located.where(path), env)
+        names = _secret_names(value)
+        if names:
+            _refuse_secret(path, names[0], located.where(path))
+            located.pending.append(Pending(path, value, located.where(path)))
+        else:
+            value = _interpolate(value, located.where(path), env, path)
     return value
 
 
-def _interpolate(text: str, where: str, env: Mapping[str, str]) -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}``; ``$$`` is a literal ``$``.
+def _secret_names(text: str) -> list[str]:
+    return [m["secret"] for m in _REFERENCE.finditer(text) if m["secret"] is not None]
+
+
+def _refuse_secret(path: Path_, name: str, where: str) -> None:
+    for prefix, why in _NO_SECRETS.items():
+        if path[: len(prefix)] == prefix:
+            raise ConfigError(f"{where}: {'.'.join(map(str, path))} cannot use ${{secret:{name}}}", why=why, fix="Use the secret where it is needed (a source, an alert channel), not here.")
+
+
+def _sensitive(path: Path_) -> bool:
+    """A setting whose whole value is a secret: named like one, or an alert channel's webhook URL."""
+    key = next((p for p in reversed(path) if isinstance(p, str)), "")
+    return is_secret_name(key) or (path[:1] == ("alerts",) and key == "url")
+
+
+def _interpolate(text: str, where: str, env: Mapping[str, str], path: Path_, secrets: Mapping[str, str] | None = None) -> str:
+    """Replace ``${NAME}``, ``${NAME:-default}`` and ``${secret:NAME}``; ``$$`` is a literal ``$``.
 
     Interpolation runs on parsed scalars, so a variable's value can never change the YAML structure.
+    Values that are secrets are registered with `headwater.redact` (see there for which).
     """
+    sensitive = _sensitive(path)
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        name, default = match.group(1), match.group(2)
+        if match["secret"] is not None:
+            return (secrets or {})[match["secret"]]  # resolve_secrets checked that it exists
+        name, default = match["env"], match["default"]
         if name in env:
+            if sensitive or is_secret_name(name, variable=True):
+                register(env[name])
             return env[name]
         if default is not None:
             return default
@@ -114,4 +172,39 @@ def _interpolate(text: str, where: str, env: Mapping[str, str]) -> str:
             fix=f"export {name}=... before running, or write ${{{name}:-default}} to give a default.",
         )
 
-    return _ENV.sub(replace, text)
+    value = _REFERENCE.sub(replace, text)
+    if sensitive:
+        register(value)
+    return value
+
+
+def resolve_secrets(located: Located, env: Mapping[str, str] | None, lookup: SecretLookup) -> None:
+    """Fill in the pending ``${secret:NAME}`` scalars of ``located`` from ``lookup``, in place."""
+    env = os.environ if env is None else env
+    wanted = {name: item for item in located.pending for name in _secret_names(item.text)}
+    for name, item in wanted.items():
+        if not _SECRET_NAME.fullmatch(name):
+            raise ConfigError(f"{item.where}: '${{secret:{name}}}' does not name a secret", why="secret names are letters, digits and underscores, not starting with a digit", fix="Write e.g. ${secret:SMTP_PASSWORD}.")
+    try:
+        found = lookup(sorted(wanted))
+    except HeadwaterError as exc:
+        first = next(iter(wanted.values()))
+        raise ConfigError(f"{first.where}: cannot read the secrets this file refers to: {exc.what}", why=exc.why, fix=exc.fix) from None
+    for name, item in wanted.items():
+        if name not in found:
+            org = "" if lookup.org == "default" else f" --org {lookup.org}"
+            raise ConfigError(
+                f"{item.where}: secret {name} is not set in organisation {lookup.org}",
+                why=f"the project file refers to ${{secret:{name}}}",
+                fix=f"Set it with `headwater secrets set {name}{org}` (it asks for the value), then run again.",
+            )
+    for item in located.pending:
+        value = _interpolate(item.text, item.where, env, item.path, found)
+        if not item.path:  # the whole document is one string (refused when validated)
+            located.data = value
+            continue
+        parent = located.data
+        for part in item.path[:-1]:
+            parent = parent[part]
+        parent[item.path[-1]] = value
+    located.pending.clear()

@@ -14,6 +14,10 @@ Three kinds of text meet here, and each is handled for what it is:
 What the URL can change is which declared filter values are bound; never which columns, rows
 conditions (a KPI's ``where:`` is a boolean column named in the file) or SQL are used.
 
+Every query takes the member's `RowScope` (row-level rules, see dashboards/scope.py), applied to
+the finished SQL: charts, table downloads, filter options and date bounds all read only the rows
+the member may see.
+
 A pure service: the CLI and the web app both call it.
 """
 
@@ -29,6 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
+from headwater.dashboards.scope import RowScope
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.publish import PublishedData, export
 
@@ -37,6 +42,7 @@ PIVOT_COLUMNS = 200  # a pivot with more column values than this is refused: fil
 Selections = Mapping[str, Sequence[str]]
 DATE_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+EVERY_ROW = RowScope()
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,20 @@ def _label(spec: Filter) -> str:
 # --- chart queries ---------------------------------------------------------------------------------
 
 
-def chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selections: Selections) -> Query:
+def chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selections: Selections, scope: RowScope = EVERY_ROW) -> Query:
+    """The chart's query for these selections, limited to the rows ``scope`` lets its reader see."""
+    return _scoped(data, scope, _chart_query(data, dashboard, chart, selections))
+
+
+def _scoped(data: PublishedData, scope: RowScope, query: Query) -> Query:
+    if scope.unrestricted:
+        return query
+    with data.cursor() as cur:
+        sql, params = scope.apply(cur, query.sql, query.params)
+    return Query(sql, params, query.unfiltered, query.pivot)
+
+
+def _chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selections: Selections) -> Query:
     params = bind(dashboard, selections)
     if chart.sql is not None:
         return _sql_chart(dashboard, chart, params)
@@ -171,12 +190,24 @@ def chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selecti
     return Query(sql, used, unfiltered)
 
 
-def table_query(data: PublishedData, dashboard: Dashboard, table: str, selections: Selections) -> Query:
-    """Every row of a published table that the dashboard's filters select (those whose column it has)."""
-    params = bind(dashboard, selections)
+def table_query(data: PublishedData, dashboard: Dashboard | None, table: str, selections: Selections, scope: RowScope = EVERY_ROW) -> Query:
+    """Every row of a published table that the dashboard's filters select (those whose column it
+    has; no dashboard: the whole table), of the rows ``scope`` lets its reader see."""
     types = _column_types(data, table)
-    clauses, used, unfiltered = _filters(dashboard, table, types, params)
-    return Query(f"SELECT * FROM {_quote(table)}{_where(clauses)}", used, unfiltered)
+    if dashboard is None:
+        if selections:
+            raise HeadwaterError("Filters need a dashboard", why="filters are declared by a dashboard", fix="Download the table from a dashboard's page to filter it.")
+        return _scoped(data, scope, Query(f"SELECT * FROM {_quote(table)}", {}))
+    clauses, used, unfiltered = _filters(dashboard, table, types, bind(dashboard, selections))
+    return _scoped(data, scope, Query(f"SELECT * FROM {_quote(table)}{_where(clauses)}", used, unfiltered))
+
+
+def readable_tables(data: PublishedData, scope: RowScope = EVERY_ROW) -> list[str]:
+    """The published tables, less those ``scope``'s reader may not read at all."""
+    tables = data.tables()
+    if scope.unrestricted:
+        return tables
+    return [t for t in tables if scope.readable(list(_column_types(data, t)))]
 
 
 def _sql_chart(dashboard: Dashboard, chart: Chart, params: dict[str, object]) -> Query:
@@ -245,32 +276,37 @@ def _flag(column: str, types: dict[str, str], dashboard: Dashboard, chart: str, 
 # --- options ---------------------------------------------------------------------------------------
 
 
-def filter_options(data: PublishedData, dashboard: Dashboard, key: str, limit: int = OPTIONS_LIMIT) -> list[str]:
+def filter_options(data: PublishedData, dashboard: Dashboard, key: str, limit: int = OPTIONS_LIMIT, scope: RowScope = EVERY_ROW) -> list[str]:
     """What a multi or week filter offers, as text (what a selection compares against): a multi
-    filter's distinct values sorted, a week filter's distinct dates newest first."""
+    filter's distinct values sorted, a week filter's distinct dates newest first; of the rows
+    ``scope`` lets the reader see (other values would tell what those rows hold)."""
     spec = _filter(dashboard, key)
     types = _column_types(data, dashboard.table)
     _check_column(spec.column, types, dashboard, "filters", dashboard.table)
     column = _quote(spec.column)
     if spec.type == "week":
         sql = f"SELECT DISTINCT CAST({column} AS DATE) AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL ORDER BY v DESC LIMIT {int(limit)}"
-        with data.cursor() as cur:
-            return [row[0].isoformat() for row in cur.execute(sql).fetchall()]
+        return [row[0].isoformat() for row in _rows(data, scope, sql)]
     distinct = f"SELECT DISTINCT {column} AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL"
-    sql = f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}"
-    with data.cursor() as cur:
-        return [row[0] for row in cur.execute(sql).fetchall()]
+    return [row[0] for row in _rows(data, scope, f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}")]
 
 
-def date_bounds(data: PublishedData, dashboard: Dashboard, key: str) -> tuple[dt.date | None, dt.date | None]:
-    """The first and last date of a date filter's column (None, None for an empty table)."""
+def date_bounds(data: PublishedData, dashboard: Dashboard, key: str, scope: RowScope = EVERY_ROW) -> tuple[dt.date | None, dt.date | None]:
+    """The first and last date of a date filter's column (None, None for an empty table), of the
+    rows ``scope`` lets the reader see."""
     spec = _filter(dashboard, key)
     types = _column_types(data, dashboard.table)
     _check_column(spec.column, types, dashboard, "filters", dashboard.table)
     column = _quote(spec.column)
-    with data.cursor() as cur:
-        low, high = cur.execute(f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {_quote(dashboard.table)}").fetchone() or (None, None)
+    rows = _rows(data, scope, f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {_quote(dashboard.table)}")
+    low, high = rows[0] if rows else (None, None)
     return low, high
+
+
+def _rows(data: PublishedData, scope: RowScope, sql: str) -> list[tuple[object, ...]]:
+    with data.cursor() as cur:
+        sql, params = scope.apply(cur, sql, {})
+        return cur.execute(sql, params).fetchall()
 
 
 def _filter(dashboard: Dashboard, key: str) -> Filter:

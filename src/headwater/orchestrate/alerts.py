@@ -49,6 +49,7 @@ from tenacity import (
 from headwater import __version__
 from headwater.config.model import EmailAlert, LoadedProject, WebhookAlert
 from headwater.errors import NotFound
+from headwater.redact import redact as scrub
 from headwater.system import Incident, Run, SystemDB
 
 logger = logging.getLogger("headwater.alerts")
@@ -293,8 +294,8 @@ def _facts(project: LoadedProject, run: Run, incident: Incident, event: Literal[
         status=run.status,
         trigger=run.trigger,
         step=failed_step.name if failed_step else None,
-        error=_first_lines(run.error or (failed_step.error if failed_step else None)) if event == "failure" else None,
-        checks=tuple(CheckFact(c.name, c.kind, c.status, c.observed, c.expected, c.message) for c in failed_checks[:MAX_CHECKS]),
+        error=_first_lines(scrub(run.error or (failed_step.error if failed_step else None))) if event == "failure" else None,
+        checks=tuple(CheckFact(c.name, c.kind, c.status, c.observed, c.expected, scrub(c.message) or None) for c in failed_checks[:MAX_CHECKS]),
         more_checks=max(len(failed_checks) - MAX_CHECKS, 0),
         incident_id=incident.id,
         opened_at=incident.opened_at,

@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
 
     from headwater.config import load_project
     from headwater.orchestrate.run import run_pipeline
+    from headwater.redact import install_logging
+
+    install_logging()
 
     try:
         run_pipeline(load_project(root), pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
 
+from headwater.redact import redact, redact_values
 from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class RunRecorder:
         """Thread-safe: dbt calls this from its worker threads. It never raises, because an exception
         in a dbt event callback kills the worker and dbt then waits forever for its result."""
         try:
+            message = redact(message)
             logger.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "run %s (%s): %s", self.run.id, self.run.pipeline, message)
             with self._log_lock, self.db.engine.begin() as connection:
                 connection.execute(insert(RunLog), {"run_id": self.run.id, "at": now(), "level": level, "message": message})
@@ -71,12 +73,12 @@ class RunRecorder:
         self.session.commit()
 
     def set_detail(self, step: RunStep, detail: Any, rows: int | None = None) -> None:
-        step.detail = json.dumps(detail, default=str)
+        step.detail = redact(json.dumps(detail, default=str))
         step.rows = rows
         self.session.commit()
 
     def record_checks(self, outcomes: Iterable[CheckOutcome]) -> None:
-        self.session.add_all(CheckResult(run_id=self.run.id, **o.as_record()) for o in outcomes)
+        self.session.add_all(CheckResult(run_id=self.run.id, **redact_values(o.as_record())) for o in outcomes)
         self.session.commit()
 
     def finish(self, status: str, *, rows: int | None = None, snapshot: str | None = None, error: BaseException | None = None) -> Run:
@@ -90,4 +92,4 @@ class RunRecorder:
 
 def _error_text(exc: BaseException) -> str:
     render = getattr(exc, "render", None)
-    return render() if callable(render) else f"{type(exc).__name__}: {exc}"
+    return redact(render() if callable(render) else f"{type(exc).__name__}: {exc}")

@@ -45,8 +45,9 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
 from headwater.config.cron import crontab_parts
+from headwater.config.loader import DEFAULT_ORG
 from headwater.config.model import LoadedProject, Schedule
-from headwater.system import Run, ScheduleState, SystemDB
+from headwater.system import Run, ScheduleState, SystemDB, audit
 
 log = logging.getLogger("headwater.scheduler")
 
@@ -363,6 +364,8 @@ class Scheduler:
             try:
                 if trigger in ("schedule", "catch_up"):
                     self._record_fire(pipeline)
+                if trigger in ("schedule", "catch_up") or trigger.startswith("after:"):  # "web", "manual": audited by whoever asked
+                    audit.record(self.db, org=DEFAULT_ORG, actor=audit.SCHEDULER, action="run_triggered", target=pipeline, detail={"trigger": trigger})
                 log.info("pipeline %s: %s run started", pipeline, trigger)
                 status = self._execute(pipeline, trigger)
             except Exception:

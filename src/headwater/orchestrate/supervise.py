@@ -20,10 +20,12 @@ from sqlalchemy import select
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from headwater.config import LoadedProject
+from headwater.config.loader import DEFAULT_ORG
 from headwater.errors import ExitCode
 from headwater.orchestrate.alerts import notify
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
-from headwater.system import Run, RunLog, SystemDB
+from headwater.redact import redact
+from headwater.system import Run, RunLog, SystemDB, audit
 
 TRANSIENT = {ExitCode.BUSY, ExitCode.TRANSIENT}
 GRACE_SECONDS = 10  # between SIGTERM and SIGKILL when a run overstays its timeout
@@ -60,12 +62,16 @@ def execute(
     *,
     show_log: bool = False,
     sleep: Callable[[float], None] | None = None,
+    actor: str | None = None,
 ) -> Outcome:
     """Run ``pipeline`` to its final outcome (retries included) and send alerts. Never raises for a
-    failed run: the outcome says how it ended, the system database says why."""
+    failed run: the outcome says how it ended, the system database says why. ``actor``: who asked,
+    for the audit log (callers that audit the request themselves, like the web app, leave it out)."""
     name, settings = choose_pipeline(project, pipeline)
     db = open_system_db(project)
     try:
+        if actor is not None:
+            audit.record(db, org=DEFAULT_ORG, actor=actor, action="run_triggered", target=name, detail={"trigger": trigger})
         retrying = Retrying(
             stop=stop_after_attempt(settings.retries.attempts),
             wait=wait_exponential(multiplier=settings.retries.backoff.total_seconds(), max=settings.retries.max_backoff.total_seconds()),
@@ -148,7 +154,7 @@ def _run_logger(db: SystemDB, run_id: int) -> Callable[[str, str], None]:
 
     def log(level: str, message: str) -> None:
         with db.session() as session:
-            session.add(RunLog(run_id=run_id, at=dt.datetime.now(dt.UTC), level=level, message=message))
+            session.add(RunLog(run_id=run_id, at=dt.datetime.now(dt.UTC), level=level, message=redact(message)))
             session.commit()
 
     return log

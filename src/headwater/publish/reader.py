@@ -28,6 +28,11 @@ class PublishedData:
 
     One DuckDB connection per snapshot is kept and shared by threads through cursors; when a run
     switches the pointer, the next query opens the new snapshot and the old connection is dropped.
+
+    The connection can read its snapshot and nothing else: DuckDB's file system access
+    (``read_csv``, ``ATTACH``, ``COPY``, extension loading) and its scans of Python variables are
+    switched off when it opens. A dashboard's SQL is its author's, and on an install with many
+    organisations that author must not reach another organisation's files, nor the server's.
     """
 
     def __init__(self, warehouse: Warehouse) -> None:
@@ -51,9 +56,21 @@ class PublishedData:
             raise NotFound("Nothing has been published yet", why="published data appears only after a run succeeds", fix="Run `headwater run`.")
         with self._lock:
             if snapshot != self._snapshot or self._con is None:
-                self._con = self.warehouse.open_snapshot(snapshot)
-                self._snapshot = snapshot
+                con = self.warehouse.open_snapshot(snapshot)
+                con.execute("SET python_enable_replacements = false")
+                con.execute("SET enable_external_access = false")  # cannot be switched back on
+                self._con, self._snapshot = con, snapshot
             return self._con
+
+    @property
+    def is_open(self) -> bool:
+        return self._con is not None
+
+    def release(self) -> None:
+        """Let go of the snapshot's connection to free its memory (the next query opens it again).
+        Unlike `close`, queries in flight finish: their cursors keep the database open until they end."""
+        with self._lock:
+            self._con, self._snapshot = None, None
 
     def close(self) -> None:
         with self._lock:

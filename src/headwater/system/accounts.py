@@ -9,8 +9,11 @@ the `headwater user` commands both use it.
   the database cannot be used to log in. Sessions end after `Policy.idle_timeout` without a request
   and `Policy.absolute_timeout` after login, at logout, when the password changes and when the user
   is disabled. Each session has its own CSRF token.
-- Roles are per organisation (`memberships`); until an install hosts several organisations every
-  user is a member of `default`. viewer < analyst < admin.
+- Roles are per organisation (`memberships`): a person may belong to several organisations with a
+  role in each (viewer < analyst < admin), and row-level attributes in each (``{"region": ["North"]}``,
+  see dashboards/scope.py). A one-project install has one organisation, `default`.
+- Invitations: a one-time link to join an organisation with a role. The link's token is 32 random
+  bytes; only its SHA-256 is stored, it expires, and it works once, for the address it was made for.
 - Failed logins are recorded in the system database (`login_failures`), so the limit holds across
   restarts and across processes serving the same database, and costs nothing in memory.
 
@@ -22,11 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from argon2 import PasswordHasher
@@ -37,14 +41,16 @@ from sqlalchemy.orm import Session
 
 from headwater.errors import HeadwaterError, NotFound
 from headwater.system.db import SystemDB
-from headwater.system.models import LoginFailure, LoginSession, Membership, Organisation, User
+from headwater.system.models import Invitation, LoginFailure, LoginSession, Membership, Organisation, User
+from headwater.system.orgs import DEFAULT_ORG, clean_attributes
 
 logger = logging.getLogger("headwater.accounts")
 
-DEFAULT_ORG = "default"
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a request from making it hash megabytes
 MAX_EMAIL = 254
+INVITATION_TTL = dt.timedelta(days=7)
+Attributes = Mapping[str, Sequence[str]]
 
 
 class Role(StrEnum):
@@ -103,6 +109,13 @@ class UnknownRole(AccountError):
 
 class AccountNotFound(NotFound):
     pass
+
+
+class InvitationInvalid(AccountError):
+    """An invitation link that is unknown, used or expired: the message never says which."""
+
+    def __init__(self) -> None:
+        super().__init__("This invitation link does not work", why="it was already used, it expired, or it was copied incompletely", fix="Ask whoever invited you for a new link.")
 
 
 class LoginFailed(AccountError):
@@ -182,26 +195,60 @@ class Account:
     disabled: bool
     created_at: dt.datetime
     last_login_at: dt.datetime | None
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # row-level, in that organisation
+
+
+@dataclass(frozen=True)
+class MemberOf:
+    """One of a user's organisations: its slug and title, the user's role and attributes there."""
+
+    slug: str
+    title: str
+    role: Role
+    attributes: Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
 class SessionUser:
-    """Who a valid session belongs to, as the web app needs it on every request."""
+    """Who a valid session belongs to, as the web app needs it on every request.
+
+    ``role`` and ``attributes`` are those in organisation ``org`` (None: not a member, or no
+    organisation in question); ``memberships`` lists every organisation of the user."""
 
     session_id: int
     user_id: int
     email: str
     role: Role | None
     csrf_token: str
+    org: str | None = DEFAULT_ORG
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    memberships: tuple[MemberOf, ...] = ()
 
     def can(self, role: Role | str) -> bool:
         return self.role is not None and self.role.allows(Role(role))
+
+    def in_org(self, slug: str | None) -> SessionUser:
+        """The same user as a member of ``slug`` (role None when not a member)."""
+        member = next((m for m in self.memberships if m.slug == slug), None)
+        return replace(self, org=slug, role=member.role if member else None, attributes=member.attributes if member else {})
 
 
 @dataclass(frozen=True)
 class NewSession:
     token: str  # goes into the cookie; not stored anywhere on the server
     user: SessionUser
+
+
+@dataclass(frozen=True)
+class InvitationView:
+    """An open invitation as its page shows it (never the token)."""
+
+    org: str
+    org_title: str
+    email: str
+    role: Role
+    expires_at: dt.datetime
+    has_account: bool  # the address has an account already: accepting asks for its password
 
 
 # --- the service --------------------------------------------------------------------------------
@@ -240,10 +287,11 @@ class Accounts:
         if session.scalar(select(User.id).where(User.email == email)) is not None:
             raise DuplicateEmail(f"There is already an account for {email}", fix=f"Change its role with `headwater user set-role {email} {role}`, or its password with `headwater user set-password {email}`.")
 
-    def create_user(self, email: str, password: str, role: Role | str = Role.viewer, *, org: str = DEFAULT_ORG) -> Account:
+    def create_user(self, email: str, password: str, role: Role | str = Role.viewer, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None) -> Account:
         email = normalise_email(email)
         role = parse_role(role)
         check_password(password, email)
+        stored = _attributes_json(attributes)
         now = self._now()
         with self.db.session() as session:
             self._refuse_duplicate(session, email, role)
@@ -253,10 +301,29 @@ class Accounts:
                 session.flush()
             except IntegrityError:  # created by someone else between the check and here
                 raise DuplicateEmail(f"There is already an account for {email}") from None
-            session.add(Membership(user_id=user.id, org_id=self._org_id(session, org), role=role.value, created_at=now))
+            session.add(Membership(user_id=user.id, org_id=self._org_id(session, org), role=role.value, created_at=now, attributes=stored))
             session.commit()
-            logger.info("account created: %s (%s)", email, role)
-            return Account(user.id, email, role, False, now, None)
+            logger.info("account created: %s (%s in %s)", email, role, org)
+            return self._account(session, user, org)
+
+    def exists(self, email: str) -> bool:
+        with self.db.session() as session:
+            return session.scalar(select(User.id).where(User.email == normalise_email(email))) is not None
+
+    def add_member(self, email: str, role: Role | str, *, org: str, attributes: Attributes | None = None) -> Account:
+        """Make an existing account a member of ``org`` (a person in several organisations).
+        DuplicateEmail if they are a member already: their role is changed with set_role."""
+        role = parse_role(role)
+        stored = _attributes_json(attributes)
+        with self.db.session() as session:
+            user = self._user(session, email)
+            org_id = self._org_id(session, org)
+            if session.get(Membership, (user.id, org_id)) is not None:
+                raise DuplicateEmail(f"{user.email} is already a member of {org}", fix=f"Change their role with `headwater user set-role {user.email} {role} --org {org}`.")
+            session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now(), attributes=stored))
+            session.commit()
+            logger.info("%s joined %s as %s", user.email, org, role)
+            return self._account(session, user, org)
 
     def get(self, email: str, *, org: str = DEFAULT_ORG) -> Account:
         with self.db.session() as session:
@@ -264,22 +331,35 @@ class Accounts:
             return self._account(session, user, org)
 
     def list_users(self, *, org: str = DEFAULT_ORG) -> list[Account]:
+        """The members of ``org`` (never the people of other organisations)."""
         with self.db.session() as session:
-            return [self._account(session, user, org) for user in session.scalars(select(User).order_by(User.email))]
+            query = select(User).join(Membership, Membership.user_id == User.id).join(Organisation, Organisation.id == Membership.org_id).where(Organisation.slug == org)
+            return [self._account(session, user, org) for user in session.scalars(query.order_by(User.email))]
 
-    def set_role(self, email: str, role: Role | str, *, org: str = DEFAULT_ORG) -> Account:
+    def set_role(self, email: str, role: Role | str, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None) -> Account:
+        """Set the role (and, unless None, the row-level attributes) of ``email`` in ``org``; an
+        account that is not a member becomes one."""
         role = parse_role(role)
+        stored = _attributes_json(attributes) if attributes is not None else None
         with self.db.session() as session:
             user = self._user(session, email)
             org_id = self._org_id(session, org)
             membership = session.get(Membership, (user.id, org_id))
             if membership is None:
-                session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now()))
+                session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now(), attributes=stored))
             else:
                 membership.role = role.value
+                if attributes is not None:
+                    membership.attributes = stored
             session.commit()
-            logger.info("role of %s set to %s", user.email, role)
+            logger.info("role of %s in %s set to %s", user.email, org, role)
             return self._account(session, user, org)
+
+    def organisations_of(self, email: str) -> list[str]:
+        """The slugs of the organisations ``email`` belongs to."""
+        with self.db.session() as session:
+            user = self._user(session, email)
+            return [m.slug for m in self._memberships(session, user.id)]
 
     def set_password(self, email: str, password: str) -> None:
         """A new password ends every session of the account."""
@@ -306,6 +386,65 @@ class Accounts:
             session.commit()
             logger.info("account %s %s", user.email, "disabled" if disabled else "enabled")
             return self._account(session, user, DEFAULT_ORG)
+
+    # invitations
+
+    def invite(self, email: str, role: Role | str, *, org: str, created_by: str, attributes: Attributes | None = None, ttl: dt.timedelta = INVITATION_TTL) -> str:
+        """A one-time invitation for ``email`` to join ``org``; returns the link's token (shown once,
+        stored only as its SHA-256)."""
+        email, role = normalise_email(email), parse_role(role)
+        stored = _attributes_json(attributes)
+        now = self._now()
+        token = secrets.token_urlsafe(32)
+        with self.db.session() as session:
+            session.add(Invitation(token_hash=hash_token(token), org_id=self._org_id(session, org), email=email, role=role.value, attributes=stored, created_by=created_by[:254], created_at=now, expires_at=now + ttl))
+            session.commit()
+        logger.info("invitation for %s to %s as %s, by %s", email, org, role, created_by)
+        return token
+
+    def invitation(self, token: str | None) -> InvitationView:
+        """The open invitation of this token, or InvitationInvalid."""
+        with self.db.session() as session:
+            found, org = self._open_invitation(session, token)
+            has_account = session.scalar(select(User.id).where(User.email == found.email)) is not None
+            return InvitationView(org.slug, org.name, found.email, Role(found.role), found.expires_at, has_account)
+
+    def accept_invitation(self, token: str | None, password: str, *, ip: str, user_agent: str | None = None) -> NewSession:
+        """Join the invitation's organisation and log in. A new address gets an account with
+        ``password``; an existing account must give its own password (checked as a login is,
+        rate limit included). The invitation works once."""
+        view = self.invitation(token)
+        if view.has_account:
+            self.login(view.email, password, ip=ip, user_agent=user_agent, org=view.org)  # proves who they are
+        else:
+            check_password(password, view.email)
+        now = self._now()
+        with self.db.session() as session:
+            found, org = self._open_invitation(session, token)
+            claimed = session.execute(update(Invitation).where(Invitation.id == found.id, Invitation.accepted_at.is_(None)).values(accepted_at=now))
+            if claimed.rowcount != 1:  # accepted by a concurrent request
+                raise InvitationInvalid()
+            user = session.scalar(select(User).where(User.email == found.email))
+            if user is None:
+                user = User(email=found.email, password_hash=self.hasher.hash(password), created_at=now, password_changed_at=now)
+                session.add(user)
+                session.flush()
+            membership = session.get(Membership, (user.id, org.id))
+            if membership is None:
+                session.add(Membership(user_id=user.id, org_id=org.id, role=found.role, created_at=now, attributes=found.attributes))
+            else:
+                membership.role, membership.attributes = found.role, found.attributes
+            session.commit()
+            logger.info("invitation accepted: %s joined %s as %s", found.email, org.slug, found.role)
+        return self.login(view.email, password, ip=ip, user_agent=user_agent, org=view.org)
+
+    def _open_invitation(self, session: Session, token: str | None) -> tuple[Invitation, Organisation]:
+        if not token or len(token) > 128:
+            raise InvitationInvalid()
+        row = session.execute(select(Invitation, Organisation).join(Organisation, Organisation.id == Invitation.org_id).where(Invitation.token_hash == hash_token(token))).one_or_none()
+        if row is None or row[0].accepted_at is not None or row[0].expires_at <= self._now():
+            raise InvitationInvalid()
+        return row[0], row[1]
 
     # logging in
 
@@ -342,10 +481,11 @@ class Accounts:
             session.add(record)
             session.commit()
             logger.info("login: %s from %s", user.email, ip)
-            return NewSession(token, SessionUser(record.id, user.id, user.email, self._role(session, user.id, org), record.csrf_token))
+            return NewSession(token, self._session_user(session, record, user, org))
 
-    def session_user(self, token: str | None, *, org: str = DEFAULT_ORG) -> SessionUser | None:
-        """Who the session with this cookie token belongs to, or None if there is no such live session."""
+    def session_user(self, token: str | None, *, org: str | None = DEFAULT_ORG) -> SessionUser | None:
+        """Who the session with this cookie token belongs to (as a member of ``org``), or None if
+        there is no such live session."""
         if not token or len(token) > 128:
             return None
         now = self._now()
@@ -359,7 +499,7 @@ class Accounts:
             if now - record.last_seen_at >= self.policy.touch_every:
                 record.last_seen_at = now
                 session.commit()
-            return SessionUser(record.id, user.id, user.email, self._role(session, user.id, org), record.csrf_token)
+            return self._session_user(session, record, user, org)
 
     def logout(self, token: str | None) -> None:
         if not token:
@@ -423,14 +563,44 @@ class Accounts:
             raise NotFound(f"No organisation '{slug}'")
         return org_id
 
-    def _role(self, session: Session, user_id: int, org: str) -> Role | None:
-        role = session.scalar(select(Membership.role).join(Organisation, Organisation.id == Membership.org_id).where(Membership.user_id == user_id, Organisation.slug == org))
-        return Role(role) if role else None
+    def _memberships(self, session: Session, user_id: int) -> tuple[MemberOf, ...]:
+        query = (
+            select(Organisation.slug, Organisation.name, Membership.role, Membership.attributes)
+            .join(Organisation, Organisation.id == Membership.org_id)
+            .where(Membership.user_id == user_id)
+            .order_by(Organisation.slug)
+        )
+        return tuple(MemberOf(slug, name, Role(role), _attributes(stored)) for slug, name, role, stored in session.execute(query))
+
+    def _session_user(self, session: Session, record: LoginSession, user: User, org: str | None) -> SessionUser:
+        base = SessionUser(record.id, user.id, user.email, None, record.csrf_token, memberships=self._memberships(session, user.id))
+        return base.in_org(org)
 
     def _account(self, session: Session, user: User, org: str) -> Account:
-        return Account(user.id, user.email, self._role(session, user.id, org), user.disabled_at is not None, user.created_at, user.last_login_at)
+        member = next((m for m in self._memberships(session, user.id) if m.slug == org), None)
+        role, attributes = (member.role, member.attributes) if member else (None, {})
+        return Account(user.id, user.email, role, user.disabled_at is not None, user.created_at, user.last_login_at, attributes)
 
 
 def tokens_match(a: str | None, b: str | None) -> bool:
     """Constant-time comparison of two tokens; a missing one never matches."""
     return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
+
+
+def _attributes_json(attributes: Attributes | None) -> str | None:
+    cleaned = clean_attributes(attributes)
+    return json.dumps(cleaned, sort_keys=True, ensure_ascii=False) if cleaned else None
+
+
+def _attributes(stored: str | None) -> dict[str, tuple[str, ...]]:
+    """A membership's attributes as read back. Unreadable ones are an error, never "no attributes":
+    a member without attributes sees every row, so reading them wrongly must fail closed."""
+    if not stored:
+        return {}
+    try:
+        raw = json.loads(stored)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise HeadwaterError("A membership's row-level attributes cannot be read", why="the system database holds something other than a JSON object for them", fix="Set them again with `headwater user set-role EMAIL ROLE --org ORG --attr NAME=VALUE`.")
+    return {str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in raw.items()}

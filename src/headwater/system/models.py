@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -157,6 +157,8 @@ class Organisation(Base):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    project_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # 0005; NULL: this database's own project
+    created_by: Mapped[str | None] = mapped_column(String(254), nullable=True)  # 0005
 
 
 class Membership(Base):
@@ -168,6 +170,7 @@ class Membership(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), primary_key=True, index=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attributes: Mapped[str | None] = mapped_column(Text, nullable=True)  # 0005; JSON: row-level scope, e.g. {"region": "North"}
 
     user: Mapped[User] = relationship(back_populates="memberships")
 
@@ -198,3 +201,58 @@ class LoginFailure(Base):
     email: Mapped[str] = mapped_column(String(254))  # as typed (normalised when valid); may name no account
     ip: Mapped[str] = mapped_column(String(45))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+# --- secrets and the audit log (migration 0004) ------------------------------------------------------
+
+
+class Secret(Base):
+    """One organisation's secret, encrypted (see system.secrets). The value itself is never stored."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_secrets_org_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # a Fernet token
+    key_id: Mapped[str] = mapped_column(String(32))  # which key encrypted it (see SecretKeys.key_id)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(254))  # an e-mail or "cli:<os user>"
+
+
+class AuditEntry(Base):
+    """Who did what, when, in which organisation (none: e.g. a failed login naming no account)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_org_at", "org_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), nullable=True)
+    actor: Mapped[str] = mapped_column(String(254))  # e-mail | cli:<os user> | scheduler
+    action: Mapped[str] = mapped_column(String(64))  # login | login_failed | export | run_triggered | ...
+    target: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON, redacted; never a secret
+    ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+
+
+# --- tenancy (migration 0005) ------------------------------------------------------------------------
+
+
+class Invitation(Base):
+    """A one-time link to join an organisation with a role. Only the SHA-256 of its token is stored."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))  # normalised; only this address can accept it
+    role: Mapped[str] = mapped_column(String(16))
+    attributes: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON, given to the membership
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

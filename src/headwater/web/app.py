@@ -1,12 +1,18 @@
-"""The FastAPI application: server-rendered pages, no CDN, no JavaScript framework."""
+"""The FastAPI application: server-rendered pages, no CDN, no JavaScript framework.
+
+One app serves one install: a single project (`create_app(project)`, its organisation at
+unprefixed URLs, as `headwater serve -p DIR`), or an install with many organisations
+(`create_app(install)`, each under ``/o/<slug>/``, as `headwater serve --install DIR`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 import jinja2
 import plotly
 from fastapi import Depends, FastAPI
@@ -18,18 +24,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.config.model import LoadedProject
-from headwater.web import auth, errors, present
-from headwater.web.context import WebContext
-from headwater.web.launcher import Launcher
+from headwater.redact import install_logging
+from headwater.system.orgs import Install
+from headwater.web import auth, errors, install_routes, present
+from headwater.web.audit import router as audit_router
 from headwater.web.ops import redact
 from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
+from headwater.web.tenancy import ORG_PREFIX, Tenancy
 
 if TYPE_CHECKING:
     from headwater.orchestrate.scheduler import Scheduler
 
 HERE = Path(__file__).parent
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+# The routers whose routes are served per organisation (see web/auth.py).
+ORG_ROUTERS = (router, ops_router, audit_router)
 # Plotly adds <style> elements and style attributes, hence 'unsafe-inline' for styles only.
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
@@ -38,39 +48,55 @@ SECURITY_HEADERS = [
 ]
 
 
-def create_app(project: LoadedProject, auth_settings: auth.AuthSettings | None = None, *, scheduler: Scheduler | None = None) -> FastAPI:
-    """``scheduler``: the one running in this process, if any; "run now" then goes through it."""
-    ctx = WebContext(project)
-    launcher = Launcher(project, scheduler)
+def create_app(
+    target: LoadedProject | Install,
+    auth_settings: auth.AuthSettings | None = None,
+    *,
+    scheduler: Scheduler | None = None,
+    schedulers: Mapping[str, Scheduler] | None = None,
+) -> FastAPI:
+    """``scheduler`` (one project) or ``schedulers`` (by organisation): the ones running in this
+    process, if any; "run now" then goes through them."""
+    install_logging()  # secrets never reach a log line, whoever hosts the app
+    if isinstance(target, Install):
+        tenancy = Tenancy(install=target, schedulers=schedulers)
+    else:
+        tenancy = Tenancy(project=target, scheduler=scheduler)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(tenancy.open_all)
         yield
-        launcher.shutdown(wait=True)  # runs started from the web finish (the scheduler's owner stops it)
-        ctx.close()
+        tenancy.shutdown()  # runs started from the web finish (the schedulers' owner stops them)
 
     app = FastAPI(
-        title=f"Headwater: {project.config.name}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-        dependencies=[Depends(auth.guard)],  # every route's permission rule and CSRF: see web/auth.py
+        title=f"Headwater: {tenancy.title}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+        dependencies=[Depends(auth.guard)],  # every route's organisation, permission rule and CSRF: see web/auth.py
     )  # fmt: skip
-    app.state.ctx = ctx
-    app.state.launcher = launcher
-    app.state.templates = _templates(project)
+    app.state.tenancy = tenancy
+    app.state.org_routers = ORG_ROUTERS
+    if tenancy.home is not None:  # a one-project install: its organisation's objects, for tests and tools
+        app.state.ctx = tenancy.home.ctx
+        app.state.launcher = tenancy.home.launcher
+    app.state.templates = _templates()
     errors.install(app)
-    auth.install(app, ctx, app.state.templates, auth_settings)
+    auth.install(app, tenancy, app.state.templates, auth_settings)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(SecurityHeaders)
     app.add_api_route("/static/plotly.min.js", _plotly_js, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(router)
-    app.include_router(ops_router)
+    app.include_router(install_routes.router)
+    if tenancy.multi:
+        app.include_router(install_routes.home_router)
+    for org_router in ORG_ROUTERS:
+        app.include_router(org_router, prefix=ORG_PREFIX if tenancy.multi else "")
     return app
 
 
-def _templates(project: LoadedProject) -> Jinja2Templates:
+def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
     templates = Jinja2Templates(env=env)
-    templates.env.globals.update(project_name=project.config.name, version=__version__, plotly_version=plotly.__version__)
+    templates.env.globals.update(version=__version__, plotly_version=plotly.__version__)
     templates.env.filters.update(cell=present.cell, duration=present.duration, utc=present.utc, first_line=present.first_line)
     templates.env.filters["redact"] = redact  # passwords in URLs never reach a page (see web/ops.py)
     templates.env.tests["number"] = present.is_number

@@ -1,4 +1,4 @@
-"""What every request of one app shares: the project, its published data and (lazily) its run history."""
+"""What every request for one organisation shares: its project, its published data and its chart cache."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from typing import TypeVar
 
 from headwater.config.model import Chart, Dashboard, LoadedProject
 from headwater.errors import NotFound
-from headwater.orchestrate import open_system_db
 from headwater.publish import PublishedData
 from headwater.system import SystemDB
 from headwater.warehouse import Warehouse
 
-
-RESULT_CACHE_ENTRIES = 512  # chart results kept in memory (each capped by the chart row limit)
+RESULT_CACHE_ENTRIES = 512  # chart results kept in memory per organisation (each capped by the chart row limit)
 T = TypeVar("T")
 
 
@@ -24,11 +22,14 @@ class NothingPublished(NotFound):
 
 
 class WebContext:
-    def __init__(self, project: LoadedProject) -> None:
+    """One organisation's project and published data. ``system_db`` gives the install's system
+    database (shared by all organisations of the app)."""
+
+    def __init__(self, project: LoadedProject, system_db: Callable[[], SystemDB]) -> None:
         self.project = project
         self.warehouse = Warehouse(project.root, project.config.warehouse)
-        self.data = PublishedData(self.warehouse)  # one per app: it caches the snapshot's connection
-        self._system: SystemDB | None = None
+        self.data = PublishedData(self.warehouse)  # one per organisation: it caches the snapshot's connection
+        self._system_db = system_db
         self._lock = threading.Lock()
         self._results: OrderedDict[tuple[object, ...], object] = OrderedDict()
 
@@ -60,8 +61,10 @@ class WebContext:
         """``compute()``'s result for ``key`` on the current snapshot, computed once per snapshot.
 
         Published snapshots never change, so a chart's data for given filters stays right until the
-        pointer moves; the snapshot's name is part of the key, so a new publish starts afresh. (When
-        row-level rules arrive, the viewer's scope must join the key.)"""
+        pointer moves; the snapshot's name is part of the key, so a new publish starts afresh. The
+        cache is this organisation's alone, and callers put the reader's row scope in ``key``
+        (`OrgContext.cache_scope`): no result computed for one member is served to another who may
+        see other rows."""
         snapshot = self.warehouse.current_snapshot()
         full = (snapshot.name if snapshot else None, *key)
         with self._lock:
@@ -76,15 +79,9 @@ class WebContext:
         return value
 
     def system_db(self) -> SystemDB:
-        """Opened on first use and shared by the app's threads (sessions, run history, accounts)."""
-        with self._lock:
-            if self._system is None:
-                self._system = open_system_db(self.project)
-            return self._system
+        return self._system_db()
 
     def close(self) -> None:
         self.data.close()
         with self._lock:
-            if self._system is not None:
-                self._system.close()
-            self._system = None
+            self._results.clear()

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from headwater.dashboards.scope import ScopeRefused
 from headwater.errors import ConfigError, HeadwaterError, NotFound, ProjectBusy
 from headwater.web.context import NothingPublished
 
 logger = logging.getLogger("headwater.web")
 
 # Most specific first. A broken dashboard file is the server's problem, not the request's.
-STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (NotFound, 404), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
+STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (NotFound, 404), (ScopeRefused, 403), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
+NOT_FOUND_FIX = "Start from the list of dashboards."
+_API = re.compile(r"^(/o/[^/]+)?/api/")
+
+
+class PageNotFound(NotFound):
+    """What any unknown address gets, word for word: also an organisation one is not a member of,
+    so the answer never tells whether it exists."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("Page not found", why=f"nothing is served at {path}", fix=NOT_FOUND_FIX)
 
 
 def install(app: FastAPI) -> None:
@@ -25,8 +37,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _crash)
 
 
+def is_api(request: Request) -> bool:
+    """A JSON API request: under /api/, or under an organisation's /o/<slug>/api/."""
+    return _API.match(request.url.path) is not None
+
+
 def error_response(request: Request, status: int, what: str, why: str | None = None, fix: str | None = None) -> Response:
-    if request.url.path.startswith("/api/"):
+    if is_api(request):
         return JSONResponse({"error": {"message": what, "why": why, "fix": fix}}, status_code=status)
     templates = request.app.state.templates
     return templates.TemplateResponse(request, "error.html", {"status": status, "what": what, "why": why, "fix": fix}, status_code=status)
@@ -43,7 +60,8 @@ async def _headwater_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(request, 404, "Page not found", why=f"nothing is served at {request.url.path}", fix="Start from the list of dashboards.")
+        page = PageNotFound(request.url.path)
+        return error_response(request, 404, page.what, page.why, page.fix)
     return error_response(request, exc.status_code, str(exc.detail))
 
 

@@ -3,7 +3,9 @@
 Everything here reads the project file and the system database, never the build database: a
 source's last sync, rows and freshness come from the run records the pipeline wrote (the sync
 step's per-table detail, the freshness checks' results). Who may open what is in
-`auth.ROUTE_RULES` (analyst+ for sources, pipelines and logs; admin for users).
+`auth.ROUTE_RULES` (analyst+ for sources, pipelines and logs; admin for users). Like every
+organisation route, each reads its organisation from `org_context(request)`: the users page lists
+and changes the members of that organisation only.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from headwater.config.cron import cron_weekdays
 from headwater.config.model import FreshnessCheck, LoadedProject, Pipeline, Schedule
 from headwater.errors import NotFound
 from headwater.orchestrate.scheduler import CrontabTrigger
+from headwater.redact import REDACTED, is_secret_name, redact
 from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
 from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Role, SessionUser
-from headwater.web import present
-from headwater.web.auth import require
+from headwater.system.orgs import OrgError, parse_attributes
+from headwater.web import audit, present
+from headwater.web.auth import org_context, require
 from headwater.web.context import WebContext
 from headwater.web.launcher import Launcher
+from headwater.web.tenancy import OrgContext
 
 SYNCS_SHOWN = 20  # per source, on its page
 RUNS_PER_PIPELINE = 5  # on the pipelines page
@@ -39,23 +44,9 @@ router = APIRouter()
 
 # --- secrets ------------------------------------------------------------------------------------
 
-REDACTED = "***"
-# A setting whose name says it is a secret is never shown, whatever its value looks like.
-_SECRET_NAME = re.compile(r"(^|_)(password|passwd|pwd|secret|token|api_?key|access_?key|private_?key|credentials?|dsn_password)($|_)", re.IGNORECASE)
-# scheme://user:password@host — the password runs to the last @ of the URL (an unencoded @ in a
-# password must not leave its tail visible); a URL without user:password is left alone.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?P<at>@)")
-# password=... in a query string or a libpq key=value string.
-_KEY_VALUE_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|pwd|secret|token|api_?key|access_?key|sslpassword)\s*=\s*)(?P<secret>'[^']*'|[^&\s;]+)", re.IGNORECASE)
-
-
-def redact(text: str | None) -> str:
-    """``text`` with passwords in URLs and ``password=`` pairs replaced by ***:
-    ``postgresql://ana:s3cret@db/prod`` → ``postgresql://ana:***@db/prod``."""
-    if not text:
-        return text or ""
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + m["at"], text)
-    return _KEY_VALUE_SECRET.sub(lambda m: m["head"] + REDACTED, text)
+# Pages show text through `redact` (headwater.redact): registered secrets, passwords in URLs
+# (``postgresql://ana:***@db/prod``) and ``password=`` pairs become ***; a setting whose name says
+# it is a secret is never shown, whatever its value looks like.
 
 
 def redacted_settings(settings: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -67,7 +58,7 @@ def redacted_settings(settings: dict[str, Any], prefix: str = "") -> list[tuple[
             shown.extend(redacted_settings(value, f"{name}."))
         elif value is None:
             continue
-        elif _SECRET_NAME.search(str(key)):
+        elif is_secret_name(str(key)):
             shown.append((name, REDACTED))
         elif isinstance(value, (list, tuple)):
             shown.append((name, ", ".join(redact(str(v)) for v in value)))
@@ -180,11 +171,11 @@ def until(moment: dt.datetime, now: dt.datetime) -> str:
 # --- run records --------------------------------------------------------------------------------
 
 
-def run_view(run: Run) -> dict[str, Any]:
-    """A run as the pages and the JSON API show it."""
+def run_view(run: Run, base: str = "") -> dict[str, Any]:
+    """A run as the pages and the JSON API show it (``base``: the organisation's URL prefix)."""
     return {
         "id": run.id,
-        "url": f"/runs/{run.id}",
+        "url": f"{base}/runs/{run.id}",
         "pipeline": run.pipeline,
         "status": run.status,
         "trigger": run.trigger,
@@ -216,20 +207,20 @@ def table_stats(detail: str | None) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict) and "table" in item]
 
 
-def pipeline_runs(db: SystemDB, project: str, pipeline: str, limit: int) -> list[dict[str, Any]]:
+def pipeline_runs(db: SystemDB, project: str, pipeline: str, limit: int, base: str = "") -> list[dict[str, Any]]:
     with db.session() as session:
         query = select(Run).where(Run.project == project, Run.pipeline == pipeline).order_by(Run.id.desc()).limit(limit)
-        return [run_view(run) for run in session.scalars(query)]
+        return [run_view(run, base) for run in session.scalars(query)]
 
 
-def last_success(db: SystemDB, project: str, pipeline: str) -> dict[str, Any] | None:
+def last_success(db: SystemDB, project: str, pipeline: str, base: str = "") -> dict[str, Any] | None:
     with db.session() as session:
         query = select(Run).where(Run.project == project, Run.pipeline == pipeline, Run.status == "success").order_by(Run.id.desc()).limit(1)
         run = session.scalars(query).first()
-        return run_view(run) if run else None
+        return run_view(run, base) if run else None
 
 
-def sync_history(db: SystemDB, project: str, source: str, limit: int, *, successful: bool = False) -> list[dict[str, Any]]:
+def sync_history(db: SystemDB, project: str, source: str, limit: int, *, successful: bool = False, base: str = "") -> list[dict[str, Any]]:
     """The newest ``sync:<source>`` steps of the project's runs, newest first."""
     with db.session() as session:
         query = (
@@ -246,7 +237,7 @@ def sync_history(db: SystemDB, project: str, source: str, limit: int, *, success
             tables = table_stats(step.detail)
             syncs.append(
                 {
-                    "run": run_view(run),
+                    "run": run_view(run, base),
                     "status": step.status,
                     "at": present.utc(step.finished_at or step.started_at),
                     "duration": present.duration((step.finished_at - step.started_at) if step.finished_at else None),
@@ -259,7 +250,7 @@ def sync_history(db: SystemDB, project: str, source: str, limit: int, *, success
         return syncs
 
 
-def freshness(db: SystemDB, loaded: LoadedProject, source: str) -> list[dict[str, Any]]:
+def freshness(db: SystemDB, loaded: LoadedProject, source: str, base: str = "") -> list[dict[str, Any]]:
     """Each freshness check on ``source`` (of any pipeline), with its latest result."""
     views = []
     with db.session() as session:
@@ -287,7 +278,7 @@ def freshness(db: SystemDB, loaded: LoadedProject, source: str) -> list[dict[str
                         "status": result.status if result else None,
                         "observed": result.observed if result else None,
                         "message": redact(result.message) if result and result.message else None,
-                        "run": run_view(run) if run else None,
+                        "run": run_view(run, base) if run else None,
                     }
                 )
     return views
@@ -298,24 +289,39 @@ def _quarantined(tables: list[dict[str, Any]]) -> int | None:
     return sum(counts) if counts else None
 
 
-def source_view(ctx: WebContext, name: str, history: int) -> dict[str, Any]:
+def source_view(ctx: WebContext, name: str, history: int, base: str = "") -> dict[str, Any]:
     loaded = ctx.project
     spec = loaded.config.sources[name]
     db = ctx.system_db()
-    last = sync_history(db, loaded.config.name, name, 1, successful=True)
+    last = sync_history(db, loaded.config.name, name, 1, successful=True, base=base)
     last_sync = last[0] if last else None
-    settings = spec.model_dump(exclude={"type", "tables"})
+    settings = spec.model_dump(exclude={"type", "tables"}, exclude_defaults=spec.type in FILE_SOURCE_TYPES)  # rules: only those written
     return {
         "name": name,
         "type": spec.type,
-        "tables_setting": "all tables" if spec.tables == "*" else ", ".join(spec.tables),
+        "tables_setting": "all tables" if spec.tables == "*" else ", ".join(spec.tables) or getattr(spec, "table", None) or name,
         "settings": redacted_settings(settings),
         "last_sync": last_sync,
         "quarantined": last_sync["quarantined"] if last_sync else None,
-        "freshness": freshness(db, loaded, name),
-        "history": sync_history(db, loaded.config.name, name, history) if history else [],
+        "quarantine": _quarantine_report(last_sync, name) if spec.type in FILE_SOURCE_TYPES else None,
+        "freshness": freshness(db, loaded, name, base),
+        "history": sync_history(db, loaded.config.name, name, history, base=base) if history else [],
         "pipelines": [p for p, pipeline in loaded.config.pipelines.items() if pipeline.sources is None or name in pipeline.sources],
     }
+
+
+FILE_SOURCE_TYPES = ("csv", "excel", "google_sheets")
+
+
+def _quarantine_report(last_sync: dict[str, Any] | None, source: str) -> list[dict[str, Any]]:
+    """Per table of the last sync of a file source: rows set aside, by rule, and the most frequent
+    offending values (the rows themselves stay in the warehouse, which the web app never opens)."""
+    report = []
+    for stats in (last_sync or {}).get("tables", []):
+        by_rule = stats.get("quarantine_by_rule") if isinstance(stats.get("quarantine_by_rule"), dict) else {}
+        notes = [str(n) for n in stats.get("notes", []) if isinstance(n, str)]
+        report.append({"table": stats["table"], "relation": f"raw_{source}.{stats['table']}__quarantine", "quarantined": stats.get("quarantined"), "by_rule": by_rule, "notes": notes})
+    return report
 
 
 def table_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -332,38 +338,38 @@ def table_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.get("/sources")
 def sources_page(request: Request) -> Response:
-    ctx = _ctx(request)
-    views = [source_view(ctx, name, 0) for name in ctx.project.config.sources]
+    org = org_context(request)
+    views = [source_view(org.ctx, name, 0, org.base) for name in org.project.config.sources]
     return _page(request, "sources.html", sources=views)
 
 
 @router.get("/sources/{name}")
 def source_page(request: Request, name: str) -> Response:
-    ctx = _ctx(request)
-    if name not in ctx.project.config.sources:
-        raise NotFound(f"No source named '{name}'", fix=f"Sources of this project: {', '.join(ctx.project.config.sources) or 'none yet'}.")
-    view = source_view(ctx, name, SYNCS_SHOWN)
+    org = org_context(request)
+    if name not in org.project.config.sources:
+        raise NotFound(f"No source named '{name}'", fix=f"Sources of this project: {', '.join(org.project.config.sources) or 'none yet'}.")
+    view = source_view(org.ctx, name, SYNCS_SHOWN, org.base)
     return _page(request, "source.html", source=view, tables=table_history(view["history"]), shown=SYNCS_SHOWN)
 
 
 # --- pages: pipelines ---------------------------------------------------------------------------
 
 
-def pipeline_views(ctx: WebContext, launcher: Launcher, now: dt.datetime) -> list[dict[str, Any]]:
+def pipeline_views(ctx: WebContext, launcher: Launcher, now: dt.datetime, base: str = "") -> list[dict[str, Any]]:
     loaded = ctx.project
     db = ctx.system_db()
     states = launcher.states()
     scheduled = launcher.scheduler.next_runs() if launcher.scheduler is not None else {}
     views = []
     for name, pipeline in loaded.config.pipelines.items():
-        views.append(_pipeline_view(db, loaded, name, pipeline, states.get(name), scheduled.get(name, _UNSET), now))
+        views.append(_pipeline_view(db, loaded, name, pipeline, states.get(name), scheduled.get(name, _UNSET), now, base))
     return views
 
 
 _UNSET: Any = object()
 
 
-def _pipeline_view(db: SystemDB, loaded: LoadedProject, name: str, pipeline: Pipeline, state: str | None, scheduled: Any, now: dt.datetime) -> dict[str, Any]:
+def _pipeline_view(db: SystemDB, loaded: LoadedProject, name: str, pipeline: Pipeline, state: str | None, scheduled: Any, now: dt.datetime, base: str) -> dict[str, Any]:
     schedule = pipeline.schedule
     view: dict[str, Any] = {
         "name": name,
@@ -372,8 +378,8 @@ def _pipeline_view(db: SystemDB, loaded: LoadedProject, name: str, pipeline: Pip
         "timeout": age_words(pipeline.timeout) if pipeline.timeout else None,
         "schedule": None,
         "state": state,
-        "runs": pipeline_runs(db, loaded.config.name, name, RUNS_PER_PIPELINE),
-        "last_success": last_success(db, loaded.config.name, name),
+        "runs": pipeline_runs(db, loaded.config.name, name, RUNS_PER_PIPELINE, base),
+        "last_success": last_success(db, loaded.config.name, name, base),
     }
     if schedule is not None:
         at = scheduled if scheduled is not _UNSET else next_run(schedule, now)
@@ -389,10 +395,10 @@ def _pipeline_view(db: SystemDB, loaded: LoadedProject, name: str, pipeline: Pip
 
 @router.get("/pipelines")
 def pipelines_page(request: Request, started: str | None = None, busy: str | None = None) -> Response:
-    ctx = _ctx(request)
-    launcher = _launcher(request)
-    names = ctx.project.config.pipelines
-    views = pipeline_views(ctx, launcher, dt.datetime.now(dt.UTC))
+    org = org_context(request)
+    launcher = org.site.launcher
+    names = org.project.config.pipelines
+    views = pipeline_views(org.ctx, launcher, dt.datetime.now(dt.UTC), org.base)
     flash = None
     if started in names:
         flash = {"kind": "ok", "text": f"A run of {started} was queued. It shows below as soon as it starts; open it to follow its log."}
@@ -403,20 +409,22 @@ def pipelines_page(request: Request, started: str | None = None, busy: str | Non
 
 @router.post("/pipelines/{name}/run")
 def run_now(request: Request, name: str) -> Response:
-    started = _launcher(request).start(name)  # NotFound for an unknown pipeline
+    org = org_context(request)
+    started = org.site.launcher.start(name)  # NotFound for an unknown pipeline
+    audit.record(request, "run_triggered", name, {"started": started})
     query = urlencode({"started" if started else "busy": name})
-    return RedirectResponse(f"/pipelines?{query}#pipeline-{quote(name, safe='')}", status_code=303)
+    return RedirectResponse(org.url(f"/pipelines?{query}#pipeline-{quote(name, safe='')}"), status_code=303)
 
 
 @router.get("/api/pipelines")
 def pipelines_json(request: Request) -> JSONResponse:
     """What the pipelines page polls while a run is queued or running."""
-    ctx = _ctx(request)
-    states = _launcher(request).states()
-    db = ctx.system_db()
-    project = ctx.project.config.name
+    org = org_context(request)
+    states = org.site.launcher.states()
+    db = org.ctx.system_db()
+    project = org.project.config.name
     return JSONResponse(
-        {"pipelines": [{"name": name, "state": states.get(name), "runs": pipeline_runs(db, project, name, RUNS_PER_PIPELINE)} for name in ctx.project.config.pipelines]},
+        {"pipelines": [{"name": name, "state": states.get(name), "runs": pipeline_runs(db, project, name, RUNS_PER_PIPELINE, org.base)} for name in org.project.config.pipelines]},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -428,10 +436,10 @@ def pipelines_json(request: Request) -> JSONResponse:
 def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
     """Log lines of a run with an id above ``after`` (at most LOG_PAGE; ``more`` says whether others
     follow), the run's status and its steps: what the run page polls while the run is running."""
-    ctx = _ctx(request)
-    db = ctx.system_db()
+    org = org_context(request)
+    db = org.ctx.system_db()
     with db.session() as session:
-        run = session.scalars(select(Run).where(Run.project == ctx.project.config.name, Run.id == run_id)).first()
+        run = session.scalars(select(Run).where(Run.project == org.project.config.name, Run.id == run_id)).first()
         if run is None:
             raise NotFound(f"No run {run_id} in this project", fix="The runs page lists the recent ones.")
         lines = list(session.scalars(select(RunLog).where(RunLog.run_id == run_id, RunLog.id > after).order_by(RunLog.id).limit(LOG_PAGE + 1)))
@@ -439,7 +447,7 @@ def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0)] = 
         more = len(lines) > LOG_PAGE
         lines = lines[:LOG_PAGE]
         body = {
-            "run": run_view(run) | {"finished": run.status != "running"},
+            "run": run_view(run, org.base) | {"finished": run.status != "running"},
             "lines": [{"id": line.id, "at": line.at.isoformat(), "level": line.level, "message": redact(line.message), "text": log_text(line)} for line in lines],
             "last_id": lines[-1].id if lines else after,
             "more": more,
@@ -462,15 +470,25 @@ FLASH = {
     "disabled": "Disabled {email}: they are logged out and cannot log in.",
     "enabled": "Enabled {email}: they can log in again.",
 }
+BLANK_FORM = {"email": "", "role": "viewer", "attributes": ""}
 
 
 def _accounts(request: Request) -> Accounts:
     return request.app.state.auth.accounts
 
 
-def _users_page(request: Request, *, flash: str | None = None, error: Exception | None = None, form: dict[str, str] | None = None, status: int = 200) -> Response:
-    users = _accounts(request).list_users()
-    return _page(request, "users.html", status=status, users=users, roles=list(Role), flash=flash, error=error, form=form or {"email": "", "role": "viewer"})
+def _users_page(
+    request: Request, *, flash: str | None = None, error: Exception | None = None, form: dict[str, str] | None = None, status: int = 200, invitation: dict[str, str] | None = None
+) -> Response:
+    org = org_context(request)
+    users = _accounts(request).list_users(org=org.slug)
+    context = {"users": users, "roles": list(Role), "flash": flash, "error": error, "form": form or BLANK_FORM, "invitation": invitation}
+    return _page(request, "users.html", status=status, **context)
+
+
+def _attributes(text: str) -> dict[str, list[str]]:
+    """Row-level attributes typed in a form, one NAME=VALUE per line or comma."""
+    return parse_attributes(item.strip() for item in re.split(r"[,\n]", text) if item.strip())
 
 
 @router.get("/admin/users")
@@ -486,67 +504,100 @@ def add_user(
     email: Annotated[str, Form(max_length=1000)] = "",
     role: Annotated[str, Form(max_length=32)] = "viewer",
     password: Annotated[str, Form(max_length=4096)] = "",
+    attributes: Annotated[str, Form(max_length=4000)] = "",
 ) -> Response:
+    org = org_context(request)
     try:
-        account = _accounts(request).create_user(email, password, role)
-    except AccountError as exc:
-        return _users_page(request, error=exc, form={"email": email, "role": role}, status=400)
-    return _done("added", account.email)
+        account = _accounts(request).create_user(email, password, role, org=org.slug, attributes=_attributes(attributes))
+    except (AccountError, OrgError) as exc:
+        return _users_page(request, error=exc, form={"email": email, "role": role, "attributes": attributes}, status=400)
+    audit.record(request, "user_added", account.email, {"role": str(account.role)} | ({"attributes": dict(account.attributes)} if account.attributes else {}))
+    return _done(org, "added", account.email)
 
 
 @router.post("/admin/users/{user_id:int}/role")
 def change_role(request: Request, user_id: int, admin: Annotated[SessionUser, ADMIN], role: Annotated[str, Form(max_length=32)] = "") -> Response:
+    org = org_context(request)
     try:
-        email = _target(request, user_id, admin, "change your own role")
-        _accounts(request).set_role(email, role)
+        email = _target(request, org, user_id, admin, "change your own role")
+        changed = _accounts(request).set_role(email, role, org=org.slug)
     except AccountError as exc:
         return _users_page(request, error=exc, status=400)
-    return _done("role", email)
+    audit.record(request, "role_changed", email, {"role": str(changed.role)})
+    return _done(org, "role", email)
 
 
 @router.post("/admin/users/{user_id:int}/disabled")
 def set_disabled(request: Request, user_id: int, admin: Annotated[SessionUser, ADMIN], disabled: Annotated[str, Form(max_length=8)] = "1") -> Response:
+    org = org_context(request)
     off = disabled.strip().lower() in ("1", "true", "yes", "on")
     try:
-        email = _target(request, user_id, admin, "disable your own account")
+        email = _target(request, org, user_id, admin, "disable your own account")
+        _only_here(request, org, email)
     except AccountError as exc:
         return _users_page(request, error=exc, status=400)
     _accounts(request).set_disabled(email, off)
-    return _done("disabled" if off else "enabled", email)
+    audit.record(request, "user_disabled" if off else "user_enabled", email)
+    return _done(org, "disabled" if off else "enabled", email)
+
+
+@router.post("/admin/invitations")
+def invite(
+    request: Request,
+    admin: Annotated[SessionUser, ADMIN],
+    email: Annotated[str, Form(max_length=1000)] = "",
+    role: Annotated[str, Form(max_length=32)] = "viewer",
+    attributes: Annotated[str, Form(max_length=4000)] = "",
+) -> Response:
+    """A one-time link to join this organisation, shown once on the page (it is not stored)."""
+    org = org_context(request)
+    try:
+        token = _accounts(request).invite(email, role, org=org.slug, created_by=admin.email, attributes=_attributes(attributes))
+    except (AccountError, OrgError) as exc:
+        return _users_page(request, error=exc, form={"email": email, "role": role, "attributes": attributes}, status=400)
+    invited = _accounts(request).invitation(token)
+    audit.record(request, "invitation_created", invited.email, {"role": str(invited.role)})
+    link = (org.project.config.web.base_url or str(request.base_url)).rstrip("/") + f"/invite/{token}"
+    return _users_page(request, invitation={"email": invited.email, "role": str(invited.role), "link": link, "expires": present.utc(invited.expires_at)})
 
 
 class OwnAccount(AccountError):
     pass
 
 
-def _target(request: Request, user_id: int, admin: SessionUser, action: str) -> str:
-    """The e-mail of account ``user_id``; never the admin's own (no one locks themselves out, and
-    there is always an admin left: the one acting)."""
+def _target(request: Request, org: OrgContext, user_id: int, admin: SessionUser, action: str) -> str:
+    """The e-mail of member ``user_id`` of this organisation; never the admin's own (no one locks
+    themselves out, and there is always an admin left: the one acting). People who are not members
+    here are not found, whatever their number."""
     if user_id == admin.user_id:
         raise OwnAccount(
             f"You cannot {action} here",
             why="an admin who demotes or disables themselves could leave no one to manage accounts",
             fix="Ask another admin, or use `headwater user` on the server.",
         )
-    for account in _accounts(request).list_users():
+    for account in _accounts(request).list_users(org=org.slug):
         if account.id == user_id:
             return account.email
-    raise AccountNotFound(f"No account number {user_id}", fix="The users page lists the accounts.")
+    raise AccountNotFound(f"No account number {user_id} in this organisation", fix="The users page lists the accounts.")
 
 
-def _done(what: str, email: str) -> Response:
-    return RedirectResponse("/admin/users?" + urlencode({"done": what, "email": email}), status_code=303)
+def _only_here(request: Request, org: OrgContext, email: str) -> None:
+    """An account is the person's in every organisation: one organisation's admin may not lock
+    them out of the others."""
+    others = [slug for slug in _accounts(request).organisations_of(email) if slug != org.slug]
+    if others:
+        raise OwnAccount(
+            f"{email} cannot be disabled here",
+            why="they also belong to other organisations of this Headwater, and disabling an account locks them out of all of them",
+            fix="Change their role here instead, or ask the server's operator: headwater user disable EMAIL.",
+        )
+
+
+def _done(org: OrgContext, what: str, email: str) -> Response:
+    return RedirectResponse(org.url("/admin/users?" + urlencode({"done": what, "email": email})), status_code=303)
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _ctx(request: Request) -> WebContext:
-    return request.app.state.ctx
-
-
-def _launcher(request: Request) -> Launcher:
-    return request.app.state.launcher
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> Response:

@@ -1,5 +1,9 @@
-"""The app's routes. Endpoints are plain ``def``: FastAPI runs them in its thread pool, so DuckDB and
-the system database never block the event loop."""
+"""The organisation's dashboards, chart data, downloads and run history. Endpoints are plain
+``def``: FastAPI runs them in its thread pool, so DuckDB and the system database never block the
+event loop.
+
+Every route reads its organisation from `org_context(request)` (resolved by the guard) and hands
+its data and the member's row scope to the dashboards service explicitly."""
 
 from __future__ import annotations
 
@@ -16,14 +20,15 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from headwater import dashboards as service
 from headwater.config.model import Chart, Dashboard, Filter
+from headwater.dashboards.scope import RowScope
 from headwater.errors import NotFound
 from headwater.orchestrate.history import get_run, log_lines, recent_runs
 from headwater.publish import PublishedData, export
 from headwater.publish.export import XLSX_MAX_ROWS, Format
 from headwater.system.accounts import Role
-from headwater.web import present
-from headwater.web.auth import require
-from headwater.web.context import WebContext
+from headwater.web import audit, present
+from headwater.web.auth import org_context, require
+from headwater.web.tenancy import OrgContext
 
 CHART_ROWS = 10_000  # points sent to a chart or the JSON API; downloads have no cap
 TABLE_ROWS = 1_000  # rows of a table chart rendered into the page
@@ -35,22 +40,24 @@ router = APIRouter()
 
 @router.get("/")
 def index(request: Request) -> Response:
-    ctx = _ctx(request)
+    org = org_context(request)
+    ctx = org.ctx
     if len(ctx.dashboards) == 1:
-        return RedirectResponse(f"/dashboards/{quote(next(iter(ctx.dashboards)), safe='')}", status_code=303)
-    tables = ctx.data.tables() if ctx.warehouse.current_snapshot() else []
+        return RedirectResponse(org.url(f"/dashboards/{quote(next(iter(ctx.dashboards)), safe='')}"), status_code=303)
+    tables = service.readable_tables(ctx.data, org.scope) if ctx.warehouse.current_snapshot() else []
     return _page(request, "index.html", dashboards=ctx.dashboards, tables=tables)
 
 
 @router.get("/dashboards/{name}")
 def dashboard_page(request: Request, name: str) -> Response:
-    ctx = _ctx(request)
+    org = org_context(request)
+    ctx = org.ctx
     dashboard = ctx.dashboard(name)
     data = ctx.published()
     selections = service.check_selections(dashboard, _selections(request))
     query = _query_string(selections)
-    filters = [_filter_view(data, dashboard, f, selections) for f in dashboard.filters]
-    views = [_chart_view(data, dashboard, chart, index, name, selections, query) for index, chart in enumerate(dashboard.charts)]
+    filters = [_filter_view(data, dashboard, f, selections, org.scope) for f in dashboard.filters]
+    views = [_chart_view(org, data, dashboard, chart, index, name, selections, query) for index, chart in enumerate(dashboard.charts)]
     snapshot = ctx.warehouse.current_snapshot()
     return _page(
         request,
@@ -60,7 +67,7 @@ def dashboard_page(request: Request, name: str) -> Response:
         filters=filters,
         kpis=[v for v in views if v["chart"].type == "kpi"],
         charts=[v for v in views if v["chart"].type != "kpi"],
-        tables=_table_views(data, dashboard, name, selections, query),
+        tables=_table_views(org, data, dashboard, name, selections, query),
         filtered=bool(selections),
         xlsx_rows=XLSX_MAX_ROWS - 1,
         snapshot=snapshot.stem if snapshot else None,
@@ -68,18 +75,22 @@ def dashboard_page(request: Request, name: str) -> Response:
 
 
 @router.get("/api/dashboards/{name}/charts/{index:int}")
-def chart_json(request: Request, name: str, index: int) -> JSONResponse:
-    ctx = _ctx(request)
+def chart_json(request: Request, name: str, index: int) -> Response:
+    """The chart's data as JSON. The cache keeps the encoded bytes, not Python lists: a request is
+    then a lookup, and an install with many organisations' results in memory keeps the garbage
+    collector's full passes short (millions of cached list items made them tens of ms)."""
+    org = org_context(request)
+    ctx = org.ctx
     dashboard, chart = ctx.dashboard(name), ctx.chart(name, index)
     data = ctx.published()
     selections = _selections(request)
 
-    def compute() -> dict[str, object]:
-        result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, selections), CHART_ROWS)
-        return {"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}
+    def compute() -> bytes:
+        result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, selections, org.scope), CHART_ROWS)
+        return JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}).body
 
-    key = ("chart", name, index, tuple(sorted((k, tuple(sorted(v))) for k, v in selections.items())))
-    return JSONResponse(ctx.cached(key, compute))
+    key = ("chart", name, index, tuple(sorted((k, tuple(sorted(v))) for k, v in selections.items())), org.cache_scope)
+    return Response(ctx.cached(key, compute), media_type="application/json")
 
 
 # Downloads: every chart's data and every published table, as CSV or XLSX, with the dashboard's
@@ -118,13 +129,13 @@ def table_xlsx(request: Request, table: str) -> StreamingResponse:
 
 @router.get("/runs")
 def runs(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = org_context(request).ctx
     return _page(request, "runs.html", runs=recent_runs(ctx.system_db(), ctx.project.config.name, RUNS_SHOWN))
 
 
 @router.get("/runs/{run_id:int}")
 def run_detail(request: Request, run_id: int) -> Response:
-    ctx = _ctx(request)
+    ctx = org_context(request).ctx
     db = ctx.system_db()
     run = get_run(db, ctx.project.config.name, run_id)
     if run is None:
@@ -132,16 +143,6 @@ def run_detail(request: Request, run_id: int) -> Response:
     checks = [{"check": c, "sample": json.loads(c.sample) if c.sample else None} for c in run.checks]
     steps = [{"step": s, "detail": json.loads(s.detail) if s.detail else None} for s in run.steps]
     return _page(request, "run.html", run=run, steps=steps, checks=checks, log=log_lines(db, run_id))
-
-
-@router.get("/healthz")
-def healthz(request: Request) -> dict[str, str | None]:
-    snapshot = _ctx(request).warehouse.current_snapshot()
-    return {"status": "ok", "published": snapshot.name if snapshot else None}
-
-
-def _ctx(request: Request) -> WebContext:
-    return request.app.state.ctx
 
 
 def _page(request: Request, template: str, **context: Any) -> Response:
@@ -160,25 +161,25 @@ def _query_string(selections: dict[str, list[str]]) -> str:
     return f"?{encoded}" if encoded else ""
 
 
-def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]]) -> dict[str, Any]:
+def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]], scope: RowScope) -> dict[str, Any]:
     view: dict[str, Any] = {"type": spec.type, "key": spec.key, "label": spec.label or spec.key}
     if spec.type == "date_range":
-        low, high = service.date_bounds(data, dashboard, spec.key)
+        low, high = service.date_bounds(data, dashboard, spec.key, scope=scope)
         start, end = (selections.get(key, [""])[0] for key in spec.parameters)
         return view | {"min": low.isoformat() if low else "", "max": high.isoformat() if high else "", "from": start, "to": end, "names": spec.parameters}
-    options = service.filter_options(data, dashboard, spec.key)
+    options = service.filter_options(data, dashboard, spec.key, scope=scope)
     selected = selections.get(spec.key, [])
     missing = [v for v in selected if v not in options]  # keep a selection visible even past the options cap
     return view | {"options": missing + options, "selected": set(selected)}
 
 
 def _chart_view(
-    data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]], query_string: str
+    org: OrgContext, data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]], query_string: str
 ) -> dict[str, Any]:
-    query = service.chart_query(data, dashboard, chart, selections)
+    query = service.chart_query(data, dashboard, chart, selections, org.scope)
     limit = {"table": TABLE_ROWS, "pivot": TABLE_ROWS, "kpi": 1}.get(chart.type, CHART_ROWS)
     result = service.fetch(data, chart, query, limit)
-    base = f"/dashboards/{quote(name, safe='')}/charts/{index}"
+    base = org.url(f"/dashboards/{quote(name, safe='')}/charts/{index}")
     view = {
         "index": index,
         "chart": chart,
@@ -194,11 +195,11 @@ def _chart_view(
     return view
 
 
-def _table_views(data: PublishedData, dashboard: Dashboard, name: str, selections: dict[str, list[str]], query_string: str) -> list[dict[str, Any]]:
+def _table_views(org: OrgContext, data: PublishedData, dashboard: Dashboard, name: str, selections: dict[str, list[str]], query_string: str) -> list[dict[str, Any]]:
     views = []
-    for table in data.tables():
-        query = service.table_query(data, dashboard, table, selections)
-        base = f"/dashboards/{quote(name, safe='')}/tables/{quote(table, safe='')}"
+    for table in service.readable_tables(data, org.scope):
+        query = service.table_query(data, dashboard, table, selections, org.scope)
+        base = org.url(f"/dashboards/{quote(name, safe='')}/tables/{quote(table, safe='')}")
         views.append({"table": table, "csv_url": f"{base}.csv{query_string}", "xlsx_url": f"{base}.xlsx{query_string}", "unfiltered": _unfiltered(dashboard, query.unfiltered, selections)})
     return views
 
@@ -209,23 +210,25 @@ def _unfiltered(dashboard: Dashboard, keys: tuple[str, ...], selections: dict[st
 
 
 def _chart_download(request: Request, name: str, index: int, fmt: Format) -> StreamingResponse:
-    ctx = _ctx(request)
-    dashboard, chart = ctx.dashboard(name), ctx.chart(name, index)
-    data = ctx.published()
-    query = service.chart_query(data, dashboard, chart, _selections(request))
-    return _download(request, service.stream(data, chart, query), present.filename(f"{name}-{present.slug(chart.title)}.{fmt}"), fmt)
+    org = org_context(request)
+    dashboard, chart = org.ctx.dashboard(name), org.ctx.chart(name, index)
+    data = org.ctx.published()
+    selections = _selections(request)
+    query = service.chart_query(data, dashboard, chart, selections, org.scope)
+    response = _download(request, service.stream(data, chart, query), present.filename(f"{name}-{present.slug(chart.title)}.{fmt}"), fmt)
+    audit.record(request, "export", f"{name} chart {index}", {"format": fmt, "chart": chart.title, "filters": selections})
+    return response
 
 
 def _table_download(request: Request, name: str | None, table: str, fmt: Format) -> StreamingResponse:
-    ctx = _ctx(request)
-    if name is None:
-        data = ctx.published()
-        query = service.Query(data.table_query(table), {})
-    else:
-        dashboard = ctx.dashboard(name)
-        data = ctx.published()
-        query = service.table_query(data, dashboard, table, _selections(request))
-    return _download(request, service.stream(data, table, query), present.filename(f"{table}.{fmt}"), fmt)
+    org = org_context(request)
+    dashboard = org.ctx.dashboard(name) if name is not None else None
+    data = org.ctx.published()
+    selections = _selections(request) if name is not None else {}
+    query = service.table_query(data, dashboard, table, selections, org.scope)
+    response = _download(request, service.stream(data, table, query), present.filename(f"{table}.{fmt}"), fmt)
+    audit.record(request, "export", table, {"format": fmt, "dashboard": name, "filters": selections})
+    return response
 
 
 def _download(request: Request, opened: AbstractContextManager[pa.RecordBatchReader], filename: str, fmt: Format) -> StreamingResponse:

@@ -36,8 +36,9 @@
 
   // --- the run page -------------------------------------------------------------------------------
 
+  // The run page's log element names its poll URL (data-poll): /api/runs/N/log of the page's
+  // organisation (under /o/<slug>/ in an install with many).
   function followRun(log) {
-    var runId = log.getAttribute("data-run");
     var after = parseInt(log.getAttribute("data-after") || "0", 10) || 0;
     var badge = document.getElementById("run-status");
     var stepsBody = document.querySelector("#steps tbody");
@@ -64,7 +65,7 @@
     }
 
     function poll() {
-      getJSON("/api/runs/" + encodeURIComponent(runId) + "/log?after=" + after)
+      getJSON(log.getAttribute("data-poll") + "?after=" + after)
         .then(function (data) {
           failures = 0;
           if (data.lines.length) {
