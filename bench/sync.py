@@ -67,7 +67,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     out = tempfile.NamedTemporaryFile(suffix=".time", delete=False)
     out.close()
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd], env=env, cwd=cwd, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])}… failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sync import LAST_STDOUT, timed
 
 COLUMNS = """(id BIGINT PRIMARY KEY, account_id INT NOT NULL, status VARCHAR(10), body VARCHAR(160), amount DECIMAL(12,2),
   created_at DATETIME(6) NOT NULL, {updated} payload JSON, flag TINYINT(1))"""
@@ -40,22 +43,6 @@ FROM seq_1_to_{rows}"""
 CHANGES = """UPDATE {table} SET status = 'changed' WHERE id % 97 = 0 LIMIT 10000;
 INSERT INTO {table} SELECT seq, 1, 'new', 'x', 1, NOW(6), {updated} '{{}}', 1 FROM seq_{start}_to_{end};"""
 
-LAST_STDOUT = [""]
-
-
-def timed(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB) of a whole process (its stdout kept in LAST_STDOUT)."""
-    out = tempfile.NamedTemporaryFile(suffix=".time", delete=False)
-    out.close()
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd], capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])}… failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    LAST_STDOUT[0] = proc.stdout
-    kb = int(Path(out.name).read_text().strip().splitlines()[-1])
-    os.unlink(out.name)
-    return seconds, kb // 1024
 
 
 def table_seconds() -> dict[str, float]:
