@@ -225,3 +225,30 @@ def form_log_in(client: TestClient, email: str, password: str = PASSWORD) -> Non
 @pytest.fixture(name="install")
 def install_fixture(tmp_path: Path) -> Install:
     return make_install(tmp_path / "install")
+
+
+@contextmanager
+def served(app: object, *, shutdown_timeout: float = 10) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL.
+    The socket is bound before the server starts, so there is no race for the port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=shutdown_timeout)
+        sock.close()

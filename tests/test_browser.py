@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import csv
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from conftest_web import PASSWORD, REGIONS, WEEKS, account, make_project, publish_rows, synthetic_rows
+from conftest_web import (
+    PASSWORD,
+    REGIONS,
+    WEEKS,
+    account,
+    make_project,
+    publish_rows,
+    served,
+    synthetic_rows,
+)
 
 from headwater.web import create_app
 
@@ -28,19 +33,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     project = make_project(tmp_path_factory.mktemp("browser") / "project")
     publish_rows(project, synthetic_rows(), "run-000001")
     account(project, "admin", ADMIN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for a free port
-    server = uvicorn.Server(uvicorn.Config(create_app(project), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with served(create_app(project)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from conftest_web import PASSWORD, account
+from conftest_web import PASSWORD, account, served
 from demo_project import make_project
 
 from headwater.web import create_app
@@ -39,19 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     account(project, "analyst", ANALYST)
     account(project, "admin", ADMIN)
     app = create_app(project)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield Server(f"http://127.0.0.1:{sock.getsockname()[1]}", app)
-    uv.should_exit = True
-    thread.join(timeout=60)  # the app's shutdown lets a run started from the web finish
-    sock.close()
+    with served(app, shutdown_timeout=60) as url:
+        yield Server(url, app)
 
 
 def new_page(browser: Any, server: Server, email: str, viewport: dict[str, int] | None = None, start: str = "/pipelines") -> Any:

@@ -6,17 +6,13 @@ into the markup as markup would be blocked by the CSP, and Chromium would say so
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import uvicorn
-from conftest_web import PASSWORD, make_install, member
+from conftest_web import PASSWORD, make_install, member, served
 
 from headwater.web import create_app
 
@@ -41,19 +37,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     install = make_install(tmp_path_factory.mktemp("xss") / "install", ORGS)
     member(install, ADMIN, "acme", "admin")
     member(install, ADMIN, "beta", "viewer")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(install), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with served(create_app(install)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
