@@ -13,7 +13,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pg import _free_port  # one free-port probe for every throwaway server
 
 SERVICE_USER = "mysql"
 ADMIN = "hwadmin"
@@ -36,12 +37,6 @@ def _find(*names: str) -> str:
         if found:
             return found
     raise Unavailable(f"none of {', '.join(names)} is installed (apt-get install -y mariadb-server)")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

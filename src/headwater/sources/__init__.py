@@ -8,8 +8,8 @@ from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
 from headwater.config.sources import MySQLSource as MySQLSettings
 from headwater.config.sources import PostgresSource as PostgresSettings
 from headwater.config.sources import SQLiteSource as SQLiteSettings
-from headwater.sources.base import Source, SourceTable
 from headwater.sources.sqlite import SQLiteSource
+from headwater.sync.engine import Syncable as Source
 
 
 def open_source(name: str, settings: object, root: Path) -> Source:
@@ -38,4 +38,4 @@ def open_source(name: str, settings: object, root: Path) -> Source:
     raise TypeError(f"no source implementation for {type(settings).__name__}")  # config validation prevents this
 
 
-__all__ = ["Source", "SourceTable", "open_source"]
+__all__ = ["Source", "open_source"]

@@ -7,9 +7,8 @@ a timestamp column: see docs/sync.md for why that is exact under late commits an
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +16,7 @@ import duckdb
 
 from headwater.config.sources import PostgresSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure
+from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
 from headwater.sync.sql import Column, SqlSource, TableInfo, ql
 from headwater.sync.types import normalise
@@ -98,7 +98,7 @@ class PostgresSource(SqlSource):
             self.tunnel.close()
 
     def connection_error(self, exc: Exception) -> HeadwaterError:
-        text = redact(str(exc))
+        text = self.redact(str(exc))
         low = text.lower()
         where = self.where()
         if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
@@ -139,6 +139,14 @@ class PostgresSource(SqlSource):
     def _endpoint(self) -> tuple[str, int]:
         parts = urlsplit(self.settings.url)
         return self.tunnel.open(parts.hostname or "localhost", parts.port or 5432)
+
+    def redact(self, text: str) -> str:
+        """A driver message without the password: the literal first (a quote in it would end a
+        pattern early), then every URL and ``password=`` form."""
+        password = unquote(urlsplit(self.settings.url).password or "")
+        if len(password) >= 2:
+            text = text.replace(password.replace("\\", "\\\\").replace("'", "\\'"), "***").replace(password, "***")
+        return redact(text)
 
     def where(self) -> str:
         parts = urlsplit(self.settings.url)
@@ -204,7 +212,7 @@ class PostgresSource(SqlSource):
         if base_type == "money":
             return f"{col}::numeric(20,2)"
         if typtype == "d":  # a domain: read as its base type
-            return f"{col}::{_base_type_text(type_text, base_type, typmod)}"
+            return f"{col}::{_BASE_TYPE_NAMES.get(base_type, base_type)}"
         if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
             return f"{col}::text"  # geometric, network, range and other types without a DuckDB twin: their text form
         if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
@@ -287,21 +295,11 @@ class _CopyCounter:
         self.probe.close()
 
 
-def _base_type_text(type_text: str, base_type: str, typmod: int) -> str:
-    return {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}.get(base_type, base_type)
+_BASE_TYPE_NAMES = {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}
 
 
 def _pg_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
-
-
-def redact(text: str) -> str:
-    """Connection strings in driver messages, without their passwords."""
-    return _URL_PASSWORD.sub(r"\1***\3", _PASSWORD.sub(r"\1***", text))
 
 
 def _first_line(text: str) -> str:

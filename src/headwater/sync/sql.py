@@ -15,9 +15,9 @@ import fnmatch
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -388,10 +388,8 @@ class SqlSource:
             con.execute(f"DELETE FROM {target} USING {changes} c WHERE {key_match}")
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = stats.rows_read
-        if plan.cursor and stats.rows_read:
-            top = con.execute(f"SELECT max({qi(plan.cursor[0])}) FROM {changes}").fetchone()[0]
-            if top is not None and (new_state.get("cursor_max") is None or _after(top, new_state["cursor_max"])):
-                new_state["cursor_max"] = _jsonable(top)
+        if plan.cursor and stats.rows_read:  # raw now holds the newest cursor value there is
+            new_state["cursor_max"] = _max(con, target, plan.cursor[0])
         con.execute(f"DROP TABLE {changes}")
         if deletes_due:
             stats.deleted = self._remove_deleted(con, info, plan, target, source_count)
@@ -402,7 +400,7 @@ class SqlSource:
         assert column is not None
         start: Any = last
         if isinstance(last, str) and _looks_temporal(column.type):
-            moment = _parse_time(last) - plan.lookback
+            moment = dt.datetime.fromisoformat(last) - plan.lookback
             if column.source_zone and moment.tzinfo is not None:  # back to the source's own naive local time
                 moment = moment.astimezone(ZoneInfo(column.source_zone)).replace(tzinfo=None)
             start = moment.isoformat(sep=" ")
@@ -566,24 +564,6 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, str, bool)):
         return value
     return str(value)
-
-
-def _after(a: Any, b: Any) -> bool:
-    a = _jsonable(a)
-    if isinstance(a, str) and isinstance(b, str):
-        try:
-            return _parse_time(a) > _parse_time(b)
-        except ValueError:
-            return a > b
-    try:
-        return a > b
-    except TypeError:
-        return str(a) > str(b)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
-    return value
 
 
 def _looks_temporal(duck_type: str) -> bool:
