@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ def sync(
     from headwater.cli.main import _project
     from headwater.orchestrate.sync import run_sync
 
+    started = time.perf_counter()  # after the imports, like a library call
     loaded = _project(project)
     console = err if as_json else out
     with _TableProgress(console, enabled=not as_json and console.is_terminal) as progress:
@@ -46,8 +48,9 @@ def sync(
             wait_for_lock=30,
             on_wait=lambda: console.print("Another run of this project is in progress; waiting for it to finish…"),
         )
+    seconds = round(time.perf_counter() - started, 3)  # the project file, system database, sources and warehouse
     if as_json:
-        out.print_json(data={"run": run_id, "sources": {name: [s.as_dict() | {"rows_per_second": round(s.rows_per_second)} for s in stats] for name, stats in results.items()}})
+        out.print_json(data={"run": run_id, "seconds": seconds, "sources": {name: [s.as_dict() | {"rows_per_second": round(s.rows_per_second)} for s in stats] for name, stats in results.items()}})
         return
     for name, stats in results.items():
         table = Table(title=f"source {name} → raw_{name} (run {run_id})", title_justify="left")

@@ -6,7 +6,6 @@ the modes mean and how exactness is kept is in docs/sync.md.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -39,7 +38,7 @@ class TableSettings(Strict):
         None, description="Re-read this far behind the cursor's last value to catch late commits (default 1h for timestamps, 0 for numbers)."
     )
     deletes: Literal["remove", "tombstone", "ignore"] | None = Field(None, description="What a row gone from the source does to raw (default: the source's).")
-    check_deletes_every: Duration | None = Field(None, description="How often hard deletes are looked for (default: the source's).")
+    check_deletes_every: Duration | None = Field(None, description="How often a sync makes a full pass over the table (default: the source's).")
 
 
 class DatabaseSource(Strict):
@@ -48,8 +47,11 @@ class DatabaseSource(Strict):
     deletes: Literal["remove", "tombstone", "ignore"] = Field(
         "remove", description="Rows deleted in the source: remove them from raw, keep them with _headwater_deleted_at set, or ignore deletes."
     )
-    check_deletes_every: Duration = Field(
-        dt.timedelta(0), description="How often hard deletes are looked for (a cheap count first, then keys only); 0 = every sync."
+    check_deletes_every: Duration | None = Field(
+        None,
+        description="How often a sync makes a full pass over a table: it finds hard deletes (a count first, then keys only) and, on PostgreSQL "
+        "tables read through their updated_at index, any row changed without a newer updated_at. 0 = every sync. "
+        "Default: every sync for tables under a million rows, hourly above.",
     )
     timezone: TimeZone | None = Field(
         None, description="Time zone that 'timestamp without time zone' columns are written in (e.g. Europe/Berlin): they become UTC instants. Default: kept as they are."

@@ -7,6 +7,7 @@ a timestamp column: see docs/sync.md for why that is exact under late commits an
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ SELECT c.relname, c.relkind, greatest(c.reltuples, 0)::bigint AS estimated,
        t.typtype, t.typcategory, coalesce(bt.typname, t.typname) AS base_type,
        CASE WHEN a.atttypmod > 0 THEN a.atttypmod ELSE -1 END AS typmod,
        coalesce(et.typname, '') AS element_type,
-       coalesce(array_position(pk.indkey::int2[], a.attnum) - array_lower(pk.indkey::int2[], 1) + 1, 0) AS key_position
+       coalesce(array_position(pk.indkey::int2[], a.attnum) - array_lower(pk.indkey::int2[], 1) + 1, 0) AS key_position,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indisvalid) AS leads_index
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -47,6 +49,19 @@ LEFT JOIN pg_catalog.pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
 WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
   AND has_table_privilege(c.oid, 'SELECT')
 ORDER BY c.relname, a.attnum
+"""
+
+# Read just before a table's snapshot is taken (docs/sync.md, "Between full passes"): the start of
+# the oldest transaction in this database that could write rows, or now; and whether that can be
+# trusted. Autovacuum and WAL senders never write table rows (and a long autovacuum would otherwise
+# hold the bound back for its whole run).
+_HORIZON = """
+SELECT (extract(epoch FROM least(clock_timestamp(), min(a.xact_start))) * 1000000)::bigint AS micros,
+       count(*) FILTER (WHERE a.query = '<insufficient privilege>') AS hidden,
+       pg_is_in_recovery() AS standby,
+       (SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE database = current_database()) AS prepared
+FROM pg_catalog.pg_stat_activity a
+WHERE a.datname = current_database() AND coalesce(a.backend_type, 'hidden') NOT IN ('autovacuum worker', 'walsender')
 """
 
 
@@ -166,16 +181,20 @@ class PostgresSource(SqlSource):
         keys: dict[str, list[tuple[int, str]]] = {}
         raw: dict[str, list[tuple[str, str, str, str, str, int, str]]] = {}
         kinds: dict[str, tuple[str, int]] = {}
-        for relname, relkind, estimated, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position in rows:
+        indexed: dict[str, list[str]] = {}
+        for relname, relkind, estimated, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
             if names is not None and relname not in names:
                 continue
             kinds[relname] = (relkind, estimated)
+            if leads_index:
+                indexed.setdefault(relname, []).append(attname)
             raw.setdefault(relname, []).append((attname, type_text, typtype, typcategory, base_type, typmod, element_type))
             if key_position:
                 keys.setdefault(relname, []).append((key_position, attname))
         for relname, columns in raw.items():
             relkind, estimated = kinds[relname]
             tables[relname] = self._table(con, relname, relkind, estimated, columns, [a for _, a in sorted(keys.get(relname, []))])
+            tables[relname].indexed = indexed.get(relname, [])
         return tables
 
     def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str]], key: list[str]) -> TableInfo:
@@ -270,6 +289,23 @@ class PostgresSource(SqlSource):
             return {}
         (xmin,) = self.query(con, "SELECT txid_snapshot_xmin(txid_current_snapshot())::text")[0]
         return {"xmin": int(xmin)}
+
+    def horizon(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> tuple[dt.datetime | None, str | None]:
+        """The start of the oldest transaction running in the database, read *before* the table's
+        snapshot is taken: any transaction that snapshot cannot see was running at this moment (so it
+        started no earlier) or started after it. None when some transactions cannot be seen."""
+        micros, hidden, standby, prepared = self.query(con, _HORIZON)[0]
+        if standby:
+            return None, "the source is a read replica, where the primary's running transactions cannot be seen"
+        if hidden:
+            user = unquote(urlsplit(self.settings.url).username or "the sync user")
+            return None, f"the sync user cannot see other sessions' transactions (`GRANT pg_read_all_stats TO {user}` lets syncs read changes through an index)"
+        if prepared:
+            return None, "prepared (two-phase) transactions are pending, and their start is unknown"
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros)), None
+
+    def stamped_since(self, table: TableInfo, column: str, moment: dt.datetime) -> str:
+        return f"{self.quote(column)} >= {_pg_literal(moment.isoformat())}::timestamptz"
 
     def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
         """Rows whose writing transaction was not visible to the last sync's snapshot: their xmin is at

@@ -33,6 +33,13 @@ from headwater.sync.types import normalise, reconcile
 
 DELETED_AT = "_headwater_deleted_at"
 DEFAULT_TIME_LOOKBACK = dt.timedelta(hours=1)
+# A full pass over a table (deletes; PostgreSQL: rows changed without a newer updated_at) costs a scan
+# of the whole source table: every sync below this many rows, on this schedule above (unless set).
+AUTO_PASS_ROWS = 1_000_000
+AUTO_PASS_EVERY = dt.timedelta(hours=1)
+# PostgreSQL through the updated_at index: how far before the oldest running transaction's start to
+# read, for timestamps written by a client whose clock is a little behind the server's (docs/sync.md).
+DEFAULT_INDEX_MARGIN = dt.timedelta(minutes=1)
 
 
 def qi(name: str) -> str:
@@ -69,6 +76,7 @@ class TableInfo:
     tracks_transactions: bool = False  # PostgreSQL: rows carry the id of the transaction that wrote them (xmin)
     read_exprs: dict[str, str] = field(default_factory=dict)  # column -> source-dialect SELECT expression, when not the bare column
     parallel_ok: bool = False  # the source's parallel scanner reads every column exactly as a query would
+    indexed: list[str] = field(default_factory=list)  # columns that lead an index of the table
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -82,8 +90,9 @@ class Plan:
     cursor: list[str]
     lookback: dt.timedelta
     deletes: str  # remove | tombstone | ignore
-    check_deletes_every: dt.timedelta
+    check_deletes_every: dt.timedelta  # how often a full pass is made (deletes; rows the index path cannot see)
     notes: list[str] = field(default_factory=list)
+    index_cursor: str | None = None  # xmin tables: a timestamptz updated_at-like column leading an index
 
 
 class SqlSource:
@@ -124,6 +133,15 @@ class SqlSource:
     def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
         """WHERE clause selecting rows written after ``state`` was taken, by transaction ids; None: unknown."""
         return None
+
+    def horizon(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> tuple[dt.datetime | None, str | None]:
+        """Called just before a table's transaction: a time no later than the start of any transaction
+        whose writes the coming snapshot will not see, or (None, why not)."""
+        return None, None
+
+    def stamped_since(self, table: TableInfo, column: str, moment: dt.datetime) -> str:
+        """WHERE clause: ``column`` (a timestamp with time zone) at or after ``moment``."""
+        return f"{self.quote(column)} >= {self.literal(moment.isoformat(sep=' '))}"
 
     def copy_progress(self) -> Callable[[], int | None] | None:
         """A function telling how many rows the source has sent so far, for progress bars; None: use
@@ -209,6 +227,8 @@ class SqlSource:
         cursor = settings.cursor if settings.cursor is not None else ([] if info.tracks_transactions else info.cursor_candidates[:1])
         deletes = settings.deletes or self.settings.deletes
         every = settings.check_deletes_every if settings.check_deletes_every is not None else self.settings.check_deletes_every
+        if every is None:  # auto: a pass over a small table costs little, so every sync
+            every = AUTO_PASS_EVERY if (info.estimated_rows or 0) >= AUTO_PASS_ROWS else dt.timedelta(0)
         mode = settings.mode
         notes: list[str] = []
         if mode == "auto":
@@ -239,7 +259,11 @@ class SqlSource:
         if lookback is None:
             first = info.column(cursor[0]) if cursor else None
             lookback = DEFAULT_TIME_LOOKBACK if first is not None and "TIME" in normalise(first.type) or (first and normalise(first.type) == "DATE") else dt.timedelta(0)
-        return Plan(mode, method, key, cursor, lookback, deletes, every, notes)
+        index_cursor = None
+        if method == "xmin" and mode == "incremental":
+            index_cursor = next((c.name for c in map(info.column, info.cursor_candidates) if c and c.name in info.indexed and normalise(c.type) == "TIMESTAMPTZ" and c.source_zone is None), None)
+            lookback = settings.lookback if settings.lookback is not None else DEFAULT_INDEX_MARGIN
+        return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor)
 
     def _sync_table(self, ctx: SyncContext, info: TableInfo) -> TableStats:
         con = ctx.con
@@ -248,6 +272,8 @@ class SqlSource:
         plan = self.plan(info, settings)
         target = f"{qi(raw_schema(self.name))}.{qi(info.name)}"
         label = f"source {self.name}: table {info.name}"
+        # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
+        horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
         con.execute("BEGIN TRANSACTION")
         try:
             snapshot = self.begin(con, info)
@@ -264,6 +290,8 @@ class SqlSource:
                 full = True
                 stats.notes.append("more than 2^31 transactions since the last sync: reloaded in full")
             new_state: dict[str, Any] = {"method": plan.method, "key": plan.key, "cursor": plan.cursor, **snapshot}
+            if horizon is not None:
+                new_state["since"] = horizon.isoformat()
             if full:
                 self._load_full(ctx, info, plan, target, kept, stats)
                 new_state["last_delete_check"] = _now().isoformat()
@@ -271,7 +299,7 @@ class SqlSource:
                     new_state["cursor_max"] = _max(con, target, plan.cursor[0])
             else:
                 assert state is not None
-                self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state)
+                self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
             save_state(con, self.name, info.name, new_state)
             stats.rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
             con.execute("COMMIT")
@@ -284,7 +312,7 @@ class SqlSource:
         stats.seconds = round(time.perf_counter() - started, 3)
         ctx.report(info.name, stats.rows_read, stats.rows_read)
         ctx.log(
-            f"{label}: {stats.mode} ({plan.method}), {stats.rows_read:,} rows read, {stats.upserted:,} written, {stats.deleted:,} deleted, "
+            f"{label}: {stats.mode} ({new_state.get('read', plan.method)}), {stats.rows_read:,} rows read, {stats.upserted:,} written, {stats.deleted:,} deleted, "
             f"{stats.rows:,} in {raw_schema(self.name)}.{info.name} ({stats.seconds:.1f} s)"
         )
         for change in stats.schema_changes:
@@ -351,6 +379,7 @@ class SqlSource:
         snapshot: dict[str, Any],
         stats: TableStats,
         new_state: dict[str, Any],
+        no_horizon: str | None = None,
     ) -> None:
         con = ctx.con
         if plan.deletes == "tombstone":
@@ -360,15 +389,24 @@ class SqlSource:
             self._load_by_comparison(ctx, info, plan, target, kept, stats)
             new_state["last_delete_check"] = _now().isoformat()
             return
+        pass_due = self._pass_due(state, plan)
         where: str | None
-        if plan.method == "xmin":
+        if plan.method == "xmin" and plan.index_cursor and state.get("since") and not pass_due:
+            # Between full passes: the updated_at index, from the oldest transaction the last snapshot
+            # could not see (less a margin); the next full pass still starts from the last one's xmin.
+            where = self.stamped_since(info, plan.index_cursor, dt.datetime.fromisoformat(state["since"]) - plan.lookback)
+            new_state["xmin"] = state["xmin"]
+            new_state["read"] = f"{plan.index_cursor} index"
+        elif plan.method == "xmin":
             where = self.changed_since(info, state, snapshot)
+            if plan.index_cursor and not pass_due and no_horizon:
+                stats.notes.append(f"read by transaction ids, a pass over the whole table, because {no_horizon}")
         else:
             last = state.get("cursor_max")
             new_state["cursor_max"] = last
             where = None if last is None else self._cursor_where(info, plan, last)
         changes = "_hw_changes"
-        deletes_due = plan.mode != "append" and plan.deletes != "ignore" and self._deletes_due(state, plan)
+        deletes_due = plan.mode != "append" and plan.deletes != "ignore" and pass_due
         # One pass over the source for "how many changed, how many in all" pays off when the count is
         # needed anyway (deletes due); otherwise reading the changes is itself the one pass.
         probed = self.probe(con, info, where) if where and deletes_due else None
@@ -393,6 +431,7 @@ class SqlSource:
         con.execute(f"DROP TABLE {changes}")
         if deletes_due:
             stats.deleted = self._remove_deleted(con, info, plan, target, source_count)
+        if pass_due:
             new_state["last_delete_check"] = _now().isoformat()
 
     def _cursor_where(self, info: TableInfo, plan: Plan, last: Any) -> str:
@@ -430,7 +469,8 @@ class SqlSource:
             stats.deleted = self._apply_deletes(con, plan, target, src)
         con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
 
-    def _deletes_due(self, state: dict[str, Any], plan: Plan) -> bool:
+    def _pass_due(self, state: dict[str, Any], plan: Plan) -> bool:
+        """Whether this sync makes the full pass: deletes, and rows no index can find."""
         last = state.get("last_delete_check")
         return not plan.check_deletes_every or last is None or _now() - dt.datetime.fromisoformat(last) >= plan.check_deletes_every
 
