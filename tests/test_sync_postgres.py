@@ -198,6 +198,8 @@ def test_between_full_passes_changes_are_read_through_the_updated_at_index(h: Ha
     raw = dict((r[0], r[1:]) for r in raw_items(h))
     assert raw[500][0] == "item 500" and 900 in raw and raw[5001][0] == "new"
     assert all(raw[i][1] == -1 for i in range(1, 41))
+    # Within the look-back margin, but already seen by the last snapshot: not read again.
+    assert h.sync(**HOURLY)["items"].rows_read == 0
 
     full_pass = h.sync(check_deletes_every="0s")["items"]  # due: by transaction ids, and deletes
     assert full_pass.deleted == 1

@@ -57,7 +57,7 @@ ORDER BY c.relname, a.attnum
 # hold the bound back for its whole run).
 _HORIZON = """
 SELECT (extract(epoch FROM least(clock_timestamp(), min(a.xact_start))) * 1000000)::bigint AS micros,
-       count(*) FILTER (WHERE a.query = '<insufficient privilege>') AS hidden,
+       count(*) FILTER (WHERE a.query = '<insufficient privilege>' OR a.state = 'disabled') AS hidden,  -- disabled: track_activities off
        pg_is_in_recovery() AS standby,
        (SELECT count(*) FROM pg_catalog.pg_prepared_xacts WHERE database = current_database()) AS prepared
 FROM pg_catalog.pg_stat_activity a
@@ -299,7 +299,10 @@ class PostgresSource(SqlSource):
             return None, "the source is a read replica, where the primary's running transactions cannot be seen"
         if hidden:
             user = unquote(urlsplit(self.settings.url).username or "the sync user")
-            return None, f"the sync user cannot see other sessions' transactions (`GRANT pg_read_all_stats TO {user}` lets syncs read changes through an index)"
+            return None, (
+                f"the sync user cannot see every session's transaction (`GRANT pg_read_all_stats TO {user}` lets syncs read changes through an index; "
+                "track_activities must be on)"
+            )
         if prepared:
             return None, "prepared (two-phase) transactions are pending, and their start is unknown"
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros)), None
@@ -307,14 +310,15 @@ class PostgresSource(SqlSource):
     def stamped_since(self, table: TableInfo, column: str, moment: dt.datetime) -> str:
         return f"{self.quote(column)} >= {_pg_literal(moment.isoformat())}::timestamptz"
 
-    def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
-        """Rows whose writing transaction was not visible to the last sync's snapshot: their xmin is at
-        or after that snapshot's xmin, compared modulo 2^32 as PostgreSQL itself compares xids."""
-        low = int(state["xmin"]) % XID_SPAN
+    def changed_since(self, table: TableInfo, since_xmin: int) -> str:
+        """Rows whose writing transaction was not visible to a snapshot whose xmin was ``since_xmin``:
+        their xmin is at or after it, compared modulo 2^32 as PostgreSQL itself compares xids."""
+        low = since_xmin % XID_SPAN
         return f"((xmin::text::bigint - {low}) & {XID_SPAN - 1}) < {XID_HALF}"
 
     def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
-        return "xmin" in state and "xmin" in snapshot and 0 <= snapshot["xmin"] - int(state["xmin"]) < XID_HALF
+        oldest = state.get("pass_xmin", state.get("xmin"))
+        return oldest is not None and "xmin" in snapshot and 0 <= snapshot["xmin"] - int(oldest) < XID_HALF
 
 
 class _CopyCounter:

@@ -130,8 +130,8 @@ class SqlSource:
         """Called first in each table's transaction; returns facts about the source's snapshot."""
         return {}
 
-    def changed_since(self, table: TableInfo, state: dict[str, Any], snapshot: dict[str, Any]) -> str | None:
-        """WHERE clause selecting rows written after ``state`` was taken, by transaction ids; None: unknown."""
+    def changed_since(self, table: TableInfo, since_xmin: int) -> str | None:
+        """WHERE clause selecting rows written by transactions a snapshot with this xmin could not see; None: unknown."""
         return None
 
     def horizon(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> tuple[dt.datetime | None, str | None]:
@@ -140,8 +140,9 @@ class SqlSource:
         return None, None
 
     def stamped_since(self, table: TableInfo, column: str, moment: dt.datetime) -> str:
-        """WHERE clause: ``column`` (a timestamp with time zone) at or after ``moment``."""
-        return f"{self.quote(column)} >= {self.literal(moment.isoformat(sep=' '))}"
+        """WHERE clause: ``column`` (a timestamp with time zone) at or after ``moment``; needed by
+        dialects whose `horizon` returns one."""
+        raise NotImplementedError
 
     def copy_progress(self) -> Callable[[], int | None] | None:
         """A function telling how many rows the source has sent so far, for progress bars; None: use
@@ -295,6 +296,8 @@ class SqlSource:
             if full:
                 self._load_full(ctx, info, plan, target, kept, stats)
                 new_state["last_delete_check"] = _now().isoformat()
+                if "xmin" in snapshot:
+                    new_state["pass_xmin"] = snapshot["xmin"]
                 if plan.cursor:
                     new_state["cursor_max"] = _max(con, target, plan.cursor[0])
             else:
@@ -391,14 +394,20 @@ class SqlSource:
             return
         pass_due = self._pass_due(state, plan)
         where: str | None
+        # xmin: the snapshot xmin of the last sync; pass_xmin: of the last pass over the whole table.
+        pass_xmin = int(state.get("pass_xmin", state.get("xmin", 0)))
         if plan.method == "xmin" and plan.index_cursor and state.get("since") and not pass_due:
-            # Between full passes: the updated_at index, from the oldest transaction the last snapshot
-            # could not see (less a margin); the next full pass still starts from the last one's xmin.
-            where = self.stamped_since(info, plan.index_cursor, dt.datetime.fromisoformat(state["since"]) - plan.lookback)
-            new_state["xmin"] = state["xmin"]
+            # Between full passes: through the updated_at index, from the start of the oldest
+            # transaction the last snapshot could not see (less a margin), and only rows that snapshot
+            # could not see (no re-reads); the next full pass starts from the last one's xmin.
+            stamped = self.stamped_since(info, plan.index_cursor, dt.datetime.fromisoformat(state["since"]) - plan.lookback)
+            where = f"{stamped} AND {self.changed_since(info, int(state['xmin']))}"
+            new_state["pass_xmin"] = pass_xmin
             new_state["read"] = f"{plan.index_cursor} index"
         elif plan.method == "xmin":
-            where = self.changed_since(info, state, snapshot)
+            # A pass: everything written since the last pass, whatever its timestamps say.
+            where = self.changed_since(info, pass_xmin)
+            new_state["pass_xmin"] = snapshot["xmin"]
             if plan.index_cursor and not pass_due and no_horizon:
                 stats.notes.append(f"read by transaction ids, a pass over the whole table, because {no_horizon}")
         else:
