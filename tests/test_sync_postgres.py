@@ -206,6 +206,19 @@ def test_between_full_passes_changes_are_read_through_the_updated_at_index(h: Ha
     assert raw_items(h) == source_items(h)
 
 
+def test_a_table_truncated_and_reloaded_with_old_timestamps_gets_a_full_pass(h: Harness) -> None:
+    make_indexed_items(h, 200)
+    h.sync(**HOURLY)
+    h.sql("CREATE TABLE saved AS SELECT * FROM items WHERE id <= 150")
+    h.sql("UPDATE saved SET name = 'restored'")  # updated_at stays a day old
+    h.sql("TRUNCATE items")
+    h.sql("INSERT INTO items SELECT * FROM saved")
+    stats = h.sync(**HOURLY)["items"]
+    assert (stats.rows_read, stats.deleted) == (150, 50)
+    assert raw_items(h) == source_items(h)
+    assert "read" not in h.state("items")  # a pass by transaction ids, not the index
+
+
 def test_index_path_catches_a_transaction_that_started_before_the_sync_and_commits_after(h: Harness) -> None:
     """The writer's now() is older than rows the sync already read; with no look-back margin at all,
     the bound taken from the oldest running transaction still reaches back to it."""

@@ -32,7 +32,7 @@ _CURSOR_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "DATE",
 _CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "updated", "modified", "changed_at", "last_updated")
 
 _CATALOG = """
-SELECT c.relname, c.relkind, greatest(c.reltuples, 0)::bigint AS estimated,
+SELECT c.relname, c.relkind, greatest(c.reltuples, 0)::bigint AS estimated, c.oid::bigint || '/' || c.relfilenode::bigint AS identity,
        a.attname, format_type(a.atttypid, a.atttypmod) AS type_text,
        t.typtype, t.typcategory, coalesce(bt.typname, t.typname) AS base_type,
        CASE WHEN a.atttypmod > 0 THEN a.atttypmod ELSE -1 END AS typmod,
@@ -182,10 +182,12 @@ class PostgresSource(SqlSource):
         raw: dict[str, list[tuple[str, str, str, str, str, int, str]]] = {}
         kinds: dict[str, tuple[str, int]] = {}
         indexed: dict[str, list[str]] = {}
-        for relname, relkind, estimated, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
+        identities: dict[str, str] = {}
+        for relname, relkind, estimated, identity, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
             if names is not None and relname not in names:
                 continue
             kinds[relname] = (relkind, estimated)
+            identities[relname] = identity
             if leads_index:
                 indexed.setdefault(relname, []).append(attname)
             raw.setdefault(relname, []).append((attname, type_text, typtype, typcategory, base_type, typmod, element_type))
@@ -195,6 +197,7 @@ class PostgresSource(SqlSource):
             relkind, estimated = kinds[relname]
             tables[relname] = self._table(con, relname, relkind, estimated, columns, [a for _, a in sorted(keys.get(relname, []))])
             tables[relname].indexed = indexed.get(relname, [])
+            tables[relname].identity = identities[relname]
         return tables
 
     def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str]], key: list[str]) -> TableInfo:
@@ -218,7 +221,7 @@ class PostgresSource(SqlSource):
         kind = {"r": "table", "p": "partitioned", "v": "view", "m": "view", "f": "foreign"}[relkind]
         candidates = [c.name for c in out if c.name.lower() in _CURSOR_NAMES and normalise(c.type) in _CURSOR_TYPES]
         info = TableInfo(name, out, key, candidates, kind, estimated or None, tracks_transactions=kind in ("table", "partitioned"), read_exprs=exprs)
-        info.parallel_ok = kind == "table" and self._scanner_agrees(con, info, exprs)
+        info.parallel_ok = None if kind == "table" else False  # asked when a whole-table read needs it
         return info
 
     def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str) -> str:
@@ -237,6 +240,11 @@ class PostgresSource(SqlSource):
         if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
             return f"{col}::text[]"
         return col
+
+    def _parallel_ok(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> bool:
+        if table.parallel_ok is None:
+            table.parallel_ok = self._scanner_agrees(con, table, table.read_exprs)
+        return table.parallel_ok
 
     def _scanner_agrees(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exprs: dict[str, str]) -> bool:
         """Whether the parallel scan of the table yields every column as a plain query does."""
@@ -261,7 +269,7 @@ class PostgresSource(SqlSource):
 
     def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
         wanted = [c for c in table.columns if columns is None or c.name in columns]
-        if parallel and where is None and columns is None and table.parallel_ok:
+        if parallel and where is None and columns is None and self._parallel_ok(con, table):
             # DuckDB's scanner: parallel COPYs of ctid ranges within one exported snapshot.
             return f"(SELECT {', '.join(self.quote(c.name) for c in wanted)} FROM {self.alias}.{self.quote(self.settings.schema_)}.{self.quote(table.name)})"
         exprs = ", ".join(f"{self._expr_for(table, c.name)} AS {self.quote(c.name)}" for c in wanted)

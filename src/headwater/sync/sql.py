@@ -75,8 +75,9 @@ class TableInfo:
     estimated_rows: int | None = None
     tracks_transactions: bool = False  # PostgreSQL: rows carry the id of the transaction that wrote them (xmin)
     read_exprs: dict[str, str] = field(default_factory=dict)  # column -> source-dialect SELECT expression, when not the bare column
-    parallel_ok: bool = False  # the source's parallel scanner reads every column exactly as a query would
+    parallel_ok: bool | None = False  # the source's parallel scanner reads every column exactly as a query would (None: not asked yet)
     indexed: list[str] = field(default_factory=list)  # columns that lead an index of the table
+    identity: str | None = None  # changes when the table is dropped and re-created or rewritten (TRUNCATE): PostgreSQL's oid/relfilenode
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -176,12 +177,13 @@ class SqlSource:
     def sync(self, ctx: SyncContext) -> list[TableStats]:
         con = ctx.con
         with _load_settings(con):
+            raw = _raw_tables(con, raw_schema(self.name))  # before the source's catalog joins DuckDB's
             self.attach(con)
             try:
                 tables = self._select_tables(con, ctx.tables)
                 ensure_state_table(con)
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
-                return [self._sync_table(ctx, info) for info in tables]
+                return [self._sync_table(ctx, info, raw.get(info.name)) for info in tables]
             finally:
                 self.detach(con)
 
@@ -266,7 +268,8 @@ class SqlSource:
             lookback = settings.lookback if settings.lookback is not None else DEFAULT_INDEX_MARGIN
         return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor)
 
-    def _sync_table(self, ctx: SyncContext, info: TableInfo) -> TableStats:
+    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None) -> TableStats:
+        """``raw_columns``: the raw table's columns (without Headwater's own), None when there is none yet."""
         con = ctx.con
         started = time.perf_counter()
         settings = self.settings.settings_for(info.name)
@@ -279,8 +282,8 @@ class SqlSource:
         try:
             snapshot = self.begin(con, info)
             state = None if ctx.full_refresh else load_state(con, self.name, info.name)
-            exists = _table_exists(con, raw_schema(self.name), info.name)
-            raw_columns = _raw_columns(con, raw_schema(self.name), info.name) if exists else {}
+            exists = raw_columns is not None
+            raw_columns = raw_columns or {}
             stats = TableStats(info.name, 0, 0.0, mode=plan.mode, notes=list(plan.notes))
             full = state is None or not exists or plan.method == "reload" or state.get("method") != plan.method or state.get("key") != plan.key
             kept = self._reconcile_schema(con, info, raw_columns, target, stats, alter=not ctx.full_refresh) if exists else []
@@ -291,6 +294,8 @@ class SqlSource:
                 full = True
                 stats.notes.append("more than 2^31 transactions since the last sync: reloaded in full")
             new_state: dict[str, Any] = {"method": plan.method, "key": plan.key, "cursor": plan.cursor, **snapshot}
+            if info.identity is not None:
+                new_state["identity"] = info.identity
             if horizon is not None:
                 new_state["since"] = horizon.isoformat()
             if full:
@@ -392,7 +397,8 @@ class SqlSource:
             self._load_by_comparison(ctx, info, plan, target, kept, stats)
             new_state["last_delete_check"] = _now().isoformat()
             return
-        pass_due = self._pass_due(state, plan)
+        # A table re-created or rewritten since (TRUNCATE and reload) may hold rows with any timestamps.
+        pass_due = self._pass_due(state, plan) or state.get("identity") != info.identity
         where: str | None
         # xmin: the snapshot xmin of the last sync; pass_xmin: of the last pass over the whole table.
         pass_xmin = int(state.get("pass_xmin", state.get("xmin", 0)))
@@ -591,16 +597,18 @@ def _bytes(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [schema, table]).fetchone()[0] > 0
-
-
-def _raw_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:
+    """Every table in a raw schema with its columns (without Headwater's own), in their order."""
     rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        [schema, table],
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? ORDER BY table_name, column_index",
+        [schema],
     ).fetchall()
-    return {name: duck_type for name, duck_type in rows if name not in (SYNCED_AT, DELETED_AT)}
+    tables: dict[str, dict[str, str]] = {}
+    for table, name, duck_type in rows:
+        columns = tables.setdefault(table, {})
+        if name not in (SYNCED_AT, DELETED_AT):
+            columns[name] = duck_type
+    return tables
 
 
 def _max(con: duckdb.DuckDBPyConnection, target: str, column: str) -> Any:
