@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for tests: an SMTP server (aiosmtpd) and a webhook receiver."""
+"""Real servers on 127.0.0.1 for tests: an SMTP server (aiosmtpd), any HTTP handler, a webhook receiver."""
 
 from __future__ import annotations
 
@@ -42,6 +42,27 @@ def smtp_server() -> Iterator[Mailbox]:
         controller.stop()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not print a line per request."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free port of 127.0.0.1 in a thread; yields the base URL (no trailing /)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @dataclass
 class Hooks:
     url: str
@@ -53,22 +74,13 @@ class Hooks:
 def webhook_server() -> Iterator[Hooks]:
     hooks = Hooks(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's API
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hooks.posts.append(json.loads(body))
             self.send_response(hooks.status)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hooks.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/SECRETPATH"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as base:
+        hooks.url = f"{base}/hooks/T000/SECRETPATH"
         yield hooks
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from loopback import QuietHandler, http_server
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets.readonly"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -201,7 +200,7 @@ def _resolve(asked: str, tabs: dict[str, list[list[Any]]]) -> tuple[str, list[li
 def sheets_server() -> Iterator[FakeSheets]:
     fake = FakeSheets()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -221,16 +220,5 @@ def sheets_server() -> Iterator[FakeSheets]:
             fake.requests.append(("GET", parts.path, query))
             self._answer(*fake.api(parts.path, query, self.headers.get("Authorization")))
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as fake.url:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from loopback import QuietHandler, http_server
 from sqlalchemy import insert, select
 
 from headwater.config.model import LoadedProject, Project
@@ -110,7 +110,7 @@ def hooks() -> Iterator[Hooks]:
     state = Hooks(port=0)
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
@@ -122,18 +122,9 @@ def hooks() -> Iterator[Hooks]:
             self.end_headers()
             self.wfile.write(reply)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as base:
+        state.port = int(base.rsplit(":", 1)[1])
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(autouse=True)

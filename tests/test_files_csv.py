@@ -4,11 +4,11 @@ good rows load typed, and a file that did not change is not read twice."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
 
 import pytest
 from files_project import make_project, quarantine, query, sync, write
+from loopback import QuietHandler, http_server
 
 from headwater.errors import ConfigError, HeadwaterError, NotFound, RunFailed
 
@@ -264,8 +264,8 @@ def test_missing_files_and_misnamed_rule_columns(tmp_path):
     assert "Did you mean 'region_name'?" in caught.value.fix
 
 
-def _serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
+def _serve(files: dict[str, bytes]) -> AbstractContextManager[str]:
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body = files.get(self.path)
             self.send_response(200 if body is not None else 404)
@@ -273,18 +273,12 @@ def _serve(files: dict[str, bytes]) -> tuple[ThreadingHTTPServer, str]:
             self.end_headers()
             self.wfile.write(body or b"not found")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return http_server(Handler)
 
 
 def test_a_csv_from_a_url(tmp_path):
     files = {"/pub?output=csv": b"Region,Lead\nNorth,Ana\n"}
-    server, base = _serve(files)
-    try:
+    with _serve(files) as base:
         project = make_project(tmp_path, f"regions:\n  type: csv\n  path: {base}/pub?output=csv\n")
         [stats] = sync(project, "regions")
         assert query(project, "SELECT region, lead, _headwater_file FROM raw_regions.regions") == [("North", "Ana", f"{base}/pub?output=csv")]
@@ -295,9 +289,6 @@ def test_a_csv_from_a_url(tmp_path):
         with pytest.raises(HeadwaterError, match="HTTP 404"):
             sync(project, "regions")
         assert stats.rows == 1
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_several_tables_and_selecting_one(tmp_path):

@@ -162,12 +162,6 @@ class MySQLSource(SqlSource):
     def describe(self) -> str:
         return f"source '{self.name}' ({self.kind} {self.where()})"
 
-    def query(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
-        try:
-            return con.execute(f"SELECT * FROM mysql_query({ql(self.alias)}, {ql(sql)})").fetchall()
-        except duckdb.Error as exc:
-            raise self.connection_error(exc) from None
-
     # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:

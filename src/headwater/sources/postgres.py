@@ -167,12 +167,6 @@ class PostgresSource(SqlSource):
         parts = urlsplit(self.settings.url)
         return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{parts.path.lstrip('/')}"
 
-    def query(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
-        try:
-            return con.execute(f"SELECT * FROM postgres_query({ql(self.alias)}, {ql(sql)})").fetchall()
-        except duckdb.Error as exc:
-            raise self.connection_error(exc) from None
-
     # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:

@@ -127,6 +127,21 @@ class SqlSource:
     def count_relation(self, table: TableInfo) -> str:
         raise NotImplementedError
 
+    def query_relation(self, sql: str) -> str:
+        """Any SELECT in the source's own dialect, as a relation DuckDB can SELECT from."""
+        raise NotImplementedError
+
+    def connection_error(self, exc: Exception) -> HeadwaterError:
+        """A driver error as a message that names the source and the fix (and never the password)."""
+        raise NotImplementedError
+
+    def query(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        """Run a SELECT in the source's dialect; a failure becomes the dialect's `connection_error`."""
+        try:
+            return con.execute(f"SELECT * FROM {self.query_relation(sql)}").fetchall()
+        except duckdb.Error as exc:
+            raise self.connection_error(exc) from None
+
     def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, Any]:
         """Called first in each table's transaction; returns facts about the source's snapshot."""
         return {}
