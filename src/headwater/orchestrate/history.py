@@ -33,6 +33,7 @@ def abandon_stale_runs(db: SystemDB, project: str) -> int:
             update(Run)
             .where(Run.project == project, Run.status == "running")
             .values(status="abandoned", finished_at=dt.datetime.now(dt.UTC), error=ABANDONED)
+            .execution_options(synchronize_session=False)  # no run objects in this session to refresh
         )
         session.commit()
         return result.rowcount or 0
