@@ -106,6 +106,7 @@ class SqlSource:
         self.name = name
         self.settings = settings
         self.alias = f"hw_src_{name}"
+        self._passes = 0  # tables this sync loaded in full or made a full pass over
 
     # --- dialect -------------------------------------------------------------------------------
 
@@ -198,9 +199,16 @@ class SqlSource:
                 tables = self._select_tables(con, ctx.tables)
                 ensure_state_table(con)
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
-                return [self._sync_table(ctx, info, raw.get(info.name)) for info in tables]
+                self._passes = 0
+                stats = [self._sync_table(ctx, info, raw.get(info.name), last=i == len(tables) - 1) for i, info in enumerate(tables)]
             finally:
                 self.detach(con)
+        with _checkpoint_settings(con, compact=self._passes > 0):
+            try:  # nothing left to write when the last table's commit checkpointed
+                con.execute("CHECKPOINT")
+            except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
+                pass
+        return stats
 
     def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> list[TableInfo]:
         spec = self.settings.tables
@@ -283,8 +291,9 @@ class SqlSource:
             lookback = settings.lookback if settings.lookback is not None else DEFAULT_INDEX_MARGIN
         return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor)
 
-    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None) -> TableStats:
-        """``raw_columns``: the raw table's columns (without Headwater's own), None when there is none yet."""
+    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True) -> TableStats:
+        """``raw_columns``: the raw table's columns (without Headwater's own), None when there is none yet.
+        The ``last`` table of a sync commits straight into the database file (see `_checkpoint_settings`)."""
         con = ctx.con
         started = time.perf_counter()
         settings = self.settings.settings_for(info.name)
@@ -324,8 +333,13 @@ class SqlSource:
                 assert state is not None
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
             save_state(con, self.name, info.name, new_state)
+            self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
             stats.rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-            con.execute("COMMIT")
+            if last:
+                with _checkpoint_settings(con, compact=self._passes > 0, at_commit=True):
+                    con.execute("COMMIT")
+            else:
+                con.execute("COMMIT")
         except BaseException:
             try:
                 con.execute("ROLLBACK")
@@ -596,6 +610,33 @@ def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
                 con.execute(f"RESET {name}")
             else:
                 con.execute(f"SET {name} = {ql(str(value)) if isinstance(value, str) else value}")
+
+
+@contextmanager
+def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_commit: bool = False) -> Iterator[None]:
+    """How the sync's changes get into the database file: by the next checkpoint (the last table's
+    COMMIT with ``at_commit``, else an explicit CHECKPOINT; closing the connection would do it too).
+
+    ``at_commit``: the commit checkpoints right away, and DuckDB then skips writing the changes to the
+    write-ahead log first (one write of the rows instead of two: ~12 ms for 20k rows). Only for the
+    last table: every checkpoint has a fixed cost, so earlier tables' commits go to the log.
+
+    ``compact``: updates are a delete plus an insert, so every incremental sync leaves deleted rows in
+    old row groups and a small new row group at the end, and DuckDB's checkpoint merges such row
+    groups when it can (rewriting them: 0.1-0.4 s for a few 100k rows, every other sync). Only syncs
+    that made a full pass over a table (hourly for big ones, every sync for small ones) compact; the
+    syncs between write just their own rows and leave the merging to the next pass."""
+    names = ["max_vacuum_tasks", *(["checkpoint_threshold"] if at_commit else [])]
+    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in names}
+    if not compact:
+        con.execute("SET max_vacuum_tasks = 0")
+    if at_commit:
+        con.execute("SET checkpoint_threshold = '0b'")
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            con.execute(f"SET {name} = {ql(str(value))}")
 
 
 _UNITS = {"": 1, "B": 1, "BYTES": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
