@@ -12,6 +12,12 @@ jsonb, boolean. Each figure is a whole process (start-up included), timed with i
 - incremental: 10,000 updated + 10,000 inserted rows, then a run with nothing to do: headwater
   versus dlt's `sql_table` incremental merge on `updated_at` (connectorx backend) into DuckDB (--dlt),
   each also timed in process, after its imports (both print that time themselves).
+
+Incremental rounds start --interval seconds apart (default 60: cron's finest schedule, so the most
+often a scheduled sync runs). Between full passes headwater reads changes through the updated_at
+index from the last sync's bound less a one-minute margin, and the margin's rows are scanned (not
+re-read) on the server: with --interval 0 every sync also scans all earlier rounds' changes of the
+last minute, a write rate no schedule meets. docs/benchmarks.md gives both.
 """
 
 from __future__ import annotations
@@ -122,6 +128,7 @@ def main() -> None:
     parser.add_argument("--dlt", action="store_true", help="also time dlt's incremental merge (needs dlt[duckdb,sql_database] and connectorx)")
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench_signups table that has --rows rows (e.g. 20M: 5 minutes to make)")
     parser.add_argument("--full-only", action="store_true", help="time full loads only")
+    parser.add_argument("--interval", type=float, default=60, help="seconds from the start of one incremental round to the next (default 60; 0: back to back)")
     args = parser.parse_args()
 
     server = None
@@ -134,7 +141,7 @@ def main() -> None:
         url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
     work = Path(tempfile.mkdtemp(prefix="hw-bench-sync-"))
     headwater = [str(Path(sys.executable).with_name("headwater"))]
-    results: dict[str, object] = {"rows": args.rows, "cores": os.cpu_count()}
+    results: dict[str, object] = {"rows": args.rows, "cores": os.cpu_count(), "interval_s": args.interval}
     try:
         existing = subprocess.run(["psql", url, "-tAc", "SELECT count(*) FROM bench_signups"], capture_output=True, text=True, check=False).stdout.strip()
         if args.reuse and existing == str(args.rows):
@@ -181,7 +188,11 @@ def main() -> None:
         incs, idles, dlt_incs, dlt_idles, inc_table, idle_table, curs, cur_idles = [], [], [], [], [], [], [], []
         inc_in, idle_in, dlt_inc_in, dlt_idle_in = [], [], [], []
         next_id = args.rows * 10
+        round_started = 0.0
         for run in range(args.runs):
+            if run:
+                time.sleep(max(0.0, round_started + args.interval - time.perf_counter()))
+            round_started = time.perf_counter()
             psql(url, CHANGES_SQL.format(start=next_id))
             next_id += 10000
             if args.dlt:  # dlt first: both see the same 20,000 changed rows
