@@ -251,14 +251,22 @@ class MySQLSource(SqlSource):
         wanted = [c for c in table.columns if columns is None or c.name in columns]
         exprs = ", ".join(f"{table.read_exprs.get(c.name) or self.quote(c.name)} AS {self.quote(c.name)}" for c in wanted)
         sql = f"SELECT {exprs} FROM {self.qualified(table.name)}" + (f" WHERE {where}" if where else "")
-        return f"mysql_query({ql(self.alias)}, {ql(sql)})"
+        return self._streamed(sql)
+
+    def _streamed(self, sql: str) -> str:
+        """A read that DuckDB takes as MySQL sends it (``mysql_use_result``), on the DuckDB
+        transaction's own MySQL connection, so in its snapshot: memory does not grow with the table.
+        Without ``stream_results`` the client library holds the whole result first. (Extension 1.4.x:
+        1.5 streams on a connection of its own, outside the transaction's snapshot;
+        `test_streamed_reads_of_one_transaction_share_its_snapshot` says so if it is upgraded.)"""
+        return f"mysql_query({ql(self.alias)}, {ql(sql)}, stream_results=TRUE)"
 
     def query_relation(self, sql: str) -> str:
         """Any SELECT in MySQL's own dialect, as a DuckDB relation (checks use this)."""
         return f"mysql_query({ql(self.alias)}, {ql(sql)})"
 
     def count_relation(self, table: TableInfo) -> str:
-        return f"mysql_query({ql(self.alias)}, {ql(f'SELECT count(*) AS n FROM {self.qualified(table.name)}')})"
+        return self._streamed(f"SELECT count(*) AS n FROM {self.qualified(table.name)}")
 
     def literal(self, value: Any) -> str:
         """Text goes as a hex literal unless it is plain: no quote or backslash escaping to get wrong
