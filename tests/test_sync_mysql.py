@@ -426,6 +426,85 @@ def test_table_without_cursor_syncs_by_comparison(tmp_path: Path, db: Db) -> Non
     assert sync(p)["plain"].upserted == 0
 
 
+HASHED = """CREATE TABLE hashed (id INT PRIMARY KEY, name VARCHAR(20), note TEXT, price DECIMAL(10,2), data VARBINARY(8),
+  at DATETIME(6), doc JSON, flag TINYINT(1))"""
+
+
+def hashed_rows(p: LoadedProject, db: Db) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    source = db.rows("SELECT id, name, note, price, data, at, flag FROM hashed ORDER BY id")
+    synced = raw_table(p, "hashed", "id, name, note, price, data, \"at\", CAST(flag AS INTEGER)")
+    return [(*r[:5], r[5], r[6]) for r in synced], [(*r[:4], r[4], r[5], r[6]) for r in source]
+
+
+def test_comparison_reads_only_rows_whose_hash_changed(tmp_path: Path, db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables without a cursor: after one full comparison, syncs read each key with a hash of its
+    row (computed by MySQL) and fetch only rows whose hash differs from the one stored with raw."""
+    import headwater.sync.sql as engine
+
+    db.run(HASHED)
+    db.many(
+        "INSERT INTO hashed VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [(i, f"n{i}", None if i % 3 else f"note {i}", i / 10, bytes([i % 256, 0]), dt.datetime(2024, 1, 1, 0, 0, 0, i), json.dumps({"i": i}), i % 2) for i in range(1, 301)],
+    )
+    p = project(tmp_path, db.url())
+    assert sync(p)["hashed"].mode == "full"
+    first = sync(p)["hashed"]  # the first comparison reads every row, and stores their hashes
+    assert (first.rows_read, first.upserted) == (300, 0)
+    assert "read" not in state(p, "hashed")
+    quiet = sync(p)["hashed"]
+    assert (quiet.rows_read, quiet.upserted) == (0, 0)
+    assert state(p, "hashed")["read"] == "row hashes: 300 keys, 0 rows fetched"
+
+    db.run(
+        "UPDATE hashed SET name = 'changed' WHERE id = 5",
+        "UPDATE hashed SET note = 'was null' WHERE id = 7",
+        "UPDATE hashed SET data = X'0102' WHERE id = 8",
+        "UPDATE hashed SET price = price + 0.01 WHERE id = 10",
+        "UPDATE hashed SET at = '2024-01-01 00:00:00.000012' WHERE id = 11",  # a microsecond later
+        "UPDATE hashed SET doc = JSON_OBJECT('i', -1) WHERE id = 13",
+        "UPDATE hashed SET flag = 1 - flag WHERE id = 14",
+        "UPDATE hashed SET name = 'a,b', note = 'c' WHERE id = 20",
+        "INSERT INTO hashed (id, name) VALUES (1000, 'new')",
+        "DELETE FROM hashed WHERE id = 9",
+    )
+    step = sync(p)["hashed"]
+    assert (step.rows_read, step.upserted, step.deleted) == (9, 9, 1)
+    synced, source = hashed_rows(p, db)
+    assert synced == source
+    db.run("UPDATE hashed SET name = 'a', note = 'b,c' WHERE id = 20")  # the same text when joined by commas
+    assert sync(p)["hashed"].rows_read == 1
+    assert raw(p, "SELECT name, note FROM raw_app.hashed WHERE id = 20") == [("a", "b,c")]
+    db.run("UPDATE hashed SET name = \"a','b\", note = 'c' WHERE id = 20", "UPDATE hashed SET note = 'NULL' WHERE id = 16")  # 16's note was NULL
+    assert sync(p)["hashed"].rows_read == 2
+    assert raw(p, "SELECT id, name, note FROM raw_app.hashed WHERE id IN (16, 20) ORDER BY id") == [(16, "n16", "NULL"), (20, "a','b", "c")]
+
+    monkeypatch.setattr(engine, "HASH_FETCH_MIN", 10)  # many changes: one full read is cheaper
+    db.run("UPDATE hashed SET name = concat(name, '!') WHERE id <= 100")
+    many = sync(p)["hashed"]
+    assert (many.rows_read, many.upserted) == (300, 99)  # id 9 is gone
+    assert "read" not in state(p, "hashed")
+    assert sync(p)["hashed"].rows_read == 0  # the full read stored fresh hashes
+    synced, source = hashed_rows(p, db)
+    assert synced == source
+
+    assert sync(p, full_refresh=True)["hashed"].mode == "full"
+    assert sync(p)["hashed"].rows_read == 300  # a reload makes new raw rows: compared in full again
+
+
+def test_comparison_by_hashes_with_a_composite_key_and_not_with_a_text_key(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE pairs (a INT, b BIGINT UNSIGNED, v VARCHAR(10), PRIMARY KEY (a, b))", "CREATE TABLE named (code VARCHAR(10) PRIMARY KEY, v INT)")
+    db.many("INSERT INTO pairs VALUES (%s, %s, %s)", [(i % 7, i, f"v{i}") for i in range(1, 51)])
+    db.many("INSERT INTO named VALUES (%s, %s)", [(f"c{i}", i) for i in range(1, 51)])
+    p = project(tmp_path, db.url())
+    for _ in range(3):
+        stats = sync(p)
+    assert stats["pairs"].rows_read == 0 and stats["named"].rows_read == 50  # text keys: every row, every time
+    db.run("UPDATE pairs SET v = 'x' WHERE a = 3 AND b = 10", "DELETE FROM pairs WHERE a = 1 AND b = 1", "INSERT INTO pairs VALUES (3, 18446744073709551615, 'max')")
+    stats = sync(p)
+    assert (stats["pairs"].rows_read, stats["pairs"].deleted) == (2, 1)
+    assert raw_table(p, "pairs", "a, b, v", order="a, b") == db.rows("SELECT a, b, v FROM pairs ORDER BY a, b")
+
+
 def test_append_mode_adds_rows_past_the_cursor_and_ignores_updates(tmp_path: Path, db: Db) -> None:
     db.run("CREATE TABLE events (id BIGINT AUTO_INCREMENT PRIMARY KEY, kind VARCHAR(10), at DATETIME)")
     db.many("INSERT INTO events (kind, at) VALUES (%s, '2024-01-01 00:00:00')", [("open",)] * 100)

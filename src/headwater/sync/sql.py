@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import hashlib
 import re
 import threading
 import time
@@ -27,7 +28,12 @@ from headwater.config.sources import DatabaseSource, TablePatterns, TableSetting
 from headwater.errors import ConfigError, HeadwaterError, NotFound
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import SYNCED_AT, raw_schema
-from headwater.sync.state import ensure_state_table, load_state, save_state
+from headwater.sync.state import (
+    STATE_SCHEMA,
+    ensure_state_table,
+    load_state,
+    save_state,
+)
 from headwater.sync.stats import TableStats
 from headwater.sync.types import normalise, reconcile
 
@@ -40,6 +46,16 @@ AUTO_PASS_EVERY = dt.timedelta(hours=1)
 # PostgreSQL through the updated_at index: how far before the oldest running transaction's start to
 # read, for timestamps written by a client whose clock is a little behind the server's (docs/sync.md).
 DEFAULT_INDEX_MARGIN = dt.timedelta(minutes=1)
+# Comparison syncs by row hashes (`SqlSource._compare_by_hashes`): the hash column's name, the
+# version of the hash's definition (state without it, or an older one, means a full comparison
+# first), rows fetched per query by key, and how many changed rows make reading everything cheaper
+# (over a fifth of the table, but never under HASH_FETCH_MIN nor over HASH_FETCH_MAX).
+HASH_COLUMN = "_hw_hash"
+HASH_VERSION = 1
+HASH_FETCH_BATCH = 5_000
+HASH_FETCH_MIN = 10_000
+HASH_FETCH_MAX = 200_000
+_INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 
 
 def qi(name: str) -> str:
@@ -169,6 +185,11 @@ class SqlSource:
     def probe(self, con: duckdb.DuckDBPyConnection, table: TableInfo, where: str) -> tuple[int, int] | None:
         """(rows matching ``where``, all rows) in one pass over the source, when that is cheaper than
         reading the changes and counting separately; None: not offered."""
+        return None
+
+    def hashed_relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None) -> str | None:
+        """Like `relation`, plus a column ``_hw_hash``: a 64-bit hash of the whole row, computed by
+        the source. Lets comparison syncs read keys and hashes instead of every row; None: not offered."""
         return None
 
     def literal(self, value: Any) -> str:
@@ -423,7 +444,7 @@ class SqlSource:
             con.execute(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {DELETED_AT} TIMESTAMPTZ")
         new_state["last_delete_check"] = state.get("last_delete_check")
         if plan.method == "compare":
-            self._load_by_comparison(ctx, info, plan, target, kept, stats)
+            self._load_by_comparison(ctx, info, plan, target, kept, stats, state, new_state)
             new_state["last_delete_check"] = _now().isoformat()
             return
         # A table re-created or rewritten since (TRUNCATE and reload) may hold rows with any timestamps.
@@ -492,18 +513,35 @@ class SqlSource:
         op = ">" if plan.mode == "append" and not plan.key else ">="
         return f"{self.quote(column.name)} {op} {self.literal(start)}"
 
-    def _load_by_comparison(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
-        """No way to ask the source what changed: read it all (it is streamed, not kept in Python),
-        and write only rows that differ from raw, deleting keys raw has and the source has not."""
+    def _load_by_comparison(
+        self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, state: dict[str, Any], new_state: dict[str, Any]
+    ) -> None:
+        """No way to ask the source what changed. When the source can hash rows (MySQL) and the key is
+        integers, raw's companion table of keys and hashes is compared with the source's, and only
+        rows whose hash differs are read (`_compare_by_hashes`). Otherwise, and the first time: read
+        it all (streamed, not kept in Python), and write only rows that differ from raw, deleting
+        keys raw has and the source has not."""
         con = ctx.con
+        hashes = self._hashes_table(info)
+        hashed = self.hashed_relation(con, info) is not None and _integer_key(info, plan.key)
+        # Hashes cover the source's columns as they are now: after a column is added, dropped or
+        # retyped they would all differ, and re-reading every row would overwrite what raw keeps of a
+        # dropped column. So then (and the first time) the comparison is by value.
+        signature = _hash_signature(info)
+        if hashed and state.get("row_hashes") == signature and self._compare_by_hashes(ctx, info, plan, target, kept, stats, hashes, new_state):
+            new_state["row_hashes"] = signature
+            return
         src = "_hw_source"
+        relation = self.hashed_relation(con, info) if hashed else self.relation(con, info)
+        extra = f", s.{HASH_COLUMN}" if hashed else ""
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info)} AS s")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
         on = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
         differs = " OR ".join(f"r.{qi(c.name)} IS DISTINCT FROM s.{qi(c.name)}" for c in info.columns) or "FALSE"
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.* FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
+        without = f" EXCLUDE ({HASH_COLUMN})" if hashed else ""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
         stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
         if stats.upserted:
             key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
@@ -511,7 +549,60 @@ class SqlSource:
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
         if plan.deletes != "ignore":
             stats.deleted = self._apply_deletes(con, plan, target, src)
+        if hashed:  # raw now equals what was read: its hashes are the ones to compare with next time
+            con.execute(f"CREATE OR REPLACE TABLE {hashes} AS SELECT {', '.join(qi(k) for k in plan.key)}, {HASH_COLUMN} FROM {src}")
+            new_state["row_hashes"] = signature
+        else:
+            con.execute(f"DROP TABLE IF EXISTS {hashes}")
         con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
+
+    def _hashes_table(self, info: TableInfo) -> str:
+        return f"{STATE_SCHEMA}.{qi(f'row_hashes:{self.name}:{info.name}')}"
+
+    def _compare_by_hashes(
+        self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, hashes: str, new_state: dict[str, Any]
+    ) -> bool:
+        """Read every key with its row's hash (computed by the source: a few bytes a row instead of
+        the row), then only the rows whose hash differs from the one stored when raw got them, by key
+        in batches. All in the table's one transaction, so in one source snapshot. False (nothing
+        done) when so much changed that reading everything is cheaper."""
+        con = ctx.con
+        keys = [qi(k) for k in plan.key]
+        on = " AND ".join(f"h.{k} = s.{k}" for k in keys)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_source_hashes AS SELECT * FROM {self.hashed_relation(con, info, columns=plan.key)}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hw_changed_keys AS SELECT {', '.join(f's.{k}' for k in keys)} FROM _hw_source_hashes s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {hashes} h WHERE {on} AND h.{HASH_COLUMN} = s.{HASH_COLUMN})"
+        )
+        total, count = con.execute("SELECT (SELECT count(*) FROM _hw_source_hashes), (SELECT count(*) FROM _hw_changed_keys)").fetchone()
+        if count > max(HASH_FETCH_MIN, min(total // 5, HASH_FETCH_MAX)):
+            con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
+            return False
+        changed = con.execute(f"SELECT {', '.join(keys)} FROM _hw_changed_keys").fetchall()  # at most HASH_FETCH_MAX, in Python
+        select = f"{self._select_list(info, kept, plan, 's')}, s.{HASH_COLUMN}"
+        for start in range(0, len(changed), HASH_FETCH_BATCH):
+            batch = changed[start : start + HASH_FETCH_BATCH]
+            if len(keys) == 1:
+                where = f"{self.quote(plan.key[0])} IN ({', '.join(str(int(k[0])) for k in batch)})"
+            else:
+                where = f"({', '.join(map(self.quote, plan.key))}) IN ({', '.join('(' + ', '.join(str(int(v)) for v in k) + ')' for k in batch)})"
+            read = f"SELECT {select} FROM {self.hashed_relation(con, info, where=where)} AS s"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS {read}" if start == 0 else f"INSERT INTO _hw_changes {read}")
+        if changed:
+            stats.rows_read = stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
+            key_match = " AND ".join(f"{target}.{k} = c.{k}" for k in keys)
+            con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE ({HASH_COLUMN}) FROM _hw_changes")
+            hash_match = " AND ".join(f"{hashes}.{k} = c.{k}" for k in keys)
+            con.execute(f"DELETE FROM {hashes} USING _hw_changes c WHERE {hash_match}")
+            con.execute(f"INSERT INTO {hashes} SELECT {', '.join(keys)}, {HASH_COLUMN} FROM _hw_changes")
+            con.execute("DROP TABLE _hw_changes")
+        if plan.deletes != "ignore":
+            stats.deleted = self._apply_deletes(con, plan, target, "_hw_source_hashes")
+        con.execute(f"DELETE FROM {hashes} h WHERE NOT EXISTS (SELECT 1 FROM _hw_source_hashes s WHERE {on})")
+        con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
+        new_state["read"] = f"row hashes: {total:,} keys, {len(changed):,} rows fetched"  # for the run's log
+        return True
 
     def _pass_due(self, state: dict[str, Any], plan: Plan) -> bool:
         """Whether this sync makes the full pass: deletes, and rows no index can find."""
@@ -682,6 +773,18 @@ def _jsonable(value: Any) -> Any:
 def _looks_temporal(duck_type: str) -> bool:
     t = normalise(duck_type)
     return t.startswith("TIMESTAMP") or t == "DATE"
+
+
+def _hash_signature(info: TableInfo) -> str:
+    """What the stored row hashes were computed over: the hash's version and the source's columns."""
+    columns = "\n".join(f"{c.name}\t{c.source_type}\t{info.read_exprs.get(c.name, '')}" for c in info.columns)
+    return f"{HASH_VERSION}:{hashlib.sha256(columns.encode()).hexdigest()[:16]}"
+
+
+def _integer_key(info: TableInfo, key: list[str]) -> bool:
+    """Keys that go into a source query as plain numbers (no quoting, collation or time zone)."""
+    columns = [info.column(k) for k in key]
+    return bool(key) and all(c is not None and normalise(c.type) in _INTEGER_TYPES for c in columns)
 
 
 def _now() -> dt.datetime:
