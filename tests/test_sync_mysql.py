@@ -453,7 +453,7 @@ def test_comparison_reads_only_rows_whose_hash_changed(tmp_path: Path, db: Db, m
     assert "read" not in state(p, "hashed")
     quiet = sync(p)["hashed"]
     assert (quiet.rows_read, quiet.upserted) == (0, 0)
-    assert state(p, "hashed")["read"] == "row hashes: 300 keys, 0 rows fetched"
+    assert state(p, "hashed")["read"] == "row hashes of 300 keys, 0 changed"
 
     db.run(
         "UPDATE hashed SET name = 'changed' WHERE id = 5",
@@ -503,6 +503,24 @@ def test_comparison_by_hashes_with_a_composite_key_and_not_with_a_text_key(tmp_p
     stats = sync(p)
     assert (stats["pairs"].rows_read, stats["pairs"].deleted) == (2, 1)
     assert raw_table(p, "pairs", "a, b, v", order="a, b") == db.rows("SELECT a, b, v FROM pairs ORDER BY a, b")
+
+
+def test_comparison_by_hashes_keeps_tombstones_and_brings_keys_back(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE kept (id INT PRIMARY KEY, v VARCHAR(10))")
+    db.many("INSERT INTO kept VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 11)])
+    p = project(tmp_path, db.url(), "deletes: tombstone")
+    for _ in range(3):  # full load, first comparison (stores hashes), then by hashes
+        sync(p)
+    assert state(p, "kept")["read"].startswith("row hashes")
+    db.run("DELETE FROM kept WHERE id = 2")
+    assert sync(p)["kept"].deleted == 1
+    assert sync(p)["kept"].deleted == 0  # not tombstoned twice
+    assert raw(p, "SELECT id, v FROM raw_app.kept WHERE _headwater_deleted_at IS NOT NULL") == [(2, "v2")]
+    db.run("INSERT INTO kept VALUES (2, 'back')")
+    back = sync(p)["kept"]
+    assert (back.rows_read, state(p, "kept")["read"]) == (1, "row hashes of 10 keys, 1 changed")
+    assert raw(p, "SELECT id, v, _headwater_deleted_at FROM raw_app.kept WHERE id = 2") == [(2, "back", None)]
+    assert raw(p, "SELECT count(*) FROM raw_app.kept WHERE _headwater_deleted_at IS NULL")[0][0] == 10
 
 
 def test_append_mode_adds_rows_past_the_cursor_and_ignores_updates(tmp_path: Path, db: Db) -> None:

@@ -601,7 +601,7 @@ class SqlSource:
             stats.deleted = self._apply_deletes(con, plan, target, "_hw_source_hashes")
         con.execute(f"DELETE FROM {hashes} h WHERE NOT EXISTS (SELECT 1 FROM _hw_source_hashes s WHERE {on})")
         con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
-        new_state["read"] = f"row hashes: {total:,} keys, {len(changed):,} rows fetched"  # for the run's log
+        new_state["read"] = f"row hashes of {total:,} keys, {len(changed):,} changed"  # for the run's log
         return True
 
     def _pass_due(self, state: dict[str, Any], plan: Plan) -> bool:
