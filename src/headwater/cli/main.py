@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -527,6 +528,12 @@ def main() -> None:
         err.print_exception(show_locals=False)
         err.print("[bold red]This is a bug in Headwater[/], not something you did. Please report it with the traceback above.")
         sys.exit(int(ExitCode.INTERNAL))
+    finally:
+        # The process is about to end: the garbage collector's passes at interpreter shutdown would
+        # walk every object the imports made (SQLAlchemy, pydantic, DuckDB: ~0.09 s of a `headwater
+        # sync`) only to free memory the OS takes back anyway. Connections and files are closed by the
+        # code that opened them, not left to the collector.
+        gc.freeze()
 
 
 if __name__ == "__main__":
