@@ -523,7 +523,8 @@ class SqlSource:
         keys raw has and the source has not."""
         con = ctx.con
         hashes = self._hashes_table(info)
-        hashed = self.hashed_relation(con, info) is not None and _integer_key(info, plan.key)
+        hashed_read = self.hashed_relation(con, info) if _integer_key(info, plan.key) else None
+        hashed = hashed_read is not None
         # Hashes cover the source's columns as they are now: after a column is added, dropped or
         # retyped they would all differ, and re-reading every row would overwrite what raw keeps of a
         # dropped column. So then (and the first time) the comparison is by value.
@@ -532,7 +533,7 @@ class SqlSource:
             new_state["row_hashes"] = signature
             return
         src = "_hw_source"
-        relation = self.hashed_relation(con, info) if hashed else self.relation(con, info)
+        relation = hashed_read or self.relation(con, info)
         extra = f", s.{HASH_COLUMN}" if hashed else ""
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
