@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 import re
+import threading
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
@@ -417,6 +419,22 @@ def _ident_before(sql: str, i: int) -> bool:
     return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
 
 
+_parser_lock = threading.Lock()
+_parser: tuple[int, Any] | None = None  # (pid, DuckDB connection): a fork makes its own
+
+
+def _statements(sql: str) -> list[Any]:
+    """DuckDB's parse of ``sql``, by one in-memory connection of this process (opening one per
+    check cost ~8 ms: a project with dashboards checks dozens of expressions on every load)."""
+    import duckdb
+
+    global _parser
+    with _parser_lock:
+        if _parser is None or _parser[0] != os.getpid():
+            _parser = (os.getpid(), duckdb.connect(config={"threads": 1}))
+        return _parser[1].extract_statements(sql)
+
+
 def sql_parameters(sql: str) -> tuple[str, list[str]]:
     """Check that ``sql`` is one SELECT with named parameters only; returns the DuckDB form of it and
     the parameters' names, as DuckDB's own parser reads them."""
@@ -424,7 +442,7 @@ def sql_parameters(sql: str) -> tuple[str, list[str]]:
 
     text = duckdb_sql(sql)
     try:
-        statements = duckdb.connect().extract_statements(text)
+        statements = _statements(text)
     except duckdb.Error as exc:
         raise ValueError("sql does not parse: " + " ".join(str(exc).split())) from None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
@@ -443,7 +461,7 @@ def check_expression(sql: str, what: str) -> None:
     if ";" in sql or not sql.strip():
         raise ValueError(f"{what} must be one SQL expression, got {sql!r}")
     try:
-        statements = duckdb.connect().extract_statements(f"SELECT ({sql}) FROM hw_table")
+        statements = _statements(f"SELECT ({sql}) FROM hw_table")
     except duckdb.Error as exc:
         raise ValueError(f"{what} does not parse: " + " ".join(str(exc).split())) from None
     if len(statements) != 1 or statements[0].named_parameters:
