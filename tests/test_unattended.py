@@ -3,8 +3,10 @@ timed out leave published data intact, transient failures retried, one run at a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import signal
@@ -12,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
 import duckdb
 import pytest
 import yaml
@@ -19,7 +23,7 @@ from demo_project import execute_source, make_project, published_rows
 from loopback import smtp_server, webhook_server
 
 from headwater.config import load_project
-from headwater.orchestrate import open_system_db
+from headwater.orchestrate import open_system_db, supervise
 from headwater.orchestrate.history import get_run, log_lines, recent_runs
 from headwater.orchestrate.supervise import execute
 from headwater.warehouse import Warehouse
@@ -50,6 +54,16 @@ def _fast(data: dict, **pipeline: object) -> None:
 def demo(tmp_path):
     project = make_project(tmp_path / "demo", 2_000)
     return _edit_config(project, _fast)
+
+
+@pytest.fixture(params=["fresh", "warm"])
+def starts(request):
+    """Attempts as `headwater run` starts them (a fresh Python) and as the worker and the web server do
+    (forked from the warm server): the supervisor must not be able to tell them apart."""
+    if request.param == "warm":
+        assert supervise.start_warm_attempts()
+    yield request.param
+    supervise.stop_warm_attempts()
 
 
 def _with_alerts(project, mailbox, hooks):
@@ -169,7 +183,50 @@ def test_sigkill_mid_build_leaves_published_data_and_the_next_run_succeeds(demo)
     assert _published_state(demo)[0] != before[0]
 
 
-def test_a_run_over_its_timeout_is_stopped_and_fails(demo):
+def test_the_warm_server_builds_what_every_dbt_start_would():
+    from headwater.orchestrate import warm
+
+    # each class dbt validates against on start, found and its schema cached (a dbt upgrade that
+    # renames one would silently cost every attempt again: this says which)
+    assert warm.WARMED == [f"{m}.{c}" for m, classes in warm.SCHEMAS.items() for c in classes]
+    assert set(warm.MODULES) <= set(sys.modules)
+
+
+def _process_status(pid: int) -> tuple[int, int, int]:
+    """(parent, process group, session) of a live process, from /proc."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def test_an_attempt_is_a_process_of_its_own_session_either_way(demo, starts):
+    outcomes = []
+    runner = threading.Thread(target=lambda: outcomes.append(execute(demo, None, "schedule")))
+    runner.start()
+    seen = None
+    while runner.is_alive() and seen is None:
+        running = [r for r in _runs(demo) if r.status == "running"]
+        if running:
+            with contextlib.suppress(FileNotFoundError):
+                seen = _process_status(running[0].pid), running[0].pid
+        time.sleep(0.01)
+    runner.join()
+    assert seen is not None, "never saw the attempt running"
+    (parent, group, session), pid = seen
+    assert group == pid and session == pid  # a stop reaches everything it started
+    if starts == "fresh":
+        assert parent == os.getpid()
+    else:  # forked from the warm server, not from this (threaded) process
+        assert parent not in (os.getpid(), 1)
+    assert outcomes[0].status == "success"
+
+    # A failing attempt: its exit code and what it printed reach the supervisor.
+    (demo.root / "models" / "marts" / "broken.sql").write_text("select * from no_such_relation\n")
+    failed = execute(demo, None, "cli")
+    assert (failed.status, failed.exit_code, failed.attempts) == ("failed", 1, 1)
+    assert "broken" in failed.stderr and "Fix:" in failed.stderr, failed.stderr
+
+
+def test_a_run_over_its_timeout_is_stopped_and_fails(demo, starts):
     project = _edit_config(demo, lambda d: _fast(d, timeout="2s"))
     assert execute(project, None, "cli").status == "failed"
     run = _runs(project)[0]
@@ -177,7 +234,7 @@ def test_a_run_over_its_timeout_is_stopped_and_fails(demo):
     assert Warehouse(project.root, project.config.warehouse).current_snapshot() is None  # nothing half-published
 
 
-def test_a_locked_source_is_transient_and_retried(demo):
+def test_a_locked_source_is_transient_and_retried(demo, starts):
     holder = sqlite3.connect(demo.root / "data" / "campaign.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another program is writing to the source
     naps: list[float] = []
@@ -205,7 +262,7 @@ def test_a_second_run_queues_behind_the_first(demo):
     assert time.monotonic() - started >= 2.0
 
 
-def test_two_triggers_of_one_pipeline_never_run_at_once(demo):
+def test_two_triggers_of_one_pipeline_never_run_at_once(demo, starts):
     outcomes = []
     threads = [threading.Thread(target=lambda: outcomes.append(execute(demo, None, "schedule"))) for _ in range(2)]
     for thread in threads:

@@ -317,11 +317,13 @@ def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
     from headwater.orchestrate import open_system_db
     from headwater.orchestrate.scheduler import run_worker
+    from headwater.orchestrate.supervise import start_warm_attempts
 
     loaded = _project(project)
     db = open_system_db(loaded)
     try:
         _describe_schedules(loaded)
+        start_warm_attempts()
         run_worker(loaded, db, _executor(loaded))
     finally:
         db.close()
@@ -346,8 +348,10 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
 
     from headwater.orchestrate import open_system_db
     from headwater.orchestrate.scheduler import Scheduler
+    from headwater.orchestrate.supervise import start_warm_attempts
     from headwater.web import create_app
 
+    start_warm_attempts()  # scheduled runs and the app's "run now"
     db = open_system_db(project)
     jobs = Scheduler(project, db, _executor(project)) if scheduler and any(p.schedule for p in project.config.pipelines.values()) else None
     if jobs:

@@ -211,11 +211,12 @@ def serve_install(path: Path, host: str, port: int, *, scheduler: bool = True) -
     import uvicorn
 
     from headwater.orchestrate.scheduler import Scheduler
-    from headwater.orchestrate.supervise import execute
+    from headwater.orchestrate.supervise import execute, start_warm_attempts
     from headwater.system.orgs import Organisations
     from headwater.web import create_app
 
     chosen = load_install(path)
+    start_warm_attempts()  # scheduled runs and the app's "run now"
     db = chosen.open_db()
     jobs: dict[str, Scheduler] = {}
     try:

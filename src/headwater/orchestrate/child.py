@@ -1,11 +1,14 @@
 """The process one run attempt lives in:
-``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log]``.
+``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log]``,
+or the same forked from the supervisor's warm server (`forked`).
 
 Its exit code is the run's: 0 success, 1 failed, 2 user error, 3 busy, 75 transient failure.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +39,23 @@ def main(argv: list[str]) -> int:
             console.print(exc.render())
         return int(exc.exit_code)
     return int(ExitCode.OK)
+
+
+def forked(argv: list[str], stderr: str | None) -> None:
+    """An attempt forked from the warm server (`supervise.start_warm_attempts`): made into what
+    `python -m headwater.orchestrate.child` would be — its own session, stdout discarded, stderr to
+    the supervisor's file (``None``: left to the terminal) — then the same `main`."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    if stderr is not None:
+        os.dup2(os.open(stderr, os.O_WRONLY | os.O_APPEND), 2)
+    try:
+        code = main(argv)
+    finally:
+        logging.shutdown()  # a forked child leaves by os._exit: no atexit, so flush what logging holds
+    sys.exit(code)
 
 
 if __name__ == "__main__":
