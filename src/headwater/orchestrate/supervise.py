@@ -161,16 +161,21 @@ class _Forked:
         with _warm_lock:
             self._process.start()
         self.pid: int = self._process.pid  # type: ignore[assignment]
+        self._code: int | None = None
 
     def wait(self, timeout: float | None = None) -> int:
         from multiprocessing.connection import wait
 
+        if self._code is not None:  # as Popen.wait: again and again once it has ended
+            return self._code
         if not wait([self._process.sentinel], timeout):
             raise subprocess.TimeoutExpired("headwater attempt", timeout or 0)
         with _warm_lock:
             self._process.join()
             code = self._process.exitcode
         assert code is not None
+        self._process.close()  # its status pipe: a worker runs for months
+        self._code = code
         return code
 
 
