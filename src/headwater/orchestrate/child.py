@@ -46,11 +46,14 @@ def forked(argv: list[str], stderr: str | None) -> None:
     `python -m headwater.orchestrate.child` would be — its own session, stdout discarded, stderr to
     the supervisor's file (``None``: left to the terminal) — then the same `main`."""
     os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
+    targets = [(os.devnull, os.O_RDWR, (0, 1))]
     if stderr is not None:
-        os.dup2(os.open(stderr, os.O_WRONLY | os.O_APPEND), 2)
+        targets.append((stderr, os.O_WRONLY | os.O_APPEND, (2,)))
+    for path, flags, fds in targets:
+        opened = os.open(path, flags)
+        for fd in fds:
+            os.dup2(opened, fd)
+        os.close(opened)
     try:
         code = main(argv)
     finally:

@@ -4,8 +4,8 @@ pipeline's timeout, retried with backoff only when the failure is transient, ale
 A child process per attempt keeps dbt's process-wide state out of the web server and the scheduler,
 and is the only way to stop a run that overstays its timeout (dbt cannot be interrupted in-process).
 
-A fresh Python spends ~2 s importing what a run needs (dbt ~1.5 s, DuckDB, SQLAlchemy, the
-project's models) before doing any work. Long-lived processes (the worker, the web server) call
+A fresh Python spends ~2 s of each attempt loading what a run needs (DuckDB, SQLAlchemy and
+Headwater before the run is recorded; dbt and its class schemas at the run's first dbt command). Long-lived processes (the worker, the web server) call
 `start_warm_attempts()` once: attempts are then forked from a single-threaded server that imported
 all of it at start-up (the standard library's forkserver), ~10 ms instead of ~2 s each. The forked
 child is still its own process and session: stopped, timed out and reaped exactly like a fresh one.
