@@ -17,6 +17,7 @@ from rich.table import Table
 from headwater import __version__
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
+from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
 
@@ -373,6 +374,7 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
 user_app = typer.Typer(help="Accounts of the web app: add people, set their role, reset passwords, disable.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(daemon_app, name="daemon")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 
