@@ -11,7 +11,9 @@ jsonb, boolean. Each figure is a whole process (start-up included), timed with i
   `headwater sync --json` times it; and the whole process, start-up included);
 - incremental: 10,000 updated + 10,000 inserted rows, then a run with nothing to do: headwater
   versus dlt's `sql_table` incremental merge on `updated_at` (connectorx backend) into DuckDB (--dlt),
-  each also timed in process, after its imports (both print that time themselves).
+  each also timed in process, after its imports (both print that time themselves), and headwater
+  once more as a whole process through its warm CLI server (`headwater daemon start`: the command
+  runs in a fork of a server that has the imports done).
 
 Incremental rounds start --interval seconds apart (default 60: cron's finest schedule, so the most
 often a scheduled sync runs). Between full passes headwater reads changes through the updated_at
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=60, help="seconds from the start of one incremental round to the next (default 60; 0: back to back)")
     args = parser.parse_args()
 
+    os.environ["HEADWATER_NO_DAEMON"] = "1"  # cold processes, unless a run says otherwise (warm_env)
     server = None
     if args.url:
         url = args.url
@@ -179,6 +182,12 @@ def main() -> None:
         timed([*headwater, "sync", "-p", str(inc_folder), "--json"])
         cur_folder = project(work / "cursor", url, CURSOR_MODE)
         timed([*headwater, "sync", "-p", str(cur_folder), "--json"])
+        warm_folder = project(work / "warm", url)
+        timed([*headwater, "sync", "-p", str(warm_folder), "--json"])
+        runtime = work / "rt"
+        runtime.mkdir(mode=0o700)
+        warm_env = {k: v for k, v in os.environ.items() if k != "HEADWATER_NO_DAEMON"} | {"HEADWATER_RUNTIME_DIR": str(runtime)}
+        timed([*headwater, "daemon", "start", "--idle", "1h"], env=warm_env)
         dlt_db, dlt_work = work / "dlt.duckdb", work / "dlt"
         dlt_script = work / "dlt_run.py"
         dlt_script.write_text(DLT_SCRIPT)
@@ -186,7 +195,7 @@ def main() -> None:
             print("  dlt initial load …", flush=True)
             timed([sys.executable, str(dlt_script), url, str(dlt_db), str(dlt_work)])
         incs, idles, dlt_incs, dlt_idles, inc_table, idle_table, curs, cur_idles = [], [], [], [], [], [], [], []
-        inc_in, idle_in, dlt_inc_in, dlt_idle_in = [], [], [], []
+        inc_in, idle_in, dlt_inc_in, dlt_idle_in, warms, warm_idles = [], [], [], [], [], []
         next_id = args.rows * 10
         round_started = 0.0
         for run in range(args.runs):
@@ -208,9 +217,12 @@ def main() -> None:
             idle_in.append(_in_process_seconds())
             curs.append(timed([*headwater, "sync", "-p", str(cur_folder), "--json"])[0])
             cur_idles.append(timed([*headwater, "sync", "-p", str(cur_folder), "--json"])[0])
+            warms.append(timed([*headwater, "sync", "-p", str(warm_folder), "--json"], env=warm_env)[0])
+            warm_idles.append(timed([*headwater, "sync", "-p", str(warm_folder), "--json"], env=warm_env)[0])
             print(f"  run {run + 1}: headwater incremental {incs[-1]:.2f} s (in process {inc_in[-1]:.2f} s, table {inc_table[-1]:.2f} s),"
                   + f" nothing to do {idles[-1]:.2f} s (in process {idle_in[-1]:.2f} s, table {idle_table[-1]:.2f} s)"
                   + f" · cursor mode {curs[-1]:.2f} s, nothing to do {cur_idles[-1]:.2f} s"
+                  + f" · warm CLI {warms[-1]:.2f} s, nothing to do {warm_idles[-1]:.2f} s"
                   + (f" · dlt incremental {dlt_incs[-1]:.2f} s (in process {dlt_inc_in[-1]:.2f} s), nothing to do {dlt_idles[-1]:.2f} s (in process {dlt_idle_in[-1]:.2f} s)" if args.dlt else ""), flush=True)
         inc = {
             "headwater_s": round(statistics.median(incs), 2),
@@ -221,6 +233,8 @@ def main() -> None:
             "headwater_idle_in_process_s": round(statistics.median(idle_in), 3),
             "headwater_cursor_mode_s": round(statistics.median(curs), 2),
             "headwater_cursor_mode_idle_s": round(statistics.median(cur_idles), 2),
+            "headwater_warm_cli_s": round(statistics.median(warms), 2),
+            "headwater_warm_cli_idle_s": round(statistics.median(warm_idles), 2),
         }
         if args.dlt:
             inc |= {
@@ -233,10 +247,14 @@ def main() -> None:
                 "speedup_in_process": round(statistics.median(dlt_inc_in) / statistics.median(inc_in), 2),
                 "idle_speedup_in_process": round(statistics.median(dlt_idle_in) / statistics.median(idle_in), 2),
                 "cursor_mode_speedup": round(statistics.median(dlt_incs) / statistics.median(curs), 2),
+                "warm_cli_speedup": round(statistics.median(dlt_incs) / statistics.median(warms), 2),
+                "warm_cli_idle_speedup": round(statistics.median(dlt_idles) / statistics.median(warm_idles), 2),
             }
         results["incremental_20k"] = inc
         print(json.dumps(results, indent=2))
     finally:
+        if (work / "rt").exists():
+            subprocess.run([*headwater, "daemon", "stop"], env={**os.environ, "HEADWATER_RUNTIME_DIR": str(work / "rt")}, capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
         if server is not None:
             server.stop()
