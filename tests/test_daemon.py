@@ -82,7 +82,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_until(condition, seconds: float = 15) -> bool:  # noqa: ANN001
+def _wait_until(condition, seconds: float = 15) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():

@@ -133,10 +133,7 @@ def serve(folder: Path, key: str, idle: float) -> int:
     last_used = checked = time.monotonic()
     try:
         while not stopping:
-            try:
-                ready, _, _ = select.select([listener], [], [], 1.0)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries select
-                continue
+            ready, _, _ = select.select([listener], [], [], 1.0)  # SIGTERM: the loop sees it within 1 s
             children -= _reaped(children)
             now = time.monotonic()
             if ready:

@@ -101,8 +101,9 @@ def _seconds(text: str) -> float:
 def start(
     idle: Annotated[str, typer.Option("--idle", help="Leave after this long without a command (e.g. 30m, 3h, 1d).")] = "3h",
 ) -> None:
-    """Start the warm server for this installation (a no-op when it is running). Commands use it by
-    themselves; HEADWATER_NO_DAEMON=1 runs a command without it."""
+    """Start the warm server for this installation (a no-op when it is running).
+
+    Commands use it by themselves; HEADWATER_NO_DAEMON=1 runs a command without it."""
     idle_seconds = _seconds(idle)
     folder = _folder()
     key = code_key()
@@ -154,8 +155,9 @@ def stop() -> None:
 
 @daemon_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False) -> None:
-    """Which warm servers are running, and whether they run the installed code. Exit code 0 when one
-    serves the installed code, 1 when none does."""
+    """Which warm servers are running, and whether they run the installed code.
+
+    Exit code 0 when one serves the installed code, 1 when none does."""
     folder = runtime_dir()
     servers = _servers(folder) if folder.is_dir() and unsafe_reason(folder) is None else []
     if as_json:

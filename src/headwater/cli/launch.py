@@ -43,7 +43,7 @@ def runtime_dir() -> Path:
         return Path(explicit)
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "headwater"
-    return Path(f"/tmp/headwater-{os.getuid()}")  # noqa: S108 - checked: ours, mode 0700 (`unsafe_reason`)
+    return Path(f"/tmp/headwater-{os.getuid()}")  # safe only if ours with mode 0700: `unsafe_reason` checks
 
 
 def unsafe_reason(folder: Path) -> str | None:
@@ -158,10 +158,7 @@ def run_remote(sock: socket.socket) -> int:
     for signum in FORWARDED:
         signal.signal(signum, forward)
     while True:
-        try:
-            frame = recv_frame(sock)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-            continue
+        frame = recv_frame(sock)  # a forwarded signal interrupts recv, which resumes (PEP 475)
         if frame is None:
             sys.stderr.write("headwater: the warm CLI server's process for this command ended without an exit code (see `headwater daemon status`).\n")
             return 70
