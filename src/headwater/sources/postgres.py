@@ -19,7 +19,10 @@ from headwater.config.sources import PostgresSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
-from headwater.sync.sql import Column, SqlSource, TableInfo, ql
+from headwater.sync.context import SyncContext
+from headwater.sync.sql import UNFIT as UNFIT_MARK
+from headwater.sync.sql import Column, SqlSource, TableInfo, ql, unfit, unfit_error
+from headwater.sync.stats import TableStats
 from headwater.sync.types import normalise
 from headwater.warehouse import connect, require_extension
 
@@ -29,6 +32,11 @@ XID_HALF = 2**31
 # Types the scanner's parallel read turns into exactly the type a query read gives (after the
 # DuckDB-side cast); a table with any other type is read through one COPY of a SELECT instead.
 _CURSOR_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "DATE", "BIGINT", "INTEGER")
+# DuckDB's TIMESTAMP ends in 294247 AD, PostgreSQL's in 294276 AD; the scanner wraps later values
+# around to about 290279 BC. PostgreSQL's own first instant is 4714-11-24 00:00 BC (UTC), so a
+# timestamp read before it can only be such a wrapped value. (Microseconds, not year(): ICU's year of
+# a TIMESTAMPTZ counts BC years upwards.)
+_WRAPPED = "epoch_us({v}) < -210866803200000000"
 _CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "updated", "modified", "changed_at", "last_updated")
 
 _CATALOG = """
@@ -73,6 +81,7 @@ class PostgresSource(SqlSource):
         super().__init__(name, settings)
         self.root = root
         self.tunnel = Tunnel(name, settings.ssh_tunnel, root)
+        self._guards: dict[str, tuple[str, set[str]]] = {}  # table -> (a condition raising on values raw cannot hold, the columns it checks)
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -112,8 +121,19 @@ class PostgresSource(SqlSource):
         finally:
             self.tunnel.close()
 
+    def sync(self, ctx: SyncContext) -> list[TableStats]:
+        try:
+            return super().sync(ctx)
+        except duckdb.Error as exc:  # a read stopped by a guard against values raw cannot hold
+            error = unfit_error(self.name, self.redact(str(exc)))
+            if error is None:
+                raise
+            raise error from None
+
     def connection_error(self, exc: Exception) -> HeadwaterError:
         text = self.redact(str(exc))
+        if (unfit := unfit_error(self.name, text)) is not None:
+            return unfit
         low = text.lower()
         where = self.where()
         if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
@@ -208,19 +228,40 @@ class PostgresSource(SqlSource):
                 duck_type = "JSON"
             elif base_type == "_json" or base_type == "_jsonb":
                 duck_type = "JSON[]"
-            if normalise(duck_type) == "TIMESTAMP" and self.settings.timezone:
+            scanned = normalise(duck_type)
+            if scanned == "TIMESTAMP" and self.settings.timezone:
                 duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
                 convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
+            if scanned in ("TIMESTAMP", "TIMESTAMPTZ"):
+                convert = unfit(convert, _WRAPPED.format(v="{c}"), name, attname, "a timestamp after 294247-01-10 (DuckDB's last)")
+            elif scanned in ("TIMESTAMP[]", "TIMESTAMPTZ[]"):
+                wrapped = f"len(list_filter({{c}}, x -> {_WRAPPED.format(v='x')})) > 0"
+                convert = unfit(convert, wrapped, name, attname, "a timestamp after 294247-01-10 (DuckDB's last)")
             out.append(Column(attname, duck_type, type_text, convert, zone))
         kind = {"r": "table", "p": "partitioned", "v": "view", "m": "view", "f": "foreign"}[relkind]
         candidates = [c.name for c in out if c.name.lower() in _CURSOR_NAMES and normalise(c.type) in _CURSOR_TYPES]
         info = TableInfo(name, out, key, candidates, kind, estimated or None, tracks_transactions=kind in ("table", "partitioned"), read_exprs=exprs)
         info.parallel_ok = None if kind == "table" else False  # asked when a whole-table read needs it
+        guards = [self._nan_guard(name, attname, key) for attname, _t, typtype, _c, base_type, typmod, _e in columns if _holds_nan(typtype, base_type, typmod)]
+        self._guards[name] = (" AND ".join(guards), {c[0] for c in columns if _holds_nan(c[2], c[4], c[5])})
         return info
+
+    def _nan_guard(self, table: str, column: str, key: list[str]) -> str:
+        """A PostgreSQL condition, true for every row, that instead raises an error naming the table,
+        column and key on a row whose ``column`` is NaN: numeric(p,s) may hold NaN, DuckDB's DECIMAL
+        cannot, and the scanner reads it as 0. (PostgreSQL has no function that raises in plain SQL,
+        and a read-only role cannot create one: the message is cast to boolean, which fails quoting it.
+        It depends on the row, so the planner cannot fold it in advance.)"""
+        col = self.quote(column)
+        keys = " || ', ' || ".join(f"{_pg_literal(k + '=')} || coalesce({self.quote(k)}::text, 'NULL')" for k in key) or "ctid::text"
+        message = f"{_pg_literal(f'{UNFIT_MARK}column {table}.{column} (key ')} || {keys} || ') holds NaN (not a number)'"
+        return f"CASE WHEN {col} = 'NaN' THEN ({message})::boolean ELSE true END"
 
     def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str) -> str:
         """The SELECT expression that makes a column arrive unchanged (see the type table in docs/sync.md)."""
         col = self.quote(attname)
+        if base_type == "bpchar" and typtype != "d" and typmod > 4:
+            return f"rpad({col}::text, {typmod - 4})"  # ::text (and the scanner) drop char(n)'s padding; rpad puts it back
         if base_type == "numeric" and (typmod < 0 or ((typmod - 4) >> 16) > 38):
             return f"{col}::text"  # unconstrained or wider than DuckDB's DECIMAL(38): exact as text
         if element_type == "numeric":
@@ -263,9 +304,16 @@ class PostgresSource(SqlSource):
 
     def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
         wanted = [c for c in table.columns if columns is None or c.name in columns]
+        guard, guarded = self._guards.get(table.name, ("", set()))
+        if not guarded.intersection(c.name for c in wanted):
+            guard = ""
         if parallel and where is None and columns is None and self._parallel_ok(con, table):
+            if guard:  # the scanner cannot carry the guard: one pass in PostgreSQL first, sending nothing
+                self.query(con, f"SELECT count(*) FROM {self.qualified(table.name)} WHERE NOT ({guard})")
             # DuckDB's scanner: parallel COPYs of ctid ranges within one exported snapshot.
             return f"(SELECT {', '.join(self.quote(c.name) for c in wanted)} FROM {self.alias}.{self.quote(self.settings.schema_)}.{self.quote(table.name)})"
+        if guard:
+            where = f"({where}) AND {guard}" if where else guard
         exprs = ", ".join(f"{self._expr_for(table, c.name)} AS {self.quote(c.name)}" for c in wanted)
         sql = f"SELECT {exprs} FROM {self.qualified(table.name)}" + (f" WHERE {where}" if where else "")
         return f"postgres_query({ql(self.alias)}, {ql(sql)})"
@@ -335,6 +383,11 @@ class _CopyCounter:
 
     def close(self) -> None:
         self.probe.close()
+
+
+def _holds_nan(typtype: str, base_type: str, typmod: int) -> bool:
+    """numeric(p,s) read as DECIMAL (p <= 38; wider and unconstrained ones arrive as text, NaN included)."""
+    return typtype != "d" and base_type == "numeric" and typmod > 0 and ((typmod - 4) >> 16) <= 38
 
 
 _BASE_TYPE_NAMES = {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}

@@ -68,17 +68,53 @@ def ql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# Starts the message of an error raised while reading, by the source or by DuckDB, for a value the
+# warehouse's type cannot hold (see `unfit`, `unfit_error`): it names the table, column and key.
+UNFIT = "headwater-unfit: "
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     type: str  # the DuckDB type raw stores
     source_type: str  # as the source's catalog names it, for messages
-    convert: str = "CAST({c} AS {t})"  # DuckDB expression turning what the read yields into `type`
+    convert: str = "CAST({c} AS {t})"  # DuckDB expression turning what the read yields into `type`; {key}: the row's key as text
     source_zone: str | None = None  # a naive source timestamp read as local time in this zone (raw: UTC instant)
 
-    def select(self, alias: str = "") -> str:
+    def select(self, alias: str = "", key: str = "'(no key)'") -> str:
         ref = (alias + "." if alias else "") + qi(self.name)
-        return f"{self.convert.format(c=ref, t=self.type)} AS {qi(self.name)}"
+        return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {qi(self.name)}"
+
+
+def unfit(convert: str, condition: str, table: str, column: str, holds: str) -> str:
+    """``convert`` (a `Column.convert`), except that a value for which ``condition`` (over ``{c}``)
+    holds stops the read with an error naming the table, the column and the row's key: for values a
+    source hands over already changed (DuckDB's scanners wrap some out-of-range values around), which
+    must never land as another value. ``holds`` says what the column holds, for the message."""
+    message = ql(f"{UNFIT}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
+    tail = ql(f") holds {holds}").replace("{", "{{").replace("}", "}}")
+    return f"CASE WHEN {condition} THEN error({message} || '(key ' || {{key}} || {tail}) ELSE {convert} END"
+
+
+def key_text(key: list[str], alias: str = "") -> str:
+    """A DuckDB expression giving a row's key as ``id=5, part=2``, for messages."""
+    if not key:
+        return "'(no key)'"
+    ref = alias + "." if alias else ""
+    return " || ', ' || ".join(f"{ql(k + '=')} || coalesce(CAST({ref}{qi(k)} AS VARCHAR), 'NULL')" for k in key)
+
+
+def unfit_error(source: str, text: str) -> HeadwaterError | None:
+    """The user's error for a read stopped by `unfit` (or a source-side guard), None for any other."""
+    match = re.search(re.escape(UNFIT) + r'([^"\n]*)', text)
+    if match is None:
+        return None
+    return HeadwaterError(
+        f"Source '{source}': {match.group(1).strip()}, which the warehouse cannot hold",
+        why="Loading it would store another value (or fail half-way), so this table's sync stopped and its raw table and state were left as they were. "
+        "docs/sync.md's type tables say which values each type can hold.",
+        fix="Change the value in the source (PostgreSQL's 'infinity' syncs as infinity; NULL for 'no value'), or leave the table out of the source's tables: until it is fixed.",
+    )
 
 
 @dataclass
@@ -411,7 +447,8 @@ class SqlSource:
         return kept
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
-        parts = [c.select(alias) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {qi(c.name)}" for c in kept]
+        key = key_text(plan.key, alias)
+        parts = [c.select(alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {qi(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
