@@ -220,6 +220,25 @@ def test_every_type_round_trips_with_its_documented_mapping(tmp_path: Path, db: 
     assert_same_rows(p2, db, "types", TYPES_COLUMNS + ", g, gs")
 
 
+def test_char_n_arrives_as_the_server_returns_it(tmp_path: Path, db: Db, mysql_server: Any) -> None:
+    """MySQL removes CHAR(n)'s trailing spaces when it returns a value (every client sees 'ab'), unless
+    the server's sql_mode has PAD_CHAR_TO_FULL_LENGTH (every client sees 'ab   '): raw follows the server."""
+    db.run("CREATE TABLE padded (id INT PRIMARY KEY, c CHAR(5), v VARCHAR(5))", "INSERT INTO padded VALUES (1, 'ab  ', 'ab  '), (2, '', ''), (3, NULL, NULL)")
+    p = project(tmp_path / "p", db.url())
+    sync(p)
+    assert raw_table(p, "padded", "id, c, v") == db.rows("SELECT id, c, v FROM padded ORDER BY id") == [(1, "ab", "ab  "), (2, "", ""), (3, None, None)]
+    (mode,) = db.rows("SELECT @@GLOBAL.sql_mode")[0]
+    db.run(f"SET GLOBAL sql_mode = '{mode},PAD_CHAR_TO_FULL_LENGTH'")
+    try:
+        sync(p, full_refresh=True)
+        with mysql_server.connect(db.name) as fresh, fresh.cursor() as cur:  # a client connecting now, as the sync's connection did
+            cur.execute("SELECT id, c, v FROM padded ORDER BY id")
+            padded = list(cur.fetchall())
+    finally:
+        db.run(f"SET GLOBAL sql_mode = '{mode}'")
+    assert raw_table(p, "padded", "id, c, v") == padded == [(1, "ab   ", "ab  "), (2, "     ", ""), (3, None, None)]
+
+
 @pytest.fixture(scope="module")
 def property_db(mysql_server: Any) -> Any:
     """One database for all examples of the property test (a fresh one per example would be slow)."""

@@ -72,6 +72,11 @@ class SSHTunnel(Strict):
 class SQLiteSource(DatabaseSource):
     type: Literal["sqlite"]
     path: str = Field(description="Path to the SQLite file, relative to the project folder.")
+    on_type_mismatch: Literal["quarantine", "text"] = Field(
+        "quarantine",
+        description="A value that is not of its column's declared type (SQLite allows 'five' in an INTEGER column): quarantine its row "
+        "(raw_<source>.<table>__quarantine, with the reason), or sync the whole column as text. Never loaded as another value.",
+    )
 
 
 class PostgresSource(DatabaseSource):

@@ -1,12 +1,22 @@
-"""SQLite files, read through DuckDB's sqlite scanner (no rows pass through Python).
+"""SQLite files, read through DuckDB's sqlite extension (no rows pass through Python).
 
 A SQLite file is local and cheap to read in full, so tables with a key sync by comparison (read
 everything, write only rows that differ, delete keys that are gone): exact whatever the application
 does with its timestamps. A cursor can still be set per table for very large files.
+
+SQLite types values, not columns: a column declared INTEGER may hold ``'five'``, a DATE column
+``'2024-02-30'`` or a unix time. Each column has the DuckDB type its declaration names (the table in
+docs/sync.md), and each value is checked in SQLite against it (`_misfit`) before it is read, as text
+written so that DuckDB's cast gives back exactly the value SQLite holds (`_read`). A value that does
+not fit is never read as another value: with ``on_type_mismatch: quarantine`` (the default) its row is
+left out of raw and listed in ``raw_<source>.<table>__quarantine`` with the reason; with ``text`` its
+column is synced as text. (DuckDB's own table scan converts with the declared type and either fails
+on such values or reads a number in a DATE column as seconds since 1970.)
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -14,8 +24,20 @@ import duckdb
 
 from headwater.config.sources import SQLiteSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure
-from headwater.sync.sql import Column, SqlSource, TableInfo, ql
+from headwater.sync.context import SyncContext
+from headwater.sync.engine import raw_schema
+from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, qi, ql, unfit, unfit_error
+from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
+
+QUARANTINE_SUFFIX = "__quarantine"
+_DECLARED_DECIMAL = re.compile(r"^\s*(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.IGNORECASE)
+_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+_MARK = "\x01"  # starts the text a value that does not fit is read as: no DuckDB cast accepts it, so the guard stops the read
+_DOUBLE_EXACT = 2**53  # integers beyond it have no exact DOUBLE
+# A real as text DuckDB reads back as the same double: SQLite's printf gets the 17th significant digit
+# wrong now and then (1.7976931348623025e+308 came back one step lower); 21 digits always read back.
+_EXACT_REAL = "%!.20e"
 
 
 class SQLiteSource(SqlSource):
@@ -25,11 +47,25 @@ class SQLiteSource(SqlSource):
     def __init__(self, name: str, settings: Settings, root: Path) -> None:
         super().__init__(name, settings)
         self.path = (root / settings.path).resolve()
+        self._columns: dict[str, list[_SourceColumn]] = {}  # table -> its columns as declared, with their DuckDB types
+        self._keys: dict[str, str] = {}  # table -> SQLite expression of a row's key as text, for the quarantine
+        self._exclude: dict[str, str] = {}  # table -> SQLite condition of rows left out of this sync (quarantined)
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         self._check_file()
         require_extension(con, "sqlite")
         con.execute(f"ATTACH {ql(str(self.path))} AS {self.alias} (TYPE sqlite, READ_ONLY)")
+
+    def sync(self, ctx: SyncContext) -> list[TableStats]:
+        try:
+            return super().sync(ctx)
+        except duckdb.Error as exc:  # a value changed to one that does not fit while the table was read
+            error = unfit_error(self.name, str(exc), fix=f"Run `headwater sync {self.name}` again: the file changed while it was read, and the next sync sees the value first.")
+            if error is None:
+                raise
+            raise error from None
+
+    # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
         present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [self.alias]).fetchall()]
@@ -41,18 +77,89 @@ class SQLiteSource(SqlSource):
                     continue
                 described = con.execute(f"DESCRIBE SELECT * FROM {self.alias}.main.{self.quote(name)}").fetchall()
                 declared = {row[1]: (row[2] or "", row[5]) for row in catalog.execute(f"PRAGMA table_info({self.quote(name)})")}
-                columns = [Column(r[0], r[1], declared.get(r[0], ("", 0))[0] or r[1]) for r in described]
                 key = [c for c, _ in sorted(((n, pk) for n, (_, pk) in declared.items() if pk), key=lambda item: item[1])]
                 kind = "view" if catalog.execute("SELECT type FROM sqlite_master WHERE name = ?", [name]).fetchone() == ("view",) else "table"
+                source = [_SourceColumn(r[0], declared.get(r[0], ("", 0))[0], _duck_type(declared.get(r[0], ("", 0))[0], r[1])) for r in described]
+                self._columns[name] = source
+                self._keys[name] = self._key_text(key or (["rowid"] if kind == "table" else []))
+                columns = [Column(c.name, c.type, c.declared or c.type) for c in source]
                 tables[name] = TableInfo(name, columns, key, [], kind, parallel_ok=True)
         return tables
 
+    def _key_text(self, key: list[str]) -> str:
+        if not key:
+            return "'(no key)'"
+        return " || ', ' || ".join(f"{_sqlite_literal(k + '=')} || coalesce(CAST({self.quote(k)} AS TEXT), 'NULL')" for k in key)
+
+    # --- values that do not fit ----------------------------------------------------------------
+
+    def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, object]:
+        """First in the table's transaction: find the values that do not fit their column (one pass
+        in SQLite, sending only those rows), then quarantine their rows or read their columns as
+        text, as the source is set; the quarantine is replaced in this transaction with raw's rows."""
+        source = self._columns[table.name]
+        checked = [(i, c, cond) for i, c in enumerate(source) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
+        quarantine = f"{qi(raw_schema(self.name))}.{qi(table.name + QUARANTINE_SUFFIX)}"
+        self._exclude.pop(table.name, None)
+        found: list[tuple[object, ...]] = []
+        if checked:
+            picks = ", ".join(f"CASE WHEN {cond} THEN typeof({self.quote(c.name)}) END AS t{i}, CASE WHEN {cond} THEN {_as_text(self.quote(c.name))} END AS v{i}" for i, c, cond in checked)
+            where = " OR ".join(f"({cond})" for _, _, cond in checked)
+            sql = f"SELECT {self._keys[table.name]} AS k, {picks} FROM {self.quote(table.name)} WHERE {where}"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({ql(self.alias)}, {ql(sql)})")
+            found = con.execute(f"SELECT {', '.join(f'count(t{i})' for i, _, _ in checked)}, count(*) FROM _hw_misfits").fetchone()
+        if not found or not found[-1]:
+            con.execute(f"DROP TABLE IF EXISTS {quarantine}")
+            con.execute("DROP TABLE IF EXISTS _hw_misfits")
+            return {}
+        counts = {c.name: n for (_, c, _), n in zip(checked, found[:-1], strict=True) if n}
+        examples = {name: con.execute(f"SELECT t{i}, v{i} FROM _hw_misfits WHERE t{i} IS NOT NULL LIMIT 1").fetchone() for i, c, _ in checked if (name := c.name) in counts}
+        if self.settings.on_type_mismatch == "text":
+            con.execute(f"DROP TABLE IF EXISTS {quarantine}")
+            for i, column in enumerate(table.columns):
+                if column.name in counts:
+                    source[i] = _SourceColumn(column.name, source[i].declared, "VARCHAR", as_text=True)
+                    table.columns[i] = Column(column.name, "VARCHAR", column.source_type, "CAST({c} AS VARCHAR)")
+                    kind, value = examples[column.name]
+                    table.read_notes.append(
+                        f"column {column.name} is declared {column.source_type} but {counts[column.name]:,} value(s) are not {_expected(source[i].declared, column.type)} "
+                        f"(e.g. {kind} {_show(value)}): the column is synced as text (on_type_mismatch: text)"
+                    )
+        else:
+            parts = [
+                f"SELECT k AS key, {ql(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
+                f"{ql(f'expected {_expected(c.declared, c.type)} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
+                for i, c, _ in checked
+            ]
+            con.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {' UNION ALL '.join(parts)}")
+            self._exclude[table.name] = " OR ".join(f"({cond})" for _, _, cond in checked)
+            table.quarantined = int(found[-1])
+            table.quarantine_by_rule = {f"type ({name})": n for name, n in counts.items()}
+            for _, c, _ in checked:
+                if c.name in counts:
+                    kind, value = examples[c.name]
+                    table.read_notes.append(f"column {c.name}: {counts[c.name]:,} value(s) are not {_expected(c.declared, c.type)} (e.g. {kind} {_show(value)}): their rows are quarantined")
+            table.read_notes.append(f"{found[-1]:,} row(s) set aside in {raw_schema(self.name)}.{table.name}{QUARANTINE_SUFFIX} (on_type_mismatch: quarantine)")
+        con.execute("DROP TABLE _hw_misfits")
+        return {}
+
+    # --- reads ---------------------------------------------------------------------------------
+
     def relation(self, con: duckdb.DuckDBPyConnection, table: TableInfo, *, where: str | None = None, columns: list[str] | None = None, parallel: bool = True) -> str:
-        wanted = ", ".join(self.quote(c.name) for c in table.columns if columns is None or c.name in columns)
-        return f"(SELECT {wanted} FROM {self.alias}.main.{self.quote(table.name)}" + (f" WHERE {where})" if where else ")")
+        """The rows that fit (all of them, or those not quarantined), typed in DuckDB from the text
+        `_read` gives; ``where`` (a cursor) compares the typed values, as DuckDB writes them."""
+        wanted = [c for c in self._columns[table.name] if columns is None or c.name in columns]
+        sql = f"SELECT {', '.join(f'{_read(self.quote(c.name), c.type, c.as_text)} AS {self.quote(c.name)}' for c in wanted)} FROM {self.quote(table.name)}"
+        if excluded := self._exclude.get(table.name):
+            sql += f" WHERE NOT ({excluded})"
+        key = key_text(table.primary_key, "s") if set(table.primary_key) <= {c.name for c in wanted} else "'(no key)'"
+        typed = ", ".join(f"{_decode(c, table.name, key)} AS {qi(c.name)}" for c in wanted)
+        read = f"(SELECT {typed} FROM sqlite_query({ql(self.alias)}, {ql(sql)}) AS s)"
+        return f"(SELECT * FROM {read} WHERE {where})" if where else read
 
     def count_relation(self, table: TableInfo) -> str:
-        return f"(SELECT count(*) FROM {self.alias}.main.{self.quote(table.name)})"
+        excluded = self._exclude.get(table.name)
+        return f"sqlite_query({ql(self.alias)}, {ql(f'SELECT count(*) AS n FROM {self.quote(table.name)}' + (f' WHERE NOT ({excluded})' if excluded else ''))})"
 
     def _catalog(self) -> sqlite3.Connection:
         return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
@@ -72,3 +179,120 @@ class SQLiteSource(SqlSource):
             raise HeadwaterError(f"Source '{self.name}': cannot read {self.path}", why=str(exc), fix="Check the file's permissions and that it is a SQLite database.") from None
         except sqlite3.DatabaseError as exc:
             raise HeadwaterError(f"Source '{self.name}': {self.path} is not a readable SQLite database", why=str(exc), fix="Point the source at a SQLite file.") from None
+
+
+class _SourceColumn:
+    """A column as SQLite declares it, the DuckDB type raw gives it, and whether it is read as text."""
+
+    def __init__(self, name: str, declared: str, duck_type: str, *, as_text: bool = False) -> None:
+        self.name, self.declared, self.type, self.as_text = name, declared, duck_type, as_text
+
+
+def _duck_type(declared: str, scanned: str) -> str:
+    """Raw's type: DuckDB's sqlite extension's (from the declaration's affinity: BIGINT, DOUBLE, DATE,
+    TIMESTAMP, VARCHAR, BLOB), except that NUMERIC(p,s)/DECIMAL(p,s) with p <= 38 are DECIMAL(p,s),
+    as from PostgreSQL and MySQL (the extension would give DOUBLE)."""
+    match = _DECLARED_DECIMAL.match(declared)
+    if match and 1 <= int(match.group(1)) <= 38 and int(match.group(2) or 0) <= int(match.group(1)):
+        return f"DECIMAL({int(match.group(1))},{int(match.group(2) or 0)})"
+    return scanned
+
+
+def _decimal(duck_type: str) -> tuple[int, int] | None:
+    match = re.match(r"^DECIMAL\((\d+),(\d+)\)$", duck_type)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _misfit(c: str, duck_type: str) -> str | None:
+    """A SQLite condition: the value of ``c`` is not one ``duck_type`` holds exactly (None: all fit).
+    NULL always fits."""
+    if duck_type == "BIGINT":
+        return f"typeof({c}) NOT IN ('integer', 'null')"
+    if duck_type == "DOUBLE":
+        return f"typeof({c}) NOT IN ('real', 'integer', 'null') OR (typeof({c}) = 'integer' AND ({c} > {_DOUBLE_EXACT} OR {c} < -{_DOUBLE_EXACT}))"
+    if (decimal := _decimal(duck_type)) is not None:
+        p, s = decimal
+        whole = p - s  # digits before the point
+        too_big_int = f" OR (typeof({c}) = 'integer' AND ({c} >= {10**whole} OR {c} <= -{10**whole}))" if whole <= 18 else ""
+        return (
+            f"typeof({c}) NOT IN ('integer', 'real', 'null'){too_big_int}"
+            f" OR (typeof({c}) = 'real' AND (round({c}, {s}) <> {c} OR abs({c}) >= 1e{whole}))"
+        )
+    if duck_type == "DATE":
+        midnight = f"({c} GLOB '{_DATE} 00:00:00' AND date({c}, '+0 days') || ' 00:00:00' = {c})"
+        return f"{c} IS NOT NULL AND NOT (typeof({c}) = 'text' AND (({c} GLOB '{_DATE}' AND date({c}, '+0 days') = {c}) OR {midnight}))"
+    if duck_type == "TIMESTAMP":
+        v = f"(CASE WHEN {c} GLOB '*Z' THEN substr({c}, 1, length({c}) - 1) ELSE {c} END)"  # Z: UTC, which naive SQLite times are
+        day = f"({v} GLOB '{_DATE}' AND date({v}, '+0 days') = {v})"
+        minutes = f"({v} GLOB '{_DATE}[ T][0-9][0-9]:[0-9][0-9]' AND strftime('%Y-%m-%d %H:%M', {v}, '+0 days') = replace({v}, 'T', ' '))"
+        seconds = (
+            f"(({v} GLOB '{_DATE}[ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9]' OR ({v} GLOB '{_DATE}[ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9]*' "
+            f"AND length({v}) <= 26 AND substr({v}, 21) NOT GLOB '*[^0-9]*')) "
+            f"AND strftime('%Y-%m-%d %H:%M:%S', substr({v}, 1, 19), '+0 days') = replace(substr({v}, 1, 19), 'T', ' '))"
+        )
+        return f"{c} IS NOT NULL AND NOT (typeof({c}) = 'text' AND ({day} OR {minutes} OR {seconds}))"
+    if duck_type == "VARCHAR":
+        return f"typeof({c}) = 'blob'"
+    return None  # BLOB: any value, as its bytes (text and numbers as their text's)
+
+
+def _read(c: str, duck_type: str, as_text: bool = False) -> str:
+    """The SQLite expression of the text DuckDB casts to ``duck_type`` (`_convert`) giving back exactly
+    the value SQLite holds. A value that does not fit is read as text no cast accepts, so a value
+    changed between the check and the read stops the read (it is never loaded as another value)."""
+    if as_text or duck_type == "VARCHAR":
+        text = _as_text(c)
+    elif duck_type == "DOUBLE":
+        text = f"CASE WHEN {c} IS NOT NULL THEN printf('{_EXACT_REAL}', {c}) END"
+    elif (decimal := _decimal(duck_type)) is not None:
+        text = f"CASE typeof({c}) WHEN 'real' THEN printf('%.{decimal[1]}f', {c}) ELSE {c} END"  # fits: the real is that decimal's double
+    elif duck_type == "BLOB":
+        return f"CASE typeof({c}) WHEN 'null' THEN NULL WHEN 'blob' THEN hex({c}) ELSE hex({_as_text(c)}) END"
+    else:
+        text = c
+    misfit = None if as_text else _misfit(c, duck_type)
+    return f"CASE WHEN {misfit} THEN {_sqlite_literal(_MARK)} || typeof({c}) ELSE {text} END" if misfit else text
+
+
+def _as_text(c: str) -> str:
+    """A value as text, exactly: a real as SQLite writes it (15 digits), or with 17 digits, when that
+    reads back as the same double, else with 21; a blob as the literal x'…'."""
+    return (
+        f"CASE typeof({c}) WHEN 'real' THEN CASE WHEN CAST(CAST({c} AS TEXT) AS REAL) = {c} THEN CAST({c} AS TEXT) "
+        f"WHEN CAST(printf('%!.17g', {c}) AS REAL) = {c} THEN printf('%!.17g', {c}) ELSE printf('{_EXACT_REAL}', {c}) END "
+        f"WHEN 'blob' THEN 'x''' || hex({c}) || '''' ELSE {c} END"
+    )
+
+
+def _decode(column: _SourceColumn, table: str, key: str) -> str:
+    """DuckDB expression from the text `_read` gives to raw's value; a text the cast refuses stops the
+    read naming the row (a value changed to one that does not fit between the check and the read)."""
+    ref = f"s.{qi(column.name)}"
+    if column.type == "BLOB" and not column.as_text:
+        return f"unhex({ref})"
+    guarded = unfit("CAST({c} AS {t})", f"{{c}} IS NOT NULL AND TRY_CAST({{c}} AS {column.type}) IS NULL", table, column.name, "a value its type does not allow (it changed while the table was read)")
+    return guarded.format(c=ref, t=column.type, key=key)
+
+
+def _expected(declared: str, duck_type: str) -> str:
+    if duck_type == "BIGINT":
+        return "integers"
+    if duck_type == "DOUBLE":
+        return "numbers (integers up to 2^53)"
+    if (decimal := _decimal(duck_type)) is not None:
+        return f"numbers with at most {decimal[1]} decimals and {decimal[0] - decimal[1]} digits before the point"
+    if duck_type == "DATE":
+        return "dates written YYYY-MM-DD"
+    if duck_type == "TIMESTAMP":
+        return "timestamps written YYYY-MM-DD[ HH:MM[:SS[.ffffff]]] (UTC, or ending in Z)"
+    return "text"
+
+
+def _show(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _sqlite_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+

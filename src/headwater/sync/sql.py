@@ -104,7 +104,7 @@ def key_text(key: list[str], alias: str = "") -> str:
     return " || ', ' || ".join(f"{ql(k + '=')} || coalesce(CAST({ref}{qi(k)} AS VARCHAR), 'NULL')" for k in key)
 
 
-def unfit_error(source: str, text: str) -> HeadwaterError | None:
+def unfit_error(source: str, text: str, fix: str | None = None) -> HeadwaterError | None:
     """The user's error for a read stopped by `unfit` (or a source-side guard), None for any other."""
     match = re.search(re.escape(UNFIT) + r'([^"\n]*)', text)
     if match is None:
@@ -113,7 +113,7 @@ def unfit_error(source: str, text: str) -> HeadwaterError | None:
         f"Source '{source}': {match.group(1).strip()}, which the warehouse cannot hold",
         why="Loading it would store another value (or fail half-way), so this table's sync stopped and its raw table and state were left as they were. "
         "docs/sync.md's type tables say which values each type can hold.",
-        fix="Change the value in the source (PostgreSQL's 'infinity' syncs as infinity; NULL for 'no value'), or leave the table out of the source's tables: until it is fixed.",
+        fix=fix or "Change the value in the source (PostgreSQL's 'infinity' syncs as infinity; NULL for 'no value'), or leave the table out of the source's tables: until it is fixed.",
     )
 
 
@@ -129,6 +129,9 @@ class TableInfo:
     read_exprs: dict[str, str] = field(default_factory=dict)  # column -> source-dialect SELECT expression, when not the bare column
     parallel_ok: bool | None = False  # the source's parallel scanner reads every column exactly as a query would (None: not asked yet)
     indexed: list[str] = field(default_factory=list)  # columns that lead an index of the table
+    read_notes: list[str] = field(default_factory=list)  # what the source did with values that did not fit (`SqlSource.begin`), for the stats
+    quarantined: int = 0  # rows the source set aside in raw_<source>.<table>__quarantine (SQLite: values that do not fit their column)
+    quarantine_by_rule: dict[str, int] = field(default_factory=dict)
     identity: str | None = None  # changes when the table is dropped and re-created or rewritten (TRUNCATE): PostgreSQL's oid/relfilenode
 
     def column(self, name: str) -> Column | None:
@@ -365,7 +368,7 @@ class SqlSource:
             state = None if ctx.full_refresh else load_state(con, self.name, info.name)
             exists = raw_columns is not None
             raw_columns = raw_columns or {}
-            stats = TableStats(info.name, 0, 0.0, mode=plan.mode, notes=list(plan.notes))
+            stats = TableStats(info.name, 0, 0.0, mode=plan.mode, notes=plan.notes + info.read_notes, quarantined=info.quarantined, quarantine_by_rule=dict(info.quarantine_by_rule))
             full = state is None or not exists or plan.method == "reload" or state.get("method") != plan.method or state.get("key") != plan.key
             kept = self._reconcile_schema(con, info, raw_columns, target, stats, alter=not ctx.full_refresh) if exists else []
             if not full and any(c.startswith("added column") for c in stats.schema_changes):

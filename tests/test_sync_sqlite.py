@@ -1,0 +1,217 @@
+"""SQLite sources against real SQLite files: every value arrives as SQLite holds it, and values that
+are not of their column's declared type (SQLite's dynamic typing) are quarantined with the reason or
+synced as text, as the source says: never loaded as another value, never a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headwater.config.sources import SQLiteSource as Settings
+from headwater.sources.sqlite import SQLiteSource
+from headwater.sync import sync_source
+from headwater.sync.stats import TableStats
+from headwater.warehouse import connect
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.file = tmp / "app.db"
+        self.warehouse = tmp / "build.duckdb"
+
+    def sql(self, *statements: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.file) as con:
+            for statement in statements[:-1]:
+                con.execute(statement)
+            if rows is not None:
+                con.executemany(statements[-1], rows)
+                return []
+            return con.execute(statements[-1]).fetchall()
+
+    def sync(self, full_refresh: bool = False, **extra: Any) -> dict[str, TableStats]:
+        config = Settings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
+        con = connect(self.warehouse)
+        try:
+            return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), full_refresh=full_refresh)}
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def raw(self, table: str, columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
+        return self.query(f'SELECT {columns} FROM raw_app."{table}" ORDER BY 1')
+
+    def types(self, table: str) -> dict[str, str]:
+        return dict(self.query(f"SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = '{table}'"))
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+MIXED = "CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, n NUMERIC(10,2), d DATE, ts DATETIME, s TEXT, b BLOB)"
+GOOD = (1, 5, 1.5, 12.34, "2024-01-02", "2024-01-02 03:04:05", "ab  ", b"\x00\xff")
+BAD = [
+    (2, "five", 1.0, 1, "2024-01-02", "2024-01-02", "x", None),  # text in an INTEGER column
+    (3, 7, "x", 1, None, None, None, None),  # text in a REAL column
+    (4, 7, 1.0, 0.125, None, None, None, None),  # more decimals than NUMERIC(10,2) keeps
+    (5, 7, 1.0, 123456789, None, None, None, None),  # too many digits before the point
+    (6, 7, 1.0, "twelve", None, None, None, None),
+    (7, 7, 1.0, 1, 19000, None, None, None),  # a number in a DATE column (the scanner read it as seconds: 1970-01-01)
+    (8, 7, 1.0, 1, "2024-02-30", None, None, None),  # not a date
+    (9, 7, 1.0, 1, "2024-01-02 05:00:00", None, None, None),  # a date with a time: DATE would drop it
+    (10, 7, 1.0, 1, None, "2024-01-02 03:04:05+02:00", None, None),  # an offset the TIMESTAMP would drop
+    (11, 7, 1.0, 1, None, "later", None, None),
+    (12, 7, 1.0, 1, None, 1700000000, None, None),
+    (13, 7, 1.0, 1, None, None, b"\xff\xfe", None),  # bytes in a TEXT column
+    (14, 2**60, 1.0, 1, None, None, None, None),  # fits: a 64-bit integer
+]
+
+
+def test_values_not_of_their_declared_type_quarantine_their_rows_with_the_reason(h: Harness) -> None:
+    h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, *BAD])
+    stats = h.sync()["t"]
+    assert h.raw("t") == [
+        (1, 5, 1.5, Decimal("12.34"), dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5), "ab  ", b"\x00\xff"),
+        (14, 2**60, 1.0, Decimal("1.00"), None, None, None, None),
+    ]
+    quarantine = {(k, c): (v, m) for k, c, v, rule, m in h.raw("t__quarantine", "key, column_name, original_value, rule, message") if rule == "type"}
+    assert set(quarantine) == {
+        ("id=2", "i"), ("id=3", "r"), ("id=4", "n"), ("id=5", "n"), ("id=6", "n"), ("id=7", "d"), ("id=8", "d"), ("id=9", "d"),
+        ("id=10", "ts"), ("id=11", "ts"), ("id=12", "ts"), ("id=13", "s"),
+    }
+    assert quarantine[("id=2", "i")] == ("five", "expected integers (declared INTEGER), found text")
+    assert quarantine[("id=4", "n")][0] == "0.125" and "at most 2 decimals" in quarantine[("id=4", "n")][1]
+    assert quarantine[("id=7", "d")] == ("19000", "expected dates written YYYY-MM-DD (declared DATE), found integer")
+    assert quarantine[("id=13", "s")][0] == "x'FFFE'"
+    assert stats.quarantined == 12 and stats.quarantine_by_rule["type (n)"] == 3 and stats.rows == 2
+    assert any("column i: 1 value(s) are not integers (e.g. text 'five')" in n for n in stats.notes)
+
+    # fixed in the source: the row arrives, and the quarantine describes the file as it is now
+    h.sql("UPDATE t SET i = 6 WHERE id = 2", "SELECT 1")
+    stats = h.sync()["t"]
+    assert 2 in [r[0] for r in h.raw("t")] and ("id=2", "i") not in {(k, c) for k, c in h.raw("t__quarantine", "key, column_name")}
+    h.sql("DELETE FROM t WHERE id > 2", "SELECT 1")
+    stats = h.sync()["t"]
+    assert stats.quarantined == 0 and [r[0] for r in h.raw("t")] == [1, 2]
+    assert h.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't__quarantine'") == [(0,)]
+
+
+def test_a_row_that_turns_bad_leaves_raw_for_the_quarantine(h: Harness) -> None:
+    h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, (2, 6, 1.0, 1, None, None, None, None)])
+    h.sync()
+    h.sql("UPDATE t SET i = 'six' WHERE id = 2", "SELECT 1")
+    stats = h.sync()["t"]
+    assert [r[0] for r in h.raw("t")] == [1] and stats.deleted == 1
+    assert h.raw("t__quarantine", "key, original_value") == [("id=2", "six")]
+
+
+def test_on_type_mismatch_text_syncs_the_column_as_text_keeping_every_row(h: Harness) -> None:
+    h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, *BAD])
+    stats = h.sync(on_type_mismatch="text")["t"]
+    types = h.types("t")
+    assert {c for c, t in types.items() if t == "VARCHAR"} == {"i", "r", "n", "d", "ts", "s"}  # every column with a value that does not fit
+    assert types["id"] == "BIGINT" and types["b"] == "BLOB"
+    rows = {r[0]: r for r in h.raw("t")}
+    assert len(rows) == 1 + len(BAD) and stats.quarantined == 0
+    assert rows[1] == (1, "5", "1.5", "12.34", "2024-01-02", "2024-01-02 03:04:05", "ab  ", b"\x00\xff")
+    assert rows[2][1] == "five" and rows[4][3] == "0.125" and rows[7][4] == "19000" and rows[10][5] == "2024-01-02 03:04:05+02:00"
+    assert rows[13][6] == "x'FFFE'" and rows[14][1] == str(2**60)
+    assert any("column i is declared INTEGER but 1 value(s) are not integers (e.g. text 'five')" in n for n in stats.notes)
+    assert h.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't__quarantine'") == [(0,)]
+
+
+def test_declared_decimals_land_as_decimal_exactly(h: Harness) -> None:
+    h.sql(
+        "CREATE TABLE money (id INTEGER PRIMARY KEY, amount NUMERIC(10,2), big DECIMAL(20,0), rate DECIMAL(5), wide NUMERIC(40,2), plain NUMERIC)",
+        "INSERT INTO money VALUES (?, ?, ?, ?, ?, ?)",
+        rows=[
+            (1, 12.34, 1234567890123456789, 99999, 1.5, 1.5),
+            (2, 0.1, -1234567890123456789, -5, 3, 7),
+            (3, -99999999.99, 0, 0, None, None),
+            (4, 5, None, None, None, None),
+            (5, "7.25", None, None, None, None),  # numeric-looking text becomes a number in a NUMERIC column
+        ],
+    )
+    h.sync()
+    assert h.types("money") == {"id": "BIGINT", "amount": "DECIMAL(10,2)", "big": "DECIMAL(20,0)", "rate": "DECIMAL(5,0)", "wide": "DOUBLE", "plain": "DOUBLE", "_headwater_synced_at": "TIMESTAMP WITH TIME ZONE"}
+    assert h.raw("money") == [
+        (1, Decimal("12.34"), Decimal("1234567890123456789"), Decimal("99999"), 1.5, 1.5),
+        (2, Decimal("0.10"), Decimal("-1234567890123456789"), Decimal("-5"), 3.0, 7.0),
+        (3, Decimal("-99999999.99"), Decimal("0"), Decimal("0"), None, None),
+        (4, Decimal("5.00"), None, None, None, None),
+        (5, Decimal("7.25"), None, None, None, None),
+    ]
+
+
+def test_text_timestamps_arrive_as_the_instants_they_name(h: Harness) -> None:
+    h.sql(
+        "CREATE TABLE times (id INTEGER PRIMARY KEY, at TIMESTAMP, day DATE)",
+        "INSERT INTO times VALUES (?, ?, ?)",
+        rows=[
+            (1, "2024-01-02 03:04:05", "2024-01-02"),
+            (2, "2024-01-02T03:04:05.123456Z", "2024-01-02 00:00:00"),
+            (3, "2024-01-02 03:04", "2024-02-29"),
+            (4, "2024-01-02", "0001-01-01"),
+            (5, "2024-01-02T23:59:59.999999", "9999-12-31"),
+        ],
+    )
+    h.sync()
+    assert h.raw("times") == [
+        (1, dt.datetime(2024, 1, 2, 3, 4, 5), dt.date(2024, 1, 2)),
+        (2, dt.datetime(2024, 1, 2, 3, 4, 5, 123456), dt.date(2024, 1, 2)),
+        (3, dt.datetime(2024, 1, 2, 3, 4), dt.date(2024, 2, 29)),
+        (4, dt.datetime(2024, 1, 2), dt.date(1, 1, 1)),
+        (5, dt.datetime(2024, 1, 2, 23, 59, 59, 999999), dt.date(9999, 12, 31)),
+    ]
+
+
+integers = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+doubles = st.floats(allow_nan=False)  # SQLite stores NaN as NULL
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(integers, doubles, texts, st.binary(max_size=10), st.one_of(integers, doubles, texts)), min_size=1, max_size=15))
+def test_values_that_fit_arrive_as_sqlite_holds_them(tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[Any, ...]]) -> None:
+    h = Harness(tmp_path_factory.mktemp("prop"))
+    h.sql("CREATE TABLE v (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, b BLOB, loose)", "INSERT INTO v VALUES (?, ?, ?, ?, ?, ?)", rows=[(n, *row) for n, row in enumerate(rows)])
+    h.sync()
+    source = h.sql("SELECT id, i, r, s, b, loose FROM v ORDER BY id")
+    raw = h.raw("v")
+    assert [r[:4] for r in raw] == [r[:4] for r in source]  # integers, every double (infinities too), text
+    for got, want in zip(raw, source, strict=True):
+        assert bytes(got[4]) == want[4]
+        loose = want[5]  # a column without a type holds anything: its bytes, as SQLite's CAST(... AS BLOB)
+        if isinstance(loose, float) and not math.isinf(loose):
+            assert float(bytes(got[5]).decode()) == loose
+        elif isinstance(loose, int):
+            assert bytes(got[5]) == str(loose).encode()
+        elif isinstance(loose, str):
+            assert bytes(got[5]) == loose.encode()
+
+
+def test_headwater_sync_with_a_mismatch_exits_0_and_reports_the_quarantine(h: Harness) -> None:
+    h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, BAD[0]])
+    (h.tmp / "headwater.yml").write_text("name: shop\nsources:\n  app:\n    type: sqlite\n    path: app.db\n")
+    done = subprocess.run([sys.executable, "-m", "headwater.cli.main", "sync", "app", "--json", "-p", str(h.tmp)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert '"quarantined": 1' in done.stdout and "five" in done.stdout
