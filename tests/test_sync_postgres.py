@@ -414,13 +414,13 @@ def test_every_common_type_round_trips_or_maps_as_documented(h: Harness) -> None
 
 
 def test_char_n_keeps_its_padding_as_postgresql_clients_read_it(h: Harness) -> None:
-    h.sql("CREATE TABLE padded (id int PRIMARY KEY, c char(5), c1 char, v varchar(5))")
-    h.sql("INSERT INTO padded VALUES (1, 'ab', 'x', 'ab  '), (2, '', ' ', ''), (3, 'abcde', NULL, NULL), (4, 'é', 'ü', 'é')")
+    h.sql("CREATE TABLE padded (id int PRIMARY KEY, c char(5), c1 char, v varchar(5), a char(3)[])")
+    h.sql("INSERT INTO padded VALUES (1, 'ab', 'x', 'ab  ', '{a,NULL,\"b c\"}'), (2, '', ' ', '', '{}'), (3, 'abcde', NULL, NULL, NULL), (4, 'é', 'ü', 'é', '{é}')")
     for full in (True, False):  # the whole-table read and the read of changed rows
         h.sync(full_refresh=full)
         assert h.raw("padded") == h.sql("SELECT * FROM padded ORDER BY id")
         h.sql("UPDATE padded SET c = c WHERE id = 1")
-    assert h.raw("padded")[0] == (1, "ab   ", "x", "ab  ")
+    assert h.raw("padded")[0] == (1, "ab   ", "x", "ab  ", ["a  ", None, "b c"])
     assert h.raw_columns("padded")["c"] == "VARCHAR"
 
 

@@ -262,6 +262,9 @@ class PostgresSource(SqlSource):
         col = self.quote(attname)
         if base_type == "bpchar" and typtype != "d" and typmod > 4:
             return f"rpad({col}::text, {typmod - 4})"  # ::text (and the scanner) drop char(n)'s padding; rpad puts it back
+        if element_type == "bpchar" and typmod > 4:  # char(n)[]: each element padded, in order
+            padded = f"ARRAY(SELECT rpad(e::text, {typmod - 4}) FROM unnest({col}) WITH ORDINALITY AS u(e, i) ORDER BY i)"
+            return f"CASE WHEN {col} IS NULL THEN NULL ELSE {padded} END"
         if base_type == "numeric" and (typmod < 0 or ((typmod - 4) >> 16) > 38):
             return f"{col}::text"  # unconstrained or wider than DuckDB's DECIMAL(38): exact as text
         if element_type == "numeric":
