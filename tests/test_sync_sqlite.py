@@ -83,6 +83,7 @@ BAD = [
     (12, 7, 1.0, 1, None, 1700000000, None, None),
     (13, 7, 1.0, 1, None, None, b"\xff\xfe", None),  # bytes in a TEXT column
     (14, 2**60, 1.0, 1, None, None, None, None),  # fits: a 64-bit integer
+    (15, 7, 1.0, 1, "2024-13-45", "2024-01-02 25:61:00", None, None),  # shaped like dates, but SQLite's date functions give NULL
 ]
 
 
@@ -96,13 +97,13 @@ def test_values_not_of_their_declared_type_quarantine_their_rows_with_the_reason
     quarantine = {(k, c): (v, m) for k, c, v, rule, m in h.raw("t__quarantine", "key, column_name, original_value, rule, message") if rule == "type"}
     assert set(quarantine) == {
         ("id=2", "i"), ("id=3", "r"), ("id=4", "n"), ("id=5", "n"), ("id=6", "n"), ("id=7", "d"), ("id=8", "d"), ("id=9", "d"),
-        ("id=10", "ts"), ("id=11", "ts"), ("id=12", "ts"), ("id=13", "s"),
+        ("id=10", "ts"), ("id=11", "ts"), ("id=12", "ts"), ("id=13", "s"), ("id=15", "d"), ("id=15", "ts"),
     }
     assert quarantine[("id=2", "i")] == ("five", "expected integers (declared INTEGER), found text")
     assert quarantine[("id=4", "n")][0] == "0.125" and "at most 2 decimals" in quarantine[("id=4", "n")][1]
     assert quarantine[("id=7", "d")] == ("19000", "expected dates written YYYY-MM-DD (declared DATE), found integer")
     assert quarantine[("id=13", "s")][0] == "x'FFFE'"
-    assert stats.quarantined == 12 and stats.quarantine_by_rule["type (n)"] == 3 and stats.rows == 2
+    assert stats.quarantined == 13 and stats.quarantine_by_rule["type (n)"] == 3 and stats.rows == 2
     assert any("column i: 1 value(s) are not integers (e.g. text 'five')" in n for n in stats.notes)
 
     # fixed in the source: the row arrives, and the quarantine describes the file as it is now

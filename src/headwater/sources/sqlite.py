@@ -97,51 +97,61 @@ class SQLiteSource(SqlSource):
         """First in the table's transaction: find the values that do not fit their column (one pass
         in SQLite, sending only those rows), then quarantine their rows or read their columns as
         text, as the source is set; the quarantine is replaced in this transaction with raw's rows."""
-        source = self._columns[table.name]
-        checked = [(i, c, cond) for i, c in enumerate(source) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
-        quarantine = f"{qi(raw_schema(self.name))}.{qi(table.name + QUARANTINE_SUFFIX)}"
         self._exclude.pop(table.name, None)
-        found: list[tuple[object, ...]] = []
-        if checked:
-            picks = ", ".join(f"CASE WHEN {cond} THEN typeof({self.quote(c.name)}) END AS t{i}, CASE WHEN {cond} THEN {_as_text(self.quote(c.name))} END AS v{i}" for i, c, cond in checked)
-            where = " OR ".join(f"({cond})" for _, _, cond in checked)
-            sql = f"SELECT {self._keys[table.name]} AS k, {picks} FROM {self.quote(table.name)} WHERE {where}"
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({ql(self.alias)}, {ql(sql)})")
-            found = con.execute(f"SELECT {', '.join(f'count(t{i})' for i, _, _ in checked)}, count(*) FROM _hw_misfits").fetchone()
-        if not found or not found[-1]:
+        quarantine = f"{qi(raw_schema(self.name))}.{qi(table.name + QUARANTINE_SUFFIX)}"
+        checked = [(i, c, cond) for i, c in enumerate(self._columns[table.name]) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
+        found = self._find_misfits(con, table, checked)
+        if not found:
             con.execute(f"DROP TABLE IF EXISTS {quarantine}")
-            con.execute("DROP TABLE IF EXISTS _hw_misfits")
-            return {}
-        counts = {c.name: n for (_, c, _), n in zip(checked, found[:-1], strict=True) if n}
-        examples = {name: con.execute(f"SELECT t{i}, v{i} FROM _hw_misfits WHERE t{i} IS NOT NULL LIMIT 1").fetchone() for i, c, _ in checked if (name := c.name) in counts}
-        if self.settings.on_type_mismatch == "text":
+        elif self.settings.on_type_mismatch == "text":
             con.execute(f"DROP TABLE IF EXISTS {quarantine}")
-            for i, column in enumerate(table.columns):
-                if column.name in counts:
-                    source[i] = _SourceColumn(column.name, source[i].declared, "VARCHAR", as_text=True)
-                    table.columns[i] = Column(column.name, "VARCHAR", column.source_type, "CAST({c} AS VARCHAR)")
-                    kind, value = examples[column.name]
-                    table.read_notes.append(
-                        f"column {column.name} is declared {column.source_type} but {counts[column.name]:,} value(s) are not {_expected(source[i].declared, column.type)} "
-                        f"(e.g. {kind} {_show(value)}): the column is synced as text (on_type_mismatch: text)"
-                    )
+            self._read_as_text(table, found)
         else:
-            parts = [
-                f"SELECT k AS key, {ql(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
-                f"{ql(f'expected {_expected(c.declared, c.type)} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
-                for i, c, _ in checked
-            ]
-            con.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {' UNION ALL '.join(parts)}")
-            self._exclude[table.name] = " OR ".join(f"({cond})" for _, _, cond in checked)
-            table.quarantined = int(found[-1])
-            table.quarantine_by_rule = {f"type ({name})": n for name, n in counts.items()}
-            for _, c, _ in checked:
-                if c.name in counts:
-                    kind, value = examples[c.name]
-                    table.read_notes.append(f"column {c.name}: {counts[c.name]:,} value(s) are not {_expected(c.declared, c.type)} (e.g. {kind} {_show(value)}): their rows are quarantined")
-            table.read_notes.append(f"{found[-1]:,} row(s) set aside in {raw_schema(self.name)}.{table.name}{QUARANTINE_SUFFIX} (on_type_mismatch: quarantine)")
-        con.execute("DROP TABLE _hw_misfits")
+            self._quarantine(con, table, checked, found, quarantine)
+        con.execute("DROP TABLE IF EXISTS _hw_misfits")
         return {}
+
+    def _find_misfits(self, con: duckdb.DuckDBPyConnection, table: TableInfo, checked: list[tuple[int, _SourceColumn, str]]) -> dict[str, _Misfits]:
+        """Per column with values that do not fit: how many, and one of them (its storage class and
+        text). The rows go to the temp table ``_hw_misfits``: the key ``k``, and per checked column
+        ``t<i>``/``v<i>`` (storage class, value), NULL where that column's value fits."""
+        if not checked:
+            return {}
+        picks = ", ".join(f"CASE WHEN {cond} THEN typeof({self.quote(c.name)}) END AS t{i}, CASE WHEN {cond} THEN {_as_text(self.quote(c.name))} END AS v{i}" for i, c, cond in checked)
+        where = " OR ".join(cond for _, _, cond in checked)
+        sql = f"SELECT {self._keys[table.name]} AS k, {picks} FROM {self.quote(table.name)} WHERE {where}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({ql(self.alias)}, {ql(sql)})")
+        found: dict[str, _Misfits] = {}
+        for i, c, _ in checked:
+            count, example = con.execute(f"SELECT count(*), any_value([t{i}, v{i}]) FROM _hw_misfits WHERE t{i} IS NOT NULL").fetchone()
+            if count:
+                found[c.name] = _Misfits(c, count, f"{example[0]} {_show(example[1])}")
+        return found
+
+    def _read_as_text(self, table: TableInfo, found: dict[str, _Misfits]) -> None:
+        source = self._columns[table.name]
+        for i, column in enumerate(table.columns):
+            if (misfits := found.get(column.name)) is not None:
+                source[i] = _SourceColumn(column.name, source[i].declared, "VARCHAR", as_text=True)
+                table.columns[i] = Column(column.name, "VARCHAR", column.source_type)
+                table.read_notes.append(
+                    f"column {column.name} is declared {column.source_type} but {misfits.count:,} value(s) are not {misfits.expected} "
+                    f"(e.g. {misfits.example}): the column is synced as text (on_type_mismatch: text)"
+                )
+
+    def _quarantine(self, con: duckdb.DuckDBPyConnection, table: TableInfo, checked: list[tuple[int, _SourceColumn, str]], found: dict[str, _Misfits], quarantine: str) -> None:
+        parts = [
+            f"SELECT k AS key, {ql(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
+            f"{ql(f'expected {found[c.name].expected} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
+            for i, c, _ in checked
+            if c.name in found
+        ]
+        con.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {' UNION ALL '.join(parts)}")
+        self._exclude[table.name] = " OR ".join(cond for _, _, cond in checked)
+        table.quarantined = con.execute("SELECT count(*) FROM _hw_misfits").fetchone()[0]
+        table.quarantine_by_rule = {f"type ({name})": m.count for name, m in found.items()}
+        table.read_notes += [f"column {name}: {m.count:,} value(s) are not {m.expected} (e.g. {m.example}): their rows are quarantined" for name, m in found.items()]
+        table.read_notes.append(f"{table.quarantined:,} row(s) set aside in {raw_schema(self.name)}.{table.name}{QUARANTINE_SUFFIX} (on_type_mismatch: quarantine)")
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -181,6 +191,13 @@ class SQLiteSource(SqlSource):
             raise HeadwaterError(f"Source '{self.name}': {self.path} is not a readable SQLite database", why=str(exc), fix="Point the source at a SQLite file.") from None
 
 
+class _Misfits:
+    """A column's values that do not fit: how many, one of them (storage class and value), what fits."""
+
+    def __init__(self, column: _SourceColumn, count: int, example: str) -> None:
+        self.count, self.example, self.expected = count, example, _expected(column.type)
+
+
 class _SourceColumn:
     """A column as SQLite declares it, the DuckDB type raw gives it, and whether it is read as text."""
 
@@ -205,7 +222,13 @@ def _decimal(duck_type: str) -> tuple[int, int] | None:
 
 def _misfit(c: str, duck_type: str) -> str | None:
     """A SQLite condition: the value of ``c`` is not one ``duck_type`` holds exactly (None: all fit).
-    NULL always fits."""
+    NULL always fits. Never NULL itself (SQLite's date functions give NULL for text that is no date,
+    and a NULL condition would leave a row out of both raw and the quarantine)."""
+    condition = _misfit_condition(c, duck_type)
+    return None if condition is None else f"coalesce({condition}, 1)"
+
+
+def _misfit_condition(c: str, duck_type: str) -> str | None:
     if duck_type == "BIGINT":
         return f"typeof({c}) NOT IN ('integer', 'null')"
     if duck_type == "DOUBLE":
@@ -274,7 +297,7 @@ def _decode(column: _SourceColumn, table: str, key: str) -> str:
     return guarded.format(c=ref, t=column.type, key=key)
 
 
-def _expected(declared: str, duck_type: str) -> str:
+def _expected(duck_type: str) -> str:
     if duck_type == "BIGINT":
         return "integers"
     if duck_type == "DOUBLE":
