@@ -427,24 +427,24 @@ def test_char_n_keeps_its_padding_as_postgresql_clients_read_it(h: Harness) -> N
 def test_extreme_values_that_fit_arrive_exactly(h: Harness) -> None:
     """PostgreSQL's limits that DuckDB can hold, on both read paths (compared as DuckDB's text: Python's
     datetime stops at 9999). The interval holds months, days and microseconds apart, as PostgreSQL does."""
-    h.sql("CREATE TABLE edges (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date, iv interval, t time, n numeric(38,0), m money, f float8)")
+    h.sql("CREATE TABLE edges (id int PRIMARY KEY, ts timestamp, tz timestamptz, d date, iv interval, t time, n numeric(38,0), m money, f float8, nu numeric)")
     h.sql(
         """INSERT INTO edges VALUES
         (1, '4714-11-24 00:00:00 BC', '4714-11-24 00:00:00+00 BC', '4714-11-24 BC', '-2147483648 months -2147483648 days -9223372036854775807 microseconds',
-            '00:00:00', -99999999999999999999999999999999999999, '-92233720368547758.08', '-Infinity'),
+            '00:00:00', -99999999999999999999999999999999999999, '-92233720368547758.08', '-Infinity', '-Infinity'),
         (2, '294247-01-10 04:00:54.775806', '294247-01-10 04:00:54.775806+00', '5874897-12-31', '2147483647 months 2147483647 days 9223372036854775807 microseconds',
-            '24:00:00', 99999999999999999999999999999999999999, '92233720368547758.07', 'NaN'),
-        (3, 'infinity', 'infinity', 'infinity', '1 mon 40 days 100:00:00', '23:59:59.999999', 0, 0, 'Infinity'),
-        (4, '-infinity', '-infinity', '-infinity', NULL, NULL, NULL, NULL, NULL)"""
+            '24:00:00', 99999999999999999999999999999999999999, '92233720368547758.07', 'NaN', 'NaN'),
+        (3, 'infinity', 'infinity', 'infinity', '1 mon 40 days 100:00:00', '23:59:59.999999', 0, 0, 'Infinity', 'Infinity'),
+        (4, '-infinity', '-infinity', '-infinity', NULL, NULL, NULL, NULL, NULL, 1e-1000)"""
     )
     nines = "9" * 38
     expected = [
         (1, "4714-11-24 (BC) 00:00:00", "4714-11-24 (BC) 00:00:00+00", "4714-11-24 (BC)", "-178956970 years -8 months -2147483648 days -2562047788:00:54.775807",
-         "00:00:00", f"-{nines}", "-92233720368547758.08", "-inf"),
+         "00:00:00", f"-{nines}", "-92233720368547758.08", "-inf", "-Infinity"),
         (2, "294247-01-10 04:00:54.775806", "294247-01-10 04:00:54.775806+00", "5874897-12-31", "178956970 years 7 months 2147483647 days 2562047788:00:54.775807",
-         "24:00:00", nines, "92233720368547758.07", "nan"),
-        (3, "infinity", "infinity", "infinity", "1 month 40 days 100:00:00", "23:59:59.999999", "0", "0.00", "inf"),
-        (4, "-infinity", "-infinity", "-infinity", None, None, None, None, None),
+         "24:00:00", nines, "92233720368547758.07", "nan", "NaN"),
+        (3, "infinity", "infinity", "infinity", "1 month 40 days 100:00:00", "23:59:59.999999", "0", "0.00", "inf", "Infinity"),
+        (4, "-infinity", "-infinity", "-infinity", None, None, None, None, None, "0." + "0" * 999 + "1"),
     ]
     # timestamptz as microseconds since 1970 (DuckDB's ICU cannot print instants that late)
     micros = [r[0] for r in h.sql("SELECT CASE WHEN isfinite(tz) THEN (extract(epoch FROM tz) * 1000000)::bigint::text ELSE tz::text END FROM edges ORDER BY id")]
@@ -452,7 +452,7 @@ def test_extreme_values_that_fit_arrive_exactly(h: Harness) -> None:
     tz_text = "CASE WHEN isinf(tz) THEN CAST(tz AS VARCHAR) ELSE CAST(epoch_us(tz) AS VARCHAR) END"
     for full in (True, False):  # the parallel scan, then the read of changed rows
         h.sync(full_refresh=full)
-        assert h.raw("edges", columns="id, " + ", ".join(f"CAST({c} AS VARCHAR)" if c != "tz" else tz_text for c in ("ts", "tz", "d", "iv", "t", "n", "m", "f"))) == expected
+        assert h.raw("edges", columns="id, " + ", ".join(f"CAST({c} AS VARCHAR)" if c != "tz" else tz_text for c in ("ts", "tz", "d", "iv", "t", "n", "m", "f", "nu"))) == expected
         h.sql("UPDATE edges SET id = id")
 
 
