@@ -227,12 +227,15 @@ class PostgresSource(SqlSource):
             return f"{col}::text[]"
         if base_type == "money":
             return f"{col}::numeric(20,2)"
+        if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
+            # Geometric, network, range and other types without a DuckDB twin (or a domain over one):
+            # their text form. inet's cast to text always adds the netmask ('10.0.0.1/32'); abbrev()
+            # is its output function's text ('10.0.0.1'), what PostgreSQL shows.
+            return f"abbrev({col})" if base_type == "inet" else f"{col}::text"
         if typtype == "d":  # a domain: read as its base type
             return f"{col}::{_BASE_TYPE_NAMES.get(base_type, base_type)}"
-        if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
-            return f"{col}::text"  # geometric, network, range and other types without a DuckDB twin: their text form
         if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
-            return f"{col}::text[]"
+            return f"{col}::text::text[]"  # each element in its output function's text (the array's own text, parsed)
         return col
 
     def _parallel_ok(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> bool:

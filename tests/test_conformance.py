@@ -1,0 +1,255 @@
+"""Correct on real data (issue #15): a realistic schema in PostgreSQL, MariaDB and SQLite, synced by
+`headwater sync`, mutated (updates, deletes, inserts, ADD COLUMN, partitions, a late commit), synced
+again, and compared cell by cell with what the source's own client reads (tests/conformance.py says
+how each type is normalised; the comparison itself is exact).
+
+Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch: when that
+fix merges they XPASS, which fails, and the marker is removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import conformance as cf
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+from headwater.config import load_project
+from headwater.sources import open_source
+from headwater.sync import sync_source
+from headwater.warehouse import Warehouse
+
+KNOWN = "issue #15: {} — fixed on another branch"
+
+
+def known(item: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=KNOWN.format(item))
+
+
+def new_bug(what: str) -> pytest.MarkDecorator:
+    """A bug this suite found, outside issue #15's list, reported and not fixed here."""
+    return pytest.mark.xfail(strict=True, reason=f"new bug found by the conformance suite: {what}")
+
+
+def failed_clearly(done: Any, *words: str) -> bool:
+    """A refusal the issue accepts: a non-zero exit that is not 70 (a bug), with a message naming the problem."""
+    output = (done.stdout + done.stderr).lower()
+    return done.returncode not in (0, 70) and "traceback" not in output and all(w.lower() in output for w in words)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------------------
+
+PG_SCHEMA = "ConfSchema"  # mixed case: quoted everywhere or it is not found
+
+PG_DDL = """
+CREATE SCHEMA "{s}";
+SET search_path = "{s}";
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'très content 😀', 'with ''quote''');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE DOMAIN email AS varchar(200) CHECK (VALUE LIKE '%@%');
+
+CREATE TABLE customers (
+  id bigint PRIMARY KEY, name text NOT NULL, mail email, mood mood, score posint, tags text[], balance numeric(12,2), ratio numeric(38,38),
+  rating real, weight double precision, active boolean, uid uuid, created timestamptz, born date, wakes time, zone_wake timetz,
+  membership interval, profile jsonb, raw_profile json, avatar bytea, search tsvector, ip inet, net cidr, mac macaddr, spot point,
+  span int4range, bits bit(4), lucky int[], prices numeric[], days date[], flags boolean[], ids uuid[], stamps timestamptz[],
+  big_ints bigint[], floats double precision[], note text, money_left money, doubled bigint GENERATED ALWAYS AS (id * 2) STORED
+);
+INSERT INTO customers VALUES
+ (1, 'Ada', 'ada@example.org', 'ok', 7, '{"a,b","c\\"d","{x}","NULL",NULL,""}', 1234567890.12, 0.12345678901234567890123456789012345678,
+  1.1, 0.1, true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-03-10 02:30:00.5+05:30', '1815-12-10', '06:00:00.000001', '23:59:59-07:30',
+  '1 year 2 mons 3 days 04:05:06.789', '{"z": 1, "a": {"x": null}, "emoji": "😀", "n": 1.50}', '{"keep":   "spacing", "dup": 1, "dup": 2}', '\\x00ff10',
+  'a fat:1 cat''s:2', '192.168.1.5/24', '10.0.0.0/8', '08:00:2b:01:02:03', '(1.5,-2)', '[1,5)', B'1010', '{1,2,NULL}', '{1.50,NaN,-0.001,NULL}',
+  '{2024-01-01,infinity,NULL}', '{t,f,NULL}', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', '{"2024-01-01 00:00:00+00","1999-12-31 23:59:59.999999-12"}',
+  '{-9223372036854775808,9223372036854775807}', '{NaN,Infinity,-0}', 'Grüße, 世界 😀 \x01\x02\x1f\x7f tab\there', -92233720368547758.08),
+ (2, '', 'b@b', 'très content 😀', 1, '{}', -0.01, -0.99999999999999999999999999999999999999, 'NaN', '-Infinity', false,
+  '00000000-0000-0000-0000-000000000000', 'infinity', '4713-01-01 BC', '24:00:00', '00:00:00+15:59', '-178000000 years', '[]', '""', '\\x', '',
+  '::1', '::/0', 'ff:ff:ff:ff:ff:ff', '(0,0)', 'empty', B'0000', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '', 0),
+ (3, repeat('long 😀 text ', 100000), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '-infinity', '5874897-12-31', NULL, NULL,
+  '-1 days +00:00:00.000001', 'null', 'null', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (4, 'with ''quotes'' and "doubles" and \\backslash', 'x@y', 'with ''quote''', 2147483647, '{"with space","trailing "}', -9999999999.99, 0,
+  3.4028235e38, 1.7976931348623157e308, NULL, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '0001-01-01 00:00:00+00', '0001-01-01', '00:00:00', '00:00:00-15:59',
+  '178000000 years 11 mons 30 days 23:59:59.999999', '{"deep": [[[[[[1]]]]]], "big": 123456789012345678901234567890}', '[1, 2.50, "x"]',
+  '\\xdeadbeef', 'x:1A,2B', '255.255.255.255', '192.168.0.0/16', '00:00:00:00:00:00', '(1e+300,-1e-300)', '(,)', B'1111',
+  '{-2147483648,2147483647}', '{123456789012345678901234567890.123456789}', '{4713-01-01 BC,5874897-12-31}', '{NULL}', '{NULL}',
+  '{infinity,-infinity}', '{0}', '{1.401298464324817e-45,5e-324}', '  leading and trailing  ', 92233720368547758.07);
+
+CREATE TABLE extremes (
+  id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, n38 numeric(38,0), n10 numeric(10,2), n3 numeric(3,0), nfree numeric, n50 numeric(50,10),
+  r real, d double precision, ts timestamp, tstz timestamptz, dd date, tt time, iv interval
+);
+INSERT INTO extremes VALUES
+ (1, -32768, -2147483648, -9223372036854775808, -99999999999999999999999999999999999999, -99999999.99, -999,
+  '-1e-1000', -1234567890123456789012345678901234567890.1234567890, -3.4028235e38, -1.7976931348623157e308,
+  '4713-01-01 00:00:00 BC', '4713-01-01 00:00:00+00 BC', '4713-01-01 BC', '00:00:00', '-178000000 years'),
+ (2, 32767, 2147483647, 9223372036854775807, 99999999999999999999999999999999999999, 99999999.99, 999,
+  'Infinity', 9999999999999999999999999999999999999999.9999999999, 1.17549435e-38, 2.2250738585072014e-308,
+  '294246-12-31 23:59:59.999999', '294246-12-31 23:59:59.999999+00', '5874897-12-31', '23:59:59.999999', '178000000 years'),
+ (3, 0, 0, 0, 0, 0, 0, 'NaN', 0, '-0', '-0', 'infinity', 'infinity', 'infinity', '24:00:00', '0 seconds'),
+ (4, -1, -1, -1, 1, 0.01, 1, '0.000000000000000000000000000000000000000000000000000000000001', 0.0000000001, 'Infinity', 'NaN',
+  '-infinity', '-infinity', '-infinity', '00:00:00.000001', '-1 mons +1 days -00:00:00.000001'),
+ (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+
+CREATE TABLE "Order Items" ("Order ID" int, "line.no" int, "select" text, "from" text, "we""ird" text, "ünï 😀" text, "CamelCase" int,
+  PRIMARY KEY ("Order ID", "line.no"));
+INSERT INTO "Order Items" VALUES (1, 1, 'reserved', 'words', 'quote"d', 'ü', 1), (1, 2, '', NULL, '', '', NULL), (2, 1, 'x', 'y', 'z', '😀', -1);
+CREATE TABLE "we""ird.table name" (id text PRIMARY KEY, "value" text);
+INSERT INTO "we""ird.table name" VALUES ('', 'empty key'), ('😀', 'emoji key'), (' ', 'space key'), ('a''b', 'quote key');
+CREATE TABLE "user" ("group" int PRIMARY KEY, "order" text);
+INSERT INTO "user" VALUES (1, 'first');
+CREATE TABLE "ünïcødé 😀" (id uuid PRIMARY KEY, v text);
+INSERT INTO "ünïcødé 😀" VALUES ('11111111-1111-1111-1111-111111111111', 'u');
+
+CREATE TABLE events (id bigint, at date NOT NULL, kind text, payload jsonb, amount numeric(18,4), PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2023 PARTITION OF events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_rest PARTITION OF events DEFAULT;
+INSERT INTO events SELECT g, date '2023-01-01' + (g % 700), 'kind ' || (g % 5), jsonb_build_object('g', g), g / 7.0 FROM generate_series(1, 2000) g;
+INSERT INTO events VALUES (9000, '1900-01-01', 'ancient', NULL, NULL);
+
+CREATE TABLE notes (at timestamptz, body text, n int);
+INSERT INTO notes VALUES ('2024-01-01 00:00+00', 'same', 1), ('2024-01-01 00:00+00', 'same', 1), (NULL, NULL, NULL), ('2024-01-02 00:00+00', '', 0);
+
+CREATE VIEW active_customers AS SELECT id, name, mood, balance, tags FROM customers WHERE active;
+CREATE MATERIALIZED VIEW customer_totals AS SELECT mood, count(*) AS n, sum(balance) AS total FROM customers GROUP BY mood;
+"""
+
+PG_MUTATIONS = """
+SET search_path = "{s}";
+UPDATE customers SET name = name || ' (changed)', balance = balance + 0.01, tags = array_append(tags, 'new'), mood = 'sad' WHERE id IN (1, 4);
+UPDATE customers SET profile = '{"replaced": true}', created = '2000-02-29 12:00:00+00', membership = '-1 years' WHERE id = 2;
+DELETE FROM customers WHERE id = 3;
+INSERT INTO customers (id, name, mood, note, lucky, balance) VALUES (5, 'New 🎉', 'ok', repeat('x', 70000), '{5,6}', 0.5), (6, 'Zed', NULL, NULL, NULL, NULL);
+ALTER TABLE customers ADD COLUMN loyalty numeric(5,1) DEFAULT 1.5;
+UPDATE customers SET loyalty = 99.9 WHERE id = 5;
+UPDATE extremes SET i8 = i8 + 1, ts = '2000-01-01 00:00:00' WHERE id = 1;
+DELETE FROM extremes WHERE id = 4;
+INSERT INTO "Order Items" VALUES (3, 1, 'new', 'row', '"', 'ü', 3);
+DELETE FROM "Order Items" WHERE "Order ID" = 2;
+UPDATE "we""ird.table name" SET "value" = 'changed' WHERE id = '';
+DELETE FROM notes WHERE n = 0;
+INSERT INTO notes VALUES ('2025-01-01 00:00+00', 'added', 2);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events VALUES (10001, '2025-06-01', 'in the new partition', '{"new": 1}', 1.2345);
+UPDATE events SET kind = 'updated', amount = -amount WHERE id % 97 = 0;
+DELETE FROM events WHERE id BETWEEN 100 AND 120;
+ALTER TABLE events DETACH PARTITION events_2023;
+REFRESH MATERIALIZED VIEW customer_totals;
+"""
+
+
+def pg_dsn(url: str) -> str:
+    u = make_url(url)
+    return f"host={u.host} port={u.port} user={u.username} dbname={u.database}"
+
+
+def pg_plain(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgSource:
+    """One test's PostgreSQL database and a project syncing one schema of it as source ``app``."""
+
+    def __init__(self, url: str, root: Path, schema: str) -> None:
+        self.url, self.schema = pg_plain(url), schema
+        self.con = cf.pg_connect(pg_dsn(url))
+        self.project = cf.write_project(root, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {schema}"})
+        self.env = {"CONF_PG_URL": self.url}
+
+    def run(self, sql: str) -> None:
+        self.con.execute(sql.replace("{s}", self.schema))
+
+    def sync(self, *args: str) -> Any:
+        return cf.sync(self.project, "app", *args, env=self.env)
+
+    def try_sync(self, *args: str) -> Any:
+        return cf.run_sync(self.project, "app", *args, env={"NO_COLOR": "1", **self.env})
+
+    def tables(self) -> dict[str, cf.SourceTable]:
+        return cf.pg_tables(self.con, self.schema)
+
+    def assert_conforms(self, only: list[str] | None = None) -> None:
+        cf.assert_conforms(self.tables(), cf.warehouse_of(self.project), "app", cf.pg_expected, cf.pg_expected_type, temporal_as_text=True, only=only)
+
+    def raw_tables(self) -> set[str]:
+        return set(cf.read_raw(cf.warehouse_of(self.project), "app", temporal_as_text=True))
+
+
+@pytest.fixture
+def pgsrc(fresh_pg_database: str, tmp_path: Path) -> Iterator[PgSource]:
+    source = PgSource(fresh_pg_database, tmp_path / "project", PG_SCHEMA)
+    yield source
+    source.con.close()
+
+
+@pytest.mark.postgres
+def test_postgres_schema_syncs_exactly_through_mutations_and_a_late_commit(pgsrc: PgSource) -> None:
+    """Phase 1: the first sync. Phase 2: every kind of change, with a transaction left open across
+    the sync. Phase 3: that transaction commits; the next sync brings it."""
+    pgsrc.run(PG_DDL)
+    pgsrc.sync()
+    tables = pgsrc.tables()
+    assert set(tables) == {"customers", "extremes", "Order Items", "we\"ird.table name", "user", "ünïcødé 😀", "events", "notes", "active_customers", "customer_totals"}
+    assert len(tables["events"].rows) == 2001
+    pgsrc.assert_conforms()
+
+    pgsrc.run(PG_MUTATIONS)
+    late = psycopg.connect(pg_dsn(pgsrc.url))  # not autocommit: the transaction stays open across the sync
+    late.execute(f'UPDATE "{PG_SCHEMA}".customers SET name = %s, balance = 42 WHERE id = 1', ["late"])
+    late.execute(f'INSERT INTO "{PG_SCHEMA}".customers (id, name) VALUES (7, %s)', ["late insert"])
+    late.execute(f"INSERT INTO \"{PG_SCHEMA}\".events VALUES (10002, '2024-02-02', 'late', NULL, 1)")
+    try:
+        pgsrc.sync()
+        assert "events_2023" in pgsrc.tables()  # detached: a table of its own now
+        pgsrc.assert_conforms()  # the open transaction's rows are not there yet, as the source's readers see it
+        late.commit()
+    finally:
+        late.close()
+    pgsrc.sync()
+    pgsrc.assert_conforms()
+    customers = {r[0]: r for r in pgsrc.tables()["customers"].rows}
+    assert customers[1][1] == "late" and 7 in customers  # the comparison above covered the late rows
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("statement", [
+    "CREATE TABLE t (id int PRIMARY KEY, v numeric(10,2)); INSERT INTO t VALUES (1, 'NaN')",
+])  # fmt: skip
+@new_bug("PostgreSQL numeric(p,s) holding NaN lands in raw as 0.00 (DuckDB's scanner), silently")
+def test_postgres_numeric_nan_in_a_constrained_column_is_not_silently_zero(pgsrc: PgSource, statement: str) -> None:
+    pgsrc.run('CREATE SCHEMA "{s}"; SET search_path = "{s}"; ' + statement)
+    done = pgsrc.try_sync()
+    if done.returncode != 0:
+        assert failed_clearly(done, "NaN"), done.stdout + done.stderr
+        return
+    pgsrc.assert_conforms()
+    got = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["t"].rows
+    assert got != [(1, Decimal("0.00"))]
+
+
+@pytest.mark.postgres
+def test_postgres_inet_host_addresses_arrive_in_their_text_form(pgsrc: PgSource) -> None:
+    """PostgreSQL writes a host address without its netmask ('10.0.0.1', '::1'); the cast to text
+    (text(inet)) always adds it ('10.0.0.1/32'): raw must hold what PostgreSQL shows."""
+    pgsrc.run(
+        'CREATE SCHEMA "{s}"; SET search_path = "{s}";'
+        "CREATE DOMAIN addr AS inet;"
+        "CREATE TABLE hosts (id int PRIMARY KEY, ip inet, net inet, ips inet[], nets cidr[], boxed addr);"
+        "INSERT INTO hosts VALUES (1, '10.0.0.1', '10.0.0.1/8', '{10.0.0.1,::1,NULL,192.168.0.0/16}', '{10.0.0.0/8}', '::1'),"
+        " (2, '::1', '::ffff:1.2.3.4/96', '{}', '{}', '10.1.2.3/32'), (3, NULL, NULL, NULL, NULL, NULL)"
+    )
+    pgsrc.sync()
+    pgsrc.assert_conforms()
+    raw = {r[0]: r for r in cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["hosts"].rows}
+    assert raw[1][1:4] == ("10.0.0.1", "10.0.0.1/8", ["10.0.0.1", "::1", None, "192.168.0.0/16"])
+    assert raw[2][5] == "10.1.2.3"
