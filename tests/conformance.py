@@ -310,7 +310,7 @@ def pg_tables(con: Any, schema: str) -> dict[str, SourceTable]:
         table = found.setdefault(relname, SourceTable(relname, [], {}, [], []))
         precision = scale = None
         if typmod:
-            precision, scale = (typmod - 4) >> 16, _signed16((typmod - 4) & 0xFFFF)
+            precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024  # the scale: 11-bit signed
         table.columns.append(attname)
         table.types[attname] = PgType(base, element, typtype, precision, scale, label)
         if key_position:
@@ -330,10 +330,6 @@ def _pg_unreadable(con: Any, schema: str, name: str) -> bool:
     return bool(row.fetchone()[0])
 
 
-def _signed16(value: int) -> int:
-    return value - 0x10000 if value >= 0x8000 else value
-
-
 def pg_expected_type(t: PgType) -> str | None:
     """The DuckDB type docs/sync.md's PostgreSQL table names for a source type."""
     if t.base.startswith("_") and t.element:
@@ -348,7 +344,7 @@ def pg_expected_type(t: PgType) -> str | None:
     if t.base == "numeric":
         if t.precision is not None and t.precision <= 38 and 0 <= (t.scale or 0) <= t.precision:
             return f"DECIMAL({t.precision},{t.scale})"
-        return "VARCHAR" if t.precision is None or t.precision > 38 else None  # other typmods: whatever holds them exactly
+        return "VARCHAR"  # no precision, over 38 digits, a negative scale or one above the precision: exact text
     if t.base in PG_TEXT_TYPES:
         return "VARCHAR"
     return PG_SAME.get(t.base)
@@ -364,7 +360,7 @@ def pg_expected(t: PgType, value: Any) -> Any:
             return list(value)  # VARCHAR[]: PostgreSQL's text of each element
         return [pg_expected(element, v) for v in value]
     if t.base == "numeric":
-        return Decimal(value) if pg_expected_type(t) not in (None, "VARCHAR") else value
+        return value if pg_expected_type(t) == "VARCHAR" else Decimal(value)
     if t.base == "money":
         return Decimal(value.replace("$", "").replace(",", ""))
     if t.base == "float4":
@@ -577,6 +573,39 @@ def sync(project: Path, source: str, *args: str, env: dict[str, str] | None = No
     done = run_sync(project, source, *args, env={"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
     assert done.returncode == 0, f"headwater sync {source} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+@dataclass
+class Outcome:
+    """What `headwater sync` would have ended with: its exit code and its message."""
+
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def sync_in_process(project: Path, source: str, env: dict[str, str]) -> Outcome:
+    """The command's code path without a process of its own (seconds cheaper): load the project,
+    sync the source into the build database; errors end as the CLI ends them (a Headwater error's
+    exit code and message, anything else 70: a bug)."""
+    from headwater.config import load_project
+    from headwater.errors import HeadwaterError
+    from headwater.sources import open_source
+    from headwater.sync import sync_source
+    from headwater.warehouse import Warehouse
+
+    try:
+        loaded = load_project(project, env=env)
+        con = Warehouse(loaded.root, loaded.config.warehouse).connect_build()
+        try:
+            sync_source(con, open_source(source, loaded.config.sources[source], loaded.root))
+        finally:
+            con.close()
+    except HeadwaterError as exc:
+        return Outcome(int(exc.exit_code), stderr=exc.render())
+    except Exception as exc:  # noqa: BLE001 - the CLI's funnel: anything else is a bug, exit 70
+        return Outcome(70, stderr=f"{type(exc).__name__}: {exc}")
+    return Outcome(0)
 
 
 def assert_conforms(

@@ -221,8 +221,8 @@ class PostgresSource(SqlSource):
     def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str) -> str:
         """The SELECT expression that makes a column arrive unchanged (see the type table in docs/sync.md)."""
         col = self.quote(attname)
-        if base_type == "numeric" and (typmod < 0 or ((typmod - 4) >> 16) > 38):
-            return f"{col}::text"  # unconstrained or wider than DuckDB's DECIMAL(38): exact as text
+        if base_type == "numeric" and not _fits_decimal(typmod):
+            return f"{col}::text"  # unconstrained, wider than DuckDB's DECIMAL(38) or an odd scale: exact as text
         if element_type == "numeric":
             return f"{col}::text[]"
         if base_type == "money":
@@ -341,6 +341,16 @@ class _CopyCounter:
 
 
 _BASE_TYPE_NAMES = {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}
+
+
+def _fits_decimal(typmod: int) -> bool:
+    """Whether numeric(p,s) of this typmod is a DuckDB DECIMAL(p,s): p ≤ 38 and 0 ≤ s ≤ p. PostgreSQL
+    15 also allows a negative scale (numeric(5,-2): hundreds) and one above the precision
+    (numeric(3,5): 0.00xyz); the scale is an 11-bit signed number in the typmod's low bits."""
+    if typmod < 0:
+        return False
+    precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+    return precision <= 38 and 0 <= scale <= precision
 
 
 def _pg_literal(value: str) -> str:
