@@ -730,3 +730,133 @@ def test_sqlite_columns_holding_other_kinds_are_exact_or_refused(litesrc: Sqlite
         assert failed_clearly(done, "v"), done.stderr
         return
     assert dict(litesrc.raw("t").rows)[1] == value.strip("'")  # kept as the text it is
+
+
+# --- generated rows: a table of every scalar type per engine (hypothesis) ------------------------------------------
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)  # any text but NUL
+ROWS = 6
+EXAMPLES = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _replace_rows(run: Any, table: str, columns: int, rows: list[tuple[Any, ...]], mark: str = "%s") -> None:
+    run(f"DELETE FROM {table}", None)
+    for i, row in enumerate(rows):
+        run(f"INSERT INTO {table} VALUES ({', '.join([mark] * (columns + 1))})", (i, *row))
+
+
+PG_SCALARS = (
+    "CREATE TABLE scalars (id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, n numeric(20,6), r real, d double precision, t text, b bytea,"
+    " bo boolean, dd date, tz timestamptz, ts timestamp, u uuid, tags text[], nums bigint[], j jsonb, iv interval)"
+)
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TEXT, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6)
+pg_rows = st.lists(
+    st.tuples(
+        st.none() | st.integers(-(2**15), 2**15 - 1), st.none() | st.integers(-(2**31), 2**31 - 1), st.none() | st.integers(-(2**63), 2**63 - 1),
+        st.none() | st.decimals(min_value=Decimal("-1e14") + 1, max_value=Decimal("1e14") - 1, places=6, allow_nan=False, allow_infinity=False),
+        st.none() | st.floats(width=32), st.none() | st.floats(), st.none() | TEXT, st.none() | st.binary(max_size=40), st.none() | st.booleans(),
+        st.none() | st.dates(), st.none() | st.datetimes(timezones=st.just(dt.UTC) | st.builds(lambda m: dt.timezone(dt.timedelta(minutes=m)), st.integers(-900, 900))),
+        st.none() | st.datetimes(), st.none() | st.uuids(), st.none() | st.lists(st.none() | TEXT, max_size=4), st.none() | st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), max_size=4),
+        st.none() | json_values, st.none() | st.timedeltas(min_value=dt.timedelta(days=-10**6), max_value=dt.timedelta(days=10**6)),
+    ),
+    max_size=ROWS,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pg_scalars(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgSource]:
+    """One database for every example (a fresh one each would be slow); each example replaces the rows."""
+    name = f"hw_conf_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(pg_dsn(postgres_url), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    source = PgSource(make_url(postgres_url).set(database=name).render_as_string(hide_password=False), tmp_path_factory.mktemp("pg_scalars"), PG_SCHEMA)
+    pg_schema(source, PG_SCALARS)
+    yield source
+    source.con.close()
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.mark.postgres
+@EXAMPLES
+@given(rows=pg_rows)
+def test_postgres_generated_rows_of_every_scalar_type(pg_scalars: PgSource, rows: list[tuple[Any, ...]]) -> None:
+    from psycopg.types.json import Jsonb
+
+    def run(sql: str, params: Any) -> None:
+        pg_scalars.con.execute(f'SET search_path = "{PG_SCHEMA}"; ' + sql if params is None else sql.replace("scalars", f'"{PG_SCHEMA}".scalars'), params)
+
+    _replace_rows(run, "scalars", 17, [(*r[:15], None if r[15] is None else Jsonb(r[15]), r[16]) for r in rows])
+    pg_scalars.sync()
+    pg_scalars.assert_conforms(only=["scalars"])
+
+
+MY_SCALARS = (
+    "CREATE TABLE scalars (id INT PRIMARY KEY, i8 BIGINT, u8 BIGINT UNSIGNED, n DECIMAL(30,10), d DOUBLE, t VARCHAR(200) COLLATE utf8mb4_bin,"
+    " b VARBINARY(64), dd DATE, dt DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL, tm TIME(6), bo BOOL, y YEAR)"
+)
+my_rows = st.lists(
+    st.tuples(
+        st.none() | st.integers(-(2**63), 2**63 - 1), st.none() | st.integers(0, 2**64 - 1),
+        st.none() | st.decimals(min_value=Decimal("-1e20") + 1, max_value=Decimal("1e20") - 1, places=10, allow_nan=False, allow_infinity=False),
+        st.none() | st.floats(allow_nan=False, allow_infinity=False), st.none() | TEXT, st.none() | st.binary(max_size=64),
+        st.none() | st.dates(dt.date(1000, 1, 1), dt.date(9999, 12, 31)), st.none() | st.datetimes(dt.datetime(1000, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59)),
+        st.none() | st.datetimes(dt.datetime(1970, 1, 2), dt.datetime(2038, 1, 18)),
+        st.none() | st.timedeltas(dt.timedelta(hours=-838, minutes=-59, seconds=-59), dt.timedelta(hours=838, minutes=59, seconds=59)),
+        st.none() | st.booleans(), st.none() | st.integers(1901, 2155),
+    ),
+    max_size=ROWS,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def my_scalars(mysql_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MySource]:
+    name = mysql_server.create_database()
+    source = MySource(mysql_server, name, tmp_path_factory.mktemp("my_scalars"))
+    source.run(MY_SCALARS)
+    yield source
+    source.con.close()
+    mysql_server.drop_database(name)
+
+
+@pytest.mark.mysql
+@EXAMPLES
+@given(rows=my_rows)
+def test_mariadb_generated_rows_of_every_scalar_type(my_scalars: MySource, rows: list[tuple[Any, ...]]) -> None:
+    def run(sql: str, params: Any) -> None:
+        with my_scalars.con.cursor() as cur:
+            cur.execute(sql, params)
+
+    _replace_rows(run, "scalars", 12, rows)
+    my_scalars.sync()
+    my_scalars.assert_conforms(only=["scalars"])
+
+
+SQLITE_SCALARS = "CREATE TABLE scalars (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, d DATE, ts DATETIME, vc VARCHAR(10), bo BOOLEAN);"
+sqlite_rows = st.lists(
+    st.tuples(
+        st.none() | st.integers(-(2**63), 2**63 - 1), st.none() | st.floats(allow_nan=False), st.none() | TEXT, st.none() | st.binary(max_size=40),
+        st.none() | st.dates().map(dt.date.isoformat), st.none() | st.datetimes().map(lambda v: v.isoformat(sep=" ")), st.none() | TEXT, st.none() | st.sampled_from([0, 1]),
+    ),
+    max_size=ROWS,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lite_scalars(tmp_path_factory: pytest.TempPathFactory) -> SqliteSource:
+    source = SqliteSource(tmp_path_factory.mktemp("lite_scalars"))
+    source.run(SQLITE_SCALARS)
+    return source
+
+
+@EXAMPLES
+@given(rows=sqlite_rows)
+def test_sqlite_generated_rows_of_every_scalar_type(lite_scalars: SqliteSource, rows: list[tuple[Any, ...]]) -> None:
+    con = sqlite3.connect(lite_scalars.path)
+    try:
+        _replace_rows(lambda sql, params: con.execute(sql, params or ()), "scalars", 8, rows, mark="?")
+        con.commit()
+    finally:
+        con.close()
+    lite_scalars.sync()
+    lite_scalars.assert_conforms(only=["scalars"])
