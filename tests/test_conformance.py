@@ -3,6 +3,10 @@
 again, and compared cell by cell with what the source's own client reads (tests/conformance.py says
 how each type is normalised; the comparison itself is exact).
 
+The first sync of each engine's schema is `headwater sync` itself, in a process of its own; later
+syncs take the same code path in this process (`conformance.sync_in_process`), which is seconds
+cheaper per sync.
+
 Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch: when that
 fix merges they XPASS, which fails, and the marker is removed.
 """
@@ -214,13 +218,13 @@ def test_postgres_schema_syncs_exactly_through_mutations_and_a_late_commit(pgsrc
     late.execute(f'INSERT INTO "{PG_SCHEMA}".customers (id, name) VALUES (7, %s)', ["late insert"])
     late.execute(f"INSERT INTO \"{PG_SCHEMA}\".events VALUES (10002, '2024-02-02', 'late', NULL, 1)")
     try:
-        pgsrc.sync(cli=True)
+        pgsrc.sync()
         assert "events_2023" in pgsrc.tables()  # detached: a table of its own now
         pgsrc.assert_conforms()  # the open transaction's rows are not there yet, as the source's readers see it
         late.commit()
     finally:
         late.close()
-    pgsrc.sync(cli=True)
+    pgsrc.sync()
     pgsrc.assert_conforms()
     customers = {r[0]: r for r in pgsrc.tables()["customers"].rows}
     assert customers[1][1] == "late" and 7 in customers  # the comparison above covered the late rows
@@ -530,13 +534,13 @@ def test_mariadb_schema_syncs_exactly_through_mutations_and_a_late_commit(mysrc:
         with late.cursor() as cur:
             cur.execute("UPDATE orders SET status = 'late', total = 42 WHERE id = 1")
             cur.execute("INSERT INTO customers (id, name) VALUES (7, 'late insert')")
-        mysrc.sync(cli=True)
+        mysrc.sync()
         assert "events_2023" in mysrc.tables()
         mysrc.assert_conforms()
         late.commit()
     finally:
         late.close()
-    mysrc.sync(cli=True)
+    mysrc.sync()
     mysrc.assert_conforms()
     assert {r[0]: r[2] for r in mysrc.tables()["orders"].rows}[1] == "late"
 
@@ -664,12 +668,12 @@ def test_sqlite_schema_syncs_exactly_through_mutations_and_a_late_commit(litesrc
         late.execute("BEGIN IMMEDIATE")  # a writer holding its transaction open: readers still read the last commit
         late.execute("UPDATE customers SET name = 'late' WHERE id = 1")
         late.execute("INSERT INTO customers (id, name) VALUES (7, 'late insert')")
-        litesrc.sync(cli=True)
+        litesrc.sync()
         litesrc.assert_conforms()
         late.execute("COMMIT")
     finally:
         late.close()
-    litesrc.sync(cli=True)
+    litesrc.sync()
     litesrc.assert_conforms()
     assert {r[0]: r[1] for r in litesrc.tables()["customers"].rows}[1] == "late"
 
