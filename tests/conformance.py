@@ -320,9 +320,17 @@ def pg_tables(con: Any, schema: str) -> dict[str, SourceTable]:
         if _pg_unreadable(con, schema, name):  # a materialized view WITH NO DATA has no rows to read
             table.rows = []
             continue
-        select = ", ".join(qi(c) for c in table.columns)
+        select = ", ".join(_pg_select(c, table.types[c]) for c in table.columns)
         table.rows = [tuple(r) for r in con.execute(f"SELECT {select} FROM {qi(schema)}.{qi(name)}").fetchall()]
     return found
+
+
+def _pg_select(column: str, t: PgType) -> str:
+    """An array that raw holds as VARCHAR[] (enums, intervals, money, … : "arrays of other types")
+    is read as PostgreSQL's text of each element: the array's own text form, parsed by PostgreSQL."""
+    if t.base.startswith("_") and pg_expected_type(t) == "VARCHAR[]":
+        return f"{qi(column)}::text::text[]"
+    return qi(column)
 
 
 def _pg_unreadable(con: Any, schema: str, name: str) -> bool:
@@ -355,9 +363,9 @@ def pg_expected(t: PgType, value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, list):
+        if pg_expected_type(t) == "VARCHAR[]":
+            return list(value)  # PostgreSQL's text of each element (see `_pg_select`)
         element = PgType(t.element, "", "b", None, None, t.element)
-        if t.element == "numeric":
-            return list(value)  # VARCHAR[]: PostgreSQL's text of each element
         return [pg_expected(element, v) for v in value]
     if t.base == "numeric":
         return value if pg_expected_type(t) == "VARCHAR" else Decimal(value)

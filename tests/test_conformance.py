@@ -124,6 +124,19 @@ INSERT INTO events VALUES (9000, '1900-01-01', 'ancient', NULL, NULL);
 CREATE TABLE notes (at timestamptz, body text, n int);
 INSERT INTO notes VALUES ('2024-01-01 00:00+00', 'same', 1), ('2024-01-01 00:00+00', 'same', 1), (NULL, NULL, NULL), ('2024-01-02 00:00+00', '', 0);
 
+CREATE TABLE more_types (
+  id int PRIMARY KEY, moods mood[], durations interval[], times time[], jsons json[], ranges int4range[], hosts inet[], amounts money[],
+  label name, ref oid, doc xml, flags varbit, query tsquery, circles circle, lsn pg_lsn, mac8 macaddr8, texts varchar(3)[], reals real[], stamps timestamp[],
+  nested_json jsonb, zone_times timetz[]
+);
+INSERT INTO more_types VALUES
+ (1, '{sad,"très content 😀",NULL}', '{"1 day","-00:00:01",NULL}', '{00:00:00,24:00:00}', ARRAY['{"a": 1}'::json, '[]', NULL], '{"[1,3)",empty}',
+  '{10.0.0.1,::1/64}', '{1.50,-0.01}', 'a name', 4294967295, '<a b="c">x &amp; y</a>', B'10101', 'fat & (rat | cat)', '<(1,2),3>', 'FFFFFFFF/FFFFFFFF',
+  '08:00:2b:01:02:03:04:05', '{"a b",""}', '{1.5,NaN,-Infinity}', '{"4713-01-01 00:00:00 BC","294246-01-01 00:00:00"}',
+  '{"unicode": "\\u00e9\\ud83d\\ude00", "nul_free": "\\u0001", "num": 1e400}', '{"12:00:00+05:30"}'),
+ (2, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '', 0, '', B'', '', '<(0,0),0>', '0/0', '00:00:00:00:00:00:00:00', '{}', '{}', '{}', '{}', '{}'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+
 CREATE VIEW active_customers AS SELECT id, name, mood, balance, tags FROM customers WHERE active;
 CREATE MATERIALIZED VIEW customer_totals AS SELECT mood, count(*) AS n, sum(balance) AS total FROM customers GROUP BY mood;
 """
@@ -208,7 +221,7 @@ def test_postgres_schema_syncs_exactly_through_mutations_and_a_late_commit(pgsrc
     pgsrc.run(PG_DDL)
     pgsrc.sync(cli=True)
     tables = pgsrc.tables()
-    assert set(tables) == {"customers", "extremes", "Order Items", "we\"ird.table name", "user", "ünïcødé 😀", "events", "notes", "active_customers", "customer_totals"}
+    assert set(tables) == {"customers", "extremes", "more_types", "Order Items", "we\"ird.table name", "user", "ünïcødé 😀", "events", "notes", "active_customers", "customer_totals"}
     assert len(tables["events"].rows) == 2001
     pgsrc.assert_conforms()
 
@@ -359,6 +372,24 @@ def test_postgres_table_dropped_at_the_source_leaves_raw(pgsrc: PgSource) -> Non
     pgsrc.run('DROP TABLE "{s}".gone')
     pgsrc.sync()
     assert pgsrc.raw_tables() == {"keep"}
+
+
+@pytest.mark.postgres
+def test_postgres_timestamps_in_a_declared_zone_are_the_instants_postgresql_means(pgsrc: PgSource) -> None:
+    """With `timezone:`, a timestamp without time zone is read as that zone's local time: raw holds
+    the instant PostgreSQL itself gives for `ts AT TIME ZONE zone`, across both DST changes."""
+    pg_schema(pgsrc, (
+        "CREATE TABLE local_times (id int PRIMARY KEY, ts timestamp, arr timestamp[]);"
+        "INSERT INTO local_times VALUES (1, '2024-03-31 01:59:59.999999', NULL), (2, '2024-03-31 03:00:00', NULL), (3, '2024-10-27 01:59:59', NULL),"
+        " (4, '2024-10-27 03:00:00', NULL), (5, '2024-07-01 12:00:00.5', NULL), (9, '2024-03-31 02:30:00', NULL), (10, '2024-10-27 02:30:00', NULL), (6, '1900-01-01 00:00:00', NULL), (7, NULL, NULL), (8, 'infinity', NULL)"
+    ))  # fmt: skip
+    cf.write_project(pgsrc.project, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {PG_SCHEMA}\ntimezone: Europe/Berlin"})
+    pgsrc.sync()
+    instants = dict(pgsrc.con.execute(f"SELECT id, (ts AT TIME ZONE 'Europe/Berlin')::text FROM \"{PG_SCHEMA}\".local_times").fetchall())
+    raw = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["local_times"]
+    assert raw.types["ts"] == "TIMESTAMP WITH TIME ZONE"
+    got = {r[0]: r[1] for r in raw.rows}
+    assert got == {k: None if v is None else cf.pg_temporal_text(v) for k, v in instants.items()}
 
 
 # --- PostgreSQL: new bugs found here -------------------------------------------------------------------------
@@ -864,3 +895,11 @@ def test_sqlite_generated_rows_of_every_scalar_type(lite_scalars: SqliteSource, 
         con.close()
     lite_scalars.sync()
     lite_scalars.assert_conforms(only=["scalars"])
+
+
+@pytest.mark.postgres
+@new_bug('the single-byte "char" type loses a space: \' \' lands in raw as \'\' (a sibling of issue #15\'s char(n) padding)')
+def test_postgres_single_byte_char_keeps_a_space(pgsrc: PgSource) -> None:
+    pg_schema(pgsrc, 'CREATE TABLE t (id int PRIMARY KEY, c "char"); INSERT INTO t VALUES (1, \' \'), (2, \'x\'), (3, NULL);')
+    pgsrc.sync()
+    pgsrc.assert_conforms()
