@@ -7,8 +7,9 @@ The first sync of each engine's schema is `headwater sync` itself, in a process 
 syncs take the same code path in this process (`conformance.sync_in_process`), which is seconds
 cheaper per sync.
 
-Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch: when that
-fix merges they XPASS, which fails, and the marker is removed.
+Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch (`known`)
+or for a bug this suite found and left open (`new_bug`): when the fix merges they XPASS, which fails,
+and the marker is removed.
 """
 
 from __future__ import annotations
@@ -28,11 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-from headwater.config import load_project
-from headwater.sources import open_source
-from headwater.sync import sync_source
-from headwater.warehouse import Warehouse
-
 KNOWN = "issue #15: {} — fixed on another branch"
 
 
@@ -49,6 +45,22 @@ def failed_clearly(done: Any, *words: str) -> bool:
     """A refusal the issue accepts: a non-zero exit that is not 70 (a bug), with a message naming the problem."""
     output = (done.stdout + done.stderr).lower()
     return done.returncode not in (0, 70) and "traceback" not in output and all(w.lower() in output for w in words)
+
+
+def test_the_comparison_is_exact() -> None:
+    """What the suite calls equal: no stripping, no tolerance, no type coercion; NaN is NaN."""
+    assert not cf.same("ab ", "ab") and not cf.same(1.0, 1) and not cf.same(Decimal("1.50"), Decimal("1.5")) and not cf.same(-0.0, 0.0)
+    assert not cf.same(0.1, 0.1 + 2**-56) and not cf.same([1, None], [1]) and not cf.same(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 1, 1))
+    assert cf.same(float("nan"), float("nan")) and cf.same(Decimal("NaN"), Decimal("NaN")) and cf.same([b"\x00", None], [b"\x00", None])
+    report = cf.Report()
+    table = cf.SourceTable("t", ["id", "v"], {"id": "int", "v": "text"}, ["id"], [(1, "a "), (2, "b")])
+    cf.compare_table(report, table, cf.RawTable(["id", "v"], {"id": "INTEGER", "v": "VARCHAR"}, [(1, "a"), (3, "c")]), lambda t, v: v, lambda t: None)
+    assert sorted(report.problems) == [
+        "table 't', key (1,), column 'v': source 'a ', raw 'a'",
+        "table 't', key (2,): in the source, missing from raw",
+        "table 't', key (3,): in raw ((3, 'c')), not in the source",
+    ]
+    assert cf.interval_fields("-1 years -2 mons +3 days -04:05:06.5") == (-14, 3, -14_706_500_000) == cf.interval_fields("-1 years -2 months 3 days -04:05:06.5")
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------------------------
