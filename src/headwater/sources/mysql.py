@@ -38,7 +38,7 @@ _SNAPSHOT_LEVELS = ("REPEATABLE-READ", "SERIALIZABLE")
 _BOOLEAN_GUARD = "not a boolean"  # marks the error raised when a TINYINT(1) holds something else than 0 or 1
 
 _CATALOG = """
-SELECT c.TABLE_NAME, t.TABLE_TYPE, t.TABLE_ROWS, c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.EXTRA, c.NUMERIC_PRECISION, k.ORDINAL_POSITION
+SELECT c.TABLE_NAME, t.TABLE_TYPE, t.TABLE_ROWS, c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.EXTRA, c.NUMERIC_PRECISION, k.ORDINAL_POSITION, c.NUMERIC_SCALE
 FROM information_schema.COLUMNS c
 JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
 LEFT JOIN information_schema.KEY_COLUMN_USAGE k
@@ -196,6 +196,11 @@ class MySQLSource(SqlSource):
             error = self.connection_error(exc)
             raise type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix) from None
         read_types = {r[0]: r[1] for r in described}
+        for r in rows:
+            if r[4].lower() == "decimal" and (r[7] or 0) <= 38 and read_types[r[3]] != (exact := f"DECIMAL({r[7]},{r[9]})"):
+                # The extension derives DECIMAL(p-1,0) for DECIMAL(p,0), less for UNSIGNED ones and
+                # DOUBLE for DECIMAL(1,0): its widest values would not read. Read the digits as text.
+                exprs[r[3]], read_types[r[3]] = f"CAST({self.quote(r[3])} AS CHAR)", exact
         columns = [self._column(name, r[3], r[4].lower(), r[5].lower(), r[7], read_types[r[3]], (name, r[3]) in json_columns) for r in rows]
         key = [r[3] for r in sorted((r for r in rows if r[8] is not None), key=lambda r: r[8])]
         on_update = [r[3] for r in rows if "on update current_timestamp" in (r[6] or "").lower()]

@@ -265,18 +265,21 @@ class PostgresSource(SqlSource):
         if element_type == "bpchar" and typmod > 4:  # char(n)[]: each element padded, in order
             padded = f"ARRAY(SELECT rpad(e::text, {typmod - 4}) FROM unnest({col}) WITH ORDINALITY AS u(e, i) ORDER BY i)"
             return f"CASE WHEN {col} IS NULL THEN NULL ELSE {padded} END"
-        if base_type == "numeric" and (typmod < 0 or ((typmod - 4) >> 16) > 38):
-            return f"{col}::text"  # unconstrained or wider than DuckDB's DECIMAL(38): exact as text
+        if base_type == "numeric" and not _fits_decimal(typmod):
+            return f"{col}::text"  # unconstrained, wider than DuckDB's DECIMAL(38) or an odd scale: exact as text
         if element_type == "numeric":
             return f"{col}::text[]"
         if base_type == "money":
             return f"{col}::numeric(20,2)"
+        if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
+            # Geometric, network, range and other types without a DuckDB twin (or a domain over one):
+            # their text form. inet's cast to text always adds the netmask ('10.0.0.1/32'); abbrev()
+            # is its output function's text ('10.0.0.1'), what PostgreSQL shows.
+            return f"abbrev({col})" if base_type == "inet" else f"{col}::text"
         if typtype == "d":  # a domain: read as its base type
             return f"{col}::{_BASE_TYPE_NAMES.get(base_type, base_type)}"
-        if typcategory in ("G", "I", "R", "U") and base_type not in ("uuid", "bytea", "json", "jsonb"):
-            return f"{col}::text"  # geometric, network, range and other types without a DuckDB twin: their text form
         if element_type and typcategory == "A" and element_type not in ("int2", "int4", "int8", "float4", "float8", "text", "varchar", "bool", "uuid", "date", "timestamp", "timestamptz", "bpchar"):
-            return f"{col}::text[]"
+            return f"{col}::text::text[]"  # each element in its output function's text (the array's own text, parsed)
         return col
 
     def _parallel_ok(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> bool:
@@ -394,6 +397,16 @@ def _holds_nan(typtype: str, base_type: str, typmod: int) -> bool:
 
 
 _BASE_TYPE_NAMES = {"int4": "integer", "int8": "bigint", "int2": "smallint", "float8": "double precision", "float4": "real", "bool": "boolean"}
+
+
+def _fits_decimal(typmod: int) -> bool:
+    """Whether numeric(p,s) of this typmod is a DuckDB DECIMAL(p,s): p ≤ 38 and 0 ≤ s ≤ p. PostgreSQL
+    15 also allows a negative scale (numeric(5,-2): hundreds) and one above the precision
+    (numeric(3,5): 0.00xyz); the scale is an 11-bit signed number in the typmod's low bits."""
+    if typmod < 0:
+        return False
+    precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024
+    return precision <= 38 and 0 <= scale <= precision
 
 
 def _pg_literal(value: str) -> str:
