@@ -699,3 +699,111 @@ def test_reconcile_checks_query_postgres_in_its_own_dialect(h: Harness) -> None:
     with pytest.raises(QueryError):
         query_source(loaded, "app", "DELETE FROM items RETURNING id")
     assert h.sql("SELECT count(*) FROM items")[0][0] == 40
+
+
+# --- real data: rows without a new transaction id, bad keys, bad tables ------------------------------
+
+
+def make_orders_parent(h: Harness) -> None:
+    h.sql("CREATE TABLE orders (id bigint, at date NOT NULL, amount int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)")
+    h.sql("CREATE TABLE orders_2024 PARTITION OF orders FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')")
+    h.sql("INSERT INTO orders SELECT g, '2024-03-01', g FROM generate_series(1, 50) g")
+
+
+def test_a_table_attached_as_a_partition_gets_its_rows_synced(h: Harness) -> None:
+    """ATTACH PARTITION brings rows whose xmin is older than the last sync's snapshot: no pass by
+    transaction ids can see them. The pass's count comparison must, and fetch them."""
+    make_orders_parent(h)
+    h.sql("CREATE TABLE orders_2025 (id bigint, at date NOT NULL, amount int, PRIMARY KEY (id, at))")
+    h.sql("INSERT INTO orders_2025 SELECT g, '2025-03-01', g FROM generate_series(51, 80) g")
+    h.sync(tables=["orders"])
+    h.sql("ALTER TABLE orders ATTACH PARTITION orders_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+    stats = h.sync(tables=["orders"])["orders"]
+    assert h.raw("orders") == h.sql("SELECT * FROM orders ORDER BY id")
+    assert stats.rows == 80 and stats.rows_read == 30 and stats.upserted == 30
+    assert any("30 rows" in n and "without a newer transaction id" in n for n in stats.notes), stats.notes
+    again = h.sync(tables=["orders"])["orders"]
+    assert (again.rows_read, again.notes) == (0, [])
+
+
+def test_rows_frozen_in_by_copy_reach_raw_by_cursor_too(h: Harness) -> None:
+    """The same hole through a cursor: rows arriving with old updated_at values."""
+    make_items(h, 100)
+    h.sql("UPDATE items SET updated_at = now() - interval '1 day'")
+    settings = {"overrides": {"items": {"cursor": ["updated_at"], "lookback": "0s"}}}
+    h.sync(**settings)
+    h.sql("INSERT INTO items (id, name, qty, price, updated_at) SELECT g, 'restored', 1, 1, now() - interval '2 days' FROM generate_series(101, 110) g")
+    stats = h.sync(**settings)["items"]
+    assert raw_items(h) == source_items(h)
+    assert stats.rows == 110 and any(n.startswith("10 rows were in the source but not in raw") for n in stats.notes), stats.notes
+
+
+def test_counts_that_still_differ_are_said(h: Harness) -> None:
+    """deletes: ignore keeps raw's rows that the source lost; rows the source has that raw lacks are
+    still fetched, and the difference that remains is said in a note."""
+    make_items(h, 20)
+    h.sync(deletes="ignore")
+    h.sql("DELETE FROM items WHERE id <= 5")
+    stats = h.sync(deletes="ignore")["items"]
+    assert stats.rows == 20 and stats.deleted == 0
+    assert any("raw holds 20 rows, the source 15" in n for n in stats.notes), stats.notes
+
+
+def test_a_declared_primary_key_with_duplicates_fails_the_table_naming_a_value(h: Harness) -> None:
+    h.sql("CREATE TABLE visits (person text, day date, page text)")
+    h.sql("INSERT INTO visits VALUES ('ann', '2024-01-01', 'a'), ('bob', '2024-01-01', 'b'), ('ann', '2024-01-02', 'c')")
+    make_items(h, 10)
+    with pytest.raises(HeadwaterError) as failed:
+        h.sync(overrides={"visits": {"primary_key": ["person"]}})
+    text = failed.value.render()
+    assert failed.value.exit_code == 2
+    assert "visits" in text and "primary_key" in text and "person" in text and "ann" in text, text
+    assert h.raw("items", columns="count(*)", order="1") == [(10,)]  # the other table synced
+    h.sync(overrides={"visits": {"primary_key": ["person", "day"]}})  # a unique key works
+    assert len(h.raw("visits", order="person, day")) == 3
+    h.sql("INSERT INTO visits VALUES ('bob', '2024-01-01', 'again')")
+    with pytest.raises(HeadwaterError, match="bob"):
+        h.sync(overrides={"visits": {"primary_key": ["person", "day"]}})
+    assert len(h.raw("visits", order="person, day")) == 3  # left as it was
+
+
+def test_a_materialized_view_with_no_data_is_skipped_with_a_note(h: Harness) -> None:
+    make_items(h, 10)
+    h.sql("CREATE MATERIALIZED VIEW a_totals AS SELECT qty, count(*) AS n FROM items GROUP BY qty WITH NO DATA")
+    stats = h.sync()
+    assert stats["items"].rows == 10
+    assert stats["a_totals"].mode == "skipped" and any("REFRESH MATERIALIZED VIEW" in n for n in stats["a_totals"].notes)
+    h.sql("REFRESH MATERIALIZED VIEW a_totals")
+    assert h.sync()["a_totals"].rows == len(h.sql("SELECT * FROM a_totals"))
+
+
+def test_one_bad_table_does_not_stop_the_others(h: Harness) -> None:
+    from headwater.errors import ExitCode
+
+    for name in ("a_first", "m_middle", "z_last"):
+        h.sql(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
+        h.sql(f"INSERT INTO {name} VALUES (1, 'x'), (2, 'y')")
+    h.sql("CREATE VIEW b_broken AS SELECT 1 / (id - 1) AS boom FROM a_first")  # division by zero when read
+    with pytest.raises(HeadwaterError) as failed:
+        h.sync()
+    assert failed.value.exit_code == ExitCode.USER_ERROR  # the source's to fix, not a bug of ours
+    assert "b_broken" in failed.value.render() and "division by zero" in failed.value.render()
+    stats = {s.table: s.mode for s in failed.value.table_stats}
+    assert stats == {"a_first": "full", "b_broken": "failed", "m_middle": "full", "z_last": "full"}
+    for name in ("a_first", "m_middle", "z_last"):
+        assert len(h.raw(name)) == 2
+
+    h.sql("CREATE TABLE n_dupes (k int, v text)")
+    h.sql("INSERT INTO n_dupes VALUES (7, 'a'), (7, 'b')")
+    with pytest.raises(HeadwaterError) as failed:
+        h.sync(overrides={"n_dupes": {"primary_key": ["k"]}})
+    text = failed.value.render()
+    assert failed.value.exit_code == ExitCode.USER_ERROR
+    assert "2 tables failed (3 synced)" in text and "b_broken" in text and "n_dupes" in text, text
+
+
+def test_incremental_without_a_key_suggests_a_real_column(h: Harness) -> None:
+    h.sql("CREATE TABLE events (event_no bigint, kind text)")
+    with pytest.raises(HeadwaterError) as failed:
+        h.sync(overrides={"events": {"mode": "incremental"}})
+    assert "primary_key: [event_no]" in failed.value.fix

@@ -25,6 +25,9 @@ class HeadwaterError(Exception):
 
     exit_code: ExitCode = ExitCode.USER_ERROR
     transient: bool = False  # a retry may succeed (used by the scheduler's retry policy)
+    # A sync's error: what every table of the source did, the failed ones included (TableStats), so
+    # the run records and prints the tables that synced next to the ones that failed.
+    table_stats: list[object] | None = None
 
     def __init__(self, what: str, *, why: str | None = None, fix: str | None = None) -> None:
         super().__init__(what)

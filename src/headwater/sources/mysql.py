@@ -192,9 +192,9 @@ class MySQLSource(SqlSource):
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM mysql_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
-        except duckdb.Error as exc:
+        except duckdb.Error as exc:  # this table fails; the others still sync
             error = self.connection_error(exc)
-            raise type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix) from None
+            return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
         read_types = {r[0]: r[1] for r in described}
         columns = [self._column(name, r[3], r[4].lower(), r[5].lower(), r[7], read_types[r[3]], (name, r[3]) in json_columns) for r in rows]
         key = [r[3] for r in sorted((r for r in rows if r[8] is not None), key=lambda r: r[8])]
@@ -241,6 +241,9 @@ class MySQLSource(SqlSource):
             duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
             convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
         return Column(name, duck_type, column_type, convert, zone)
+
+    def size_expr(self, info: TableInfo, column: Column) -> str:
+        return f"OCTET_LENGTH({self.quote(column.name)})"
 
     def qualified(self, table: str) -> str:
         return f"{self.quote(self.url.database)}.{self.quote(table)}"
