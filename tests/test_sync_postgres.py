@@ -807,3 +807,64 @@ def test_incremental_without_a_key_suggests_a_real_column(h: Harness) -> None:
     with pytest.raises(HeadwaterError) as failed:
         h.sync(overrides={"events": {"mode": "incremental"}})
     assert "primary_key: [event_no]" in failed.value.fix
+
+
+def test_tables_gone_from_the_source_are_reported_and_pruned_on_request(h: Harness) -> None:
+    make_orders_parent(h)
+    for name in ("keep", "dropped", "renamed", "attached"):
+        h.sql(f"CREATE TABLE {name} (id bigint PRIMARY KEY)")
+        h.sql(f"INSERT INTO {name} VALUES (1), (2)")
+    h.sql("CREATE TABLE excluded (id int PRIMARY KEY)")
+    h.sync()
+    h.sql("DROP TABLE dropped")
+    h.sql("ALTER TABLE renamed RENAME TO renamed_now")
+    h.sql("ALTER TABLE attached ADD COLUMN at date NOT NULL DEFAULT '2026-06-01', ADD COLUMN amount int")
+    h.sql("ALTER TABLE attached DROP CONSTRAINT attached_pkey, ADD PRIMARY KEY (id, at)")
+    h.sql("ALTER TABLE orders ATTACH PARTITION attached FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    stats = h.sync(tables={"exclude": ["excluded"]})
+    stale = {name: s for name, s in stats.items() if s.mode == "stale"}
+    assert set(stale) == {"dropped", "renamed", "attached", "excluded"}
+    assert stale["dropped"].rows == 2 and "no longer in the source" in stale["dropped"].notes[0] and "--prune" in stale["dropped"].notes[0]
+    assert "no longer selected by sources.app.tables" in stale["excluded"].notes[0]
+    assert h.raw("dropped") == [(1,), (2,)]  # kept as it was
+    assert h.sync(only=["keep"]).keys() == {"keep"}  # a sync of some tables says nothing of the others
+
+    pruned = h.sync(tables={"exclude": ["excluded"]}, prune=True)
+    assert {n for n, s in pruned.items() if s.mode == "pruned"} == {"dropped", "renamed", "attached", "excluded"}
+    con = duckdb.connect(str(h.warehouse), read_only=True)
+    try:
+        left = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw_app'").fetchall()}
+        states = {r[0] for r in con.execute("SELECT table_name FROM _headwater.sync_state WHERE source = 'app'").fetchall()}
+    finally:
+        con.close()
+    assert left == states == {"orders", "keep", "renamed_now"}
+    assert len(h.raw("orders")) == 52  # the attached table's rows arrived through its new parent
+    assert all(s.mode != "pruned" and s.mode != "stale" for s in h.sync(tables={"exclude": ["excluded"]}).values())
+
+
+def test_sync_command_reports_stale_tables_prunes_and_lists_failures(h: Harness) -> None:
+    h.sql("CREATE TABLE good (id int PRIMARY KEY)")
+    h.sql("CREATE TABLE gone (id int PRIMARY KEY)")
+    project = h.tmp / "proj"
+    project.mkdir()
+    (project / "headwater.yml").write_text(f"name: synctest\nsources:\n  app:\n    type: postgres\n    url: {h.url}\n", encoding="utf-8")
+    assert _headwater("sync", cwd=project).returncode == 0
+    h.sql("DROP TABLE gone")
+    report = _headwater("sync", "--json", cwd=project)
+    assert report.returncode == 0, report.stderr
+    gone = next(t for t in json.loads(report.stdout)["sources"]["app"] if t["table"] == "gone")
+    assert gone["mode"] == "stale" and "--prune" in gone["notes"][0]
+    runs = json.loads(_headwater("runs", "--json", cwd=project).stdout)
+    latest = runs[0] if isinstance(runs, list) else runs["runs"][0]
+    assert "gone: no longer in the source" in _headwater("logs", str(latest["id"]), cwd=project).stdout
+    pruned = _headwater("sync", "--prune", cwd=project)
+    assert pruned.returncode == 0 and "pruned" in pruned.stdout, pruned.stdout + pruned.stderr
+
+    h.sql("CREATE VIEW broken AS SELECT 1 / (id - id) AS boom FROM good")
+    h.sql("INSERT INTO good VALUES (1)")
+    failed = _headwater("sync", "--json", cwd=project)
+    assert failed.returncode == 2, failed.stderr  # the source's view is the user's to fix
+    data = json.loads(failed.stdout)
+    modes = {t["table"]: t["mode"] for t in data["sources"]["app"]}
+    assert modes == {"broken": "failed", "good": "incremental"} and "division by zero" in data["error"]
+    assert failed.stderr.count("division by zero") >= 1 and "Traceback" not in failed.stderr

@@ -53,6 +53,11 @@ class DatabaseSource(Strict):
         "tables read through their updated_at index, any row changed without a newer updated_at. 0 = every sync. "
         "Default: every sync for tables under a million rows, hourly above.",
     )
+    prune: bool = Field(
+        False,
+        description="Drop raw tables whose source table is gone (dropped, renamed, attached as a partition) or no longer selected by tables:, "
+        "with their sync state. Default: keep them and say so in every sync's report (`headwater sync --prune` drops them once).",
+    )
     timezone: TimeZone | None = Field(
         None, description="Time zone that 'timestamp without time zone' columns are written in (e.g. Europe/Berlin): they become UTC instants. Default: kept as they are."
     )

@@ -30,6 +30,7 @@ from headwater.sync.context import SyncContext
 from headwater.sync.engine import SYNCED_AT, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
+    drop_state,
     ensure_state_table,
     load_state,
     save_state,
@@ -220,7 +221,7 @@ class SqlSource:
             raw = _raw_tables(con, raw_schema(self.name))  # before the source's catalog joins DuckDB's
             self.attach(con)
             try:
-                tables = self._select_tables(con, ctx.tables)
+                tables, found = self._select_tables(con, ctx.tables)
                 ensure_state_table(con)
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
                 self._passes = 0
@@ -231,6 +232,9 @@ class SqlSource:
                     stats.append(outcome if isinstance(outcome, TableStats) else self._failed_stats(con, info, outcome))
                     if not isinstance(outcome, TableStats):
                         failures.append(outcome)
+                if ctx.tables is None:  # the whole source was synced: raw tables it no longer has are known
+                    stale = sorted(set(raw) - {t.name for t in tables})
+                    stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
         with _checkpoint_settings(con, compact=self._passes > 0):
@@ -316,7 +320,40 @@ class SqlSource:
         ).fetchone()
         return TableStats(info.name, int(rows[0]) if rows else 0, 0.0, mode="failed", notes=[error.what])
 
-    def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> list[TableInfo]:
+    def _stale_table(self, ctx: SyncContext, name: str, *, selected_out: bool) -> TableStats:
+        """A raw table this source no longer syncs: kept and reported, or with prune dropped along with
+        its sync state. Never silently either way."""
+        con = ctx.con
+        target = f"{qi(raw_schema(self.name))}.{qi(name)}"
+        if isinstance(self.settings.tables, list):  # only the listed tables were looked up
+            why = f"not in sources.{self.name}.tables"
+        elif selected_out:
+            why = f"no longer selected by sources.{self.name}.tables"
+        else:
+            why = "no longer in the source (dropped, renamed, or attached as a partition)"
+        if ctx.prune or self.settings.prune:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DROP TABLE {target}")
+                con.execute(f"DROP TABLE IF EXISTS {self._hashes_table(TableInfo(name, []))}")
+                drop_state(con, self.name, name)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            stats = TableStats(name, 0, 0.0, mode="pruned")
+            self._note(ctx, TableInfo(name, []), stats, f"{why}: dropped {raw_schema(self.name)}.{name} and its sync state (prune)")
+            return stats
+        rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        stats = TableStats(name, rows, 0.0, mode="stale")
+        self._note(
+            ctx, TableInfo(name, []), stats,
+            f"{why}: {raw_schema(self.name)}.{name} keeps its {rows:,} rows as they were; `headwater sync {self.name} --prune` (or prune: true) drops it",
+        )
+        return stats
+
+    def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> tuple[list[TableInfo], set[str]]:
+        """The tables to sync, and every table the source has."""
         spec = self.settings.tables
         explicit = list(spec) if isinstance(spec, list) else None
         found = self.discover(con, explicit)
@@ -344,7 +381,7 @@ class SqlSource:
                     fix="Check the table name, or add it to the source's tables: in headwater.yml.",
                 )
             names = [n for n in names if n in requested]
-        return [found[n] for n in names]
+        return [found[n] for n in names], set(found)
 
     def plan(self, info: TableInfo, settings: TableSettings) -> Plan:
         key = settings.primary_key or info.primary_key
