@@ -868,3 +868,36 @@ def test_sync_command_reports_stale_tables_prunes_and_lists_failures(h: Harness)
     modes = {t["table"]: t["mode"] for t in data["sources"]["app"]}
     assert modes == {"broken": "failed", "good": "incremental"} and "division by zero" in data["error"]
     assert failed.stderr.count("division by zero") >= 1 and "Traceback" not in failed.stderr
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def test_the_sync_memory_limit_follows_the_project_and_the_machine() -> None:
+    from headwater.sync.sql import sync_memory_limit
+
+    assert sync_memory_limit("12GB") == "12GB"  # the user's, even above the old fixed 700 MB
+    assert sync_memory_limit("300MB") == "300MB"
+    assert sync_memory_limit(None, machine=64 * 1000**3) == "8000MB"  # an eighth of the machine
+    assert sync_memory_limit(None, machine=2 * 1000**3) == "700MB"  # not under 700 MB
+
+
+def test_a_value_too_big_for_the_memory_limit_is_a_clear_error_naming_column_and_key(h: Harness) -> None:
+    h.sql("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
+    h.sql("INSERT INTO docs VALUES (1, 'a', 'short'), (2, 'b', repeat('x', 120000000)), (3, 'c', 'tiny')")
+    make_items(h, 10)
+    config = Settings.model_validate({"type": "postgres", "url": h.url})
+    con = connect(h.warehouse)
+    try:
+        with pytest.raises(HeadwaterError) as failed:
+            sync_source(con, PostgresSource("app", config, h.tmp), memory_limit="64MB")
+        assert con.execute("SELECT count(*) FROM raw_app.items").fetchone()[0] == 10  # the other table synced
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] != "61.0 MiB"  # put back
+        stats = {s.table: s for s in sync_source(con, PostgresSource("app", config, h.tmp), memory_limit="2GB")}  # the user's limit is the sync's
+        assert stats["docs"].rows == 3
+    finally:
+        con.close()
+    text = failed.value.render()
+    assert failed.value.exit_code == 2
+    assert "table docs" in text and "61.0 MiB" in text and "column body" in text and "id = 2" in text and "120.0 MB" in text, text
+    assert "warehouse.memory_limit" in failed.value.fix

@@ -43,7 +43,9 @@ def sync_sources(
             with rec.step(f"sync:{name}") as step:
                 source = open_source(name, project.config.sources[name], project.root)
                 try:
-                    stats = sync_source(con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune)
+                    stats = sync_source(
+                        con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=project.config.warehouse.memory_limit
+                    )
                 except HeadwaterError as exc:
                     if exc.table_stats is not None:
                         results[name] = [s for s in exc.table_stats if isinstance(s, TableStats)]

@@ -37,5 +37,6 @@ def sync_source(
     full_refresh: bool = False,
     progress: Progress | None = None,
     prune: bool = False,
+    memory_limit: str | None = None,
 ) -> list[TableStats]:
-    return source.sync(SyncContext(con, log, tables, full_refresh, progress, prune))
+    return source.sync(SyncContext(con, log, tables, full_refresh, progress, prune, memory_limit))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -217,7 +219,7 @@ class SqlSource:
 
     def sync(self, ctx: SyncContext) -> list[TableStats]:
         con = ctx.con
-        with _load_settings(con):
+        with _load_settings(con, ctx.memory_limit):
             raw = _raw_tables(con, raw_schema(self.name))  # before the source's catalog joins DuckDB's
             self.attach(con)
             try:
@@ -278,7 +280,7 @@ class SqlSource:
         key = self.settings.settings_for(info.name).primary_key or info.primary_key
         try:
             largest = self.largest_value(con, info, key)
-        except (duckdb.Error, HeadwaterError):
+        except (duckdb.Error, HeadwaterError):  # the message without it still says what to do
             largest = None
         why = f"DuckDB: {_first_line(str(exc))}"
         if largest is not None:
@@ -298,7 +300,8 @@ class SqlSource:
             return None
         cells = ", ".join(f"coalesce({e}, 0)" for e in sizes)
         keys = "".join(f", {self.quote(k)}" for k in key)
-        row = self.query(con, f"SELECT greatest({cells}) AS n, {', '.join(sizes)}{keys} FROM {self.qualified(info.name)} ORDER BY 1 DESC LIMIT 1")
+        named = ", ".join(f"{e} AS {self.quote(f'_hw_size_{i}')}" for i, e in enumerate(sizes))
+        row = self.query(con, f"SELECT greatest({cells}) AS {self.quote('_hw_size')}, {named}{keys} FROM {self.qualified(info.name)} ORDER BY 1 DESC LIMIT 1")
         if not row:
             return None
         size, *rest = row[0]
@@ -899,19 +902,44 @@ class _Progress:
 
 # Raw tables have no meaningful row order: not keeping the source's lets DuckDB write the scanner's
 # parallel streams as they come (less memory). Dictionary compression is most of the CPU a load
-# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU. DuckDB's
-# buffer pool would otherwise keep every block a load writes (2.1 GB at 20M rows): 700 MB bounds the
-# process at ~0.8 GB whatever the table's size, and is faster too (docs/benchmarks.md, "SQL sync").
-# All are put back afterwards.
-LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'", "memory_limit": "'700MB'"}
+# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU. Both are
+# put back afterwards, and so is the memory limit (`sync_memory_limit`).
+LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'"}
+# DuckDB's buffer pool would otherwise keep every block a load writes (2.1 GB at 20M rows, under
+# DuckDB's default limit of 80% of RAM): a bound well under that keeps the process small whatever the
+# table's size, and is faster too (docs/benchmarks.md, "SQL sync"). Not a fixed 700 MB any more: one
+# value of a few hundred MB needs a few times its size, so the default grows with the machine.
+SYNC_MEMORY_FLOOR = 700 * 1000**2
+SYNC_MEMORY_SHARE = 8  # an eighth of the machine's memory
+
+
+def sync_memory_limit(configured: str | None, machine: int | None = None) -> str:
+    """The sync's DuckDB memory limit: the project's ``warehouse.memory_limit`` when set (higher or
+    lower than the default: the user knows the machine), else an eighth of the machine's memory, not
+    under 700 MB."""
+    if configured:
+        return configured
+    machine = _machine_memory() if machine is None else machine
+    return f"{max(SYNC_MEMORY_FLOOR, machine // SYNC_MEMORY_SHARE) // 1000**2}MB"
+
+
+def _machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its container's (cgroup) when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 @contextmanager
-def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
-    settings = dict(LOAD_SETTINGS)
-    if _bytes(str(before["memory_limit"])) <= _bytes(settings["memory_limit"].strip("'")):
-        del settings["memory_limit"], before["memory_limit"]  # the project's own, lower limit stands
+def _load_settings(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> Iterator[None]:
+    settings = {**LOAD_SETTINGS, "memory_limit": ql(sync_memory_limit(memory_limit))}
+    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in settings}
     for name, value in settings.items():
         con.execute(f"SET {name} = {value}")
     try:
@@ -949,20 +977,6 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
     finally:
         for name, value in before.items():
             con.execute(f"SET {name} = {ql(str(value))}")
-
-
-_UNITS = {"": 1, "B": 1, "BYTES": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
-
-
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([A-Za-z]*)\s*$")
-
-
-def _bytes(text: str) -> float:
-    """DuckDB's memory sizes ('18.7 GiB', '700MB') in bytes; unknown forms count as unlimited."""
-    match = _SIZE.match(text)
-    if not match or match.group(2).upper() not in _UNITS:
-        return float("inf")
-    return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:
