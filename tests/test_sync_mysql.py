@@ -737,3 +737,46 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+ODD_TABLES = ["my.table", "it's", 'quo"te', "with space", "ünïcødé", "select", "Mixed-Case"]
+
+
+@pytest.mark.parametrize("database", ["sales-eu", "sales eu ü.v2"])
+def test_any_database_and_table_name_mysql_allows_syncs_end_to_end(tmp_path: Path, mysql_server: Any, database: str) -> None:
+    from urllib.parse import quote
+
+    ident = "`" + database.replace("`", "``") + "`"
+    admin = mysql_server.connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {ident} CHARACTER SET utf8mb4")
+        db = Db(mysql_server, database)
+        for n, table in enumerate(ODD_TABLES):
+            t = "`" + table.replace("`", "``") + "`"
+            db.run(f"CREATE TABLE {t} (id INT PRIMARY KEY, `order` VARCHAR(20), updated_at DATETIME(6) NOT NULL DEFAULT '2024-01-01')")
+            db.many(f"INSERT INTO {t} (id, `order`) VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, n + 3)])
+        root = tmp_path / "cli"
+        project(root, "unused")
+        env = {"MYSQL_URL": mysql_server.url(quote(database)), "NO_COLOR": "1"}
+        first = sync_harness.run_sync(root, "app", "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        assert {t["table"]: t["rows"] for t in json.loads(first.stdout)["sources"]["app"]} == {t: n + 2 for n, t in enumerate(ODD_TABLES)}
+        for table in ODD_TABLES:
+            t = "`" + table.replace("`", "``") + "`"
+            db.run(f"UPDATE {t} SET `order` = 'changed', updated_at = '2024-06-01' WHERE id = 1", f"DELETE FROM {t} WHERE id = 2")
+        second = sync_harness.run_sync(root, "app", "--json", env=env)
+        assert second.returncode == 0, second.stderr
+        stats = {t["table"]: t for t in json.loads(second.stdout)["sources"]["app"]}
+        assert all(s["mode"] == "incremental" and s["deleted"] == 1 for s in stats.values()), stats
+        p = load_project(root, env=env)
+        for table in ODD_TABLES:
+            t = '"' + table.replace('"', '""') + '"'
+            assert raw(p, f'SELECT id, "order" FROM raw_app.{t} ORDER BY id') == db.rows(f"SELECT id, `order` FROM `{table.replace('`', '``')}` ORDER BY id"), table
+        db.con.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {ident}")
+        admin.close()

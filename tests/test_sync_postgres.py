@@ -901,3 +901,47 @@ def test_a_value_too_big_for_the_memory_limit_is_a_clear_error_naming_column_and
     assert failed.value.exit_code == 2
     assert "table docs" in text and "61.0 MiB" in text and "column body" in text and "id = 2" in text and "120.0 MB" in text, text
     assert "warehouse.memory_limit" in failed.value.fix
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+ODD_TABLES = ["my.table", "it's", 'quo"te', "with space", "ünïcødé", "select", "back\\slash", "Mixed-Case"]
+
+
+def pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@pytest.mark.parametrize("schema", ["sales-eu", 'Odd "schema".v2 ü'])
+def test_any_schema_and_table_name_postgres_allows_syncs_end_to_end(h: Harness, schema: str) -> None:
+    h.sql(f"CREATE SCHEMA {pg_ident(schema)}")
+    for n, table in enumerate(ODD_TABLES):
+        h.sql(f"CREATE TABLE {pg_ident(schema)}.{pg_ident(table)} (id int PRIMARY KEY, {pg_ident('order')} text, updated_at timestamptz DEFAULT now())")
+        h.sql(f"INSERT INTO {pg_ident(schema)}.{pg_ident(table)} (id, {pg_ident('order')}) SELECT g, 'v' || g FROM generate_series(1, %s) g", [n + 2])
+    project = h.tmp / "proj"
+    project.mkdir()
+    (project / "headwater.yml").write_text(
+        "name: names\nsources:\n  app:\n    type: postgres\n    url: " + h.url + "\n    schema: " + json.dumps(schema) + "\n"
+        "    overrides:\n      " + json.dumps("my.table") + ":\n        deletes: tombstone\n",
+        encoding="utf-8",
+    )
+    first = _headwater("sync", "--json", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert {t["table"]: t["rows"] for t in json.loads(first.stdout)["sources"]["app"]} == {t: n + 2 for n, t in enumerate(ODD_TABLES)}
+    for table in ODD_TABLES:
+        h.sql(f"UPDATE {pg_ident(schema)}.{pg_ident(table)} SET {pg_ident('order')} = 'changed' WHERE id = 1")
+        h.sql(f"DELETE FROM {pg_ident(schema)}.{pg_ident(table)} WHERE id = 2")
+    second = _headwater("sync", "--json", cwd=project)
+    assert second.returncode == 0, second.stderr
+    stats = {t["table"]: t for t in json.loads(second.stdout)["sources"]["app"]}
+    assert all(s["mode"] == "incremental" and s["rows_read"] == 1 and s["deleted"] == 1 for s in stats.values()), stats
+    one = _headwater("sync", "app", "it's", cwd=project)
+    assert one.returncode == 0, one.stderr
+    con = duckdb.connect(str(project / ".headwater/warehouse/build.duckdb"), read_only=True)
+    try:
+        for n, table in enumerate(ODD_TABLES):
+            alive = " WHERE _headwater_deleted_at IS NULL" if table == "my.table" else ""
+            rows = con.execute(f'SELECT id, "order" FROM raw_app.{pg_ident(table)}{alive} ORDER BY id').fetchall()
+            assert rows == h.sql(f"SELECT id, {pg_ident('order')} FROM {pg_ident(schema)}.{pg_ident(table)} ORDER BY id"), table
+    finally:
+        con.close()

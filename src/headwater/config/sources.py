@@ -12,8 +12,10 @@ from pydantic import Field
 
 from headwater.config.base import Duration, Name, Strict, TimeZone
 
-# A source table's own name: anything the database allows except quotes, slashes and control characters.
-TableName = Annotated[str, Field(pattern=r"^[^\x00-\x1f\"'`/\\]{1,63}$")]
+# A source's own names, as its database allows them (dots, quotes, spaces, dashes, unicode, reserved
+# words): every query quotes them. Only NUL, which no database allows in a name, is refused.
+TableName = Annotated[str, Field(pattern=r"^[^\x00]+$", max_length=128)]
+SchemaName = Annotated[str, Field(pattern=r"^[^\x00]+$", max_length=128)]
 
 
 class TablePatterns(Strict):
@@ -82,7 +84,7 @@ class SQLiteSource(DatabaseSource):
 class PostgresSource(DatabaseSource):
     type: Literal["postgres"]
     url: str = Field(description="postgresql://user:password@host:port/database — write ${CHAT_DB_URL} or ${secret:NAME}, never the password itself.")
-    schema_: Name = Field("public", alias="schema", description="The schema whose tables are synced.")
+    schema_: SchemaName = Field("public", alias="schema", description="The schema whose tables are synced (any name PostgreSQL allows, e.g. sales-eu).")
     ssh_tunnel: SSHTunnel | None = None
 
     model_config = Strict.model_config | {"populate_by_name": True}

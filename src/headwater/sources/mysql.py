@@ -117,7 +117,8 @@ class MySQLSource(SqlSource):
         text = self.redact(str(exc))
         low = text.lower()
         where = self.where()
-        said = _CONNECT_FAILED.search(text)  # the extension repeats the connection string before MySQL's own words
+        # The extension repeats the connection string, or the whole query, before MySQL's own words.
+        said = _CONNECT_FAILED.search(text) or _QUERY_FAILED.search(text)
         why = said.group(1).strip() if said else _first_line(text)
         if _BOOLEAN_GUARD in low:
             return HeadwaterError(
@@ -340,6 +341,7 @@ def _guard_message(text: str) -> str:
 
 
 _CONNECT_FAILED = re.compile(r'Failed to connect to MySQL database with parameters ".*?"": (.*)')
+_QUERY_FAILED = re.compile(r'(?s)for MySQL query ".*"\s*:\s*(\S.*)$')
 _PASSWORD = re.compile(r"(password\s*=\s*)(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
 
