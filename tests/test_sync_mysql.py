@@ -780,3 +780,47 @@ def test_any_database_and_table_name_mysql_allows_syncs_end_to_end(tmp_path: Pat
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {ident}")
         admin.close()
+
+
+# --- real data: rows behind the cursor, bad keys, bad tables -----------------------------------------
+
+
+def test_rows_arriving_behind_the_cursor_are_found_by_the_count_check(tmp_path: Path, db: Db) -> None:
+    """A restore or a bulk copy brings rows whose updated_at is older than the cursor: no read of
+    changes sees them. The pass's count comparison does, and fetches them (with a note)."""
+    db.run(ITEMS)
+    db.many("INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, f"item {i}", i, dt.datetime(2024, 1, 1)) for i in range(1, 101)])
+    p = project(tmp_path, db.url())
+    sync(p)
+    db.many("INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, "restored", 0, dt.datetime(2020, 1, 1)) for i in range(101, 108)])
+    stats = sync(p)["items"]
+    items_equal(p, db)
+    assert stats.rows == 107 and any(n.startswith("7 rows were in the source but not in raw") for n in stats.notes), stats.notes
+    assert sync(p)["items"].notes == []
+
+
+def test_append_mode_says_when_raw_has_fewer_rows_than_the_source(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE events (id BIGINT PRIMARY KEY, kind VARCHAR(10))")
+    db.many("INSERT INTO events VALUES (%s, 'open')", [(i,) for i in range(10, 20)])
+    p = project(tmp_path, db.url(), "overrides:\n  events: {mode: append, cursor: [id]}")
+    sync(p)
+    db.many("INSERT INTO events VALUES (%s, 'late')", [(i,) for i in range(1, 4)])  # behind the cursor
+    stats = sync(p)["events"]
+    assert stats.rows == 13 and any(n.startswith("3 rows were in the source but not in raw") for n in stats.notes), stats.notes
+
+
+def test_one_bad_table_does_not_stop_the_others_and_duplicate_keys_fail_it(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE a_good (id INT PRIMARY KEY)", "INSERT INTO a_good VALUES (1), (2)")
+    db.run("CREATE TABLE m_dupes (k INT, v VARCHAR(5))", "INSERT INTO m_dupes VALUES (1, 'a'), (1, 'b'), (2, 'c')")
+    db.run("CREATE TABLE z_good (id INT PRIMARY KEY)", "INSERT INTO z_good VALUES (1)")
+    p = project(tmp_path, db.url(), "overrides:\n  m_dupes: {primary_key: [k]}")
+    con = Warehouse(p.root, p.config.warehouse).connect_build()
+    try:
+        with pytest.raises(ConfigError) as failed:
+            sync_source(con, open_source("app", p.config.sources["app"], p.root))
+    finally:
+        con.close()
+    assert "m_dupes" in failed.value.what and "k = 1" in failed.value.what and "primary_key" in failed.value.fix
+    assert {s.table: s.mode for s in failed.value.table_stats} == {"a_good": "full", "m_dupes": "failed", "z_good": "full"}
+    assert raw_table(p, "z_good") == [(1, raw(p, "SELECT _headwater_synced_at FROM raw_app.z_good")[0][0])]
+
