@@ -298,10 +298,10 @@ class SqlSource:
         sizes = [self.size_expr(info, c) for c in info.columns]
         if not sizes:
             return None
-        cells = ", ".join(f"coalesce({e}, 0)" for e in sizes)
+        cells = self.greatest(", ".join(f"coalesce({e}, 0)" for e in sizes))
         keys = "".join(f", {self.quote(k)}" for k in key)
         named = ", ".join(f"{e} AS {self.quote(f'_hw_size_{i}')}" for i, e in enumerate(sizes))
-        row = self.query(con, f"SELECT greatest({cells}) AS {self.quote('_hw_size')}, {named}{keys} FROM {self.qualified(info.name)} ORDER BY 1 DESC LIMIT 1")
+        row = self.query(con, f"SELECT {cells} AS {self.quote('_hw_size')}, {named}{keys} FROM {self.qualified(info.name)} ORDER BY 1 DESC LIMIT 1")
         if not row:
             return None
         size, *rest = row[0]
@@ -312,6 +312,10 @@ class SqlSource:
     def size_expr(self, info: TableInfo, column: Column) -> str:
         """The size in bytes of a column's value, in the source's dialect."""
         raise NotImplementedError
+
+    def greatest(self, values: str) -> str:
+        """The largest of comma-separated numbers, in the source's dialect."""
+        return f"greatest({values})"
 
     def qualified(self, table: str) -> str:
         raise NotImplementedError
