@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from headwater.config.base import Duration, Name, Strict, TimeZone
+from headwater.config.base import Duration, Strict, TimeZone
 
 # A source's own names, as its database allows them (dots, quotes, spaces, dashes, unicode, reserved
 # words): every query quotes them. Only NUL, which no database allows in a name, is refused.

@@ -234,7 +234,9 @@ class SqlSource:
                     stats.append(outcome if isinstance(outcome, TableStats) else self._failed_stats(con, info, outcome))
                     if not isinstance(outcome, TableStats):
                         failures.append(outcome)
-                if ctx.tables is None:  # the whole source was synced: raw tables it no longer has are known
+                        if outcome.transient:  # the source went away: the next tables would only wait for it too
+                            break
+                if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
                     stale = sorted(set(raw) - {t.name for t in tables})
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
@@ -322,10 +324,11 @@ class SqlSource:
 
     def _failed_stats(self, con: duckdb.DuckDBPyConnection, info: TableInfo, error: HeadwaterError) -> TableStats:
         """What the run records for a table that failed: raw as it was left, and the error."""
-        rows = con.execute(
-            "SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [raw_schema(self.name), info.name]
-        ).fetchone()
-        return TableStats(info.name, int(rows[0]) if rows else 0, 0.0, mode="failed", notes=[error.what])
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [raw_schema(self.name), info.name]
+        ).fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM {qi(raw_schema(self.name))}.{qi(info.name)}").fetchone()[0] if exists else 0
+        return TableStats(info.name, rows, 0.0, mode="failed", notes=[error.what])
 
     def _stale_table(self, ctx: SyncContext, name: str, *, selected_out: bool) -> TableStats:
         """A raw table this source no longer syncs: kept and reported, or with prune dropped along with
@@ -790,7 +793,7 @@ class SqlSource:
             marker = "transaction id" if plan.method == "xmin" else f"{plan.cursor[0]} value" if plan.cursor else "change"
             self._note(
                 ctx, info, stats,
-                f"{added:,} rows were in the source but not in raw: they reached it without a newer {marker} (a table attached as a partition, "
+                f"{_rows(added)} {'were' if added != 1 else 'was'} in the source but not in raw: they reached it without a newer {marker} (a table attached as a partition, "
                 "a restore or COPY FREEZE, a replica's initial copy), so no read of changes could see them; found by comparing keys and added",
             )
         con.execute("DROP TABLE _hw_missing_keys")
@@ -827,7 +830,7 @@ class SqlSource:
         raise ConfigError(
             f"{self.describe()}: the primary key declared for table {info.name} ({', '.join(plan.key)}) is not unique: {count} rows have {shown}",
             why="raw keeps one row per key, so such rows would be merged into one and the others lost; the table was left as it was",
-            fix=f"Declare columns that are unique together in sources.{self.name}.overrides.{info.name}.primary_key, or remove it (the table is then reloaded in full each sync).",
+            fix=f"Declare columns that are unique together in sources.{self.name}.overrides.{info.name}.primary_key, or remove it (then the table's own primary key is used, or without one the table is reloaded in full each sync).",
         )
 
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
@@ -845,7 +848,7 @@ def tables_failed(source: str, failures: list[HeadwaterError], stats: list[Table
         error = failures[0]
     else:
         codes = {f.exit_code for f in failures}
-        synced = sum(s.mode != "failed" for s in stats)
+        synced = sum(s.mode not in ("failed", "stale", "pruned", "skipped") for s in stats)
         what = f"Source '{source}': {len(failures)} tables failed ({synced} synced)"
         why = "\n".join(f"- {f.what}" + (f" ({f.why})" if f.why else "") for f in failures)
         fix = " ".join(dict.fromkeys(f.fix for f in failures if f.fix))
@@ -1024,6 +1027,10 @@ def _integer_key(info: TableInfo, key: list[str]) -> bool:
     """Keys that go into a source query as plain numbers (no quoting, collation or time zone)."""
     columns = [info.column(k) for k in key]
     return bool(key) and all(c is not None and normalise(c.type) in _INTEGER_TYPES for c in columns)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
 
 
 def _shown(value: Any) -> str:
