@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +43,11 @@ def sync(
     started = time.perf_counter()  # after the imports, like a library call
     loaded = _project(project)
     console = err if as_json else out
+    # The run's log lines reach the terminal through the listener, its error through the CLI's funnel:
+    # without a handler of its own, Python's last-resort handler would print that error once more.
+    run_log = logging.getLogger("headwater.run")
+    if not run_log.handlers:
+        run_log.addHandler(logging.NullHandler())
     try:
         with _TableProgress(console, enabled=not as_json and console.is_terminal) as progress:
             run_id, results = run_sync(
@@ -84,10 +90,12 @@ def _report(run_id: int, results: dict[str, list[Any]], *, seconds: float, as_js
 
 
 def _printer(console: Console, progress: _TableProgress) -> Any:
+    """Prints the run's log lines as they come. Not its error: the CLI's funnel prints that once, and
+    the run's log (`headwater logs`) keeps it."""
     def listen(level: str, message: str) -> None:
-        if level in ("warn", "error"):
-            console.print(f"[{'yellow' if level == 'warn' else 'red'}]{level}[/]: {message}", highlight=False)
-        elif not progress.enabled:
+        if level == "warn":
+            console.print(f"[yellow]{level}[/]: {message}", highlight=False)
+        elif level != "error" and not progress.enabled:
             console.print(message, highlight=False)
 
     return listen
