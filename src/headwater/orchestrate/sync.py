@@ -77,6 +77,12 @@ def run_sync(
         raise NotFound(f"No source named '{source}' in {project.file}", why=f"sources: {', '.join(names) or 'none'}", fix="Check the name, or add the source under sources: in headwater.yml.")
     if tables and source is None:
         raise NotFound("Tables were named without a source", fix="Write `headwater sync SOURCE TABLE...`.")
+    if tables and prune:
+        raise HeadwaterError(
+            "--prune cannot be combined with table names",
+            why="it drops the raw tables a source no longer has, which only a sync of the whole source can tell",
+            fix=f"Run `headwater sync {source} --prune`.",
+        )
     if not names:
         raise NotFound(f"{project.file} defines no sources", fix="Add one under sources: (see `headwater init`'s example).")
     warehouse = Warehouse(project.root, project.config.warehouse)
