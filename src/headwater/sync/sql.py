@@ -819,7 +819,7 @@ class SqlSource:
         """A key declared in headwater.yml must be unique in ``rows`` (what was just read): raw keeps
         one row per key, so duplicates would silently become one row. Checked on the loaded data, in
         DuckDB: one aggregation over the rows this sync read."""
-        if not plan.declared_key or not plan.key:
+        if not plan.declared_key or not plan.key or plan.mode == "full":  # a full reload merges nothing: duplicates stay rows
             return
         keys = ", ".join(qi(k) for k in plan.key)
         found = con.execute(f"SELECT {keys}, count(*) FROM {rows} GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
