@@ -66,6 +66,7 @@ def test_a_declared_key_with_duplicates_fails_the_table(f: File) -> None:
     with pytest.raises(HeadwaterError) as failed:
         f.sync(overrides={"visits": {"primary_key": ["person"]}})
     assert "person = 'ann'" in failed.value.what and failed.value.exit_code == ExitCode.USER_ERROR
+    assert f.sync(overrides={"visits": {"primary_key": ["person"], "mode": "full"}})["visits"].rows == 2  # a reload merges nothing
 
 
 def test_tables_gone_from_the_file_are_reported_then_pruned_with_their_state(f: File) -> None:
