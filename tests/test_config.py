@@ -283,7 +283,7 @@ def test_errors_inside_a_union_point_at_the_yaml_path_and_line(tmp_path: Path) -
     """``tables`` is ``'*' | list[Name]``: pydantic tags its errors with the union member it tried
     (``literal['*']``, ``list[constrained-str]``). Those are not in the YAML, so they must not show up
     in the key, and the line must be the bad item's, not the ``tables:`` line."""
-    file = write(tmp_path, "name: x\nsources:\n  c:\n    type: sqlite\n    path: c.db\n    tables:\n      - signups\n      - 'bad\"name'\n")
+    file = write(tmp_path, "name: x\nsources:\n  c:\n    type: sqlite\n    path: c.db\n    tables:\n      - signups\n      - \"bad\\0name\"\n")  # NUL: the one character no database allows in a name
     error = config_error(tmp_path)
     assert f"{file}:8: sources.c.tables.1:" in error.what
     assert "literal[" not in error.what and "constrained-str" not in error.what

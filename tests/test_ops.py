@@ -407,6 +407,19 @@ def test_source_page_shows_settings_and_per_table_history(analyst: TestClient, p
     assert analyst.get("/sources/nope").status_code == 404
 
 
+def test_sources_pages_show_the_notes_of_the_last_sync(analyst: TestClient, project: LoadedProject) -> None:
+    """A table gone from the source stays in raw: the sync says so, and so do the sources pages."""
+    step = sync_step({"signups": 5, "old_signups": 7})
+    step["detail"][1] |= {"mode": "stale", "notes": ["no longer in the source (dropped, renamed, or attached as a partition): raw_campaign.old_signups keeps its 7 rows"]}
+    add_run(project, steps=[step])
+    overview = analyst.get("/sources").text
+    assert "old_signups (stale): no longer in the source" in text_of(overview)
+    assert 'id="notes-campaign"' in overview
+    page = analyst.get("/sources/campaign").text
+    assert 'id="notes-old_signups"' in page and "keeps its 7 rows" in page
+    assert 'id="notes-signups"' not in page
+
+
 # --- the run page and its live log ----------------------------------------------------------------
 
 

@@ -422,11 +422,13 @@ def test_datetime_in_a_declared_time_zone_becomes_an_instant(tmp_path: Path, db:
         (2, dt.datetime(2024, 1, 15, 7, 0, tzinfo=UTC)),  # winter time: UTC+1
     ]
     # The cursor is compared in the source's local time: a row 40 minutes after the last value is read; one
-    # 2 hours before it, beyond the look-back, is not (docs/sync.md: what the cursor method cannot see).
+    # 2 hours before it, beyond the look-back, is not (docs/sync.md: what the cursor method cannot see),
+    # but the full pass's count check finds it (and says so).
     db.run("INSERT INTO visits VALUES (3, '2024-07-01 12:40:00', '2024-07-01 12:40:00'), (4, '2024-07-01 09:59:00', '2024-07-01 09:59:00')")
     stats = sync(p)["visits"]
-    assert stats.rows_read == 3  # ids 1, 2 (inside the 1 h look-back) and 3
-    assert [r[0] for r in raw_table(p, "visits", "id")] == [1, 2, 3]
+    assert stats.rows_read == 4  # ids 1, 2 (inside the 1 h look-back) and 3 by the cursor; 4 by the count check
+    assert [n for n in stats.notes if n.startswith("1 row was in the source but not in raw")], stats.notes
+    assert [r[0] for r in raw_table(p, "visits", "id")] == [1, 2, 3, 4]
 
 
 # --- without a cursor, append ----------------------------------------------------------------------
@@ -756,3 +758,90 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+ODD_TABLES = ["my.table", "it's", 'quo"te', "with space", "ünïcødé", "select", "Mixed-Case"]
+
+
+@pytest.mark.parametrize("database", ["sales-eu", "sales eu ü.v2"])
+def test_any_database_and_table_name_mysql_allows_syncs_end_to_end(tmp_path: Path, mysql_server: Any, database: str) -> None:
+    from urllib.parse import quote
+
+    ident = "`" + database.replace("`", "``") + "`"
+    admin = mysql_server.connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {ident} CHARACTER SET utf8mb4")
+        db = Db(mysql_server, database)
+        for n, table in enumerate(ODD_TABLES):
+            t = "`" + table.replace("`", "``") + "`"
+            db.run(f"CREATE TABLE {t} (id INT PRIMARY KEY, `order` VARCHAR(20), updated_at DATETIME(6) NOT NULL DEFAULT '2024-01-01')")
+            db.many(f"INSERT INTO {t} (id, `order`) VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, n + 3)])
+        root = tmp_path / "cli"
+        project(root, "unused")
+        env = {"MYSQL_URL": mysql_server.url(quote(database)), "NO_COLOR": "1"}
+        first = sync_harness.run_sync(root, "app", "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        assert {t["table"]: t["rows"] for t in json.loads(first.stdout)["sources"]["app"]} == {t: n + 2 for n, t in enumerate(ODD_TABLES)}
+        for table in ODD_TABLES:
+            t = "`" + table.replace("`", "``") + "`"
+            db.run(f"UPDATE {t} SET `order` = 'changed', updated_at = '2024-06-01' WHERE id = 1", f"DELETE FROM {t} WHERE id = 2")
+        second = sync_harness.run_sync(root, "app", "--json", env=env)
+        assert second.returncode == 0, second.stderr
+        stats = {t["table"]: t for t in json.loads(second.stdout)["sources"]["app"]}
+        assert all(s["mode"] == "incremental" and s["deleted"] == 1 for s in stats.values()), stats
+        p = load_project(root, env=env)
+        for table in ODD_TABLES:
+            t = '"' + table.replace('"', '""') + '"'
+            assert raw(p, f'SELECT id, "order" FROM raw_app.{t} ORDER BY id') == db.rows(f"SELECT id, `order` FROM `{table.replace('`', '``')}` ORDER BY id"), table
+        db.con.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {ident}")
+        admin.close()
+
+
+# --- real data: rows behind the cursor, bad keys, bad tables -----------------------------------------
+
+
+def test_rows_arriving_behind_the_cursor_are_found_by_the_count_check(tmp_path: Path, db: Db) -> None:
+    """A restore or a bulk copy brings rows whose updated_at is older than the cursor: no read of
+    changes sees them. The pass's count comparison does, and fetches them (with a note)."""
+    db.run(ITEMS)
+    db.many("INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, f"item {i}", i, dt.datetime(2024, 1, 1)) for i in range(1, 101)])
+    p = project(tmp_path, db.url())
+    sync(p)
+    db.many("INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, "restored", 0, dt.datetime(2020, 1, 1)) for i in range(101, 108)])
+    stats = sync(p)["items"]
+    items_equal(p, db)
+    assert stats.rows == 107 and any(n.startswith("7 rows were in the source but not in raw") for n in stats.notes), stats.notes
+    assert sync(p)["items"].notes == []
+
+
+def test_append_mode_says_when_raw_has_fewer_rows_than_the_source(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE events (id BIGINT PRIMARY KEY, kind VARCHAR(10))")
+    db.many("INSERT INTO events VALUES (%s, 'open')", [(i,) for i in range(10, 20)])
+    p = project(tmp_path, db.url(), "overrides:\n  events: {mode: append, cursor: [id]}")
+    sync(p)
+    db.many("INSERT INTO events VALUES (%s, 'late')", [(i,) for i in range(1, 4)])  # behind the cursor
+    stats = sync(p)["events"]
+    assert stats.rows == 13 and any(n.startswith("3 rows were in the source but not in raw") for n in stats.notes), stats.notes
+
+
+def test_one_bad_table_does_not_stop_the_others_and_duplicate_keys_fail_it(tmp_path: Path, db: Db) -> None:
+    db.run("CREATE TABLE a_good (id INT PRIMARY KEY)", "INSERT INTO a_good VALUES (1), (2)")
+    db.run("CREATE TABLE m_dupes (k INT, v VARCHAR(5))", "INSERT INTO m_dupes VALUES (1, 'a'), (1, 'b'), (2, 'c')")
+    db.run("CREATE TABLE z_good (id INT PRIMARY KEY)", "INSERT INTO z_good VALUES (1)")
+    p = project(tmp_path, db.url(), "overrides:\n  m_dupes: {primary_key: [k]}")
+    con = Warehouse(p.root, p.config.warehouse).connect_build()
+    try:
+        with pytest.raises(ConfigError) as failed:
+            sync_source(con, open_source("app", p.config.sources["app"], p.root))
+    finally:
+        con.close()
+    assert "m_dupes" in failed.value.what and "k = 1" in failed.value.what and "primary_key" in failed.value.fix
+    assert {s.table: s.mode for s in failed.value.table_stats} == {"a_good": "full", "m_dupes": "failed", "z_good": "full"}
+    assert raw_table(p, "z_good") == [(1, raw(p, "SELECT _headwater_synced_at FROM raw_app.z_good")[0][0])]
+

@@ -7,6 +7,7 @@ HTTP status; anything else is a bug and is shown as such.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 from headwater.redact import redact
 
@@ -25,6 +26,11 @@ class HeadwaterError(Exception):
 
     exit_code: ExitCode = ExitCode.USER_ERROR
     transient: bool = False  # a retry may succeed (used by the scheduler's retry policy)
+    # A sync's error: what every table of the source did, the failed ones included (TableStats), so
+    # the run records and prints the tables that synced next to the ones that failed.
+    table_stats: list[Any] | None = None
+    # Set by `headwater sync`'s run: (run id, {source: [TableStats]}) of every source synced so far.
+    sync_report: tuple[int, dict[str, list[Any]]] | None = None
 
     def __init__(self, what: str, *, why: str | None = None, fix: str | None = None) -> None:
         super().__init__(what)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,32 +26,52 @@ def sync(
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Ignore saved state: reload the tables in full (e.g. after an incompatible type change).")] = False,
     project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary instead of tables.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Drop raw tables the source no longer has (or no longer selects), with their sync state.")] = False,
 ) -> None:
     """Sync sources into raw_<source> tables: only what changed, merged on the key, deletes applied.
 
     Each table commits on its own, with its sync state: a sync stopped at any moment is carried on
     by the next one. Published data is not touched (a pipeline run builds and publishes).
-    Exit code 0 on success, 1 when a table failed (tables already synced are kept), 2 for a bad project file."""
+    A table that fails does not stop the others: they sync, and the run fails at the end listing
+    every failure. Exit code 0 on success; when tables failed, 2 if every failure is one to fix in the
+    project file or the source's data, 75 if every one may pass by itself (unreachable server), else 1;
+    2 for a bad project file."""
     from headwater.cli.main import _project
+    from headwater.errors import HeadwaterError
     from headwater.orchestrate.sync import run_sync
 
     started = time.perf_counter()  # after the imports, like a library call
     loaded = _project(project)
     console = err if as_json else out
-    with _TableProgress(console, enabled=not as_json and console.is_terminal) as progress:
-        run_id, results = run_sync(
-            loaded,
-            source,
-            tables,
-            full_refresh=full_refresh,
-            listener=None if as_json else _printer(console, progress),
-            progress=progress.update if progress.enabled else None,
-            wait_for_lock=30,
-            on_wait=lambda: console.print("Another run of this project is in progress; waiting for it to finish…"),
-        )
-    seconds = round(time.perf_counter() - started, 3)  # the project file, system database, sources and warehouse
+    # The run's log lines reach the terminal through the listener, its error through the CLI's funnel:
+    # without a handler of its own, Python's last-resort handler would print that error once more.
+    run_log = logging.getLogger("headwater.run")
+    if not run_log.handlers:
+        run_log.addHandler(logging.NullHandler())
+    try:
+        with _TableProgress(console, enabled=not as_json and console.is_terminal) as progress:
+            run_id, results = run_sync(
+                loaded,
+                source,
+                tables,
+                full_refresh=full_refresh,
+                prune=prune,
+                listener=None if as_json else _printer(console, progress),
+                progress=progress.update if progress.enabled else None,
+                wait_for_lock=30,
+                on_wait=lambda: console.print("Another run of this project is in progress; waiting for it to finish…"),
+            )
+    except HeadwaterError as exc:  # print what did sync; the caller's funnel prints the error once
+        if exc.sync_report is not None and exc.sync_report[1]:
+            _report(*exc.sync_report, seconds=round(time.perf_counter() - started, 3), as_json=as_json, error=exc.render())
+        raise
+    _report(run_id, results, seconds=round(time.perf_counter() - started, 3), as_json=as_json)  # the project file, system database, sources and warehouse
+
+
+def _report(run_id: int, results: dict[str, list[Any]], *, seconds: float, as_json: bool, error: str | None = None) -> None:
     if as_json:
-        out.print_json(data={"run": run_id, "seconds": seconds, "sources": {name: [s.as_dict() | {"rows_per_second": round(s.rows_per_second)} for s in stats] for name, stats in results.items()}})
+        data = {"run": run_id, "seconds": seconds, "sources": {name: [s.as_dict() | {"rows_per_second": round(s.rows_per_second)} for s in stats] for name, stats in results.items()}}
+        out.print_json(data=data | ({"error": error} if error else {}))
         return
     for name, stats in results.items():
         table = Table(title=f"source {name} → raw_{name} (run {run_id})", title_justify="left")
@@ -69,10 +90,12 @@ def sync(
 
 
 def _printer(console: Console, progress: _TableProgress) -> Any:
+    """Prints the run's log lines as they come. Not its error: the CLI's funnel prints that once, and
+    the run's log (`headwater logs`) keeps it."""
     def listen(level: str, message: str) -> None:
-        if level in ("warn", "error"):
-            console.print(f"[{'yellow' if level == 'warn' else 'red'}]{level}[/]: {message}", highlight=False)
-        elif not progress.enabled:
+        if level == "warn":
+            console.print(f"[yellow]{level}[/]: {message}", highlight=False)
+        elif level != "error" and not progress.enabled:
             console.print(message, highlight=False)
 
     return listen

@@ -10,10 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from headwater.config.base import Duration, Name, Strict, TimeZone
+from headwater.config.base import Duration, Strict, TimeZone
 
-# A source table's own name: anything the database allows except quotes, slashes and control characters.
-TableName = Annotated[str, Field(pattern=r"^[^\x00-\x1f\"'`/\\]{1,63}$")]
+# A source's own names, as its database allows them (dots, quotes, spaces, dashes, unicode, reserved
+# words): every query quotes them. Only NUL, which no database allows in a name, is refused.
+TableName = Annotated[str, Field(pattern=r"^[^\x00]+$", max_length=128)]
+SchemaName = Annotated[str, Field(pattern=r"^[^\x00]+$", max_length=128)]
 
 
 class TablePatterns(Strict):
@@ -53,6 +55,11 @@ class DatabaseSource(Strict):
         "tables read through their updated_at index, any row changed without a newer updated_at. 0 = every sync. "
         "Default: every sync for tables under a million rows, hourly above.",
     )
+    prune: bool = Field(
+        False,
+        description="Drop raw tables whose source table is gone (dropped, renamed, attached as a partition) or no longer selected by tables:, "
+        "with their sync state. Default: keep them and say so in every sync's report (`headwater sync --prune` drops them once).",
+    )
     timezone: TimeZone | None = Field(
         None, description="Time zone that 'timestamp without time zone' columns are written in (e.g. Europe/Berlin): they become UTC instants. Default: kept as they are."
     )
@@ -82,7 +89,7 @@ class SQLiteSource(DatabaseSource):
 class PostgresSource(DatabaseSource):
     type: Literal["postgres"]
     url: str = Field(description="postgresql://user:password@host:port/database — write ${CHAT_DB_URL} or ${secret:NAME}, never the password itself.")
-    schema_: Name = Field("public", alias="schema", description="The schema whose tables are synced.")
+    schema_: SchemaName = Field("public", alias="schema", description="The schema whose tables are synced (any name PostgreSQL allows, e.g. sales-eu).")
     ssh_tunnel: SSHTunnel | None = None
 
     model_config = Strict.model_config | {"populate_by_name": True}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from headwater.config.model import LoadedProject
-from headwater.errors import NotFound
+from headwater.errors import HeadwaterError, NotFound
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
@@ -29,16 +29,28 @@ def sync_sources(
     full_refresh: bool = False,
     progress: Progress | None = None,
     warehouse: Warehouse | None = None,
+    prune: bool = False,
+    results: dict[str, list[TableStats]] | None = None,
 ) -> dict[str, list[TableStats]]:
-    """Sync each source in its own step (`sync:<source>`) with per-table stats as the step's detail."""
+    """Sync each source in its own step (`sync:<source>`) with per-table stats as the step's detail
+    (tables that failed too: a source whose tables partly failed records the ones that synced).
+    ``results``: filled in as sources finish, so a caller still has them when a later one fails."""
     warehouse = warehouse or Warehouse(project.root, project.config.warehouse)
-    results: dict[str, list[TableStats]] = {}
+    results = {} if results is None else results
     con = warehouse.connect_build()
     try:
         for name in source_names:
             with rec.step(f"sync:{name}") as step:
                 source = open_source(name, project.config.sources[name], project.root)
-                stats = sync_source(con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress)
+                try:
+                    stats = sync_source(
+                        con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=project.config.warehouse.memory_limit
+                    )
+                except HeadwaterError as exc:
+                    if exc.table_stats is not None:
+                        results[name] = [s for s in exc.table_stats if isinstance(s, TableStats)]
+                        rec.set_detail(step, [s.as_dict() for s in results[name]], rows=sum(s.rows_read for s in results[name]))
+                    raise
                 results[name] = stats
                 rec.set_detail(step, [s.as_dict() for s in stats], rows=sum(s.rows_read for s in stats))
     finally:
@@ -52,6 +64,7 @@ def run_sync(
     tables: list[str] | None = None,
     *,
     full_refresh: bool = False,
+    prune: bool = False,
     listener: Listener | None = None,
     progress: Progress | None = None,
     wait_for_lock: float = 0,
@@ -64,6 +77,12 @@ def run_sync(
         raise NotFound(f"No source named '{source}' in {project.file}", why=f"sources: {', '.join(names) or 'none'}", fix="Check the name, or add the source under sources: in headwater.yml.")
     if tables and source is None:
         raise NotFound("Tables were named without a source", fix="Write `headwater sync SOURCE TABLE...`.")
+    if tables and prune:
+        raise HeadwaterError(
+            "--prune cannot be combined with table names",
+            why="it drops the raw tables a source no longer has, which only a sync of the whole source can tell",
+            fix=f"Run `headwater sync {source} --prune`.",
+        )
     if not names:
         raise NotFound(f"{project.file} defines no sources", fix="Add one under sources: (see `headwater init`'s example).")
     warehouse = Warehouse(project.root, project.config.warehouse)
@@ -72,11 +91,14 @@ def run_sync(
         with warehouse.writer_lock(wait_for_lock, on_wait):
             abandon_stale_runs(db, project.config.name)
             rec = RunRecorder(db, project.config.name, SYNC_PIPELINE, "cli", listener)
+            results: dict[str, list[TableStats]] = {}
             try:
-                results = sync_sources(project, rec, [source] if source else names, tables=tables or None, full_refresh=full_refresh, progress=progress, warehouse=warehouse)
+                sync_sources(project, rec, [source] if source else names, tables=tables or None, full_refresh=full_refresh, progress=progress, warehouse=warehouse, prune=prune, results=results)
             except BaseException as exc:
                 rec.log("error", exc.render() if hasattr(exc, "render") else f"{type(exc).__name__}: {exc}")
                 rec.finish("failed", error=exc)
+                if isinstance(exc, HeadwaterError):
+                    exc.sync_report = (rec.id, dict(results))
                 raise
             rec.finish("success", rows=sum(s.rows_read for stats in results.values() for s in stats))
             return rec.id, results

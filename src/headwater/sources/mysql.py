@@ -117,7 +117,8 @@ class MySQLSource(SqlSource):
         text = self.redact(str(exc))
         low = text.lower()
         where = self.where()
-        said = _CONNECT_FAILED.search(text)  # the extension repeats the connection string before MySQL's own words
+        # The extension repeats the connection string, or the whole query, before MySQL's own words.
+        said = _CONNECT_FAILED.search(text) or _QUERY_FAILED.search(text)
         why = said.group(1).strip() if said else _first_line(text)
         if _BOOLEAN_GUARD in low:
             return HeadwaterError(
@@ -192,9 +193,9 @@ class MySQLSource(SqlSource):
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
         try:
             described = con.execute(f"DESCRIBE SELECT * FROM mysql_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
-        except duckdb.Error as exc:
+        except duckdb.Error as exc:  # this table fails; the others still sync
             error = self.connection_error(exc)
-            raise type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix) from None
+            return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
         read_types = {r[0]: r[1] for r in described}
         for r in rows:
             if r[4].lower() == "decimal" and (r[7] or 0) <= 38 and read_types[r[3]] != (exact := f"DECIMAL({r[7]},{r[9]})"):
@@ -246,6 +247,9 @@ class MySQLSource(SqlSource):
             duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
             convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
         return Column(name, duck_type, column_type, convert, zone)
+
+    def size_expr(self, info: TableInfo, column: Column) -> str:
+        return f"OCTET_LENGTH({self.quote(column.name)})"
 
     def qualified(self, table: str) -> str:
         return f"{self.quote(self.url.database)}.{self.quote(table)}"
@@ -342,6 +346,7 @@ def _guard_message(text: str) -> str:
 
 
 _CONNECT_FAILED = re.compile(r'Failed to connect to MySQL database with parameters ".*?"": (.*)')
+_QUERY_FAILED = re.compile(r'(?s)for MySQL query ".*"\s*:\s*(\S.*)$')
 _PASSWORD = re.compile(r"(password\s*=\s*)(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
 

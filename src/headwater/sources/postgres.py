@@ -40,7 +40,7 @@ _WRAPPED = "epoch_us({v}) < -210866803200000000"
 _CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "updated", "modified", "changed_at", "last_updated")
 
 _CATALOG = """
-SELECT c.relname, c.relkind, greatest(c.reltuples, 0)::bigint AS estimated, c.oid::bigint || '/' || c.relfilenode::bigint AS identity,
+SELECT c.relname, c.relkind, c.relispopulated, greatest(c.reltuples, 0)::bigint AS estimated, c.oid::bigint || '/' || c.relfilenode::bigint AS identity,
        a.attname, format_type(a.atttypid, a.atttypmod) AS type_text,
        t.typtype, t.typcategory, coalesce(bt.typname, t.typname) AS base_type,
        CASE WHEN a.atttypmod > 0 THEN a.atttypmod ELSE -1 END AS typmod,
@@ -197,9 +197,12 @@ class PostgresSource(SqlSource):
         kinds: dict[str, tuple[str, int]] = {}
         indexed: dict[str, list[str]] = {}
         identities: dict[str, str] = {}
-        for relname, relkind, estimated, identity, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
+        unpopulated: set[str] = set()
+        for relname, relkind, populated, estimated, identity, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
             if names is not None and relname not in names:
                 continue
+            if not populated:
+                unpopulated.add(relname)
             kinds[relname] = (relkind, estimated)
             identities[relname] = identity
             if leads_index:
@@ -209,6 +212,10 @@ class PostgresSource(SqlSource):
                 keys.setdefault(relname, []).append((key_position, attname))
         for relname, columns in raw.items():
             relkind, estimated = kinds[relname]
+            if relname in unpopulated:  # reading it is an error ("has not been populated")
+                why = "a materialized view created WITH NO DATA is not populated yet: skipped; it syncs once REFRESH MATERIALIZED VIEW has filled it"
+                tables[relname] = TableInfo(relname, [], kind="view", skip=why)
+                continue
             tables[relname] = self._table(con, relname, relkind, estimated, columns, [a for _, a in sorted(keys.get(relname, []))])
             tables[relname].indexed = indexed.get(relname, [])
             tables[relname].identity = identities[relname]
@@ -217,7 +224,11 @@ class PostgresSource(SqlSource):
     def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str]], key: list[str]) -> TableInfo:
         exprs = {c[0]: self._read_expr(*c) for c in columns}
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
-        described = con.execute(f"DESCRIBE SELECT * FROM postgres_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM postgres_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
+        except duckdb.Error as exc:  # this table fails; the others still sync
+            error = self.connection_error(exc)
+            return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
         duck = {r[0]: r[1] for r in described}
         out: list[Column] = []
         for attname, type_text, typtype, _cat, base_type, _typmod, _elem in columns:
@@ -302,6 +313,10 @@ class PostgresSource(SqlSource):
             if normalise(got) != normalise(column.type) and not (got.startswith("ENUM") or column.type.startswith("JSON") and got == "VARCHAR"):
                 return False
         return True
+
+    def size_expr(self, info: TableInfo, column: Column) -> str:
+        col = self.quote(column.name)
+        return f"octet_length({col})" if column.source_type == "bytea" else f"octet_length({col}::text)"
 
     def qualified(self, table: str) -> str:
         return f"{self.quote(self.settings.schema_)}.{self.quote(table)}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -60,7 +61,7 @@ class SQLiteSource(SqlSource):
         try:
             return super().sync(ctx)
         except duckdb.Error as exc:  # a value changed to one that does not fit while the table was read
-            error = unfit_error(self.name, str(exc), fix=f"Run `headwater sync {self.name}` again: the file changed while it was read, and the next sync sees the value first.")
+            error = unfit_error(self.name, str(exc), fix=_CHANGED_WHILE_READ.format(source=self.name))
             if error is None:
                 raise
             raise error from None
@@ -68,23 +69,53 @@ class SQLiteSource(SqlSource):
     # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
-        present = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [self.alias]).fetchall()]
-        present += [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal ORDER BY view_name", [self.alias]).fetchall()]
         tables: dict[str, TableInfo] = {}
         with self._catalog() as catalog:
-            for name in present:
+            present = catalog.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name").fetchall()
+            for name, kind in present:
                 if names is not None and name not in names:
                     continue
-                described = con.execute(f"DESCRIBE SELECT * FROM {self.alias}.main.{self.quote(name)}").fetchall()
-                declared = {row[1]: (row[2] or "", row[5]) for row in catalog.execute(f"PRAGMA table_info({self.quote(name)})")}
+                try:  # a view over a table that is gone fails here: that view fails, the rest sync
+                    described = con.execute(f"DESCRIBE SELECT * FROM {self.alias}.main.{self.quote(name)}").fetchall()
+                    declared = {row[1]: (row[2] or "", row[5]) for row in catalog.execute(f"PRAGMA table_info({self.quote(name)})")}
+                except (duckdb.Error, sqlite3.Error) as exc:
+                    error = self.connection_error(exc)
+                    tables[name] = TableInfo(name, [], kind=kind, error=type(error)(f"{error.what} (reading {kind} {name})", why=error.why, fix=error.fix))
+                    continue
                 key = [c for c, _ in sorted(((n, pk) for n, (_, pk) in declared.items() if pk), key=lambda item: item[1])]
-                kind = "view" if catalog.execute("SELECT type FROM sqlite_master WHERE name = ?", [name]).fetchone() == ("view",) else "table"
                 source = [_SourceColumn(r[0], declared.get(r[0], ("", 0))[0], _duck_type(declared.get(r[0], ("", 0))[0], r[1])) for r in described]
                 self._columns[name] = source
                 self._keys[name] = self._key_text(key or (["rowid"] if kind == "table" else []))
                 columns = [Column(c.name, c.type, c.declared or c.type) for c in source]
                 tables[name] = TableInfo(name, columns, key, [], kind, parallel_ok=True)
         return tables
+
+    def connection_error(self, exc: Exception) -> HeadwaterError:
+        text = str(exc)
+        if (unfit := unfit_error(self.name, text, fix=_CHANGED_WHILE_READ.format(source=self.name))) is not None:
+            return unfit
+        if "locked" in text.lower() or "busy" in text.lower():
+            return TransientFailure(f"Source '{self.name}': {self.path} is locked by another program", why=_first_line(text), fix="This usually passes; the run is retried.")
+        return HeadwaterError(
+            f"Source '{self.name}': SQLite error reading {self.path}", why=_first_line(text), fix="See SQLite's message above: fix the table or view in the file, or leave it out with tables: exclude."
+        )
+
+    def size_expr(self, info: TableInfo, column: Column) -> str:
+        return f"length(CAST({self.quote(column.name)} AS BLOB))"
+
+    def greatest(self, values: str) -> str:
+        return f"max({values}, 0)"  # max() of two or more arguments is SQLite's greatest (of one, an aggregate)
+
+    def qualified(self, table: str) -> str:
+        return self.quote(table)
+
+    def query(self, con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        """A SELECT in SQLite's own dialect, on a read-only connection of its own."""
+        try:
+            with self._catalog() as catalog:
+                return catalog.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise self.connection_error(exc) from None
 
     def _key_text(self, key: list[str]) -> str:
         if not key:
@@ -319,3 +350,9 @@ def _show(value: object) -> str:
 def _sqlite_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
+
+_CHANGED_WHILE_READ = "Run `headwater sync {source}` again: the file changed while it was read, and the next sync sees the value first."
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:500]

@@ -36,5 +36,7 @@ def sync_source(
     tables: list[str] | None = None,
     full_refresh: bool = False,
     progress: Progress | None = None,
+    prune: bool = False,
+    memory_limit: str | None = None,
 ) -> list[TableStats]:
-    return source.sync(SyncContext(con, log, tables, full_refresh, progress))
+    return source.sync(SyncContext(con, log, tables, full_refresh, progress, prune, memory_limit))

@@ -13,23 +13,26 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
 
 from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
-from headwater.errors import ConfigError, HeadwaterError, NotFound
+from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import SYNCED_AT, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
+    drop_state,
     ensure_state_table,
     load_state,
     save_state,
@@ -133,6 +136,8 @@ class TableInfo:
     quarantined: int = 0  # rows the source set aside in raw_<source>.<table>__quarantine (SQLite: values that do not fit their column)
     quarantine_by_rule: dict[str, int] = field(default_factory=dict)
     identity: str | None = None  # changes when the table is dropped and re-created or rewritten (TRUNCATE): PostgreSQL's oid/relfilenode
+    skip: str | None = None  # why this sync leaves the table alone (e.g. a materialized view not populated yet)
+    error: HeadwaterError | None = None  # why the catalog could not describe it: the table fails, the others sync
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -149,6 +154,7 @@ class Plan:
     check_deletes_every: dt.timedelta  # how often a full pass is made (deletes; rows the index path cannot see)
     notes: list[str] = field(default_factory=list)
     index_cursor: str | None = None  # xmin tables: a timestamptz updated_at-like column leading an index
+    declared_key: bool = False  # the key comes from headwater.yml, not the catalog: nothing enforces it, so syncs check it
 
 
 class SqlSource:
@@ -252,15 +258,26 @@ class SqlSource:
 
     def sync(self, ctx: SyncContext) -> list[TableStats]:
         con = ctx.con
-        with _load_settings(con):
+        with _load_settings(con, ctx.memory_limit):
             raw = _raw_tables(con, raw_schema(self.name))  # before the source's catalog joins DuckDB's
             self.attach(con)
             try:
-                tables = self._select_tables(con, ctx.tables)
+                tables, found = self._select_tables(con, ctx.tables)
                 ensure_state_table(con)
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
                 self._passes = 0
-                stats = [self._sync_table(ctx, info, raw.get(info.name), last=i == len(tables) - 1) for i, info in enumerate(tables)]
+                stats: list[TableStats] = []
+                failures: list[HeadwaterError] = []
+                for i, info in enumerate(tables):
+                    outcome = self._sync_or_fail(ctx, info, raw.get(info.name), last=i == len(tables) - 1)
+                    stats.append(outcome if isinstance(outcome, TableStats) else self._failed_stats(con, info, outcome))
+                    if not isinstance(outcome, TableStats):
+                        failures.append(outcome)
+                        if outcome.transient:  # the source went away: the next tables would only wait for it too
+                            break
+                if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
+                    stale = sorted(set(raw) - {t.name for t in tables})
+                    stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
         with _checkpoint_settings(con, compact=self._passes > 0):
@@ -268,9 +285,124 @@ class SqlSource:
                 con.execute("CHECKPOINT")
             except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
                 pass
+        if failures:
+            raise tables_failed(self.name, failures, stats)
         return stats
 
-    def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> list[TableInfo]:
+    def _sync_or_fail(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool) -> TableStats | HeadwaterError:
+        """One table's sync, or why it failed: one bad table must not keep the others from syncing.
+        Errors of the source's driver or of DuckDB become errors naming the source and the table."""
+        try:
+            if info.error is not None:
+                raise info.error
+            if info.skip is not None:
+                ctx.log(f"source {self.name}: table {info.name}: skipped: {info.skip}")
+                return TableStats(info.name, 0, 0.0, mode="skipped", notes=[info.skip])
+            return self._sync_table(ctx, info, raw_columns, last=last)
+        except HeadwaterError as exc:
+            error = exc
+        except duckdb.Error as exc:
+            error = self.table_error(ctx.con, info, exc)
+        ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
+        return error
+
+    def table_error(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exc: duckdb.Error) -> HeadwaterError:
+        """A DuckDB or driver error met while syncing ``info``, as an error that names the table."""
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return self._memory_error(con, info, exc)
+        error = self.connection_error(exc)
+        what = error.what if info.name in error.what else f"{error.what} (table {info.name})"
+        return type(error)(what, why=error.why, fix=error.fix)
+
+    def _memory_error(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exc: duckdb.Error) -> HeadwaterError:
+        """Out of memory: name the largest value of the table (column and key) when the source can
+        find it, since a single value too big for the limit is the usual cause."""
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        key = self.settings.settings_for(info.name).primary_key or info.primary_key
+        try:
+            largest = self.largest_value(con, info, key)
+        except (duckdb.Error, HeadwaterError):  # the message without it still says what to do
+            largest = None
+        why = f"DuckDB: {_first_line(str(exc))}"
+        if largest is not None:
+            column, values, size = largest
+            where = ", ".join(f"{k} = {_shown(v)}" for k, v in zip(key, values, strict=True)) if key else "a row without a key"
+            why = f"its largest value, column {column} of the row with {where}, is {size / 1e6:,.1f} MB; loading a value takes a few times its size. {why}"
+        return ConfigError(
+            f"{self.describe()}: table {info.name} does not fit in the sync's memory limit ({limit})",
+            why=why,
+            fix="Raise warehouse.memory_limit in headwater.yml (it is the sync's limit too), or make the value smaller at the source.",
+        )
+
+    def largest_value(self, con: duckdb.DuckDBPyConnection, info: TableInfo, key: list[str]) -> tuple[str, list[Any], int] | None:
+        """(column, key values, bytes) of the largest value in the table, asked of the source; None: not offered."""
+        sizes = [self.size_expr(info, c) for c in info.columns]
+        if not sizes:
+            return None
+        cells = self.greatest(", ".join(f"coalesce({e}, 0)" for e in sizes))
+        keys = "".join(f", {self.quote(k)}" for k in key)
+        named = ", ".join(f"{e} AS {self.quote(f'_hw_size_{i}')}" for i, e in enumerate(sizes))
+        row = self.query(con, f"SELECT {cells} AS {self.quote('_hw_size')}, {named}{keys} FROM {self.qualified(info.name)} ORDER BY 1 DESC LIMIT 1")
+        if not row:
+            return None
+        size, *rest = row[0]
+        column_sizes, values = rest[: len(sizes)], rest[len(sizes) :]
+        column = next(c.name for c, n in zip(info.columns, column_sizes, strict=True) if n == size)
+        return column, list(values), int(size)
+
+    def size_expr(self, info: TableInfo, column: Column) -> str:
+        """The size in bytes of a column's value, in the source's dialect."""
+        raise NotImplementedError
+
+    def greatest(self, values: str) -> str:
+        """The largest of comma-separated numbers, in the source's dialect."""
+        return f"greatest({values})"
+
+    def qualified(self, table: str) -> str:
+        raise NotImplementedError
+
+    def _failed_stats(self, con: duckdb.DuckDBPyConnection, info: TableInfo, error: HeadwaterError) -> TableStats:
+        """What the run records for a table that failed: raw as it was left, and the error."""
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [raw_schema(self.name), info.name]
+        ).fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM {qi(raw_schema(self.name))}.{qi(info.name)}").fetchone()[0] if exists else 0
+        return TableStats(info.name, rows, 0.0, mode="failed", notes=[error.what])
+
+    def _stale_table(self, ctx: SyncContext, name: str, *, selected_out: bool) -> TableStats:
+        """A raw table this source no longer syncs: kept and reported, or with prune dropped along with
+        its sync state. Never silently either way."""
+        con = ctx.con
+        target = f"{qi(raw_schema(self.name))}.{qi(name)}"
+        if isinstance(self.settings.tables, list):  # only the listed tables were looked up
+            why = f"not in sources.{self.name}.tables"
+        elif selected_out:
+            why = f"no longer selected by sources.{self.name}.tables"
+        else:
+            why = "no longer in the source (dropped, renamed, or attached as a partition)"
+        if ctx.prune or self.settings.prune:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DROP TABLE {target}")
+                con.execute(f"DROP TABLE IF EXISTS {self._hashes_table(TableInfo(name, []))}")
+                drop_state(con, self.name, name)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            stats = TableStats(name, 0, 0.0, mode="pruned")
+            self._note(ctx, TableInfo(name, []), stats, f"{why}: dropped {raw_schema(self.name)}.{name} and its sync state (prune)")
+            return stats
+        rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        stats = TableStats(name, rows, 0.0, mode="stale")
+        self._note(
+            ctx, TableInfo(name, []), stats,
+            f"{why}: {raw_schema(self.name)}.{name} keeps its {rows:,} rows as they were; `headwater sync {self.name} --prune` (or prune: true) drops it",
+        )
+        return stats
+
+    def _select_tables(self, con: duckdb.DuckDBPyConnection, requested: list[str] | None) -> tuple[list[TableInfo], set[str]]:
+        """The tables to sync, and every table the source has."""
         spec = self.settings.tables
         explicit = list(spec) if isinstance(spec, list) else None
         found = self.discover(con, explicit)
@@ -298,7 +430,7 @@ class SqlSource:
                     fix="Check the table name, or add it to the source's tables: in headwater.yml.",
                 )
             names = [n for n in names if n in requested]
-        return [found[n] for n in names]
+        return [found[n] for n in names], set(found)
 
     def plan(self, info: TableInfo, settings: TableSettings) -> Plan:
         key = settings.primary_key or info.primary_key
@@ -326,7 +458,7 @@ class SqlSource:
         if mode == "incremental" and not key:
             raise ConfigError(
                 f"{self.describe()}: table {info.name} has no primary key, so changed rows cannot be matched to raw rows",
-                fix=f"Name the key columns: sources.{self.name}.overrides.{info.name}.primary_key: [id], or set mode: full (or append for an insert-only table).",
+                fix=f"Name the key columns: sources.{self.name}.overrides.{info.name}.primary_key: [{_example_key(info)}], or set mode: full (or append for an insert-only table).",
             )
         if mode == "append" and not (cursor or info.tracks_transactions):
             raise ConfigError(
@@ -349,7 +481,7 @@ class SqlSource:
         if method == "xmin" and mode == "incremental":
             index_cursor = next((c.name for c in map(info.column, info.cursor_candidates) if c and c.name in info.indexed and normalise(c.type) == "TIMESTAMPTZ" and c.source_zone is None), None)
             lookback = settings.lookback if settings.lookback is not None else DEFAULT_INDEX_MARGIN
-        return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor)
+        return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor, declared_key=bool(settings.primary_key))
 
     def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True) -> TableStats:
         """``raw_columns``: the raw table's columns (without Headwater's own), None when there is none yet.
@@ -462,6 +594,7 @@ class SqlSource:
         source = self.relation(con, info)
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
+        self._check_unique(con, info, plan, target)
         n = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
         stats.mode = "full"
         stats.rows_read = stats.upserted = n
@@ -511,16 +644,16 @@ class SqlSource:
             new_state["cursor_max"] = last
             where = None if last is None else self._cursor_where(info, plan, last)
         changes = "_hw_changes"
-        deletes_due = plan.mode != "append" and plan.deletes != "ignore" and pass_due
         # One pass over the source for "how many changed, how many in all" pays off when the count is
-        # needed anyway (deletes due); otherwise reading the changes is itself the one pass.
-        probed = self.probe(con, info, where) if where and deletes_due else None
+        # needed anyway (a pass is due); otherwise reading the changes is itself the one pass.
+        probed = self.probe(con, info, where) if where and pass_due else None
         source_count = probed[1] if probed else None
         if probed is not None and probed[0] == 0:  # nothing changed: no second pass over the source
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT * FROM {target} LIMIT 0")
         else:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, where=where, parallel=False)} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
+        self._check_unique(con, info, plan, changes)
         key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
         if plan.mode == "append":
             if plan.key:
@@ -534,9 +667,8 @@ class SqlSource:
         if plan.cursor and stats.rows_read:  # raw now holds the newest cursor value there is
             new_state["cursor_max"] = _max(con, target, plan.cursor[0])
         con.execute(f"DROP TABLE {changes}")
-        if deletes_due:
-            stats.deleted = self._remove_deleted(con, info, plan, target, source_count)
         if pass_due:
+            self._reconcile_counts(ctx, info, plan, target, kept, stats, source_count)
             new_state["last_delete_check"] = _now().isoformat()
 
     def _cursor_where(self, info: TableInfo, plan: Plan, last: Any) -> str:
@@ -578,6 +710,7 @@ class SqlSource:
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+        self._check_unique(con, info, plan, src)
         on = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
         differs = " OR ".join(f"r.{qi(c.name)} IS DISTINCT FROM s.{qi(c.name)}" for c in info.columns) or "FALSE"
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
@@ -615,6 +748,7 @@ class SqlSource:
             f"CREATE OR REPLACE TEMP TABLE _hw_changed_keys AS SELECT {', '.join(f's.{k}' for k in keys)} FROM _hw_source_hashes s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {hashes} h WHERE {on} AND h.{HASH_COLUMN} = s.{HASH_COLUMN})"
         )
+        self._check_unique(con, info, plan, "_hw_source_hashes")
         total, count = con.execute("SELECT (SELECT count(*) FROM _hw_source_hashes), (SELECT count(*) FROM _hw_changed_keys)").fetchone()
         if count > max(HASH_FETCH_MIN, min(total // 5, HASH_FETCH_MAX)):
             con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
@@ -650,26 +784,122 @@ class SqlSource:
         last = state.get("last_delete_check")
         return not plan.check_deletes_every or last is None or _now() - dt.datetime.fromisoformat(last) >= plan.check_deletes_every
 
-    def _remove_deleted(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, target: str, source_count: int | None = None) -> int:
-        """Key reconciliation. raw holds every source row (the merge just made sure), so equal counts
-        mean no row was deleted: only when the counts differ are the keys compared."""
+    def _reconcile_counts(
+        self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, source_count: int | None = None
+    ) -> None:
+        """A pass's check that raw holds exactly the source's rows. Equal counts (the usual case) cost
+        one count. Otherwise the keys are compared: keys gone from the source are deleted (or
+        tombstoned), and keys the source has and raw lacks are fetched. Those are rows that reached
+        the source without a newer transaction id or cursor value, which no read of changes can
+        see: a table attached as a partition, a pg_restore or COPY FREEZE, a replica's initial copy.
+        A difference that remains (deletes: ignore, append) is said in a note, never left unsaid."""
+        con = ctx.con
         alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         if source_count is None:
             source_count = con.execute(f"SELECT * FROM {self.count_relation(info)}").fetchone()[0]
         raw_count = con.execute(f"SELECT count(*) FROM {target}{alive}").fetchone()[0]
-        if source_count == raw_count:
-            return 0
+        removes = plan.mode != "append" and plan.deletes != "ignore"
+        if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
+            self._note_count_difference(ctx, info, plan, target, stats, source_count)
+            return
         keys = ", ".join(qi(k) for k in plan.key)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_keys AS SELECT {keys} FROM {self.relation(con, info, columns=plan.key, parallel=False)}")
-        removed = self._apply_deletes(con, plan, target, "_hw_keys")
+        self._check_unique(con, info, plan, "_hw_keys")
+        if removes:
+            stats.deleted = self._apply_deletes(con, plan, target, "_hw_keys")
+        self._add_missing(ctx, info, plan, target, kept, stats)
         con.execute("DROP TABLE _hw_keys")
-        return removed
+        self._note_count_difference(ctx, info, plan, target, stats, source_count)
+
+    def _add_missing(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
+        """Fetch the rows whose keys are in ``_hw_keys`` (the source's) and not in raw."""
+        con = ctx.con
+        alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        in_raw = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM k.{qi(k)}" for k in plan.key)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_missing_keys AS SELECT * FROM _hw_keys k WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {in_raw}{alive})")
+        missing = con.execute("SELECT count(*) FROM _hw_missing_keys").fetchone()[0]
+        if missing:
+            wanted = " AND ".join(f"m.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
+                f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
+            )
+            key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+            con.execute(f"DELETE FROM {target} USING _hw_missing c WHERE {key_match}")  # a tombstone of the same key
+            added = con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing").fetchone()[0]
+            con.execute("DROP TABLE _hw_missing")
+            stats.rows_read += added
+            stats.upserted += added
+            marker = "transaction id" if plan.method == "xmin" else f"{plan.cursor[0]} value" if plan.cursor else "change"
+            self._note(
+                ctx, info, stats,
+                f"{_rows(added)} {'were' if added != 1 else 'was'} in the source but not in raw: they reached it without a newer {marker} (a table attached as a partition, "
+                "a restore or COPY FREEZE, a replica's initial copy), so no read of changes could see them; found by comparing keys and added",
+            )
+        con.execute("DROP TABLE _hw_missing_keys")
+
+    def _note_count_difference(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, stats: TableStats, source_count: int) -> None:
+        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        raw_count = ctx.con.execute(f"SELECT count(*) FROM {target}{alive}").fetchone()[0]
+        if raw_count == source_count:
+            return
+        if raw_count > source_count and (plan.deletes == "ignore" or plan.mode == "append"):
+            why = "deletes: ignore keeps rows deleted in the source" if plan.deletes == "ignore" else "append keeps rows the source deleted"
+        elif not plan.key:
+            why = "without a key, the rows cannot be compared; set primary_key, or mode: full"
+        else:
+            why = "the source's rows changed while they were read"
+        self._note(ctx, info, stats, f"raw holds {raw_count:,} rows, the source {source_count:,} ({why})")
+
+    def _note(self, ctx: SyncContext, info: TableInfo, stats: TableStats, note: str) -> None:
+        stats.notes.append(note)
+        ctx.log(f"source {self.name}: table {info.name}: {note}")
+
+    def _check_unique(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, rows: str) -> None:
+        """A key declared in headwater.yml must be unique in ``rows`` (what was just read): raw keeps
+        one row per key, so duplicates would silently become one row. Checked on the loaded data, in
+        DuckDB: one aggregation over the rows this sync read."""
+        if not plan.declared_key or not plan.key or plan.mode == "full":  # a full reload merges nothing: duplicates stay rows
+            return
+        keys = ", ".join(qi(k) for k in plan.key)
+        found = con.execute(f"SELECT {keys}, count(*) FROM {rows} GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
+        if found is None:
+            return
+        *values, count = found
+        shown = ", ".join(f"{k} = {_shown(v)}" for k, v in zip(plan.key, values, strict=True))
+        raise ConfigError(
+            f"{self.describe()}: the primary key declared for table {info.name} ({', '.join(plan.key)}) is not unique: {count} rows have {shown}",
+            why="raw keeps one row per key, so such rows would be merged into one and the others lost; the table was left as it was",
+            fix=f"Declare columns that are unique together in sources.{self.name}.overrides.{info.name}.primary_key, or remove it (then the table's own primary key is used, or without one the table is reloaded in full each sync).",
+        )
 
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
         gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{qi(c)} IS NOT DISTINCT FROM {target}.{qi(c)}" for c in plan.key) + ")"
         if plan.deletes == "tombstone":
             return con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}").fetchone()[0]
         return con.execute(f"DELETE FROM {target} WHERE {gone}").fetchone()[0]
+
+
+def tables_failed(source: str, failures: list[HeadwaterError], stats: list[TableStats]) -> HeadwaterError:
+    """The error a source's sync ends with when tables failed (the others synced): the table's own
+    error when one failed, else one listing them all. Exit 2 when every failure is the user's to fix
+    (bad config, bad data), 75 when every one may pass by itself, else 1."""
+    if len(failures) == 1:
+        error = failures[0]
+    else:
+        codes = {f.exit_code for f in failures}
+        synced = sum(s.mode not in ("failed", "stale", "pruned", "skipped") for s in stats)
+        what = f"Source '{source}': {len(failures)} tables failed ({synced} synced)"
+        why = "\n".join(f"- {f.what}" + (f" ({f.why})" if f.why else "") for f in failures)
+        fix = " ".join(dict.fromkeys(f.fix for f in failures if f.fix))
+        if codes == {ExitCode.USER_ERROR}:
+            error = HeadwaterError(what, why=why, fix=fix)
+        elif codes == {ExitCode.TRANSIENT}:
+            error = TransientFailure(what, why=why, fix=fix)
+        else:
+            error = RunFailed(what, why=why, fix=fix)
+    error.table_stats = list(stats)
+    return error
 
 
 class _Progress:
@@ -719,19 +949,44 @@ class _Progress:
 
 # Raw tables have no meaningful row order: not keeping the source's lets DuckDB write the scanner's
 # parallel streams as they come (less memory). Dictionary compression is most of the CPU a load
-# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU. DuckDB's
-# buffer pool would otherwise keep every block a load writes (2.1 GB at 20M rows): 700 MB bounds the
-# process at ~0.8 GB whatever the table's size, and is faster too (docs/benchmarks.md, "SQL sync").
-# All are put back afterwards.
-LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'", "memory_limit": "'700MB'"}
+# spends compressing, for ~4% smaller files: without it a full load needs ~20% less CPU. Both are
+# put back afterwards, and so is the memory limit (`sync_memory_limit`).
+LOAD_SETTINGS = {"preserve_insertion_order": "false", "disabled_compression_methods": "'dictionary'"}
+# DuckDB's buffer pool would otherwise keep every block a load writes (2.1 GB at 20M rows, under
+# DuckDB's default limit of 80% of RAM): a bound well under that keeps the process small whatever the
+# table's size, and is faster too (docs/benchmarks.md, "SQL sync"). Not a fixed 700 MB any more: one
+# value of a few hundred MB needs a few times its size, so the default grows with the machine.
+SYNC_MEMORY_FLOOR = 700 * 1000**2
+SYNC_MEMORY_SHARE = 8  # an eighth of the machine's memory
+
+
+def sync_memory_limit(configured: str | None, machine: int | None = None) -> str:
+    """The sync's DuckDB memory limit: the project's ``warehouse.memory_limit`` when set (higher or
+    lower than the default: the user knows the machine), else an eighth of the machine's memory, not
+    under 700 MB."""
+    if configured:
+        return configured
+    machine = _machine_memory() if machine is None else machine
+    return f"{max(SYNC_MEMORY_FLOOR, machine // SYNC_MEMORY_SHARE) // 1000**2}MB"
+
+
+def _machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its container's (cgroup) when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
 
 
 @contextmanager
-def _load_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in LOAD_SETTINGS}
-    settings = dict(LOAD_SETTINGS)
-    if _bytes(str(before["memory_limit"])) <= _bytes(settings["memory_limit"].strip("'")):
-        del settings["memory_limit"], before["memory_limit"]  # the project's own, lower limit stands
+def _load_settings(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> Iterator[None]:
+    settings = {**LOAD_SETTINGS, "memory_limit": ql(sync_memory_limit(memory_limit))}
+    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in settings}
     for name, value in settings.items():
         con.execute(f"SET {name} = {value}")
     try:
@@ -769,20 +1024,6 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
     finally:
         for name, value in before.items():
             con.execute(f"SET {name} = {ql(str(value))}")
-
-
-_UNITS = {"": 1, "B": 1, "BYTES": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
-
-
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([A-Za-z]*)\s*$")
-
-
-def _bytes(text: str) -> float:
-    """DuckDB's memory sizes ('18.7 GiB', '700MB') in bytes; unknown forms count as unlimited."""
-    match = _SIZE.match(text)
-    if not match or match.group(2).upper() not in _UNITS:
-        return float("inf")
-    return float(match.group(1)) * _UNITS[match.group(2).upper()]
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:
@@ -828,8 +1069,30 @@ def _integer_key(info: TableInfo, key: list[str]) -> bool:
     return bool(key) and all(c is not None and normalise(c.type) in _INTEGER_TYPES for c in columns)
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
+
+
+def _shown(value: Any) -> str:
+    """A key value for a message: text quoted, the rest as written, long values cut."""
+    text = repr(value) if isinstance(value, str) else ("NULL" if value is None else str(value))
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _example_key(info: TableInfo) -> str:
+    """A column of the table to show in an example key: one named like an id if there is one."""
+    names = [c.name for c in info.columns]
+    likely = [n for n in names if n.lower() == "id" or n.lower().endswith(("_id", "_no", "id"))]
+    name = (likely or names or ["id"])[0]
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '\\"') + '"'
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:300]
 
 
 def _some(names: list[str], limit: int = 12) -> str:
