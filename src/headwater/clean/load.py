@@ -28,11 +28,10 @@ from headwater.clean.plan import cleaning_select, columns_for, unique_keys
 from headwater.clean.sql import ident, lit
 from headwater.config.files import TableRules
 from headwater.errors import RunFailed
-from headwater.sync.engine import SYNCED_AT
+from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT
 from headwater.sync.state import ensure_state_table, save_state
 from headwater.sync.stats import TableStats
 
-QUARANTINE_SUFFIX = "__quarantine"
 FILE_COLUMN = "_headwater_file"
 ROW_COLUMN = "_headwater_row"
 TOP_VALUES = 5

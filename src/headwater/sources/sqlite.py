@@ -26,12 +26,11 @@ import duckdb
 from headwater.config.sources import SQLiteSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import raw_schema
+from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
 from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, qi, ql, unfit, unfit_error
 from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
 
-QUARANTINE_SUFFIX = "__quarantine"
 _DECLARED_DECIMAL = re.compile(r"^\s*(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.IGNORECASE)
 _DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
 _MARK = "\x01"  # starts the text a value that does not fit is read as: no DuckDB cast accepts it, so the guard stops the read

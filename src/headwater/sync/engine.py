@@ -16,6 +16,7 @@ from headwater.sync.context import Progress, SyncContext
 from headwater.sync.stats import TableStats
 
 SYNCED_AT = "_headwater_synced_at"
+QUARANTINE_SUFFIX = "__quarantine"  # a raw table's companion: the rows that did not load, with why
 
 
 class Syncable(Protocol):

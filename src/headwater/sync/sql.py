@@ -29,7 +29,7 @@ import duckdb
 from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import SYNCED_AT, raw_schema
+from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
     drop_state,
@@ -276,7 +276,8 @@ class SqlSource:
                         if outcome.transient:  # the source went away: the next tables would only wait for it too
                             break
                 if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
-                    stale = sorted(set(raw) - {t.name for t in tables})
+                    synced = {t.name for t in tables}
+                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced))
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
@@ -1024,6 +1025,11 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
     finally:
         for name, value in before.items():
             con.execute(f"SET {name} = {ql(str(value))}")
+
+
+def _companion_of(name: str, synced: set[str]) -> bool:
+    """Whether a raw table is a synced table's own companion (its quarantine), not a table of its own."""
+    return name.endswith(QUARANTINE_SUFFIX) and name.removesuffix(QUARANTINE_SUFFIX) in synced
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:
