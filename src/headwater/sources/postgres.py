@@ -245,7 +245,7 @@ class PostgresSource(SqlSource):
         candidates = [c.name for c in out if c.name.lower() in _CURSOR_NAMES and normalise(c.type) in _CURSOR_TYPES]
         info = TableInfo(name, out, key, candidates, kind, estimated or None, tracks_transactions=kind in ("table", "partitioned"), read_exprs=exprs)
         info.parallel_ok = None if kind == "table" else False  # asked when a whole-table read needs it
-        guards = {c[0]: guard for c in columns if (guard := _guard(*c[2:])) is not None}
+        guards = {c[0]: guard for c in columns if (guard := _guard(*c[1:6], c[7])) is not None}
         self._guards[name] = (" AND ".join(self._guard_sql(name, column, key, relkind, *guard) for column, guard in guards.items()), set(guards))
         return info
 
@@ -401,7 +401,7 @@ class _CopyCounter:
         self.probe.close()
 
 
-def _guard(typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str, dimensions: int) -> tuple[str, str] | None:
+def _guard(type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, dimensions: int) -> tuple[str, str] | None:
     """The condition (over ``{c}``) on a value of this column that raw cannot hold as read, and what
     such a value is, for the message; None when every value arrives exactly."""
     if _holds_nan(typtype, base_type, typmod):
@@ -409,7 +409,7 @@ def _guard(typtype: str, typcategory: str, base_type: str, typmod: int, element_
     if typcategory == "A" and dimensions <= 1:
         return (
             "array_ndims({c}) > 1",
-            f"an array of more than one dimension in a column declared with one (declare it {element_type.lstrip('_')}[][] and it syncs as PostgreSQL's text of the array)",
+            f"an array of more than one dimension in a column declared with one (declared {type_text}[] it syncs as PostgreSQL's text of the array)",
         )
     return None
 

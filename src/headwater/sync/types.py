@@ -2,8 +2,8 @@
 
 A raw column keeps its type while the source's new type fits in it (the source narrowed, e.g.
 BIGINT → INTEGER); it is widened when the new type holds every old value (INTEGER → BIGINT,
-DECIMAL(10,2) → DECIMAL(12,2), anything but a list → VARCHAR); any other change is incompatible and stops the
-sync of that table with an error, keeping its rows.
+DECIMAL(10,2) → DECIMAL(12,2), anything but a list → VARCHAR); any other change is incompatible and
+stops the sync of that table with an error, keeping its rows.
 """
 
 from __future__ import annotations
