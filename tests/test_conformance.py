@@ -7,9 +7,9 @@ The first sync of each engine's schema is `headwater sync` itself, in a process 
 syncs take the same code path in this process (`conformance.sync_in_process`), which is seconds
 cheaper per sync.
 
-Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch (`known`)
-or for a bug this suite found and left open (`new_bug`): when the fix merges they XPASS, which fails,
-and the marker is removed.
+Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch (`known`):
+when the fix merges they XPASS, which fails, and the marker is removed. A bug this suite finds gets
+such a marker too until it is fixed.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ KNOWN = "issue #15: {} — fixed on another branch"
 
 def known(item: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=KNOWN.format(item))
-
-
-def new_bug(what: str) -> pytest.MarkDecorator:
-    """A bug this suite found, outside issue #15's list, reported and not fixed here."""
-    return pytest.mark.xfail(strict=True, reason=f"new bug found by the conformance suite: {what}")
 
 
 def failed_clearly(done: Any, *words: str) -> bool:
@@ -315,7 +310,6 @@ def test_postgres_declared_key_that_is_not_unique_is_refused_or_kept_exact(pgsrc
 
 
 @pytest.mark.postgres
-@known("out-of-range timestamps (PG 294276-12-31 becoming a BC date)")
 def test_postgres_timestamps_beyond_duckdbs_range_are_exact_or_refused(pgsrc: PgSource) -> None:
     """PostgreSQL's timestamps reach 294276 AD, DuckDB's 294247: such a value must arrive exactly
     (e.g. as text) or stop the table's sync with a message naming the column, never as another date."""
@@ -323,18 +317,12 @@ def test_postgres_timestamps_beyond_duckdbs_range_are_exact_or_refused(pgsrc: Pg
         "CREATE TABLE far (id int PRIMARY KEY, ts timestamp, tz timestamptz);"
         "INSERT INTO far VALUES (1, '294276-12-31 23:59:59.999999', '294276-12-31 23:59:59.999999+00'), (2, '2024-01-01', '2024-01-01 00:00+00');"
     ))  # fmt: skip
-    done = pgsrc.try_sync()
-    if done.returncode != 0:
-        assert failed_clearly(done, "ts"), done.stdout + done.stderr
-        return
-    raw = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["far"]
-    values = {r[0]: r for r in raw.rows}
-    assert "294276-12-31" in str(values[1][1]) and "294276-12-31" in str(values[1][2]), values[1]
-    assert "BC" not in str(values[1])
+    done = pgsrc.try_sync()  # docs/sync.md: the table's sync stops, naming column and key; raw is left as it was
+    assert failed_clearly(done, "far.", "id=1", "294247"), done.stdout + done.stderr
+    assert "far" not in pgsrc.raw_tables()
 
 
 @pytest.mark.postgres
-@known("char(n) padding lost")
 def test_postgres_char_n_keeps_its_padding(pgsrc: PgSource) -> None:
     pg_schema(pgsrc, (
         "CREATE TABLE codes (id int PRIMARY KEY, c char(5), one char, arr char(3)[]);"
@@ -397,26 +385,41 @@ def test_postgres_timestamps_in_a_declared_zone_are_the_instants_postgresql_mean
     ))  # fmt: skip
     cf.write_project(pgsrc.project, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {PG_SCHEMA}\ntimezone: Europe/Berlin"})
     pgsrc.sync()
+    pgsrc.run('UPDATE "{s}".local_times SET arr = ARRAY[ts, NULL, ts] WHERE id <> 8')
+    pgsrc.sync()
     instants = dict(pgsrc.con.execute(f"SELECT id, (ts AT TIME ZONE 'Europe/Berlin')::text FROM \"{PG_SCHEMA}\".local_times").fetchall())
     raw = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["local_times"]
-    assert raw.types["ts"] == "TIMESTAMP WITH TIME ZONE"
+    assert raw.types["ts"] == "TIMESTAMP WITH TIME ZONE" and raw.types["arr"] == "TIMESTAMP WITH TIME ZONE[]"
     got = {r[0]: r[1] for r in raw.rows}
     assert got == {k: None if v is None else cf.pg_temporal_text(v) for k, v in instants.items()}
+    arrays = {r[0]: r[2] for r in raw.rows}  # each element the instant its scalar is
+    assert arrays == {k: None if k == 8 else ([got[k], None, got[k]] if got[k] is not None else [None, None, None]) for k in got}
 
 
 # --- PostgreSQL: new bugs found here -------------------------------------------------------------------------
 
 
 @pytest.mark.postgres
-@new_bug("numeric(p,s) holding NaN lands in raw as 0.00, silently (DuckDB's scanner reads NaN as 0)")
 def test_postgres_nan_in_a_constrained_numeric_is_not_zero(pgsrc: PgSource) -> None:
-    pg_schema(pgsrc, "CREATE TABLE t (id int PRIMARY KEY, v numeric(10,2)); INSERT INTO t VALUES (1, 'NaN'), (2, 1.5);")
+    """docs/sync.md: NaN in numeric(p,s) stops the table's sync naming column and key (DECIMAL has no NaN),
+    in a table and in a view over it (which has no ctid to name a row by)."""
+    pg_schema(pgsrc, "CREATE TABLE t (id int PRIMARY KEY, v numeric(10,2)); INSERT INTO t VALUES (1, 'NaN'), (2, 1.5); CREATE VIEW w AS SELECT v FROM t;")
     done = pgsrc.try_sync()
-    if done.returncode != 0:
-        assert failed_clearly(done, "NaN"), done.stdout + done.stderr
-        return
-    values = dict(cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["t"].rows)
-    assert str(values[1]) == "NaN" and values[2] in (Decimal("1.50"), "1.50")
+    assert failed_clearly(done, "t.v", "id=1", "NaN"), done.stdout + done.stderr
+    cf.write_project(pgsrc.project, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {PG_SCHEMA}\ntables: [w]"})
+    done = pgsrc.try_sync()
+    assert failed_clearly(done, "w.v", "(NaN)", "NaN (not a number)"), done.stdout + done.stderr
+    assert "w" not in pgsrc.raw_tables()
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(strict=True, reason="DuckDB 1.4's checkpoint turns 0.0 into -0.0 when both sit in one column segment (duckdb/duckdb#25580, open)")
+def test_duckdb_keeps_negative_zero_beside_zero(pgsrc: PgSource) -> None:
+    """Found by the generated rows: not Headwater's read (the scanner gives both zeros), DuckDB's
+    storage (constant and RLE compression compare floats with ==). It XPASSes once DuckDB is fixed."""
+    pg_schema(pgsrc, "CREATE TABLE t (id int PRIMARY KEY, r real, d double precision); INSERT INTO t VALUES (1, '-0', '-0'), (2, '0', '0');")
+    pgsrc.sync()
+    pgsrc.assert_conforms()
 
 
 @pytest.mark.postgres
@@ -435,15 +438,33 @@ def test_postgres_numeric_with_an_unusual_scale_arrives_exactly(pgsrc: PgSource,
 
 
 @pytest.mark.postgres
-@new_bug("a multi-dimensional array (int[] holding {{1,2},{3,4}}) stops the sync with DuckDB's own message and exit 70")
 def test_postgres_multidimensional_arrays_arrive_or_are_refused_clearly(pgsrc: PgSource) -> None:
-    pg_schema(pgsrc, "CREATE TABLE t (id int PRIMARY KEY, m int[]); INSERT INTO t VALUES (1, '{{1,2},{3,4}}'), (2, '{5}');")
+    """A column declared with two or more dimensions (int[][], char(2)[][]) arrives as PostgreSQL's
+    text of the array; one declared with one dimension (int[]) but holding more stops the table's sync
+    naming column and key and saying how to declare it (PostgreSQL does not enforce the declared
+    dimensions, and the scanner's query reads exactly one); declared so afterwards, the column reloads as text."""
+    pg_schema(pgsrc, (
+        "CREATE TABLE t (id int PRIMARY KEY, m int[]); INSERT INTO t VALUES (1, '{{1,2},{3,4}}'), (2, '{5}');"
+        "CREATE TABLE d (id int PRIMARY KEY, m int[][], c char(2)[][], s text[][]);"
+        "INSERT INTO d VALUES (1, '{{1,2},{3,NULL}}', '{{a,b}}', '{{\"x y\",NULL},{\"{\",\"\"}}'), (2, '{5}', '{}', '[0:1]={p,q}'), (3, NULL, NULL, NULL);"
+    ))  # fmt: skip
     done = pgsrc.try_sync()
-    if done.returncode != 0:
-        assert failed_clearly(done, "m"), done.stdout + done.stderr
-        return
-    values = dict(cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["t"].rows)
-    assert values[1] in ([[1, 2], [3, 4]], "{{1,2},{3,4}}")
+    assert failed_clearly(done, "t.m", "id=1", "declared integer[][] it syncs as PostgreSQL's text"), done.stdout + done.stderr
+    assert "t" not in pgsrc.raw_tables()
+    pgsrc.run('UPDATE "{s}".t SET m = \'{1,2}\' WHERE id = 1')
+    pgsrc.sync()
+    pgsrc.assert_conforms(only=["t"])
+    raw = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)
+    texts = pgsrc.con.execute(f'SELECT id, m::text, c::text, s::text FROM "{PG_SCHEMA}".d').fetchall()
+    assert raw["d"].types == {"id": "INTEGER", "m": "VARCHAR", "c": "VARCHAR", "s": "VARCHAR"} and sorted(raw["d"].rows) == sorted(texts)
+    assert texts[0][1:] == ("{{1,2},{3,NULL}}", '{{"a ","b "}}', '{{"x y",NULL},{"{",""}}') and texts[1][3] == "[0:1]={p,q}"
+    assert raw["t"].types["m"] == "INTEGER[]" and dict(raw["t"].rows) == {1: [1, 2], 2: [5]}
+
+    pgsrc.run('UPDATE "{s}".t SET m = \'{{1,2},{3,4}}\' WHERE id = 1; ALTER TABLE "{s}".t ALTER COLUMN m TYPE int[][]')  # as the message says
+    done = pgsrc.try_sync()  # raw's INTEGER[] cast to text would read [1, 2], not {1,2}: a reload, never that
+    assert failed_clearly(done, "t.m", "INTEGER[]", "VARCHAR", "--full-refresh"), done.stdout + done.stderr
+    cf.sync(pgsrc.project, "app", "t", "--full-refresh", env=pgsrc.env)
+    assert dict(cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["t"].rows) == {1: "{{1,2},{3,4}}", 2: "{5}"}
 
 
 # --- MariaDB ----------------------------------------------------------------------------------------------------
@@ -691,6 +712,18 @@ class SqliteSource:
     def raw(self, table: str) -> cf.RawTable:
         return cf.read_raw(cf.warehouse_of(self.project), "app", temporal_as_text=False)[table]
 
+    def values(self, table: str = "t") -> dict[Any, Any]:
+        """Raw's second column by the first (the key)."""
+        return {row[0]: row[1] for row in self.raw(table).rows}
+
+    def quarantined(self, table: str = "t") -> dict[str, tuple[str, str, str]]:
+        """The quarantine's rows by key: (column, original value, message)."""
+        return {k: (c, v, m) for k, c, v, _rule, m in self.raw(table + "__quarantine").rows}
+
+    def with_text_columns(self) -> None:
+        """The source set to sync a column holding values not of its type as text."""
+        cf.write_project(self.project, {"app": "type: sqlite\npath: source.db\non_type_mismatch: text"})
+
 
 @pytest.fixture
 def litesrc(tmp_path: Path) -> SqliteSource:
@@ -721,19 +754,18 @@ def test_sqlite_schema_syncs_exactly_through_mutations_and_a_late_commit(litesrc
     assert {r[0]: r[1] for r in litesrc.tables()["customers"].rows}[1] == "late"
 
 
-@known("SQLite INTEGER columns holding text crashing")
 def test_sqlite_integer_column_holding_text_is_exact_or_refused(litesrc: SqliteSource) -> None:
-    """SQLite keeps 'n/a' in an INTEGER column as text. It must arrive as it is (e.g. the column as
-    text) or stop the table with a message naming the column, never crash (exit 70) or turn into NULL."""
+    """SQLite keeps 'n/a' in an INTEGER column as text (it used to crash the sync, exit 70). docs/sync.md:
+    its row is quarantined with the reason, or with on_type_mismatch: text the column syncs as text."""
     litesrc.run("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 5), (2, 'n/a'), (3, NULL);")
-    done = litesrc.try_sync()
-    if done.returncode != 0:
-        assert failed_clearly(done, "n"), done.stderr
-        return
-    assert [row[1] for row in sorted(litesrc.raw("t").rows)] in ([5, "n/a", None], ["5", "n/a", None])
+    litesrc.sync()
+    assert litesrc.values() == {1: 5, 3: None} and litesrc.raw("t").types["n"] == "BIGINT"
+    assert litesrc.quarantined() == {"id=2": ("n", "n/a", "expected integers (declared INTEGER), found text")}
+    litesrc.with_text_columns()
+    litesrc.sync()
+    assert litesrc.values() == {1: "5", 2: "n/a", 3: None} and "t__quarantine" not in cf.read_raw(cf.warehouse_of(litesrc.project), "app", temporal_as_text=False)
 
 
-@known("SQLite NUMERIC(10,2) landing as DOUBLE")
 def test_sqlite_numeric_with_precision_and_scale_is_a_decimal(litesrc: SqliteSource) -> None:
     litesrc.run("CREATE TABLE t (id INTEGER PRIMARY KEY, price NUMERIC(10,2), rate DECIMAL(5,4)); INSERT INTO t VALUES (1, 1.1, 0.0001), (2, 12345678.99, 9.9999), (3, 0, NULL), (4, -5, 1);")
     litesrc.sync()
@@ -749,34 +781,54 @@ def test_sqlite_table_dropped_at_the_source_leaves_raw(litesrc: SqliteSource) ->
     assert set(cf.read_raw(cf.warehouse_of(litesrc.project), "app", temporal_as_text=False)) == {"keep"}
 
 
-# --- SQLite: new bugs found here (siblings of issue #15's SQLite items; reported, not fixed on this branch) ------------
+# --- SQLite: siblings of issue #15's SQLite items found here ---------------------------------------------------
 
 
-@new_bug("SQLite NUMERIC without precision lands as DOUBLE: 9007199254740993 becomes 9007199254740992.0, silently")
 def test_sqlite_plain_numeric_keeps_large_integers_exact(litesrc: SqliteSource) -> None:
-    litesrc.run("CREATE TABLE t (id INTEGER PRIMARY KEY, n NUMERIC); INSERT INTO t VALUES (1, 9007199254740993), (2, 3), (3, NULL);")
+    """NUMERIC without a precision is DOUBLE (SQLite stores its values as 64-bit integers or doubles):
+    an integer beyond 2^53, which no double holds (9007199254740993 was synced as 9007199254740992.0),
+    is quarantined, or with on_type_mismatch: text the column syncs as each value's exact text."""
+    litesrc.run(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n NUMERIC); INSERT INTO t VALUES (1, 9007199254740993), (2, 3), (3, NULL), (4, 0.1), (5, 9007199254740992), (6, -9223372036854775808);"
+    )
     litesrc.sync()
-    values = dict(litesrc.raw("t").rows)
-    assert str(values[1]) == "9007199254740993" and str(values[2]) == "3"
+    assert litesrc.raw("t").types["n"] == "DOUBLE" and litesrc.values() == {2: 3.0, 3: None, 4: 0.1, 5: 9007199254740992.0}
+    quarantined = litesrc.quarantined()
+    assert set(quarantined) == {"id=1", "id=6"} and quarantined["id=1"][:2] == ("n", "9007199254740993") and "up to 2^53" in quarantined["id=1"][2]
+    litesrc.with_text_columns()
+    litesrc.sync()
+    assert litesrc.values() == {1: "9007199254740993", 2: "3", 3: None, 4: "0.1", 5: "9007199254740992", 6: "-9223372036854775808"}
 
 
-@new_bug("a SQLite column declared without a type lands as BLOB: the integer 42 becomes b'42', the text 'x' becomes b'x'")
 def test_sqlite_column_without_a_type_keeps_its_values(litesrc: SqliteSource) -> None:
-    litesrc.run("CREATE TABLE t (id INTEGER PRIMARY KEY, anything); INSERT INTO t VALUES (1, 42), (2, 'text'), (3, x'00ff'), (4, NULL);")
+    """A column declared without a type keeps what was written (SQLite's BLOB affinity): it is
+    VARCHAR, each number as its exact text (the integer 42 landed as the bytes b'42'); a blob in it is
+    quarantined, or with on_type_mismatch: text arrives as the literal x'…'."""
+    litesrc.run(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, anything); INSERT INTO t VALUES (1, 42), (2, 'text'), (3, x'00ff'), (4, NULL), (5, 1.5), (6, 0.1), (7, '');"
+        "CREATE VIEW v AS SELECT id, anything FROM t;"
+    )
     litesrc.sync()
-    values = dict(litesrc.raw("t").rows)
-    assert values[2] == "text" and values[1] in (42, "42")
+    expected = {1: "42", 2: "text", 4: None, 5: "1.5", 6: "0.1", 7: ""}
+    assert litesrc.raw("t").types["anything"] == "VARCHAR" and litesrc.values() == expected == litesrc.values("v")
+    assert litesrc.quarantined() == {"id=3": ("anything", "x'00FF'", "expected text (declared VARCHAR), found blob")}
+    litesrc.with_text_columns()
+    litesrc.sync()
+    assert litesrc.values() == {**expected, 3: "x'00FF'"}
 
 
 @pytest.mark.parametrize(("declared", "value"), [("REAL", "'abc'"), ("DATE", "'soon'"), ("DATETIME", "'2024-01-01 25:00'")])
-@new_bug("a SQLite REAL or DATE column holding a value of another kind stops the sync with DuckDB's own message and exit 70")
 def test_sqlite_columns_holding_other_kinds_are_exact_or_refused(litesrc: SqliteSource, declared: str, value: str) -> None:
+    """They stopped the sync with DuckDB's own message, exit 70; now the row is quarantined with the
+    reason, or with on_type_mismatch: text the column syncs as the text it is."""
     litesrc.run(f"CREATE TABLE t (id INTEGER PRIMARY KEY, v {declared}); INSERT INTO t VALUES (1, {value}), (2, NULL);")
-    done = litesrc.try_sync()
-    if done.returncode != 0:
-        assert failed_clearly(done, "v"), done.stderr
-        return
-    assert dict(litesrc.raw("t").rows)[1] == value.strip("'")  # kept as the text it is
+    litesrc.sync()
+    assert litesrc.values() == {2: None}
+    column, original, message = litesrc.quarantined()["id=1"]
+    assert (column, original) == ("v", value.strip("'")) and message.startswith("expected ") and message.endswith(f"(declared {declared}), found text")
+    litesrc.with_text_columns()
+    litesrc.sync()
+    assert litesrc.values() == {1: value.strip("'"), 2: None}
 
 
 # --- generated rows: a table of every scalar type per engine (hypothesis) ------------------------------------------
@@ -792,6 +844,14 @@ def _replace_rows(run: Any, table: str, columns: int, rows: list[tuple[Any, ...]
         run(f"INSERT INTO {table} VALUES ({', '.join([mark] * (columns + 1))})", (i, *row))
 
 
+# -0.0 beside 0.0 in one column is DuckDB's own bug (test_duckdb_keeps_negative_zero_beside_zero): the
+# generated rows leave it to that test, or each run would find it again and spend minutes shrinking.
+
+
+def UNSIGNED_ZERO(v: float) -> float:  # noqa: N802 (read as a constant in the strategies)
+    return 0.0 if v == 0 else v
+
+
 PG_SCALARS = (
     "CREATE TABLE scalars (id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, n numeric(20,6), r real, d double precision, t text, b bytea,"
     " bo boolean, dd date, tz timestamptz, ts timestamp, u uuid, tags text[], nums bigint[], j jsonb, iv interval)"
@@ -801,7 +861,7 @@ pg_rows = st.lists(
     st.tuples(
         st.none() | st.integers(-(2**15), 2**15 - 1), st.none() | st.integers(-(2**31), 2**31 - 1), st.none() | st.integers(-(2**63), 2**63 - 1),
         st.none() | st.decimals(min_value=Decimal("-1e14") + 1, max_value=Decimal("1e14") - 1, places=6, allow_nan=False, allow_infinity=False),
-        st.none() | st.floats(width=32), st.none() | st.floats(), st.none() | TEXT, st.none() | st.binary(max_size=40), st.none() | st.booleans(),
+        st.none() | st.floats(width=32).map(UNSIGNED_ZERO), st.none() | st.floats().map(UNSIGNED_ZERO), st.none() | TEXT, st.none() | st.binary(max_size=40), st.none() | st.booleans(),
         st.none() | st.dates(), st.none() | st.datetimes(timezones=st.just(dt.UTC) | st.builds(lambda m: dt.timezone(dt.timedelta(minutes=m)), st.integers(-900, 900))),
         st.none() | st.datetimes(), st.none() | st.uuids(), st.none() | st.lists(st.none() | TEXT, max_size=4), st.none() | st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), max_size=4),
         st.none() | json_values, st.none() | st.timedeltas(min_value=dt.timedelta(days=-10**6), max_value=dt.timedelta(days=10**6)),
@@ -910,8 +970,12 @@ def test_sqlite_generated_rows_of_every_scalar_type(lite_scalars: SqliteSource, 
 
 
 @pytest.mark.postgres
-@new_bug('the single-byte "char" type loses a space: \' \' lands in raw as \'\' (a sibling of issue #15\'s char(n) padding)')
 def test_postgres_single_byte_char_keeps_a_space(pgsrc: PgSource) -> None:
-    pg_schema(pgsrc, 'CREATE TABLE t (id int PRIMARY KEY, c "char"); INSERT INTO t VALUES (1, \' \'), (2, \'x\'), (3, NULL);')
+    """The single-byte "char" (the scanner read ' ' as ''), a domain over it and an array of it."""
+    pg_schema(pgsrc, (
+        'CREATE DOMAIN flag AS "char"; CREATE TABLE t (id int PRIMARY KEY, c "char", f flag, a "char"[]);'
+        "INSERT INTO t VALUES (1, ' ', ' ', '{\" \",x,NULL}'), (2, 'x', 'y', '{}'), (3, NULL, NULL, NULL);"
+    ))  # fmt: skip
     pgsrc.sync()
     pgsrc.assert_conforms()
+    assert {r[0]: r[1:] for r in cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["t"].rows}[1] == (" ", " ", [" ", "x", None])

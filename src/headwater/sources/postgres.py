@@ -44,7 +44,7 @@ SELECT c.relname, c.relkind, c.relispopulated, greatest(c.reltuples, 0)::bigint 
        a.attname, format_type(a.atttypid, a.atttypmod) AS type_text,
        t.typtype, t.typcategory, coalesce(bt.typname, t.typname) AS base_type,
        CASE WHEN a.atttypmod > 0 THEN a.atttypmod ELSE -1 END AS typmod,
-       coalesce(et.typname, '') AS element_type,
+       coalesce(et.typname, '') AS element_type, a.attndims AS dimensions,
        coalesce(array_position(pk.indkey::int2[], a.attnum) - array_lower(pk.indkey::int2[], 1) + 1, 0) AS key_position,
        EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum AND i.indpred IS NULL AND i.indisvalid) AS leads_index
 FROM pg_catalog.pg_class c
@@ -193,12 +193,12 @@ class PostgresSource(SqlSource):
         rows = self.query(con, _CATALOG.format(schema=_pg_literal(self.settings.schema_)))
         tables: dict[str, TableInfo] = {}
         keys: dict[str, list[tuple[int, str]]] = {}
-        raw: dict[str, list[tuple[str, str, str, str, str, int, str]]] = {}
+        raw: dict[str, list[tuple[str, str, str, str, str, int, str, int]]] = {}
         kinds: dict[str, tuple[str, int]] = {}
         indexed: dict[str, list[str]] = {}
         identities: dict[str, str] = {}
         unpopulated: set[str] = set()
-        for relname, relkind, populated, estimated, identity, attname, type_text, typtype, typcategory, base_type, typmod, element_type, key_position, leads_index in rows:
+        for relname, relkind, populated, estimated, identity, attname, type_text, typtype, typcategory, base_type, typmod, element_type, dimensions, key_position, leads_index in rows:
             if names is not None and relname not in names:
                 continue
             if not populated:
@@ -207,7 +207,7 @@ class PostgresSource(SqlSource):
             identities[relname] = identity
             if leads_index:
                 indexed.setdefault(relname, []).append(attname)
-            raw.setdefault(relname, []).append((attname, type_text, typtype, typcategory, base_type, typmod, element_type))
+            raw.setdefault(relname, []).append((attname, type_text, typtype, typcategory, base_type, typmod, element_type, dimensions))
             if key_position:
                 keys.setdefault(relname, []).append((key_position, attname))
         for relname, columns in raw.items():
@@ -221,7 +221,7 @@ class PostgresSource(SqlSource):
             tables[relname].identity = identities[relname]
         return tables
 
-    def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str]], key: list[str]) -> TableInfo:
+    def _table(self, con: duckdb.DuckDBPyConnection, name: str, relkind: str, estimated: int, columns: list[tuple[str, str, str, str, str, int, str, int]], key: list[str]) -> TableInfo:
         exprs = {c[0]: self._read_expr(*c) for c in columns}
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
         try:
@@ -231,7 +231,7 @@ class PostgresSource(SqlSource):
             return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
         duck = {r[0]: r[1] for r in described}
         out: list[Column] = []
-        for attname, type_text, typtype, _cat, base_type, _typmod, _elem in columns:
+        for attname, type_text, typtype, _cat, base_type, _typmod, _elem, _dims in columns:
             duck_type = duck[attname]
             convert = "CAST({c} AS {t})"
             zone = None
@@ -243,6 +243,9 @@ class PostgresSource(SqlSource):
             if scanned == "TIMESTAMP" and self.settings.timezone:
                 duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
                 convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
+            elif scanned == "TIMESTAMP[]" and self.settings.timezone:  # each element as the scalars are: that zone's local time
+                duck_type = "TIMESTAMPTZ[]"
+                convert = f"list_transform(CAST({{c}} AS TIMESTAMP[]), x -> timezone({ql(self.settings.timezone)}, x))"
             if scanned in ("TIMESTAMP", "TIMESTAMPTZ"):
                 convert = unfit(convert, _WRAPPED.format(v="{c}"), name, attname, "a timestamp after 294247-01-10 (DuckDB's last)")
             elif scanned in ("TIMESTAMP[]", "TIMESTAMPTZ[]"):
@@ -253,24 +256,31 @@ class PostgresSource(SqlSource):
         candidates = [c.name for c in out if c.name.lower() in _CURSOR_NAMES and normalise(c.type) in _CURSOR_TYPES]
         info = TableInfo(name, out, key, candidates, kind, estimated or None, tracks_transactions=kind in ("table", "partitioned"), read_exprs=exprs)
         info.parallel_ok = None if kind == "table" else False  # asked when a whole-table read needs it
-        guards = [self._nan_guard(name, attname, key) for attname, _t, typtype, _c, base_type, typmod, _e in columns if _holds_nan(typtype, base_type, typmod)]
-        self._guards[name] = (" AND ".join(guards), {c[0] for c in columns if _holds_nan(c[2], c[4], c[5])})
+        guards = {c[0]: guard for c in columns if (guard := _guard(*c[1:6], c[7])) is not None}
+        self._guards[name] = (" AND ".join(self._guard_sql(name, column, key, relkind, *guard) for column, guard in guards.items()), set(guards))
         return info
 
-    def _nan_guard(self, table: str, column: str, key: list[str]) -> str:
+    def _guard_sql(self, table: str, column: str, key: list[str], relkind: str, condition: str, holds: str) -> str:
         """A PostgreSQL condition, true for every row, that instead raises an error naming the table,
-        column and key on a row whose ``column`` is NaN: numeric(p,s) may hold NaN, DuckDB's DECIMAL
-        cannot, and the scanner reads it as 0. (PostgreSQL has no function that raises in plain SQL,
+        column and key on a row where ``condition`` (over ``{c}``) holds: a value the scanner would
+        read as another one (NaN in numeric(p,s) as 0) or cannot read at all (an array of more
+        dimensions than its column declares). (PostgreSQL has no function that raises in plain SQL,
         and a read-only role cannot create one: the message is cast to boolean, which fails quoting it.
-        It depends on the row, so the planner cannot fold it in advance.)"""
+        It depends on the row, so the planner cannot fold it in advance.) A row without a key is
+        named by its ctid, or in a view (which has none) by its whole text."""
         col = self.quote(column)
-        keys = " || ', ' || ".join(f"{_pg_literal(k + '=')} || coalesce({self.quote(k)}::text, 'NULL')" for k in key) or "ctid::text"
-        message = f"{_pg_literal(f'{UNFIT_MARK}column {table}.{column} (key ')} || {keys} || ') holds NaN (not a number)'"
-        return f"CASE WHEN {col} = 'NaN' THEN ({message})::boolean ELSE true END"
+        whole = "ctid::text" if relkind in ("r", "p", "m") else f"{self.quote(table)}::text"
+        keys = " || ', ' || ".join(f"{_pg_literal(k + '=')} || coalesce({self.quote(k)}::text, 'NULL')" for k in key) or whole
+        message = f"{_pg_literal(f'{UNFIT_MARK}column {table}.{column} (key ')} || {keys} || {_pg_literal(') holds ' + holds)}"
+        return f"CASE WHEN {condition.format(c=col)} THEN ({message})::boolean ELSE true END"
 
-    def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str) -> str:
+    def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str, dimensions: int) -> str:
         """The SELECT expression that makes a column arrive unchanged (see the type table in docs/sync.md)."""
         col = self.quote(attname)
+        if typcategory == "A" and dimensions > 1:
+            return f"{col}::text"  # declared int[][]: the scanner's query reads only one dimension; PostgreSQL's own text of the array
+        if base_type == "char":
+            return f"{col}::text"  # the single-byte "char" (or a domain over it): the scanner reads ' ' as ''
         if base_type == "bpchar" and typtype != "d" and typmod > 4:
             return f"rpad({col}::text, {typmod - 4})"  # ::text (and the scanner) drop char(n)'s padding; rpad puts it back
         if element_type == "bpchar" and typmod > 4:  # char(n)[]: each element padded, in order
@@ -404,6 +414,19 @@ class _CopyCounter:
 
     def close(self) -> None:
         self.probe.close()
+
+
+def _guard(type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, dimensions: int) -> tuple[str, str] | None:
+    """The condition (over ``{c}``) on a value of this column that raw cannot hold as read, and what
+    such a value is, for the message; None when every value arrives exactly."""
+    if _holds_nan(typtype, base_type, typmod):
+        return "{c} = 'NaN'", "NaN (not a number)"
+    if typcategory == "A" and dimensions <= 1:
+        return (
+            "array_ndims({c}) > 1",
+            f"an array of more than one dimension in a column declared with one (declared {type_text}[] it syncs as PostgreSQL's text of the array)",
+        )
+    return None
 
 
 def _holds_nan(typtype: str, base_type: str, typmod: int) -> bool:

@@ -238,10 +238,15 @@ class _SourceColumn:
 def _duck_type(declared: str, scanned: str) -> str:
     """Raw's type: DuckDB's sqlite extension's (from the declaration's affinity: BIGINT, DOUBLE, DATE,
     TIMESTAMP, VARCHAR, BLOB), except that NUMERIC(p,s)/DECIMAL(p,s) with p <= 38 are DECIMAL(p,s),
-    as from PostgreSQL and MySQL (the extension would give DOUBLE)."""
+    as from PostgreSQL and MySQL (the extension would give DOUBLE), and that a column declared without
+    a type is VARCHAR: SQLite keeps its values as they were written (numbers as numbers, text as
+    text), and the extension's BLOB would turn 42 into the bytes b'42'. Blobs in such a column do not
+    fit (`_misfit`): quarantined, or the column read as text (blobs as x'…')."""
     match = _DECLARED_DECIMAL.match(declared)
     if match and 1 <= int(match.group(1)) <= 38 and int(match.group(2) or 0) <= int(match.group(1)):
         return f"DECIMAL({int(match.group(1))},{int(match.group(2) or 0)})"
+    if not declared.strip() and scanned == "BLOB":
+        return "VARCHAR"
     return scanned
 
 
@@ -308,12 +313,12 @@ def _read(c: str, duck_type: str, as_text: bool = False) -> str:
 
 
 def _as_text(c: str) -> str:
-    """A value as text, exactly: a real as SQLite writes it (15 digits), or with 17 digits, when that
-    reads back as the same double, else with 21; a blob as the literal x'…'."""
+    """A value as text, exactly: an integer in decimal, a real as SQLite writes it (15 digits), or
+    with 17 digits, when that reads back as the same double, else with 21; a blob as the literal x'…'."""
     return (
         f"CASE typeof({c}) WHEN 'real' THEN CASE WHEN CAST(CAST({c} AS TEXT) AS REAL) = {c} THEN CAST({c} AS TEXT) "
         f"WHEN CAST(printf('%!.17g', {c}) AS REAL) = {c} THEN printf('%!.17g', {c}) ELSE printf('{_EXACT_REAL}', {c}) END "
-        f"WHEN 'blob' THEN 'x''' || hex({c}) || '''' ELSE {c} END"
+        f"WHEN 'blob' THEN 'x''' || hex({c}) || '''' ELSE CAST({c} AS TEXT) END"
     )
 
 

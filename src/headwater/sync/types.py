@@ -2,8 +2,8 @@
 
 A raw column keeps its type while the source's new type fits in it (the source narrowed, e.g.
 BIGINT → INTEGER); it is widened when the new type holds every old value (INTEGER → BIGINT,
-DECIMAL(10,2) → DECIMAL(12,2), anything → VARCHAR); any other change is incompatible and stops the
-sync of that table with an error, keeping its rows.
+DECIMAL(10,2) → DECIMAL(12,2), anything but a list → VARCHAR); any other change is incompatible and
+stops the sync of that table with an error, keeping its rows.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def normalise(duck_type: str) -> str:
 def holds(outer: str, inner: str) -> bool:
     """Can a column of type ``outer`` hold every value of type ``inner`` without loss?"""
     outer, inner = normalise(outer), normalise(inner)
-    if outer == inner or outer in _TEXT:
-        return True
+    if outer == inner or (outer in _TEXT and not inner.endswith("[]")):
+        return True  # a list is not text: DuckDB's cast writes [1, 2] where the source reads {1,2}
     if outer.endswith("[]") or inner.endswith("[]"):
         return outer.endswith("[]") and inner.endswith("[]") and holds(outer[:-2], inner[:-2])
     inner = _UINTS.get(inner, inner)
