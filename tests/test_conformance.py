@@ -7,14 +7,14 @@ The first sync of each engine's schema is `headwater sync` itself, in a process 
 syncs take the same code path in this process (`conformance.sync_in_process`), which is seconds
 cheaper per sync.
 
-Tests marked xfail(strict=True) wait for a known bug of issue #15 fixed on another branch (`known`):
-when the fix merges they XPASS, which fails, and the marker is removed. A bug this suite finds gets
-such a marker too until it is fixed.
+A bug this suite finds and that is not fixed yet is marked xfail(strict=True) with its reason: once
+fixed it XPASSes, which fails, and the marker goes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -28,13 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
-
-KNOWN = "issue #15: {} — fixed on another branch"
-
-
-def known(item: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=KNOWN.format(item))
-
 
 def failed_clearly(done: Any, *words: str) -> bool:
     """A refusal the issue accepts: a non-zero exit that is not 70 (a bug), with a message naming the problem."""
@@ -268,7 +261,7 @@ def test_postgres_inet_host_addresses_arrive_in_their_text_form(pgsrc: PgSource)
     assert raw[2][5] == "10.1.2.3"
 
 
-# --- PostgreSQL: known bugs of issue #15 (fixed on other branches) --------------------------------------------
+# --- PostgreSQL: the items of issue #15 -------------------------------------------------------------------------
 
 
 def pg_schema(source: PgSource, ddl: str) -> None:
@@ -276,7 +269,6 @@ def pg_schema(source: PgSource, ddl: str) -> None:
 
 
 @pytest.mark.postgres
-@known("attached partitions losing rows (xmin)")
 def test_postgres_partition_attached_between_syncs_brings_its_rows(pgsrc: PgSource) -> None:
     """Rows of a table attached as a partition were written by old transactions: reading the parent
     by transaction ids alone misses them."""
@@ -293,20 +285,14 @@ def test_postgres_partition_attached_between_syncs_brings_its_rows(pgsrc: PgSour
 
 
 @pytest.mark.postgres
-@known("declared non-unique keys")
 def test_postgres_declared_key_that_is_not_unique_is_refused_or_kept_exact(pgsrc: PgSource) -> None:
     """A primary_key override naming columns whose values repeat: raw must not end up with rows the
     source no longer has (here: one of two rows sharing a key deleted), nor lose any."""
     pg_schema(pgsrc, "CREATE TABLE k (kind text, v int); INSERT INTO k VALUES ('a', 1), ('a', 2), ('b', 3);")
     cf.write_project(pgsrc.project, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {PG_SCHEMA}\noverrides:\n  k: {{primary_key: [kind]}}"})
-    first = pgsrc.try_sync()
-    pgsrc.run("DELETE FROM \"{s}\".k WHERE v = 1")
-    second = pgsrc.try_sync()
-    if first.returncode or second.returncode:
-        assert failed_clearly(first if first.returncode else second, "k", "kind"), first.stdout + first.stderr + second.stdout + second.stderr
-        return
-    raw = cf.read_raw(cf.warehouse_of(pgsrc.project), "app", temporal_as_text=True)["k"].rows
-    assert sorted(raw) == [("a", 2), ("b", 3)]
+    first = pgsrc.try_sync()  # docs/sync.md: the table fails naming the key and a duplicate value
+    assert first.returncode == 2 and failed_clearly(first, "k", "kind", "'a'"), first.stdout + first.stderr
+    assert "k" not in pgsrc.raw_tables()
 
 
 @pytest.mark.postgres
@@ -335,7 +321,6 @@ def test_postgres_char_n_keeps_its_padding(pgsrc: PgSource) -> None:
 
 
 @pytest.mark.postgres
-@known("materialized views WITH NO DATA crashing the sync")
 def test_postgres_materialized_view_with_no_data_does_not_stop_the_sync(pgsrc: PgSource) -> None:
     """An unpopulated materialized view cannot be read; the sync goes on with every other table
     (the view: no rows, or left out with a note), and brings its rows once it is refreshed."""
@@ -353,7 +338,6 @@ def test_postgres_materialized_view_with_no_data_does_not_stop_the_sync(pgsrc: P
 
 
 @pytest.mark.postgres
-@known("schema names with a dash refused")
 def test_postgres_schema_with_a_dash_syncs(fresh_pg_database: str, tmp_path: Path) -> None:
     source = PgSource(fresh_pg_database, tmp_path / "project", "conf-dash")
     try:
@@ -365,13 +349,21 @@ def test_postgres_schema_with_a_dash_syncs(fresh_pg_database: str, tmp_path: Pat
 
 
 @pytest.mark.postgres
-@known("tables dropped at the source lingering in raw")
-def test_postgres_table_dropped_at_the_source_leaves_raw(pgsrc: PgSource) -> None:
+def test_postgres_table_dropped_at_the_source_is_reported_then_pruned(pgsrc: PgSource) -> None:
     pg_schema(pgsrc, "CREATE TABLE keep (id int PRIMARY KEY); CREATE TABLE gone (id int PRIMARY KEY); INSERT INTO gone VALUES (1);")
     pgsrc.sync()
     pgsrc.run('DROP TABLE "{s}".gone')
-    pgsrc.sync()
-    assert pgsrc.raw_tables() == {"keep"}
+    assert_dropped_table_is_reported_then_pruned(pgsrc.project, pgsrc.env, pgsrc.raw_tables)
+
+
+def assert_dropped_table_is_reported_then_pruned(project: Path, env: dict[str, str], raw_tables: Any) -> None:
+    """docs/sync.md, "Tables gone from the source": a sync keeps the raw table and says so (mode
+    stale, naming --prune); `headwater sync --prune` drops it."""
+    reported = cf.sync(project, "app", "--json", env=env)
+    stale = [t for t in json.loads(reported.stdout)["sources"]["app"] if t["table"] == "gone"]
+    assert raw_tables() == {"keep", "gone"} and stale and stale[0]["mode"] == "stale", reported.stdout
+    cf.sync(project, "app", "--prune", env=env)
+    assert raw_tables() == {"keep"}
 
 
 @pytest.mark.postgres
@@ -629,13 +621,11 @@ def test_mariadb_decimals_hold_their_widest_values(mysrc: MySource) -> None:
 
 
 @pytest.mark.mysql
-@known("tables dropped at the source lingering in raw")
-def test_mariadb_table_dropped_at_the_source_leaves_raw(mysrc: MySource) -> None:
+def test_mariadb_table_dropped_at_the_source_is_reported_then_pruned(mysrc: MySource) -> None:
     mysrc.run("CREATE TABLE keep (id INT PRIMARY KEY)", "CREATE TABLE gone (id INT PRIMARY KEY)", "INSERT INTO gone VALUES (1)")
     mysrc.sync()
     mysrc.run("DROP TABLE gone")
-    mysrc.sync()
-    assert mysrc.raw_tables() == {"keep"}
+    assert_dropped_table_is_reported_then_pruned(mysrc.project, mysrc.env, mysrc.raw_tables)
 
 
 # --- SQLite -----------------------------------------------------------------------------------------------------
@@ -772,13 +762,11 @@ def test_sqlite_numeric_with_precision_and_scale_is_a_decimal(litesrc: SqliteSou
     litesrc.assert_conforms()  # DECIMAL(10,2) and DECIMAL(5,4), each value exact at its scale
 
 
-@known("tables dropped at the source lingering in raw")
-def test_sqlite_table_dropped_at_the_source_leaves_raw(litesrc: SqliteSource) -> None:
+def test_sqlite_table_dropped_at_the_source_is_reported_then_pruned(litesrc: SqliteSource) -> None:
     litesrc.run("CREATE TABLE keep (id INTEGER PRIMARY KEY); CREATE TABLE gone (id INTEGER PRIMARY KEY); INSERT INTO gone VALUES (1);")
     litesrc.sync()
     litesrc.run("DROP TABLE gone;")
-    litesrc.sync()
-    assert set(cf.read_raw(cf.warehouse_of(litesrc.project), "app", temporal_as_text=False)) == {"keep"}
+    assert_dropped_table_is_reported_then_pruned(litesrc.project, {}, lambda: set(cf.read_raw(cf.warehouse_of(litesrc.project), "app", temporal_as_text=False)))
 
 
 # --- SQLite: siblings of issue #15's SQLite items found here ---------------------------------------------------
