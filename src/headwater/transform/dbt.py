@@ -28,7 +28,7 @@ os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 @dataclass(frozen=True)
 class NodeResult:
     name: str
-    resource_type: str  # model | test | seed | snapshot
+    resource_type: str  # model | test | unit_test | seed | snapshot | function | exposure | saved_query
     status: str  # success | error | pass | fail | warn | skipped
     seconds: float
     path: str  # models/marts/flake_rate_weekly.sql
@@ -37,6 +37,7 @@ class NodeResult:
     failures: int | None = None
     rows: int | None = None  # rows in a built model's relation
     severity: str | None = None  # tests: "error" or "warn", from the test's config
+    diff: str | None = None  # a failed unit test: dbt's diff of actual against expected rows (daff's CSV)
 
 
 @dataclass
@@ -156,20 +157,44 @@ _NOISY_EVENTS = {"LogStartLine", "MainReportVersion", "AdapterRegistered", "Foun
 
 
 def _node_result(result: Any) -> NodeResult:
+    """One result of ``dbt build``, whatever its node: models, seeds, snapshots, data and unit tests,
+    functions, exposures and saved queries all come back here, and only tests have a severity and
+    only data tests a stored-failures table, so nothing but the name and type is taken for granted."""
     node = result.node
+    kind = str(node.resource_type)
+    status = str(result.status)
     failures = getattr(result, "failures", None)
+    text = str(result.message) if result.message and status in ("error", "fail", "warn") else None
+    diff = _unit_test_diff(text) if kind == "unit_test" and status == "fail" else None
     return NodeResult(
         name=node.name,
-        resource_type=str(node.resource_type),
-        status=str(result.status),
-        seconds=round(float(result.execution_time or 0), 3),
-        path=str(node.original_file_path),
-        # for tests this is the table dbt stored the failing rows in (--store-failures)
-        relation=getattr(node, "relation_name", None),
-        message=_first_line(result.message) if result.message and str(result.status) in ("error", "fail", "warn") else None,
+        resource_type=kind,
+        status=status,
+        seconds=round(float(getattr(result, "execution_time", 0) or 0), 3),
+        path=str(getattr(node, "original_file_path", "") or ""),
+        # data tests: the table dbt stored the failing rows in (--store-failures); unit tests store none
+        relation=None if kind == "unit_test" else getattr(node, "relation_name", None),
+        message="actual differs from expected" if diff else _first_line(text) if text else None,
         failures=int(failures) if failures is not None else None,
-        severity=str(node.config.severity).lower() if str(node.resource_type) in ("test", "unit_test") else None,
+        severity=_severity(node) if kind in ("test", "unit_test") else None,
+        diff=diff,
     )
+
+
+def _severity(node: Any) -> str:
+    """A data test's configured severity; unit tests have none in dbt (a failure is always an error)."""
+    return str(getattr(node.config, "severity", None) or "error").lower()
+
+
+UNIT_TEST_DIFF_LINES = 60
+
+
+def _unit_test_diff(message: str) -> str | None:
+    """The table of a failed unit test's message: dbt renders it after "actual differs from expected:"
+    as daff's CSV-like diff (a marker column, then the model's columns)."""
+    _, found, rest = message.partition("differs from expected:")
+    lines = [line for line in rest.strip("\n").splitlines() if line.strip()] if found else []
+    return "\n".join(lines[: UNIT_TEST_DIFF_LINES + 1]) or None
 
 
 def _first_line(text: str) -> str:

@@ -1,0 +1,195 @@
+"""dbt projects as people write them, run for real: unit tests, every kind of node `dbt build`
+yields, packages, seeds read through source(), projects without a marts folder.
+
+Each project is declared as a dict of files (the shape of dbt's own functional tests) on top of
+`headwater init`'s scaffold, and runs the whole pipeline in-process against a real dbt and DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from headwater.config import LoadedProject, load_project
+from headwater.errors import RunFailed
+from headwater.orchestrate import open_system_db, run_pipeline
+from headwater.orchestrate.history import get_run, recent_runs
+from headwater.scaffold import init_project
+from headwater.warehouse import Warehouse
+
+
+def make_project(root: Path, files: dict[str, str]) -> LoadedProject:
+    """`headwater init`'s project (named shop) with ``files`` written over it, dedented."""
+    init_project(root, "shop")
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return load_project(root)
+
+
+def last_run(project: LoadedProject):  # noqa: ANN201 - headwater.system.Run
+    db = open_system_db(project)
+    try:
+        latest = recent_runs(db, project.config.name, 1)[0]
+        return get_run(db, project.config.name, latest.id)
+    finally:
+        db.close()
+
+
+def build_nodes(run) -> dict[str, dict]:  # noqa: ANN001
+    step = next(s for s in run.steps if s.name == "dbt:build")
+    return {n["name"]: n for n in json.loads(step.detail)["nodes"]}
+
+
+def snapshot_name(project: LoadedProject) -> str | None:
+    snapshot = Warehouse(project.root, project.config.warehouse).current_snapshot()
+    return snapshot.name if snapshot else None
+
+
+# --- unit tests ----------------------------------------------------------------------------------
+
+ORDERS = {
+    "seeds/orders.csv": """
+        order_id,amount
+        1,10
+        2,25
+        3,40
+        """,
+    "models/staging/stg_orders.sql": """
+        select order_id, amount from {{ ref('orders') }}
+        """,
+    "models/marts/order_sizes.sql": """
+        select order_id, case when amount >= 25 then 'large' else 'small' end as size
+        from {{ ref('stg_orders') }}
+        """,
+    "models/marts/_marts.yml": """
+        unit_tests:
+          - name: sizes_split_at_25
+            model: order_sizes
+            given:
+              - input: ref('stg_orders')
+                rows: [{order_id: 1, amount: 24}, {order_id: 2, amount: 25}]
+            expect:
+              rows: [{order_id: 1, size: small}, {order_id: 2, size: large}]
+        """,
+}
+
+
+@pytest.fixture
+def orders(tmp_path: Path) -> LoadedProject:
+    return make_project(tmp_path / "shop", ORDERS)
+
+
+def test_passing_failing_and_skipped_unit_tests(orders: LoadedProject) -> None:
+    project = orders
+    outcome = run_pipeline(project)
+    assert outcome.published == {"order_sizes": 3}
+    run = last_run(project)
+    assert [(c.name, c.kind, c.status, c.severity) for c in run.checks] == [("sizes_split_at_25", "dbt_test", "pass", "error")]
+    assert build_nodes(run)["sizes_split_at_25"]["resource_type"] == "unit_test"
+    published = snapshot_name(project)
+
+    # the model changes its rule: the unit test fails with dbt's diff, the run fails, nothing is published
+    model = project.root / "models" / "marts" / "order_sizes.sql"
+    model.write_text(model.read_text().replace("amount >= 25", "amount > 25"))
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert "unit_test sizes_split_at_25: actual differs from expected" in failure.value.render()
+    assert snapshot_name(project) == published
+    run = last_run(project)
+    [check] = run.checks
+    assert (check.status, check.severity) == ("fail", "error")
+    assert "differs from the rows the test expects" in check.message and "models/marts/_marts.yml" in check.message
+    sample = json.loads(check.sample)
+    assert sample["columns"] == ["diff", "order_id", "size"]
+    assert sorted(sample["rows"]) == [["changed", "2", "large→small"], ["same", "1", "small"]]
+    assert build_nodes(run)["order_sizes"]["status"] == "skipped"  # dbt builds no model whose unit test failed
+
+    # an upstream model breaks: dbt skips the unit test, recorded as an error (unchecked), never a pass
+    model.write_text(model.read_text().replace("amount > 25", "amount >= 25"))
+    (project.root / "models" / "staging" / "stg_orders.sql").write_text("select order_id, amount from no_such_table")
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert "model stg_orders" in failure.value.render()
+    assert snapshot_name(project) == published
+    run = last_run(project)
+    [check] = run.checks
+    assert (check.name, check.status, check.severity) == ("sizes_split_at_25", "error", "error")
+    assert "skipped" in check.message
+    assert build_nodes(run)["sizes_split_at_25"]["status"] == "skipped"
+
+
+def test_every_kind_of_node_dbt_build_yields(tmp_path: Path) -> None:
+    """Seeds, snapshots, data and unit tests, a function (UDF), an exposure, a saved query over a
+    semantic model and metric, and an analysis (parsed, never built): one successful run."""
+    files = {
+        "seeds/people.csv": "id,name\n1,ana\n2,bo\n",
+        "models/marts/people_mart.sql": "select id, {{ function('double_it') }}(id) as twice, name from {{ ref('people') }}\n",
+        "models/marts/time_spine.sql": "select cast(range as date) as date_day from range(date '2026-01-01', date '2026-02-01', interval 1 day)\n",
+        "models/marts/_marts.yml": """
+            models:
+              - name: time_spine
+                time_spine: {standard_granularity_column: date_day}
+                columns: [{name: date_day, granularity: day}]
+              - name: people_mart
+                columns: [{name: id, data_tests: [unique]}]
+            unit_tests:
+              - name: twice_doubles
+                model: people_mart
+                given: [{input: ref('people'), rows: [{id: 5, name: x}]}]
+                expect: {rows: [{id: 5, twice: 10, name: x}]}
+            semantic_models:
+              - name: people_sm
+                model: ref('people_mart')
+                defaults: {agg_time_dimension: joined_day}
+                entities: [{name: person, type: primary, expr: id}]
+                dimensions: [{name: joined_day, type: time, expr: "date '2026-01-05'", type_params: {time_granularity: day}}]
+                measures: [{name: people_count, agg: count, expr: id}]
+            metrics:
+              - {name: people_total, label: People, type: simple, type_params: {measure: people_count}}
+            saved_queries:
+              - name: people_by_day
+                query_params: {metrics: [people_total], group_by: ["TimeDimension('person__joined_day', 'day')"]}
+            exposures:
+              - {name: board_report, type: dashboard, owner: {email: a@example.org}, depends_on: ["ref('people_mart')"]}
+            """,
+        "functions/double_it.sql": "x * 2\n",
+        "functions/_functions.yml": """
+            functions:
+              - {name: double_it, arguments: [{name: x, data_type: integer}], returns: {data_type: integer}}
+            """,
+        # DuckDB has no CREATE FUNCTION ... LANGUAGE SQL: the project makes its functions macros
+        "macros/duckdb_functions.sql": """
+            {% macro duckdb__scalar_function_sql(target_relation) %}
+            create or replace macro {{ target_relation.render() }}({% for a in model.arguments %}{{ a.name }}{{ ", " if not loop.last }}{% endfor %}) as ({{ model.compiled_code }})
+            {% endmacro %}
+            """,
+        "snapshots/people_snap.yml": """
+            snapshots:
+              - {name: people_snap, relation: ref('people'), config: {unique_key: id, strategy: check, check_cols: all, schema: snapshots}}
+            """,
+        "analyses/adhoc.sql": "select count(*) from {{ ref('people_mart') }}\n",
+    }
+    project = make_project(tmp_path / "shop", files)
+    outcome = run_pipeline(project)
+    assert outcome.published == {"people_mart": 2, "time_spine": 31}
+    nodes = build_nodes(last_run(project))
+    kinds = {n["resource_type"]: n["status"] for n in nodes.values()}
+    assert kinds == {
+        "seed": "success",
+        "snapshot": "success",
+        "model": "success",
+        "test": "pass",
+        "unit_test": "pass",
+        "function": "success",
+        "exposure": "no-op",
+        "saved_query": "no-op",
+    }
+    assert nodes["people"]["rows"] == 2 and nodes["people_snap"]["rows"] == 2
+    assert "adhoc" not in nodes
+    checks = {c.name: c.status for c in last_run(project).checks}
+    assert checks == {"unique_people_mart_id": "pass", "twice_doubles": "pass"}
