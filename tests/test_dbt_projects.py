@@ -193,3 +193,94 @@ def test_every_kind_of_node_dbt_build_yields(tmp_path: Path) -> None:
     assert "adhoc" not in nodes
     checks = {c.name: c.status for c in last_run(project).checks}
     assert checks == {"unique_people_mart_id": "pass", "twice_doubles": "pass"}
+
+
+# --- packages -----------------------------------------------------------------------------------
+
+TINY_PACKAGE = {
+    "dbt_project.yml": "name: tiny_utils\nversion: '1.0'\nconfig-version: 2\nmacro-paths: [macros]\n",
+    "macros/cents.sql": "{% macro to_cents(column) %}cast(round({{ column }} * 100) as integer){% endmacro %}\n",
+}
+
+USES_PACKAGE = {
+    "seeds/prices.csv": "item,price\npen,1.25\nbook,12.5\n",
+    "models/marts/prices_in_cents.sql": "select item, {{ tiny_utils.to_cents('price') }} as cents from {{ ref('prices') }}\n",
+}
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def deps_steps(project: LoadedProject) -> list[dict]:
+    return [json.loads(s.detail) for s in last_run(project).steps if s.name == "dbt:deps"]
+
+
+def test_local_package_is_installed_once_and_again_when_packages_change(tmp_path: Path) -> None:
+    write_files(tmp_path / "tiny_utils", TINY_PACKAGE)
+    project = make_project(tmp_path / "shop", {**USES_PACKAGE, "packages.yml": "packages:\n  - local: ../tiny_utils\n"})
+    outcome = run_pipeline(project)
+    assert outcome.published == {"prices_in_cents": 2}
+    assert deps_steps(project) == [{"packages": ["../tiny_utils (a local folder)"]}]
+    with Warehouse(project.root, project.config.warehouse).open_snapshot(Warehouse(project.root, project.config.warehouse).current_snapshot()) as con:
+        assert sorted(con.execute("select * from prices_in_cents").fetchall()) == [("book", 1250), ("pen", 125)]
+
+    run_pipeline(project)
+    assert deps_steps(project) == []  # installed, nothing changed: no dbt deps
+
+    # the declared set changes (dependencies.yml takes over): installed again, once
+    (project.root / "packages.yml").unlink()
+    (project.root / "dependencies.yml").write_text("packages:\n  - local: ../tiny_utils\n")
+    run_pipeline(project)
+    assert deps_steps(project) == [{"packages": ["../tiny_utils (a local folder)"]}]
+    run_pipeline(project)
+    assert deps_steps(project) == []
+
+    # the installed folder disappears: installed again
+    import shutil
+
+    shutil.rmtree(project.root / "dbt_packages")
+    run_pipeline(project)
+    assert len(deps_steps(project)) == 1
+
+
+def test_git_package_from_a_path_on_this_machine_needs_no_network(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = write_files(tmp_path / "tiny_utils_repo", TINY_PACKAGE)
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "tiny"]):
+        subprocess.run(["git", *command], cwd=repo, check=True)
+    project = make_project(tmp_path / "shop", {**USES_PACKAGE, "packages.yml": f"packages:\n  - git: {repo}\n    revision: main\n"})
+    assert run_pipeline(project).published == {"prices_in_cents": 2}
+    assert deps_steps(project) == [{"packages": [f"{repo} (from git)"]}]
+
+
+def test_hub_package_without_network_is_a_clear_user_error(tmp_path: Path) -> None:
+    """This machine reaches no package hub: the run stops before dbt build with exit 2, naming the
+    package and how to vendor it, and keeps packages installed before."""
+    import subprocess
+    import sys
+
+    write_files(tmp_path / "tiny_utils", TINY_PACKAGE)
+    project = make_project(tmp_path / "shop", {**USES_PACKAGE, "packages.yml": "packages:\n  - local: ../tiny_utils\n"})
+    run_pipeline(project)
+    published = snapshot_name(project)
+
+    (project.root / "packages.yml").write_text(
+        "packages:\n  - local: ../tiny_utils\n  - package: dbt-labs/dbt_utils\n    version: [\">=1.0.0\", \"<2.0.0\"]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "headwater.cli.main", "run"], cwd=project.root, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "NO_COLOR": "1"}
+    )
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    text = result.stdout + result.stderr
+    assert "Traceback" not in text
+    assert "dbt could not install dbt-labs/dbt_utils (from the dbt package hub): it needs the network" in text
+    assert "- local: vendor/<name>" in text and "dbt deps" in text
+    assert "tiny_utils" in [p.name for p in (project.root / "dbt_packages").iterdir()]  # the working install is kept
+    assert snapshot_name(project) == published
+    steps = {s.name: s.status for s in last_run(project).steps}
+    assert steps == {"dbt:deps": "failed"}

@@ -15,8 +15,8 @@ from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
 from headwater.publish import plan, publish, published_tables
 from headwater.orchestrate.sync import sync_sources
-from headwater.system import Run, SystemDB
-from headwater.transform import DbtProject, count_rows, describe_failure
+from headwater.system import Run, RunStep, SystemDB
+from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
 # Failures of the machine or the data files rather than of Headwater's code: reported as a failed run.
@@ -91,17 +91,14 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
+    if dbt.needs_packages():
+        with rec.step("dbt:deps") as step:
+            rec.set_detail(step, {"packages": dbt.install_packages(rec.log)})
+    if project.config.dbt.seed_first:
+        with rec.step("dbt:seed") as step:
+            _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec)
     with rec.step("dbt:build") as step:
-        result = dbt.build(pipeline.select, rec.log)
-        con = warehouse.connect_build()
-        try:
-            result = count_rows(result, con)
-            rec.record_checks(dbt_test_outcomes(result, con))
-        finally:
-            con.close()
-        rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
-        if not result.success:
-            raise describe_failure(result)
+        result = _record_dbt_result(dbt.build(pipeline.select, rec.log), step, warehouse, rec)
 
     con = warehouse.connect_build()
     try:
@@ -136,6 +133,20 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
         con.close()
     run = rec.finish("success", rows=rows, snapshot=warehouse.current_snapshot().name)  # type: ignore[union-attr]
     return RunOutcome(run, published)
+
+
+def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse, rec: RunRecorder) -> BuildResult:
+    """A dbt command's nodes (with their rows) as the step's detail and its tests as checks; raises when it failed."""
+    con = warehouse.connect_build()
+    try:
+        result = count_rows(result, con)
+        rec.record_checks(dbt_test_outcomes(result, con))
+    finally:
+        con.close()
+    rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
+    if not result.success:
+        raise describe_failure(result)
+    return result
 
 
 def _message(exc: BaseException) -> str:

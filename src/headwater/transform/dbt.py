@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,10 @@ import yaml
 
 from headwater.config.model import LoadedProject
 from headwater.errors import ConfigError, RunFailed
+from headwater.transform import packages
 from headwater.warehouse import Warehouse, extension_directory
+
+Log = Callable[[str, str], None]  # (level, message)
 
 # Read by dbt when it starts; set before dbt is imported anywhere in this process.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -110,18 +114,57 @@ class DbtProject:
             args += ["--select", select]
         return args
 
-    def build(self, select: str | None = None, log: Callable[[str, str], None] = lambda level, msg: None) -> BuildResult:
+    def build(self, select: str | None = None, log: Log = lambda level, msg: None) -> BuildResult:
         """``dbt build``: seeds, snapshots, models and their tests in dependency order. Failing tests keep
         their rows (--store-failures) so a run can show a sample of what failed."""
-        from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
+        return self._run_nodes([*self.args("build", select), "--store-failures"], log)
+
+    def seed(self, log: Log = lambda level, msg: None) -> BuildResult:
+        """``dbt seed``: every seed, before ``dbt build`` (``dbt.seed_first``). dbt orders a seed before a
+        model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
+        return self._run_nodes(self.args("seed"), log)
+
+    def needs_packages(self) -> bool:
+        return packages.needs_install(self.dir, self.work)
+
+    def install_packages(self, log: Log = lambda level, msg: None) -> list[str]:
+        """``dbt deps``; returns the packages, described. dbt empties the install folder before it
+        downloads anything, so the folder installed before is moved aside meanwhile and put back if
+        the install fails: a failed download never loses packages that worked."""
+        from dbt.cli.main import dbtRunner
+
+        declared = packages.declared_packages(self.dir)
+        target = packages.install_path(self.dir)
+        aside = target.with_name(target.name + ".headwater-previous")
+        shutil.rmtree(aside, ignore_errors=True)
+        if target.exists():
+            target.rename(aside)
+        args = self.args("deps")
+        del args[args.index("--target-path") : args.index("--target-path") + 2]  # deps compiles nothing and refuses it
+        errors: list[str] = []
+        forward = _forward_events(log)
 
         def on_event(event: Any) -> None:
-            info = event.info
-            if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
-                log(info.level, _DOTS.sub(" ", str(info.msg)).strip())
+            forward(event)
+            if event.info.level == "error" and event.info.msg:
+                errors.append(str(event.info.msg))
+
+        outcome = dbtRunner(callbacks=[on_event]).invoke(args)
+        if not outcome.success:
+            shutil.rmtree(target, ignore_errors=True)
+            if aside.exists():
+                aside.rename(target)
+            reason = str(outcome.exception) if outcome.exception is not None else " ".join(errors) or "dbt deps failed"
+            raise packages.deps_failed(self.dir, declared, _first_line(reason))
+        shutil.rmtree(aside, ignore_errors=True)
+        packages.record_install(self.dir, self.work)
+        return [packages.describe(p) for p in declared]
+
+    def _run_nodes(self, args: list[str], log: Log) -> BuildResult:
+        from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
 
         try:
-            outcome = dbtRunner(callbacks=[on_event]).invoke([*self.args("build", select), "--store-failures"])
+            outcome = dbtRunner(callbacks=[_forward_events(log)]).invoke(args)
         finally:
             _release_duckdb()
         if outcome.exception is not None:
@@ -152,8 +195,21 @@ def _release_duckdb() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
+def _forward_events(log: Log) -> Callable[[Any], None]:
+    """dbt's events to the run log. It must never raise: an exception in a callback kills a dbt
+    worker thread, and dbt then waits for it forever."""
+
+    def on_event(event: Any) -> None:
+        info = event.info
+        if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
+            log(info.level, _DOTS.sub(" ", str(info.msg)).strip())
+
+    return on_event
+
+
 _DOTS = re.compile(r"\s*\.{3,}\s*")
-_NOISY_EVENTS = {"LogStartLine", "MainReportVersion", "AdapterRegistered", "FoundStats", "ConcurrencyLine", "HooksRunning", "LogHookEndLine"}
+# dbt internals and chatter: a stack trace stays in dbt's own log (.headwater/dbt/logs), the error itself reaches the run log
+_NOISY_EVENTS = {"MainStackTrace", "LogStartLine", "MainReportVersion", "AdapterRegistered", "FoundStats", "ConcurrencyLine", "HooksRunning", "LogHookEndLine"}
 
 
 def _node_result(result: Any) -> NodeResult:
