@@ -284,3 +284,50 @@ def test_hub_package_without_network_is_a_clear_user_error(tmp_path: Path) -> No
     assert snapshot_name(project) == published
     steps = {s.name: s.status for s in last_run(project).steps}
     assert steps == {"dbt:deps": "failed"}
+
+
+# --- seeds read through source() ------------------------------------------------------------------
+
+SEED_AS_SOURCE = {
+    "seeds/countries.csv": "code,name\nde,Germany\nfr,France\nke,Kenya\n",
+    "models/staging/_reference__sources.yml": """
+        sources:
+          - name: reference
+            schema: main
+            tables: [{name: countries}]
+        """,
+    "models/marts/country_names.sql": "select code, upper(name) as name from {{ source('reference', 'countries') }}\n",
+}
+
+
+def test_seed_first_loads_seeds_that_models_read_through_source(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "shop", SEED_AS_SOURCE)
+    settings = project.root / "headwater.yml"
+    base = settings.read_text()
+    settings.write_text(base + "dbt:\n  threads: 1\n")  # one thread: dbt's order (the model first) is certain
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(load_project(project.root))
+    rendered = failure.value.render()
+    assert "does not exist" in rendered
+    assert "A model read the seed countries before dbt loaded it" in rendered and "seed_first: true" in rendered
+    assert snapshot_name(project) is None
+
+    settings.write_text(base + "dbt:\n  threads: 1\n  seed_first: true\n")
+    project = load_project(project.root)
+    outcome = run_pipeline(project)
+    assert outcome.published == {"country_names": 3}
+    run = last_run(project)
+    assert [(s.name, s.status) for s in run.steps] == [("dbt:seed", "success"), ("dbt:build", "success"), ("publish", "success")]
+    seeded = json.loads(run.steps[0].detail)["nodes"]
+    assert [(n["name"], n["resource_type"], n["status"], n["rows"]) for n in seeded] == [("countries", "seed", "success", 3)]
+    assert run.steps[0].rows == 3
+
+
+def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> None:
+    files = {**SEED_AS_SOURCE, "seeds/countries.csv": "code,name\nde,Germany\n", "seeds/_seeds.yml": "seeds:\n  - name: countries\n    config: {column_types: {code: integer}}\n"}
+    project = make_project(tmp_path / "shop", files)
+    (project.root / "headwater.yml").write_text((project.root / "headwater.yml").read_text() + "dbt:\n  seed_first: true\n")
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(load_project(project.root))
+    assert "seed countries" in failure.value.render()
+    assert [(s.name, s.status) for s in last_run(project).steps] == [("dbt:seed", "failed")]

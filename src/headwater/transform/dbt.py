@@ -264,11 +264,21 @@ def describe_failure(result: BuildResult) -> RunFailed:
     failed = result.failed()
     items = "; ".join(f"{n.resource_type} {n.name}: {n.message or n.status}" for n in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-    return RunFailed(
-        f"dbt build failed: {len(failed)} node(s) failed — published data was left as it was",
-        why=items + more,
-        fix="See the run's log (`headwater runs`), fix the model or the data, then run again.",
-    )
+    fix = "See the run's log (`headwater runs`), fix the model or the data, then run again."
+    if seeds := _seeds_read_too_early(result):
+        fix = (
+            f"A model read the seed {', '.join(seeds)} before dbt loaded it: dbt orders seeds first only for ref(). "
+            "Read it with ref('…'), or set `seed_first: true` under dbt: in headwater.yml (runs dbt seed before dbt build)."
+        )
+    return RunFailed(f"dbt build failed: {len(failed)} node(s) failed — published data was left as it was", why=items + more, fix=fix)
+
+
+def _seeds_read_too_early(result: BuildResult) -> list[str]:
+    """Seeds of this build that a failed model found missing (read through source() or a var, with no
+    ref() edge, so dbt ran the model before loading them)."""
+    seeds = {n.name for n in result.nodes if n.resource_type == "seed"}
+    missing = " ".join(n.message or "" for n in result.failed() if n.resource_type == "model" and "does not exist" in (n.message or ""))
+    return sorted(s for s in seeds if re.search(rf"\b{re.escape(s)}\b", missing))
 
 
 def count_rows(result: BuildResult, con: object) -> BuildResult:
