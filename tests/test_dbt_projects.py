@@ -331,3 +331,38 @@ def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> 
         run_pipeline(load_project(project.root))
     assert "seed countries" in failure.value.render()
     assert [(s.name, s.status) for s in last_run(project).steps] == [("dbt:seed", "failed")]
+
+
+# --- publishing a project without marts/ ----------------------------------------------------------
+
+
+def headwater(*args: str, cwd: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_nothing_to_publish_names_the_models_there_are_and_the_lines_to_write(tmp_path: Path) -> None:
+    files = {"models/customers.sql": "select 1 as customer_id\n", "models/staging/stg_orders.sql": "select 2 as order_id\n"}
+    project = make_project(tmp_path / "shop", files)
+    result = headwater("run", cwd=project.root)
+    assert result.returncode == 1, result.stderr
+    assert "Nothing to publish: no model matches the pipeline's publish list" in result.stderr
+    assert "this project has folders staging/; models at the top of models/: customers" in result.stderr
+    # the suggestion is printed as written (brackets are not console markup), and it works
+    suggestion = "pipelines:\n  default:\n    publish: [staging, customers]"
+    assert "Fix: Say what readers may see in headwater.yml" in result.stderr and suggestion in result.stderr
+    settings = project.root / "headwater.yml"
+    settings.write_text(settings.read_text().replace("pipelines: {}", suggestion))
+    assert run_pipeline(load_project(project.root)).published == {"customers": 1, "stg_orders": 1}
+
+
+def test_nothing_to_publish_in_a_project_without_models(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "shop", {})
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert failure.value.what == "Nothing to publish: the dbt project has no models"
+    assert "Write models" in failure.value.render()

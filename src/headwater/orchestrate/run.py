@@ -13,7 +13,7 @@ from headwater.errors import HeadwaterError, RunFailed, TransientFailure
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
-from headwater.publish import plan, publish, published_tables
+from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.orchestrate.sync import sync_sources
 from headwater.system import Run, RunStep, SystemDB
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
@@ -119,13 +119,10 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
                     )
 
         with rec.step("publish") as step:
-            publish_plan = plan(dbt.manifest_models(), result.nodes, pipeline.publish, published_tables(warehouse))
+            models = dbt.manifest_models()
+            publish_plan = plan(models, result.nodes, pipeline.publish, published_tables(warehouse))
             if not publish_plan.tables:
-                raise RunFailed(
-                    "Nothing to publish: no model matches the pipeline's publish list",
-                    why=f"publish: {pipeline.publish}",
-                    fix="List model folders (e.g. marts) or model names under the pipeline's publish: key.",
-                )
+                raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
             published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")
             rec.set_detail(step, {"tables": published, "carried_over": publish_plan.carried}, rows=sum(published.values()))
             rec.log("info", "published " + ", ".join(f"{t} ({n:,} rows)" for t, n in published.items()))
