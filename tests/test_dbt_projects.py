@@ -31,6 +31,15 @@ def make_project(root: Path, files: dict[str, str]) -> LoadedProject:
     return load_project(root)
 
 
+def set_dbt(project: LoadedProject, *settings: str) -> None:
+    """Set keys under headwater.yml's dbt: (the scaffold writes ``project_dir: .`` there)."""
+    path = project.root / "headwater.yml"
+    text = path.read_text()
+    start = text.index("dbt:\n  project_dir: .\n") + len("dbt:\n  project_dir: .\n")
+    end = text.index("\n\n", start - 1)
+    path.write_text(text[:start] + "".join(f"  {line}\n" for line in settings) + text[end + 1 :])
+
+
 def last_run(project: LoadedProject):  # noqa: ANN201 - headwater.system.Run
     db = open_system_db(project)
     try:
@@ -302,9 +311,7 @@ SEED_AS_SOURCE = {
 
 def test_seed_first_loads_seeds_that_models_read_through_source(tmp_path: Path) -> None:
     project = make_project(tmp_path / "shop", SEED_AS_SOURCE)
-    settings = project.root / "headwater.yml"
-    base = settings.read_text()
-    settings.write_text(base + "dbt:\n  threads: 1\n")  # one thread: dbt's order (the model first) is certain
+    set_dbt(project, "threads: 1")  # one thread: dbt's order (the model first) is certain
     with pytest.raises(RunFailed) as failure:
         run_pipeline(load_project(project.root))
     rendered = failure.value.render()
@@ -312,7 +319,7 @@ def test_seed_first_loads_seeds_that_models_read_through_source(tmp_path: Path) 
     assert "A model read the seed countries before dbt loaded it" in rendered and "seed_first: true" in rendered
     assert snapshot_name(project) is None
 
-    settings.write_text(base + "dbt:\n  threads: 1\n  seed_first: true\n")
+    set_dbt(project, "threads: 1", "seed_first: true")
     project = load_project(project.root)
     outcome = run_pipeline(project)
     assert outcome.published == {"country_names": 3}
@@ -326,7 +333,7 @@ def test_seed_first_loads_seeds_that_models_read_through_source(tmp_path: Path) 
 def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> None:
     files = {**SEED_AS_SOURCE, "seeds/countries.csv": "code,name\nde,Germany\n", "seeds/_seeds.yml": "seeds:\n  - name: countries\n    config: {column_types: {code: integer}}\n"}
     project = make_project(tmp_path / "shop", files)
-    (project.root / "headwater.yml").write_text((project.root / "headwater.yml").read_text() + "dbt:\n  seed_first: true\n")
+    set_dbt(project, "seed_first: true")
     with pytest.raises(RunFailed) as failure:
         run_pipeline(load_project(project.root))
     assert "seed countries" in failure.value.render()
@@ -366,3 +373,49 @@ def test_nothing_to_publish_in_a_project_without_models(tmp_path: Path) -> None:
         run_pipeline(project)
     assert failure.value.what == "Nothing to publish: the dbt project has no models"
     assert "Write models" in failure.value.render()
+
+
+# --- headwater init --dbt-project -------------------------------------------------------------------
+
+EXISTING_DBT = {
+    "dbt_project.yml": "name: analytics\nprofile: warehouse\nversion: '1.0'\nconfig-version: 2\n",
+    "models/marts/orders.sql": "select 1 as order_id union all select 2\n",
+    ".gitignore": "target/\ndbt_packages/",
+}
+
+
+def test_init_points_a_new_project_at_an_existing_dbt_project(tmp_path: Path) -> None:
+    write_files(tmp_path / "analytics", EXISTING_DBT)
+    result = headwater("init", "platform", "--dbt-project", "analytics", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "building the dbt project in analytics" in result.stdout
+    root = tmp_path / "platform"
+    assert "dbt:\n  project_dir: ../analytics\n" in (root / "headwater.yml").read_text()
+    assert sorted(p.name for p in root.iterdir()) == [".gitignore", "dashboards", "headwater.yml"]  # no dbt scaffold
+    assert run_pipeline(load_project(root)).published == {"orders": 2}
+
+
+def test_init_inside_the_dbt_project_itself(tmp_path: Path) -> None:
+    dbt_dir = write_files(tmp_path / "analytics", EXISTING_DBT)
+    before = {p.name for p in dbt_dir.iterdir()}
+    result = headwater("init", ".", "--dbt-project", ".", cwd=dbt_dir)
+    assert result.returncode == 0, result.stderr
+    assert "dbt:\n  project_dir: .\n" in (dbt_dir / "headwater.yml").read_text()
+    assert "name: analytics" in (dbt_dir / "headwater.yml").read_text()
+    assert {p.name for p in dbt_dir.iterdir()} == before | {"headwater.yml", "dashboards"}
+    assert (dbt_dir / ".gitignore").read_text() == "target/\ndbt_packages/\n.headwater/\n"  # kept, one entry added
+    assert (dbt_dir / "dbt_project.yml").read_text() == EXISTING_DBT["dbt_project.yml"]
+    assert run_pipeline(load_project(dbt_dir)).published == {"orders": 2}
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [("missing", "--dbt-project missing: no such folder"), ("not_dbt", "--dbt-project not_dbt: no dbt_project.yml in that folder")],
+)
+def test_init_refuses_a_folder_that_is_no_dbt_project(tmp_path: Path, target: str, says: str) -> None:
+    (tmp_path / "not_dbt").mkdir()
+    (tmp_path / "not_dbt" / "README.md").write_text("not a dbt project")
+    result = headwater("init", "platform", "--dbt-project", target, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert says in result.stderr and "Fix:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "platform").exists()

@@ -68,12 +68,17 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
+    dbt_project: Annotated[
+        Path | None,
+        typer.Option("--dbt-project", help="Use this existing dbt project (the folder holding dbt_project.yml) instead of creating one.", show_default=False),
+    ] = None,
 ) -> None:
     """Scaffold an empty project: headwater.yml, a dbt project with staging/intermediate/marts folders."""
     from headwater.scaffold import init_project
 
-    created = init_project(directory, name)
-    out.print(f"Created project [bold]{created.name}[/] in {directory}")
+    created = init_project(directory, name, dbt_project)
+    using = f", building the dbt project in {dbt_project}" if dbt_project else ""
+    out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
     out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
 
 
