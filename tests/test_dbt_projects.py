@@ -134,7 +134,7 @@ def test_passing_failing_and_skipped_unit_tests(orders: LoadedProject) -> None:
 
 def test_every_kind_of_node_dbt_build_yields(tmp_path: Path) -> None:
     """Seeds, snapshots, data and unit tests, a function (UDF), an exposure, a saved query over a
-    semantic model and metric, and an analysis (parsed, never built): one successful run."""
+    semantic model and metric, run hooks, and an analysis (parsed, never built): one successful run."""
     files = {
         "seeds/people.csv": "id,name\n1,ana\n2,bo\n",
         "models/marts/people_mart.sql": "select id, {{ function('double_it') }}(id) as twice, name from {{ ref('people') }}\n",
@@ -184,11 +184,14 @@ def test_every_kind_of_node_dbt_build_yields(tmp_path: Path) -> None:
         "analyses/adhoc.sql": "select count(*) from {{ ref('people_mart') }}\n",
     }
     project = make_project(tmp_path / "shop", files)
+    with open(project.root / "dbt_project.yml", "a") as handle:  # hooks come back as results of their own
+        handle.write("on-run-start: [\"select 1\"]\non-run-end: [\"select 2\"]\n")
     outcome = run_pipeline(project)
     assert outcome.published == {"people_mart": 2, "time_spine": 31}
     nodes = build_nodes(last_run(project))
     kinds = {n["resource_type"]: n["status"] for n in nodes.values()}
     assert kinds == {
+        "operation": "success",
         "seed": "success",
         "snapshot": "success",
         "model": "success",
@@ -336,7 +339,7 @@ def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> 
     set_dbt(project, "seed_first: true")
     with pytest.raises(RunFailed) as failure:
         run_pipeline(load_project(project.root))
-    assert "seed countries" in failure.value.render()
+    assert failure.value.what.startswith("dbt seed failed: 1 node(s) failed") and "seed countries" in failure.value.render()
     assert [(s.name, s.status) for s in last_run(project).steps] == [("dbt:seed", "failed")]
 
 

@@ -96,7 +96,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
             rec.set_detail(step, {"packages": dbt.install_packages(rec.log)})
     if project.config.dbt.seed_first:
         with rec.step("dbt:seed") as step:
-            _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec)
+            _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec, "seed")
     with rec.step("dbt:build") as step:
         result = _record_dbt_result(dbt.build(pipeline.select, rec.log), step, warehouse, rec)
 
@@ -132,7 +132,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     return RunOutcome(run, published)
 
 
-def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse, rec: RunRecorder) -> BuildResult:
+def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse, rec: RunRecorder, command: str = "build") -> BuildResult:
     """A dbt command's nodes (with their rows) as the step's detail and its tests as checks; raises when it failed."""
     con = warehouse.connect_build()
     try:
@@ -142,7 +142,7 @@ def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse,
         con.close()
     rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
     if not result.success:
-        raise describe_failure(result)
+        raise describe_failure(result, command)
     return result
 
 

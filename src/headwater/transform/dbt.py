@@ -136,7 +136,9 @@ class DbtProject:
         declared = packages.declared_packages(self.dir)
         target = packages.install_path(self.dir)
         aside = target.with_name(target.name + ".headwater-previous")
-        shutil.rmtree(aside, ignore_errors=True)
+        if aside.exists():  # a run killed during dbt deps: what was there before it is the last good install
+            shutil.rmtree(target, ignore_errors=True)
+            aside.rename(target)
         if target.exists():
             target.rename(aside)
         args = self.args("deps")
@@ -258,9 +260,9 @@ def _first_line(text: str) -> str:
     return " ".join(lines[:6])
 
 
-def describe_failure(result: BuildResult) -> RunFailed:
+def describe_failure(result: BuildResult, command: str = "build") -> RunFailed:
     if result.error:
-        return RunFailed("dbt could not build the project", why=result.error, fix="Fix the model or project file it names, then run again.")
+        return RunFailed(f"dbt could not {command} the project", why=result.error, fix="Fix the model or project file it names, then run again.")
     failed = result.failed()
     items = "; ".join(f"{n.resource_type} {n.name}: {n.message or n.status}" for n in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
@@ -270,7 +272,7 @@ def describe_failure(result: BuildResult) -> RunFailed:
             f"A model read the seed {', '.join(seeds)} before dbt loaded it: dbt orders seeds first only for ref(). "
             "Read it with ref('…'), or set `seed_first: true` under dbt: in headwater.yml (runs dbt seed before dbt build)."
         )
-    return RunFailed(f"dbt build failed: {len(failed)} node(s) failed — published data was left as it was", why=items + more, fix=fix)
+    return RunFailed(f"dbt {command} failed: {len(failed)} node(s) failed — published data was left as it was", why=items + more, fix=fix)
 
 
 def _seeds_read_too_early(result: BuildResult) -> list[str]:
