@@ -332,6 +332,13 @@ def test_seed_first_loads_seeds_that_models_read_through_source(tmp_path: Path) 
     assert [(n["name"], n["resource_type"], n["status"], n["rows"]) for n in seeded] == [("countries", "seed", "success", 3)]
     assert run.steps[0].rows == 3
 
+    from conftest_web import html_table, logged_in_client
+
+    with logged_in_client(project) as client:
+        page = client.get(f"/runs/{run.id}").text
+    assert [row[:3] + row[4:] for row in html_table(page, "dbt-seed-nodes")[1:]] == [["countries", "seed", "success", "3"]]
+    assert sorted(row[:3] for row in html_table(page, "dbt-nodes")[1:]) == [["countries", "seed", "success"], ["country_names", "model", "success"]]
+
 
 def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> None:
     files = {**SEED_AS_SOURCE, "seeds/countries.csv": "code,name\nde,Germany\n", "seeds/_seeds.yml": "seeds:\n  - name: countries\n    config: {column_types: {code: integer}}\n"}
