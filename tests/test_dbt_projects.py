@@ -398,7 +398,7 @@ def test_init_points_a_new_project_at_an_existing_dbt_project(tmp_path: Path) ->
     write_files(tmp_path / "analytics", EXISTING_DBT)
     result = headwater("init", "platform", "--dbt-project", "analytics", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "building the dbt project in analytics" in result.stdout
+    assert "building the dbt project in analytics" in result.stdout and "publish:" in result.stdout
     root = tmp_path / "platform"
     assert "dbt:\n  project_dir: ../analytics\n" in (root / "headwater.yml").read_text()
     assert sorted(p.name for p in root.iterdir()) == [".gitignore", "dashboards", "headwater.yml"]  # no dbt scaffold

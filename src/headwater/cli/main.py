@@ -79,7 +79,10 @@ def init(
     created = init_project(directory, name, dbt_project)
     using = f", building the dbt project in {dbt_project}" if dbt_project else ""
     out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
-    out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
+    if dbt_project:
+        out.print("Next: add sources to headwater.yml, list the models readers may see under a pipeline's publish: (default: the marts folder), then `headwater run`.")
+    else:
+        out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
 
 
 @app.command()
