@@ -207,6 +207,35 @@ def test_every_kind_of_node_dbt_build_yields(tmp_path: Path) -> None:
     assert checks == {"unique_people_mart_id": "pass", "twice_doubles": "pass"}
 
 
+def test_a_project_dbt_cannot_parse_says_what_dbt_found(tmp_path: Path) -> None:
+    """dbt logs the detail before its exception ("Semantic Manifest validation failed"): the run's
+    error carries both."""
+    files = {
+        "models/marts/people.sql": "select 1 as id\n",
+        "models/marts/time_spine.sql": "select date '2026-01-01' as date_day\n",
+        "models/marts/_marts.yml": """
+            models:
+              - name: time_spine
+                time_spine: {standard_granularity_column: date_day}
+                columns: [{name: date_day, granularity: day}]
+            semantic_models:
+              - name: people_sm
+                model: ref('people')
+                defaults: {agg_time_dimension: d}
+                entities: [{name: person, type: primary, expr: id}]
+                dimensions: [{name: d, type: time, expr: "date '2026-01-05'", type_params: {time_granularity: day}}]
+                measures: [{name: people_count, agg: count, expr: id}]
+            metrics:
+              - {name: people_total, label: People, type: simple, type_params: {measure: people_count}}
+            """,
+    }
+    project = make_project(tmp_path / "shop", files)
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    rendered = failure.value.render()
+    assert "Semantic Manifest validation failed" in rendered and "Invalid name `d`" in rendered
+
+
 # --- packages -----------------------------------------------------------------------------------
 
 TINY_PACKAGE = {

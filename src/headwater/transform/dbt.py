@@ -144,20 +144,12 @@ class DbtProject:
         args = self.args("deps")
         del args[args.index("--target-path") : args.index("--target-path") + 2]  # deps compiles nothing and refuses it
         errors: list[str] = []
-        forward = _forward_events(log)
-
-        def on_event(event: Any) -> None:
-            forward(event)
-            if event.info.level == "error" and event.info.msg:
-                errors.append(str(event.info.msg))
-
-        outcome = dbtRunner(callbacks=[on_event]).invoke(args)
+        outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
         if not outcome.success:
             shutil.rmtree(target, ignore_errors=True)
             if aside.exists():
                 aside.rename(target)
-            reason = str(outcome.exception) if outcome.exception is not None else " ".join(errors) or "dbt deps failed"
-            raise packages.deps_failed(self.dir, declared, _first_line(reason))
+            raise packages.deps_failed(self.dir, declared, _error_text(outcome.exception, errors) or "dbt deps failed")
         shutil.rmtree(aside, ignore_errors=True)
         packages.record_install(self.dir, self.work)
         return [packages.describe(p) for p in declared]
@@ -165,12 +157,13 @@ class DbtProject:
     def _run_nodes(self, args: list[str], log: Log) -> BuildResult:
         from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
 
+        errors: list[str] = []
         try:
-            outcome = dbtRunner(callbacks=[_forward_events(log)]).invoke(args)
+            outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
         finally:
             _release_duckdb()
         if outcome.exception is not None:
-            return BuildResult(success=False, error=_first_line(str(outcome.exception)))
+            return BuildResult(success=False, error=_error_text(outcome.exception, errors))
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
 
@@ -197,16 +190,27 @@ def _release_duckdb() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
-def _forward_events(log: Log) -> Callable[[Any], None]:
-    """dbt's events to the run log. It must never raise: an exception in a callback kills a dbt
-    worker thread, and dbt then waits for it forever."""
+def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
+    """dbt's events to the run log, and its error lines to ``errors``. It must never raise: an
+    exception in a callback kills a dbt worker thread, and dbt then waits for it forever."""
 
     def on_event(event: Any) -> None:
         info = event.info
         if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
-            log(info.level, _DOTS.sub(" ", str(info.msg)).strip())
+            message = _DOTS.sub(" ", str(info.msg)).strip()
+            log(info.level, message)
+            if info.level == "error" and info.name != "MainEncounteredError":  # that one repeats the exception
+                errors.append(message)
 
     return on_event
+
+
+def _error_text(exception: BaseException | None, errors: list[str]) -> str:
+    """Why a dbt command stopped: its exception, and the error lines dbt logged before it, which
+    often hold the detail (a semantic model's bad name under "Semantic Manifest validation failed")."""
+    first = _first_line(str(exception)) if exception is not None else ""
+    details = [_first_line(e) for e in errors if _first_line(e) and _first_line(e) not in first]
+    return " — ".join([first, *details[:3]] if first else details[:3])
 
 
 _DOTS = re.compile(r"\s*\.{3,}\s*")
