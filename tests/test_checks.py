@@ -523,3 +523,51 @@ def test_json_safe() -> None:
         "2026-01-02", "2026-01-02T03:04:00+00:00", "1:00:00", "01ff", [1.5, {"a": "01:02:00"}], None, True,
     ]  # fmt: skip
     json.dumps(json_safe(values), allow_nan=False)
+
+
+# --- a failed unit test's diff as a sample ----------------------------------------------------------
+
+VALUES = st.text(alphabet='abcXYZ019,"; ', min_size=1, max_size=8).map(str.strip).filter(bool)
+
+
+def _daff_diff(expected: list[list[Any]], actual: list[list[Any]]) -> str:
+    """A unit test's diff as dbt renders it (dbt.task.test: unordered daff, terminal render, no colours)."""
+    import re
+
+    import daff
+
+    flags = daff.CompareFlags()
+    flags.ordered = False
+    alignment = daff.Coopy.compareTables(daff.PythonTableView(expected), daff.PythonTableView(actual), flags).align()
+    table = daff.PythonTableView([])
+    daff.TableDiff(alignment, flags).hilite(table)
+    rendered = re.sub(r"\x1B\[[0-?]*[ -/]*[@-~]", "", daff.TerminalDiffRender().render(table))
+    return f"\n\nactual differs from expected:\n\n{rendered}\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.dictionaries(st.integers(0, 99), st.tuples(VALUES, VALUES), min_size=1, max_size=8),
+    dropped=st.sets(st.integers(0, 99)),
+    added=st.dictionaries(st.integers(100, 199), VALUES, max_size=3),
+)
+def test_unit_test_sample_reads_what_daff_renders(rows: dict[int, tuple[str, str]], dropped: set[int], added: dict[int, str]) -> None:
+    """Every row only the model returned, or only the test expected, is in the sample under its own
+    marker with its values as written (commas and quotes included); a changed value reads old→new."""
+    from headwater.checks.dbt_tests import unit_test_sample
+    from headwater.transform.dbt import _unit_test_diff
+
+    expected = [["id", "v"], *[[i, old] for i, (old, _) in rows.items()]]
+    actual = [["id", "v"], *[[i, new] for i, (_, new) in rows.items() if i not in dropped], *[[i, v] for i, v in added.items()]]
+    if expected[1:] == actual[1:]:
+        return  # dbt reports no diff
+    sample = unit_test_sample(_unit_test_diff(_daff_diff(expected, actual)) or "")
+    assert sample["columns"] == ["diff", "id", "v"]
+    found = {(marker, int(i), v) for marker, i, v in sample["rows"] if marker != "rows omitted"}
+    for i, value in added.items():
+        assert ("actual only", i, value) in found
+    for i, (old, new) in rows.items():
+        if i in dropped:
+            assert ("expected only", i, old) in found
+        elif old != new:
+            assert ("changed", i, f"{old}→{new}") in found or {("expected only", i, old), ("actual only", i, new)} <= found

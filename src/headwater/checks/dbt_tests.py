@@ -15,13 +15,18 @@ other      error     error      a status this code does not know is never taken 
 =========  ========  =========  ==============================================================
 
 \\* A passing test's severity is its configured one when `NodeResult` carries a ``severity``
-attribute, else "error" (dbt's default). Unit tests (``unit_test`` nodes) count as tests too.
+attribute, else "error" (dbt's default). Unit tests (``unit_test`` nodes) count as tests too; dbt
+gives them no severity, so a failing one always blocks, and its sample is dbt's diff of the model's
+actual rows against the expected ones rather than stored failing rows.
 
 Runs pass ``--store-failures``, so a failing test's ``relation`` names the table holding its
 failing rows; up to `SAMPLE_ROWS` of them become the sample.
 """
 
 from __future__ import annotations
+
+import csv
+import io
 
 import duckdb
 
@@ -42,6 +47,13 @@ def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome
     observed = None if failures is None else str(failures)
     if status == "pass":
         return CheckOutcome(node.name, "dbt_test", "pass", "warn" if configured == "warn" else "error", observed, "0", None, None)
+    if status == "fail" and node.diff:
+        message = (
+            f"{node.name}: the unit test failed: the model's output differs from the rows the test expects "
+            f"(the sample marks rows found only in the output as 'actual only', rows missing from it as 'expected only'). "
+            f"See {node.path} and fix the model or the test."
+        )
+        return CheckOutcome(node.name, "dbt_test", "fail", "error", observed, "0", message, unit_test_sample(node.diff))
     if status in ("fail", "warn"):
         rows = f"{failures:,} failure{'s' if failures != 1 else ''}" if failures is not None else "failed"  # dbt's count of the test query's rows
         message = f"{node.name}: {rows}" + (f" ({node.message})" if node.message else "") + f". See {node.path} and fix the data or the model."
@@ -55,6 +67,17 @@ def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome
         return CheckOutcome(node.name, "dbt_test", "error", "error", None, "0", message, None)
     message = f"{node.name}: dbt reported status '{status}'" + (f": {node.message}" if node.message else "")
     return CheckOutcome(node.name, "dbt_test", "error", "error", observed, "0", message, None)
+
+
+# daff's row markers (with its glyphs, as dbt renders them) in words
+DIFF_MARKERS = {"": "same", "+++": "actual only", "---": "expected only", "->": "changed", "→": "changed", "...": "rows omitted", "…": "rows omitted", ":": "moved"}
+
+
+def unit_test_sample(diff: str) -> dict:
+    """dbt's unit-test diff (daff's CSV, padded into columns: a marker, then the model's columns, a
+    changed value as ``old→new``) as a sample whose first column says what each marker means."""
+    header, *rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(diff)) if row]
+    return make_sample(["diff", *header[1:]], [[DIFF_MARKERS.get(row[0], row[0]), *row[1:]] for row in rows])
 
 
 def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection) -> dict | None:

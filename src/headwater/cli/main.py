@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headwater import __version__
@@ -67,13 +68,21 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
+    dbt_project: Annotated[
+        Path | None,
+        typer.Option("--dbt-project", help="Use this existing dbt project (the folder holding dbt_project.yml) instead of creating one.", show_default=False),
+    ] = None,
 ) -> None:
     """Scaffold an empty project: headwater.yml, a dbt project with staging/intermediate/marts folders."""
     from headwater.scaffold import init_project
 
-    created = init_project(directory, name)
-    out.print(f"Created project [bold]{created.name}[/] in {directory}")
-    out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
+    created = init_project(directory, name, dbt_project)
+    using = f", building the dbt project in {dbt_project}" if dbt_project else ""
+    out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
+    if dbt_project:
+        out.print("Next: add sources to headwater.yml, list the models readers may see under a pipeline's publish: (default: the marts folder), then `headwater run`.")
+    else:
+        out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
 
 
 @app.command()
@@ -138,14 +147,14 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     if as_json:
         out.print_json(data=(_run_dict(record) if record else {"pipeline": outcome.pipeline, "status": outcome.status}) | {"attempts": outcome.attempts, "published": published})
     elif record is None:
-        err.print(f"[bold red]Error:[/] {outcome.stderr.strip() or 'the run could not start'}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(outcome.stderr.strip() or 'the run could not start')}", highlight=False)
     elif record.status == "success":
         out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
         for table, rows in published.items():
             out.print(f"  published [bold]{table}[/]: {rows:,} rows")
     else:
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
-        err.print(record.error or "", highlight=False)
+        err.print(escape(record.error or ""), highlight=False)
         err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
@@ -182,7 +191,7 @@ def logs(
         while True:
             for line in log_lines(db, run_id, after):
                 style = {"error": "red", "warn": "yellow"}.get(line.level, "")
-                out.print(f"{line.at:%H:%M:%S} [{style}]{line.level:>5}[/] {line.message}" if style else f"{line.at:%H:%M:%S} {line.level:>5} {line.message}", highlight=False)
+                out.print(f"{line.at:%H:%M:%S} [{style}]{line.level:>5}[/] {escape(line.message)}" if style else f"{line.at:%H:%M:%S} {line.level:>5} {escape(line.message)}", highlight=False)
                 after = line.id
             record = get_run(db, loaded.config.name, run_id)
             if not follow or record.status != "running":  # type: ignore[union-attr]
@@ -528,7 +537,7 @@ def main() -> None:
     try:
         app()
     except HeadwaterError as exc:
-        err.print(f"[bold red]Error:[/] {exc.render()}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(exc.render())}", highlight=False)
         sys.exit(int(exc.exit_code))
     except Exception:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
         err.print_exception(show_locals=False)

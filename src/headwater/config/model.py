@@ -98,6 +98,11 @@ class DbtSettings(Strict):
     project_dir: str = Field(".", description="Folder holding dbt_project.yml, relative to the project.")
     threads: int = Field(2, ge=1)
     vars: dict[str, str | int | float | bool | None] = Field(default_factory=dict, description="Passed to dbt as --vars.")
+    seed_first: bool = Field(
+        False,
+        description="Run `dbt seed` before `dbt build`: dbt orders a seed before a model only through ref(), "
+        "so a model reading a seed through source() or a var can otherwise run before the seed is loaded.",
+    )
 
 
 class Schedule(Strict):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from headwater.errors import ExitCode, HeadwaterError
 
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> int:
 
     def listener(level: str, message: str) -> None:
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
-        console.print(f"[{style}]{level:>5}[/] {message}")
+        console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
 
     from headwater.config import load_project
     from headwater.orchestrate.run import run_pipeline
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
         run_pipeline(load_project(root), pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
     except HeadwaterError as exc:
         if not show:  # the run's log already holds it; print it for whoever reads this process's stderr
-            console.print(exc.render())
+            console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)
 

@@ -13,10 +13,10 @@ from headwater.errors import HeadwaterError, RunFailed, TransientFailure
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
-from headwater.publish import plan, publish, published_tables
+from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.orchestrate.sync import sync_sources
-from headwater.system import Run, SystemDB
-from headwater.transform import DbtProject, count_rows, describe_failure
+from headwater.system import Run, RunStep, SystemDB
+from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
 # Failures of the machine or the data files rather than of Headwater's code: reported as a failed run.
@@ -91,17 +91,14 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
+    if dbt.needs_packages():
+        with rec.step("dbt:deps") as step:
+            rec.set_detail(step, {"packages": dbt.install_packages(rec.log)})
+    if project.config.dbt.seed_first:
+        with rec.step("dbt:seed") as step:
+            _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec, "seed")
     with rec.step("dbt:build") as step:
-        result = dbt.build(pipeline.select, rec.log)
-        con = warehouse.connect_build()
-        try:
-            result = count_rows(result, con)
-            rec.record_checks(dbt_test_outcomes(result, con))
-        finally:
-            con.close()
-        rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
-        if not result.success:
-            raise describe_failure(result)
+        result = _record_dbt_result(dbt.build(pipeline.select, rec.log), step, warehouse, rec)
 
     con = warehouse.connect_build()
     try:
@@ -122,13 +119,10 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
                     )
 
         with rec.step("publish") as step:
-            publish_plan = plan(dbt.manifest_models(), result.nodes, pipeline.publish, published_tables(warehouse))
+            models = dbt.manifest_models()
+            publish_plan = plan(models, result.nodes, pipeline.publish, published_tables(warehouse))
             if not publish_plan.tables:
-                raise RunFailed(
-                    "Nothing to publish: no model matches the pipeline's publish list",
-                    why=f"publish: {pipeline.publish}",
-                    fix="List model folders (e.g. marts) or model names under the pipeline's publish: key.",
-                )
+                raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
             published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")
             rec.set_detail(step, {"tables": published, "carried_over": publish_plan.carried}, rows=sum(published.values()))
             rec.log("info", "published " + ", ".join(f"{t} ({n:,} rows)" for t, n in published.items()))
@@ -136,6 +130,20 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
         con.close()
     run = rec.finish("success", rows=rows, snapshot=warehouse.current_snapshot().name)  # type: ignore[union-attr]
     return RunOutcome(run, published)
+
+
+def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse, rec: RunRecorder, command: str = "build") -> BuildResult:
+    """A dbt command's nodes (with their rows) as the step's detail and its tests as checks; raises when it failed."""
+    con = warehouse.connect_build()
+    try:
+        result = count_rows(result, con)
+        rec.record_checks(dbt_test_outcomes(result, con))
+    finally:
+        con.close()
+    rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
+    if not result.success:
+        raise describe_failure(result, command)
+    return result
 
 
 def _message(exc: BaseException) -> str:

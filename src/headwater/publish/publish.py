@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 
+from headwater.errors import RunFailed
 from headwater.transform import NodeResult
 from headwater.warehouse import Warehouse
 
@@ -24,8 +25,7 @@ class PublishPlan:
 
 
 def is_publishable(model: dict[str, Any], patterns: list[str]) -> bool:
-    folder = PurePosixPath(model["path"]).parts[0] if "/" in model["path"] else ""
-    return model["name"] in patterns or folder in patterns
+    return model["name"] in patterns or _folder(model) in patterns
 
 
 def plan(models: list[dict[str, Any]], built: list[NodeResult], patterns: list[str], previously: set[str]) -> PublishPlan:
@@ -34,6 +34,33 @@ def plan(models: list[dict[str, Any]], built: list[NodeResult], patterns: list[s
     fresh = {m["name"]: m["relation"] for m in publishable if m["name"] in ok}
     carried = [m["name"] for m in publishable if m["name"] not in ok and m["name"] in previously]
     return PublishPlan(fresh, carried)
+
+
+def nothing_to_publish(models: list[dict[str, Any]], patterns: list[str], pipeline: str) -> RunFailed:
+    """The error for a publish list that matches no model, naming the folders and models there are and
+    the headwater.yml lines that would publish them (a dbt project of its own rarely has marts/)."""
+    if not models:
+        return RunFailed(
+            "Nothing to publish: the dbt project has no models",
+            why=f"publish: {patterns}, and dbt found no model under the project's model-paths",
+            fix="Write models (SQL files) under models/, then run again.",
+        )
+    folders = sorted({_folder(m) for m in models} - {""})
+    loose = sorted(m["name"] for m in models if not _folder(m))
+    there = [f"folders {', '.join(f + '/' for f in folders)}" if folders else "", f"models at the top of models/: {', '.join(loose[:8])}" if loose else ""]
+    example = [*folders[-1:], *loose[:2]]
+    return RunFailed(
+        "Nothing to publish: no model matches the pipeline's publish list",
+        why=f"publish: {patterns} names no model folder or model; this project has " + "; ".join(t for t in there if t),
+        fix=(
+            f"Say what readers may see in headwater.yml — folders under models/ or model names, e.g.\n"
+            f"pipelines:\n  {pipeline}:\n    publish: [{', '.join(example)}]"
+        ),
+    )
+
+
+def _folder(model: dict[str, Any]) -> str:
+    return PurePosixPath(model["path"]).parts[0] if "/" in model["path"] else ""
 
 
 def published_tables(warehouse: Warehouse) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,25 +21,56 @@ class Created:
     root: Path
 
 
-def init_project(directory: Path, name: str | None = None) -> Created:
+def init_project(directory: Path, name: str | None = None, dbt_project: Path | None = None) -> Created:
+    """A new project in ``directory``: headwater.yml and a dbt project with staging, intermediate and
+    marts folders; or, with ``dbt_project``, headwater.yml pointing at that existing dbt project
+    (``dbt.project_dir``, relative to the new project) and no dbt files of its own."""
     name = name or re.sub(r"[^A-Za-z0-9_]", "_", directory.resolve().name).strip("_") or "project"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
         raise HeadwaterError(f"'{name}' is not a valid project name", fix="Use letters, digits and underscores, starting with a letter (--name my_project).")
-    copy_template(TEMPLATE, directory, {"name": name})
+    if dbt_project is None:
+        copy_template(TEMPLATE, directory, {"name": name, "dbt_project_dir": "."})
+    else:
+        project_dir = _dbt_project_dir(dbt_project, directory)
+        copy_template(TEMPLATE, directory, {"name": name, "dbt_project_dir": project_dir}, only=HEADWATER_FILES)
     return Created(name, directory)
 
 
-def copy_template(template: Path, directory: Path, values: dict[str, str]) -> None:
-    """Copy a project template; ``{{key}}`` in text files is replaced by ``values[key]``."""
+# What `init --dbt-project` writes: Headwater's own files, none of the dbt scaffold.
+HEADWATER_FILES = frozenset({PROJECT_FILE, "gitignore", "dashboards"})
+
+
+def _dbt_project_dir(dbt_project: Path, directory: Path) -> str:
+    """``dbt_project`` as headwater.yml's ``dbt.project_dir``: relative to the new project, so the two
+    folders can move together; refused unless it holds a dbt_project.yml."""
+    if not dbt_project.is_dir():
+        raise HeadwaterError(f"--dbt-project {dbt_project}: no such folder", fix="Pass the folder that holds your dbt project's dbt_project.yml.")
+    if not (dbt_project / "dbt_project.yml").is_file():
+        raise HeadwaterError(
+            f"--dbt-project {dbt_project}: no dbt_project.yml in that folder",
+            why="Headwater runs the dbt project whose dbt_project.yml is there",
+            fix="Pass the dbt project's root folder (the one holding dbt_project.yml), or leave --dbt-project out to start a new dbt project.",
+        )
+    return Path(os.path.relpath(dbt_project.resolve(), directory.resolve())).as_posix()
+
+
+def copy_template(template: Path, directory: Path, values: dict[str, str], only: frozenset[str] | None = None) -> None:
+    """Copy a project template; ``{{key}}`` in text files is replaced by ``values[key]``. With ``only``
+    (top-level names), just those are copied, into a folder that may hold other files (an existing
+    dbt project): none of them is overwritten, and the ignore entries are added to its .gitignore."""
     if (directory / PROJECT_FILE).exists():
         raise HeadwaterError(f"{directory / PROJECT_FILE} exists already", fix="Choose an empty folder, or work in the existing project.")
-    if directory.exists() and any(directory.iterdir()):
+    if only is None and directory.exists() and any(directory.iterdir()):
         raise HeadwaterError(f"{directory} is not empty", why="a new project must not mix with other files", fix="Choose a new or empty folder.")
     for source in sorted(template.rglob("*")):
-        if source.is_dir() or "__pycache__" in source.parts:
-            continue
         relative = source.relative_to(template)
+        if source.is_dir() or "__pycache__" in source.parts or (only is not None and relative.parts[0] not in only):
+            continue
         target = directory / (".gitignore" if relative.name == "gitignore" else relative)
+        if target.exists() and only is not None:
+            if target.name == ".gitignore":
+                _add_ignores(target, source.read_text())
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.suffix in TEXT_SUFFIXES:
             text = source.read_text()
@@ -47,3 +79,11 @@ def copy_template(template: Path, directory: Path, values: dict[str, str]) -> No
             target.write_text(text)
         else:
             shutil.copyfile(source, target)
+
+
+def _add_ignores(gitignore: Path, entries: str) -> None:
+    present = set(gitignore.read_text().splitlines())
+    missing = [line for line in entries.splitlines() if line and line not in present]
+    if missing:
+        text = gitignore.read_text()
+        gitignore.write_text(text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(missing) + "\n")

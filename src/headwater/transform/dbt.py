@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,10 @@ import yaml
 
 from headwater.config.model import LoadedProject
 from headwater.errors import ConfigError, RunFailed
+from headwater.transform import packages
 from headwater.warehouse import Warehouse, extension_directory
+
+Log = Callable[[str, str], None]  # (level, message)
 
 # Read by dbt when it starts; set before dbt is imported anywhere in this process.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -28,7 +32,7 @@ os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 @dataclass(frozen=True)
 class NodeResult:
     name: str
-    resource_type: str  # model | test | seed | snapshot
+    resource_type: str  # model | test | unit_test | seed | snapshot | function | exposure | saved_query
     status: str  # success | error | pass | fail | warn | skipped
     seconds: float
     path: str  # models/marts/flake_rate_weekly.sql
@@ -37,6 +41,7 @@ class NodeResult:
     failures: int | None = None
     rows: int | None = None  # rows in a built model's relation
     severity: str | None = None  # tests: "error" or "warn", from the test's config
+    diff: str | None = None  # a failed unit test: dbt's diff of actual against expected rows (daff's CSV)
 
 
 @dataclass
@@ -109,22 +114,56 @@ class DbtProject:
             args += ["--select", select]
         return args
 
-    def build(self, select: str | None = None, log: Callable[[str, str], None] = lambda level, msg: None) -> BuildResult:
+    def build(self, select: str | None = None, log: Log = lambda level, msg: None) -> BuildResult:
         """``dbt build``: seeds, snapshots, models and their tests in dependency order. Failing tests keep
         their rows (--store-failures) so a run can show a sample of what failed."""
+        return self._run_nodes([*self.args("build", select), "--store-failures"], log)
+
+    def seed(self, log: Log = lambda level, msg: None) -> BuildResult:
+        """``dbt seed``: every seed, before ``dbt build`` (``dbt.seed_first``). dbt orders a seed before a
+        model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
+        return self._run_nodes(self.args("seed"), log)
+
+    def needs_packages(self) -> bool:
+        return packages.needs_install(self.dir, self.work)
+
+    def install_packages(self, log: Log = lambda level, msg: None) -> list[str]:
+        """``dbt deps``; returns the packages, described. dbt empties the install folder before it
+        downloads anything, so the folder installed before is moved aside meanwhile and put back if
+        the install fails: a failed download never loses packages that worked."""
+        from dbt.cli.main import dbtRunner
+
+        declared = packages.declared_packages(self.dir)
+        target = packages.install_path(self.dir)
+        aside = target.with_name(target.name + ".headwater-previous")
+        if aside.exists():  # a run killed during dbt deps: what was there before it is the last good install
+            shutil.rmtree(target, ignore_errors=True)
+            aside.rename(target)
+        if target.exists():
+            target.rename(aside)
+        args = self.args("deps")
+        del args[args.index("--target-path") : args.index("--target-path") + 2]  # deps compiles nothing and refuses it
+        errors: list[str] = []
+        outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
+        if not outcome.success:
+            shutil.rmtree(target, ignore_errors=True)
+            if aside.exists():
+                aside.rename(target)
+            raise packages.deps_failed(self.dir, declared, _error_text(outcome.exception, errors) or "dbt deps failed")
+        shutil.rmtree(aside, ignore_errors=True)
+        packages.record_install(self.dir, self.work)
+        return [packages.describe(p) for p in declared]
+
+    def _run_nodes(self, args: list[str], log: Log) -> BuildResult:
         from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
 
-        def on_event(event: Any) -> None:
-            info = event.info
-            if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
-                log(info.level, _DOTS.sub(" ", str(info.msg)).strip())
-
+        errors: list[str] = []
         try:
-            outcome = dbtRunner(callbacks=[on_event]).invoke([*self.args("build", select), "--store-failures"])
+            outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
         finally:
             _release_duckdb()
         if outcome.exception is not None:
-            return BuildResult(success=False, error=_first_line(str(outcome.exception)))
+            return BuildResult(success=False, error=_error_text(outcome.exception, errors))
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
 
@@ -151,25 +190,73 @@ def _release_duckdb() -> None:
         DuckDBConnectionManager.close_all_connections()
 
 
+def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
+    """dbt's events to the run log, and its error lines to ``errors``. It must never raise: an
+    exception in a callback kills a dbt worker thread, and dbt then waits for it forever."""
+
+    def on_event(event: Any) -> None:
+        info = event.info
+        if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
+            message = _DOTS.sub(" ", str(info.msg)).strip()
+            log(info.level, message)
+            if info.level == "error" and info.name != "MainEncounteredError":  # that one repeats the exception
+                errors.append(message)
+
+    return on_event
+
+
+def _error_text(exception: BaseException | None, errors: list[str]) -> str:
+    """Why a dbt command stopped: its exception, and the error lines dbt logged before it, which
+    often hold the detail (a semantic model's bad name under "Semantic Manifest validation failed")."""
+    first = _first_line(str(exception)) if exception is not None else ""
+    details = [_first_line(e) for e in errors if _first_line(e) and _first_line(e) not in first]
+    return " — ".join([first, *details[:3]] if first else details[:3])
+
+
 _DOTS = re.compile(r"\s*\.{3,}\s*")
-_NOISY_EVENTS = {"LogStartLine", "MainReportVersion", "AdapterRegistered", "FoundStats", "ConcurrencyLine", "HooksRunning", "LogHookEndLine"}
+# dbt internals and chatter: a stack trace stays in dbt's own log (.headwater/dbt/logs), the error itself reaches the run log
+_NOISY_EVENTS = {"MainStackTrace", "LogStartLine", "MainReportVersion", "AdapterRegistered", "FoundStats", "ConcurrencyLine", "HooksRunning", "LogHookEndLine"}
 
 
 def _node_result(result: Any) -> NodeResult:
+    """One result of ``dbt build``, whatever its node: models, seeds, snapshots, data and unit tests,
+    functions, exposures and saved queries all come back here, and only tests have a severity and
+    only data tests a stored-failures table, so nothing but the name and type is taken for granted."""
     node = result.node
+    kind = str(node.resource_type)
+    status = str(result.status)
     failures = getattr(result, "failures", None)
+    text = str(result.message) if result.message and status in ("error", "fail", "warn") else None
+    diff = _unit_test_diff(text) if kind == "unit_test" and status == "fail" else None
     return NodeResult(
         name=node.name,
-        resource_type=str(node.resource_type),
-        status=str(result.status),
-        seconds=round(float(result.execution_time or 0), 3),
-        path=str(node.original_file_path),
-        # for tests this is the table dbt stored the failing rows in (--store-failures)
-        relation=getattr(node, "relation_name", None),
-        message=_first_line(result.message) if result.message and str(result.status) in ("error", "fail", "warn") else None,
+        resource_type=kind,
+        status=status,
+        seconds=round(float(getattr(result, "execution_time", 0) or 0), 3),
+        path=str(getattr(node, "original_file_path", "") or ""),
+        # data tests: the table dbt stored the failing rows in (--store-failures); unit tests store none
+        relation=None if kind == "unit_test" else getattr(node, "relation_name", None),
+        message="actual differs from expected" if diff else _first_line(text) if text else None,
         failures=int(failures) if failures is not None else None,
-        severity=str(node.config.severity).lower() if str(node.resource_type) in ("test", "unit_test") else None,
+        severity=_severity(node) if kind in ("test", "unit_test") else None,
+        diff=diff,
     )
+
+
+def _severity(node: Any) -> str:
+    """A data test's configured severity; unit tests have none in dbt (a failure is always an error)."""
+    return str(getattr(node.config, "severity", None) or "error").lower()
+
+
+UNIT_TEST_DIFF_LINES = 60
+
+
+def _unit_test_diff(message: str) -> str | None:
+    """The table of a failed unit test's message: dbt renders it after "actual differs from expected:"
+    as daff's CSV-like diff (a marker column, then the model's columns)."""
+    _, found, rest = message.partition("differs from expected:")
+    lines = [line for line in rest.strip("\n").splitlines() if line.strip()] if found else []
+    return "\n".join(lines[: UNIT_TEST_DIFF_LINES + 1]) or None
 
 
 def _first_line(text: str) -> str:
@@ -177,17 +264,27 @@ def _first_line(text: str) -> str:
     return " ".join(lines[:6])
 
 
-def describe_failure(result: BuildResult) -> RunFailed:
+def describe_failure(result: BuildResult, command: str = "build") -> RunFailed:
     if result.error:
-        return RunFailed("dbt could not build the project", why=result.error, fix="Fix the model or project file it names, then run again.")
+        return RunFailed(f"dbt could not {command} the project", why=result.error, fix="Fix the model or project file it names, then run again.")
     failed = result.failed()
     items = "; ".join(f"{n.resource_type} {n.name}: {n.message or n.status}" for n in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-    return RunFailed(
-        f"dbt build failed: {len(failed)} node(s) failed — published data was left as it was",
-        why=items + more,
-        fix="See the run's log (`headwater runs`), fix the model or the data, then run again.",
-    )
+    fix = "See the run's log (`headwater runs`), fix the model or the data, then run again."
+    if seeds := _seeds_read_too_early(result):
+        fix = (
+            f"A model read the seed {', '.join(seeds)} before dbt loaded it: dbt orders seeds first only for ref(). "
+            "Read it with ref('…'), or set `seed_first: true` under dbt: in headwater.yml (runs dbt seed before dbt build)."
+        )
+    return RunFailed(f"dbt {command} failed: {len(failed)} node(s) failed — published data was left as it was", why=items + more, fix=fix)
+
+
+def _seeds_read_too_early(result: BuildResult) -> list[str]:
+    """Seeds of this build that a failed model found missing (read through source() or a var, with no
+    ref() edge, so dbt ran the model before loading them)."""
+    seeds = {n.name for n in result.nodes if n.resource_type == "seed"}
+    missing = " ".join(n.message or "" for n in result.failed() if n.resource_type == "model" and "does not exist" in (n.message or ""))
+    return sorted(s for s in seeds if re.search(rf"\b{re.escape(s)}\b", missing))
 
 
 def count_rows(result: BuildResult, con: object) -> BuildResult:
