@@ -119,11 +119,11 @@ class _StoreLookup:
         )
 
         with open_store(self.url, self.root, self.env) as store:
-            self.org = self.org or _org_of(store.db, self.root)  # messages name the organisation looked in
+            self.org = self.org or org_of_folder(store.db, self.root)  # messages name the organisation looked in
             return store.find(self.org, names)
 
 
-def _org_of(db: object, root: Path) -> str:
+def org_of_folder(db: object, root: Path) -> str:
     """An install's organisation owns the project folder it registered; a lone project is `default`'s."""
     from headwater.system.orgs import Organisations
 
