@@ -349,3 +349,74 @@ def test_secret_rows_stay_encrypted_in_the_system_database(install: Install) -> 
     with sqlite3.connect(install.root / "system.db") as con:
         stored = b"".join(bytes(r[0]) for r in con.execute("SELECT ciphertext FROM secrets"))
     assert BETA_SECRET.encode() not in stored and os.path.getsize(install.root / "system.db") > 0
+
+
+# --- sources through DuckDB's scanners still work when confined -------------------------------------
+
+
+def _org_with(tmp_path: Path, slug: str, sources: str, checks: str) -> tuple[Install, Any]:
+    install = Install.create(tmp_path / "inst")
+    folder = install.root / "orgs" / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "headwater.yml").write_text(
+        f"name: {project_name(slug)}\nsystem:\n  url: {json.dumps(install.project_system_url())}\nsources:\n{sources}"
+        f"pipelines:\n  p:\n    checks:\n{checks}"
+    )
+    db = install.open_db()
+    try:
+        Organisations(db).create(slug, project_path=str(folder))
+    finally:
+        db.close()
+    return install, org_project(install, slug)
+
+
+def _sync_and_check(project: Any) -> list[Any]:
+    from headwater.checks import run_checks
+    from headwater.orchestrate.sync import run_sync
+
+    run_sync(project)
+    con = Warehouse(project.root, project.config.warehouse, project.confinement).connect_build()
+    try:
+        return run_checks(project, project.config.pipelines["p"].checks, con)
+    finally:
+        con.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, fresh_pg_database: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(fresh_pg_database)
+    with engine.begin() as con:
+        con.execute(text("CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'a'), (2, 'b'), (3, 'c')"))
+    engine.dispose()
+    url = fresh_pg_database.replace("postgresql+psycopg://", "postgresql://")
+    escape = f"select count(*) from read_text({sql_text(tmp_path / 'inst' / 'system.db')})"
+    install, project = _org_with(
+        tmp_path, "pgorg", f"  crm: {{type: postgres, url: {json.dumps(url)}}}\n",
+        "      - {type: reconcile, name: same, left: {source: crm, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_crm.items'}}\n"
+        f"      - {{type: reconcile, name: escape, left: {{sql: {json.dumps(escape)}}}, right: {{sql: 'select 1'}}}}\n",
+    )
+    assert project.confinement is not None
+    outcomes = {o.name: o for o in _sync_and_check(project)}
+    assert outcomes["same"].status == "pass", outcomes["same"].message
+    assert outcomes["escape"].status == "error" and "file system operations are disabled by configuration" in (outcomes["escape"].message or "")
+
+
+def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path: Path) -> None:
+    install = Install.create(tmp_path / "inst")
+    data = install.root / "orgs" / "lite" / "data"
+    data.mkdir(parents=True)
+    with sqlite3.connect(data / "app.db") as con:
+        con.execute("CREATE TABLE items (id integer primary key, name text)")
+        con.executemany("INSERT INTO items VALUES (?, ?)", [(1, "a"), (2, "b")])
+    (data / "more.csv").write_text("id,name\n1,x\n")
+    _, project = _org_with(
+        tmp_path, "lite", "  app: {type: sqlite, path: data/app.db}\n  sheet: {type: csv, path: data/more.csv}\n",
+        "      - {type: reconcile, name: same, left: {source: app, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_app.items'}}\n"
+        f"      - {{type: reconcile, name: attach, left: {{source: app, sql: {json.dumps('ATTACH ' + sql_text(install.root / 'system.db') + ' AS sysdb')}}}, right: {{sql: 'select 1'}}}}\n",
+    )
+    outcomes = {o.name: o for o in _sync_and_check(project)}
+    assert outcomes["same"].status == "pass", outcomes["same"].message
+    assert outcomes["attach"].status == "error" and "too many attached databases" in (outcomes["attach"].message or "")
+    assert not list((project.root / ".headwater" / "warehouse" / "work").iterdir())  # file sources worked inside the folder, and cleaned up

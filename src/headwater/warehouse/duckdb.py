@@ -68,6 +68,10 @@ def connect(
         raise
 
 
+# Scanners that attach a server: DuckDB refuses them once external access is off.
+NETWORK_SCANNERS = {"postgres", "mysql"}
+
+
 def lock_down(con: duckdb.DuckDBPyConnection, confinement: Confinement, extensions: tuple[str, ...] = (), *, lock: bool = True) -> None:
     """Hold the connection to the organisation's folder, for good.
 
@@ -138,13 +142,16 @@ class Warehouse:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def connect_build(self, sync_extensions: tuple[str, ...] | None = None) -> duckdb.DuckDBPyConnection:
-        """The build database. ``sync_extensions``: the connection is a sync's, which runs only
-        Headwater's SQL: these extensions are loaded now (a confined connection cannot load them
-        later). Without it the connection may run the project's SQL (checks) and is locked, with
-        no extension loaded; see `lock_down`."""
+        """The build database. Confined, a connection that may run the project's SQL (checks,
+        publishing) is locked with no extension loaded; see `lock_down`.
+
+        ``sync_extensions``: the connection is a sync's, which runs only Headwater's SQL; these
+        extensions are loaded now, as a confined connection cannot load them later. DuckDB's
+        postgres and mysql scanners refuse to attach once external access is off, so a sync of such
+        sources keeps it on: what it reaches is then bounded by the checked settings alone."""
         self.folder.mkdir(parents=True, exist_ok=True)
         con = connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
-        if self.confinement is not None:
+        if self.confinement is not None and not set(sync_extensions or ()) & NETWORK_SCANNERS:
             try:
                 lock_down(con, self.confinement, sync_extensions or (), lock=sync_extensions is None)
             except BaseException:
