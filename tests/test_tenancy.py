@@ -54,6 +54,8 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
             folder = root / "orgs" / slug
             project = make_project(folder, SIGNUPS, seed=1 if slug == "acme" else 2)
             project.file.write_text(point_at_install(project.file.read_text(), project_name(slug), install.project_system_url()))
+            (folder / "seeds").mkdir()
+            (folder / "seeds" / "targets.csv").write_text("region,target\nNorth,10\n")  # dbt loads seeds with COPY: inside the folder, allowed
             Organisations(db).create(slug, project_path=str(folder))
         store = SecretStore(db, key_provider(default_key_file(install.system_url, install.root), env={}))
         store.set("beta", "BETA_PG", BETA_SECRET, actor="test")
@@ -63,6 +65,18 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     for slug in ("acme", "beta"):
         run_pipeline(org_project(install, slug))
     return install
+
+
+def test_an_organisations_whole_pipeline_runs_confined(install: Install) -> None:
+    """Sync (SQLite and Excel), dbt (models, snapshots, seeds, tests), checks and publish, all held
+    to the organisation's folder: what the fixture's runs did."""
+    acme = org_project(install, "acme")
+    assert acme.confinement == Confinement("acme", folder_of(install, "acme"), install.root)
+    assert published(install, "acme") == "run-000001.duckdb" and published(install, "beta") == "run-000002.duckdb"
+    with duckdb.connect(str(folder_of(install, "acme") / ".headwater" / "warehouse" / "build.duckdb"), read_only=True) as build:
+        assert build.execute("SELECT target FROM main.targets").fetchall() == [(10,)]
+    profile = (folder_of(install, "acme") / ".headwater" / "dbt" / "profiles.yml").read_text()
+    assert "headwater.transform.lockdown" in profile and "settings:" not in profile
 
 
 def org_project(install: Install, slug: str) -> Any:
@@ -420,3 +434,20 @@ def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path
     assert outcomes["same"].status == "pass", outcomes["same"].message
     assert outcomes["attach"].status == "error" and "too many attached databases" in (outcomes["attach"].message or "")
     assert not list((project.root / ".headwater" / "warehouse" / "work").iterdir())  # file sources worked inside the folder, and cleaned up
+
+
+@pytest.mark.mysql
+def test_a_mysql_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, mysql_server: Any, fresh_mysql_database: str) -> None:
+    with mysql_server.connect(fresh_mysql_database) as con, con.cursor() as cur:
+        cur.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
+        cur.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b')")
+        con.commit()
+    escape = f"select count(*) from read_blob({sql_text(tmp_path / 'inst' / 'secret.key')})"
+    _, project = _org_with(
+        tmp_path, "myorg", f"  app: {{type: mysql, url: {json.dumps(mysql_server.url(fresh_mysql_database))}}}\n",
+        "      - {type: reconcile, name: same, left: {source: app, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_app.items'}}\n"
+        f"      - {{type: reconcile, name: escape, left: {{sql: {json.dumps(escape)}}}, right: {{sql: 'select 1'}}}}\n",
+    )
+    outcomes = {o.name: o for o in _sync_and_check(project)}
+    assert outcomes["same"].status == "pass", outcomes["same"].message
+    assert outcomes["escape"].status == "error" and "file system operations are disabled by configuration" in (outcomes["escape"].message or "")
