@@ -13,12 +13,13 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest_web import FAST_HASHER, PASSWORD, form_log_in
 from demo_project import make_project
 from fastapi.testclient import TestClient
@@ -451,3 +452,30 @@ def test_a_mysql_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, m
     outcomes = {o.name: o for o in _sync_and_check(project)}
     assert outcomes["same"].status == "pass", outcomes["same"].message
     assert outcomes["escape"].status == "error" and "file system operations are disabled by configuration" in (outcomes["escape"].message or "")
+
+
+def test_a_run_started_for_an_organisation_is_never_run_unconfined(install: Install, tmp_path: Path) -> None:
+    lone = make_project(tmp_path / "lone", 100)
+    with pytest.raises(ConfigError, match="is not the project of any organisation"):
+        open_project(lone.root, install.root)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "data", "acme", "acme-evil", "orgs", "*", "**", "x.csv"]), min_size=1, max_size=6))
+def test_a_path_is_accepted_exactly_when_it_stays_inside_the_folder(parts: list[str]) -> None:
+    """Against an oracle that normalises the text (no symlinks here): inside the folder, or refused."""
+    from headwater.config.confine import _inside
+
+    folder = Path("/srv/inst/orgs/acme")
+    confinement = Confinement("acme", folder)
+    value = "/".join(parts)
+    fixed = parts[: next((i for i, p in enumerate(parts) if "*" in p), len(parts))]
+    resolved = os.path.normpath(os.path.join(str(folder), *fixed)) if fixed else str(folder)
+    expected_inside = resolved == str(folder) or resolved.startswith(str(folder) + "/")
+    try:
+        _inside(confinement, "sources.s.path", folder, value, "headwater.yml")
+        accepted = True
+    except ConfigError as refused:
+        accepted = False
+        assert "sources.s.path" in refused.what and str(folder) in (refused.fix or "")
+    assert accepted == expected_inside, (value, resolved)

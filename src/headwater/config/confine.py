@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 _GLOB = re.compile(r"[*?\[]")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 # dbt_project.yml keys naming folders dbt reads or writes.
-DBT_PATH_KEYS = ("model-paths", "seed-paths", "macro-paths", "snapshot-paths", "analysis-paths", "test-paths", "asset-paths", "docs-paths", "target-path", "log-path", "packages-install-path")
+DBT_PATH_KEYS = ("model-paths", "seed-paths", "macro-paths", "snapshot-paths", "analysis-paths", "test-paths", "asset-paths", "docs-paths", "target-path", "log-path", "packages-install-path", "clean-targets")
 # Folders too big or too private to walk for links, and written only by Headwater and dbt.
 _NOT_WALKED = {".git"}
 

@@ -339,7 +339,11 @@ def open_project(path: Path | None = None, install_root: Path | None = None) -> 
         org = Organisations(db).of_project(root)
     finally:
         db.close()
-    return load_project(root) if org is None else install.load_project(org)
+    if org is not None:
+        return install.load_project(org)
+    if install_root is not None:  # a run started as an organisation's stays one: never unconfined
+        raise ConfigError(f"{root} is not the project of any organisation of the install in {install.root}", fix="Register it (`headwater org create NAME --project DIR`), or run it as a project of its own.")
+    return load_project(root)
 
 
 def _same_database(a: str, b: str) -> bool:
