@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from headwater.cli.orgs import point_at_install
 from headwater.config import load_project
 from headwater.config.confine import Confinement
+from headwater.config.model import DuckDBWarehouse
 from headwater.errors import ConfigError, RunFailed
 from headwater.orchestrate.run import run_pipeline
 from headwater.orchestrate.supervise import execute
@@ -479,3 +481,69 @@ def test_a_path_is_accepted_exactly_when_it_stays_inside_the_folder(parts: list[
         accepted = False
         assert "sources.s.path" in refused.what and str(folder) in (refused.fix or "")
     assert accepted == expected_inside, (value, resolved)
+
+
+# --- what DuckDB 1.4.4 does with these settings (pinned: an upgrade that changes one fails here) -----
+
+
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path, Path]]:
+    folder, outside = tmp_path / "org", tmp_path / "install"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "secret.key").write_text("the-install-key")
+    with sqlite3.connect(outside / "system.db") as con:
+        con.execute("CREATE TABLE users (hash text)")
+        con.execute("INSERT INTO users VALUES ('argon2-hash')")
+    warehouse = Warehouse(folder, DuckDBWarehouse(), Confinement("org", folder))
+    con = warehouse.connect_build()
+    yield con, folder, outside
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM read_text('{outside}/secret.key')", "file system operations are disabled"),
+        ("SELECT * FROM read_blob('{outside}/../install/secret.key')", "file system operations are disabled"),
+        ("SELECT * FROM glob('{outside}/*')", "file system operations are disabled"),
+        ("COPY (SELECT 1) TO '{outside}/out.csv'", "file system operations are disabled"),
+        ("ATTACH '{outside}/other.duckdb' AS o", "file system operations are disabled"),
+        ("SELECT * FROM sqlite_scan('{outside}/system.db', 'users')", "Loading external extensions is disabled"),  # not autoloaded
+        ("LOAD sqlite", "Loading external extensions is disabled"),
+        ("INSTALL httpfs", "file system operations are disabled"),
+        ("SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')", "file system operations are disabled"),
+        ("SET enable_external_access = true", "the configuration has been locked"),
+        ("SET allowed_directories = ['/']", "the configuration has been locked"),
+        ("SET allowed_paths = ['{outside}/secret.key']", "the configuration has been locked"),
+        ("RESET lock_configuration", "the configuration has been locked"),
+        ("SET temp_directory = '{outside}'", "the configuration has been locked"),
+        ("SET python_enable_replacements = true", "the configuration has been locked"),
+        ("SELECT getenv('HOME')", "getenv does not exist"),
+    ],
+)
+def test_a_locked_connection_refuses(locked: Any, sql: str, message: str) -> None:
+    con, _folder, outside = locked
+    with pytest.raises(duckdb.Error, match=re.escape(message)):
+        con.execute(sql.format(outside=outside)).fetchall()
+
+
+def test_a_locked_connection_works_inside_its_folder(locked: Any) -> None:
+    con, folder, _outside = locked
+    con.execute(f"COPY (SELECT 42 AS a) TO '{folder}/inside.csv'")
+    assert con.execute(f"SELECT a FROM read_csv('{folder}/inside.csv')").fetchall() == [(42,)]
+    con.execute(f"ATTACH '{folder}/other.duckdb' AS o")
+
+
+def test_why_no_scanner_is_loaded_where_an_organisations_sql_runs(locked: Any, tmp_path: Path) -> None:
+    """DuckDB's sqlite scanner opens files itself, past allowed_directories: loaded before the
+    lock, it reads the install's system database. So connections that run an organisation's SQL
+    load none (a sync's, which runs Headwater's SQL only, does)."""
+    _con, folder, outside = locked
+    sync = Warehouse(folder, DuckDBWarehouse(path="sync"), Confinement("org", folder)).connect_build(sync_extensions=("sqlite",))
+    try:
+        assert sync.execute(f"SELECT * FROM sqlite_scan('{outside}/system.db', 'users')").fetchall() == [("argon2-hash",)]
+        with pytest.raises(duckdb.Error, match="file system operations are disabled"):
+            sync.execute(f"SELECT * FROM read_text('{outside}/secret.key')").fetchall()
+    finally:
+        sync.close()
