@@ -12,7 +12,7 @@ URLs), encrypted at rest in the system database.
   key), so a missing or wrong key is reported as such, never as a bare decryption failure.
 - **A key per organisation:** each organisation's secrets are encrypted with a key derived from the
   install's key and the organisation's id (HKDF-SHA256, `org_key`), so a key handed to one
-  organisation's process, or leaked from it, opens none of another's. Secrets stored before
+  organisation opens none of another's secrets (docs/security.md). Secrets stored before
   (encrypted with the install's key itself) are still read (`_ring`: the derived key, then the
   install's), and `rotate_key` re-encrypts every one with the derived keys.
 - **Rotation** (`SecretStore.rotate_key`): with a key file, the new key is written to the file first
