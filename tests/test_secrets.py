@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text, update
@@ -41,6 +41,7 @@ from headwater.system.secrets import (
     SecretStore,
     generate_key,
     key_id,
+    org_key,
 )
 
 HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
@@ -151,6 +152,54 @@ def test_a_ciphertext_copied_to_another_organisation_is_refused(store: SecretSto
         session.commit()
     with pytest.raises(SecretError, match="does not belong where it is stored"):
         store.get("default", "PW")
+
+
+def _row(db: SystemDB, slug: str, name: str = "PW") -> Secret:
+    with db.session() as session:
+        return session.scalars(select(Secret).join(Organisation).where(Organisation.slug == slug, Secret.name == name)).one()
+
+
+def test_each_organisation_has_a_key_of_its_own(store: SecretStore, db: SystemDB, key_file: Path) -> None:
+    """A key derived per organisation: neither another organisation's key nor the install's key
+    itself opens an organisation's secret."""
+    add_org(db, "acme")
+    add_org(db, "beta")
+    store.set("acme", "PW", "acme-password-1", ACTOR)
+    store.set("beta", "PW", "beta-password-2", ACTOR)
+    install_key = FileKeys(key_file).load()[0]
+    acme, beta = _row(db, "acme"), _row(db, "beta")
+    assert json.loads(Fernet(org_key(install_key, acme.org_id)).decrypt(acme.ciphertext))["value"] == "acme-password-1"
+    for key, ciphertext in ((org_key(install_key, acme.org_id), beta.ciphertext), (org_key(install_key, beta.org_id), acme.ciphertext), (install_key, acme.ciphertext)):
+        with pytest.raises(InvalidToken):
+            Fernet(key).decrypt(ciphertext)
+    assert len({org_key(install_key, acme.org_id), org_key(install_key, beta.org_id), install_key}) == 3
+    assert org_key(install_key, acme.org_id) == org_key(install_key, acme.org_id)  # derived, not stored: the same every time
+
+
+def test_secrets_of_an_install_made_before_keys_per_organisation_keep_working(store: SecretStore, db: SystemDB, key_file: Path) -> None:
+    """An install whose secrets were encrypted with the install's key itself (the old scheme): still
+    read, and moved to the organisation's own key by a rotation."""
+    import datetime as dt
+
+    add_org(db, "acme")
+    old_key = generate_key()
+    FileKeys(key_file).save([old_key])
+    now = dt.datetime.now(dt.UTC)
+    with db.session() as session:
+        org_id = session.scalars(select(Organisation.id).where(Organisation.slug == "acme")).one()
+        plain = json.dumps({"org": org_id, "name": "PW", "value": "set-long-ago-123"}).encode()
+        session.add(Secret(org_id=org_id, name="PW", ciphertext=Fernet(old_key).encrypt(plain), key_id=key_id(old_key), created_at=now, updated_at=now, updated_by="old"))
+        session.commit()
+    assert store.get("acme", "PW") == "set-long-ago-123"
+    store.set("acme", "NEW", "set-after-upgrade", ACTOR)  # new secrets use the organisation's key at once
+    assert store.find("acme", ["PW", "NEW"]) == {"PW": "set-long-ago-123", "NEW": "set-after-upgrade"}
+    store.rotate_key(actor=ACTOR)
+    new_key = FileKeys(key_file).load()[0]
+    moved = _row(db, "acme")
+    assert json.loads(Fernet(org_key(new_key, org_id)).decrypt(moved.ciphertext))["value"] == "set-long-ago-123"
+    with pytest.raises(InvalidToken):
+        Fernet(new_key).decrypt(moved.ciphertext)
+    assert store.find("acme", ["PW", "NEW"]) == {"PW": "set-long-ago-123", "NEW": "set-after-upgrade"}
 
 
 def test_a_damaged_ciphertext_is_a_clear_error(store: SecretStore, db: SystemDB) -> None:
@@ -504,6 +553,8 @@ def test_python_logging_is_redacted_for_handlers_made_later() -> None:
 
 def hw(*args: str | Path, cwd: Path, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "COLUMNS": "200", **env}
+    if "PYTHONPATH" in os.environ:  # the code under test, when it is not the installed package's
+        environment.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
     return subprocess.run([*HEADWATER, *map(str, args)], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, env=environment, check=False)
 
 
@@ -524,6 +575,26 @@ def test_cli_set_list_delete_never_print_the_value(tmp_path: Path) -> None:
     assert deleted.returncode == 0 and json.loads(hw("secrets", "list", "--json", cwd=root, env=env).stdout) == []
     for result in (made, again, listed, deleted):
         assert value not in result.stdout + result.stderr
+
+
+def test_cli_set_in_an_organisations_project_stores_in_that_organisation(tmp_path: Path) -> None:
+    root = tmp_path / "inst"
+    env = {"HOME": str(tmp_path)}
+    assert hw("org", "create", "acme", "--install", root, cwd=tmp_path, env=env).returncode == 0
+    project = root / "orgs" / "acme"
+    made = hw("secrets", "set", "CRM_PW", "--value-stdin", "-p", project, cwd=tmp_path, env=env, stdin="acme-crm-pw-77\n")
+    assert made.returncode == 0 and "in organisation acme" in made.stdout, made.stdout + made.stderr
+    listed = hw("secrets", "list", "--json", cwd=project, env=env)
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["CRM_PW"]
+    assert json.loads(hw("secrets", "list", "--json", "--org", "default", "-p", project, cwd=tmp_path, env=env).stdout) == []
+    (project / "headwater.yml").write_text((project / "headwater.yml").read_text() + "web:\n  base_url: https://x.example.org/${secret:CRM_PW}\n")
+    db = SystemDB(f"sqlite:///{root / 'system.db'}")
+    try:
+        from headwater.system.orgs import Install, Organisations
+
+        assert Install.load(root).load_project(Organisations(db).get("acme")).config.web.base_url == "https://x.example.org/acme-crm-pw-77"
+    finally:
+        db.close()
 
 
 def test_cli_can_set_a_secret_the_project_file_already_needs(tmp_path: Path) -> None:

@@ -93,6 +93,8 @@ def _query_sqlite(project: LoadedProject, name: str, settings: SQLiteSettings, s
         raise QueryError(f"cannot open {path}: {exc}") from None
     try:
         con.execute("PRAGMA query_only = ON")
+        if project.confinement is not None:  # an organisation's SQL reads its own file, never ATTACHes the install's
+            con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         cursor = con.execute(sql)
         if cursor.description is None:
             raise QueryError("the query returned no rows and no columns (is it a SELECT?)")
@@ -121,7 +123,7 @@ def _query_through_duckdb(project: LoadedProject, name: str, settings: Any, sql:
     ``mysql_query``) on an in-memory connection: read-only, and no driver of our own to install."""
     from headwater.errors import HeadwaterError
     from headwater.sources import open_source
-    from headwater.warehouse import connect
+    from headwater.warehouse import connect, lock_down
 
     source = open_source(name, settings, project.root)
     con = connect(":memory:")
@@ -130,6 +132,8 @@ def _query_through_duckdb(project: LoadedProject, name: str, settings: Any, sql:
             source.attach(con)  # type: ignore[attr-defined]
         except HeadwaterError as exc:
             raise QueryError(exc.what + (f" ({exc.why})" if exc.why else "")) from None
+        if project.confinement is not None:  # the SQL goes to the source; DuckDB itself reads no file
+            lock_down(con, project.confinement)
         try:
             cursor = con.execute(f"SELECT * FROM {source.query_relation(sql)}")  # type: ignore[attr-defined]
             columns = [d[0] for d in cursor.description]

@@ -49,12 +49,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
-    from headwater.config import load_project
+    """The project, confined to its folder when it is an organisation's in an install (system/orgs.py)."""
     from headwater.errors import NotFound
+    from headwater.system.orgs import open_project
 
     if path is not None and not path.is_dir():
         raise NotFound(f"--project {path}: no such folder", fix="Pass the folder that holds headwater.yml.")
-    return load_project(path)
+    return open_project(path)
 
 
 @app.callback(invoke_without_command=True)
@@ -283,7 +284,7 @@ def export(
         board = loaded.config.dashboards.get(dashboard)
         if board is None:
             raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
-    data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse))
+    data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")

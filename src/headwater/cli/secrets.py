@@ -30,15 +30,19 @@ ProjectOpt = Annotated[
     Path | None,
     typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards, like git).", show_default=False),
 ]
-OrgOpt = Annotated[str, typer.Option("--org", help="The organisation the secret belongs to.")]
+OrgOpt = Annotated[
+    str | None,
+    typer.Option("--org", help="The organisation the secret belongs to (default: the one whose project the folder is, else default).", show_default=False),
+]
 NameArg = Annotated[str, typer.Argument(help="The secret's name, as ${secret:NAME} refers to it: letters, digits and underscores.", show_default=False)]
 
 
 @contextmanager
-def _store(project: Path | None) -> Iterator[SecretStore]:
-    """The project's secret store. Only the project file's system URL is read, so a secret can be
-    set while headwater.yml already refers to it (or to others not set yet)."""
-    from headwater.config.loader import project_system_url
+def _store(project: Path | None, org: str | None = None) -> Iterator[tuple[SecretStore, str]]:
+    """The project's secret store and the organisation meant: ``org``, else the organisation whose
+    project the folder is (as ``${secret:}`` in it reads), else ``default``. Only the project file's
+    system URL is read, so a secret can be set while headwater.yml already refers to it."""
+    from headwater.config.loader import org_of_folder, project_system_url
     from headwater.errors import NotFound
     from headwater.system.secrets import open_store
 
@@ -46,13 +50,13 @@ def _store(project: Path | None) -> Iterator[SecretStore]:
         raise NotFound(f"--project {project}: no such folder", fix="Pass the folder that holds headwater.yml.")
     root, url = project_system_url(project)
     with open_store(url, root) as store:
-        yield store
+        yield store, org or org_of_folder(store.db, root)
 
 
 @secrets_app.command("set")
 def set_secret(
     name: NameArg,
-    org: OrgOpt = "default",
+    org: OrgOpt = None,
     value_stdin: Annotated[bool, typer.Option("--value-stdin", help="Read the value from standard input (all of it, less one final newline) instead of asking.")] = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -61,7 +65,7 @@ def set_secret(
     from headwater.system.secrets import FileKeys, check_name
 
     check_name(name)  # before asking for a value
-    with _store(project) as store:
+    with _store(project, org) as (store, org):
         value = _read_value(name, value_stdin)
         new_key_file = isinstance(store.keys, FileKeys) and not store.keys.path.exists()
         created = store.set(org, name, value, cli_actor())
@@ -84,9 +88,9 @@ def _read_value(name: str, from_stdin: bool) -> str:
 
 
 @secrets_app.command("list")
-def list_secrets(org: OrgOpt = "default", project: ProjectOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+def list_secrets(org: OrgOpt = None, project: ProjectOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """The organisation's secrets: names, when and by whom they were last set (never their values)."""
-    with _store(project) as store:
+    with _store(project, org) as (store, org):
         items = store.list(org)
     if as_json:
         out.print_json(data=[{"name": s.name, "created_at": s.created_at.isoformat(), "updated_at": s.updated_at.isoformat(), "updated_by": s.updated_by, "key_id": s.key_id} for s in items])
@@ -98,11 +102,11 @@ def list_secrets(org: OrgOpt = "default", project: ProjectOpt = None, as_json: A
 
 
 @secrets_app.command("delete")
-def delete_secret(name: NameArg, org: OrgOpt = "default", project: ProjectOpt = None) -> None:
+def delete_secret(name: NameArg, org: OrgOpt = None, project: ProjectOpt = None) -> None:
     """Delete a secret. A project file that still refers to it stops loading, with an error naming it."""
     from headwater.system.audit import cli_actor
 
-    with _store(project) as store:
+    with _store(project, org) as (store, org):
         store.delete(org, name, cli_actor())
     out.print(f"Secret {name} deleted from organisation {org}.", highlight=False)
 
@@ -116,7 +120,7 @@ def rotate_key(project: ProjectOpt = None) -> None:
     from headwater.system.audit import cli_actor
     from headwater.system.secrets import EnvKeys
 
-    with _store(project) as store:
+    with _store(project) as (store, _org):
         done = store.rotate_key(actor=cli_actor())
         where = store.keys.where
     out.print(f"Re-encrypted {done.secrets} secret(s) with key {done.key_id} ({where}).", highlight=False)

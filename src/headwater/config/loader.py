@@ -6,7 +6,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,14 +41,17 @@ def find_project_root(start: Path | None = None) -> Path:
     )
 
 
-def load_project(root: Path | None = None, env: Mapping[str, str] | None = None, *, org: str | None = None) -> LoadedProject:
+def load_project(root: Path | None = None, env: Mapping[str, str] | None = None, *, org: str | None = None, variables: Mapping[str, str] | None = None) -> LoadedProject:
     """``org``: the organisation whose secrets ``${secret:NAME}`` reads (default: the organisation
-    whose project is this folder in the system database, else the install's one, ``default``)."""
+    whose project is this folder in the system database, else the install's one, ``default``).
+    ``variables``: what ``${NAME}`` reads (default: ``env``, itself the process's environment by
+    default); the secret store's key is always looked for in ``env``."""
     root = find_project_root(root)
     file = root / PROJECT_FILE
-    located = load_yaml(file, env)
+    variables = env if variables is None else variables
+    located = load_yaml(file, variables)
     if located.pending:
-        resolve_secrets(located, env, _StoreLookup(root, located, env, org))
+        resolve_secrets(located, variables, _StoreLookup(root, located, env, org))
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
     for path in sorted([*(root / DASHBOARDS_DIR).glob("*.yml"), *(root / DASHBOARDS_DIR).glob("*.yaml")]):
@@ -56,11 +59,37 @@ def load_project(root: Path | None = None, env: Mapping[str, str] | None = None,
             raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
         if path.stem in dashboards:
             raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
-        board = load_yaml(path, env)
+        board = load_yaml(path, variables)
         if board.pending:
             raise ConfigError(f"{board.pending[0].where}: dashboards cannot use ${{secret:...}}", why="a dashboard is read by everyone who may view it", fix=f"Use secrets in {PROJECT_FILE}, where sources and alert channels are set up.")
         dashboards[path.stem] = _validate(Dashboard, board)
     return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}))
+
+
+class NoVariables(Mapping[str, str]):
+    """What ``${NAME}`` reads in an organisation's project on an install with many: nothing. The
+    server's environment is the install's (its secret key, other organisations' passwords); an
+    organisation keeps its own values in its secrets."""
+
+    def __init__(self, file: Path, org: str) -> None:
+        self.file, self.org = file, org
+
+    def __contains__(self, name: object) -> bool:
+        raise ConfigError(
+            f"{self.file}: ${{{name}}} reads the server's environment, which organisation '{self.org}' may not",
+            why="on an install with many organisations the server's environment variables are the install's, not one organisation's",
+            fix=f"Store the value as a secret of the organisation (`headwater secrets set {name} --org {self.org}`) and write ${{secret:{name}}}.",
+        )
+
+    def __getitem__(self, name: str) -> str:
+        self.__contains__(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def project_system_url(root: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Path, str]:
@@ -90,11 +119,11 @@ class _StoreLookup:
         )
 
         with open_store(self.url, self.root, self.env) as store:
-            self.org = self.org or _org_of(store.db, self.root)  # messages name the organisation looked in
+            self.org = self.org or org_of_folder(store.db, self.root)  # messages name the organisation looked in
             return store.find(self.org, names)
 
 
-def _org_of(db: object, root: Path) -> str:
+def org_of_folder(db: object, root: Path) -> str:
     """An install's organisation owns the project folder it registered; a lone project is `default`'s."""
     from headwater.system.orgs import Organisations
 

@@ -32,6 +32,7 @@ from headwater.config.base import (  # noqa: F401 - re-exported
     TimeZone,
     _parse_duration,
 )
+from headwater.config.confine import Confinement
 from headwater.config.cron import validate as validate_cron
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
 from headwater.config.sources import MySQLSource, PostgresSource, SQLiteSource
@@ -530,6 +531,9 @@ class LoadedProject(BaseModel):
     root: Path
     file: Path
     config: Project
+    # Set when the project is an organisation's on an install with many: what its runs may reach
+    # (config/confine.py). None: a one-project install, free as before.
+    confinement: Confinement | None = None
 
     def path(self, relative: str | Path) -> Path:
         p = Path(relative)

@@ -1,5 +1,5 @@
 """The process one run attempt lives in:
-``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log]``,
+``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log] [--install DIR]``,
 or the same forked from the supervisor's warm server (`forked`).
 
 Its exit code is the run's: 0 success, 1 failed, 2 user error, 3 busy, 75 transient failure.
@@ -27,14 +27,16 @@ def main(argv: list[str]) -> int:
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
         console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
 
-    from headwater.config import load_project
     from headwater.orchestrate.run import run_pipeline
     from headwater.redact import install_logging
+    from headwater.system.orgs import open_project
 
     install_logging()
+    install = Path(argv[argv.index("--install") + 1]) if "--install" in argv else None
 
     try:
-        run_pipeline(load_project(root), pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
+        project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
+        run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
     except HeadwaterError as exc:
         if not show:  # the run's log already holds it; print it for whoever reads this process's stderr
             console.print(escape(exc.render()))

@@ -42,7 +42,7 @@ def run_pipeline(
     """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
     when it fails; the published data is then exactly what it was before."""
     pipeline_name, pipeline = choose_pipeline(project, name)
-    warehouse = Warehouse(project.root, project.config.warehouse)
+    warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
     own_db = db is None
     db = db or open_system_db(project)
     try:

@@ -196,6 +196,8 @@ def _attempt(project: LoadedProject, db: SystemDB, pipeline: str, trigger: str, 
     args = [str(project.root), pipeline, trigger, str(number), str(wait)]
     if show_log:
         args.append("--show-log")
+    if project.confinement is not None and project.confinement.install is not None:
+        args += ["--install", str(project.confinement.install)]
     with tempfile.NamedTemporaryFile(prefix="headwater-attempt-", suffix=".stderr") as stderr:
         process = _start(args, show_log, stderr)
         timed_out = False

@@ -12,7 +12,7 @@ from headwater.errors import HeadwaterError, NotFound
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
-from headwater.sources import open_source
+from headwater.sources import extensions_for, open_source
 from headwater.sync import TableStats, sync_source
 from headwater.sync.context import Progress
 from headwater.warehouse import Warehouse
@@ -35,13 +35,13 @@ def sync_sources(
     """Sync each source in its own step (`sync:<source>`) with per-table stats as the step's detail
     (tables that failed too: a source whose tables partly failed records the ones that synced).
     ``results``: filled in as sources finish, so a caller still has them when a later one fails."""
-    warehouse = warehouse or Warehouse(project.root, project.config.warehouse)
+    warehouse = warehouse or Warehouse(project.root, project.config.warehouse, project.confinement)
     results = {} if results is None else results
-    con = warehouse.connect_build()
+    con = warehouse.connect_build(sync_extensions=extensions_for(project.config.sources[n] for n in source_names))
     try:
         for name in source_names:
             with rec.step(f"sync:{name}") as step:
-                source = open_source(name, project.config.sources[name], project.root)
+                source = open_source(name, project.config.sources[name], project.root, work_parent=warehouse.folder / "work" if project.confinement else None)
                 try:
                     stats = sync_source(
                         con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=project.config.warehouse.memory_limit
@@ -85,7 +85,7 @@ def run_sync(
         )
     if not names:
         raise NotFound(f"{project.file} defines no sources", fix="Add one under sources: (see `headwater init`'s example).")
-    warehouse = Warehouse(project.root, project.config.warehouse)
+    warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
     db = open_system_db(project)
     try:
         with warehouse.writer_lock(wait_for_lock, on_wait):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
@@ -12,7 +13,24 @@ from headwater.sources.sqlite import SQLiteSource
 from headwater.sync.engine import Syncable as Source
 
 
-def open_source(name: str, settings: object, root: Path) -> Source:
+# DuckDB extensions each kind of source attaches through (others read files with DuckDB's own readers).
+EXTENSIONS = {"sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
+
+
+def extensions_for(settings: Iterable[object]) -> tuple[str, ...]:
+    """The extensions syncing these sources needs, to load before a confined connection is locked."""
+    return tuple(sorted({EXTENSIONS[kind] for s in settings if (kind := getattr(s, "type", None)) in EXTENSIONS}))
+
+
+def open_source(name: str, settings: object, root: Path, work_parent: Path | None = None) -> Source:
+    """``work_parent``: where file sources make their work folder (default: the system's temporary folder)."""
+    source = _open(name, settings, root)
+    if work_parent is not None and hasattr(source, "work_parent"):
+        source.work_parent = work_parent
+    return source
+
+
+def _open(name: str, settings: object, root: Path) -> Source:
     if isinstance(settings, SQLiteSettings):
         return SQLiteSource(name, settings, root)
     if isinstance(settings, PostgresSettings):
@@ -38,4 +56,4 @@ def open_source(name: str, settings: object, root: Path) -> Source:
     raise TypeError(f"no source implementation for {type(settings).__name__}")  # config validation prevents this
 
 
-__all__ = ["Source", "open_source"]
+__all__ = ["Source", "extensions_for", "open_source"]

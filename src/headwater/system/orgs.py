@@ -243,15 +243,44 @@ class Install:
 
 
     def load_project(self, org: Org) -> LoadedProject:
-        """The organisation's project, checked to belong to this install (see the module's docstring)."""
+        """The organisation's project, checked to belong to this install (see the module's docstring)
+        and confined to its folder (config/confine.py): what its runs may reach."""
         from headwater.config import PROJECT_FILE, load_project
+        from headwater.config.loader import NoVariables
 
         folder = self.project_dir(org)
         if not (folder / PROJECT_FILE).is_file():
             raise ConfigError(f"The project of organisation '{org.slug}' is missing: no {PROJECT_FILE} in {folder}", fix="Restore the folder, or register the organisation again with --project DIR.")
-        project = load_project(folder, org=org.slug)  # its ${secret:...} are its own organisation's
+        # its ${secret:...} are its own organisation's; the server's environment is not its to read
+        project = load_project(folder, org=org.slug, variables=NoVariables(folder / PROJECT_FILE, org.slug))
         self.check_project(org.slug, project)
-        return project
+        return self.confine(org.slug, project)
+
+    def confine(self, slug: str, project: LoadedProject) -> LoadedProject:
+        """The project, held to its folder: its paths checked, the install's files out of its reach."""
+        from headwater.config.confine import Confinement, check_holds_nothing_of, check_links, check_paths
+
+        confinement = Confinement(slug, project.root.resolve(), self.root)
+        check_holds_nothing_of(confinement, self.install_files())
+        check_paths(project, confinement)
+        check_links(confinement)
+        return project.model_copy(update={"confinement": confinement})
+
+    def install_files(self) -> list[Path]:
+        """The install's own files no organisation may reach: its folder's settings, its SQLite
+        system database and the secret key file next to it."""
+        from sqlalchemy.engine import make_url
+
+        from headwater.system.secrets import FileKeys, default_key_file, key_provider
+
+        files = [self.root / INSTALL_FILE]
+        url = make_url(self.system_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            files.append(Path(url.database))
+        keys = key_provider(default_key_file(self.system_url, self.root))
+        if isinstance(keys, FileKeys):
+            files.append(keys.path)
+        return files
 
     def check_project(self, slug: str, project: LoadedProject) -> None:
         self._check(slug, project.config.name, project.file, resolve_url(project.config.system.url, project.root))
@@ -288,6 +317,33 @@ class Install:
         if self.raw_system_url.startswith("sqlite:"):
             return self.system_url
         return self.raw_system_url
+
+
+def open_project(path: Path | None = None, install_root: Path | None = None) -> LoadedProject:
+    """The project at ``path`` (found as commands find it) as its runs must see it: confined to
+    its folder when it is an organisation's project in an install (``install_root``, else the one
+    $HEADWATER_INSTALL names or the nearest above the project), free when it stands alone.
+
+    Whether a project is confined never depends on its own files: the install's system database
+    says which folders are organisations' projects."""
+    from headwater.config import find_project_root, load_project
+
+    root = find_project_root(path)
+    try:
+        folder = install_root or Install.find(root)
+    except NotFound:
+        return load_project(root)
+    install = Install.load(folder)
+    db = install.open_db()
+    try:
+        org = Organisations(db).of_project(root)
+    finally:
+        db.close()
+    if org is not None:
+        return install.load_project(org)
+    if install_root is not None:  # a run started as an organisation's stays one: never unconfined
+        raise ConfigError(f"{root} is not the project of any organisation of the install in {install.root}", fix="Register it (`headwater org create NAME --project DIR`), or run it as a project of its own.")
+    return load_project(root)
 
 
 def _same_database(a: str, b: str) -> bool:

@@ -10,6 +10,11 @@ URLs), encrypted at rest in the system database.
   secret is set. Either may hold several keys, comma- or line-separated: the first encrypts, all
   decrypt. Each row records the id of the key that encrypted it (a fingerprint of the key, not the
   key), so a missing or wrong key is reported as such, never as a bare decryption failure.
+- **A key per organisation:** each organisation's secrets are encrypted with a key derived from the
+  install's key and the organisation's id (HKDF-SHA256, `org_key`), so a key handed to one
+  organisation opens none of another's secrets (docs/security.md). Secrets stored before
+  (encrypted with the install's key itself) are still read (`_ring`: the derived key, then the
+  install's), and `rotate_key` re-encrypts every one with the derived keys.
 - **Rotation** (`SecretStore.rotate_key`): with a key file, the new key is written to the file first
   (with the old ones still there), every secret is re-encrypted in one transaction, and only then are
   the old keys dropped from the file, so no crash can leave a secret that no stored key opens.
@@ -19,6 +24,7 @@ URLs), encrypted at rest in the system database.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import datetime as dt
 import hashlib
@@ -32,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -68,6 +76,20 @@ def key_id(key: bytes) -> str:
 
 def generate_key() -> bytes:
     return Fernet.generate_key()
+
+
+def org_key(install_key: bytes, org_id: int) -> bytes:
+    """The Fernet key of one organisation's secrets: HKDF-SHA256 of the install's key, bound to the
+    organisation's id. Knowing it tells nothing of the install's key nor of another organisation's."""
+    secret = base64.urlsafe_b64decode(install_key)
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"headwater organisation secrets\0" + str(org_id).encode()).derive(secret)
+    return base64.urlsafe_b64encode(derived)
+
+
+def _ring(install_key: bytes, org_id: int) -> MultiFernet:
+    """What opens an organisation's secret: its own key; then the install's key itself, for secrets
+    stored before keys were per organisation (until `rotate_key` re-encrypts them)."""
+    return MultiFernet([Fernet(org_key(install_key, org_id)), Fernet(install_key)])
 
 
 def _parse_keys(text: str, where: str) -> list[bytes]:
@@ -259,17 +281,17 @@ class SecretStore:
                 new_key = generate_key()
         keys = [new_key, *(k for k in old if k != new_key)]
         self.keys.save(keys)  # from here on old and new keys decrypt, whatever happens next
-        ring = MultiFernet([Fernet(k) for k in keys])
+        by_id = {key_id(k): k for k in keys}
         with self.db.session() as session, session.begin():
             rows = session.scalars(select(Secret).with_for_update()).all()
-            known = {key_id(k) for k in keys}
             for row in rows:
-                if row.key_id not in known:
+                if row.key_id not in by_id:
                     raise self._missing_key(row.key_id, f"secret {row.name}")
                 try:
-                    row.ciphertext = ring.rotate(row.ciphertext)
+                    plain = _ring(by_id[row.key_id], row.org_id).decrypt(row.ciphertext)
                 except InvalidToken:
                     raise _damaged(row.name) from None
+                row.ciphertext = Fernet(org_key(new_key, row.org_id)).encrypt(plain)  # the organisation's own key, whatever it was before
                 row.key_id = key_id(new_key)
             audit.add(session, org=None, actor=actor, action="key_rotated", target="secret key", detail={"key_id": key_id(new_key), "secrets": len(rows)})
         with self.db.session() as session:  # a secret set with an old key while this ran keeps its key
@@ -319,18 +341,27 @@ class SecretStore:
         if key is None:
             raise self._missing_key(row.key_id, f"secret {row.name}")
         try:
-            plain = json.loads(Fernet(key).decrypt(row.ciphertext))
+            plain = json.loads(_ring(key, org_id).decrypt(row.ciphertext))
         except (InvalidToken, ValueError):
-            raise _damaged(row.name) from None
+            raise _misplaced(row.name) if self._another_organisations(key, row.ciphertext) else _damaged(row.name) from None
         if plain.get("org") != org_id or plain.get("name") != row.name:
-            raise SecretError(
-                f"Secret {row.name} does not belong where it is stored",
-                why="its encrypted record names another organisation or secret: it was copied in the database, not set with Headwater",
-                fix=f"Set it again with `headwater secrets set {row.name}`.",
-            )
+            raise _misplaced(row.name)
         value = str(plain["value"])
         register(value)
         return value
+
+    def _another_organisations(self, key: bytes, ciphertext: bytes) -> bool:
+        """Whether another organisation's key opens ``ciphertext``: a record copied between rows,
+        told apart from a damaged one (only on this error path: a key per organisation tried)."""
+        with self.db.session() as session:
+            ids = session.scalars(select(Organisation.id)).all()
+        for other in ids:
+            try:
+                Fernet(org_key(key, other)).decrypt(ciphertext)
+                return True
+            except InvalidToken:
+                continue
+        return False
 
     def _missing_key(self, needed: str, what: str) -> KeyUnavailable:
         """Which key is needed, and where Headwater looked: the error a wrong or lost key gives."""
@@ -350,7 +381,7 @@ class SecretStore:
 
 
 def _encrypt(key: bytes, org_id: int, name: str, value: str) -> bytes:
-    return Fernet(key).encrypt(json.dumps({"org": org_id, "name": name, "value": value}).encode())
+    return Fernet(org_key(key, org_id)).encrypt(json.dumps({"org": org_id, "name": name, "value": value}).encode())
 
 
 def _org_id(session: Session, org: str) -> int:
@@ -375,6 +406,14 @@ def _not_found(org: str, name: str, names: builtins.list[str]) -> SecretNotFound
         f"No secret {name} in organisation {org}",
         why=f"its secrets are: {', '.join(names)}" if names else "it has no secrets yet",
         fix=f"Set it with `headwater secrets set {name}`" + (f" --org {org}" if org != "default" else "") + ".",
+    )
+
+
+def _misplaced(name: str) -> SecretError:
+    return SecretError(
+        f"Secret {name} does not belong where it is stored",
+        why="its encrypted record belongs to another organisation or secret: it was copied in the database, not set with Headwater",
+        fix=f"Set it again with `headwater secrets set {name}`.",
     )
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class DbtProject:
             extra["memory_limit"] = settings.warehouse.memory_limit
         if extra:
             output["settings"] = extra
+        if self.warehouse.confinement is not None:
+            from headwater.transform.lockdown import confined_profile
+
+            output = confined_profile(output, self.warehouse.confinement)
         profiles = {self.profile_name: {"target": "headwater", "outputs": {"headwater": output}}}
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
@@ -159,13 +164,22 @@ class DbtProject:
 
         errors: list[str] = []
         try:
-            outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
+            with self._held():
+                outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
         finally:
             _release_duckdb()
         if outcome.exception is not None:
             return BuildResult(success=False, error=_error_text(outcome.exception, errors))
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
+
+    def _held(self) -> AbstractContextManager[None]:
+        """An organisation's models on an install with many are held to its folder (transform/lockdown.py)."""
+        if self.warehouse.confinement is None:
+            return nullcontext()
+        from headwater.transform.lockdown import confined
+
+        return confined()
 
     def manifest_models(self) -> list[dict[str, Any]]:
         """Every model of the project as dbt last compiled it (name, path, relation)."""

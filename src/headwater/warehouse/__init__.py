@@ -1,3 +1,3 @@
-from headwater.warehouse.duckdb import Warehouse, connect, extension_directory, require_extension
+from headwater.warehouse.duckdb import Warehouse, connect, extension_directory, lock_down, require_extension
 
-__all__ = ["Warehouse", "connect", "extension_directory", "require_extension"]
+__all__ = ["Warehouse", "connect", "extension_directory", "lock_down", "require_extension"]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy
 
@@ -67,11 +68,44 @@ def connect(
         raise
 
 
-class Warehouse:
-    """File layout and connections of one project's DuckDB warehouse."""
+# Scanners that attach a server: DuckDB refuses them once external access is off.
+NETWORK_SCANNERS = {"postgres", "mysql"}
 
-    def __init__(self, root: Path, settings: DuckDBWarehouse) -> None:
+
+def lock_down(con: duckdb.DuckDBPyConnection, confinement: Confinement, extensions: tuple[str, ...] = (), *, lock: bool = True) -> None:
+    """Hold the connection to the organisation's folder, for good.
+
+    ``extensions`` are loaded first: once external access is off, nothing can be loaded. Then
+    DuckDB's file access is limited to the folder (``allowed_directories``: read_text, read_csv,
+    COPY, ATTACH, glob...; URLs and extension loading are refused too). DuckDB requires this order:
+    ``allowed_directories`` can neither be given when the database opens nor changed once external
+    access is off, and external access cannot be switched back on. ``lock`` then locks every other
+    setting (``temp_directory``, ``python_enable_replacements``...), so SQL that runs later cannot
+    ``SET`` them: for the connections that run the organisation's SQL. The sync's connection runs
+    only Headwater's SQL, which tunes settings per table, and is left unlocked.
+
+    The sqlite, postgres and mysql scanners open what they are given themselves, past DuckDB's
+    file system and these settings (checked with DuckDB 1.4.4: ``sqlite_scan`` of a file outside
+    the allowed directories still reads it). So a connection that runs an organisation's SQL must
+    load none of them: only the sync's own connection does."""
+    for name in extensions:
+        require_extension(con, name)
+    folders = ", ".join("'" + folder.replace("'", "''") + "'" for folder in confinement.allowed_directories())
+    con.execute(f"SET allowed_directories = [{folders}]")
+    con.execute("SET enable_external_access = false")
+    if lock:
+        con.execute("SET lock_configuration = true")
+
+
+class Warehouse:
+    """File layout and connections of one project's DuckDB warehouse.
+
+    ``confinement``: the project is an organisation's on an install with many; every connection
+    this opens is held to the organisation's folder (`lock_down`)."""
+
+    def __init__(self, root: Path, settings: DuckDBWarehouse, confinement: Confinement | None = None) -> None:
         self.settings = settings
+        self.confinement = confinement
         self.folder = (root / settings.path).resolve()
         self.build_path = self.folder / "build.duckdb"
         self.published_dir = self.folder / "published"
@@ -107,9 +141,23 @@ class Warehouse:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def connect_build(self) -> duckdb.DuckDBPyConnection:
+    def connect_build(self, sync_extensions: tuple[str, ...] | None = None) -> duckdb.DuckDBPyConnection:
+        """The build database. Confined, a connection that may run the project's SQL (checks,
+        publishing) is locked with no extension loaded; see `lock_down`.
+
+        ``sync_extensions``: the connection is a sync's, which runs only Headwater's SQL; these
+        extensions are loaded now, as a confined connection cannot load them later. DuckDB's
+        postgres and mysql scanners refuse to attach once external access is off, so a sync of such
+        sources keeps it on: what it reaches is then bounded by the checked settings alone."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
+        con = connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
+        if self.confinement is not None and not set(sync_extensions or ()) & NETWORK_SCANNERS:
+            try:
+                lock_down(con, self.confinement, sync_extensions or (), lock=sync_extensions is None)
+            except BaseException:
+                con.close()
+                raise
+        return con
 
     def write_snapshot(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> Path:
         """Copy ``tables`` (published name -> qualified build relation) and ``carry_over`` tables

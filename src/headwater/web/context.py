@@ -27,7 +27,7 @@ class WebContext:
 
     def __init__(self, project: LoadedProject, system_db: Callable[[], SystemDB]) -> None:
         self.project = project
-        self.warehouse = Warehouse(project.root, project.config.warehouse)
+        self.warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
         self.data = PublishedData(self.warehouse)  # one per organisation: it caches the snapshot's connection
         self._system_db = system_db
         self._lock = threading.Lock()

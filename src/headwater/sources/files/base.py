@@ -42,6 +42,10 @@ class Opened:
 class FileSource(ABC):
     """Base of the CSV, Excel and Google Sheets sources."""
 
+    # Where a sync's work folder (downloads, converted files) is made: the system's temporary
+    # folder, or one inside the organisation's folder when its runs are confined to it.
+    work_parent: Path | None = None
+
     def __init__(self, name: str, settings: TableRules, root: Path) -> None:
         self.name = name
         self.settings = settings
@@ -61,7 +65,9 @@ class FileSource(ABC):
     def sync(self, ctx: SyncContext) -> list[TableStats]:
         stats: list[TableStats] = []
         failures: list[HeadwaterError] = []
-        with tempfile.TemporaryDirectory(prefix=f"headwater-{self.name}-") as folder:
+        if self.work_parent is not None:
+            self.work_parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"headwater-{self.name}-", dir=self.work_parent) as folder:
             work = Path(folder)
             specs = self.specs = self.table_specs(work)
             for table in self._selected(specs, ctx.tables):
