@@ -243,16 +243,20 @@ def _run_dict(r: Any) -> dict[str, Any]:
 def export(
     table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format. XLSX: past 1,048,575 rows the rows go on in further sheets.")] = ExportFormat.csv,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output for CSV).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write, replaced when the export is complete (a symlink: its target); - for standard output (the default for CSV).")
+    ] = None,
     dashboard: Annotated[str | None, typer.Option("--dashboard", "-d", help="Apply this dashboard's filters (see --filter), as its downloads do.")] = None,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", help="KEY=VALUE for one of the dashboard's filters, e.g. region=North or weeks_from=2024-01-06; repeat for more.")
     ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="CSV: write text as it is. By default a text cell starting with = + - @ (a formula to a spreadsheet) gets a leading '.")] = False,
     project: ProjectOpt = None,
 ) -> None:
     """Export a published table (what dashboards show), streamed with no row cap; the same code as
     the web app's downloads."""
     from headwater import dashboards
+    from headwater.cli import output as outputs
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
     from headwater.publish.export import EXPORT_MEMORY_LIMIT, write
@@ -260,7 +264,9 @@ def export(
 
     loaded = _project(project)
     if fmt is ExportFormat.xlsx and output is None:
-        raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx.")
+        raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx (or -o - for standard output).")
+    if output is not None:
+        outputs.target(output)  # refused before any row is read
     selections: dict[str, list[str]] = {}
     for item in filters or []:
         key, equals, value = item.partition("=")
@@ -280,21 +286,10 @@ def export(
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
         with dashboards.stream(data, table, query) as reader:
-            if output is None:
-                rows = write(reader, "csv", sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                partial = output.with_name(output.name + ".partial")
-                try:
-                    with open(partial, "wb") as handle:
-                        rows = write(reader, fmt.value, handle)
-                except BaseException:
-                    partial.unlink(missing_ok=True)
-                    raise
-                partial.replace(output)
+            rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
     finally:
         data.close()
-    if output is not None:
+    if output is not None and str(output) != outputs.STDOUT:
         err.print(f"Wrote {rows:,} rows of {table} to {output}")
 
 
