@@ -358,6 +358,22 @@ def test_downloads_neutralise_formulas_unless_asked_for_raw(empty_project, tmp_p
     assert {r[2] for r in csv_rows(target.read_bytes())[1:]} == {HYPERLINK, "Ana"}
 
 
+CATALOG_VIEWS = ["pragma_database_list", "sqlite_master", "sqlite_schema", "duckdb_tables", "duckdb_settings", "duckdb_columns", "information_schema.tables"]
+
+
+@pytest.mark.parametrize("name", CATALOG_VIEWS)
+def test_only_published_tables_are_tables(client, project, name: str) -> None:
+    from headwater.cli.main import app
+
+    for url in (f"/tables/{name}.csv", f"/tables/{name}.xlsx", f"{DASH}/tables/{name}.csv"):
+        response = client.get(url)
+        assert response.status_code == 404 and "No published table" in response.text, url
+        assert str(project.root) not in response.text
+    result = CliRunner().invoke(app, ["export", name, "-p", str(project.root)])
+    assert isinstance(result.exception, HeadwaterError) and result.exception.exit_code == ExitCode.USER_ERROR
+    assert "Published tables: flake_rate_weekly" in result.exception.render() and str(project.root) not in result.stdout
+
+
 def test_download_errors(client) -> None:
     assert client.get("/tables/nope.xlsx").status_code == 404
     assert client.get(f"{DASH}/tables/nope.csv").status_code == 404
