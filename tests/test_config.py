@@ -580,3 +580,62 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
     file = write(tmp_path, "name: x\nv: &a [1, *a]\n")
     error = config_error(tmp_path)
     assert error.what.startswith(f"{file}:2:") and "inside its own anchor" in error.what
+
+
+# --- numbers and references a user can get wrong are config errors, never crashes -------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("timeout", "99999999999999999999d"),
+        ("timeout", "3651d"),
+        ("timeout", "1e400"),
+        ("timeout", ".inf"),
+        ("timeout", ".nan"),
+        ("timeout", "-5"),
+        ("retry", "{backoff: 99999999999999999999d}"),
+        ("retry", "{max_backoff: 99999999999999999999999999999999999999s}"),
+    ],
+)
+def test_durations_out_of_range_are_config_errors(tmp_path: Path, setting: str, value: str) -> None:
+    file = write(tmp_path, f"name: x\npipelines:\n  daily:\n    {setting}: {value}\n")
+    error = config_error(tmp_path)
+    assert f"{file}:4:" in error.what and "duration" in error.what, error.what
+
+
+def test_the_longest_duration_is_ten_years(tmp_path: Path) -> None:
+    write(tmp_path, "name: x\npipelines:\n  daily:\n    timeout: 3650d\n")
+    assert load_project(tmp_path, env={}).config.pipelines["daily"].timeout.days == 3650
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("warehouse: {threads: 100000000000000000000}", 2),
+        ("dbt: {threads: 100000000000000000000}", 2),
+    ],
+)
+def test_integers_out_of_range_are_config_errors(tmp_path: Path, text: str, line: int) -> None:
+    file = write(tmp_path, f"name: x\n{text}\n")
+    assert f"{file}:{line}:" in config_error(tmp_path).what
+
+
+@pytest.mark.parametrize("text", ["${CAMPAIGN_DB", "data/${CAMPAIGN_DB.db", "${secret:PASSWORD", "x ${ y", "${1ABC}"])
+def test_an_unfinished_or_malformed_reference_is_a_config_error(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, f"name: x\nsources:\n  campaign: {{type: sqlite, path: '{text}'}}\n")
+    error = config_error(tmp_path, env={"CAMPAIGN_DB": "db"})
+    assert error.what.startswith(f"{file}:3:") and "${" in error.what and "$$" in (error.fix or "")
+
+
+def test_a_literal_dollar_brace_is_written_with_two_dollars(tmp_path: Path) -> None:
+    write(tmp_path, "name: x\nsources:\n  campaign: {type: sqlite, path: 'a$${b.db'}\n")
+    assert str(load_project(tmp_path, env={}).config.sources["campaign"].path) == "a${b.db"
+
+
+def test_a_memory_limit_duckdb_cannot_read_is_a_config_error(tmp_path: Path) -> None:
+    file = write(tmp_path, "name: x\nwarehouse:\n  memory_limit: lots\n")
+    error = config_error(tmp_path)
+    assert f"{file}:3:" in error.what and "memory limit" in error.what
+    write(tmp_path, "name: x\nwarehouse:\n  memory_limit: 512MB\n")
+    assert load_project(tmp_path, env={}).config.warehouse.memory_limit == "512MB"

@@ -45,6 +45,11 @@ class ExportFormat(str, Enum):
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+# Every integer the command line takes has a range, so a typo is a usage error (exit 2) before
+# anything runs, never an overflow deep inside (SQLite's 64-bit integers, bind()'s ports).
+MAX_INT64 = 2**63 - 1
+MAX_SEED = 2**31 - 1
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 
 
 def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
@@ -79,11 +84,11 @@ def init(
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path("flake-demo"),
-    signups: Annotated[int, typer.Option(min=100, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 7,
+    signups: Annotated[int, typer.Option(min=100, max=orgs.MAX_SIGNUPS, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
+    seed: Annotated[int, typer.Option(min=-MAX_SEED, max=MAX_SEED, help="Random seed: the same seed gives the same data.")] = 7,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard when the run is done.")] = True,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    port: PortOpt = 8080,
     regenerate: Annotated[bool, typer.Option(help="Regenerate the campaign database if the demo exists already.")] = False,
 ) -> None:
     """Generate the volunteer flake-rate example, run its pipeline, and serve its dashboard."""
@@ -162,7 +167,7 @@ def _published_tables(record: Any) -> dict[str, int]:
 
 @app.command()
 def logs(
-    run_id: Annotated[int, typer.Argument(help="The run's number, as `headwater runs` shows it.")],
+    run_id: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="The run's number, as `headwater runs` shows it.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -196,7 +201,7 @@ def logs(
 @app.command()
 def runs(
     project: ProjectOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many of the latest runs to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_INT64, help="How many of the latest runs to show.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
@@ -297,7 +302,7 @@ def export(
 def serve(
     project: ProjectOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: PortOpt = 8080,
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
     install: Annotated[Path | None, typer.Option("--install", "-i", help="Serve every organisation of this install (each under /o/NAME/) instead of one project.", show_default=False)] = None,
 ) -> None:

@@ -36,8 +36,9 @@ Path_ = tuple[str | int, ...]
 MAX_ALIAS_VALUES = 10_000  # values that aliases may repeat in one file, all aliases together
 MAX_DEPTH = 100  # a project file nests fewer than ten levels
 
-# $$ first: at "$${...}" it wins, leaving "{...}" as text.
-_REFERENCE = re.compile(r"\$\$|\$\{secret:(?P<secret>[^}]*)\}|\$\{(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+# $$ first: at "$${...}" it wins, leaving "{...}" as text. A "${" that is none of the forms
+# (unfinished, or no variable name) is an error rather than text: "${CAMPAIGN_DB" is a typo.
+_REFERENCE = re.compile(r"\$\$|\$\{secret:(?P<secret>[^}]*)\}|\$\{(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<malformed>\$\{)")
 _SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Where ${secret:...} cannot work or would be written out in plain text.
 _NO_SECRETS: dict[Path_, str] = {
@@ -225,6 +226,12 @@ def _interpolate(text: str, where: str, env: Mapping[str, str], path: Path_, sec
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match["malformed"] is not None:
+            raise ConfigError(
+                f"{where}: '{_excerpt(text, match.start())}' is not a reference to a variable",
+                why="${ starts ${NAME}, ${NAME:-default} or ${secret:NAME}, which end with }",
+                fix="Close it with }, or write $${ for a literal ${.",
+            )
         if match["secret"] is not None:
             return (secrets or {})[match["secret"]]  # resolve_secrets checked that it exists
         name, default = match["env"], match["default"]
@@ -244,6 +251,11 @@ def _interpolate(text: str, where: str, env: Mapping[str, str], path: Path_, sec
     if sensitive:
         register(value)
     return value
+
+
+def _excerpt(text: str, start: int) -> str:
+    rest = text[start:]
+    return rest if len(rest) <= 40 else rest[:40] + "…"
 
 
 def resolve_secrets(located: Located, env: Mapping[str, str] | None, lookup: SecretLookup) -> None:
