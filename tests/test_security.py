@@ -132,7 +132,11 @@ def test_data_values_are_shown_escaped_and_exported_exactly(ana: TestClient) -> 
     download = ana.get("/o/acme/tables/flake_rate_weekly.csv")
     assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
     exported = {row["organizer"] for row in csv.DictReader(io.StringIO(download.text))}
-    assert exported == {"Ana", *NASTY[12:]}  # quoted, not mangled: CRLF, NUL, quotes and all
+    formulas = {v for v in NASTY[12:] if v.startswith(("=", "+", "-", "@", "\t", "\r"))}
+    assert formulas and exported == {"Ana", *(set(NASTY[12:]) - formulas), *("'" + v for v in formulas)}  # a spreadsheet never runs them
+    raw = ana.get("/o/acme/tables/flake_rate_weekly.csv", params={"hw_raw": "1"})
+    exact = {row["organizer"] for row in csv.DictReader(io.StringIO(raw.text))}
+    assert exact == {"Ana", *NASTY[12:]}  # raw: quoted, not mangled: CRLF, NUL, quotes and all
     xlsx = ana.get("/o/acme/tables/flake_rate_weekly.xlsx")
     sheet = zipfile.ZipFile(io.BytesIO(xlsx.content)).read("xl/worksheets/sheet1.xml").decode()
     assert "<f>" not in sheet  # a value like =HYPERLINK(...) is a string in XLSX, never a formula
