@@ -218,6 +218,23 @@ def test_path_traversal_in_names_is_refused(ana: TestClient, name: str) -> None:
         assert not [leak for leak in LEAKS if leak in response.text], path
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8443", "testserver@evil.example"])
+def test_the_trailing_slash_redirect_never_names_the_host_header(ana: TestClient, host: str) -> None:
+    """Starlette built the redirect from the Host header: a forged one (a cache or proxy in between)
+    sent people elsewhere. It is a path now, on whatever site the browser is on."""
+    for path, target in [
+        ("/o/acme/dashboards/flake_rate/", "/o/acme/dashboards/flake_rate"),
+        ("/o/acme/dashboards/flake_rate/?region=North&region=%3Cx%3E", "/o/acme/dashboards/flake_rate?region=North&region=%3Cx%3E"),
+        ("/login/", "/login"),
+        ("/o/acme", "/o/acme/"),
+    ]:
+        response = ana.get(path, headers={"Host": host}, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"] == target, (path, response.headers.get("location"))
+    for path in ("/%2f%2fevil.example/", "/%2F%2Fevil.example", "/o/acme/nope/"):  # no protocol-relative redirect, no redirect to nothing
+        response = ana.get(path, headers={"Host": host}, follow_redirects=False)
+        assert response.status_code == 404 and "evil" not in response.headers.get("location", ""), path
+
+
 def test_an_organisation_name_in_another_case_or_with_a_slash_is_not_that_organisation(ana: TestClient) -> None:
     for slug in ("ACME", "acme%2f", "acme/", "%61cme", "acme%00", "acme.", " acme"):
         response = ana.get(f"/o/{slug}/dashboards/flake_rate", follow_redirects=False)
