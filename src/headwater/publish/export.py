@@ -12,6 +12,9 @@ Used by `headwater export` and by the web app's downloads alike:
   is a zip written when the workbook closes, so a download is written to an anonymous temporary
   file first (`xlsx_file`) and then streamed from it (`file_chunks`); the file is gone when it is
   closed, also if the download is cut off.
+- Lists, structs, maps and intervals have no CSV form in pyarrow (a download died half-way with
+  "Unsupported Type"): such columns are written as DuckDB writes them as text (``[1, 2]``,
+  ``{'a': 1}``, ``1 day``), converted per batch by an in-memory DuckDB (`textual`).
 - Formulas: a spreadsheet opening a CSV runs a cell that starts with ``=``, ``+``, ``-`` or ``@``
   (and, in some, a tab or carriage return first), so a volunteer named ``=HYPERLINK(...)`` would
   become a live link in whoever opens the download. CSV text cells (and headers, which a pivot takes
@@ -102,10 +105,46 @@ def _neutral(name: str) -> str:
     return "'" + name if name.startswith(FORMULA_CHARS) else name
 
 
+def textual(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with every column pyarrow's CSV writer cannot write turned into DuckDB's text of it."""
+    nested = [i for i, field in enumerate(reader.schema) if not _csv_writable(field.type)]
+    if not nested:
+        return reader
+    schema = pa.schema([field.with_type(pa.string()) if i in nested else field for i, field in enumerate(reader.schema)])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        import duckdb
+
+        con = duckdb.connect(config={"enable_external_access": False, "threads": 1})
+        try:
+            for batch in reader:
+                columns = batch.columns
+                texts = con.from_arrow(pa.table([columns[i] for i in nested], names=[f"c{i}" for i in nested]))
+                converted = texts.project(", ".join(f"CAST(c{i} AS VARCHAR)" for i in nested)).fetch_arrow_table()
+                for n, i in enumerate(nested):
+                    columns[i] = converted.column(n).combine_chunks()
+                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _csv_writable(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _csv_writable(kind.value_type)
+    return not (pa.types.is_nested(kind) or pa.types.is_interval(kind) or isinstance(kind, pa.ExtensionType))
+
+
+def _csv_ready(reader: pa.RecordBatchReader, raw: bool) -> pa.RecordBatchReader:
+    reader = textual(reader)
+    return reader if raw else neutralised(reader)
+
+
 def csv_chunks(reader: pa.RecordBatchReader, *, raw: bool = False) -> Iterator[bytes]:
     """CSV bytes, header first (also for an empty result), one chunk per Arrow batch; formulas
     neutralised unless ``raw``."""
-    reader = reader if raw else neutralised(reader)
+    reader = _csv_ready(reader, raw)
     sink = _Parts()
     with pacsv.CSVWriter(sink, reader.schema) as writer:
         yield sink.take()  # the header
@@ -131,7 +170,7 @@ def write(reader: pa.RecordBatchReader, fmt: Format, out: BinaryIO, *, raw: bool
     neutralised unless ``raw``."""
     if fmt == "xlsx":
         return write_xlsx(reader, out)
-    reader = reader if raw else neutralised(reader)
+    reader = _csv_ready(reader, raw)
     rows = 0
     with pacsv.CSVWriter(out, reader.schema) as writer:
         for batch in reader:
@@ -229,4 +268,4 @@ def _write_cell(ws: object, row: int, col: int, value: object, formats: dict[str
         ws.write_string(row, col, str(value))  # type: ignore[attr-defined]
 
 
-__all__ = ["BATCH_ROWS", "EXPORT_MEMORY_LIMIT", "MEDIA_TYPES", "XLSX_MAX_ROWS", "csv_chunks", "file_chunks", "gzip_chunks", "neutralised", "write", "write_xlsx", "xlsx_file"]
+__all__ = ["BATCH_ROWS", "EXPORT_MEMORY_LIMIT", "MEDIA_TYPES", "XLSX_MAX_ROWS", "csv_chunks", "file_chunks", "gzip_chunks", "neutralised", "textual", "write", "write_xlsx", "xlsx_file"]
