@@ -512,6 +512,13 @@ def test_export_refuses_what_is_not_a_regular_file(project, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "null-link", "pipe", "project"]  # no temporary file left
 
 
+def test_export_to_a_full_disk_says_so(project) -> None:
+    env = {**os.environ, "NO_COLOR": "1", "HEADWATER_NO_DAEMON": "1"}
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "headwater.cli.main", "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"], env=env, stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert_refused(result, "Cannot write the export to standard output: the disk is full")
+
+
 def test_export_into_a_missing_folder_is_a_user_error(project, tmp_path: Path) -> None:
     assert_refused(cli_export(project, "-o", tmp_path / "nonexistent" / "dir" / "x.csv"), "does not exist")
     plain = tmp_path / "file"

@@ -10,6 +10,7 @@ write through a link); the link stays. ``-o -`` is standard output.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -102,13 +103,23 @@ def _umask() -> int:
     return mask
 
 
+# Write errors that are the disk's, not a bug: said as such (exit 2), the partial file removed.
+_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EFBIG: "the file is too large for its file system", errno.EIO: "the device reported an I/O error"}
+
+
 def write_to(output: Path | None, fmt: str, write: Callable[[BinaryIO], int], stdout: BinaryIO) -> int:
     """Run ``write`` into the file ``-o output`` names (see `target`), or into ``stdout``."""
     path = target(output) if output is not None else None
-    if path is None:
-        return _to_stdout(fmt, write, stdout)
-    with replacing(path) as handle:
-        return write(handle)
+    try:
+        if path is None:
+            return _to_stdout(fmt, write, stdout)
+        with replacing(path) as handle:
+            return write(handle)
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        where = "standard output" if path is None else str(path)
+        raise HeadwaterError(f"Cannot write the export to {where}: {_FULL[exc.errno]}", why=exc.strerror, fix="Free some space there, or write somewhere else with -o.") from None
 
 
 def _to_stdout(fmt: str, write: Callable[[BinaryIO], int], stdout: BinaryIO) -> int:
