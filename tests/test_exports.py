@@ -144,6 +144,11 @@ def test_raw_csv_keeps_every_value_as_it_is() -> None:
     assert csv_rows(out.getvalue()) == [["=cmd", "n"], ["=1+1", "-5"]]
 
 
+def test_blobs_are_neutralised_as_the_text_they_are_written_as() -> None:
+    rows = csv_rows(b"".join(export.csv_chunks(reader_of("SELECT CAST('=cmd' AS BLOB) AS b UNION ALL SELECT CAST('ok' AS BLOB)"))))
+    assert sorted(r[0] for r in rows[1:]) == ["'=cmd", "ok"]
+
+
 def test_headers_enums_and_every_batch_are_neutralised() -> None:
     sql = "SELECT CAST(['=a', 'b'][1 + i % 2] AS ENUM ('=a', 'b')) AS kind, '@' || i AS label, i AS \"=total\" FROM range(2500) t(i)"
     rows = csv_rows(b"".join(export.csv_chunks(reader_of(sql, batch_rows=1000))))

@@ -90,9 +90,10 @@ def neutralised(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 
 
 def _is_text(kind: pa.DataType) -> bool:
+    """Text as a spreadsheet sees it: strings, and bytes (a BLOB is written as its bytes)."""
     if pa.types.is_dictionary(kind):  # DuckDB's ENUM
         return _is_text(kind.value_type)
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view, pa.types.is_binary, pa.types.is_large_binary))
 
 
 def _neutral_array(values: pa.Array) -> pa.Array:
