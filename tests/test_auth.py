@@ -341,16 +341,65 @@ def test_a_success_clears_the_failures(accounts: Accounts) -> None:
         accounts.login("ana@example.org", PASSWORD, ip="10.0.0.1")
 
 
-def test_one_address_trying_many_accounts_is_limited(db: SystemDB, clock: Clock) -> None:
-    accounts = Accounts(db, clock=clock, hasher=FAST_HASHER, policy=Policy(max_failures_per_ip=6))
+def test_one_address_trying_many_accounts_is_slowed_down_not_locked_out(db: SystemDB, clock: Clock) -> None:
+    """Past the per-address limit (password spraying, or an office of 200 people behind one NAT) an
+    address gets a few attempts a minute: an attacker is slowed to a crawl, and a colleague typing the
+    right password gets in within the minute, not after 15."""
+    accounts = Accounts(db, clock=clock, hasher=FAST_HASHER, policy=Policy(max_failures_per_ip=6, attempts_per_minute_over_ip_limit=2))
     accounts.create_user("ana@example.org", PASSWORD)
     for n in range(6):
+        clock.advance(seconds=1)
         with pytest.raises(LoginFailed):
             accounts.login(f"user{n}@example.org", "wrong password!", ip="10.0.0.9")
+    with pytest.raises(TooManyAttempts) as slowed:
+        accounts.login("ana@example.org", PASSWORD, ip="10.0.0.9")  # the minute's attempts are used up
+    assert slowed.value.retry_after_seconds == 59 and "your address" in (slowed.value.why or "")  # when the fifth is a minute old
+    assert accounts.login("ana@example.org", PASSWORD, ip="10.0.0.10").user.email == "ana@example.org"  # another address
+    clock.advance(seconds=59)  # one failure left in the last minute: under the two allowed
+    assert accounts.login("ana@example.org", PASSWORD, ip="10.0.0.9").user.email == "ana@example.org"  # long before 15 minutes
+    for n in range(2):  # the attacker, still over the limit, gets two guesses a minute
+        clock.advance(seconds=30)
+        with pytest.raises(LoginFailed):
+            accounts.login(f"other{n}@example.org", "wrong password!", ip="10.0.0.9")
     with pytest.raises(TooManyAttempts):
-        accounts.login("ana@example.org", PASSWORD, ip="10.0.0.9")
-    clock.advance(minutes=15, seconds=1)
-    accounts.login("ana@example.org", PASSWORD, ip="10.0.0.9")
+        accounts.login("other9@example.org", "wrong password!", ip="10.0.0.9")
+    clock.advance(minutes=15, seconds=1)  # the window passed: no limit at all
+    for n in range(5):
+        with pytest.raises(LoginFailed):
+            accounts.login(f"late{n}@example.org", "wrong password!", ip="10.0.0.9")
+
+
+EXAMPLES = itertools.count()
+
+
+@given(st.lists(st.sampled_from(["spray", "right", "wait"]), max_size=40))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_address_limit_never_refuses_more_than_a_minute(db: SystemDB, steps: list[str]) -> None:
+    """Whatever an address does, a right password from it is refused for at most a minute after the
+    last failure from it (the per-account limit aside, which needs failures for that account)."""
+    clock = Clock()
+    accounts = Accounts(db, clock=clock, hasher=FAST_HASHER, policy=Policy(max_failures_per_ip=3, attempts_per_minute_over_ip_limit=1))
+    n = next(EXAMPLES)  # the database outlives each example: an address and account of its own
+    ip, email = f"10.{n // 250}.{n % 250}.1", f"u{n}@example.org"
+    accounts.create_user(email, PASSWORD)
+    last_failure = None
+    for step in steps:
+        clock.advance(seconds=7)
+        if step == "wait":
+            clock.advance(seconds=40)
+        elif step == "spray":
+            try:
+                accounts.login("nobody@example.org", "wrong password!", ip=ip)
+            except LoginFailed:
+                last_failure = clock.now
+            except TooManyAttempts:
+                pass
+        else:
+            try:
+                accounts.login(email, PASSWORD, ip=ip)
+            except TooManyAttempts as exc:
+                assert last_failure is not None and exc.retry_after_seconds <= 60
+                assert (clock.now - last_failure).total_seconds() < 60
 
 
 # --- nothing secret in the log ------------------------------------------------------------------

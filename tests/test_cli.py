@@ -143,6 +143,34 @@ def test_usage_errors_are_clean(tmp_path: Path, args: list[str], mentions: str) 
     assert mentions in result.stderr
 
 
+HUGE = "100000000000000000000000"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["runs", "--limit", HUGE], id="runs-limit"),
+        pytest.param(["runs", "--limit", "1e23"], id="runs-limit-float"),
+        pytest.param(["logs", HUGE], id="logs-run"),
+        pytest.param(["logs", "1e23"], id="logs-run-float"),
+        pytest.param(["logs", "0"], id="logs-run-zero"),
+        pytest.param(["serve", "--port", "99999"], id="serve-port"),
+        pytest.param(["serve", "--port", "-1"], id="serve-port-negative"),
+        pytest.param(["demo", "--port", "70000", "--no-serve"], id="demo-port"),
+        pytest.param(["demo", "--signups", HUGE, "--no-serve"], id="demo-signups"),
+        pytest.param(["demo", "--seed", HUGE, "--no-serve"], id="demo-seed"),
+        pytest.param(["org", "create", "x", "--demo", "--signups", HUGE], id="org-signups"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(project: Path, args: list[str]) -> None:
+    """Every integer the command line takes has a range: past it is exit 2 naming the option, before
+    anything runs (was 70: SQLite's and bind()'s overflow errors)."""
+    result = hw(*args, cwd=project)
+    assert result.returncode == ExitCode.USER_ERROR, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Invalid value for" in result.stderr, result.stderr
+    assert not (project / "flake-demo").exists()
+
+
 # --- init --------------------------------------------------------------------------------------
 
 

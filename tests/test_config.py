@@ -526,3 +526,116 @@ def test_configerror_is_a_headwater_error_with_user_exit_code(tmp_path: Path) ->
     assert isinstance(error, HeadwaterError) and error.exit_code == ExitCode.USER_ERROR
     rendered = error.render()
     assert rendered.startswith(error.what) and "\nFix: " in rendered
+
+
+# --- hostile YAML: aliases that expand without end, nesting without end -------------------------------
+
+ALIAS_BOMB = """\
+name: bomb
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+"""
+
+
+@pytest.mark.parametrize("name", [PROJECT_FILE, "dashboards/board.yml"])
+def test_an_alias_bomb_is_refused_quickly_naming_file_and_line(tmp_path: Path, name: str) -> None:
+    import time
+
+    if name != PROJECT_FILE:
+        write(tmp_path, MINIMAL)
+    file = write(tmp_path, ALIAS_BOMB, name)
+    started = time.perf_counter()
+    error = config_error(tmp_path)
+    assert time.perf_counter() - started < 2  # was 40 s and 1.3 GB
+    assert error.what.startswith(f"{file}:") and "alias" in error.what
+    assert 3 <= int(error.what.split(":")[1]) <= 8  # the line of the alias that went over
+    assert "anchor" in (error.fix or "")
+
+
+def test_modest_aliases_still_work(tmp_path: Path) -> None:
+    write(tmp_path, """\
+        name: aliased
+        sources:
+          a: &sqlite {type: sqlite, path: a.db, tables: [t1, t2]}
+          b: *sqlite
+          c: *sqlite
+        """)
+    project = load_project(tmp_path, env={})
+    assert project.config.sources["c"].tables == project.config.sources["a"].tables == ["t1", "t2"]
+
+
+@pytest.mark.parametrize("text", ["name: x\nv: " + "[" * 10_000 + "]" * 10_000 + "\n", "name: x\nv: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "name: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(3000)) + " " * 3000 + "v: 1\n"])
+def test_deep_nesting_is_a_config_error_not_a_crash(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, text)
+    error = config_error(tmp_path)
+    assert error.what.startswith(f"{file}:") and "nested" in error.what
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    file = write(tmp_path, "name: x\nv: &a [1, *a]\n")
+    error = config_error(tmp_path)
+    assert error.what.startswith(f"{file}:2:") and "inside its own anchor" in error.what
+
+
+# --- numbers and references a user can get wrong are config errors, never crashes -------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("timeout", "99999999999999999999d"),
+        ("timeout", "3651d"),
+        ("timeout", "1e400"),
+        ("timeout", ".inf"),
+        ("timeout", ".nan"),
+        ("timeout", "-5"),
+        ("retry", "{backoff: 99999999999999999999d}"),
+        ("retry", "{max_backoff: 99999999999999999999999999999999999999s}"),
+    ],
+)
+def test_durations_out_of_range_are_config_errors(tmp_path: Path, setting: str, value: str) -> None:
+    file = write(tmp_path, f"name: x\npipelines:\n  daily:\n    {setting}: {value}\n")
+    error = config_error(tmp_path)
+    assert f"{file}:4:" in error.what and "duration" in error.what, error.what
+
+
+def test_the_longest_duration_is_ten_years(tmp_path: Path) -> None:
+    write(tmp_path, "name: x\npipelines:\n  daily:\n    timeout: 3650d\n")
+    assert load_project(tmp_path, env={}).config.pipelines["daily"].timeout.days == 3650
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("warehouse: {threads: 100000000000000000000}", 2),
+        ("dbt: {threads: 100000000000000000000}", 2),
+    ],
+)
+def test_integers_out_of_range_are_config_errors(tmp_path: Path, text: str, line: int) -> None:
+    file = write(tmp_path, f"name: x\n{text}\n")
+    assert f"{file}:{line}:" in config_error(tmp_path).what
+
+
+@pytest.mark.parametrize("text", ["${CAMPAIGN_DB", "data/${CAMPAIGN_DB.db", "${secret:PASSWORD", "x ${ y", "${1ABC}"])
+def test_an_unfinished_or_malformed_reference_is_a_config_error(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, f"name: x\nsources:\n  campaign: {{type: sqlite, path: '{text}'}}\n")
+    error = config_error(tmp_path, env={"CAMPAIGN_DB": "db"})
+    assert error.what.startswith(f"{file}:3:") and "${" in error.what and "$$" in (error.fix or "")
+
+
+def test_a_literal_dollar_brace_is_written_with_two_dollars(tmp_path: Path) -> None:
+    write(tmp_path, "name: x\nsources:\n  campaign: {type: sqlite, path: 'a$${b.db'}\n")
+    assert str(load_project(tmp_path, env={}).config.sources["campaign"].path) == "a${b.db"
+
+
+def test_a_memory_limit_duckdb_cannot_read_is_a_config_error(tmp_path: Path) -> None:
+    file = write(tmp_path, "name: x\nwarehouse:\n  memory_limit: lots\n")
+    error = config_error(tmp_path)
+    assert f"{file}:3:" in error.what and "memory limit" in error.what
+    write(tmp_path, "name: x\nwarehouse:\n  memory_limit: 512MB\n")
+    assert load_project(tmp_path, env={}).config.warehouse.memory_limit == "512MB"

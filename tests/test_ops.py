@@ -439,6 +439,8 @@ def test_live_log_api_pages_through_lines_after_an_id(analyst: TestClient, proje
     assert [line["message"] for line in analyst.get(f"/api/runs/{other}/log").json()["lines"]] == ["line 1", "line 2", "line 3"]  # only its own lines
     assert analyst.get(f"/api/runs/{run_id}/log", params={"after": -1}).status_code == 400
     assert analyst.get("/api/runs/999999/log").status_code == 404
+    assert analyst.get(f"/api/runs/{2**64}/log").status_code == 404  # past SQLite's integers: no such run, not a 500
+    assert analyst.get(f"/api/runs/{run_id}/log", params={"after": 2**64}).status_code == 400
     foreign = add_run(project, project_name="another_project", logs=1)
     assert analyst.get(f"/api/runs/{foreign}/log").status_code == 404
 

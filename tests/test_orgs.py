@@ -357,6 +357,45 @@ def test_least_recently_used_snapshot_connections_are_let_go(install: Install) -
         tenancy.shutdown()
 
 
+def test_one_organisation_loading_its_files_does_not_hold_up_the_others(install: Install) -> None:
+    """An organisation whose files take long to read (here a dashboard file that is a FIFO nobody has
+    written yet; before, an alias bomb took 40 s) must not stop the install from serving the others."""
+    import errno
+    import os
+    import threading
+
+    from headwater.web.tenancy import Tenancy
+
+    fifo = install.root / "orgs" / "acme" / "dashboards" / "slow.yml"
+    os.mkfifo(fifo)
+    tenancy = Tenancy(install=install)
+    loaded: dict[str, object] = {}
+    acme = threading.Thread(target=lambda: loaded.update(acme=tenancy.site("acme")), daemon=True)
+    acme.start()
+    deadline = time.monotonic() + 60
+    while True:  # acme's load is inside the file once the FIFO has a reader
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            assert exc.errno == errno.ENXIO and time.monotonic() < deadline and acme.is_alive()
+            time.sleep(0.01)
+    try:
+        beta = threading.Thread(target=lambda: loaded.update(beta=tenancy.site("beta")), daemon=True)
+        beta.start()
+        beta.join(timeout=60)
+        assert not beta.is_alive() and loaded["beta"].slug == "beta"  # type: ignore[attr-defined]
+        assert acme.is_alive() and "acme" not in loaded  # still reading its file
+    finally:
+        os.write(writer, b"title: Slow\ntable: flake_rate_weekly\ncharts: [{title: Rows, type: kpi, measures: {rows: count(*)}}]\n")
+        os.close(writer)
+    acme.join(timeout=60)
+    try:
+        assert "slow" in loaded["acme"].project.config.dashboards  # type: ignore[attr-defined]
+    finally:
+        tenancy.shutdown()
+
+
 def test_serve_install_serves_every_organisation(install: Install) -> None:
     member(install, "ana@example.org", "beta", "viewer")
     with socket.socket() as s:

@@ -212,6 +212,33 @@ def test_sql_charts_cannot_get_around_the_rule(oracle: Any, name: str) -> None:
         assert rows and all(other is None and own is not None for _week, other, own in rows)  # East's cells are empty
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select 42 as answer",
+        "select :region as picked",
+        "select * from range(3) t(n)",
+        "with t as (select 'x' as k) select k from t",
+        "select * from (values ('a', 1), ('b', 2)) v(k, n)",
+        "select unnest(['North', 'East']) as region",
+    ],
+)
+def test_sql_charts_that_read_no_table_run_for_a_limited_member(oracle: Any, sql: str) -> None:
+    """Nothing published is read, so there are no rows to limit: the chart shows what it shows
+    everyone (it was a 500, "Parameter hw_scope_region", the scope's values bound to nothing)."""
+    project, data = oracle[None]
+    chart = Chart.model_validate({"title": "constant", "type": "table", "sql": sql})
+    north = scope_for(project, region=["North"])
+    assert chart_result(data, board(project), chart, {"region": ["North"]}, north) == chart_result(data, board(project), chart, {"region": ["North"]})
+
+
+def test_a_sql_chart_reading_a_table_in_a_subquery_only_is_still_limited(oracle: Any) -> None:
+    project, data = oracle[None]
+    chart = Chart.model_validate({"title": "probe", "type": "table", "sql": "select 42 as n where exists (select 1 from flake_rate_weekly where region = 'East')"})
+    assert chart_result(data, board(project), chart, {}, scope_for(project, region=["North"]))[1] == []
+    assert chart_result(data, board(project), chart, {})[1] == [(42,)]
+
+
 def test_sql_charts_read_no_files_even_for_unlimited_members(oracle: Any) -> None:
     """Every snapshot connection has DuckDB's file access switched off: a dashboard's author cannot
     read the server's files, nor another organisation's warehouse."""

@@ -132,7 +132,11 @@ def test_data_values_are_shown_escaped_and_exported_exactly(ana: TestClient) -> 
     download = ana.get("/o/acme/tables/flake_rate_weekly.csv")
     assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
     exported = {row["organizer"] for row in csv.DictReader(io.StringIO(download.text))}
-    assert exported == {"Ana", *NASTY[12:]}  # quoted, not mangled: CRLF, NUL, quotes and all
+    formulas = {v for v in NASTY[12:] if v.startswith(("=", "+", "-", "@", "\t", "\r"))}
+    assert formulas and exported == {"Ana", *(set(NASTY[12:]) - formulas), *("'" + v for v in formulas)}  # a spreadsheet never runs them
+    raw = ana.get("/o/acme/tables/flake_rate_weekly.csv", params={"hw_raw": "1"})
+    exact = {row["organizer"] for row in csv.DictReader(io.StringIO(raw.text))}
+    assert exact == {"Ana", *NASTY[12:]}  # raw: quoted, not mangled: CRLF, NUL, quotes and all
     xlsx = ana.get("/o/acme/tables/flake_rate_weekly.xlsx")
     sheet = zipfile.ZipFile(io.BytesIO(xlsx.content)).read("xl/worksheets/sheet1.xml").decode()
     assert "<f>" not in sheet  # a value like =HYPERLINK(...) is a string in XLSX, never a formula
@@ -212,6 +216,23 @@ def test_path_traversal_in_names_is_refused(ana: TestClient, name: str) -> None:
         assert response.status_code in (404, 400), (path, response.status_code, response.text[:200])
         assert str(response.url).startswith("http://testserver/"), response.url
         assert not [leak for leak in LEAKS if leak in response.text], path
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8443", "testserver@evil.example"])
+def test_the_trailing_slash_redirect_never_names_the_host_header(ana: TestClient, host: str) -> None:
+    """Starlette built the redirect from the Host header: a forged one (a cache or proxy in between)
+    sent people elsewhere. It is a path now, on whatever site the browser is on."""
+    for path, target in [
+        ("/o/acme/dashboards/flake_rate/", "/o/acme/dashboards/flake_rate"),
+        ("/o/acme/dashboards/flake_rate/?region=North&region=%3Cx%3E", "/o/acme/dashboards/flake_rate?region=North&region=%3Cx%3E"),
+        ("/login/", "/login"),
+        ("/o/acme", "/o/acme/"),
+    ]:
+        response = ana.get(path, headers={"Host": host}, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"] == target, (path, response.headers.get("location"))
+    for path in ("/%2f%2fevil.example/", "/%2F%2Fevil.example", "/o/acme/nope/"):  # no protocol-relative redirect, no redirect to nothing
+        response = ana.get(path, headers={"Host": host}, follow_redirects=False)
+        assert response.status_code == 404 and "evil" not in response.headers.get("location", ""), path
 
 
 def test_an_organisation_name_in_another_case_or_with_a_slash_is_not_that_organisation(ana: TestClient) -> None:

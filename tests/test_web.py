@@ -367,6 +367,7 @@ def test_run_detail_page_shows_steps_checks_samples_and_log(client, project) -> 
     assert "&lt;b&gt;bad&lt;/b&gt;" in page.text and "check totals_match: fail" in page.text
     assert client.get(f"/runs/{other_id}").status_code == 404  # another project's run is not this app's
     assert client.get("/runs/999999").status_code == 404
+    assert client.get(f"/runs/{2**64}").status_code == 404  # past SQLite's integers: no such run, not a 500
     assert f'href="/runs/{run_id}"' in client.get("/runs").text
 
 

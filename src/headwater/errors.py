@@ -66,6 +66,28 @@ class TransientFailure(RunFailed):
     transient = True
 
 
+# What resolvers and drivers say when a host name does not exist (glibc, musl, macOS; libpq and
+# MySQL quote them). Retrying cannot help: the name is wrong, or this machine's DNS does not know it.
+# A resolver that did not answer ("Temporary failure in name resolution", EAI_AGAIN: MySQL's -3) may.
+_NO_SUCH_HOST = ("name or service not known", "name does not resolve", "nodename nor servname", "no address associated with hostname", "unknown mysql server host")
+_RESOLVER_DOWN = ("temporary failure", "try again", "(-3)")
+
+
+def unresolved_host(message: str) -> bool:
+    """Whether a connection failed because its host name does not resolve (a configuration error)."""
+    low = message.lower()
+    return any(w in low for w in _NO_SUCH_HOST) and not any(w in low for w in _RESOLVER_DOWN)
+
+
+def host_not_found(what: str, host: str, setting: str, why: str) -> ConfigError:
+    """The error for a host name that does not resolve: not retried, exit 2."""
+    return ConfigError(
+        f"{what}: the host name '{host}' does not resolve",
+        why=why,
+        fix=f"Check the host name in {setting} (a typo, or a name only another network knows); retrying will not help.",
+    )
+
+
 class ProjectBusy(HeadwaterError):
     exit_code = ExitCode.BUSY
     transient = True

@@ -46,6 +46,11 @@ class ExportFormat(str, Enum):
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+# Every integer the command line takes has a range, so a typo is a usage error (exit 2) before
+# anything runs, never an overflow deep inside (SQLite's 64-bit integers, bind()'s ports).
+MAX_INT64 = 2**63 - 1
+MAX_SEED = 2**31 - 1
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 
 
 def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
@@ -89,11 +94,11 @@ def init(
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path("flake-demo"),
-    signups: Annotated[int, typer.Option(min=100, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 7,
+    signups: Annotated[int, typer.Option(min=100, max=orgs.MAX_SIGNUPS, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
+    seed: Annotated[int, typer.Option(min=-MAX_SEED, max=MAX_SEED, help="Random seed: the same seed gives the same data.")] = 7,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard when the run is done.")] = True,
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    port: PortOpt = 8080,
     regenerate: Annotated[bool, typer.Option(help="Regenerate the campaign database if the demo exists already.")] = False,
 ) -> None:
     """Generate the volunteer flake-rate example, run its pipeline, and serve its dashboard."""
@@ -172,7 +177,7 @@ def _published_tables(record: Any) -> dict[str, int]:
 
 @app.command()
 def logs(
-    run_id: Annotated[int, typer.Argument(help="The run's number, as `headwater runs` shows it.")],
+    run_id: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="The run's number, as `headwater runs` shows it.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
     project: ProjectOpt = None,
 ) -> None:
@@ -206,7 +211,7 @@ def logs(
 @app.command()
 def runs(
     project: ProjectOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many of the latest runs to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_INT64, help="How many of the latest runs to show.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
@@ -253,16 +258,20 @@ def _run_dict(r: Any) -> dict[str, Any]:
 def export(
     table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format. XLSX: past 1,048,575 rows the rows go on in further sheets.")] = ExportFormat.csv,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output for CSV).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write, replaced when the export is complete (a symlink: its target); - for standard output (the default for CSV).")
+    ] = None,
     dashboard: Annotated[str | None, typer.Option("--dashboard", "-d", help="Apply this dashboard's filters (see --filter), as its downloads do.")] = None,
     filters: Annotated[
         list[str] | None, typer.Option("--filter", help="KEY=VALUE for one of the dashboard's filters, e.g. region=North or weeks_from=2024-01-06; repeat for more.")
     ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="CSV: write text as it is. By default a text cell starting with = + - @ (a formula to a spreadsheet) gets a leading '.")] = False,
     project: ProjectOpt = None,
 ) -> None:
     """Export a published table (what dashboards show), streamed with no row cap; the same code as
     the web app's downloads."""
     from headwater import dashboards
+    from headwater.cli import output as outputs
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
     from headwater.publish.export import EXPORT_MEMORY_LIMIT, write
@@ -270,7 +279,9 @@ def export(
 
     loaded = _project(project)
     if fmt is ExportFormat.xlsx and output is None:
-        raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx.")
+        raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx (or -o - for standard output).")
+    if output is not None:
+        outputs.target(output)  # refused before any row is read
     selections: dict[str, list[str]] = {}
     for item in filters or []:
         key, equals, value = item.partition("=")
@@ -290,21 +301,10 @@ def export(
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
         with dashboards.stream(data, table, query) as reader:
-            if output is None:
-                rows = write(reader, "csv", sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                partial = output.with_name(output.name + ".partial")
-                try:
-                    with open(partial, "wb") as handle:
-                        rows = write(reader, fmt.value, handle)
-                except BaseException:
-                    partial.unlink(missing_ok=True)
-                    raise
-                partial.replace(output)
+            rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
     finally:
         data.close()
-    if output is not None:
+    if output is not None and str(output) != outputs.STDOUT:
         err.print(f"Wrote {rows:,} rows of {table} to {output}")
 
 
@@ -312,7 +312,7 @@ def export(
 def serve(
     project: ProjectOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: PortOpt = 8080,
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
     install: Annotated[Path | None, typer.Option("--install", "-i", help="Serve every organisation of this install (each under /o/NAME/) instead of one project.", show_default=False)] = None,
 ) -> None:

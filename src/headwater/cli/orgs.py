@@ -22,6 +22,7 @@ from headwater.errors import HeadwaterError
 org_app = typer.Typer(help="Organisations of an install: each with its own project, warehouse, people and runs.", no_args_is_help=True)
 out = Console()
 
+MAX_SIGNUPS = 100_000_000  # the demo generator's largest campaign (the command line refuses more: exit 2)
 InstallOpt = Annotated[
     Path | None,
     typer.Option("--install", "-i", help="The install's folder (default: $HEADWATER_INSTALL, or found from the current folder upwards).", show_default=False),
@@ -83,7 +84,7 @@ def create(
     project: Annotated[Path | None, typer.Option("--project", "-p", help="Its project folder: an existing project, or where to create one (default: INSTALL/orgs/NAME).")] = None,
     title: Annotated[str | None, typer.Option(help="Its name as people read it (default: NAME).")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Create the project as a copy of the flake-rate demo, with generated data.")] = False,
-    signups: Annotated[int, typer.Option(min=100, help="With --demo: sign-ups to generate.")] = 20_000,
+    signups: Annotated[int, typer.Option(min=100, max=MAX_SIGNUPS, help="With --demo: sign-ups to generate.")] = 20_000,
 ) -> None:
     """Create an organisation (and the install, the first time) with a project of its own."""
     from headwater.config import PROJECT_FILE

@@ -23,16 +23,23 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORE
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = dt.timedelta(days=3650)  # longer is a typo, and past it dates overflow (a timeout of 1e20 days)
+
+
 def _parse_duration(value: object) -> object:
-    """'90s', '30m', '26h', '2d' or a number of seconds."""
+    """'90s', '30m', '26h', '2d' or a number of seconds, from 0 to ten years."""
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
             raise ValueError(f"'{value}' is not a duration: write e.g. 90s, 30m, 26h or 2d")
-        return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.timedelta(seconds=value)
-    return value
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        return value
+    if not 0 <= seconds <= MAX_DURATION.total_seconds():  # also NaN
+        raise ValueError(f"'{value}' is not a duration from 0 to {MAX_DURATION.days}d (ten years)")
+    return dt.timedelta(seconds=seconds)
 
 
 Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]

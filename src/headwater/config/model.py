@@ -39,12 +39,27 @@ from headwater.config.sources import MySQLSource, PostgresSource, SQLiteSource
 
 # --- warehouse and system database -------------------------------------------------------------
 
+MAX_THREADS = 1024  # DuckDB's and dbt's worker threads: more is a typo (and DuckDB refuses 1e20)
+
 
 class DuckDBWarehouse(Strict):
     type: Literal["duckdb"] = "duckdb"
     path: str = Field(".headwater/warehouse", description="Folder holding the build database and published snapshots.")
-    threads: int | None = Field(None, ge=1, description="DuckDB worker threads (default: all cores).")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="DuckDB worker threads (default: all cores).")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '4GB'.")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        """Checked by DuckDB itself when the file loads, not first in the middle of a run."""
+        import duckdb
+
+        if value is not None:
+            try:
+                duckdb.connect(config={"memory_limit": value}).close()
+            except duckdb.Error as exc:
+                raise ValueError(f"'{value}' is not a DuckDB memory limit (e.g. 512MB, 4GB): {str(exc).splitlines()[0]}") from None
+        return value
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
 
@@ -97,7 +112,7 @@ Check = Annotated[ReconcileCheck | FreshnessCheck, Field(discriminator="type")]
 
 class DbtSettings(Strict):
     project_dir: str = Field(".", description="Folder holding dbt_project.yml, relative to the project.")
-    threads: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
     vars: dict[str, str | int | float | bool | None] = Field(default_factory=dict, description="Passed to dbt as --vars.")
     seed_first: bool = Field(
         False,

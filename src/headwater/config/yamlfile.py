@@ -5,6 +5,13 @@ Errors about a project file must name the file and the line. PyYAML's composer k
 node, so we build plain Python values from the node tree and keep a map from the value's path
 (``("sources", "campaign", "type")``) to its line.
 
+A file is read by the server of an install with many organisations, so one organisation's file must
+not be able to stall it: an alias is a reference, and nine aliases to nine aliases to ... (a "billion
+laughs") build a billion values from a few hundred bytes. `_Loader` counts what aliases would expand
+to while composing and refuses beyond ``MAX_ALIAS_VALUES``, refuses an alias inside its own anchor,
+and refuses nesting deeper than ``MAX_DEPTH`` (10,000 ``[`` exhausted Python's stack), each naming
+the file and line.
+
 Secrets live in the system database, whose URL is in the very file being read, so a scalar naming a
 secret is left *pending* while the file is built, and `resolve_secrets` fills all of them in with one
 lookup afterwards. A file without ``${secret:`` never touches the system database.
@@ -26,8 +33,12 @@ from headwater.redact import is_secret_name, register
 
 Path_ = tuple[str | int, ...]
 
-# $$ first: at "$${...}" it wins, leaving "{...}" as text.
-_REFERENCE = re.compile(r"\$\$|\$\{secret:(?P<secret>[^}]*)\}|\$\{(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+MAX_ALIAS_VALUES = 10_000  # values that aliases may repeat in one file, all aliases together
+MAX_DEPTH = 100  # a project file nests fewer than ten levels
+
+# $$ first: at "$${...}" it wins, leaving "{...}" as text. A "${" that is none of the forms
+# (unfinished, or no variable name) is an error rather than text: "${CAMPAIGN_DB" is a typo.
+_REFERENCE = re.compile(r"\$\$|\$\{secret:(?P<secret>[^}]*)\}|\$\{(?P<env>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<malformed>\$\{)")
 _SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Where ${secret:...} cannot work or would be written out in plain text.
 _NO_SECRETS: dict[Path_, str] = {
@@ -84,15 +95,73 @@ def load_yaml(file: Path, env: Mapping[str, str] | None = None) -> Located:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})", fix="Save the file as UTF-8.") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, _Refused):
+            raise ConfigError(f"{where}: {problem}", why=exc.why, fix=exc.fix) from None
         raise ConfigError(f"{where}: invalid YAML: {problem}", fix="Fix the YAML syntax at that line (indentation, quotes, a missing colon).") from None
     located = Located(file=file, data=None)
     located.data = {} if node is None else _Builder(located, env).build(node, ())
     return located
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but is refused (see the module's docstring)."""
+
+    def __init__(self, mark: yaml.Mark, problem: str, why: str, fix: str) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.why, self.fix = why, fix
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe composer, counting how many values each node stands for (an alias repeats its
+    anchor's), so expansion and depth are bounded before anything is built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> values it stands for, once composed
+        self._repeated = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self._count_alias(self.peek_event())
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(self.peek_event().start_mark, f"values nested more than {MAX_DEPTH} levels deep", why="no setting nests that deep", fix="Flatten the value at that line.")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
+        return node
+
+    def _count_alias(self, event: yaml.AliasEvent) -> None:
+        node = self.anchors.get(event.anchor)
+        if node is None:
+            return  # PyYAML's own error: an undefined alias
+        if id(node) not in self._sizes:
+            raise _Refused(event.start_mark, f"the alias *{event.anchor} is inside its own anchor", why="it would repeat itself without end", fix=f"Remove *{event.anchor} from inside &{event.anchor}.")
+        self._repeated += self._sizes[id(node)]
+        if self._repeated > MAX_ALIAS_VALUES:
+            raise _Refused(
+                event.start_mark,
+                f"the alias *{event.anchor} takes the file's aliases past {MAX_ALIAS_VALUES:,} repeated values",
+                why="aliases of aliases multiply (a 'billion laughs'); Headwater refuses files that expand so much",
+                fix="Write the values out, or use fewer aliases of anchors that hold aliases themselves.",
+            )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 class _Builder:
@@ -157,6 +226,12 @@ def _interpolate(text: str, where: str, env: Mapping[str, str], path: Path_, sec
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match["malformed"] is not None:
+            raise ConfigError(
+                f"{where}: '{_excerpt(text, match.start())}' is not a reference to a variable",
+                why="${ starts ${NAME}, ${NAME:-default} or ${secret:NAME}, which end with }",
+                fix="Close it with }, or write $${ for a literal ${.",
+            )
         if match["secret"] is not None:
             return (secrets or {})[match["secret"]]  # resolve_secrets checked that it exists
         name, default = match["env"], match["default"]
@@ -176,6 +251,11 @@ def _interpolate(text: str, where: str, env: Mapping[str, str], path: Path_, sec
     if sensitive:
         register(value)
     return value
+
+
+def _excerpt(text: str, start: int) -> str:
+    rest = text[start:]
+    return rest if len(rest) <= 40 else rest[:40] + "…"
 
 
 def resolve_secrets(located: Located, env: Mapping[str, str] | None, lookup: SecretLookup) -> None:

@@ -19,7 +19,8 @@ cannot vouch for is refused for a scoped member: table functions other than ``ra
 ``generate_series`` and ``unnest`` (``query()``, ``query_table()`` and friends read tables by name
 at run time), ``SUMMARIZE``/``DESCRIBE``, names qualified with another catalog or schema, and names
 that are neither a published table nor a CTE of the query. Reading files is off for every snapshot
-connection anyway (publish/reader.py).
+connection anyway (publish/reader.py). SQL that reads no published table at all (``select 42``,
+``range()``, ``values``) has no rows to limit and runs as it is, for everyone.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class RowScope:
 
         rewritten = _rewrite(tree, lambda ref: _check_ref(ref, tables, ctes, catalog), replacement)
         new_sql = cur.execute("SELECT json_deserialize_sql(?)", [json.dumps(rewritten)]).fetchone()[0]  # type: ignore[index]
+        if not replacements:  # reads no published table (every other reference was refused above): no rows to limit
+            return new_sql, dict(params)
         return new_sql, {**params, **self.parameters()}
 
 

@@ -16,7 +16,12 @@ def recent_runs(db: SystemDB, project: str, limit: int = 20) -> list[Run]:
         return list(session.scalars(query))
 
 
+MAX_ID = 2**63 - 1  # the largest id a database stores: a larger number (from a URL) is no run at all
+
+
 def get_run(db: SystemDB, project: str, run_id: int) -> Run | None:
+    if not 0 < run_id <= MAX_ID:
+        return None
     with db.session() as session:
         query = select(Run).where(Run.project == project, Run.id == run_id).options(selectinload(Run.steps), selectinload(Run.checks))
         return session.scalars(query).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import duckdb
@@ -9,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.checks import dbt_test_outcomes, run_checks
-from headwater.errors import HeadwaterError, RunFailed, TransientFailure
+from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
@@ -66,14 +67,21 @@ def run_pipeline(
             db.close()
 
 
-def _environment_failure(exc: BaseException, recorder: RunRecorder) -> RunFailed:
-    kind = TransientFailure if _is_transient(exc) else RunFailed
+def _environment_failure(exc: BaseException, recorder: RunRecorder) -> HeadwaterError:
     text = str(exc).strip()
+    if unresolved_host(text):  # e.g. the system database's host: a wrong name is not retried
+        return host_not_found(f"Run {recorder.id} failed in step {recorder.current_step or 'start'}", _host_in(text), "the project file", text.splitlines()[0])
+    kind = TransientFailure if _is_transient(exc) else RunFailed
     return kind(
         f"Run {recorder.id} failed in step {recorder.current_step or 'start'}",
         why=f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}",
         fix="It may pass by itself; the run will be retried." if kind is TransientFailure else "Check the file, disk or database it names; published data was left as it was.",
     )
+
+
+def _host_in(text: str) -> str:
+    quoted = re.search(r"host(?: name)? [\"']([^\"']+)[\"']", text)
+    return quoted.group(1) if quoted else "(see below)"
 
 
 def _is_transient(exc: BaseException) -> bool:

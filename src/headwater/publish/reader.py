@@ -15,6 +15,7 @@ from headwater.errors import NotFound
 from headwater.warehouse import Warehouse
 
 BATCH_ROWS = 64_000
+_OWN = "database_name = current_database() AND schema_name = 'main' AND NOT internal"  # the snapshot's tables
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,16 @@ class PublishedData:
             self._con, self._snapshot = None, None
 
     def tables(self) -> list[str]:
+        """The published tables: the snapshot's own, never DuckDB's catalog views (``sqlite_master``,
+        ``pragma_database_list``, ``duckdb_settings``...), which also answer to a bare name."""
         with self.cursor() as cur:
-            return [r[0] for r in cur.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
+            return [r[0] for r in cur.execute(f"SELECT table_name FROM duckdb_tables() WHERE {_OWN} ORDER BY 1").fetchall()]
 
     def columns(self, table: str) -> list[Column]:
+        """A published table's columns; NotFound for any other name (see `tables`)."""
         with self.cursor() as cur:
             rows = cur.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index", [table]
+                f"SELECT column_name, data_type FROM duckdb_columns() WHERE {_OWN} AND table_name = ? ORDER BY column_index", [table]
             ).fetchall()
         if not rows:
             raise NotFound(f"No published table named '{table}'", fix=f"Published tables: {', '.join(self.tables()) or 'none yet'}.")

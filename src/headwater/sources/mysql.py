@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import duckdb
 
 from headwater.config.sources import MySQLSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, TransientFailure
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure, host_not_found, unresolved_host
 from headwater.sources.tunnel import Tunnel
 from headwater.sync.context import SyncContext
 from headwater.sync.sql import HASH_COLUMN, Column, SqlSource, TableInfo, ql
@@ -137,6 +137,8 @@ class MySQLSource(SqlSource):
             return HeadwaterError(
                 f"Source '{self.name}': permission denied on {where}", why=why, fix="GRANT SELECT ON the table (or the whole database) to the sync user; a view also needs its definer's rights."
             )
+        if unresolved_host(text):
+            return host_not_found(f"Source '{self.name}'", self.url.host or "", f"sources.{self.name}.url", why)
         transient = ("can't connect", "unknown mysql server host", "lost connection", "gone away", "timed out", "timeout", "connection refused", "connection reset", "deadlock", "too many connections")
         if any(w in low for w in transient):
             return TransientFailure(

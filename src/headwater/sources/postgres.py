@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import duckdb
 
 from headwater.config.sources import PostgresSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, TransientFailure
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
 from headwater.sync.context import SyncContext
@@ -140,6 +140,8 @@ class PostgresSource(SqlSource):
             return HeadwaterError(f"Source '{self.name}': PostgreSQL refused the user or password", why=_first_line(text), fix=f"Check the user and password in sources.{self.name}.url ({where}).")
         if "does not exist" in low and "database" in low:
             return HeadwaterError(f"Source '{self.name}': the database does not exist on {where}", why=_first_line(text), fix=f"Fix the database name at the end of sources.{self.name}.url.")
+        if unresolved_host(text):
+            return host_not_found(f"Source '{self.name}'", urlsplit(self.settings.url).hostname or "", f"sources.{self.name}.url", _first_line(text))
         if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "could not translate host", "no route", "connection reset", "server closed")):
             return TransientFailure(
                 f"Source '{self.name}': cannot reach PostgreSQL at {where}",

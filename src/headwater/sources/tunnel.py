@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.config.sources import SSHTunnel
-from headwater.errors import ConfigError, TransientFailure
+from headwater.errors import ConfigError, TransientFailure, host_not_found, unresolved_host
 
 
 class Tunnel:
@@ -67,7 +67,10 @@ class Tunnel:
                 why=str(exc) or type(exc).__name__,
                 fix=f"Check sources.{self.source}.ssh_tunnel.user and private_key, and that the key's public half is in the bastion's authorized_keys.",
             ) from None
-        except Exception:  # noqa: BLE001 - unreachable and the like: the caller's TransientFailure says so
+        except OSError as exc:  # unreachable and the like: the caller's TransientFailure says so
+            if unresolved_host(str(exc)):
+                raise host_not_found(f"Source '{self.source}'", s.host, f"sources.{self.source}.ssh_tunnel.host", str(exc)) from None
+        except Exception:  # noqa: BLE001 - paramiko's own errors: the caller's TransientFailure says so
             pass
         finally:
             client.close()

@@ -80,6 +80,9 @@ class Policy:
     absolute_timeout: dt.timedelta = dt.timedelta(days=7)
     max_failures: int = 5  # failed logins per e-mail address and client address within the window
     max_failures_per_ip: int = 50  # per client address, whatever the e-mail: password spraying
+    # Past that, the address is slowed down, not locked out: one NAT may be a whole office, whose
+    # right passwords must still get in. It may fail this many times a minute until the window passes.
+    attempts_per_minute_over_ip_limit: int = 5
     failure_window: dt.timedelta = dt.timedelta(minutes=15)
     touch_every: dt.timedelta = dt.timedelta(minutes=1)  # how stale last_seen_at may get (saves writes)
 
@@ -131,17 +134,22 @@ class AccountDisabled(AccountError):
 
 
 class TooManyAttempts(AccountError):
-    def __init__(self, retry_after: dt.timedelta) -> None:
+    def __init__(self, retry_after: dt.timedelta, *, why: str = "several wrong passwords were tried for this account from your address in the last minutes") -> None:
         self.retry_after_seconds = max(1, int(retry_after.total_seconds() + 0.999))
         minutes = (self.retry_after_seconds + 59) // 60
         super().__init__(
             "Too many failed logins",
-            why="several wrong passwords were tried for this account from your address in the last minutes",
+            why=why,
             fix=f"Wait {minutes} minute{'s' if minutes != 1 else ''} and try again; an admin can reset a forgotten password.",
         )
 
 
 # --- values -------------------------------------------------------------------------------------
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    """A time read back from the database in UTC (SQLite forgets the zone)."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
 
 
 def normalise_email(email: str) -> str:
@@ -526,15 +534,28 @@ class Accounts:
         return record.revoked_at is None and now - record.last_seen_at < self.policy.idle_timeout and now - record.created_at < self.policy.absolute_timeout
 
     def _check_rate(self, email: str, ip: str, now: dt.datetime) -> None:
-        since = now - self.policy.failure_window
+        """Two sliding windows (a limit lifts when the oldest failure in it ages out): an account
+        from an address is locked after ``max_failures``; an address past ``max_failures_per_ip``
+        gets ``attempts_per_minute_over_ip_limit`` a minute, so its right passwords still get in."""
+        policy, minute = self.policy, dt.timedelta(minutes=1)
         with self.db.session() as session:
-            for condition, limit in (((LoginFailure.email == email) & (LoginFailure.ip == ip), self.policy.max_failures), (LoginFailure.ip == ip, self.policy.max_failures_per_ip)):
-                count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(condition, LoginFailure.at > since)).one()
-                if count >= limit:
-                    # Sliding window: the limit lifts when the oldest failure in it ages out.
-                    oldest = oldest.replace(tzinfo=dt.UTC) if oldest.tzinfo is None else oldest
-                    logger.warning("login rate limit hit for %s from %s", email, ip)
-                    raise TooManyAttempts(oldest + self.policy.failure_window - now)
+            count, oldest = self._failures(session, (LoginFailure.email == email) & (LoginFailure.ip == ip), now - policy.failure_window)
+            if count >= policy.max_failures:
+                logger.warning("login rate limit hit for %s from %s", email, ip)
+                raise TooManyAttempts(oldest + policy.failure_window - now)
+            if self._failures(session, LoginFailure.ip == ip, now - policy.failure_window)[0] < policy.max_failures_per_ip:
+                return
+            recent = [_aware(at) for at in session.scalars(select(LoginFailure.at).where(LoginFailure.ip == ip, LoginFailure.at > now - minute).order_by(LoginFailure.at))]
+            allowed = policy.attempts_per_minute_over_ip_limit
+            if len(recent) >= allowed:  # free again when all but allowed - 1 of them are a minute old
+                logger.warning("login slowed down for %s: more than %d failed logins from it in the last minutes", ip, policy.max_failures_per_ip)
+                raise TooManyAttempts(recent[len(recent) - allowed] + minute - now, why="many wrong passwords were tried from your address (a shared office network counts as one), so it gets a few attempts a minute")
+
+    @staticmethod
+    def _failures(session: Session, condition: Any, since: dt.datetime) -> tuple[int, dt.datetime]:
+        """How many failed logins match ``condition`` since ``since``, and the oldest of them."""
+        count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(condition, LoginFailure.at > since)).one()
+        return count, _aware(oldest) if oldest is not None else oldest
 
     def _record_failure(self, session: Session, email: str, ip: str, now: dt.datetime) -> None:
         session.add(LoginFailure(email=email, ip=ip, at=now))

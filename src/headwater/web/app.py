@@ -71,6 +71,7 @@ def create_app(
 
     app = FastAPI(
         title=f"Headwater: {tenancy.title}", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+        redirect_slashes=False,  # web/errors.py redirects to the path itself, never naming the Host header
         dependencies=[Depends(auth.guard)],  # every route's organisation, permission rule and CSRF: see web/auth.py
     )  # fmt: skip
     app.state.tenancy = tenancy

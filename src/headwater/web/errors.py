@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from headwater.dashboards.scope import ScopeRefused
 from headwater.errors import ConfigError, HeadwaterError, NotFound, ProjectBusy
@@ -59,10 +61,27 @@ async def _headwater_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and (twin := slash_twin(request)) is not None:
+        return RedirectResponse(twin, status_code=307)
     if exc.status_code == 404:
         page = PageNotFound(request.url.path)
         return error_response(request, 404, page.what, page.why, page.fix)
     return error_response(request, exc.status_code, str(exc.detail))
+
+
+def slash_twin(request: Request) -> str | None:
+    """The address with its trailing slash dropped (or added) when a route serves that instead, as a
+    path and query: the app is made with ``redirect_slashes=False`` because Starlette's redirect
+    named the request's Host header, which a proxy or cache in between may let anyone forge."""
+    path = request.scope["path"]
+    twin = path[:-1] if path.endswith("/") else path + "/"
+    if path == "/" or twin.startswith("//"):  # "//host" in a Location header is another site
+        return None
+    scope = {**request.scope, "path": twin}
+    if not any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+        return None
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return quote(request.scope.get("root_path", "") + twin) + (f"?{query}" if query else "")
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from headwater.config.cron import cron_weekdays
 from headwater.config.model import FreshnessCheck, LoadedProject, Pipeline, Schedule
 from headwater.errors import NotFound
+from headwater.orchestrate.history import MAX_ID
 from headwater.orchestrate.scheduler import CrontabTrigger
 from headwater.redact import REDACTED, is_secret_name, redact
 from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
@@ -433,13 +434,13 @@ def pipelines_json(request: Request) -> JSONResponse:
 
 
 @router.get("/api/runs/{run_id:int}/log")
-def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> JSONResponse:
     """Log lines of a run with an id above ``after`` (at most LOG_PAGE; ``more`` says whether others
     follow), the run's status and its steps: what the run page polls while the run is running."""
     org = org_context(request)
     db = org.ctx.system_db()
     with db.session() as session:
-        run = session.scalars(select(Run).where(Run.project == org.project.config.name, Run.id == run_id)).first()
+        run = session.scalars(select(Run).where(Run.project == org.project.config.name, Run.id == run_id)).first() if run_id <= MAX_ID else None
         if run is None:
             raise NotFound(f"No run {run_id} in this project", fix="The runs page lists the recent ones.")
         lines = list(session.scalars(select(RunLog).where(RunLog.run_id == run_id, RunLog.id > after).order_by(RunLog.id).limit(LOG_PAGE + 1)))

@@ -7,6 +7,7 @@ its data and the member's row scope to the dashboards service explicitly."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from headwater import dashboards as service
-from headwater.config.model import Chart, Dashboard, Filter
+from headwater.config.model import RESERVED_PREFIX, Chart, Dashboard, Filter
 from headwater.dashboards.scope import RowScope
 from headwater.errors import NotFound
 from headwater.orchestrate.history import get_run, log_lines, recent_runs
@@ -33,6 +34,9 @@ from headwater.web.tenancy import OrgContext
 CHART_ROWS = 10_000  # points sent to a chart or the JSON API; downloads have no cap
 TABLE_ROWS = 1_000  # rows of a table chart rendered into the page
 RUNS_SHOWN = 50
+# `?hw_raw=1` on a CSV download: text as it is, for programs (by default formulas are neutralised,
+# see publish/export.py). No filter can be called so: names starting with hw_ are Headwater's.
+RAW_PARAMETER = f"{RESERVED_PREFIX}raw"
 DOWNLOAD = Depends(require(Role.viewer))  # who may download: as for the CSV routes in auth.ROUTE_RULES
 
 router = APIRouter()
@@ -152,8 +156,13 @@ def _page(request: Request, template: str, **context: Any) -> Response:
 def _selections(request: Request) -> dict[str, list[str]]:
     selections: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
-        selections.setdefault(key, []).append(value)
+        if key != RAW_PARAMETER:
+            selections.setdefault(key, []).append(value)
     return selections
+
+
+def _raw(request: Request) -> bool:
+    return request.query_params.get(RAW_PARAMETER, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _query_string(selections: dict[str, list[str]]) -> str:
@@ -239,8 +248,8 @@ def _download(request: Request, opened: AbstractContextManager[pa.RecordBatchRea
             handle, _rows = export.xlsx_file(reader)
         headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
         return StreamingResponse(export.file_chunks(handle), media_type=export.MEDIA_TYPES["xlsx"], headers=headers)
-    body: Iterator[bytes] = _csv_body(opened)
-    next(body)
+    chunks = _csv_body(opened, raw=_raw(request))
+    body: Iterator[bytes] = itertools.chain([next(chunks)], chunks)  # the header: the writer has seen every column's type
     if "gzip" in request.headers.get("accept-encoding", ""):
         # Compressed here at level 1, not by the app's middleware at level 9: a tenth of the CPU
         # for nearly the same size, so big downloads stream at the speed of the query.
@@ -249,7 +258,6 @@ def _download(request: Request, opened: AbstractContextManager[pa.RecordBatchRea
     return StreamingResponse(body, media_type=export.MEDIA_TYPES["csv"], headers=headers)
 
 
-def _csv_body(opened: AbstractContextManager[pa.RecordBatchReader]) -> Iterator[bytes]:
+def _csv_body(opened: AbstractContextManager[pa.RecordBatchReader], *, raw: bool) -> Iterator[bytes]:
     with opened as reader:
-        yield b""
-        yield from export.csv_chunks(reader)
+        yield from export.csv_chunks(reader, raw=raw)

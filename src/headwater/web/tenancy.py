@@ -107,7 +107,7 @@ class Tenancy:
         self.install = install
         self._schedulers = dict(schedulers or {})
         self._lock = threading.Lock()
-        self._loading = threading.Lock()  # one project loads at a time (see `site`)
+        self._loading: dict[str, threading.Lock] = {}  # per organisation: each project loads once (see `site`)
         self._sites: dict[str, Site] = {}
         self._open: OrderedDict[str, PublishedData] = OrderedDict()
         self._open_snapshots = open_snapshots
@@ -149,9 +149,12 @@ class Tenancy:
         org = Organisations(self.system_db()).find(slug)
         if org is None or org.project_path is None:
             return None
-        # Loading validates dashboards' SQL with DuckDB's module-level connection, which is not
-        # thread-safe: projects are loaded one at a time (and each once, however many ask at once).
-        with self._loading:
+        # Each project loads once however many ask at once, and only its own requests wait for it:
+        # one organisation's slow or hostile files (a hung mount, a huge file) never hold up the
+        # others. (The parser of dashboards' SQL has a lock of its own: config/model.py.)
+        with self._lock:
+            loading = self._loading.setdefault(slug, threading.Lock())
+        with loading:
             with self._lock:
                 if slug in self._sites:
                     return self._sites[slug]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
+from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure, host_not_found, unresolved_host
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")
@@ -85,5 +85,7 @@ def download(url: str, work: Path, what: str, timeout: float = DOWNLOAD_TIMEOUT)
             with open(target, "wb") as handle:
                 handle.writelines(response.iter_bytes(1 << 20))
     except httpx.TransportError as exc:
+        if unresolved_host(str(exc)):
+            raise host_not_found(what, urlsplit(url).hostname or "", f"the source's path ({shown})", f"{type(exc).__name__}: {exc}") from None
         raise TransientFailure(f"{what}: cannot download {shown}", why=f"{type(exc).__name__}: {exc}", fix="Check the network and the address; the run is retried.") from None
     return LocalFile(target, shown)
