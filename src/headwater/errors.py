@@ -60,6 +60,10 @@ class TransientFailure(RunFailed):
     transient = True
 
 
+class DiskFull(RunFailed):
+    """A disk Headwater writes to (warehouse, system database, snapshots) has no space left."""
+
+
 class ProjectBusy(HeadwaterError):
     exit_code = ExitCode.BUSY
     transient = True

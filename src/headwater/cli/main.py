@@ -143,6 +143,9 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
         for table, rows in published.items():
             out.print(f"  published [bold]{table}[/]: {rows:,} rows")
+    elif record.status == "running":  # its process ended without recording how (a full disk under the system database)
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}), and its end could not be recorded in the system database. Published data was left as it was.", highlight=False)
+        err.print(outcome.stderr.strip() or "Its error is printed above.", highlight=False)
     else:
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
         err.print(record.error or "", highlight=False)
@@ -278,6 +281,8 @@ def export(
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
+        if data.warehouse.fallback:
+            err.print(f"[yellow]Warning:[/] {data.warehouse.fallback}", highlight=False)
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
         with dashboards.stream(data, table, query) as reader:
             if output is None:

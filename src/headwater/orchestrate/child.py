@@ -31,6 +31,10 @@ def main(argv: list[str]) -> int:
     from headwater.redact import install_logging
 
     install_logging()
+    if show:  # the listener prints every line of the run: Python's logging printing its warnings again would say each twice
+        quiet = logging.getLogger("headwater.run")
+        quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them anyway
+        quiet.propagate = False
 
     try:
         run_pipeline(load_project(root), pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.checks import dbt_test_outcomes, run_checks
-from headwater.errors import HeadwaterError, RunFailed, TransientFailure
+from headwater.errors import RunFailed, TransientFailure
 from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder
@@ -52,15 +52,11 @@ def run_pipeline(
             recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
             try:
                 return _run_steps(project, pipeline, warehouse, recorder)
-            except ENVIRONMENT_ERRORS as exc:
-                failure = _environment_failure(exc, recorder)
-                recorder.log("error", failure.render())
-                recorder.finish("failed", error=failure)
-                raise failure from exc
             except BaseException as exc:
-                recorder.log("error", _message(exc))
-                recorder.finish("failed", error=exc)
-                raise
+                failure = recorder.fail(exc, warehouse.folder, lambda e: _environment_failure(e, recorder) if isinstance(e, ENVIRONMENT_ERRORS) else e)
+                if failure is exc:
+                    raise
+                raise failure from exc
     finally:
         if own_db:
             db.close()
@@ -136,7 +132,3 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
         con.close()
     run = rec.finish("success", rows=rows, snapshot=warehouse.current_snapshot().name)  # type: ignore[union-attr]
     return RunOutcome(run, published)
-
-
-def _message(exc: BaseException) -> str:
-    return exc.render() if isinstance(exc, HeadwaterError) else f"{type(exc).__name__}: {exc}"

@@ -75,9 +75,10 @@ def run_sync(
             try:
                 results = sync_sources(project, rec, [source] if source else names, tables=tables or None, full_refresh=full_refresh, progress=progress, warehouse=warehouse)
             except BaseException as exc:
-                rec.log("error", exc.render() if hasattr(exc, "render") else f"{type(exc).__name__}: {exc}")
-                rec.finish("failed", error=exc)
-                raise
+                failure = rec.fail(exc, warehouse.folder)
+                if failure is exc:
+                    raise
+                raise failure from exc
             rec.finish("success", rows=sum(s.rows_read for stats in results.values() for s in stats))
             return rec.id, results
     finally:

@@ -1,0 +1,186 @@
+"""Failures that explain themselves: a full disk, a read-only or damaged system database, a lost
+snapshot pointer, a killed `headwater run`, stale download files, files other users can read.
+Real faults only: a full disk is a real tmpfs filled to the brim (ENOSPC from the kernel), a
+read-only database sits on a file system remounted read-only."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from demo_project import make_project
+
+from headwater.config import load_project
+from headwater.orchestrate import open_system_db
+from headwater.orchestrate.history import recent_runs
+from headwater.warehouse import Warehouse
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB file system of its own, unmounted after the test."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "64m")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _fill(disk: Path, leave_kb: int) -> Path:
+    """Take all the disk's free space but ``leave_kb``: the next writes past that get ENOSPC."""
+    stats = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_kb * 1024))
+    return filler
+
+
+def headwater(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _runs(project):
+    db = open_system_db(project)
+    try:
+        return recent_runs(db, project.config.name, 50)
+    finally:
+        db.close()
+
+
+def _published(project) -> tuple[str, str]:
+    snapshot = Warehouse(project.root, project.config.warehouse).current_snapshot()
+    assert snapshot is not None
+    return snapshot.name, hashlib.sha256(snapshot.read_bytes()).hexdigest()
+
+
+def _set_system_url(project, url: str):
+    path = project.root / "headwater.yml"
+    data = yaml.safe_load(path.read_text())
+    data["system"] = {"url": url}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_project(project.root)
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+
+def test_a_full_disk_under_the_warehouse_fails_the_run_once_clearly(small_disk, tmp_path):
+    """The system database elsewhere: the run is recorded as failed, with the folder and its free space."""
+    project = make_project(small_disk / "demo", 2_000)
+    project = _set_system_url(project, f"sqlite:///{tmp_path / 'system.db'}")
+    assert headwater("run", "-p", str(project.root)).returncode == 0
+    before = _published(project)
+
+    _fill(small_disk, leave_kb=300)
+    result = headwater("run", "-p", str(project.root))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "could not record" not in result.stderr, result.stderr
+    warehouse = str(Warehouse(project.root, project.config.warehouse).folder)
+    assert f"No space left on device at {warehouse}, " in result.stderr and " MB free" in result.stderr
+    assert "Fix the model" not in result.stderr
+    assert result.stderr.count("No space left on device at") == 2, result.stderr  # the live log's line and the summary, no more
+    run = _runs(project)[0]
+    assert run.status == "failed" and run.error.startswith(f"No space left on device at {warehouse}")
+    assert _published(project) == before
+
+
+def test_a_full_disk_under_everything_says_the_failure_could_not_be_recorded(small_disk):
+    project = make_project(small_disk / "demo", 2_000)
+    assert headwater("run", "-p", str(project.root)).returncode == 0
+    before = _published(project)
+
+    filler = _fill(small_disk, leave_kb=300)
+    result = headwater("run", "-p", str(project.root))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "No space left on device at " in result.stderr and " MB free" in result.stderr
+    assert "could not be recorded" in result.stderr  # said, since `headwater runs` cannot say it
+    assert _published(project) == before
+
+    filler.unlink()
+    assert headwater("run", "-p", str(project.root)).returncode == 0
+    latest, failed = _runs(project)[:2]
+    assert latest.status == "success" and failed.status == "abandoned"
+
+
+# --- a damaged snapshot pointer --------------------------------------------------------------------
+
+from conftest_web import html_table, logged_in_client, make_project as make_web_project, publish_rows, synthetic_rows  # noqa: E402
+
+
+@pytest.fixture
+def two_snapshots(tmp_path):
+    """A project that published twice: run-000001 (scale 1), then run-000002 (scale 2, current)."""
+    project = make_web_project(tmp_path / "project")
+    publish_rows(project, synthetic_rows(1), "run-000001")
+    publish_rows(project, synthetic_rows(2), "run-000002")
+    return project
+
+
+def _completed_total(project, *extra: str) -> tuple[subprocess.CompletedProcess[str], int | None]:
+    result = headwater("export", "flake_rate_weekly", "-p", str(project.root), *extra, timeout=120)
+    if result.returncode != 0:
+        return result, None
+    rows = csv.DictReader(io.StringIO(result.stdout.lstrip("\ufeff")))
+    return result, sum(int(row["completed"]) for row in rows)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "deleted"])
+def test_a_damaged_pointer_falls_back_to_the_newest_intact_snapshot_and_says_so(two_snapshots, damage, caplog):
+    project = two_snapshots
+    warehouse = Warehouse(project.root, project.config.warehouse)
+    current = warehouse.current_snapshot()
+    _, expected = _completed_total(project)
+    assert current.name == "run-000002" + ".duckdb" and warehouse.fallback is None
+    {"truncated": lambda: warehouse.pointer.write_text("run-0000"), "emptied": lambda: warehouse.pointer.write_text(""), "deleted": warehouse.pointer.unlink}[damage]()
+
+    fresh = Warehouse(project.root, project.config.warehouse)
+    with caplog.at_level("WARNING", logger="headwater.warehouse"):
+        assert fresh.current_snapshot() == current  # the current snapshot itself is intact: nothing is lost
+    assert "newest intact published snapshot" in fresh.fallback and str(fresh.pointer) in fresh.fallback
+    assert [r.getMessage() for r in caplog.records] == [fresh.fallback]
+    fresh.current_snapshot()
+    assert len(caplog.records) == 1  # logged once per state of the folder, not per request
+
+    result, total = _completed_total(project)
+    assert result.returncode == 0 and total == expected
+    assert "Warning:" in result.stderr and "run-000002.duckdb" in result.stderr
+
+
+def test_a_deleted_current_snapshot_falls_back_to_the_previous_one_on_every_page(two_snapshots):
+    project = two_snapshots
+    warehouse = Warehouse(project.root, project.config.warehouse)
+    (warehouse.published_dir / "run-000002.duckdb").unlink()
+    truncated = warehouse.published_dir / "run-000003.duckdb"  # a newer file that is not a whole snapshot: skipped
+    truncated.write_bytes((warehouse.published_dir / "run-000001.duckdb").read_bytes()[:5000])
+
+    assert warehouse.current_snapshot().name == "run-000001.duckdb"
+    result, total = _completed_total(project)
+    assert result.returncode == 0 and total == sum(r["completed"] for r in synthetic_rows(1))
+    assert "names 'run-000002.duckdb', which is not there" in result.stderr
+
+    with logged_in_client(project) as client:
+        page = client.get("/dashboards/flake_rate")
+        assert page.status_code == 200 and "Nothing has been published" not in page.text
+        assert 'id="published-fallback"' in page.text and "run-000001.duckdb" in page.text
+        assert len(html_table(page.text, "chart-2")) > 1
+        runs = client.get("/runs")
+        assert 'id="published-fallback"' in runs.text
+
+        publish_rows(project, synthetic_rows(3), "run-000004")  # the next successful run publishes afresh
+        page = client.get("/dashboards/flake_rate")
+        assert 'id="published-fallback"' not in page.text
