@@ -8,7 +8,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
+import shutil
+import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -184,3 +188,124 @@ def test_a_deleted_current_snapshot_falls_back_to_the_previous_one_on_every_page
         publish_rows(project, synthetic_rows(3), "run-000004")  # the next successful run publishes afresh
         page = client.get("/dashboards/flake_rate")
         assert 'id="published-fallback"' not in page.text
+
+
+# --- a read-only or damaged system database -----------------------------------------------------
+
+from conftest_web import account  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from headwater.web import create_app  # noqa: E402
+
+
+@pytest.fixture
+def project_on_small_disk(small_disk):
+    """A web project with an account, on a file system of its own (remounted read-write at the end,
+    so the fixture can unmount it)."""
+    project = make_web_project(small_disk / "project")
+    publish_rows(project, synthetic_rows(), "run-000001")
+    account(project)
+    yield project
+    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+def test_a_read_only_system_database_is_named_with_its_fix(project_on_small_disk, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    database = project_on_small_disk.root / ".headwater" / "system.db"
+    for command in (["runs"], ["user", "list"], ["run"]):
+        result = headwater(*command, "-p", str(project_on_small_disk.root))
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"The system database {database} cannot be written" in result.stderr and "mounted read-only" in result.stderr
+        assert "Fix: Remount it read-write" in result.stderr and "Traceback" not in result.stderr and "bug" not in result.stderr
+
+
+def test_a_web_server_on_a_read_only_system_database_shows_an_error_page(project_on_small_disk, small_disk):
+    """(Remounting read-only under a live server is refused while it holds the file open for writing;
+    the app opens the database at its first request, as after a restart.)"""
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    database = project_on_small_disk.root / ".headwater" / "system.db"
+    with TestClient(create_app(project_on_small_disk)) as client:
+        for path in ("/login", "/"):
+            response = client.get(path, follow_redirects=False)
+            assert response.status_code == 503, response.text
+            assert f"The system database {database} cannot be written" in response.text and "Remount it read-write" in response.text
+            assert "Something went wrong" not in response.text and "Traceback" not in response.text
+
+
+def _damage_runs_table(database: Path) -> None:
+    """Overwrite the root page of the runs table with garbage, as a bad sector or a torn copy would."""
+    con = sqlite3.connect(database)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    finally:
+        con.close()
+    with open(database, "r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(os.urandom(page_size))
+
+
+def _add_runs(project, count: int) -> None:
+    open_system_db(project).close()  # created, schema and all
+    con = sqlite3.connect(project.root / ".headwater" / "system.db")
+    with con:
+        con.executemany(
+            "INSERT INTO runs (project, pipeline, status, trigger, started_at, finished_at, attempt, pid, error) VALUES (?, 'flake_rate', 'failed', 'schedule', '2026-01-01 00:00:00', '2026-01-01 00:01:00', 1, 1, ?)",
+            [(project.config.name, "x" * 300) for _ in range(count)],
+        )
+    con.close()
+
+
+def test_a_damaged_system_database_is_found_at_start_and_restored_from_a_backup(tmp_path):
+    project = make_web_project(tmp_path / "project")
+    account(project)
+    _add_runs(project, 500)
+    database = project.root / ".headwater" / "system.db"
+    made = headwater("backup", "-p", str(project.root))
+    assert made.returncode == 0, made.stderr
+    copy = next((database.parent / "backups").glob("system-*.db"))
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and f"Backed up the system database to {copy}" in made.stderr
+
+    _damage_runs_table(database)
+    database.with_name("system.db.checked").unlink()  # found intact less than an hour ago: not checked again until then
+    result = headwater("runs", "-p", str(project.root))
+    assert result.returncode == 2, result.stderr
+    assert f"The system database {database} is damaged" in result.stderr and "headwater backup" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    for leftover in database.parent.glob("system.db-*"):
+        leftover.unlink()
+    shutil.copy(copy, database)
+    restored = headwater("runs", "-p", str(project.root), "--json", "--limit", "1000")
+    assert restored.returncode == 0, restored.stderr
+    assert len(json.loads(restored.stdout)) == 500
+
+
+def test_damage_found_while_serving_is_an_error_page_not_a_crash(tmp_path):
+    project = make_web_project(tmp_path / "project")
+    publish_rows(project, synthetic_rows(), "run-000001")
+    _add_runs(project, 500)
+    with logged_in_client(project, raise_server_exceptions=False) as client:
+        assert client.get("/runs").status_code == 200
+        _damage_runs_table(project.root / ".headwater" / "system.db")
+        response = client.get("/runs")
+        assert response.status_code == 503, response.text
+        assert "is damaged" in response.text and "headwater backup" in response.text and "Something went wrong" not in response.text
+
+
+def test_backup_refuses_to_overwrite_and_copies_while_a_run_writes(tmp_path):
+    project = make_web_project(tmp_path / "project")
+    account(project)
+    target = tmp_path / "copies" / "system.db"
+    assert headwater("backup", "-o", str(target), "-p", str(project.root)).returncode == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    again = headwater("backup", "-o", str(target), "-p", str(project.root))
+    assert again.returncode == 2 and "exists already" in again.stderr
+    con = sqlite3.connect(target)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+        assert not target.with_name("system.db-wal").exists()
+    finally:
+        con.close()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headwater import __version__
+from headwater.cli import backup as backup_cli
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
 from headwater.cli.daemon_cmd import daemon_app
@@ -382,6 +383,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(daemon_app, name="daemon")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
+backup_cli.register(app)  # `headwater backup`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
@@ -522,6 +524,11 @@ def user_enable(email: Annotated[str, typer.Argument(show_default=False)], insta
     out.print(f"{changed.email} can log in again.", highlight=False)
 
 
+def _fail(exc: HeadwaterError) -> None:
+    err.print(f"[bold red]Error:[/] {exc.render()}", highlight=False)
+    sys.exit(int(exc.exit_code))
+
+
 def main() -> None:
     """Entry point: one funnel turns user errors into a message and an exit code, never a traceback.
 
@@ -533,9 +540,12 @@ def main() -> None:
     try:
         app()
     except HeadwaterError as exc:
-        err.print(f"[bold red]Error:[/] {exc.render()}", highlight=False)
-        sys.exit(int(exc.exit_code))
-    except Exception:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+        from headwater.system.db import explain
+
+        if (explained := explain(exc)) is not None:  # the system database made read-only or damaged meanwhile
+            _fail(explained)
         err.print_exception(show_locals=False)
         err.print("[bold red]This is a bug in Headwater[/], not something you did. Please report it with the traceback above.")
         sys.exit(int(ExitCode.INTERNAL))
