@@ -11,8 +11,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
+import tempfile
+import time
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -309,3 +312,49 @@ def test_backup_refuses_to_overwrite_and_copies_while_a_run_writes(tmp_path):
         assert not target.with_name("system.db-wal").exists()
     finally:
         con.close()
+
+
+# --- XLSX scratch folders left by a killed process ----------------------------------------------
+
+XLSX_WRITER = """
+import sys
+import duckdb
+from headwater.publish.export import write_xlsx
+
+reader = duckdb.connect().execute("SELECT range AS i, 'row ' || range AS s FROM range(100000000)").fetch_record_batch(32768)
+write_xlsx(reader, sys.argv[1])
+"""
+
+
+def _writing_xlsx(tmp_path: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A process writing a big XLSX, once its scratch folder exists."""
+    script = tmp_path / "writer.py"
+    script.write_text(XLSX_WRITER)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / name)], env={**os.environ, "TMPDIR": str(tmp_path)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob(f"headwater-xlsx-{process.pid}-*"))
+        if found and any(found[0].iterdir()):
+            return process, found[0]
+        assert process.poll() is None, "the writer ended early"
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the writer never started its scratch folder")
+
+
+def test_a_server_starting_removes_the_xlsx_scratch_of_killed_processes_only(tmp_path, monkeypatch):
+    killed, left = _writing_xlsx(tmp_path, "killed.xlsx")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live, kept = _writing_xlsx(tmp_path, "live.xlsx")  # another server's download in progress
+    try:
+        legacy = tmp_path / "headwater-xlsx-abcd1234"  # an older version's name: whose it is cannot be known
+        legacy.mkdir()
+        assert left.exists()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        create_app(make_web_project(tmp_path / "project"))
+        assert not left.exists()
+        assert kept.exists() and live.poll() is None and legacy.exists()
+    finally:
+        live.kill()
+        live.wait()

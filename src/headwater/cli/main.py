@@ -259,12 +259,14 @@ def export(
     from headwater import dashboards
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
-    from headwater.publish.export import EXPORT_MEMORY_LIMIT, write
+    from headwater.publish.export import EXPORT_MEMORY_LIMIT, remove_stale_scratch, write
     from headwater.warehouse import Warehouse
 
     loaded = _project(project)
     if fmt is ExportFormat.xlsx and output is None:
         raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx.")
+    if fmt is ExportFormat.xlsx:
+        remove_stale_scratch()  # left by an export or a server killed while writing one
     selections: dict[str, list[str]] = {}
     for item in filters or []:
         key, equals, value = item.partition("=")
