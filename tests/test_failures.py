@@ -358,3 +358,31 @@ def test_a_server_starting_removes_the_xlsx_scratch_of_killed_processes_only(tmp
     finally:
         live.kill()
         live.wait()
+
+
+# --- file modes ---------------------------------------------------------------------------------
+
+
+def test_what_a_run_creates_only_its_owner_can_read(tmp_path):
+    """Under the common umask 022: the system database and its WAL, the key, the warehouse, its
+    snapshots and pointer, dbt's logs and the locks are 0600, their folders 0700."""
+    project = make_project(tmp_path / "demo", 2_000)
+    assert not (project.root / ".headwater").exists()
+    loose = lambda: os.umask(0o022)  # noqa: E731 - what most systems start a login shell with
+    secret = subprocess.run(
+        [sys.executable, "-m", "headwater.cli.main", "secrets", "set", "api_token", "--value-stdin", "-p", str(project.root)],
+        input="s3cret", capture_output=True, text=True, preexec_fn=loose, timeout=120,
+    )
+    assert secret.returncode == 0, secret.stderr
+    run = subprocess.run([sys.executable, "-m", "headwater.cli.main", "run", "-p", str(project.root)], capture_output=True, text=True, preexec_fn=loose, timeout=600)
+    assert run.returncode == 0, run.stderr
+
+    private = project.root / ".headwater"
+    seen = {p.relative_to(private).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [private, *private.rglob("*")]}
+    for must in ("system.db", "secret.key", "warehouse/build.duckdb", "warehouse/published/CURRENT", "warehouse/.lock"):
+        assert must in seen, sorted(seen)
+    assert any(name.startswith("warehouse/published/run-") for name in seen) and any(name.startswith("dbt/") and name.endswith(".log") for name in seen)
+    loose_ones = {name: oct(mode) for name, mode in seen.items() if mode & 0o077}
+    assert loose_ones == {}, loose_ones
+    folders = {name: oct(mode) for name, mode in seen.items() if (private / name).is_dir() and mode != 0o700}
+    assert folders == {}, folders

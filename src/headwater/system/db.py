@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from headwater.errors import ConfigError, HeadwaterError
+from headwater.private import FILE_MODE, create_file, make_folder
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -37,7 +38,7 @@ def resolve_url(url: str, root: Path) -> str:
         path = Path(parsed.database)
         if not path.is_absolute():
             path = root / path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         return parsed.set(database=str(path)).render_as_string(hide_password=False)
     return url
 
@@ -73,7 +74,7 @@ def _alembic_config(connection: object) -> Config:
 def _file_lock(engine: Engine) -> Iterator[None]:
     """SQLite: taken before connecting, so a second process waits before it touches the file."""
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        with open(f"{engine.url.database}.migrate-lock", "a+") as handle:
+        with open(os.open(f"{engine.url.database}.migrate-lock", os.O_RDWR | os.O_CREAT, FILE_MODE)) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
     else:
@@ -234,6 +235,8 @@ class SystemDB:
                 check_writable(path)
                 if path.exists():
                     check_intact(self.engine, path)
+                else:
+                    create_file(path)  # 0600: SQLite would make it 0644
             migrate(self.engine)
         except BaseException:
             self.engine.dispose()

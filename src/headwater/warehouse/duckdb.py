@@ -27,6 +27,7 @@ import duckdb
 
 from headwater.config.model import DuckDBWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy
+from headwater.private import FILE_MODE, make_folder, private_files
 
 logger = logging.getLogger("headwater.warehouse")
 
@@ -93,8 +94,8 @@ class Warehouse:
         """Only one run per warehouse at a time; the OS frees the lock if the process dies.
 
         With ``wait`` a second run queues behind the first for up to that many seconds."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+") as handle:
+        make_folder(self.folder)
+        with open(os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)) as handle:
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -112,18 +113,19 @@ class Warehouse:
                         on_wait = None  # say it once
                     time.sleep(0.2)
             try:
-                yield
+                with private_files():  # the build database, snapshots, dbt's files: the organisation's data
+                    yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def connect_build(self) -> duckdb.DuckDBPyConnection:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         return connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
 
     def write_snapshot(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> Path:
         """Copy ``tables`` (published name -> qualified build relation) and ``carry_over`` tables
         from the current snapshot into a new snapshot file. Nothing is visible until `switch`."""
-        self.published_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.published_dir)
         final = self.published_dir / f"{name}.duckdb"
         partial = final.with_suffix(".partial")
         partial.unlink(missing_ok=True)
