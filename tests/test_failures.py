@@ -85,24 +85,29 @@ def _set_system_url(project, url: str):
 # --- a full disk --------------------------------------------------------------------------------
 
 
-def test_a_full_disk_under_the_warehouse_fails_the_run_once_clearly(small_disk, tmp_path):
-    """The system database elsewhere: the run is recorded as failed, with the folder and its free space."""
+@pytest.mark.parametrize("leave_kb", [300, 2500], ids=["full-in-sync", "full-in-publish"])
+def test_a_full_disk_under_the_warehouse_fails_the_run_once_clearly(small_disk, tmp_path, leave_kb):
+    """The system database elsewhere: the run is recorded as failed, with the folder and its free space.
+    With 2.5 MB left the sync and dbt fit and the snapshot does not: DuckDB's DETACH then failed
+    silently, leaving the tables in a .wal beside the snapshot, which was published empty."""
     project = make_project(small_disk / "demo", 2_000)
     project = _set_system_url(project, f"sqlite:///{tmp_path / 'system.db'}")
     assert headwater("run", "-p", str(project.root)).returncode == 0
     before = _published(project)
 
-    _fill(small_disk, leave_kb=300)
+    _fill(small_disk, leave_kb=leave_kb)
     result = headwater("run", "-p", str(project.root))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "could not record" not in result.stderr, result.stderr
     warehouse = str(Warehouse(project.root, project.config.warehouse).folder)
-    assert f"No space left on device at {warehouse}, " in result.stderr and " MB free" in result.stderr
+    assert f"No space left on device at {warehouse}" in result.stderr and " MB free" in result.stderr
     assert "Fix the model" not in result.stderr
     assert result.stderr.count("No space left on device at") == 2, result.stderr  # the live log's line and the summary, no more
     run = _runs(project)[0]
     assert run.status == "failed" and run.error.startswith(f"No space left on device at {warehouse}")
     assert _published(project) == before
+    published = Warehouse(project.root, project.config.warehouse).published_dir
+    assert sorted(p.name for p in published.iterdir()) == ["CURRENT", before[0]]  # nothing half-written left taking space
 
 
 def test_a_full_disk_under_everything_says_the_failure_could_not_be_recorded(small_disk):

@@ -35,7 +35,8 @@ def disk_full(exc: BaseException, where: Path, database: str | None = None) -> D
 
 def describe(path: Path, cause: BaseException) -> DiskFull:
     folder = _existing(path)
-    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    first = next((line for line in lines if any(words in line.lower() for words in _WORDS)), lines[0])
     return DiskFull(
         f"No space left on device at {folder}, {_megabytes(free_mb(folder))} MB free",
         why=f"{type(cause).__name__}: {first}",

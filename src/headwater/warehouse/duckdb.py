@@ -139,6 +139,9 @@ class Warehouse:
                     build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM {relation}")
                 for table in carry_over if previous else []:
                     build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM hw_previous.main.{_ident(table)}")
+                # Into the file itself, or an error: DETACH's own checkpoint fails silently (a full
+                # disk), leaving the tables in a .wal file beside it that the rename below leaves behind.
+                build.execute("CHECKPOINT hw_snapshot")
             finally:
                 if previous:
                     build.execute("DETACH hw_previous")
@@ -146,7 +149,8 @@ class Warehouse:
             _fsync(partial)
             os.replace(partial, final)
         except BaseException:
-            partial.unlink(missing_ok=True)  # on a full disk, the space it took is what recording the failure needs
+            for leftover in (partial, partial.with_name(partial.name + ".wal")):
+                leftover.unlink(missing_ok=True)  # on a full disk, the space they took is what recording the failure needs
             raise
         return final
 
@@ -164,7 +168,7 @@ class Warehouse:
         snapshots = sorted(self.published_dir.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in [s for s in snapshots if s != keep][self.settings.keep_snapshots - 1 :]:
             old.unlink(missing_ok=True)
-        for stale in self.published_dir.glob("*.partial"):
+        for stale in [*self.published_dir.glob("*.partial"), *self.published_dir.glob("*.partial.wal")]:
             stale.unlink(missing_ok=True)
 
     # -- the readers' side ------------------------------------------------------------------------
