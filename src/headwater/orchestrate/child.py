@@ -74,7 +74,7 @@ def die_with_supervisor(supervisor: int) -> bool:
         os.kill(supervisor, 0)  # warm: the parent is the warm server; the supervisor must still be alive
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, as another user (a recycled pid would need a whole pid wrap meanwhile)
+    except PermissionError:  # alive, as another user
         pass
     return os.getppid() != 1
 

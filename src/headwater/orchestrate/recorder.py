@@ -36,13 +36,14 @@ class RunRecorder:
         self.db = db
         self.listener = listener
         self.session = db.session()
+        self.unrecorded: SQLAlchemyError | None = None  # the first write to the system database that failed
+        self.recorded = False  # whether how the run ended is in the system database
         self.run = Run(project=project, pipeline=pipeline, status="running", trigger=trigger, started_at=now(), pid=os.getpid(), attempt=attempt)
         self.session.add(self.run)
         self._commit()
         self._position = 0
         self.current_step: str | None = None
         self._log_lock = threading.Lock()
-        self.unrecorded: SQLAlchemyError | None = None  # the first write to the system database that failed
 
     @property
     def id(self) -> int:
@@ -107,8 +108,9 @@ class RunRecorder:
         try:
             if error is None:
                 self._commit()
+                self.recorded = True
             else:
-                self._commit_or_keep(error)
+                self.recorded = self._commit_or_keep(error)
         finally:
             self.session.close()
         return self.run
@@ -124,19 +126,21 @@ class RunRecorder:
         failure = disk_full(exc, folder, self.db.engine.url.database) or explain(exc)
         self.log("error", _error_text(failure))
         self.finish("failed", error=failure)
-        if self.unrecorded is not None:
+        if not self.recorded and self.unrecorded is not None:
             self.log("error", f"run {self.id} could not be recorded as failed in the system database ({_reason(self.unrecorded)}); `headwater runs` shows it as running until the next run marks it abandoned")
         return failure
 
-    def _commit_or_keep(self, error: BaseException) -> None:
+    def _commit_or_keep(self, error: BaseException) -> bool:
         """Commit while a run is failing: if the system database cannot take it (often for the same
         reason the run failed, a full disk), roll back and keep the reason instead of raising a second
-        error over the first."""
+        error over the first. Whether it was committed."""
         try:
             self._commit()
         except SQLAlchemyError as exc:
             self.unrecorded = self.unrecorded or exc
             trouble.debug("run %s: could not record %s while failing with %s", self.run.id, _reason(exc), type(error).__name__)
+            return False
+        return True
 
     def _commit(self) -> None:
         """Commit, or roll back and raise: a session left in a failed transaction refuses all later

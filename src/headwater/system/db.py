@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from headwater.errors import ConfigError, HeadwaterError
+from headwater.errors import ConfigError, DiskFull, HeadwaterError
 from headwater.private import FILE_MODE, create_file, make_folder
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ def check_intact(engine: Engine, path: Path) -> None:
             raise damaged(path, "; ".join(problems))
         _checked.add(path)
         with contextlib.suppress(OSError):  # a stamp that cannot be written only means checking again
-            os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT, 0o600))
+            create_file(stamp)
             os.utime(stamp)
 
 
@@ -221,6 +221,8 @@ def explain(exc: BaseException) -> HeadwaterError | None:
         return SystemDBUnusable("The system database cannot be written", why=text, fix="Make the file in system.url and its folder writable by the user Headwater runs as, then try again.")
     if "malformed" in lowered or "not a database" in lowered:
         return damaged(None, text)
+    if "database or disk is full" in lowered:
+        return DiskFull("No space left on the disk of the system database", why=text, fix="Free space on the disk that holds the file system.url names, then try again.")
     return None
 
 
