@@ -183,6 +183,54 @@ def test_sigkill_mid_build_leaves_published_data_and_the_next_run_succeeds(demo)
     assert _published_state(demo)[0] != before[0]
 
 
+SUPERVISOR = """
+import sys
+from pathlib import Path
+from headwater.config import load_project
+from headwater.orchestrate import supervise
+
+if __name__ == "__main__":
+    if sys.argv[2] == "warm":
+        assert supervise.start_warm_attempts()
+    supervise.execute(load_project(Path(sys.argv[1])), None, "schedule")
+"""
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether ``pid`` has ended (or is a zombie nobody reaped yet) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("start", ["fresh", "warm"])
+def test_an_attempt_dies_with_its_supervisor_and_publishes_nothing(demo, start, tmp_path):
+    """`headwater run` (or a worker) killed alone: its attempt must not run on and publish. Fresh, the
+    attempt is the supervisor's child; warm, the warm server's, which exits when the supervisor dies."""
+    script = tmp_path / "supervisor.py"
+    script.write_text(SUPERVISOR)
+    supervisor = subprocess.Popen([sys.executable, str(script), str(demo.root), start], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_step(demo, "dbt:build", supervisor)
+        attempt = _runs(demo)[0].pid
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait()
+        assert _gone(attempt, timeout=20), "the attempt ran on after its supervisor was killed"
+    finally:
+        supervisor.kill()
+    assert Warehouse(demo.root, demo.config.warehouse).current_snapshot() is None  # nothing published
+    assert _runs(demo)[0].status == "running"
+    assert execute(demo, None, "cli").status == "success"
+    assert _runs(demo)[1].status == "abandoned"
+
+
 def test_the_warm_server_builds_what_every_dbt_start_would():
     from headwater.orchestrate import warm
 

@@ -88,6 +88,10 @@ def host_not_found(what: str, host: str, setting: str, why: str) -> ConfigError:
     )
 
 
+class DiskFull(RunFailed):
+    """A disk Headwater writes to (warehouse, system database, snapshots) has no space left."""
+
+
 class ProjectBusy(HeadwaterError):
     exit_code = ExitCode.BUSY
     transient = True

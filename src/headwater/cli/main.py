@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater import __version__
+from headwater.cli import backup as backup_cli
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
 from headwater.cli.daemon_cmd import daemon_app
@@ -158,6 +159,9 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
         for table, rows in published.items():
             out.print(f"  published [bold]{table}[/]: {rows:,} rows")
+    elif record.status == "running":  # its process ended without recording how (a full disk under the system database)
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}), and its end could not be recorded in the system database. Published data was left as it was.", highlight=False)
+        err.print(outcome.stderr.strip() or "Its error is printed above.", highlight=False)
     else:
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
         err.print(escape(record.error or ""), highlight=False)
@@ -274,7 +278,7 @@ def export(
     from headwater.cli import output as outputs
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
-    from headwater.publish.export import EXPORT_MEMORY_LIMIT, write
+    from headwater.publish.export import EXPORT_MEMORY_LIMIT, remove_stale_scratch, write
     from headwater.warehouse import Warehouse
 
     loaded = _project(project)
@@ -282,6 +286,8 @@ def export(
         raise HeadwaterError("XLSX needs a file to write to", fix="Add -o FILE.xlsx (or -o - for standard output).")
     if output is not None:
         outputs.target(output)  # refused before any row is read
+    if fmt is ExportFormat.xlsx:
+        remove_stale_scratch()  # left by an export or a server killed while writing one
     selections: dict[str, list[str]] = {}
     for item in filters or []:
         key, equals, value = item.partition("=")
@@ -299,6 +305,8 @@ def export(
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")
+        if data.warehouse.fallback:
+            err.print(f"[yellow]Warning:[/] {data.warehouse.fallback}", highlight=False)
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
         with dashboards.stream(data, table, query) as reader:
             rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
@@ -387,6 +395,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(daemon_app, name="daemon")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
+backup_cli.register(app)  # `headwater backup`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
@@ -527,6 +536,11 @@ def user_enable(email: Annotated[str, typer.Argument(show_default=False)], insta
     out.print(f"{changed.email} can log in again.", highlight=False)
 
 
+def _fail(exc: HeadwaterError) -> None:
+    err.print(f"[bold red]Error:[/] {escape(exc.render())}", highlight=False)
+    sys.exit(int(exc.exit_code))
+
+
 def main() -> None:
     """Entry point: one funnel turns user errors into a message and an exit code, never a traceback.
 
@@ -538,9 +552,12 @@ def main() -> None:
     try:
         app()
     except HeadwaterError as exc:
-        err.print(f"[bold red]Error:[/] {escape(exc.render())}", highlight=False)
-        sys.exit(int(exc.exit_code))
-    except Exception:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+        from headwater.system.db import explain
+
+        if (explained := explain(exc)) is not None:  # the system database made read-only or damaged meanwhile
+            _fail(explained)
         err.print_exception(show_locals=False)
         err.print("[bold red]This is a bug in Headwater[/], not something you did. Please report it with the traceback above.")
         sys.exit(int(ExitCode.INTERNAL))

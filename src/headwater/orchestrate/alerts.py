@@ -590,8 +590,8 @@ def _deliver(channel: EmailAlert | WebhookAlert, facts: AlertFacts, body: str, l
 def _safe_log(log: Log, level: str, message: str) -> None:
     try:
         log(level, message)
-    except Exception:
-        logger.exception("could not log an alert message")
+    except Exception as exc:  # noqa: BLE001 - e.g. a full disk under the system database: say it here instead
+        logger.log(logging.WARNING if level == "info" else logging.ERROR, "%s (not written to the run's log: %s)", message, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
 # --- the entry point ---------------------------------------------------------------------------

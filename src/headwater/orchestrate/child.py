@@ -1,5 +1,5 @@
 """The process one run attempt lives in:
-``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log] [--install DIR]``,
+``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log] [--install DIR] [--supervisor PID]``,
 or the same forked from the supervisor's warm server (`forked`).
 
 Its exit code is the run's: 0 success, 1 failed, 2 user error, 3 busy, 75 transient failure.
@@ -21,6 +21,8 @@ from headwater.errors import ExitCode, HeadwaterError
 def main(argv: list[str]) -> int:
     root, pipeline, trigger, attempt, wait = Path(argv[0]), argv[1], argv[2], int(argv[3]), float(argv[4])
     show = "--show-log" in argv
+    if "--supervisor" in argv and not die_with_supervisor(int(argv[argv.index("--supervisor") + 1])):
+        return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
     def listener(level: str, message: str) -> None:
@@ -33,6 +35,10 @@ def main(argv: list[str]) -> int:
 
     install_logging()
     install = Path(argv[argv.index("--install") + 1]) if "--install" in argv else None
+    if show:  # the listener prints every line of the run: Python's logging printing its warnings again would say each twice
+        quiet = logging.getLogger("headwater.run")
+        quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them anyway
+        quiet.propagate = False
 
     try:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
@@ -44,11 +50,44 @@ def main(argv: list[str]) -> int:
     return int(ExitCode.OK)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_supervisor(supervisor: int) -> bool:
+    """Have the kernel SIGKILL this attempt when its parent dies; False if the supervisor is gone already.
+
+    Killed alone (SIGKILL, the OOM killer), a supervisor leaves its attempt running on, publishing
+    and holding the project's lock, with nobody to enforce its timeout. Fresh, the parent is the
+    supervisor itself. Warm, it is the warm server, which exits when the supervisor does (its
+    connection to the supervisor closes), so this attempt follows. The signal is armed only now,
+    after the process started: if the supervisor died in between, the parent is already someone
+    else (fresh) or the supervisor no longer exists (warm), which the checks below see. The
+    run it would have recorded does not exist yet; a run killed later is marked abandoned by the
+    next run of the project."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logging.getLogger("headwater.run").warning("could not ask to die with the supervisor: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() == supervisor:
+        return True
+    try:
+        os.kill(supervisor, 0)  # warm: the parent is the warm server; the supervisor must still be alive
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, as another user
+        pass
+    return os.getppid() != 1
+
+
 def forked(argv: list[str], stderr: str | None) -> None:
     """An attempt forked from the warm server (`supervise.start_warm_attempts`): made into what
     `python -m headwater.orchestrate.child` would be — its own session, stdout discarded, stderr to
     the supervisor's file (``None``: left to the terminal) — then the same `main`."""
     os.setsid()
+    _release_warm_server()
     targets = [(os.devnull, os.O_RDWR, (0, 1))]
     if stderr is not None:
         targets.append((stderr, os.O_WRONLY | os.O_APPEND, (2,)))
@@ -62,6 +101,22 @@ def forked(argv: list[str], stderr: str | None) -> None:
     finally:
         logging.shutdown()  # a forked child leaves by os._exit: no atexit, so flush what logging holds
     sys.exit(code)
+
+
+def _release_warm_server() -> None:
+    """Close this attempt's copy of the supervisor's end of the pipe that keeps the warm server alive.
+
+    multiprocessing hands every process the forkserver starts that end, so the process could start
+    more; an attempt never does. Left open, it kept the warm server waiting for an end-of-file that
+    never came after the supervisor died, and so kept this attempt's parent (and its kill on the
+    parent's death, `die_with_supervisor`) alive with it."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        os.close(fd)
+        server._forkserver_alive_fd = None  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":

@@ -9,17 +9,21 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import SQLAlchemyError
 
+from headwater.diskfull import disk_full
 from headwater.redact import redact, redact_values
 from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
 
 if TYPE_CHECKING:
     from headwater.checks import CheckOutcome
 
-logger = logging.getLogger("headwater.run")
+logger = logging.getLogger("headwater.run")  # the run's own lines (a child showing its log live silences this one)
+trouble = logging.getLogger("headwater.recorder")  # problems recording them
 Listener = Callable[[str, str], None]  # (level, message)
 
 
@@ -32,9 +36,11 @@ class RunRecorder:
         self.db = db
         self.listener = listener
         self.session = db.session()
+        self.unrecorded: SQLAlchemyError | None = None  # the first write to the system database that failed
+        self.recorded = False  # whether how the run ended is in the system database
         self.run = Run(project=project, pipeline=pipeline, status="running", trigger=trigger, started_at=now(), pid=os.getpid(), attempt=attempt)
         self.session.add(self.run)
-        self.session.commit()
+        self._commit()
         self._position = 0
         self.current_step: str | None = None
         self._log_lock = threading.Lock()
@@ -45,16 +51,26 @@ class RunRecorder:
 
     def log(self, level: str, message: str) -> None:
         """Thread-safe: dbt calls this from its worker threads. It never raises, because an exception
-        in a dbt event callback kills the worker and dbt then waits forever for its result."""
+        in a dbt event callback kills the worker and dbt then waits forever for its result. A line
+        that cannot be recorded (a full disk) is still shown; the first such failure is said once,
+        in one line, not once per log line with a traceback."""
         try:
             message = redact(message)
             logger.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "run %s (%s): %s", self.run.id, self.run.pipeline, message)
-            with self._log_lock, self.db.engine.begin() as connection:
-                connection.execute(insert(RunLog), {"run_id": self.run.id, "at": now(), "level": level, "message": message})
+            self._record_line(level, message)
             if self.listener:
                 self.listener(level, message)
         except Exception:  # noqa: BLE001 - see docstring; the failure itself is logged
-            logger.exception("run %s: could not record a log line", self.run.id)
+            trouble.exception("run %s: could not show a log line", self.run.id)
+
+    def _record_line(self, level: str, message: str) -> None:
+        try:
+            with self._log_lock, self.db.engine.begin() as connection:
+                connection.execute(insert(RunLog), {"run_id": self.run.id, "at": now(), "level": level, "message": message})
+        except SQLAlchemyError as exc:
+            if self.unrecorded is None:
+                self.unrecorded = exc
+                trouble.warning("run %s: log lines can no longer be written to the system database: %s", self.run.id, _reason(exc))
 
     @contextmanager
     def step(self, name: str) -> Iterator[RunStep]:
@@ -62,32 +78,82 @@ class RunRecorder:
         self.current_step = name
         step = RunStep(run_id=self.run.id, position=self._position, name=name, status="running", started_at=now())
         self.session.add(step)
-        self.session.commit()
+        self._commit()
         try:
             yield step
         except BaseException as exc:
             step.status, step.finished_at, step.error = "failed", now(), _error_text(exc)
-            self.session.commit()
+            self._commit_or_keep(exc)  # the step's own error is the one to report, not this one's
             raise
         step.status, step.finished_at = "success", now()
-        self.session.commit()
+        self._commit()
 
     def set_detail(self, step: RunStep, detail: Any, rows: int | None = None) -> None:
         step.detail = redact(json.dumps(detail, default=str))
         step.rows = rows
-        self.session.commit()
+        self._commit()
 
     def record_checks(self, outcomes: Iterable[CheckOutcome]) -> None:
         self.session.add_all(CheckResult(run_id=self.run.id, **redact_values(o.as_record())) for o in outcomes)
-        self.session.commit()
+        self._commit()
 
     def finish(self, status: str, *, rows: int | None = None, snapshot: str | None = None, error: BaseException | None = None) -> Run:
+        """Record how the run ended. A success that cannot be recorded raises (the run did not
+        succeed as far as anyone can tell); a failure that cannot be recorded is kept in
+        `unrecorded` for the caller to report, and the record stays 'running' until the next run
+        marks it abandoned."""
         self.run.status, self.run.finished_at = status, now()
         self.run.rows_synced, self.run.snapshot = rows, snapshot
         self.run.error = _error_text(error) if error else None
-        self.session.commit()
-        self.session.close()
+        try:
+            if error is None:
+                self._commit()
+                self.recorded = True
+            else:
+                self.recorded = self._commit_or_keep(error)
+        finally:
+            self.session.close()
         return self.run
+
+    def fail(self, exc: BaseException, folder: Path, explain: Callable[[BaseException], BaseException] = lambda e: e) -> BaseException:
+        """Log and record why the run failed, and return the error to raise: a `DiskFull` naming the
+        folder when the disk is full (whatever step or library found out), else ``explain(exc)``.
+        ``folder``: what to name when a full disk's error does not say which file it could not write.
+
+        When the system database cannot take the record either (most often: the same full disk), a
+        last log line (shown live, if nowhere else) says so: `headwater runs` will show the run as
+        running until the next run marks it abandoned."""
+        failure = disk_full(exc, folder, self.db.engine.url.database) or explain(exc)
+        self.log("error", _error_text(failure))
+        self.finish("failed", error=failure)
+        if not self.recorded and self.unrecorded is not None:
+            self.log("error", f"run {self.id} could not be recorded as failed in the system database ({_reason(self.unrecorded)}); `headwater runs` shows it as running until the next run marks it abandoned")
+        return failure
+
+    def _commit_or_keep(self, error: BaseException) -> bool:
+        """Commit while a run is failing: if the system database cannot take it (often for the same
+        reason the run failed, a full disk), roll back and keep the reason instead of raising a second
+        error over the first. Whether it was committed."""
+        try:
+            self._commit()
+        except SQLAlchemyError as exc:
+            self.unrecorded = self.unrecorded or exc
+            trouble.debug("run %s: could not record %s while failing with %s", self.run.id, _reason(exc), type(error).__name__)
+            return False
+        return True
+
+    def _commit(self) -> None:
+        """Commit, or roll back and raise: a session left in a failed transaction refuses all later
+        work, and the run's failure is still to be recorded."""
+        try:
+            self.session.commit()
+        except SQLAlchemyError:
+            self.session.rollback()
+            raise
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def _error_text(exc: BaseException) -> str:

@@ -53,15 +53,11 @@ def run_pipeline(
             recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
             try:
                 return _run_steps(project, pipeline, warehouse, recorder)
-            except ENVIRONMENT_ERRORS as exc:
-                failure = _environment_failure(exc, recorder)
-                recorder.log("error", failure.render())
-                recorder.finish("failed", error=failure)
-                raise failure from exc
             except BaseException as exc:
-                recorder.log("error", _message(exc))
-                recorder.finish("failed", error=exc)
-                raise
+                failure = recorder.fail(exc, warehouse.folder, lambda e: _environment_failure(e, recorder) if isinstance(e, ENVIRONMENT_ERRORS) else e)
+                if failure is exc:
+                    raise
+                raise failure from exc
     finally:
         if own_db:
             db.close()
@@ -152,7 +148,3 @@ def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse,
     if not result.success:
         raise describe_failure(result, command)
     return result
-
-
-def _message(exc: BaseException) -> str:
-    return exc.render() if isinstance(exc, HeadwaterError) else f"{type(exc).__name__}: {exc}"

@@ -193,7 +193,7 @@ def _start(args: list[str], show_log: bool, stderr: IO[bytes]) -> _Process:
 def _attempt(project: LoadedProject, db: SystemDB, pipeline: str, trigger: str, number: int, timeout: dt.timedelta | None, show_log: bool) -> Attempt:
     # A run queues behind another run of the project; the wait counts towards its timeout.
     wait = timeout.total_seconds() if timeout else QUEUE_SECONDS
-    args = [str(project.root), pipeline, trigger, str(number), str(wait)]
+    args = [str(project.root), pipeline, trigger, str(number), str(wait), "--supervisor", str(os.getpid())]  # it dies with us
     if show_log:
         args.append("--show-log")
     if project.confinement is not None and project.confinement.install is not None:

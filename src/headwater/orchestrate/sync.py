@@ -95,11 +95,12 @@ def run_sync(
             try:
                 sync_sources(project, rec, [source] if source else names, tables=tables or None, full_refresh=full_refresh, progress=progress, warehouse=warehouse, prune=prune, results=results)
             except BaseException as exc:
-                rec.log("error", exc.render() if hasattr(exc, "render") else f"{type(exc).__name__}: {exc}")
-                rec.finish("failed", error=exc)
-                if isinstance(exc, HeadwaterError):
-                    exc.sync_report = (rec.id, dict(results))
-                raise
+                failure = rec.fail(exc, warehouse.folder)
+                if isinstance(failure, HeadwaterError):
+                    failure.sync_report = (rec.id, dict(results))
+                if failure is exc:
+                    raise
+                raise failure from exc
             rec.finish("success", rows=sum(s.rows_read for stats in results.values() for s in stats))
             return rec.id, results
     finally:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -207,7 +209,7 @@ def write_xlsx(reader: pa.RecordBatchReader, out: BinaryIO | Path | IO[bytes], s
     further sheets (``data``, ``data (2)``, ...), each with the header row. Returns the data rows."""
     import xlsxwriter
 
-    with tempfile.TemporaryDirectory(prefix="headwater-xlsx-") as scratch:  # xlsxwriter's row files, removed even on errors
+    with tempfile.TemporaryDirectory(prefix=_scratch_prefix()) as scratch:  # xlsxwriter's row files, removed even on errors
         workbook = xlsxwriter.Workbook(
             out,
             {
@@ -269,4 +271,37 @@ def _write_cell(ws: object, row: int, col: int, value: object, formats: dict[str
         ws.write_string(row, col, str(value))  # type: ignore[attr-defined]
 
 
-__all__ = ["BATCH_ROWS", "EXPORT_MEMORY_LIMIT", "MEDIA_TYPES", "XLSX_MAX_ROWS", "csv_chunks", "file_chunks", "gzip_chunks", "neutralised", "textual", "write", "write_xlsx", "xlsx_file"]
+SCRATCH = "headwater-xlsx-"
+
+
+def _scratch_prefix() -> str:
+    """The writing process's id is in the name: a process killed while writing (a download cut by a
+    server's SIGKILL, an OOM kill) leaves its folder behind, and `remove_stale_scratch` then knows it
+    is nobody's."""
+    return f"{SCRATCH}{os.getpid()}-"
+
+
+def remove_stale_scratch(folder: Path | None = None) -> list[Path]:
+    """Remove the XLSX scratch folders of processes that have ended (called when a server or an
+    export starts). A folder of a live process, this one's or another server's, is never touched;
+    nor one without a process id in its name (left by an older version: its owner is unknown)."""
+    removed = []
+    for scratch in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH}*"):
+        pid = scratch.name[len(SCRATCH) :].split("-", 1)[0]
+        if scratch.is_dir() and not scratch.is_symlink() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(scratch)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+__all__ = ["BATCH_ROWS", "EXPORT_MEMORY_LIMIT", "MEDIA_TYPES", "XLSX_MAX_ROWS", "csv_chunks", "file_chunks", "gzip_chunks", "neutralised", "remove_stale_scratch", "textual", "write", "write_xlsx", "xlsx_file"]

@@ -73,7 +73,12 @@ def published_tables(warehouse: Warehouse) -> set[str]:
 
 def publish(warehouse: Warehouse, build: duckdb.DuckDBPyConnection, publish_plan: PublishPlan, name: str) -> dict[str, int]:
     snapshot = warehouse.write_snapshot(build, name, publish_plan.fresh, publish_plan.carried)
-    with warehouse.open_snapshot(snapshot) as con:
-        rows = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in publish_plan.tables}
-    warehouse.switch(snapshot)
+    try:
+        with warehouse.open_snapshot(snapshot) as con:
+            rows = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in publish_plan.tables}
+        warehouse.switch(snapshot)
+    except BaseException:
+        if warehouse.pointer_name() != snapshot.name:  # never published: a reader falling back must not find it
+            snapshot.unlink(missing_ok=True)
+        raise
     return rows

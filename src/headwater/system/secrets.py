@@ -160,7 +160,7 @@ class FileKeys:
 
     def create(self) -> bytes:
         key = generate_key()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process made one first: use it
@@ -173,7 +173,7 @@ class FileKeys:
 
     def save(self, keys: list[bytes]) -> None:
         """Replace the file atomically (write, fsync, rename), keeping mode 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:  # mkstemp creates it 0600

@@ -15,7 +15,9 @@ so any number of processes read them while the next run builds.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +28,9 @@ import duckdb
 from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy
+from headwater.private import FILE_MODE, make_folder, private_files
+
+logger = logging.getLogger("headwater.warehouse")
 
 
 def extension_directory() -> str | None:
@@ -110,6 +115,11 @@ class Warehouse:
         self.build_path = self.folder / "build.duckdb"
         self.published_dir = self.folder / "published"
         self.pointer = self.published_dir / "CURRENT"
+        self.fallback: str | None = None  # what readers are told when CURRENT is damaged (see current_snapshot)
+        self._fallback_lock = threading.Lock()
+        self._fallback_state: object = None
+        self._fallback_choice: Path | None = None
+        self._fallback_note: str | None = None
 
     # -- the writer's side ------------------------------------------------------------------------
 
@@ -118,8 +128,8 @@ class Warehouse:
         """Only one run per warehouse at a time; the OS frees the lock if the process dies.
 
         With ``wait`` a second run queues behind the first for up to that many seconds."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+") as handle:
+        make_folder(self.folder)
+        with open(os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)) as handle:
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -137,7 +147,8 @@ class Warehouse:
                         on_wait = None  # say it once
                     time.sleep(0.2)
             try:
-                yield
+                with private_files():  # the build database, snapshots, dbt's files: the organisation's data
+                    yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -149,7 +160,7 @@ class Warehouse:
         extensions are loaded now, as a confined connection cannot load them later. DuckDB's
         postgres and mysql scanners refuse to attach once external access is off, so a sync of such
         sources keeps it on: what it reaches is then bounded by the checked settings alone."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         con = connect(self.build_path, threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
         if self.confinement is not None and not set(sync_extensions or ()) & NETWORK_SCANNERS:
             try:
@@ -162,25 +173,33 @@ class Warehouse:
     def write_snapshot(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> Path:
         """Copy ``tables`` (published name -> qualified build relation) and ``carry_over`` tables
         from the current snapshot into a new snapshot file. Nothing is visible until `switch`."""
-        self.published_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.published_dir)
         final = self.published_dir / f"{name}.duckdb"
         partial = final.with_suffix(".partial")
         partial.unlink(missing_ok=True)
         previous = self.current_snapshot() if carry_over else None
-        build.execute(f"ATTACH '{_sql_path(partial)}' AS hw_snapshot")
         try:
-            if previous:
-                build.execute(f"ATTACH '{_sql_path(previous)}' AS hw_previous (READ_ONLY)")
-            for table, relation in tables.items():
-                build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM {relation}")
-            for table in carry_over if previous else []:
-                build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM hw_previous.main.{_ident(table)}")
-        finally:
-            if previous:
-                build.execute("DETACH hw_previous")
-            build.execute("DETACH hw_snapshot")
-        _fsync(partial)
-        os.replace(partial, final)
+            build.execute(f"ATTACH '{_sql_path(partial)}' AS hw_snapshot")
+            try:
+                if previous:
+                    build.execute(f"ATTACH '{_sql_path(previous)}' AS hw_previous (READ_ONLY)")
+                for table, relation in tables.items():
+                    build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM {relation}")
+                for table in carry_over if previous else []:
+                    build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM hw_previous.main.{_ident(table)}")
+                # Into the file itself, or an error: DETACH's own checkpoint fails silently (a full
+                # disk), leaving the tables in a .wal file beside it that the rename below leaves behind.
+                build.execute("CHECKPOINT hw_snapshot")
+            finally:
+                if previous:
+                    build.execute("DETACH hw_previous")
+                build.execute("DETACH hw_snapshot")
+            _fsync(partial)
+            os.replace(partial, final)
+        except BaseException:
+            for leftover in (partial, partial.with_name(partial.name + ".wal")):
+                leftover.unlink(missing_ok=True)  # on a full disk, the space they took is what recording the failure needs
+            raise
         return final
 
     def switch(self, snapshot: Path) -> None:
@@ -197,23 +216,79 @@ class Warehouse:
         snapshots = sorted(self.published_dir.glob("*.duckdb"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in [s for s in snapshots if s != keep][self.settings.keep_snapshots - 1 :]:
             old.unlink(missing_ok=True)
-        for stale in self.published_dir.glob("*.partial"):
+        for stale in [*self.published_dir.glob("*.partial"), *self.published_dir.glob("*.partial.wal")]:
             stale.unlink(missing_ok=True)
 
     # -- the readers' side ------------------------------------------------------------------------
 
     def current_snapshot(self) -> Path | None:
+        """The snapshot readers see: the one ``CURRENT`` names. When the pointer is damaged (empty,
+        cut short, deleted) or names a snapshot that is gone, the newest older snapshot that still
+        opens, and `fallback` says so: readers keep the last good data rather than "nothing has been
+        published", and whoever reads it is told (the web pages, `headwater export`, the log)."""
+        name = self.pointer_name()
+        if name and name.endswith(".duckdb") and (self.published_dir / name).is_file():
+            self.fallback = None
+            return self.published_dir / name
+        return self._fall_back(name)
+
+    def pointer_name(self) -> str | None:
+        """What ``CURRENT`` says, as it is (None: there is no pointer)."""
         try:
-            name = self.pointer.read_text().strip()
+            return self.pointer.read_text(errors="replace").strip()
         except FileNotFoundError:
             return None
-        path = self.published_dir / name
-        return path if name and path.exists() else None
+
+    def _fall_back(self, name: str | None) -> Path | None:
+        """Checked once per state of the folder (the pointer's text and the snapshots' names, times and
+        sizes), not per request: opening snapshots to find an intact one costs milliseconds each."""
+        candidates = self._snapshots()
+        state = (name, tuple((p.name, st.st_mtime_ns, st.st_size) for p, st in candidates))
+        with self._fallback_lock:
+            if state != self._fallback_state:
+                chosen = next((p for p, _ in candidates if self._opens(p)), None)
+                self._fallback_state, self._fallback_choice = state, chosen
+                self._fallback_note = _fallback_note(self.pointer, name, chosen) if chosen else None
+                if self._fallback_note:
+                    logger.warning("%s", self._fallback_note)
+            self.fallback = self._fallback_note
+            return self._fallback_choice
+
+    def _snapshots(self) -> list[tuple[Path, os.stat_result]]:
+        """Finished snapshots, newest first (by time written; by name, run number, at equal times)."""
+        found = []
+        for path in self.published_dir.glob("*.duckdb"):
+            try:
+                found.append((path, path.stat()))
+            except FileNotFoundError:  # collected by a run meanwhile
+                continue
+        return sorted(found, key=lambda item: (item[1].st_mtime_ns, item[0].name), reverse=True)
+
+    def _opens(self, snapshot: Path) -> bool:
+        try:
+            with self.open_snapshot(snapshot) as con:
+                con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+            return True
+        except (duckdb.Error, OSError):
+            return False
 
     def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
         """Every reader in a process must open a snapshot with the same settings: DuckDB shares one
         instance per file and process, and refuses a second connection configured differently."""
         return connect(snapshot, read_only=True, threads=self.settings.threads)
+
+
+def _fallback_note(pointer: Path, name: str | None, chosen: Path) -> str:
+    if name is None:
+        damage = f"{pointer} is missing"
+    elif not name:
+        damage = f"{pointer} is empty"
+    else:
+        damage = f"{pointer} names {name!r}, which is not there"
+    return (
+        f"Showing {chosen.name}, the newest intact published snapshot: {damage}. "
+        "The next successful run publishes afresh; to end this now, write the snapshot's name into the pointer file or run the pipeline."
+    )
 
 
 def _ident(name: str) -> str:

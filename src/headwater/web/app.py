@@ -7,6 +7,7 @@ unprefixed URLs, as `headwater serve -p DIR`), or an install with many organisat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.config.model import LoadedProject
+from headwater.publish import export
 from headwater.redact import install_logging
 from headwater.system.orgs import Install
 from headwater.web import auth, errors, install_routes, present
@@ -32,6 +34,8 @@ from headwater.web.ops import redact
 from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
 from headwater.web.tenancy import ORG_PREFIX, Tenancy
+
+logger = logging.getLogger("headwater.web")
 
 if TYPE_CHECKING:
     from headwater.orchestrate.scheduler import Scheduler
@@ -58,6 +62,8 @@ def create_app(
     """``scheduler`` (one project) or ``schedulers`` (by organisation): the ones running in this
     process, if any; "run now" then goes through them."""
     install_logging()  # secrets never reach a log line, whoever hosts the app
+    for stale in export.remove_stale_scratch():  # left by a server killed during an XLSX download
+        logger.info("removed %s, left by a process that has ended", stale)
     if isinstance(target, Install):
         tenancy = Tenancy(install=target, schedulers=schedulers)
     else:

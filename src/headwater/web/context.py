@@ -57,6 +57,11 @@ class WebContext:
             )
         return self.data
 
+    def published_notice(self) -> str | None:
+        """Said on every page while readers are shown an older snapshot because ``CURRENT`` is damaged."""
+        self.warehouse.current_snapshot()
+        return self.warehouse.fallback
+
     def cached(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
         """``compute()``'s result for ``key`` on the current snapshot, computed once per snapshot.
 

@@ -14,12 +14,13 @@ from starlette.routing import Match
 
 from headwater.dashboards.scope import ScopeRefused
 from headwater.errors import ConfigError, HeadwaterError, NotFound, ProjectBusy
+from headwater.system.db import SystemDBUnusable, explain
 from headwater.web.context import NothingPublished
 
 logger = logging.getLogger("headwater.web")
 
 # Most specific first. A broken dashboard file is the server's problem, not the request's.
-STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (NotFound, 404), (ScopeRefused, 403), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
+STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (SystemDBUnusable, 503), (NotFound, 404), (ScopeRefused, 403), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
 NOT_FOUND_FIX = "Start from the list of dashboards."
 _API = re.compile(r"^(/o/[^/]+)?/api/")
 
@@ -91,6 +92,10 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
+    explained = explain(exc)  # the system database made read-only or damaged under a running server
+    if explained is not None:
+        logger.error("%s %s: %s", request.method, request.url.path, explained.render())
+        return error_response(request, 503, explained.what, explained.why, explained.fix)
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     why = "this is a bug in Headwater; the details were logged on the server"
     return error_response(request, 500, "Something went wrong on the server", why=why, fix="Try again; if it keeps failing, report it with the server's log.")
