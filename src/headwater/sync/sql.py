@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
+from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
@@ -303,6 +304,8 @@ class SqlSource:
         except HeadwaterError as exc:
             error = exc
         except duckdb.Error as exc:
+            if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
+                raise
             error = self.table_error(ctx.con, info, exc)
         ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
         return error
@@ -1025,6 +1028,13 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
     finally:
         for name, value in before.items():
             con.execute(f"SET {name} = {ql(str(value))}")
+
+
+def _warehouse_failure(exc: duckdb.Error) -> bool:
+    """Whether an error met while syncing a table is the warehouse's own (its disk is full, or DuckDB
+    invalidated the database after such an error), which the run must report as such, not as the
+    source's table failing."""
+    return isinstance(exc, duckdb.FatalException) or disk_full(exc, Path(".")) is not None
 
 
 def _companion_of(name: str, synced: set[str]) -> bool:
