@@ -87,7 +87,9 @@ def breakdown(project: Path, wall: float) -> dict[str, float]:
         run = get_run(db, loaded.config.name, recent_runs(db, loaded.config.name, 1)[0].id)
     finally:
         db.close()
-    steps = {s.name.split(":")[0]: (s.finished_at - s.started_at).total_seconds() for s in run.steps}
+    steps: dict[str, float] = {}
+    for s in run.steps:  # one sync step per source (sync:campaign, sync:roster): summed
+        steps[s.name.split(":")[0]] = steps.get(s.name.split(":")[0], 0.0) + (s.finished_at - s.started_at).total_seconds()
     dbt_detail = json.loads(next(s.detail for s in run.steps if s.name == "dbt:build"))
     steps["dbt nodes"] = sum(n["seconds"] for n in dbt_detail["nodes"])
     steps["other"] = wall - sum(v for k, v in steps.items() if k != "dbt nodes")
