@@ -55,3 +55,15 @@ def assert_matches_reference(got: dict[tuple, dict], expected: dict[tuple, dict]
                 assert abs(have[column] - value) < 1e-12, (key, column, have[column], value)
             else:
                 assert have[column] == value, (key, column, have[column], value)
+
+
+def recent_runs_of(project: LoadedProject, limit: int = 50) -> list:
+    """The project's latest runs, newest first, from its system database."""
+    from headwater.orchestrate import open_system_db
+    from headwater.orchestrate.history import recent_runs
+
+    db = open_system_db(project)
+    try:
+        return recent_runs(db, project.config.name, limit)
+    finally:
+        db.close()

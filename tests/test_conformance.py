@@ -174,17 +174,11 @@ def pg_plain(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class PgSource:
-    """One test's PostgreSQL database and a project syncing one schema of it as source ``app``."""
+class ServerSource:
+    """What the PostgreSQL and MariaDB sources share: syncing their project's source ``app``."""
 
-    def __init__(self, url: str, root: Path, schema: str) -> None:
-        self.url, self.schema = pg_plain(url), schema
-        self.con = cf.pg_connect(pg_dsn(url))
-        self.project = cf.write_project(root, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {schema}"})
-        self.env = {"CONF_PG_URL": self.url}
-
-    def run(self, sql: str) -> None:
-        self.con.execute(sql.replace("{s}", self.schema))
+    project: Path
+    env: dict[str, str]
 
     def sync(self, *, cli: bool = False) -> None:
         """A sync that must succeed: `headwater sync` itself (``cli``), or its code path in this process."""
@@ -196,6 +190,19 @@ class PgSource:
 
     def try_sync(self) -> cf.Outcome:
         return cf.sync_in_process(self.project, "app", self.env)
+
+
+class PgSource(ServerSource):
+    """One test's PostgreSQL database and a project syncing one schema of it as source ``app``."""
+
+    def __init__(self, url: str, root: Path, schema: str) -> None:
+        self.url, self.schema = pg_plain(url), schema
+        self.con = cf.pg_connect(pg_dsn(url))
+        self.project = cf.write_project(root, {"app": f"type: postgres\nurl: ${{CONF_PG_URL}}\nschema: {schema}"})
+        self.env = {"CONF_PG_URL": self.url}
+
+    def run(self, sql: str) -> None:
+        self.con.execute(sql.replace("{s}", self.schema))
 
     def tables(self) -> dict[str, cf.SourceTable]:
         return cf.pg_tables(self.con, self.schema)
@@ -532,7 +539,7 @@ MY_MUTATIONS = [
 ]
 
 
-class MySource:
+class MySource(ServerSource):
     """One test's MariaDB database and a project syncing it as source ``app``."""
 
     def __init__(self, server: Any, database: str, root: Path) -> None:
@@ -545,16 +552,6 @@ class MySource:
         with self.con.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
-
-    def sync(self, *, cli: bool = False) -> None:
-        if cli:
-            cf.sync(self.project, "app", env=self.env)
-        else:
-            done = self.try_sync()
-            assert done.returncode == 0, done.stderr
-
-    def try_sync(self) -> cf.Outcome:
-        return cf.sync_in_process(self.project, "app", self.env)
 
     def tables(self) -> dict[str, cf.SourceTable]:
         return cf.my_tables(self.con, self.database)

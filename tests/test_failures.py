@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from demo_project import make_project
+from demo_project import make_project, recent_runs_of
 
 from headwater.config import load_project
 from headwater.orchestrate import open_system_db
-from headwater.orchestrate.history import recent_runs
 from headwater.warehouse import Warehouse
 
 
@@ -58,14 +57,6 @@ def _fill(disk: Path, leave_kb: int) -> Path:
 
 def headwater(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def _runs(project):
-    db = open_system_db(project)
-    try:
-        return recent_runs(db, project.config.name, 50)
-    finally:
-        db.close()
 
 
 def _published(project) -> tuple[str, str]:
@@ -103,7 +94,7 @@ def test_a_full_disk_under_the_warehouse_fails_the_run_once_clearly(small_disk, 
     assert f"No space left on device at {warehouse}" in result.stderr and " MB free" in result.stderr
     assert "Fix the model" not in result.stderr
     assert result.stderr.count("No space left on device at") == 2, result.stderr  # the live log's line and the summary, no more
-    run = _runs(project)[0]
+    run = recent_runs_of(project)[0]
     assert run.status == "failed" and run.error.startswith(f"No space left on device at {warehouse}")
     assert _published(project) == before
     published = Warehouse(project.root, project.config.warehouse).published_dir
@@ -125,7 +116,7 @@ def test_a_full_disk_under_everything_says_the_failure_could_not_be_recorded(sma
 
     filler.unlink()
     assert headwater("run", "-p", str(project.root)).returncode == 0
-    latest, failed = _runs(project)[:2]
+    latest, failed = recent_runs_of(project)[:2]
     assert latest.status == "success" and failed.status == "abandoned"
 
 

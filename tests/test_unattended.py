@@ -19,12 +19,12 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from demo_project import execute_source, make_project, published_rows
+from demo_project import execute_source, make_project, published_rows, recent_runs_of
 from loopback import smtp_server, webhook_server
 
 from headwater.config import load_project
 from headwater.orchestrate import open_system_db, supervise
-from headwater.orchestrate.history import get_run, log_lines, recent_runs
+from headwater.orchestrate.history import get_run, log_lines
 from headwater.orchestrate.supervise import execute
 from headwater.warehouse import Warehouse
 
@@ -75,14 +75,6 @@ def _with_alerts(project, mailbox, hooks):
         data["web"] = {"base_url": "https://data.example.org"}
 
     return _edit_config(project, change)
-
-
-def _runs(project):
-    db = open_system_db(project)
-    try:
-        return recent_runs(db, project.config.name, 50)
-    finally:
-        db.close()
 
 
 def test_a_failing_dbt_test_alerts_once_and_publishes_nothing(demo):
@@ -137,7 +129,7 @@ def test_a_failing_reconciliation_keeps_published_data_and_alerts(demo):
         outcome = execute(project, None, "cli")
         assert outcome.status == "failed" and outcome.attempts == 1
         assert _published_state(project) == before
-        run = _runs(project)[0]
+        run = recent_runs_of(project)[0]
         assert "signups_by_region_match_source" in run.error
         db = open_system_db(project)
         try:
@@ -158,7 +150,7 @@ def _wait_for_step(project, step: str, process: subprocess.Popen[bytes], timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it reached the step"
-        runs = _runs(project)
+        runs = recent_runs_of(project)
         if runs and runs[0].status == "running" and any(s.name == step and s.status == "running" for s in runs[0].steps):
             return
         time.sleep(0.05)
@@ -174,11 +166,11 @@ def test_sigkill_mid_build_leaves_published_data_and_the_next_run_succeeds(demo)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert _published_state(demo) == before
-    assert _runs(demo)[0].status == "running"  # nobody could record the death...
+    assert recent_runs_of(demo)[0].status == "running"  # nobody could record the death...
 
     outcome = execute(demo, None, "cli")
     assert outcome.status == "success"
-    killed = _runs(demo)[1]
+    killed = recent_runs_of(demo)[1]
     assert killed.status == "abandoned" and "stopped before the run finished" in killed.error  # ...until the next run
     assert _published_state(demo)[0] != before[0]
 
@@ -219,16 +211,16 @@ def test_an_attempt_dies_with_its_supervisor_and_publishes_nothing(demo, start, 
     supervisor = subprocess.Popen([sys.executable, str(script), str(demo.root), start], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_step(demo, "dbt:build", supervisor)
-        attempt = _runs(demo)[0].pid
+        attempt = recent_runs_of(demo)[0].pid
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait()
         assert _gone(attempt, timeout=20), "the attempt ran on after its supervisor was killed"
     finally:
         supervisor.kill()
     assert Warehouse(demo.root, demo.config.warehouse).current_snapshot() is None  # nothing published
-    assert _runs(demo)[0].status == "running"
+    assert recent_runs_of(demo)[0].status == "running"
     assert execute(demo, None, "cli").status == "success"
-    assert _runs(demo)[1].status == "abandoned"
+    assert recent_runs_of(demo)[1].status == "abandoned"
 
 
 def test_the_warm_server_builds_what_every_dbt_start_would():
@@ -252,7 +244,7 @@ def test_an_attempt_is_a_process_of_its_own_session_either_way(demo, starts):
     runner.start()
     seen = None
     while runner.is_alive() and seen is None:
-        running = [r for r in _runs(demo) if r.status == "running"]
+        running = [r for r in recent_runs_of(demo) if r.status == "running"]
         if running:
             with contextlib.suppress(FileNotFoundError):
                 seen = _process_status(running[0].pid), running[0].pid
@@ -277,7 +269,7 @@ def test_an_attempt_is_a_process_of_its_own_session_either_way(demo, starts):
 def test_a_run_over_its_timeout_is_stopped_and_fails(demo, starts):
     project = _edit_config(demo, lambda d: _fast(d, timeout="2s"))
     assert execute(project, None, "cli").status == "failed"
-    run = _runs(project)[0]
+    run = recent_runs_of(project)[0]
     assert run.status == "failed" and "timeout" in run.error
     assert Warehouse(project.root, project.config.warehouse).current_snapshot() is None  # nothing half-published
 
@@ -294,7 +286,7 @@ def test_a_locked_source_is_transient_and_retried(demo, starts):
     outcome = execute(demo, None, "schedule", sleep=sleep)
     holder.close()
     assert (outcome.status, outcome.attempts) == ("success", 2) and naps == [1.0]
-    first, second = sorted(_runs(demo), key=lambda r: r.id)
+    first, second = sorted(recent_runs_of(demo), key=lambda r: r.id)
     assert first.status == "failed" and "locked" in first.error and second.attempt == 2
 
 
@@ -317,7 +309,7 @@ def test_two_triggers_of_one_pipeline_never_run_at_once(demo, starts):
         thread.start()
     for thread in threads:
         thread.join()
-    runs = sorted(_runs(demo), key=lambda r: r.started_at)
+    runs = sorted(recent_runs_of(demo), key=lambda r: r.started_at)
     assert [o.status for o in outcomes] == ["success", "success"] and len(runs) == 2
     assert runs[0].finished_at <= runs[1].started_at  # the second waited for the first
 
@@ -404,7 +396,7 @@ def test_worker_catches_up_once_after_downtime(demo):
     worker = subprocess.Popen([sys.executable, "-m", "headwater.cli.main", "worker", "-p", str(demo.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not any(r.status == "success" for r in _runs(demo)):
+        while not any(r.status == "success" for r in recent_runs_of(demo)):
             assert worker.poll() is None, worker.communicate()[0]
             assert time.monotonic() < deadline, "no catch-up run within 120 s"
             time.sleep(0.5)
@@ -413,7 +405,7 @@ def test_worker_catches_up_once_after_downtime(demo):
         worker.send_signal(signal.SIGTERM)
         output = worker.communicate(timeout=60)[0]
     assert worker.returncode == 0, output
-    runs = _runs(demo)
+    runs = recent_runs_of(demo)
     assert [(r.trigger, r.status) for r in runs] == [("catch_up", "success")]  # once, not three times
     assert "flake_rate" in output and "0 7 * * *" in output
 
@@ -421,7 +413,7 @@ def test_worker_catches_up_once_after_downtime(demo):
 def test_logs_follow_streams_a_live_run_to_its_end(demo):
     process = _child(demo)
     _wait_for_step(demo, "sync:campaign", process)
-    run_id = _runs(demo)[0].id
+    run_id = recent_runs_of(demo)[0].id
     follow = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(run_id), "--follow", "-p", str(demo.root)], capture_output=True, text=True, timeout=120)
     assert process.wait(timeout=60) == 0
     assert follow.returncode == 0, follow.stderr
