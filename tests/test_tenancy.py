@@ -280,9 +280,12 @@ def test_dbt_folders_and_local_packages_outside_are_refused(install: Install, ac
     with pytest.raises(ConfigError, match="seed-paths"):
         org_project(install, "acme")
     dbt_project.write_text(original)
-    (acme / "packages.yml").write_text("packages:\n  - local: ../beta\n")
-    with pytest.raises(ConfigError, match=r"packages\[0\].local"):
-        org_project(install, "acme")
+    for file in ("packages.yml", "dependencies.yml"):  # dbt reads either
+        (acme / file).write_text("packages:\n  - local: ../beta\n")
+        with pytest.raises(ConfigError, match=r"packages\[0\].local") as refused:
+            org_project(install, "acme")
+        assert file in refused.value.render()
+        (acme / file).unlink()
 
 
 def test_a_symlink_leading_out_is_refused(install: Install, acme: Path) -> None:
@@ -547,3 +550,19 @@ def test_why_no_scanner_is_loaded_where_an_organisations_sql_runs(locked: Any, t
             sync.execute(f"SELECT * FROM read_text('{outside}/secret.key')").fetchall()
     finally:
         sync.close()
+
+
+def test_a_package_dbt_deps_brings_cannot_lead_out(install: Install, acme: Path, tmp_path: Path) -> None:
+    """The folder is checked for links at load; `dbt deps` then writes into it. A git package holding
+    a link to the install must stop the run before dbt builds, as such a link in the folder would."""
+    import subprocess
+
+    repo = tmp_path / "sneaky_pkg"
+    repo.mkdir()
+    (repo / "dbt_project.yml").write_text("name: sneaky_pkg\nversion: '1.0.0'\nconfig-version: 2\n")
+    (repo / "install").symlink_to(install.root)
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "pkg"]):
+        subprocess.run(["git", *command], cwd=repo, check=True)
+    (acme / "packages.yml").write_text(f"packages:\n  - git: {repo}\n    revision: main\n")
+    with pytest.raises(ConfigError, match="symbolic link leading outside"):
+        run_pipeline(org_project(install, "acme"))

@@ -61,8 +61,8 @@ def check_paths(project: LoadedProject, confinement: Confinement) -> None:
     for key, value in project_paths(project):
         _inside(confinement, key, project.root, value, str(project.file))
     dbt_dir = project.path(project.config.dbt.project_dir).resolve()
-    for key, value in dbt_paths(dbt_dir):
-        _inside(confinement, key, dbt_dir, value, str(dbt_dir / ("packages.yml" if key.startswith("packages") else "dbt_project.yml")))
+    for file, key, value in dbt_paths(dbt_dir):
+        _inside(confinement, key, dbt_dir, value, str(dbt_dir / file))
 
 
 def project_paths(project: LoadedProject) -> Iterator[tuple[str, str]]:
@@ -87,16 +87,18 @@ def project_paths(project: LoadedProject) -> Iterator[tuple[str, str]]:
             yield f"sources.{name}.ssh_tunnel.private_key", tunnel.private_key
 
 
-def dbt_paths(dbt_dir: Path) -> Iterator[tuple[str, str]]:
-    """Folders dbt_project.yml names, and local packages in packages.yml."""
+def dbt_paths(dbt_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """(file, key, path): folders dbt_project.yml names, and local packages in dependencies.yml and
+    packages.yml (dbt reads either; both are checked)."""
     settings = _yaml(dbt_dir / "dbt_project.yml")
     for key in DBT_PATH_KEYS:
         value = settings.get(key)
         for item in value if isinstance(value, list) else [value] if value is not None else []:
-            yield key, str(item)
-    for number, package in enumerate(_yaml(dbt_dir / "packages.yml").get("packages") or []):
-        if isinstance(package, dict) and package.get("local") is not None:
-            yield f"packages[{number}].local", str(package["local"])
+            yield "dbt_project.yml", key, str(item)
+    for file in ("dependencies.yml", "packages.yml"):
+        for number, package in enumerate(_yaml(dbt_dir / file).get("packages") or []):
+            if isinstance(package, dict) and package.get("local") is not None:
+                yield file, f"packages[{number}].local", str(package["local"])
 
 
 def _yaml(file: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import duckdb
 from sqlalchemy.exc import SQLAlchemyError
 
+from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
@@ -98,6 +99,8 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     if dbt.needs_packages():
         with rec.step("dbt:deps") as step:
             rec.set_detail(step, {"packages": dbt.install_packages(rec.log)})
+        if project.confinement is not None:  # a downloaded package may hold a link leading out of the folder
+            check_links(project.confinement)
     if project.config.dbt.seed_first:
         with rec.step("dbt:seed") as step:
             _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec, "seed")

@@ -47,7 +47,7 @@ class Plugin(BasePlugin):  # type: ignore[misc,valid-type]
 
 def confined_profile(output: dict[str, Any], confinement: Confinement) -> dict[str, Any]:
     """The profile's output for a confined run (see the module's docstring)."""
-    options = {"autoinstall_known_extensions": False, "autoload_known_extensions": False, **output.get("settings", {})}
+    options = {**output.get("settings", {}), "autoinstall_known_extensions": False, "autoload_known_extensions": False}  # last: nothing turns them back on
     held = {key: value for key, value in output.items() if key != "settings"}
     return {**held, "config_options": options, "plugins": [{"module": __name__, "config": {"org": confinement.org, "folder": str(confinement.folder)}}]}
 
