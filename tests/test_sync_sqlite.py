@@ -5,60 +5,18 @@ synced as text, as the source says: never loaded as another value, never a crash
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headwater.config.sources import SQLiteSource as Settings
-from headwater.sources.sqlite import SQLiteSource
-from headwater.sync import sync_source
-from headwater.sync.stats import TableStats
-from headwater.warehouse import connect
+from sqlite_source import Harness
 
-
-class Harness:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.file = tmp / "app.db"
-        self.warehouse = tmp / "build.duckdb"
-
-    def sql(self, *statements: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.file) as con:
-            for statement in statements[:-1]:
-                con.execute(statement)
-            if rows is not None:
-                con.executemany(statements[-1], rows)
-                return []
-            return con.execute(statements[-1]).fetchall()
-
-    def sync(self, full_refresh: bool = False, **extra: Any) -> dict[str, TableStats]:
-        config = Settings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
-        con = connect(self.warehouse)
-        try:
-            return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), full_refresh=full_refresh)}
-        finally:
-            con.close()
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        con = duckdb.connect(str(self.warehouse), read_only=True)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
-    def raw(self, table: str, columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
-        return self.query(f'SELECT {columns} FROM raw_app."{table}" ORDER BY 1')
-
-    def types(self, table: str) -> dict[str, str]:
-        return dict(self.query(f"SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = '{table}'"))
 
 
 @pytest.fixture

@@ -3,54 +3,24 @@ a declared key that is not unique, tables gone from the file, odd names."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import pytest
+from sqlite_source import Harness
 
 from headwater.config.sources import SQLiteSource as Settings
 from headwater.errors import ExitCode, HeadwaterError
 from headwater.sources.sqlite import SQLiteSource
-from headwater.sync import TableStats, sync_source
+from headwater.sync import sync_source
 from headwater.warehouse import connect
 
 
-class File:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.path = tmp / "app.db"
-        self.warehouse = tmp / "build.duckdb"
-
-    def sql(self, *statements: str) -> None:
-        with sqlite3.connect(self.path) as con:
-            for statement in statements:
-                con.execute(statement)
-        con.close()
-
-    def sync(self, prune: bool = False, **settings: Any) -> dict[str, TableStats]:
-        config = Settings.model_validate({"type": "sqlite", "path": str(self.path), **settings})
-        con = connect(self.warehouse)
-        try:
-            return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), prune=prune)}
-        finally:
-            con.close()
-
-    def raw(self, sql: str) -> list[tuple[Any, ...]]:
-        con = duckdb.connect(str(self.warehouse), read_only=True)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
-
 @pytest.fixture
-def f(tmp_path: Path) -> File:
-    return File(tmp_path)
+def f(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
 
 
-def test_a_broken_view_fails_alone_with_a_clear_error(f: File) -> None:
+def test_a_broken_view_fails_alone_with_a_clear_error(f: Harness) -> None:
     f.sql("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)", "INSERT INTO a VALUES (1, 'x')", "CREATE TABLE z (id INTEGER PRIMARY KEY)", "INSERT INTO z VALUES (5)")
     f.sql("CREATE TABLE gone_soon (id INTEGER PRIMARY KEY)", "CREATE VIEW b_view AS SELECT id FROM gone_soon", "DROP TABLE gone_soon")
     with pytest.raises(HeadwaterError) as failed:
@@ -58,10 +28,10 @@ def test_a_broken_view_fails_alone_with_a_clear_error(f: File) -> None:
     assert failed.value.exit_code in (ExitCode.USER_ERROR, ExitCode.RUN_FAILED)
     assert "b_view" in failed.value.render() and "app" in failed.value.render()
     assert {s.table: s.mode for s in failed.value.table_stats} == {"a": "full", "b_view": "failed", "z": "full"}
-    assert f.raw("SELECT id FROM raw_app.z") == [(5,)]
+    assert f.query("SELECT id FROM raw_app.z") == [(5,)]
 
 
-def test_a_declared_key_with_duplicates_fails_the_table(f: File) -> None:
+def test_a_declared_key_with_duplicates_fails_the_table(f: Harness) -> None:
     f.sql("CREATE TABLE visits (person TEXT, page TEXT)", "INSERT INTO visits VALUES ('ann', 'a'), ('ann', 'b')")
     with pytest.raises(HeadwaterError) as failed:
         f.sync(overrides={"visits": {"primary_key": ["person"]}})
@@ -69,7 +39,7 @@ def test_a_declared_key_with_duplicates_fails_the_table(f: File) -> None:
     assert f.sync(overrides={"visits": {"primary_key": ["person"], "mode": "full"}})["visits"].rows == 2  # a reload merges nothing
 
 
-def test_tables_gone_from_the_file_are_reported_then_pruned_with_their_state(f: File) -> None:
+def test_tables_gone_from_the_file_are_reported_then_pruned_with_their_state(f: Harness) -> None:
     f.sql("CREATE TABLE keep (id INTEGER PRIMARY KEY)", "CREATE TABLE old (id INTEGER PRIMARY KEY)", "INSERT INTO old VALUES (1), (2), (3)")
     f.sync()
     f.sql("ALTER TABLE old RENAME TO new")
@@ -77,12 +47,12 @@ def test_tables_gone_from_the_file_are_reported_then_pruned_with_their_state(f: 
     assert stats["old"].mode == "stale" and stats["old"].rows == 3 and "--prune" in stats["old"].notes[0]
     assert stats["new"].rows == 3
     assert f.sync(prune=True)["old"].mode == "pruned"
-    assert {r[0] for r in f.raw("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw_app'")} == {"keep", "new"}
-    assert f.raw("SELECT table_name FROM _headwater.sync_state WHERE table_name = 'old'") == []
+    assert {r[0] for r in f.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw_app'")} == {"keep", "new"}
+    assert f.query("SELECT table_name FROM _headwater.sync_state WHERE table_name = 'old'") == []
     assert "old" not in f.sync()
 
 
-def test_odd_table_names(f: File) -> None:
+def test_odd_table_names(f: Harness) -> None:
     names = ["my.table", "it's", 'quo"te', "with space", "ünïcødé", "select"]
     for n, name in enumerate(names):
         ident = '"' + name.replace('"', '""') + '"'
@@ -93,9 +63,9 @@ def test_odd_table_names(f: File) -> None:
     assert f.sync(overrides={"it's": {"deletes": "tombstone"}})["it's"].deleted == 1
 
 
-def test_a_value_too_big_for_the_memory_limit_names_column_and_key(f: File) -> None:
+def test_a_value_too_big_for_the_memory_limit_names_column_and_key(f: Harness) -> None:
     f.sql("CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT, body TEXT)", "INSERT INTO docs VALUES (1, 'a', 'short'), (4, 'b', printf('%.*c', 100000000, 'x'))")
-    config = Settings.model_validate({"type": "sqlite", "path": str(f.path)})
+    config = Settings.model_validate({"type": "sqlite", "path": str(f.file)})
     con = connect(f.warehouse)
     try:
         with pytest.raises(HeadwaterError) as failed:
@@ -106,7 +76,7 @@ def test_a_value_too_big_for_the_memory_limit_names_column_and_key(f: File) -> N
     assert "table docs does not fit" in text and "column body" in text and "id = 4" in text and "100.0 MB" in text, text
 
 
-def test_the_projects_memory_limit_is_the_syncs_and_prune_needs_the_whole_source(f: File) -> None:
+def test_the_projects_memory_limit_is_the_syncs_and_prune_needs_the_whole_source(f: Harness) -> None:
     """`headwater sync` syncs under warehouse.memory_limit, lower or higher than the default."""
     import os
     import subprocess

@@ -351,8 +351,8 @@ class SqlSource:
             return None
         size, *rest = row[0]
         column_sizes, values = rest[: len(sizes)], rest[len(sizes) :]
-        column = next(c.name for c, n in zip(info.columns, column_sizes, strict=True) if n == size)
-        return column, list(values), int(size)
+        column = next((c.name for c, n in zip(info.columns, column_sizes, strict=True) if n == size), None)
+        return None if column is None else (column, list(values), int(size))
 
     def size_expr(self, info: TableInfo, column: Column) -> str:
         """The size in bytes of a column's value, in the source's dialect."""

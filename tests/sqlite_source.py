@@ -1,0 +1,54 @@
+"""One SQLite source for the SQLite sync tests: a file, its settings, a sync in this process, raw read back."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from headwater.config.sources import SQLiteSource as Settings
+from headwater.sources.sqlite import SQLiteSource
+from headwater.sync import sync_source
+from headwater.sync.stats import TableStats
+from headwater.warehouse import connect
+
+
+class Harness:
+    """A SQLite file (``file``), synced as source ``app`` into a DuckDB file (``warehouse``) in this process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.file = tmp / "app.db"
+        self.warehouse = tmp / "build.duckdb"
+
+    def sql(self, *statements: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.file) as con:
+            for statement in statements[:-1]:
+                con.execute(statement)
+            if rows is not None:
+                con.executemany(statements[-1], rows)
+                return []
+            return con.execute(statements[-1]).fetchall()
+
+    def sync(self, full_refresh: bool = False, prune: bool = False, **extra: Any) -> dict[str, TableStats]:
+        config = Settings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
+        con = connect(self.warehouse)
+        try:
+            return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), full_refresh=full_refresh, prune=prune)}
+        finally:
+            con.close()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def raw(self, table: str, columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
+        return self.query(f'SELECT {columns} FROM raw_app."{table}" ORDER BY 1')
+
+    def types(self, table: str) -> dict[str, str]:
+        return dict(self.query(f"SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = '{table}'"))
