@@ -162,6 +162,7 @@ def test_a_damaged_pointer_falls_back_to_the_newest_intact_snapshot_and_says_so(
     result, total = _completed_total(project)
     assert result.returncode == 0 and total == expected
     assert "Warning:" in result.stderr and "run-000002.duckdb" in result.stderr
+    assert result.stderr.count("newest intact published snapshot") == 1, result.stderr  # said once
 
 
 def test_a_deleted_current_snapshot_falls_back_to_the_previous_one_on_every_page(two_snapshots):

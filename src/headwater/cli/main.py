@@ -274,6 +274,8 @@ def export(
 ) -> None:
     """Export a published table (what dashboards show), streamed with no row cap; the same code as
     the web app's downloads."""
+    import logging
+
     from headwater import dashboards
     from headwater.cli import output as outputs
     from headwater.errors import NotFound
@@ -301,6 +303,7 @@ def export(
         board = loaded.config.dashboards.get(dashboard)
         if board is None:
             raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
+    logging.getLogger("headwater.warehouse").addHandler(logging.NullHandler())  # a fallback's note is printed below, once
     data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
