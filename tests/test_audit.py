@@ -32,8 +32,7 @@ ME = f"cli:{getpass.getuser()}"
 @pytest.fixture(autouse=True)
 def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a test registers as secret is forgotten after it (the registry is process-wide)."""
-    monkeypatch.setattr(redaction, "_values", set(redaction._values))
-    monkeypatch.setattr(redaction, "_pattern", redaction._pattern)
+    monkeypatch.setattr(redaction, "_registry", redaction._registry.copy())
 
 
 @pytest.fixture

@@ -57,8 +57,7 @@ def unique(label: str) -> str:
 def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a test registers as secret is forgotten after it: random values from hypothesis must not
     redact other tests' output (the registry is process-wide)."""
-    monkeypatch.setattr(redaction, "_values", set(redaction._values))
-    monkeypatch.setattr(redaction, "_pattern", redaction._pattern)
+    monkeypatch.setattr(redaction, "_registry", redaction._registry.copy())
 
 
 @pytest.fixture

@@ -16,6 +16,11 @@ Two mechanisms, applied together by `redact`:
 - **Patterns for secrets nobody registered:** the password of a URL
   (``postgresql://u:***@h/db``) and ``password=...``-style pairs (libpq strings, query strings).
 
+Secrets that are not the whole process's business (an alert channel's, when its project was built
+in code rather than loaded from headwater.yml) go in a `Secrets` of their own, which `redact`
+applies inside a `with hiding(secrets):` block: the same forms, the same replacement, for one
+thread's work.
+
 The registry is process-wide because secrets reach text from anywhere (a driver's error message, a
 dbt event, a third-party logger) and the hook points must stay one call each. With several
 organisations in one process it holds all of their secrets; that is safe, since redacting only ever
@@ -29,7 +34,9 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -48,9 +55,7 @@ _KEY_VALUE = re.compile(
 _SECRET_PARTS = ("password", "passwd", "secret", "token", "webhook", "credential", "apikey", "api_key", "private_key", "access_key")
 _SECRET_WORDS = {"pass", "pwd", "dsn", "auth"}
 
-_lock = threading.Lock()
-_values: set[str] = set()
-_pattern: re.Pattern[str] | None = None  # the registered values, longest first; rebuilt on change
+_lock = threading.Lock()  # guards `_logging_installed`
 _logging_installed = False
 
 
@@ -64,19 +69,70 @@ def is_secret_name(name: str, *, variable: bool = False) -> bool:
     return any(part in lowered for part in _SECRET_PARTS) or bool(words & _SECRET_WORDS) or lowered.endswith("pass")
 
 
+class Secrets:
+    """A set of secret values, each with every form it may be written in, replaced together.
+
+    The process-wide registry (`register`) is one. A caller holding secrets it does not hand to the
+    whole process (an alert channel's password and webhook URL, read from a project that was not
+    loaded through headwater.yml) keeps a `Secrets` of its own and makes `redact` apply it while it
+    works, with `hiding`."""
+
+    def __init__(self, values: Iterable[str | None] = ()) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None  # the values, longest first; rebuilt on change
+        for value in values:
+            self.add(value)
+
+    def add(self, value: str | None) -> None:
+        """Treat ``value`` as a secret from now on (values shorter than `MIN_LENGTH` are ignored)."""
+        if not value or len(value) < MIN_LENGTH:
+            return
+        forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1], html.escape(value), _jinja_escape(value)}
+        forms |= _parts(value)
+        with self._lock:
+            forms = {f for f in forms if len(f) >= MIN_LENGTH} - self._values
+            if not forms:
+                return
+            self._values.update(forms)
+            self._pattern = re.compile("|".join(re.escape(v) for v in sorted(self._values, key=len, reverse=True)))
+
+    def replace(self, text: str) -> str:
+        """``text`` with every form of every value replaced by ***."""
+        pattern = self._pattern
+        while pattern is not None and pattern.search(text):  # again: "***" next to a secret's tail can form it anew ("****")
+            text = pattern.sub(REDACTED, text)
+        return text
+
+    def copy(self) -> Secrets:
+        twin = Secrets()
+        with self._lock:
+            twin._values, twin._pattern = set(self._values), self._pattern
+        return twin
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+
+_registry = Secrets()  # the process-wide one
+# Secrets applied by `redact` in this thread (or task) only, on top of the registry: see `hiding`.
+_hidden: ContextVar[tuple[Secrets, ...]] = ContextVar("headwater_hidden_secrets", default=())
+
+
 def register(value: str | None) -> None:
     """Treat ``value`` as a secret from now on, in this process."""
-    if not value or len(value) < MIN_LENGTH:
-        return
-    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1], html.escape(value), _jinja_escape(value)}
-    forms |= _parts(value)
-    global _pattern
-    with _lock:
-        forms = {f for f in forms if len(f) >= MIN_LENGTH} - _values
-        if not forms:
-            return
-        _values.update(forms)
-        _pattern = re.compile("|".join(re.escape(v) for v in sorted(_values, key=len, reverse=True)))
+    _registry.add(value)
+
+
+@contextmanager
+def hiding(secrets: Secrets) -> Iterator[None]:
+    """Within the block, in this thread, `redact` (so also every log record made, once
+    `install_logging` ran) replaces ``secrets`` too. Threads started inside do not inherit it."""
+    token = _hidden.set((*_hidden.get(), secrets))
+    try:
+        yield
+    finally:
+        _hidden.reset(token)
 
 
 def _jinja_escape(value: str) -> str:
@@ -112,9 +168,9 @@ def redact(text: str | None) -> str:
     """``text`` with every registered secret, URL password and ``password=`` value replaced by ***."""
     if not text:
         return ""
-    pattern = _pattern
-    while pattern is not None and pattern.search(text):  # again: "***" next to a secret's tail can form it anew ("****")
-        text = pattern.sub(REDACTED, text)
+    text = _registry.replace(text)
+    for secrets in _hidden.get():
+        text = secrets.replace(text)
     text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + m["at"], text)
     return _KEY_VALUE.sub(lambda m: m["head"] + REDACTED, text)
 
