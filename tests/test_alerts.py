@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,10 +30,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from loopback import QuietHandler, http_server
 from sqlalchemy import insert, select
 
+from headwater import redact as redaction
 from headwater.config.model import LoadedProject, Project
 from headwater.errors import NotFound
-from headwater.orchestrate import alerts
-from headwater.orchestrate.alerts import Notice, notify
+from headwater.orchestrate.alerts import Notice, channels, notify, rendering
 from headwater.system import CheckResult, Incident, Run, RunLog, RunStep, SystemDB
 
 PASSWORD = "pw-Zq8#secret-smtp-4711"
@@ -117,6 +118,8 @@ def hooks() -> Iterator[Hooks]:
                 state.posts.append((self.path, json.loads(body)))
             status = state.status.get(self.path, 200)
             reply = b"ok" if status == 200 else b"upstream trouble"
+            if status != 200 and self.path.endswith("/echo"):  # like a server quoting the request it refuses
+                reply = f"no hook at {self.path}".encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
@@ -129,9 +132,9 @@ def hooks() -> Iterator[Hooks]:
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alerts, "RETRY_BACKOFF", 0.02)
-    monkeypatch.setattr(alerts, "SMTP_TIMEOUT", 5.0)
-    monkeypatch.setattr(alerts, "WEBHOOK_TIMEOUT", 5.0)
+    monkeypatch.setattr(channels, "RETRY_BACKOFF", 0.02)
+    monkeypatch.setattr(channels, "SMTP_TIMEOUT", 5.0)
+    monkeypatch.setattr(channels, "WEBHOOK_TIMEOUT", 5.0)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
 
@@ -416,7 +419,7 @@ def test_discord_and_json_formats(tmp_path: Path, db: SystemDB, logs: Logs, hook
         "log_url": f"https://data.example.org/runs/{run_id}",
         "log_command": f"headwater logs {run_id}",
     }
-    assert payload["error"].startswith(f"Run {run_id} failed in step dbt:build") and len(payload["error"]) <= alerts.ERROR_CHARS
+    assert payload["error"].startswith(f"Run {run_id} failed in step dbt:build") and len(payload["error"]) <= rendering.ERROR_CHARS
     assert payload["checks"][0]["name"] == "signups_match_source"
     assert payload["incident"]["first_run_id"] == run_id and payload["incident"]["failures"] == 1
 
@@ -439,7 +442,7 @@ def test_smtp_server_down(tmp_path: Path, db: SystemDB, logs: Logs, hooks: Hooks
     assert time.monotonic() - started < 5
     assert notice is not None and notice.event == "failure"
     mail, hook = notice.deliveries
-    assert not mail.ok and mail.attempts == alerts.RETRY_ATTEMPTS and "connection refused" in (mail.error or "")
+    assert not mail.ok and mail.attempts == channels.RETRY_ATTEMPTS and "connection refused" in (mail.error or "")
     assert hook.ok and len(hooks.posts) == 1
     [error] = logs.errors()
     assert error.startswith(f"alert to e-mail to ops@example.org, data@example.org via 127.0.0.1:{closed} failed after 3 attempts: connection refused")
@@ -560,13 +563,14 @@ def test_implicit_tls(tmp_path: Path, db: SystemDB, logs: Logs, certificate: tup
 
 
 def test_secrets_never_leak(tmp_path: Path, db: SystemDB, logs: Logs, hooks: Hooks, caplog: pytest.LogCaptureFixture) -> None:
+    redaction.install_logging()  # as every program that runs pipelines does (the CLI, a run's process, the web app)
     caplog.set_level(logging.DEBUG)  # httpx logs request URLs at INFO, httpcore more at DEBUG
     mailbox = Mailbox()
     server = SMTPServer(free_port(), mailbox)
     controller = Controller(mailbox, hostname="127.0.0.1", port=server.port, authenticator=_authenticator(server), auth_require_tls=False)
     controller.start()
     try:
-        hooks.status = {HOOK_PATH + "/broken": 500}
+        hooks.status = {HOOK_PATH + "/broken": 500, HOOK_PATH + "/echo": 404}
         project = make_project(
             tmp_path,
             [
@@ -574,11 +578,13 @@ def test_secrets_never_leak(tmp_path: Path, db: SystemDB, logs: Logs, hooks: Hoo
                 email_channel(free_port(), username="alerts", password=PASSWORD),  # down
                 hook_channel(hooks.url()),
                 hook_channel(hooks.url(HOOK_PATH + "/broken"), "json"),
+                hook_channel(hooks.url(HOOK_PATH + "/echo"), "discord"),  # its error quotes the URL's path
             ],
         )
         notices = [run_and_notify(project, db, logs, status)[1] for status in ("failed", "failed", "success")]
         assert [n.event for n in notices if n] == ["failure", "still_failing", "recovery"]
         assert len(server.mailbox.messages) == 2 and len(hooks.bodies()) == 2
+        assert any("HTTP 404 Not Found: no hook at ***" in m for m in logs.errors())  # quoted, redacted
         assert server.logins == [("alerts", PASSWORD)] * 2  # the password did reach the server
     finally:
         controller.stop()
@@ -600,3 +606,38 @@ def test_secrets_never_leak(tmp_path: Path, db: SystemDB, logs: Logs, hooks: Hoo
     assert b"alert to" in stored  # the log lines are there
     for secret in secrets:
         assert secret.encode() not in stored
+
+
+def test_a_webhook_token_in_the_user_info_is_hidden_while_delivering() -> None:
+    project = make_project(Path("."), [hook_channel("https://t0ken-ABCD1234@hooks.example.org/"), email_channel(25, username="alerts", password=PASSWORD)])
+    secrets = channels.channel_secrets(project.config.alerts)
+    line = "POST https://t0ken-ABCD1234@hooks.example.org/ refused; login alerts / " + PASSWORD
+    assert redaction.redact(line) == line  # nothing registered for the whole process
+    with redaction.hiding(secrets):
+        hidden = redaction.redact(line)
+        assert "t0ken-ABCD1234" not in hidden and PASSWORD not in hidden and "hooks.example.org" not in hidden
+    assert redaction.redact(line) == line  # only while delivering
+
+
+def test_importing_alerts_changes_no_logging_state() -> None:
+    """Importing the package installs nothing process-wide: no logger's or handler's filters, no
+    record factory. Redaction of log records is installed by the programs (headwater.redact.install_logging)."""
+    script = """
+import logging
+logging.basicConfig()
+logging.getLogger().handlers[0].addFilter(lambda record: True)
+def state():
+    loggers = {name: list(logger.filters) for name, logger in logging.root.manager.loggerDict.items() if isinstance(logger, logging.Logger)}
+    handlers = [(handler, list(handler.filters)) for handler in logging.getLogger().handlers]
+    return loggers, list(logging.getLogger().filters), handlers, logging.getLogRecordFactory()
+before = state()
+import headwater.orchestrate.alerts
+import headwater.orchestrate.alerts.channels
+loggers, root, handlers, factory = state()
+assert {name: f for name, f in loggers.items() if f} == {n: f for n, f in before[0].items() if f}, loggers
+assert (root, handlers, factory) == before[1:], (root, handlers, factory)
+assert "httpx" in loggers  # httpx was imported: its loggers exist, untouched
+print("unchanged")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "unchanged", done.stderr
