@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from headwater import __version__
 from headwater.cli import backup as backup_cli
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
+from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
@@ -32,8 +32,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # never break a FILE:LINE across lines
 
 ProjectOpt = Annotated[
     Path | None,
@@ -280,7 +278,11 @@ def export(
     from headwater.cli import output as outputs
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
-    from headwater.publish.export import EXPORT_MEMORY_LIMIT, remove_stale_scratch, write
+    from headwater.publish.export import (
+        EXPORT_MEMORY_LIMIT,
+        remove_stale_scratch,
+        write,
+    )
     from headwater.warehouse import Warehouse
 
     loaded = _project(project)
