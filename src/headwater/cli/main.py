@@ -162,7 +162,8 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         err.print(outcome.stderr.strip() or "Its error is printed above.", highlight=False)
     else:
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
-        err.print(escape(record.error or ""), highlight=False)
+        if outcome.timed_out:  # stopped from outside: its error was recorded, not in the log above
+            err.print(escape(record.error or ""), highlight=False)
         err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
