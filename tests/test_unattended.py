@@ -262,13 +262,14 @@ def test_an_attempt_is_a_process_of_its_own_session_either_way(demo, starts):
     # A failing attempt: its exit code and what it printed reach the supervisor.
     (demo.root / "models" / "marts" / "broken.sql").write_text("select * from no_such_relation\n")
     failed = execute(demo, None, "cli")
-    assert (failed.status, failed.exit_code, failed.attempts) == ("failed", 1, 1)
+    assert (failed.status, failed.exit_code, failed.attempts, failed.timed_out) == ("failed", 1, 1, False)
     assert "broken" in failed.stderr and "Fix:" in failed.stderr, failed.stderr
 
 
 def test_a_run_over_its_timeout_is_stopped_and_fails(demo, starts):
     project = _edit_config(demo, lambda d: _fast(d, timeout="2s"))
-    assert execute(project, None, "cli").status == "failed"
+    outcome = execute(project, None, "cli")
+    assert outcome.status == "failed" and outcome.timed_out  # the CLI then prints the recorded error itself
     run = recent_runs_of(project)[0]
     assert run.status == "failed" and "timeout" in run.error
     assert Warehouse(project.root, project.config.warehouse).current_snapshot() is None  # nothing half-published

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     BUSY = 3  # another run holds the project's lock
     TRANSIENT = 75  # failed for a reason that may pass (connection reset, lock timeout): retry (EX_TEMPFAIL)
     INTERNAL = 70  # a bug in Headwater (EX_SOFTWARE)
+    PIPE_CLOSED = 141  # the reader of standard output left (`| head`): 128 + SIGPIPE, as a shell reports a filter it stopped
 
 
 class HeadwaterError(Exception):

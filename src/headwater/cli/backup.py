@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-err = Console(stderr=True, soft_wrap=True)
+from headwater.cli.console import err
 
 
 def register(app: typer.Typer) -> None:

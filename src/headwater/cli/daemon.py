@@ -38,7 +38,17 @@ import threading
 import time
 from pathlib import Path
 
-from headwater.cli.launch import ACCEPTED, EXITED, SIGNALLED, code_key, recv_exact, recv_frame, send_frame, socket_path, unsafe_reason
+from headwater.cli.launch import (
+    ACCEPTED,
+    EXITED,
+    SIGNALLED,
+    code_key,
+    recv_exact,
+    recv_frame,
+    send_frame,
+    socket_path,
+    unsafe_reason,
+)
 
 PRELOAD = (
     "sqlalchemy",

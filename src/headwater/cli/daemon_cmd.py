@@ -13,10 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from headwater.cli.launch import NO_DAEMON_ENV, ROUTED, RUNTIME_DIR_ENV, code_key, runtime_dir, socket_path, unsafe_reason
+from headwater.cli.console import out
+from headwater.cli.launch import (
+    NO_DAEMON_ENV,
+    ROUTED,
+    RUNTIME_DIR_ENV,
+    code_key,
+    runtime_dir,
+    socket_path,
+    unsafe_reason,
+)
 from headwater.errors import HeadwaterError
 
 daemon_app = typer.Typer(
@@ -26,7 +34,6 @@ daemon_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-out = Console()
 
 START_SECONDS = 60  # the server imports SQLAlchemy, DuckDB and Headwater before it listens
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from headwater import __version__
 from headwater.cli import backup as backup_cli
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
+from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
@@ -32,8 +32,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # never break a FILE:LINE across lines
 
 ProjectOpt = Annotated[
     Path | None,
@@ -164,7 +162,8 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         err.print(outcome.stderr.strip() or "Its error is printed above.", highlight=False)
     else:
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
-        err.print(escape(record.error or ""), highlight=False)
+        if outcome.timed_out:  # stopped from outside: its error was recorded, not in the log above
+            err.print(escape(record.error or ""), highlight=False)
         err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
@@ -280,7 +279,11 @@ def export(
     from headwater.cli import output as outputs
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
-    from headwater.publish.export import EXPORT_MEMORY_LIMIT, remove_stale_scratch, write
+    from headwater.publish.export import (
+        EXPORT_MEMORY_LIMIT,
+        remove_stale_scratch,
+        write,
+    )
     from headwater.warehouse import Warehouse
 
     loaded = _project(project)

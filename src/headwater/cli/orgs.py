@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headwater.cli.console import out
 from headwater.errors import HeadwaterError
 
 org_app = typer.Typer(help="Organisations of an install: each with its own project, warehouse, people and runs.", no_args_is_help=True)
-out = Console()
 
 MAX_SIGNUPS = 100_000_000  # the demo generator's largest campaign (the command line refuses more: exit 2)
 InstallOpt = Annotated[

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from headwater.cli.console import out
 from headwater.errors import HeadwaterError
 
 STDOUT = "-"
@@ -112,7 +113,10 @@ def write_to(output: Path | None, fmt: str, write: Callable[[BinaryIO], int], st
     path = target(output) if output is not None else None
     try:
         if path is None:
-            return _to_stdout(fmt, write, stdout)
+            try:
+                return _to_stdout(fmt, write, stdout)
+            except BrokenPipeError:  # `-o - | head`: the reader left; stop as `out` does (exit 141)
+                out.on_broken_pipe()
         with replacing(path) as handle:
             return write(handle)
     except OSError as exc:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from headwater.cli.console import err, out
 from headwater.errors import HeadwaterError
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ secrets_app = typer.Typer(
     help="Secrets (source passwords, SMTP passwords, webhook URLs, service-account keys), encrypted in the system database; use them in headwater.yml as ${secret:NAME}.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 ProjectOpt = Annotated[
     Path | None,

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+from headwater.cli.console import err, out
 
 
 def register(app: typer.Typer) -> None:

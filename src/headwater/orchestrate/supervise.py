@@ -70,6 +70,7 @@ class Outcome:
     run_id: int | None
     attempts: int
     stderr: str = ""  # what the last attempt's process printed, when its log was not shown live
+    timed_out: bool = False  # the last attempt was stopped by its timeout (its error was recorded, not printed)
 
 
 def execute(
@@ -102,7 +103,7 @@ def execute(
         if last.run_id is not None:
             notify(project, db, last.run_id, log=_run_logger(db, last.run_id))
         status = "success" if last.exit_code == ExitCode.OK else "failed"
-        return Outcome(name, status, last.exit_code, last.run_id, last.number, last.stderr_tail)
+        return Outcome(name, status, last.exit_code, last.run_id, last.number, last.stderr_tail, last.timed_out)
     finally:
         db.close()
 
