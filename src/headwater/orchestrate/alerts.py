@@ -388,7 +388,7 @@ def describe_channel(channel: EmailAlert | WebhookAlert) -> str:
         return f"e-mail to {', '.join(channel.to)} via {channel.smtp.host}:{channel.smtp.port}"
     try:
         host = httpx.URL(channel.url).host or "(no host)"
-    except Exception:  # noqa: BLE001 - an invalid URL is reported when sending
+    except Exception:
         host = "(invalid URL)"
     return f"webhook ({channel.format}) to {host}"
 
@@ -410,7 +410,7 @@ def _secrets(channels: Sequence[EmailAlert | WebhookAlert]) -> tuple[str, ...]:
                     found.add(url.query.decode(errors="replace"))
                 if url.userinfo:
                     found.add(url.userinfo.decode(errors="replace"))
-            except Exception:  # noqa: BLE001, S112 - the whole URL is already redacted
+            except Exception:  # noqa: S112 - the whole URL is already redacted
                 continue
     return tuple(sorted((s for s in found if len(s) >= 4), key=len, reverse=True))
 
@@ -576,7 +576,7 @@ def _deliver(channel: EmailAlert | WebhookAlert, facts: AlertFacts, body: str, l
             with attempt:
                 attempts = attempt.retry_state.attempt_number
                 send()
-    except Exception as exc:  # noqa: BLE001 - a channel failing must never fail the run
+    except Exception as exc:
         reason = redact(describe_error(exc), secrets)
         tried = f" after {attempts} attempts" if attempts > 1 else ""
         _safe_log(log, "error", f"alert to {description} failed{tried}: {reason}")
@@ -590,7 +590,7 @@ def _deliver(channel: EmailAlert | WebhookAlert, facts: AlertFacts, body: str, l
 def _safe_log(log: Log, level: str, message: str) -> None:
     try:
         log(level, message)
-    except Exception as exc:  # noqa: BLE001 - e.g. a full disk under the system database: say it here instead
+    except Exception as exc:
         logger.log(logging.WARNING if level == "info" else logging.ERROR, "%s (not written to the run's log: %s)", message, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
