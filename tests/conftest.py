@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-import pg
 
 
 def _in_ci() -> bool:

@@ -20,7 +20,7 @@ class Mailbox:
     port: int
     messages: list[Message] = field(default_factory=list)
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, N802 - aiosmtpd's handler API
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
@@ -75,7 +75,7 @@ def webhook_server() -> Iterator[Hooks]:
     hooks = Hooks(url="")
 
     class Handler(QuietHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's API
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hooks.posts.append(json.loads(body))
             self.send_response(hooks.status)

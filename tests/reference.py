@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ def week_start(day: date) -> date:
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=dt_timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def read_table(con: sqlite3.Connection, table: str, *columns: str) -> Iterator[tuple]:

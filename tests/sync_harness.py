@@ -81,7 +81,7 @@ class Writer:
                 self.step(self.rng)
                 self.steps += 1
                 time.sleep(self.pause)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread in __exit__
+        except BaseException as exc:
             self.error = exc
 
     def __enter__(self) -> Self:

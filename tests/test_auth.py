@@ -46,8 +46,8 @@ from headwater.system.accounts import (
     hash_token,
     normalise_email,
 )
-from headwater.web import create_app
 from headwater.system.orgs import Install, project_name
+from headwater.web import create_app
 from headwater.web.auth import INSTALL_ROUTE_RULES, LOGIN_CSRF_COOKIE, ROUTE_RULES, SESSION_COOKIE, AuthSettings, RouteInfo, require, route_table, safe_next
 
 UTC = dt.UTC
@@ -152,7 +152,7 @@ def test_an_unknown_address_costs_a_hash_check_too(db: SystemDB) -> None:
     checked: list[str] = []
 
     class Counting(PasswordHasher):
-        def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 - argon2's name
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
             checked.append(str(hash))
             return super().verify(hash, password)
 

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+
 def failed_clearly(done: Any, *words: str) -> bool:
     """A refusal the issue accepts: a non-zero exit that is not 70 (a bug), with a message naming the problem."""
     output = (done.stdout + done.stderr).lower()
@@ -833,7 +834,7 @@ def _replace_rows(run: Any, table: str, columns: int, rows: list[tuple[Any, ...]
 # generated rows leave it to that test, or each run would find it again and spend minutes shrinking.
 
 
-def UNSIGNED_ZERO(v: float) -> float:  # noqa: N802 (read as a constant in the strategies)
+def UNSIGNED_ZERO(v: float) -> float:
     return 0.0 if v == 0 else v
 
 

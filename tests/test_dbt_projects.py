@@ -40,7 +40,7 @@ def set_dbt(project: LoadedProject, *settings: str) -> None:
     path.write_text(text[:start] + "".join(f"  {line}\n" for line in settings) + text[end + 1 :])
 
 
-def last_run(project: LoadedProject):  # noqa: ANN201 - headwater.system.Run
+def last_run(project: LoadedProject):
     db = open_system_db(project)
     try:
         latest = recent_runs(db, project.config.name, 1)[0]
@@ -49,7 +49,7 @@ def last_run(project: LoadedProject):  # noqa: ANN201 - headwater.system.Run
         db.close()
 
 
-def build_nodes(run) -> dict[str, dict]:  # noqa: ANN001
+def build_nodes(run) -> dict[str, dict]:
     step = next(s for s in run.steps if s.name == "dbt:build")
     return {n["name"]: n for n in json.loads(step.detail)["nodes"]}
 
@@ -382,7 +382,7 @@ def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> 
 # --- publishing a project without marts/ ----------------------------------------------------------
 
 
-def headwater(*args: str, cwd: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+def headwater(*args: str, cwd: Path):
     import os
     import subprocess
     import sys

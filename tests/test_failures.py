@@ -14,10 +14,10 @@ import shutil
 import signal
 import sqlite3
 import stat
-import tempfile
-import time
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,7 +122,8 @@ def test_a_full_disk_under_everything_says_the_failure_could_not_be_recorded(sma
 
 # --- a damaged snapshot pointer --------------------------------------------------------------------
 
-from conftest_web import html_table, logged_in_client, make_project as make_web_project, publish_rows, synthetic_rows  # noqa: E402
+from conftest_web import html_table, logged_in_client, publish_rows, synthetic_rows  # noqa: E402
+from conftest_web import make_project as make_web_project  # noqa: E402
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from headwater.errors import ConfigError, ExitCode
 from headwater.system import audit
 from headwater.system.accounts import Accounts, InvitationInvalid, LoginFailed, Role
 from headwater.system.models import Run
-from headwater.system.orgs import SLUG, Install, OrgError, Organisations, check_slug, parse_attributes, project_name
+from headwater.system.orgs import SLUG, Install, Organisations, OrgError, check_slug, parse_attributes, project_name
 from headwater.web import create_app
 from headwater.web.auth import LOGIN_CSRF_COOKIE, AuthSettings
 

@@ -716,7 +716,7 @@ def test_headwater_sync_command_records_the_run_with_table_stats(h: Harness) -> 
     h.sql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
     project = h.tmp / "proj"
     project.mkdir()
-    (project / "headwater.yml").write_text(f"name: synctest\nsources:\n  app:\n    type: postgres\n    url: ${{APP_DB_URL}}\n", encoding="utf-8")
+    (project / "headwater.yml").write_text("name: synctest\nsources:\n  app:\n    type: postgres\n    url: ${APP_DB_URL}\n", encoding="utf-8")
     os.environ["APP_DB_URL"] = h.url
     try:
         first = _headwater("sync", "--json", cwd=project)

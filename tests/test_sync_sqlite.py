@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from sqlite_source import Harness
-
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import pg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -15,7 +16,6 @@ from sqlalchemy import Engine, create_engine, delete, event, func, inspect, sele
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import selectinload
 
-import pg
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.system import Run, RunLog, RunStep, SystemDB, migrate, resolve_url
 from headwater.system.db import _alembic_config, open_engine

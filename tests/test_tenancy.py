@@ -19,11 +19,11 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from conftest_web import FAST_HASHER, PASSWORD, form_log_in
 from demo_project import make_project
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loopback import QuietHandler, http_server
 from sqlalchemy import select
 
@@ -177,7 +177,7 @@ def attacks(install: Install) -> dict[str, tuple[str, str]]:
 class Recorder(QuietHandler):
     requests: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's API
+    def do_GET(self) -> None:
         Recorder.requests.append(self.path)
         self.send_response(200)
         self.end_headers()

@@ -8,8 +8,8 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -228,7 +228,7 @@ def test_the_warm_server_builds_what_every_dbt_start_would():
 
     # each class dbt validates against on start, found and its schema cached (a dbt upgrade that
     # renames one would silently cost every attempt again: this says which)
-    assert warm.WARMED == [f"{m}.{c}" for m, classes in warm.SCHEMAS.items() for c in classes]
+    assert [f"{m}.{c}" for m, classes in warm.SCHEMAS.items() for c in classes] == warm.WARMED
     assert set(warm.MODULES) <= set(sys.modules)
 
 

@@ -52,7 +52,7 @@ MAX_SEED = 2**31 - 1
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 
 
-def _project(path: Path | None):  # noqa: ANN202 - LoadedProject, imported late to keep --help fast
+def _project(path: Path | None):
     """The project, confined to its folder when it is an organisation's in an install (system/orgs.py)."""
     from headwater.errors import NotFound
     from headwater.system.orgs import open_project
@@ -559,7 +559,7 @@ def main() -> None:
         app()
     except HeadwaterError as exc:
         _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
+    except Exception as exc:
         from headwater.system.db import explain
 
         if (explained := explain(exc)) is not None:  # the system database made read-only or damaged meanwhile

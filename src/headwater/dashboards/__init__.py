@@ -16,8 +16,8 @@ from headwater.dashboards.query import (
 from headwater.dashboards.scope import RowScope, ScopeRefused
 
 __all__ = [
-    "ChartData",
     "PIVOT_COLUMNS",
+    "ChartData",
     "Pivot",
     "Query",
     "RowScope",

@@ -22,13 +22,13 @@ import os
 import random
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 import duckdb
 
-__all__ = ["generate_campaign_db", "write_organizers_sheet", "STATUSES", "ROSTER_FILE"]
+__all__ = ["ROSTER_FILE", "STATUSES", "generate_campaign_db", "write_organizers_sheet"]
 
 ROSTER_FILE = "organizers.xlsx"
 

@@ -12,7 +12,6 @@ from headwater.config.sources import SQLiteSource as SQLiteSettings
 from headwater.sources.sqlite import SQLiteSource
 from headwater.sync.engine import Syncable as Source
 
-
 # DuckDB extensions each kind of source attaches through (others read files with DuckDB's own readers).
 EXTENSIONS = {"sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}
 

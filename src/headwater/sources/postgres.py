@@ -322,7 +322,7 @@ class PostgresSource(SqlSource):
             got = scanned.get(column.name)
             if got is None:
                 return False
-            if normalise(got) != normalise(column.type) and not (got.startswith("ENUM") or column.type.startswith("JSON") and got == "VARCHAR"):
+            if normalise(got) != normalise(column.type) and not (got.startswith("ENUM") or (column.type.startswith("JSON") and got == "VARCHAR")):
                 return False
         return True
 

@@ -480,7 +480,7 @@ class SqlSource:
         lookback = settings.lookback
         if lookback is None:
             first = info.column(cursor[0]) if cursor else None
-            lookback = DEFAULT_TIME_LOOKBACK if first is not None and "TIME" in normalise(first.type) or (first and normalise(first.type) == "DATE") else dt.timedelta(0)
+            lookback = DEFAULT_TIME_LOOKBACK if (first is not None and "TIME" in normalise(first.type)) or (first and normalise(first.type) == "DATE") else dt.timedelta(0)
         index_cursor = None
         if method == "xmin" and mode == "incremental":
             index_cursor = next((c.name for c in map(info.column, info.cursor_candidates) if c and c.name in info.indexed and normalise(c.type) == "TIMESTAMPTZ" and c.source_zone is None), None)
@@ -930,14 +930,14 @@ class _Progress:
             if self.counter is not None:
                 try:
                     sent = self.counter()
-                except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
+                except Exception:
                     sent = None
                 if sent is not None:
                     self.ctx.report(self.info.name, sent, max(expected or 0, sent) or None)
                     continue
             try:
                 fraction = self.ctx.con.query_progress()
-            except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
+            except Exception:
                 return
             if fraction is not None and fraction >= 0 and expected:
                 self.ctx.report(self.info.name, int(expected * min(fraction, 100) / 100), expected)

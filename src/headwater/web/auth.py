@@ -517,7 +517,7 @@ def csrf_field(context: Any) -> Markup:
 def _template_user(request: Request) -> SessionUser | None:
     try:
         return _auth(request).user(request)
-    except Exception:  # noqa: BLE001 - an error page must render even when the system database cannot be read
+    except Exception:
         logger.debug("no user for the page: the system database could not be read", exc_info=True)
         return None
 
