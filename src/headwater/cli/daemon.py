@@ -53,7 +53,7 @@ PRELOAD = (
     "headwater.config",
     "headwater.system",
     "headwater.orchestrate.sync",
-    "headwater.orchestrate.history",
+    "headwater.services.runs",
     "headwater.orchestrate.supervise",
     "headwater.publish.export",
     "headwater.sources.postgres",
