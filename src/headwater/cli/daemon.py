@@ -89,9 +89,9 @@ def preload() -> list[str]:
         except Exception:  # noqa: BLE001 - a command that needs it imports it again and reports why
             failed.append(name)
     with contextlib.suppress(Exception):
-        from sqlalchemy.orm import configure_mappers
+        from headwater.system.models import configure_models
 
-        configure_mappers()  # the system database's ORM classes: otherwise set up by each command's first query
+        configure_models()  # the system database's ORM classes: otherwise set up by each command's first query
     return failed
 
 
