@@ -79,7 +79,7 @@ def breakdown(project: Path, wall: float) -> dict[str, float]:
 
     from headwater.config import load_project
     from headwater.orchestrate import open_system_db
-    from headwater.orchestrate.history import get_run, recent_runs
+    from headwater.services.runs import get_run, recent_runs
 
     loaded = load_project(project)
     db = open_system_db(loaded)

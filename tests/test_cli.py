@@ -373,3 +373,33 @@ def test_run_with_unknown_pipeline_name_is_a_user_error(project: Path) -> None:
     assert result.returncode == ExitCode.USER_ERROR, result.stderr
     assert "Traceback" not in result.stderr
     assert "nightly" in result.stderr
+
+
+def test_logs_redacts_a_password_in_a_log_line(project: Path) -> None:
+    """`headwater logs` prints lines through the same redacting formatter as the run page: a line
+    that reached the system database with a password in it (written before the value was known as
+    a secret, or by an older Headwater) must not leak it on the terminal."""
+    import datetime as dt
+
+    from headwater.config.loader import load_project
+    from headwater.orchestrate import open_system_db
+    from headwater.system import Run, RunLog
+
+    loaded = load_project(project)
+    db = open_system_db(loaded)
+    try:
+        with db.session() as session:
+            now = dt.datetime.now(dt.UTC)
+            run = Run(project=loaded.config.name, pipeline="default", status="failed", trigger="cli", started_at=now, finished_at=now)
+            session.add(run)
+            session.flush()
+            session.add(RunLog(run_id=run.id, at=now, level="error", message="could not connect to postgresql://etl:Hunter2Secret@db/crm (password=Hunter2Secret)"))
+            session.commit()
+            run_id = run.id
+    finally:
+        db.close()
+    result = hw("logs", str(run_id), cwd=project, columns=300)
+    assert result.returncode == 0, result.stderr
+    assert "Hunter2Secret" not in result.stdout + result.stderr
+    assert "postgresql://etl:***@db/crm" in result.stdout
+    assert " error could not connect to" in result.stdout  # the line's time, level and text, as the run page prints it

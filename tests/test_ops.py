@@ -30,11 +30,12 @@ from sqlalchemy import select
 from headwater.config import LoadedProject, load_project
 from headwater.orchestrate import open_system_db
 from headwater.orchestrate.scheduler import Scheduler, fire_times
+from headwater.services.describe import describe_cron, redacted_settings
 from headwater.system import CheckResult, Run, RunLog, RunStep
 from headwater.system.accounts import Accounts
 from headwater.web import create_app
 from headwater.web.launcher import Launcher
-from headwater.web.ops import LOG_PAGE, describe_cron, redact, redacted_settings
+from headwater.web.ops import LOG_PAGE, redact
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 5, 6, 9, 0, tzinfo=UTC)

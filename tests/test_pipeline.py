@@ -14,7 +14,7 @@ from reference import flake_rate_weekly
 
 from headwater.errors import ProjectBusy, RunFailed
 from headwater.orchestrate import open_system_db, run_pipeline
-from headwater.orchestrate.history import get_run, recent_runs
+from headwater.services.runs import get_run, recent_runs
 from headwater.publish import PublishedData
 from headwater.warehouse import Warehouse
 

@@ -24,7 +24,7 @@ from loopback import smtp_server, webhook_server
 
 from headwater.config import load_project
 from headwater.orchestrate import open_system_db, supervise
-from headwater.orchestrate.history import get_run, log_lines
+from headwater.services.runs import get_run, log_lines
 from headwater.orchestrate.supervise import execute
 from headwater.warehouse import Warehouse
 

@@ -63,7 +63,7 @@ PRELOAD = (
     "headwater.config",
     "headwater.system",
     "headwater.orchestrate.sync",
-    "headwater.orchestrate.history",
+    "headwater.services.runs",
     "headwater.orchestrate.supervise",
     "headwater.publish.export",
     "headwater.sources.postgres",
@@ -99,9 +99,9 @@ def preload() -> list[str]:
         except Exception:
             failed.append(name)
     with contextlib.suppress(Exception):
-        from sqlalchemy.orm import configure_mappers
+        from headwater.system.models import configure_models
 
-        configure_mappers()  # the system database's ORM classes: otherwise set up by each command's first query
+        configure_models()  # the system database's ORM classes: otherwise set up by each command's first query
     return failed
 
 

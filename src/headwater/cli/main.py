@@ -138,8 +138,8 @@ def run(
 
 def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
     from headwater.orchestrate import open_system_db
-    from headwater.orchestrate.history import get_run
     from headwater.orchestrate.supervise import execute
+    from headwater.services.runs import get_run, published_tables, run_json
     from headwater.system.audit import cli_actor
 
     outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor())
@@ -148,9 +148,9 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         record = get_run(db, project.config.name, outcome.run_id) if outcome.run_id is not None else None
     finally:
         db.close()
-    published = _published_tables(record)
+    published = published_tables(record)
     if as_json:
-        out.print_json(data=(_run_dict(record) if record else {"pipeline": outcome.pipeline, "status": outcome.status}) | {"attempts": outcome.attempts, "published": published})
+        out.print_json(data=(run_json(record) if record else {"pipeline": outcome.pipeline, "status": outcome.status}) | {"attempts": outcome.attempts, "published": published})
     elif record is None:
         err.print(f"[bold red]Error:[/] {escape(outcome.stderr.strip() or 'the run could not start')}", highlight=False)
     elif record.status == "success":
@@ -169,15 +169,6 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         raise typer.Exit(outcome.exit_code)
 
 
-def _published_tables(record: Any) -> dict[str, int]:
-    import json
-
-    for step in record.steps if record else []:
-        if step.name == "publish" and step.status == "success" and step.detail:
-            return dict(json.loads(step.detail)["tables"])
-    return {}
-
-
 @app.command()
 def logs(
     run_id: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="The run's number, as `headwater runs` shows it.")],
@@ -187,9 +178,11 @@ def logs(
     """Print a run's log: steps, dbt's output, checks, errors. With --follow, watch a live run."""
     import time
 
+    from rich.text import Text
+
     from headwater.errors import NotFound
     from headwater.orchestrate import open_system_db
-    from headwater.orchestrate.history import get_run, log_lines
+    from headwater.services.runs import LEVEL_AT, get_run, log_lines, log_text
 
     loaded = _project(project)
     db = open_system_db(loaded)
@@ -199,8 +192,10 @@ def logs(
         after = 0
         while True:
             for line in log_lines(db, run_id, after):
-                style = {"error": "red", "warn": "yellow"}.get(line.level, "")
-                out.print(f"{line.at:%H:%M:%S} [{style}]{line.level:>5}[/] {escape(line.message)}" if style else f"{line.at:%H:%M:%S} {line.level:>5} {escape(line.message)}", highlight=False)
+                text = Text(log_text(line))  # plain text: a message is never read as Rich markup
+                if style := {"error": "red", "warn": "yellow"}.get(line.level):
+                    text.stylize(style, LEVEL_AT.start, LEVEL_AT.stop)
+                out.print(text, highlight=False)
                 after = line.id
             record = get_run(db, loaded.config.name, run_id)
             if not follow or record.status != "running":  # type: ignore[union-attr]
@@ -219,7 +214,7 @@ def runs(
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
     from headwater.orchestrate import open_system_db
-    from headwater.orchestrate.history import recent_runs
+    from headwater.services.runs import recent_runs, run_json
 
     loaded = _project(project)
     db = open_system_db(loaded)
@@ -228,7 +223,7 @@ def runs(
     finally:
         db.close()
     if as_json:
-        out.print_json(data=[_run_dict(r) for r in rows])
+        out.print_json(data=[run_json(r) for r in rows])
         return
     table = Table("run", "pipeline", "status", "trigger", "started (UTC)", "duration", "rows", "error", box=None)
     for r in rows:
@@ -239,22 +234,6 @@ def runs(
             (r.error or "").splitlines()[0][:60] if r.error else "",
         )  # fmt: skip
     out.print(table if rows else "No runs yet. Start one with `headwater run`.")
-
-
-def _run_dict(r: Any) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "pipeline": r.pipeline,
-        "status": r.status,
-        "trigger": r.trigger,
-        "started_at": r.started_at.isoformat(),
-        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-        "duration_seconds": round(r.duration.total_seconds(), 3) if r.duration else None,
-        "rows_synced": r.rows_synced,
-        "snapshot": r.snapshot,
-        "attempt": r.attempt,
-        "error": r.error,
-    }
 
 
 @app.command()

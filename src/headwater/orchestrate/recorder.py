@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.diskfull import disk_full
@@ -159,3 +159,20 @@ def _reason(exc: SQLAlchemyError) -> str:
 def _error_text(exc: BaseException) -> str:
     render = getattr(exc, "render", None)
     return redact(render() if callable(render) else f"{type(exc).__name__}: {exc}")
+
+
+ABANDONED = "The process running it stopped before the run finished (killed, crashed or timed out). Published data was left as it was."
+
+
+def abandon_stale_runs(db: SystemDB, project: str) -> int:
+    """Mark runs still 'running' as abandoned. Only call this while holding the project's writer lock:
+    then no process can still be running them (the OS released the lock of any that died)."""
+    with db.session() as session:
+        result = session.execute(
+            update(Run)
+            .where(Run.project == project, Run.status == "running")
+            .values(status="abandoned", finished_at=dt.datetime.now(dt.UTC), error=ABANDONED)
+            .execution_options(synchronize_session=False)  # no run objects in this session to refresh
+        )
+        session.commit()
+        return result.rowcount or 0

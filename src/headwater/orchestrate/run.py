@@ -12,9 +12,8 @@ from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
-from headwater.orchestrate.history import abandon_stale_runs
 from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
-from headwater.orchestrate.recorder import Listener, RunRecorder
+from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.orchestrate.sync import sync_sources
 from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.system import Run, RunStep, SystemDB

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -256,3 +256,9 @@ class Invitation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+def configure_models() -> None:
+    """Set up the ORM classes' mappers now rather than at the first query: the warm CLI server
+    (cli/daemon.py) does it once before forking its commands."""
+    configure_mappers()

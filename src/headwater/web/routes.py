@@ -23,7 +23,7 @@ from headwater import dashboards as service
 from headwater.config.model import RESERVED_PREFIX, Chart, Dashboard, Filter
 from headwater.dashboards.scope import RowScope
 from headwater.errors import NotFound
-from headwater.orchestrate.history import get_run, log_lines, recent_runs
+from headwater.services.runs import get_run, log_lines, recent_runs
 from headwater.publish import PublishedData, export
 from headwater.publish.export import XLSX_MAX_ROWS, Format
 from headwater.system.accounts import Role
