@@ -20,10 +20,8 @@ from headwater.errors import ConfigError, HeadwaterError, TransientFailure, firs
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
 from headwater.sqltext import literal
-from headwater.sync.context import SyncContext
 from headwater.sync.sql import UNFIT as UNFIT_MARK
 from headwater.sync.sql import Column, SqlSource, TableInfo, unfit, unfit_error
-from headwater.sync.stats import TableStats
 from headwater.sync.types import normalise
 from headwater.warehouse import connect, require_extension
 
@@ -121,15 +119,6 @@ class PostgresSource(SqlSource):
             super().detach(con)
         finally:
             self.tunnel.close()
-
-    def sync(self, ctx: SyncContext) -> list[TableStats]:
-        try:
-            return super().sync(ctx)
-        except duckdb.Error as exc:  # a read stopped by a guard against values raw cannot hold
-            error = unfit_error(self.name, self.redact(str(exc)))
-            if error is None:
-                raise
-            raise error from None
 
     def connection_error(self, exc: Exception) -> HeadwaterError:
         text = self.redact(str(exc))

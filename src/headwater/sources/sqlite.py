@@ -26,10 +26,8 @@ import duckdb
 from headwater.config.sources import SQLiteSource as Settings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line
 from headwater.sqltext import ident, literal
-from headwater.sync.context import SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
 from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, unfit, unfit_error
-from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
 
 _DECLARED_DECIMAL = re.compile(r"^\s*(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.IGNORECASE)
@@ -57,15 +55,6 @@ class SQLiteSource(SqlSource):
         require_extension(con, "sqlite")
         con.execute(f"ATTACH {literal(str(self.path))} AS {self.alias} (TYPE sqlite, READ_ONLY)")
 
-    def sync(self, ctx: SyncContext) -> list[TableStats]:
-        try:
-            return super().sync(ctx)
-        except duckdb.Error as exc:  # a value changed to one that does not fit while the table was read
-            error = unfit_error(self.name, str(exc), fix=_CHANGED_WHILE_READ.format(source=self.name))
-            if error is None:
-                raise
-            raise error from None
-
     # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
@@ -85,7 +74,7 @@ class SQLiteSource(SqlSource):
                 key = [c for c, _ in sorted(((n, pk) for n, (_, pk) in declared.items() if pk), key=lambda item: item[1])]
                 source = [_SourceColumn(r[0], declared.get(r[0], ("", 0))[0], _duck_type(declared.get(r[0], ("", 0))[0], r[1])) for r in described]
                 self._columns[name] = source
-                self._keys[name] = self._key_text(key or (["rowid"] if kind == "table" else []))
+                self._keys[name] = key_text(key or (["rowid"] if kind == "table" else []))
                 columns = [Column(c.name, c.type, c.declared or c.type) for c in source]
                 tables[name] = TableInfo(name, columns, key, [], kind, parallel_ok=True)
         return tables
@@ -116,11 +105,6 @@ class SQLiteSource(SqlSource):
                 return catalog.execute(sql).fetchall()
         except sqlite3.Error as exc:
             raise self.connection_error(exc) from None
-
-    def _key_text(self, key: list[str]) -> str:
-        if not key:
-            return "'(no key)'"
-        return " || ', ' || ".join(f"{literal(k + '=')} || coalesce(CAST({self.quote(k)} AS TEXT), 'NULL')" for k in key)
 
     # --- values that do not fit ----------------------------------------------------------------
 
