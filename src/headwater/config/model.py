@@ -35,7 +35,7 @@ from headwater.config.base import (  # noqa: F401 - re-exported
 from headwater.config.confine import Confinement
 from headwater.config.cron import validate as validate_cron
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
-from headwater.config.sources import MySQLSource, PostgresSource, SQLiteSource
+from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -63,7 +63,7 @@ class DuckDBWarehouse(Strict):
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
 
-Warehouse = DuckDBWarehouse
+WarehouseSettings = DuckDBWarehouse
 
 
 class SystemDatabase(Strict):
@@ -73,7 +73,7 @@ class SystemDatabase(Strict):
 # --- sources -----------------------------------------------------------------------------------
 
 
-Source = Annotated[SQLiteSource | PostgresSource | MySQLSource | CsvSource | ExcelSource | GoogleSheetsSource, Field(discriminator="type")]
+Source = Annotated[SQLiteSettings | PostgresSettings | MySQLSettings | CsvSource | ExcelSource | GoogleSheetsSource, Field(discriminator="type")]
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -494,7 +494,7 @@ def check_expression(sql: str, what: str) -> None:
 
 class Project(Strict):
     name: Name
-    warehouse: Warehouse = Field(default_factory=DuckDBWarehouse)
+    warehouse: WarehouseSettings = Field(default_factory=DuckDBWarehouse)
     system: SystemDatabase = Field(default_factory=SystemDatabase)
     dbt: DbtSettings = Field(default_factory=DbtSettings)
     sources: dict[Name, Source] = Field(default_factory=dict)

@@ -6,12 +6,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
-from headwater.config.sources import MySQLSource as MySQLSettings
-from headwater.config.sources import PostgresSource as PostgresSettings
-from headwater.config.sources import SQLiteSource as SQLiteSettings
+from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
 from headwater.sources.sqlite import SQLiteSource
 from headwater.sync.engine import Syncable as Source
-
 
 # DuckDB extensions each kind of source attaches through (others read files with DuckDB's own readers).
 EXTENSIONS = {"sqlite": "sqlite", "postgres": "postgres", "mysql": "mysql"}

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
 
-from headwater.config.sources import MySQLSource as Settings
+from headwater.config.sources import MySQLSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.sources.tunnel import Tunnel
 from headwater.sqltext import literal, mysql_ident
@@ -54,9 +54,9 @@ _JSON_CHECK = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
 
 class MySQLSource(SqlSource):
     kind = "mysql"
-    settings: Settings
+    settings: MySQLSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: MySQLSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.root = root
         self.tunnel = Tunnel(name, settings.ssh_tunnel, root)

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import duckdb
 
-from headwater.config.sources import PostgresSource as Settings
+from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
@@ -74,9 +74,9 @@ WHERE a.datname = current_database() AND coalesce(a.backend_type, 'hidden') NOT 
 
 class PostgresSource(SqlSource):
     kind = "postgres"
-    settings: Settings
+    settings: PostgresSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: PostgresSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.root = root
         self.tunnel = Tunnel(name, settings.ssh_tunnel, root)

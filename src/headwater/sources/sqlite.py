@@ -23,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from headwater.config.sources import SQLiteSource as Settings
+from headwater.config.sources import SQLiteSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line
 from headwater.sqltext import ident, literal
 from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
@@ -41,9 +41,9 @@ _EXACT_REAL = "%!.20e"
 
 class SQLiteSource(SqlSource):
     kind = "sqlite"
-    settings: Settings
+    settings: SQLiteSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: SQLiteSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.path = (root / settings.path).resolve()
         self._columns: dict[str, list[_SourceColumn]] = {}  # table -> its columns as declared, with their DuckDB types
