@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
+from headwater.config.charts import Shape
 from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
 from headwater.dashboards.scope import RowScope
 from headwater.errors import ConfigError, HeadwaterError
@@ -164,31 +165,62 @@ def _chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, select
     for column in dims:
         _check_column(column, types, dashboard, chart.title, table)
     clauses, used, unfiltered = _filters(dashboard, table, types, params)
-    source = ident(table)
     measures = {name: _measure(chart, name, sql) for name, sql in chart.measures.items()}
 
     def flagged(column: str | None) -> list[str]:
         return [*clauses, _flag(column, types, dashboard, chart.title, table)] if column else clauses
 
-    if chart.type == "kpi":
-        name, measure = next(iter(measures.items()))
-        select = [f"(SELECT {measure} FROM {source}{_where(flagged(chart.where))}) AS {ident(name)}"]
-        if chart.compare is not None:
-            other = f"(SELECT {measure} FROM {source}{_where(flagged(chart.compare.where))})"
-            select.append(f"{other} AS {ident(f'{name} ({chart.compare.label})')}")
-        return Query("SELECT " + ",\n       ".join(select), used, unfiltered)
+    parts = _TableParts(chart, ident(table), measures, dims, flagged, used, unfiltered)
+    return _TABLE_SHAPES[chart.kind.shape](parts)
 
-    clauses = flagged(chart.where)
-    columns = [*map(ident, dims), *(f"{sql} AS {ident(name)}" for name, sql in measures.items())]
-    sql = f"SELECT {', '.join(columns)}\nFROM {source}{_where(clauses)}"
-    if dims:
-        sql += f"\nGROUP BY {', '.join(map(ident, dims))}"
-    if chart.type == "pivot":
-        return Query(sql, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", next(iter(measures)), _order(chart, list(chart.rows), set(chart.rows))))
-    order = _order(chart, dims, allowed={*dims, *chart.measures})
+
+@dataclass(frozen=True)
+class _TableParts:
+    """What a chart over a table and measures is built from, whatever its kind's shape."""
+
+    chart: Chart
+    source: str  # the table, quoted
+    measures: dict[str, str]  # name -> checked aggregate SQL
+    dims: list[str]
+    flagged: Callable[[str | None], list[str]]  # the filters' clauses, and the chart's flag column's
+    used: dict[str, object]
+    unfiltered: tuple[str, ...]
+
+    def grouped(self) -> str:
+        columns = [*map(ident, self.dims), *(f"{sql} AS {ident(name)}" for name, sql in self.measures.items())]
+        sql = f"SELECT {', '.join(columns)}\nFROM {self.source}{_where(self.flagged(self.chart.where))}"
+        if self.dims:
+            sql += f"\nGROUP BY {', '.join(map(ident, self.dims))}"
+        return sql
+
+
+def _headline_query(p: _TableParts) -> Query:
+    """One row: the measure over the chart's rows, and over the comparison's when it has one."""
+    chart = p.chart
+    name, measure = next(iter(p.measures.items()))
+    select = [f"(SELECT {measure} FROM {p.source}{_where(p.flagged(chart.where))}) AS {ident(name)}"]
+    if chart.compare is not None:
+        other = f"(SELECT {measure} FROM {p.source}{_where(p.flagged(chart.compare.where))})"
+        select.append(f"{other} AS {ident(f'{name} ({chart.compare.label})')}")
+    return Query("SELECT " + ",\n       ".join(select), p.used, p.unfiltered)
+
+
+def _grouped_query(p: _TableParts) -> Query:
+    sql = p.grouped()
+    order = _order(p.chart, p.dims, allowed={*p.dims, *p.chart.measures})
     if order:
         sql += f"\nORDER BY {', '.join(order)}"
-    return Query(sql, used, unfiltered)
+    return Query(sql, p.used, p.unfiltered)
+
+
+def _pivot_query(p: _TableParts) -> Query:
+    chart = p.chart
+    rows = list(chart.rows)
+    return Query(p.grouped(), p.used, p.unfiltered, Pivot(rows, chart.columns or "", next(iter(p.measures)), _order(chart, rows, set(rows))))
+
+
+# How a chart over a table is queried, by its kind's shape (config/charts.py).
+_TABLE_SHAPES: dict[Shape, Callable[[_TableParts], Query]] = {"headline": _headline_query, "grouped": _grouped_query, "pivot": _pivot_query}
 
 
 def table_query(data: PublishedData, dashboard: Dashboard | None, table: str, selections: Selections, scope: RowScope = EVERY_ROW) -> Query:
@@ -219,13 +251,13 @@ def _sql_chart(dashboard: Dashboard, chart: Chart, params: dict[str, object]) ->
     used = {name: params[name] for name in names}
     unfiltered = tuple(spec.key for spec in dashboard.filters if not set(spec.parameters) & set(names))
     inner = f"(\n{text}\n) AS hw_chart"
-    if chart.type in ("line", "bar", "stacked_bar"):
+    if chart.kind.shape == "pivot":
+        return Query(text, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", None, _order(chart, list(chart.rows), set(chart.rows))))
+    if chart.kind.sorted_by_dimensions:
         dims = _dimensions(chart)
         quoted = ", ".join(map(ident, dims))
         order = _order(chart, dims, allowed=None)
         return Query(f"SELECT {quoted}, * EXCLUDE ({quoted})\nFROM {inner}\nORDER BY {', '.join(order)}", used, unfiltered)
-    if chart.type == "pivot":
-        return Query(text, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", None, _order(chart, list(chart.rows), set(chart.rows))))
     if chart.order_by:
         return Query(f"SELECT *\nFROM {inner}\nORDER BY {', '.join(_order(chart, [], allowed=None))}", used, unfiltered)
     return Query(text, used, unfiltered)
@@ -410,15 +442,9 @@ def _column_types(data: PublishedData, table: str) -> dict[str, str]:
 
 
 def _dimensions(chart: Chart) -> list[str]:
-    if chart.type == "table":
-        return list(chart.group_by)
-    if chart.type == "pivot":
-        return [*chart.rows, chart.columns or ""]
-    if chart.type == "kpi":
-        return []
-    if chart.x is None:
+    if "x" in chart.kind.takes and chart.x is None:  # validated with the file; this guards charts built in code
         raise ConfigError(f"The {chart.type} chart '{chart.title}' has no x column", fix="Add x: <column> to the chart in the dashboard's file.")
-    return [chart.x] + ([chart.series] if chart.series else [])
+    return chart.kind.dimensions(chart)
 
 
 def _check_column(column: str, columns: Mapping[str, str], dashboard: Dashboard, where: str, table: str) -> None:
