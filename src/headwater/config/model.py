@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import os
 import re
-import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -37,6 +35,7 @@ from headwater.config.confine import Confinement
 from headwater.config.cron import validate as validate_cron
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
 from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
+from headwater.config.sqlparser import sql_parser
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -420,20 +419,8 @@ def _ident_before(sql: str, i: int) -> bool:
     return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
 
 
-_parser_lock = threading.Lock()
-_parser: tuple[int, Any] | None = None  # (pid, DuckDB connection): a fork makes its own
-
-
 def _statements(sql: str) -> list[Any]:
-    """DuckDB's parse of ``sql``, by one in-memory connection of this process (opening one per
-    check cost ~8 ms: a project with dashboards checks dozens of expressions on every load)."""
-    import duckdb
-
-    global _parser
-    with _parser_lock:
-        if _parser is None or _parser[0] != os.getpid():
-            _parser = (os.getpid(), duckdb.connect(config={"threads": 1}))
-        return _parser[1].extract_statements(sql)
+    return sql_parser().statements(sql)
 
 
 def sql_parameters(sql: str) -> tuple[str, list[str]]:
