@@ -8,6 +8,7 @@ the config's `Source` union, and one line in `KINDS`.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from headwater.sync.engine import Syncable as Source
 @dataclass(frozen=True)
 class SourceKind:
     type: str  # the ``type:`` in headwater.yml
-    settings: type  # its settings model
+    settings: builtins.type  # its settings model
     implementation: str  # "module:Class", imported when a source of this kind opens
     extension: str | None = None  # the DuckDB extension it attaches through (files use DuckDB's own readers)
     work_folder: bool = False  # stages what it reads in a work folder (`open_source`'s ``work_parent``)
 
-    def implementation_class(self) -> type:
+    def implementation_class(self) -> builtins.type:
         module, _, name = self.implementation.partition(":")
         return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
