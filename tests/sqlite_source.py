@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from headwater.config.sources import SQLiteSource as Settings
+from headwater.config.sources import SQLiteSettings
 from headwater.sources.sqlite import SQLiteSource
 from headwater.sync import sync_source
 from headwater.sync.stats import TableStats
@@ -33,7 +33,7 @@ class Harness:
             return con.execute(statements[-1]).fetchall()
 
     def sync(self, full_refresh: bool = False, prune: bool = False, **extra: Any) -> dict[str, TableStats]:
-        config = Settings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
+        config = SQLiteSettings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
         con = connect(self.warehouse)
         try:
             return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), full_refresh=full_refresh, prune=prune)}

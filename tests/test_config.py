@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from headwater.config import PROJECT_FILE, find_project_root, load_project
-from headwater.config.model import DuckDBWarehouse, SQLiteSource
+from headwater.config.model import DuckDBWarehouse, SQLiteSettings
 from headwater.config.yamlfile import load_yaml
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound
 
@@ -98,7 +98,7 @@ def test_full_project_parses_into_typed_models(tmp_path: Path) -> None:
     config = load_project(tmp_path, env={}).config
     assert config.warehouse.path == ".hw/wh" and config.warehouse.threads == 2
     source = config.sources["campaign"]
-    assert isinstance(source, SQLiteSource)
+    assert isinstance(source, SQLiteSettings)
     assert source.path == "data/campaign.db" and source.tables == ["signups", "events"]
     assert config.pipelines["daily"].sources == ["campaign"]
     assert config.pipelines["daily"].select is None

@@ -675,3 +675,17 @@ def test_week_filter_on_the_page(tmp_path: Path) -> None:
         assert [r[:2] for r in api["rows"]] == [["2024-01-13", "East"]]
         bad = app_client.get(f"/api/dashboards/lab/charts/{SQL_LINE}", params={"week": "x' OR 1=1"})
         assert bad.status_code == 400 and "is not a date" in bad.json()["error"]["message"]
+
+
+def test_every_chart_type_has_its_kind_and_every_plotted_or_headline_kind_its_view():
+    import typing
+
+    from headwater.config.charts import CHART_KINDS
+    from headwater.config.model import Chart
+    from headwater.web.present import PLOTS, VIEWS
+
+    assert set(typing.get_args(Chart.model_fields["type"].annotation)) == set(CHART_KINDS)
+    assert all(name == kind.name for name, kind in CHART_KINDS.items())
+    assert set(PLOTS) <= set(CHART_KINDS) and set(VIEWS) <= set(CHART_KINDS)
+    for kind in CHART_KINDS.values():  # each kind is drawn somehow: a plot, a headline number or an HTML table
+        assert (kind.name in PLOTS) + kind.headline + kind.tabular == 1, kind.name

@@ -283,9 +283,9 @@ def test_text_literals_mean_what_they_say(property_db: Db, value: str) -> None:
 
 
 def _settings(url: str, **extra: Any) -> Any:
-    from headwater.config.sources import MySQLSource as Settings
+    from headwater.config.sources import MySQLSettings
 
-    return Settings.model_validate({"type": "mysql", "url": url, **extra})
+    return MySQLSettings.model_validate({"type": "mysql", "url": url, **extra})
 
 
 def test_odd_names_are_quoted_everywhere(tmp_path: Path, db: Db) -> None:

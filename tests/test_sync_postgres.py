@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from headwater.config.sources import PostgresSource as Settings
+from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
 from headwater.sources.postgres import PostgresSource
 from headwater.sync import sync_source
@@ -52,7 +52,7 @@ class Harness:
         return cur.fetchall() if cur.description else []
 
     def sync(self, full_refresh: bool = False, only: list[str] | None = None, **settings: Any) -> dict[str, Any]:
-        config = Settings.model_validate({"type": "postgres", "url": self.url, **settings})
+        config = PostgresSettings.model_validate({"type": "postgres", "url": self.url, **settings})
         con = connect(self.warehouse)
         try:
             stats = sync_source(con, PostgresSource("app", config, self.tmp), tables=only, full_refresh=full_refresh)
@@ -264,7 +264,7 @@ def test_index_path_needs_to_see_every_transaction_else_reads_by_transaction_ids
 
 def test_large_tables_get_hourly_full_passes_small_ones_every_sync(h: Harness, tmp_path: Path) -> None:
     make_indexed_items(h, 10)
-    source = PostgresSource("app", Settings.model_validate({"type": "postgres", "url": h.url}), tmp_path)
+    source = PostgresSource("app", PostgresSettings.model_validate({"type": "postgres", "url": h.url}), tmp_path)
     con = connect(":memory:")
     try:
         source.attach(con)
@@ -278,7 +278,7 @@ def test_large_tables_get_hourly_full_passes_small_ones_every_sync(h: Harness, t
     assert source.plan(info, table).index_cursor == "updated_at"
     info.estimated_rows = 1_000_000
     assert source.plan(info, table).check_deletes_every == dt.timedelta(hours=1)
-    explicit = Settings.model_validate({"type": "postgres", "url": h.url, "check_deletes_every": "5m"})
+    explicit = PostgresSettings.model_validate({"type": "postgres", "url": h.url, "check_deletes_every": "5m"})
     assert PostgresSource("app", explicit, tmp_path).plan(info, table).check_deletes_every == dt.timedelta(minutes=5)
     info.indexed = ["id"]  # no index on updated_at: every sync reads by transaction ids
     assert source.plan(info, table).index_cursor is None
@@ -294,7 +294,7 @@ def test_syncs_between_passes_leave_merging_row_groups_to_the_next_pass(h: Harne
     that makes a full pass does that, the ones between only write their own rows."""
     make_indexed_items(h, 5000)
     h.sync(**HOURLY)
-    source = PostgresSource("app", Settings.model_validate({"type": "postgres", "url": h.url, **HOURLY}), h.tmp)
+    source = PostgresSource("app", PostgresSettings.model_validate({"type": "postgres", "url": h.url, **HOURLY}), h.tmp)
     con = connect(h.warehouse)
     try:
         defaults = con.execute("SELECT current_setting('max_vacuum_tasks'), current_setting('checkpoint_threshold')").fetchone()
@@ -516,7 +516,7 @@ def test_schema_drift(h: Harness) -> None:
 
 
 def test_unreachable_host_is_transient_and_names_no_password(h: Harness, tmp_path: Path) -> None:
-    config = Settings.model_validate({"type": "postgres", "url": "postgresql://sync:s3cret-pw@127.0.0.1:9/app?connect_timeout=2"})
+    config = PostgresSettings.model_validate({"type": "postgres", "url": "postgresql://sync:s3cret-pw@127.0.0.1:9/app?connect_timeout=2"})
     con = connect(tmp_path / "other.duckdb")
     with pytest.raises(TransientFailure) as info:
         sync_source(con, PostgresSource("app", config, tmp_path))
@@ -579,11 +579,11 @@ SYNC_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from headwater.config.sources import PostgresSource as Settings
+    from headwater.config.sources import PostgresSettings
     from headwater.sources.postgres import PostgresSource
     from headwater.sync import sync_source
     from headwater.warehouse import connect
-    settings = Settings.model_validate({"type": "postgres", "url": sys.argv[1], **json.loads(sys.argv[3])})
+    settings = PostgresSettings.model_validate({"type": "postgres", "url": sys.argv[1], **json.loads(sys.argv[3])})
     while True:
         con = connect(Path(sys.argv[2]))
         sync_source(con, PostgresSource("app", settings, Path(".")))
@@ -954,7 +954,7 @@ def test_a_value_too_big_for_the_memory_limit_is_a_clear_error_naming_column_and
     h.sql("CREATE TABLE docs (id int PRIMARY KEY, title text, body text)")
     h.sql("INSERT INTO docs VALUES (1, 'a', 'short'), (2, 'b', repeat('x', 120000000)), (3, 'c', 'tiny')")
     make_items(h, 10)
-    config = Settings.model_validate({"type": "postgres", "url": h.url})
+    config = PostgresSettings.model_validate({"type": "postgres", "url": h.url})
     con = connect(h.warehouse)
     try:
         with pytest.raises(HeadwaterError) as failed:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlite_source import Harness
 
-from headwater.config.sources import SQLiteSource as Settings
+from headwater.config.sources import SQLiteSettings
 from headwater.errors import ExitCode, HeadwaterError
 from headwater.sources.sqlite import SQLiteSource
 from headwater.sync import sync_source
@@ -65,7 +65,7 @@ def test_odd_table_names(f: Harness) -> None:
 
 def test_a_value_too_big_for_the_memory_limit_names_column_and_key(f: Harness) -> None:
     f.sql("CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT, body TEXT)", "INSERT INTO docs VALUES (1, 'a', 'short'), (4, 'b', printf('%.*c', 100000000, 'x'))")
-    config = Settings.model_validate({"type": "sqlite", "path": str(f.file)})
+    config = SQLiteSettings.model_validate({"type": "sqlite", "path": str(f.file)})
     con = connect(f.warehouse)
     try:
         with pytest.raises(HeadwaterError) as failed:

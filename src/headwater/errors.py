@@ -96,3 +96,9 @@ class DiskFull(RunFailed):
 class ProjectBusy(HeadwaterError):
     exit_code = ExitCode.BUSY
     transient = True
+
+
+def first_line(text: str, limit: int = 500) -> str:
+    """The first non-blank line of a database's (multi-line) error text, stripped and cut at
+    ``limit`` characters: what a one-line message shows of it."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:limit]

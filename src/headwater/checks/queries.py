@@ -1,7 +1,7 @@
 """Run a check's query on the warehouse or, read-only, on a source in the source's own SQL dialect.
 
 One function per kind of source, registered by the settings class it serves; adding PostgreSQL or
-MySQL sources means adding one `@source_runner(PostgresSource)` function that opens a read-only
+MySQL sources means adding one `@source_runner(PostgresSettings)` function that opens a read-only
 connection (e.g. ``SET TRANSACTION READ ONLY``), runs the SQL and turns the driver's errors into
 `QueryError`.
 """
@@ -15,9 +15,7 @@ from typing import Any
 import duckdb
 
 from headwater.config.model import LoadedProject
-from headwater.config.sources import MySQLSource as MySQLSettings
-from headwater.config.sources import PostgresSource as PostgresSettings
-from headwater.config.sources import SQLiteSource as SQLiteSettings
+from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
 Runner = Callable[[LoadedProject, str, Any, str], Rows]  # (project, source name, settings, sql)

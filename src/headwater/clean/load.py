@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from headwater.clean.headers import check_rule_columns
 from headwater.clean.plan import cleaning_select, columns_for, unique_keys
-from headwater.clean.sql import ident, lit
 from headwater.config.files import TableRules
 from headwater.errors import RunFailed
+from headwater.sqltext import ident, literal
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT
 from headwater.sync.state import ensure_state_table, save_state
 from headwater.sync.stats import TableStats
@@ -159,8 +159,8 @@ def _quarantine(con: duckdb.DuckDBPyConnection, rules: TableRules, rejected: lis
         shown = " || ', ' || ".join(f"CAST(c.{ident(k)} AS VARCHAR)" for k in key)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {dups} AS SELECT {cols}, count(*) AS n FROM hw_clean WHERE NOT _empty AND {not_null} GROUP BY ALL HAVING count(*) > 1")
         con.execute(
-            f"INSERT INTO hw_quarantine SELECT c._file, c._row, {lit(', '.join(key))}, {shown}, 'unique', "
-            f"'the key ' || {lit(', '.join(key))} || ' = ' || {shown} || ' appears in ' || d.n || ' rows' "
+            f"INSERT INTO hw_quarantine SELECT c._file, c._row, {literal(', '.join(key))}, {shown}, 'unique', "
+            f"'the key ' || {literal(', '.join(key))} || ' = ' || {shown} || ' appears in ' || d.n || ' rows' "
             f"FROM hw_clean c JOIN {dups} d ON {joined} WHERE NOT c._empty"
         )
         good += f" AND NOT EXISTS (SELECT 1 FROM {dups} d WHERE {joined})"

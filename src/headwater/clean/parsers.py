@@ -10,8 +10,9 @@ property-tested against a plain-Python reference in tests/test_files_parsers.py.
 
 from __future__ import annotations
 
-from headwater.clean.sql import lit, lit_list, re2_escape
+from headwater.clean.sql import re2_escape
 from headwater.config.files import EXCEL_SERIAL, ColumnRules
+from headwater.sqltext import literal, literal_list
 
 EXCEL_EPOCH = "1899-12-30"  # Excel's and Google Sheets' day 0 (with Excel's 1900 leap-year bug: serials from 61 on)
 FIRST_SERIAL, LAST_SERIAL = 61, 2958465  # 1900-03-01 .. 9999-12-31
@@ -63,7 +64,7 @@ def parse_sql(t: str, rules: ColumnRules) -> str:
     if rules.type == "boolean":
         trues = [v.lower() for v in rules.true_values]
         falses = [v.lower() for v in rules.false_values]
-        return f"CASE WHEN lower({t}) IN {lit_list(trues)} THEN true WHEN lower({t}) IN {lit_list(falses)} THEN false END"
+        return f"CASE WHEN lower({t}) IN {literal_list(trues)} THEN true WHEN lower({t}) IN {literal_list(falses)} THEN false END"
     if rules.type == "date":
         return _date(t, rules)
     if rules.type == "datetime":
@@ -103,9 +104,9 @@ def _integer(t: str, rules: ColumnRules) -> str:
     zeros, '+', grouping, '12.0', and all the text DuckDB's cast would bend) goes through the shape."""
     dec = re2_escape(rules.decimal_separator)
     shape = _number_shape(rules, rf"(?:{dec}0+)?")  # 12.0 is a whole number (spreadsheets store floats)
-    digits = f"split_part(replace({t}, {lit(rules.thousands_separator)}, ''), {lit(rules.decimal_separator)}, 1)"
+    digits = f"split_part(replace({t}, {literal(rules.thousands_separator)}, ''), {literal(rules.decimal_separator)}, 1)"
     canonical = f"CAST(TRY_CAST({t} AS BIGINT) AS VARCHAR) = {t}"
-    return f"CASE WHEN {canonical} THEN TRY_CAST({t} AS BIGINT) WHEN regexp_full_match({t}, {lit(shape)}) THEN TRY_CAST({digits} AS BIGINT) END"
+    return f"CASE WHEN {canonical} THEN TRY_CAST({t} AS BIGINT) WHEN regexp_full_match({t}, {literal(shape)}) THEN TRY_CAST({digits} AS BIGINT) END"
 
 
 def _decimal(t: str, rules: ColumnRules) -> str:
@@ -116,10 +117,10 @@ def _decimal(t: str, rules: ColumnRules) -> str:
     else:
         exponent = r"(?:[eE][+-]?\d{1,3})?"
         shape = _number_shape(rules, rf"(?:{dec}\d*)?{exponent}") + rf"|[+-]?{dec}\d+{exponent}"
-    plain = f"replace(replace({t}, {lit(rules.thousands_separator)}, ''), {lit(rules.decimal_separator)}, '.')"
+    plain = f"replace(replace({t}, {literal(rules.thousands_separator)}, ''), {literal(rules.decimal_separator)}, '.')"
     cast = f"TRY_CAST({plain} AS {sql_type(rules)})"
     finite = f"isfinite({cast})" if rules.scale is None else "true"  # 1e999 would be infinity
-    return f"CASE WHEN regexp_full_match({t}, {lit(shape)}) AND {finite} THEN {cast} END"
+    return f"CASE WHEN regexp_full_match({t}, {literal(shape)}) AND {finite} THEN {cast} END"
 
 
 def _serial(t: str) -> str:
@@ -128,11 +129,11 @@ def _serial(t: str) -> str:
 
 def _date(t: str, rules: ColumnRules) -> str:
     parts = [
-        f"CASE WHEN regexp_full_match({t}, {lit(format_regex(f))}) THEN CAST(try_strptime({t}, {lit(f)}) AS DATE) END"
+        f"CASE WHEN regexp_full_match({t}, {literal(format_regex(f))}) THEN CAST(try_strptime({t}, {literal(f)}) AS DATE) END"
         for f in rules.formats
         if f != EXCEL_SERIAL
     ]
-    parts.append(f"CASE WHEN regexp_full_match({t}, {lit(_ISO_DATE)}) THEN TRY_CAST(left({t}, 10) AS DATE) END")
+    parts.append(f"CASE WHEN regexp_full_match({t}, {literal(_ISO_DATE)}) THEN TRY_CAST(left({t}, 10) AS DATE) END")
     if EXCEL_SERIAL in rules.formats:
         parts.append(
             f"CASE WHEN regexp_full_match({t}, '\\d{{2,7}}(?:\\.0+)?') AND {_serial(t)} BETWEEN {FIRST_SERIAL} AND {LAST_SERIAL} "
@@ -143,7 +144,7 @@ def _date(t: str, rules: ColumnRules) -> str:
 
 def _datetime(t: str, rules: ColumnRules) -> str:
     aware = _aware(rules)
-    zone = lit(rules.timezone or "UTC")
+    zone = literal(rules.timezone or "UTC")
 
     def local(expr: str) -> str:  # a wall-clock time in the declared zone, as an instant
         return f"timezone({zone}, {expr})" if aware else expr
@@ -152,13 +153,13 @@ def _datetime(t: str, rules: ColumnRules) -> str:
     for f in rules.formats:
         if f == EXCEL_SERIAL:
             continue
-        parsed = f"try_strptime({t}, {lit(f)})"
+        parsed = f"try_strptime({t}, {literal(f)})"
         has_offset = "%z" in f or "%Z" in f
-        parts.append(f"CASE WHEN regexp_full_match({t}, {lit(format_regex(f))}) THEN {parsed if has_offset else local(parsed)} END")
-    iso = f"CASE WHEN regexp_full_match({t}, {lit(_ISO_DATETIME)}) THEN {local(f'TRY_CAST({t} AS TIMESTAMP)')} END"
+        parts.append(f"CASE WHEN regexp_full_match({t}, {literal(format_regex(f))}) THEN {parsed if has_offset else local(parsed)} END")
+    iso = f"CASE WHEN regexp_full_match({t}, {literal(_ISO_DATETIME)}) THEN {local(f'TRY_CAST({t} AS TIMESTAMP)')} END"
     parts.append(iso)
     if aware:  # an ISO value carrying its own offset is an instant already
-        parts.append(f"CASE WHEN regexp_full_match({t}, {lit(_ISO_DATETIME + _OFFSET)}) THEN TRY_CAST({t} AS TIMESTAMPTZ) END")
+        parts.append(f"CASE WHEN regexp_full_match({t}, {literal(_ISO_DATETIME + _OFFSET)}) THEN TRY_CAST({t} AS TIMESTAMPTZ) END")
     if EXCEL_SERIAL in rules.formats:
         micros = f"CAST(round({_serial(t)} * 86400000000) AS BIGINT)"
         stamp = local(f"TIMESTAMP '{EXCEL_EPOCH}' + to_microseconds({micros})")
@@ -174,5 +175,5 @@ def bound_sql(value: object, rules: ColumnRules) -> str:
     if rules.type in ("integer", "decimal"):
         return repr(float(value)) if not float(value).is_integer() else str(int(value))  # type: ignore[arg-type]
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return f"CAST({lit(text)} AS {sql_type(rules)})"
+    return f"CAST({literal(text)} AS {sql_type(rules)})"
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headwater.clean.parsers import bound_sql, expected, parse_sql
-from headwater.clean.sql import ident, lit, lit_list
 from headwater.config.files import ColumnRules, TableRules
+from headwater.sqltext import ident, literal, literal_list
 
 PROBLEM_TYPE = 'STRUCT("column" VARCHAR, rule VARCHAR, value VARCHAR, message VARCHAR)'
 _SPACE = r"[\s\x{a0}\x{202f}]"
 _OTHER_SPACES = (9, 10, 12, 13, 160, 8239)  # tab, line feed, form feed, carriage return, no-break spaces
-_TRIM_CHARS = lit(" \t\r\n\f\u00a0\u202f")
+_TRIM_CHARS = literal(" \t\r\n\f\u00a0\u202f")
 DEFAULT_RULES = ColumnRules()
 
 
@@ -90,14 +90,14 @@ def _whitespace(c: str, mode: str) -> str:
         return f"nullif({c}, '')"
     if mode == "trim":
         return f"CASE WHEN _dirty THEN nullif(trim({c}, {_TRIM_CHARS}), '') ELSE nullif({c}, '') END"
-    collapsed = f"trim(regexp_replace({c}, {lit(_SPACE + '+')}, ' ', 'g'))"
+    collapsed = f"trim(regexp_replace({c}, {literal(_SPACE + '+')}, ' ', 'g'))"
     return f"CASE WHEN _dirty THEN nullif({collapsed}, '') ELSE nullif({c}, '') END"
 
 
 def _text(w: str, rules: ColumnRules) -> str:
     text = w
     if rules.map:
-        whens = " ".join(f"WHEN {lit(key.strip().lower())} THEN {lit(value)}" for key, value in rules.map.items())
+        whens = " ".join(f"WHEN {literal(key.strip().lower())} THEN {literal(value)}" for key, value in rules.map.items())
         text = f"CASE lower({w}) {whens} ELSE {w} END"
     if rules.case == "lower":
         text = f"lower({text})"
@@ -110,7 +110,7 @@ def _text(w: str, rules: ColumnRules) -> str:
 
 def _problem(i: int, column: Column, rule: str, condition: str, message: str) -> tuple[str, str]:
     """(the condition, the list entry it adds) for one rule of one column."""
-    entry = f"{{'column': {lit(column.name)}, 'rule': {lit(rule)}, 'value': c{i}, 'message': {lit(message)}}}"
+    entry = f"{{'column': {literal(column.name)}, 'rule': {literal(rule)}, 'value': c{i}, 'message': {literal(message)}}}"
     return condition, f"CASE WHEN {condition} THEN {entry} END"
 
 
@@ -123,9 +123,9 @@ def _checks(i: int, column: Column, in_key: bool) -> list[tuple[str, str]]:
         checks.append(_problem(i, column, "type", f"{t} IS NOT NULL AND {v} IS NULL", f"expected {expected(rules)}"))
     if rules.allowed_values is not None:
         shown = ", ".join(rules.allowed_values[:8]) + (", ..." if len(rules.allowed_values) > 8 else "")
-        checks.append(_problem(i, column, "allowed_values", f"{t} IS NOT NULL AND {t} NOT IN {lit_list(rules.allowed_values)}", f"not one of the allowed values: {shown}"))
+        checks.append(_problem(i, column, "allowed_values", f"{t} IS NOT NULL AND {t} NOT IN {literal_list(rules.allowed_values)}", f"not one of the allowed values: {shown}"))
     if rules.regex is not None:
-        checks.append(_problem(i, column, "regex", f"{t} IS NOT NULL AND NOT regexp_full_match({t}, {lit(rules.regex)})", f"does not match the pattern {rules.regex}"))
+        checks.append(_problem(i, column, "regex", f"{t} IS NOT NULL AND NOT regexp_full_match({t}, {literal(rules.regex)})", f"does not match the pattern {rules.regex}"))
     if rules.min is not None:
         checks.append(_problem(i, column, "range", f"{v} < {bound_sql(rules.min, rules)}", f"below the minimum {rules.min}"))
     if rules.max is not None:

@@ -9,19 +9,6 @@ from __future__ import annotations
 import re
 
 
-def lit(value: str) -> str:
-    """A DuckDB string literal (standard strings: only the quote is special)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit_list(values: list[str]) -> str:
-    return "(" + ", ".join(lit(v) for v in values) + ")"
-
-
 def re2_escape(text: str) -> str:
     """``text`` matched literally inside an RE2 pattern."""
     return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import os
 import re
-import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -32,10 +30,12 @@ from headwater.config.base import (  # noqa: F401 - re-exported
     TimeZone,
     _parse_duration,
 )
+from headwater.config.charts import CHART_KINDS, ChartKind
 from headwater.config.confine import Confinement
 from headwater.config.cron import validate as validate_cron
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
-from headwater.config.sources import MySQLSource, PostgresSource, SQLiteSource
+from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
+from headwater.config.sqlparser import sql_parser
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -63,7 +63,7 @@ class DuckDBWarehouse(Strict):
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
 
-Warehouse = DuckDBWarehouse
+WarehouseSettings = DuckDBWarehouse
 
 
 class SystemDatabase(Strict):
@@ -73,7 +73,7 @@ class SystemDatabase(Strict):
 # --- sources -----------------------------------------------------------------------------------
 
 
-Source = Annotated[SQLiteSource | PostgresSource | MySQLSource | CsvSource | ExcelSource | GoogleSheetsSource, Field(discriminator="type")]
+Source = Annotated[SQLiteSettings | PostgresSettings | MySQLSettings | CsvSource | ExcelSource | GoogleSheetsSource, Field(discriminator="type")]
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -198,7 +198,6 @@ class Web(Strict):
 
 RESERVED_PREFIX = "hw_"  # SQL parameter names Headwater binds itself (row-level scope): no filter may take one
 WIDTHS = {"third": 4, "half": 6, "full": 12}  # of a 12-column grid; one column at phone width
-DEFAULT_WIDTH = {"line": "half", "bar": "half", "stacked_bar": "half", "table": "full", "pivot": "full"}
 
 
 class Filter(Strict):
@@ -283,29 +282,15 @@ class Chart(Strict):
             sql_parameters(value)  # one SELECT that parses, with named parameters only
         return value
 
+    @property
+    def kind(self) -> ChartKind:
+        """Its kind's rules, query shape and layout (config/charts.py)."""
+        return CHART_KINDS[self.type]
+
     @model_validator(mode="after")
     def _consistent(self) -> Chart:
-        kind = self.type.replace("_", " ")
-        fields = {"x": self.x, "series": self.series, "group_by": self.group_by, "rows": self.rows, "columns": self.columns}
-        allowed = {"line": {"x", "series"}, "bar": {"x", "series"}, "stacked_bar": {"x", "series"}, "table": {"group_by"}, "pivot": {"rows", "columns"}, "kpi": set()}[self.type]
-        extra = [name for name, value in fields.items() if value and name not in allowed]
-        if extra:
-            takes = " and ".join(sorted(allowed)) if allowed else "none of x, series, group_by, rows, columns"
-            raise ValueError(f"a {kind} chart takes {takes}, not {', '.join(extra)}")
-        if self.type in ("line", "bar", "stacked_bar") and self.x is None:
-            raise ValueError(f"a {kind} chart needs x: the column on its x axis")
-        if self.type == "pivot" and (not self.rows or self.columns is None):
-            raise ValueError("a pivot chart needs rows: [columns...] and columns: <column whose values become columns>")
-        if self.type != "kpi" and (self.compare is not None or self.format != "number"):
-            raise ValueError("compare and format are for kpi charts")
-        if self.type == "kpi" and self.width is not None:
-            raise ValueError("a kpi chart takes no width: KPIs form the row of headline numbers at the top of the dashboard")
-        if self.type == "kpi" and self.order_by:
-            raise ValueError("a kpi chart takes no order_by")
-        if self.type == "pivot":
-            for item in self.order_by:
-                if item.split()[0] not in self.rows:
-                    raise ValueError(f"a pivot chart orders its rows: order_by '{item.split()[0]}' is not one of rows ({', '.join(self.rows)})")
+        kind = self.kind.label
+        self.kind.check(self)
         if self.sql is not None:
             self._consistent_sql(kind)
         else:
@@ -322,20 +307,14 @@ class Chart(Strict):
     def _consistent_table(self, kind: str) -> None:
         if not self.measures:
             raise ValueError(f"a {kind} chart needs measures: (name: aggregate SQL), or sql: a query")
-        if self.type in ("kpi", "pivot") and len(self.measures) != 1:
+        if self.kind.one_measure and len(self.measures) != 1:
             raise ValueError(f"a {kind} chart shows one measure; it has {len(self.measures)}: {', '.join(self.measures)}")
-        if self.type == "pivot":
-            return
-        known = {c for c in (self.x, self.series) if c} | set(self.group_by) | set(self.measures)
-        for item in self.order_by:
-            column = item.split()[0]
-            if column not in known:
-                raise ValueError(f"order_by '{column}' is not one of the chart's columns ({', '.join(sorted(known))})")
+        self.kind.check_table_order(self)
 
     @property
     def grid_width(self) -> int:
         """Columns of the page's 12-column grid the chart spans (KPIs have their own row)."""
-        return WIDTHS[self.width or DEFAULT_WIDTH.get(self.type, "full")]
+        return WIDTHS[self.width or self.kind.default_width]
 
 
 class Dashboard(Strict):
@@ -440,20 +419,8 @@ def _ident_before(sql: str, i: int) -> bool:
     return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
 
 
-_parser_lock = threading.Lock()
-_parser: tuple[int, Any] | None = None  # (pid, DuckDB connection): a fork makes its own
-
-
 def _statements(sql: str) -> list[Any]:
-    """DuckDB's parse of ``sql``, by one in-memory connection of this process (opening one per
-    check cost ~8 ms: a project with dashboards checks dozens of expressions on every load)."""
-    import duckdb
-
-    global _parser
-    with _parser_lock:
-        if _parser is None or _parser[0] != os.getpid():
-            _parser = (os.getpid(), duckdb.connect(config={"threads": 1}))
-        return _parser[1].extract_statements(sql)
+    return sql_parser().statements(sql)
 
 
 def sql_parameters(sql: str) -> tuple[str, list[str]]:
@@ -494,7 +461,7 @@ def check_expression(sql: str, what: str) -> None:
 
 class Project(Strict):
     name: Name
-    warehouse: Warehouse = Field(default_factory=DuckDBWarehouse)
+    warehouse: WarehouseSettings = Field(default_factory=DuckDBWarehouse)
     system: SystemDatabase = Field(default_factory=SystemDatabase)
     dbt: DbtSettings = Field(default_factory=DbtSettings)
     sources: dict[Name, Source] = Field(default_factory=dict)

@@ -76,7 +76,7 @@ class SSHTunnel(Strict):
     password: str | None = Field(None, description="Write ${secret:NAME}: never the password itself.")
 
 
-class SQLiteSource(DatabaseSource):
+class SQLiteSettings(DatabaseSource):
     type: Literal["sqlite"]
     path: str = Field(description="Path to the SQLite file, relative to the project folder.")
     on_type_mismatch: Literal["quarantine", "text"] = Field(
@@ -86,7 +86,7 @@ class SQLiteSource(DatabaseSource):
     )
 
 
-class PostgresSource(DatabaseSource):
+class PostgresSettings(DatabaseSource):
     type: Literal["postgres"]
     url: str = Field(description="postgresql://user:password@host:port/database — write ${CHAT_DB_URL} or ${secret:NAME}, never the password itself.")
     schema_: SchemaName = Field("public", alias="schema", description="The schema whose tables are synced (any name PostgreSQL allows, e.g. sales-eu).")
@@ -95,7 +95,7 @@ class PostgresSource(DatabaseSource):
     model_config = Strict.model_config | {"populate_by_name": True}
 
 
-class MySQLSource(DatabaseSource):
+class MySQLSettings(DatabaseSource):
     type: Literal["mysql"]
     url: str = Field(description="mysql://user:password@host:port/database — write ${APP_DB_URL} or ${secret:NAME}, never the password itself.")
     ssh_tunnel: SSHTunnel | None = None

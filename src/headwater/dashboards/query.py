@@ -25,17 +25,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
+from headwater.config.charts import Shape
 from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
 from headwater.dashboards.scope import RowScope
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.publish import PublishedData, export
+from headwater.sqltext import ident
 
 OPTIONS_LIMIT = 1000
 PIVOT_COLUMNS = 200  # a pivot with more column values than this is refused: filter it, or use a table
@@ -163,31 +165,62 @@ def _chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, select
     for column in dims:
         _check_column(column, types, dashboard, chart.title, table)
     clauses, used, unfiltered = _filters(dashboard, table, types, params)
-    source = _quote(table)
     measures = {name: _measure(chart, name, sql) for name, sql in chart.measures.items()}
 
     def flagged(column: str | None) -> list[str]:
         return [*clauses, _flag(column, types, dashboard, chart.title, table)] if column else clauses
 
-    if chart.type == "kpi":
-        name, measure = next(iter(measures.items()))
-        select = [f"(SELECT {measure} FROM {source}{_where(flagged(chart.where))}) AS {_quote(name)}"]
-        if chart.compare is not None:
-            other = f"(SELECT {measure} FROM {source}{_where(flagged(chart.compare.where))})"
-            select.append(f"{other} AS {_quote(f'{name} ({chart.compare.label})')}")
-        return Query("SELECT " + ",\n       ".join(select), used, unfiltered)
+    parts = _TableParts(chart, ident(table), measures, dims, flagged, used, unfiltered)
+    return _TABLE_SHAPES[chart.kind.shape](parts)
 
-    clauses = flagged(chart.where)
-    columns = [*map(_quote, dims), *(f"{sql} AS {_quote(name)}" for name, sql in measures.items())]
-    sql = f"SELECT {', '.join(columns)}\nFROM {source}{_where(clauses)}"
-    if dims:
-        sql += f"\nGROUP BY {', '.join(map(_quote, dims))}"
-    if chart.type == "pivot":
-        return Query(sql, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", next(iter(measures)), _order(chart, list(chart.rows), set(chart.rows))))
-    order = _order(chart, dims, allowed={*dims, *chart.measures})
+
+@dataclass(frozen=True)
+class _TableParts:
+    """What a chart over a table and measures is built from, whatever its kind's shape."""
+
+    chart: Chart
+    source: str  # the table, quoted
+    measures: dict[str, str]  # name -> checked aggregate SQL
+    dims: list[str]
+    flagged: Callable[[str | None], list[str]]  # the filters' clauses, and the chart's flag column's
+    used: dict[str, object]
+    unfiltered: tuple[str, ...]
+
+    def grouped(self) -> str:
+        columns = [*map(ident, self.dims), *(f"{sql} AS {ident(name)}" for name, sql in self.measures.items())]
+        sql = f"SELECT {', '.join(columns)}\nFROM {self.source}{_where(self.flagged(self.chart.where))}"
+        if self.dims:
+            sql += f"\nGROUP BY {', '.join(map(ident, self.dims))}"
+        return sql
+
+
+def _headline_query(p: _TableParts) -> Query:
+    """One row: the measure over the chart's rows, and over the comparison's when it has one."""
+    chart = p.chart
+    name, measure = next(iter(p.measures.items()))
+    select = [f"(SELECT {measure} FROM {p.source}{_where(p.flagged(chart.where))}) AS {ident(name)}"]
+    if chart.compare is not None:
+        other = f"(SELECT {measure} FROM {p.source}{_where(p.flagged(chart.compare.where))})"
+        select.append(f"{other} AS {ident(f'{name} ({chart.compare.label})')}")
+    return Query("SELECT " + ",\n       ".join(select), p.used, p.unfiltered)
+
+
+def _grouped_query(p: _TableParts) -> Query:
+    sql = p.grouped()
+    order = _order(p.chart, p.dims, allowed={*p.dims, *p.chart.measures})
     if order:
         sql += f"\nORDER BY {', '.join(order)}"
-    return Query(sql, used, unfiltered)
+    return Query(sql, p.used, p.unfiltered)
+
+
+def _pivot_query(p: _TableParts) -> Query:
+    chart = p.chart
+    rows = list(chart.rows)
+    return Query(p.grouped(), p.used, p.unfiltered, Pivot(rows, chart.columns or "", next(iter(p.measures)), _order(chart, rows, set(rows))))
+
+
+# How a chart over a table is queried, by its kind's shape (config/charts.py).
+_TABLE_SHAPES: dict[Shape, Callable[[_TableParts], Query]] = {"headline": _headline_query, "grouped": _grouped_query, "pivot": _pivot_query}
 
 
 def table_query(data: PublishedData, dashboard: Dashboard | None, table: str, selections: Selections, scope: RowScope = EVERY_ROW) -> Query:
@@ -197,9 +230,9 @@ def table_query(data: PublishedData, dashboard: Dashboard | None, table: str, se
     if dashboard is None:
         if selections:
             raise HeadwaterError("Filters need a dashboard", why="filters are declared by a dashboard", fix="Download the table from a dashboard's page to filter it.")
-        return _scoped(data, scope, Query(f"SELECT * FROM {_quote(table)}", {}))
+        return _scoped(data, scope, Query(f"SELECT * FROM {ident(table)}", {}))
     clauses, used, unfiltered = _filters(dashboard, table, types, bind(dashboard, selections))
-    return _scoped(data, scope, Query(f"SELECT * FROM {_quote(table)}{_where(clauses)}", used, unfiltered))
+    return _scoped(data, scope, Query(f"SELECT * FROM {ident(table)}{_where(clauses)}", used, unfiltered))
 
 
 def readable_tables(data: PublishedData, scope: RowScope = EVERY_ROW) -> list[str]:
@@ -218,13 +251,13 @@ def _sql_chart(dashboard: Dashboard, chart: Chart, params: dict[str, object]) ->
     used = {name: params[name] for name in names}
     unfiltered = tuple(spec.key for spec in dashboard.filters if not set(spec.parameters) & set(names))
     inner = f"(\n{text}\n) AS hw_chart"
-    if chart.type in ("line", "bar", "stacked_bar"):
+    if chart.kind.shape == "pivot":
+        return Query(text, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", None, _order(chart, list(chart.rows), set(chart.rows))))
+    if chart.kind.sorted_by_dimensions:
         dims = _dimensions(chart)
-        quoted = ", ".join(map(_quote, dims))
+        quoted = ", ".join(map(ident, dims))
         order = _order(chart, dims, allowed=None)
         return Query(f"SELECT {quoted}, * EXCLUDE ({quoted})\nFROM {inner}\nORDER BY {', '.join(order)}", used, unfiltered)
-    if chart.type == "pivot":
-        return Query(text, used, unfiltered, Pivot(list(chart.rows), chart.columns or "", None, _order(chart, list(chart.rows), set(chart.rows))))
     if chart.order_by:
         return Query(f"SELECT *\nFROM {inner}\nORDER BY {', '.join(_order(chart, [], allowed=None))}", used, unfiltered)
     return Query(text, used, unfiltered)
@@ -239,7 +272,7 @@ def _filters(dashboard: Dashboard, table: str, types: dict[str, str], params: di
         if spec.column not in types:
             unfiltered.append(spec.key)
             continue
-        column = _quote(spec.column)
+        column = ident(spec.column)
         if spec.type == "multi":
             if params[spec.key] is not None:
                 # Compared as text, so dates, numbers and booleans match the options shown.
@@ -270,7 +303,7 @@ def _flag(column: str, types: dict[str, str], dashboard: Dashboard, chart: str, 
             f"Chart '{chart}' of dashboard '{dashboard.title}' counts rows where '{column}' is true, but it is {types[column]}, not a boolean",
             fix=f"Use a boolean column of {table} for where: (e.g. is_current_week), or compute one in the dbt model.",
         )
-    return f"{_quote(column)} IS TRUE"
+    return f"{ident(column)} IS TRUE"
 
 
 # --- options ---------------------------------------------------------------------------------------
@@ -283,11 +316,11 @@ def filter_options(data: PublishedData, dashboard: Dashboard, key: str, limit: i
     spec = _filter(dashboard, key)
     types = _column_types(data, dashboard.table)
     _check_column(spec.column, types, dashboard, "filters", dashboard.table)
-    column = _quote(spec.column)
+    column = ident(spec.column)
     if spec.type == "week":
-        sql = f"SELECT DISTINCT CAST({column} AS DATE) AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL ORDER BY v DESC LIMIT {int(limit)}"
+        sql = f"SELECT DISTINCT CAST({column} AS DATE) AS v FROM {ident(dashboard.table)} WHERE {column} IS NOT NULL ORDER BY v DESC LIMIT {int(limit)}"
         return [row[0].isoformat() for row in _rows(data, scope, sql)]
-    distinct = f"SELECT DISTINCT {column} AS v FROM {_quote(dashboard.table)} WHERE {column} IS NOT NULL"
+    distinct = f"SELECT DISTINCT {column} AS v FROM {ident(dashboard.table)} WHERE {column} IS NOT NULL"
     return [row[0] for row in _rows(data, scope, f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}")]
 
 
@@ -297,8 +330,8 @@ def date_bounds(data: PublishedData, dashboard: Dashboard, key: str, scope: RowS
     spec = _filter(dashboard, key)
     types = _column_types(data, dashboard.table)
     _check_column(spec.column, types, dashboard, "filters", dashboard.table)
-    column = _quote(spec.column)
-    rows = _rows(data, scope, f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {_quote(dashboard.table)}")
+    column = ident(spec.column)
+    rows = _rows(data, scope, f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {ident(dashboard.table)}")
     low, high = rows[0] if rows else (None, None)
     return low, high
 
@@ -358,7 +391,7 @@ def _execute(cur: duckdb.DuckDBPyConnection, query: Query) -> list[str] | None:
                 fix="Return exactly one more column: the value of each cell.",
             )
         value = rest[0]
-    column = _quote(pivot.column)
+    column = ident(pivot.column)
     values = [r[0] for r in cur.execute(f"SELECT DISTINCT {column} FROM {long} ORDER BY 1 NULLS LAST LIMIT {PIVOT_COLUMNS + 1}", query.params).fetchall()]
     if len(values) > PIVOT_COLUMNS:
         raise HeadwaterError(
@@ -366,8 +399,8 @@ def _execute(cur: duckdb.DuckDBPyConnection, query: Query) -> list[str] | None:
             why=f"'{pivot.column}' has more than {PIVOT_COLUMNS} different values in the rows selected",
             fix="Filter the dashboard to fewer of them, or show this as a table chart.",
         )
-    rows = ", ".join(map(_quote, pivot.rows))
-    cells = [f"first({_quote(value)}) FILTER (WHERE hw_rank = {n}) AS hw_c{n}" for n in range(1, len(values) + 1)]
+    rows = ", ".join(map(ident, pivot.rows))
+    cells = [f"first({ident(value)}) FILTER (WHERE hw_rank = {n}) AS hw_c{n}" for n in range(1, len(values) + 1)]
     cur.execute(
         f"WITH hw_ranked AS (SELECT *, dense_rank() OVER (ORDER BY {column} NULLS LAST) AS hw_rank FROM {long})\n"
         f"SELECT {', '.join([rows, *cells])}\nFROM hw_ranked\nGROUP BY {rows}\nORDER BY {', '.join(pivot.order)}",
@@ -409,15 +442,9 @@ def _column_types(data: PublishedData, table: str) -> dict[str, str]:
 
 
 def _dimensions(chart: Chart) -> list[str]:
-    if chart.type == "table":
-        return list(chart.group_by)
-    if chart.type == "pivot":
-        return [*chart.rows, chart.columns or ""]
-    if chart.type == "kpi":
-        return []
-    if chart.x is None:
+    if "x" in chart.kind.takes and chart.x is None:  # validated with the file; this guards charts built in code
         raise ConfigError(f"The {chart.type} chart '{chart.title}' has no x column", fix="Add x: <column> to the chart in the dashboard's file.")
-    return [chart.x] + ([chart.series] if chart.series else [])
+    return chart.kind.dimensions(chart)
 
 
 def _check_column(column: str, columns: Mapping[str, str], dashboard: Dashboard, where: str, table: str) -> None:
@@ -437,15 +464,11 @@ def _measure(chart: Chart, name: str, sql: str) -> str:
 
 def _order(chart: Chart, dims: list[str], allowed: set[str] | None) -> list[str]:
     if not chart.order_by:
-        return [_quote(d) for d in dims]
+        return [ident(d) for d in dims]
     order = []
     for item in chart.order_by:
         column, _, direction = item.strip().partition(" ")
         if allowed is not None and column not in allowed:
             raise ConfigError(f"Chart '{chart.title}' orders by '{column}', which it neither groups by nor measures", fix=f"Order by one of: {', '.join(sorted(allowed))}.")
-        order.append(f"{_quote(column)} {direction.strip().upper() or 'ASC'}")
+        order.append(f"{ident(column)} {direction.strip().upper() or 'ASC'}")
     return order
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

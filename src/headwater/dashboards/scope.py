@@ -35,6 +35,7 @@ import duckdb
 
 from headwater.config.model import RESERVED_PREFIX, Dashboard
 from headwater.errors import ConfigError, HeadwaterError
+from headwater.sqltext import ident
 
 PARAMETER_PREFIX = f"{RESERVED_PREFIX}scope_"
 # Table references DuckDB's parser produces (TableReferenceType); the safe ones are walked into.
@@ -89,7 +90,7 @@ class RowScope:
                     why=f"your access is limited by '{attribute}', and this table has no column ({', '.join(bound)}) to limit it by",
                     fix="Ask an admin of this organisation to change your access, or the dashboard's author to add the column.",
                 )
-            conditions.extend(f"list_contains(${PARAMETER_PREFIX}{attribute}, CAST({_quote(c)} AS VARCHAR))" for c in present)
+            conditions.extend(f"list_contains(${PARAMETER_PREFIX}{attribute}, CAST({ident(c)} AS VARCHAR))" for c in present)
         return conditions
 
     def readable(self, columns: Sequence[str]) -> bool:
@@ -113,7 +114,7 @@ class RowScope:
             name, columns = tables[ref["table_name"].lower()]
             if name not in replacements:
                 where = " AND ".join(self.conditions(name, columns))
-                inner = _serialize(cur, f"SELECT * FROM {_quote(catalog)}.main.{_quote(name)} WHERE {where}")["statements"][0]["node"]
+                inner = _serialize(cur, f"SELECT * FROM {ident(catalog)}.main.{ident(name)} WHERE {where}")["statements"][0]["node"]
                 replacements[name] = inner
             return {
                 "type": "SUBQUERY",
@@ -129,10 +130,6 @@ class RowScope:
         if not replacements:  # reads no published table (every other reference was refused above): no rows to limit
             return new_sql, dict(params)
         return new_sql, {**params, **self.parameters()}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:

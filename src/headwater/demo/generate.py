@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from headwater.sqltext import literal
+
 __all__ = ["ROSTER_FILE", "STATUSES", "generate_campaign_db", "write_organizers_sheet"]
 
 ROSTER_FILE = "organizers.xlsx"
@@ -119,7 +121,7 @@ def generate_campaign_db(path: str | Path, signups: int = 200_000, *, seed: int 
         counts = _write_dimensions(tmp, random.Random(seed))
         con = _duckdb_connection(spill)
         try:
-            con.execute(f"ATTACH '{_sql_str(str(tmp))}' AS c (TYPE sqlite)")
+            con.execute(f"ATTACH {literal(str(tmp))} AS c (TYPE sqlite)")
             _define_macros(con, seed, today, timezone)
             counts.update(_write_facts(con, signups, say))
             con.execute("DETACH c")
@@ -184,10 +186,6 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
-
-
 def _duckdb_connection(spill: Path) -> duckdb.DuckDBPyConnection:
     import duckdb_ext
 
@@ -236,7 +234,7 @@ def _define_macros(con: duckdb.DuckDBPyConnection, seed: int, today: datetime.da
         CREATE TEMP MACRO ri(key, salt, n) AS (hash(key, salt, {int(seed)}) % n)::BIGINT;
         CREATE TEMP MACRO u(key, salt) AS ri(key, salt, 1000000) / 1e6;
         CREATE TEMP MACRO first_saturday() AS DATE '{first_saturday.isoformat()}';
-        CREATE TEMP MACRO tz() AS '{_sql_str(timezone)}';
+        CREATE TEMP MACRO tz() AS {literal(timezone)};
         CREATE TEMP MACRO now_s() AS {int(now.timestamp())}::BIGINT;
         -- Whole seconds, so the text is 'YYYY-MM-DD HH:MM:SS' with no fraction.
         CREATE TEMP MACRO fmt(s) AS make_timestamp(s * 1000000)::VARCHAR;

@@ -20,11 +20,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
 
-from headwater.config.sources import MySQLSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, TransientFailure, host_not_found, unresolved_host
+from headwater.config.sources import MySQLSettings
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.sources.tunnel import Tunnel
+from headwater.sqltext import literal, mysql_ident
 from headwater.sync.context import SyncContext
-from headwater.sync.sql import HASH_COLUMN, Column, SqlSource, TableInfo, ql
+from headwater.sync.sql import HASH_COLUMN, Column, SqlSource, TableInfo
 from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
 
@@ -53,9 +54,9 @@ _JSON_CHECK = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
 
 class MySQLSource(SqlSource):
     kind = "mysql"
-    settings: Settings
+    settings: MySQLSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: MySQLSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.root = root
         self.tunnel = Tunnel(name, settings.ssh_tunnel, root)
@@ -83,7 +84,7 @@ class MySQLSource(SqlSource):
         if host == "localhost":  # libmysqlclient would take "localhost" to mean its default unix socket
             host = "127.0.0.1"
         try:
-            con.execute(f"ATTACH {ql(self.dsn(host, port))} AS {self.alias} (TYPE mysql, READ_ONLY)")
+            con.execute(f"ATTACH {literal(self.dsn(host, port))} AS {self.alias} (TYPE mysql, READ_ONLY)")
             facts = dict(self.query(con, "SHOW SESSION VARIABLES WHERE Variable_name IN ('version', 'tx_isolation', 'transaction_isolation')"))
         except duckdb.Error as exc:
             self.detach(con)
@@ -119,7 +120,7 @@ class MySQLSource(SqlSource):
         where = self.where()
         # The extension repeats the connection string, or the whole query, before MySQL's own words.
         said = _CONNECT_FAILED.search(text) or _QUERY_FAILED.search(text)
-        why = said.group(1).strip() if said else _first_line(text)
+        why = said.group(1).strip() if said else first_line(text)
         if _BOOLEAN_GUARD in low:
             return HeadwaterError(
                 f"Source '{self.name}': {_guard_message(text)}",
@@ -194,7 +195,7 @@ class MySQLSource(SqlSource):
         exprs = {r[3]: self._read(r[3], r[4].lower(), r[5].lower(), r[7]) for r in rows}
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
         try:
-            described = con.execute(f"DESCRIBE SELECT * FROM mysql_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
+            described = con.execute(f"DESCRIBE SELECT * FROM mysql_query({literal(self.alias)}, {literal(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
         except duckdb.Error as exc:  # this table fails; the others still sync
             error = self.connection_error(exc)
             return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
@@ -239,15 +240,15 @@ class MySQLSource(SqlSource):
             duck_type = "INTERVAL"  # MySQL's TIME spans -838:59:59 to 838:59:59: a duration, not a time of day
         elif data_type == "tinyint" and column_type == "tinyint(1)" and self.url.tinyint1_as_boolean:
             duck_type = "BOOLEAN"
-            message = ql(f"column {table}.{name} holds ").replace("{", "{{").replace("}", "}}")
-            guard = ql(f", {_BOOLEAN_GUARD} (TINYINT(1) values must be 0 or 1)")
+            message = literal(f"column {table}.{name} holds ").replace("{", "{{").replace("}", "}}")
+            guard = literal(f", {_BOOLEAN_GUARD} (TINYINT(1) values must be 0 or 1)")
             convert = f"CASE WHEN {{c}} IS NULL THEN NULL WHEN {{c}} = 0 THEN false WHEN {{c}} = 1 THEN true ELSE error({message} || CAST({{c}} AS VARCHAR) || {guard}) END"
         elif data_type == "timestamp":
             duck_type, zone = "TIMESTAMPTZ", "UTC"  # an instant, read in the session's UTC
             convert = "timezone('UTC', CAST({c} AS TIMESTAMP))"
         elif data_type == "datetime" and self.settings.timezone:
             duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
-            convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
+            convert = f"timezone({literal(zone)}, CAST({{c}} AS TIMESTAMP))"
         return Column(name, duck_type, column_type, convert, zone)
 
     def size_expr(self, info: TableInfo, column: Column) -> str:
@@ -285,11 +286,11 @@ class MySQLSource(SqlSource):
         Without ``stream_results`` the client library holds the whole result first. (Extension 1.4.x:
         1.5 streams on a connection of its own, outside the transaction's snapshot;
         `test_streamed_reads_of_one_transaction_share_its_snapshot` says so if it is upgraded.)"""
-        return f"mysql_query({ql(self.alias)}, {ql(sql)}, stream_results=TRUE)"
+        return f"mysql_query({literal(self.alias)}, {literal(sql)}, stream_results=TRUE)"
 
     def query_relation(self, sql: str) -> str:
         """Any SELECT in MySQL's own dialect, as a DuckDB relation (checks use this)."""
-        return f"mysql_query({ql(self.alias)}, {ql(sql)})"
+        return f"mysql_query({literal(self.alias)}, {literal(sql)})"
 
     def count_relation(self, table: TableInfo) -> str:
         return self._streamed(f"SELECT count(*) AS n FROM {self.qualified(table.name)}")
@@ -304,7 +305,7 @@ class MySQLSource(SqlSource):
         return super().literal(value)
 
     def quote(self, name: str) -> str:
-        return "`" + name.replace("`", "``") + "`"
+        return mysql_ident(name)
 
 
 class _Url:
@@ -344,14 +345,10 @@ def _dsn_escape(value: str) -> str:
 
 def _guard_message(text: str) -> str:
     match = re.search(r"column .*? not a boolean \(TINYINT\(1\) values must be 0 or 1\)", text)
-    return match.group(0) if match else _first_line(text)
+    return match.group(0) if match else first_line(text)
 
 
 _CONNECT_FAILED = re.compile(r'Failed to connect to MySQL database with parameters ".*?"": (.*)')
 _QUERY_FAILED = re.compile(r'(?s)for MySQL query ".*"\s*:\s*(\S.*)$')
 _PASSWORD = re.compile(r"(password\s*=\s*)(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:500]

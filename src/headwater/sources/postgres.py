@@ -15,14 +15,13 @@ from urllib.parse import unquote, urlsplit
 
 import duckdb
 
-from headwater.config.sources import PostgresSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, TransientFailure, host_not_found, unresolved_host
+from headwater.config.sources import PostgresSettings
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
-from headwater.sync.context import SyncContext
+from headwater.sqltext import literal
 from headwater.sync.sql import UNFIT as UNFIT_MARK
-from headwater.sync.sql import Column, SqlSource, TableInfo, ql, unfit, unfit_error
-from headwater.sync.stats import TableStats
+from headwater.sync.sql import Column, SqlSource, TableInfo, unfit, unfit_error
 from headwater.sync.types import normalise
 from headwater.warehouse import connect, require_extension
 
@@ -75,9 +74,9 @@ WHERE a.datname = current_database() AND coalesce(a.backend_type, 'hidden') NOT 
 
 class PostgresSource(SqlSource):
     kind = "postgres"
-    settings: Settings
+    settings: PostgresSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: PostgresSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.root = root
         self.tunnel = Tunnel(name, settings.ssh_tunnel, root)
@@ -108,8 +107,8 @@ class PostgresSource(SqlSource):
         require_extension(con, "postgres")
         host, port = self._endpoint()
         try:
-            con.execute(f"ATTACH {ql(self.dsn(host, port))} AS {self.alias} (TYPE postgres, READ_ONLY)")
-            con.execute(f"SELECT * FROM postgres_query({ql(self.alias)}, 'SELECT 1')").fetchall()
+            con.execute(f"ATTACH {literal(self.dsn(host, port))} AS {self.alias} (TYPE postgres, READ_ONLY)")
+            con.execute(f"SELECT * FROM postgres_query({literal(self.alias)}, 'SELECT 1')").fetchall()
         except duckdb.Error as exc:
             self.tunnel.close()
             con.execute(f"DETACH DATABASE IF EXISTS {self.alias}")
@@ -121,15 +120,6 @@ class PostgresSource(SqlSource):
         finally:
             self.tunnel.close()
 
-    def sync(self, ctx: SyncContext) -> list[TableStats]:
-        try:
-            return super().sync(ctx)
-        except duckdb.Error as exc:  # a read stopped by a guard against values raw cannot hold
-            error = unfit_error(self.name, self.redact(str(exc)))
-            if error is None:
-                raise
-            raise error from None
-
     def connection_error(self, exc: Exception) -> HeadwaterError:
         text = self.redact(str(exc))
         if (unfit := unfit_error(self.name, text)) is not None:
@@ -137,20 +127,20 @@ class PostgresSource(SqlSource):
         low = text.lower()
         where = self.where()
         if "password authentication failed" in low or "no password supplied" in low or "authentication failed" in low:
-            return HeadwaterError(f"Source '{self.name}': PostgreSQL refused the user or password", why=_first_line(text), fix=f"Check the user and password in sources.{self.name}.url ({where}).")
+            return HeadwaterError(f"Source '{self.name}': PostgreSQL refused the user or password", why=first_line(text), fix=f"Check the user and password in sources.{self.name}.url ({where}).")
         if "does not exist" in low and "database" in low:
-            return HeadwaterError(f"Source '{self.name}': the database does not exist on {where}", why=_first_line(text), fix=f"Fix the database name at the end of sources.{self.name}.url.")
+            return HeadwaterError(f"Source '{self.name}': the database does not exist on {where}", why=first_line(text), fix=f"Fix the database name at the end of sources.{self.name}.url.")
         if unresolved_host(text):
-            return host_not_found(f"Source '{self.name}'", urlsplit(self.settings.url).hostname or "", f"sources.{self.name}.url", _first_line(text))
+            return host_not_found(f"Source '{self.name}'", urlsplit(self.settings.url).hostname or "", f"sources.{self.name}.url", first_line(text))
         if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "could not translate host", "no route", "connection reset", "server closed")):
             return TransientFailure(
                 f"Source '{self.name}': cannot reach PostgreSQL at {where}",
-                why=_first_line(text),
+                why=first_line(text),
                 fix="Check the host and port in the URL, that the server is running and accepts connections from here (pg_hba.conf, firewall). The run is retried.",
             )
         if "permission denied" in low:
-            return HeadwaterError(f"Source '{self.name}': permission denied on {where}", why=_first_line(text), fix="GRANT USAGE ON SCHEMA and SELECT ON the tables to the sync user.")
-        return HeadwaterError(f"Source '{self.name}': PostgreSQL error on {where}", why=_first_line(text), fix="See the database's message above.")
+            return HeadwaterError(f"Source '{self.name}': permission denied on {where}", why=first_line(text), fix="GRANT USAGE ON SCHEMA and SELECT ON the tables to the sync user.")
+        return HeadwaterError(f"Source '{self.name}': PostgreSQL error on {where}", why=first_line(text), fix="See the database's message above.")
 
     def copy_progress(self) -> Callable[[], int | None] | None:
         """Rows sent so far by this sync's COPY commands, from pg_stat_progress_copy (PostgreSQL 14+),
@@ -158,16 +148,16 @@ class PostgresSource(SqlSource):
         probe = connect(":memory:")
         try:
             probe.execute("LOAD postgres")
-            probe.execute(f"ATTACH {ql(self.dsn(*self._endpoint(), application_name='headwater progress'))} AS p (TYPE postgres, READ_ONLY)")
+            probe.execute(f"ATTACH {literal(self.dsn(*self._endpoint(), application_name='headwater progress'))} AS p (TYPE postgres, READ_ONLY)")
         except duckdb.Error:
             probe.close()
             return None
         sql = (
             "SELECT coalesce(sum(c.tuples_processed), 0)::bigint FROM pg_stat_progress_copy c JOIN pg_stat_activity a ON a.pid = c.pid "
-            f"WHERE a.application_name = {_pg_literal(self.application_name)}"
+            f"WHERE a.application_name = {literal(self.application_name)}"
         )
 
-        return _CopyCounter(probe, f"SELECT * FROM postgres_query('p', {ql(sql)})")
+        return _CopyCounter(probe, f"SELECT * FROM postgres_query('p', {literal(sql)})")
 
     @property
     def application_name(self) -> str:
@@ -192,7 +182,7 @@ class PostgresSource(SqlSource):
     # --- catalog -------------------------------------------------------------------------------
 
     def discover(self, con: duckdb.DuckDBPyConnection, names: list[str] | None) -> dict[str, TableInfo]:
-        rows = self.query(con, _CATALOG.format(schema=_pg_literal(self.settings.schema_)))
+        rows = self.query(con, _CATALOG.format(schema=literal(self.settings.schema_)))
         tables: dict[str, TableInfo] = {}
         keys: dict[str, list[tuple[int, str]]] = {}
         raw: dict[str, list[tuple[str, str, str, str, str, int, str, int]]] = {}
@@ -227,7 +217,7 @@ class PostgresSource(SqlSource):
         exprs = {c[0]: self._read_expr(*c) for c in columns}
         select = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
         try:
-            described = con.execute(f"DESCRIBE SELECT * FROM postgres_query({ql(self.alias)}, {ql(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
+            described = con.execute(f"DESCRIBE SELECT * FROM postgres_query({literal(self.alias)}, {literal(f'SELECT {select} FROM {self.qualified(name)} LIMIT 0')})").fetchall()
         except duckdb.Error as exc:  # this table fails; the others still sync
             error = self.connection_error(exc)
             return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
@@ -244,10 +234,10 @@ class PostgresSource(SqlSource):
             scanned = normalise(duck_type)
             if scanned == "TIMESTAMP" and self.settings.timezone:
                 duck_type, zone = "TIMESTAMPTZ", self.settings.timezone
-                convert = f"timezone({ql(zone)}, CAST({{c}} AS TIMESTAMP))"
+                convert = f"timezone({literal(zone)}, CAST({{c}} AS TIMESTAMP))"
             elif scanned == "TIMESTAMP[]" and self.settings.timezone:  # each element as the scalars are: that zone's local time
                 duck_type = "TIMESTAMPTZ[]"
-                convert = f"list_transform(CAST({{c}} AS TIMESTAMP[]), x -> timezone({ql(self.settings.timezone)}, x))"
+                convert = f"list_transform(CAST({{c}} AS TIMESTAMP[]), x -> timezone({literal(self.settings.timezone)}, x))"
             if scanned in ("TIMESTAMP", "TIMESTAMPTZ"):
                 convert = unfit(convert, _WRAPPED.format(v="{c}"), name, attname, "a timestamp after 294247-01-10 (DuckDB's last)")
             elif scanned in ("TIMESTAMP[]", "TIMESTAMPTZ[]"):
@@ -272,8 +262,8 @@ class PostgresSource(SqlSource):
         named by its ctid, or in a view (which has none) by its whole text."""
         col = self.quote(column)
         whole = "ctid::text" if relkind in ("r", "p", "m") else f"{self.quote(table)}::text"
-        keys = " || ', ' || ".join(f"{_pg_literal(k + '=')} || coalesce({self.quote(k)}::text, 'NULL')" for k in key) or whole
-        message = f"{_pg_literal(f'{UNFIT_MARK}column {table}.{column} (key ')} || {keys} || {_pg_literal(') holds ' + holds)}"
+        keys = " || ', ' || ".join(f"{literal(k + '=')} || coalesce({self.quote(k)}::text, 'NULL')" for k in key) or whole
+        message = f"{literal(f'{UNFIT_MARK}column {table}.{column} (key ')} || {keys} || {literal(') holds ' + holds)}"
         return f"CASE WHEN {condition.format(c=col)} THEN ({message})::boolean ELSE true END"
 
     def _read_expr(self, attname: str, type_text: str, typtype: str, typcategory: str, base_type: str, typmod: int, element_type: str, dimensions: int) -> str:
@@ -349,17 +339,17 @@ class PostgresSource(SqlSource):
             where = f"({where}) AND {guard}" if where else guard
         exprs = ", ".join(f"{self._expr_for(table, c.name)} AS {self.quote(c.name)}" for c in wanted)
         sql = f"SELECT {exprs} FROM {self.qualified(table.name)}" + (f" WHERE {where}" if where else "")
-        return f"postgres_query({ql(self.alias)}, {ql(sql)})"
+        return f"postgres_query({literal(self.alias)}, {literal(sql)})"
 
     def _expr_for(self, table: TableInfo, column: str) -> str:
         return table.read_exprs.get(column) or self.quote(column)
 
     def query_relation(self, sql: str) -> str:
         """Any SELECT in PostgreSQL's own dialect, as a DuckDB relation (checks use this)."""
-        return f"postgres_query({ql(self.alias)}, {ql(sql)})"
+        return f"postgres_query({literal(self.alias)}, {literal(sql)})"
 
     def count_relation(self, table: TableInfo) -> str:
-        return f"postgres_query({ql(self.alias)}, {ql(f'SELECT count(*) FROM {self.qualified(table.name)}')})"
+        return f"postgres_query({literal(self.alias)}, {literal(f'SELECT count(*) FROM {self.qualified(table.name)}')})"
 
     def probe(self, con: duckdb.DuckDBPyConnection, table: TableInfo, where: str) -> tuple[int, int] | None:
         changed, total = self.query(con, f"SELECT count(*) FILTER (WHERE {where}) AS changed, count(*) AS total FROM {self.qualified(table.name)}")[0]
@@ -391,7 +381,7 @@ class PostgresSource(SqlSource):
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros)), None
 
     def stamped_since(self, table: TableInfo, column: str, moment: dt.datetime) -> str:
-        return f"{self.quote(column)} >= {_pg_literal(moment.isoformat())}::timestamptz"
+        return f"{self.quote(column)} >= {literal(moment.isoformat())}::timestamptz"
 
     def changed_since(self, table: TableInfo, since_xmin: int) -> str:
         """Rows whose writing transaction was not visible to a snapshot whose xmin was ``since_xmin``:
@@ -447,12 +437,3 @@ def _fits_decimal(typmod: int) -> bool:
         return False
     precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (((typmod - 4) & 0x7FF) ^ 1024) - 1024
     return precision <= 38 and 0 <= scale <= precision
-
-
-def _pg_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:500]
-

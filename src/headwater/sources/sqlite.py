@@ -23,12 +23,11 @@ from typing import Any
 
 import duckdb
 
-from headwater.config.sources import SQLiteSource as Settings
-from headwater.errors import ConfigError, HeadwaterError, TransientFailure
-from headwater.sync.context import SyncContext
+from headwater.config.sources import SQLiteSettings
+from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line
+from headwater.sqltext import ident, literal
 from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
-from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, qi, ql, unfit, unfit_error
-from headwater.sync.stats import TableStats
+from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, unfit, unfit_error
 from headwater.warehouse import require_extension
 
 _DECLARED_DECIMAL = re.compile(r"^\s*(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.IGNORECASE)
@@ -42,9 +41,9 @@ _EXACT_REAL = "%!.20e"
 
 class SQLiteSource(SqlSource):
     kind = "sqlite"
-    settings: Settings
+    settings: SQLiteSettings
 
-    def __init__(self, name: str, settings: Settings, root: Path) -> None:
+    def __init__(self, name: str, settings: SQLiteSettings, root: Path) -> None:
         super().__init__(name, settings)
         self.path = (root / settings.path).resolve()
         self._columns: dict[str, list[_SourceColumn]] = {}  # table -> its columns as declared, with their DuckDB types
@@ -54,16 +53,7 @@ class SQLiteSource(SqlSource):
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         self._check_file()
         require_extension(con, "sqlite")
-        con.execute(f"ATTACH {ql(str(self.path))} AS {self.alias} (TYPE sqlite, READ_ONLY)")
-
-    def sync(self, ctx: SyncContext) -> list[TableStats]:
-        try:
-            return super().sync(ctx)
-        except duckdb.Error as exc:  # a value changed to one that does not fit while the table was read
-            error = unfit_error(self.name, str(exc), fix=_CHANGED_WHILE_READ.format(source=self.name))
-            if error is None:
-                raise
-            raise error from None
+        con.execute(f"ATTACH {literal(str(self.path))} AS {self.alias} (TYPE sqlite, READ_ONLY)")
 
     # --- catalog -------------------------------------------------------------------------------
 
@@ -84,7 +74,7 @@ class SQLiteSource(SqlSource):
                 key = [c for c, _ in sorted(((n, pk) for n, (_, pk) in declared.items() if pk), key=lambda item: item[1])]
                 source = [_SourceColumn(r[0], declared.get(r[0], ("", 0))[0], _duck_type(declared.get(r[0], ("", 0))[0], r[1])) for r in described]
                 self._columns[name] = source
-                self._keys[name] = self._key_text(key or (["rowid"] if kind == "table" else []))
+                self._keys[name] = key_text(key or (["rowid"] if kind == "table" else []))
                 columns = [Column(c.name, c.type, c.declared or c.type) for c in source]
                 tables[name] = TableInfo(name, columns, key, [], kind, parallel_ok=True)
         return tables
@@ -94,9 +84,9 @@ class SQLiteSource(SqlSource):
         if (unfit := unfit_error(self.name, text, fix=_CHANGED_WHILE_READ.format(source=self.name))) is not None:
             return unfit
         if "locked" in text.lower() or "busy" in text.lower():
-            return TransientFailure(f"Source '{self.name}': {self.path} is locked by another program", why=_first_line(text), fix="This usually passes; the run is retried.")
+            return TransientFailure(f"Source '{self.name}': {self.path} is locked by another program", why=first_line(text), fix="This usually passes; the run is retried.")
         return HeadwaterError(
-            f"Source '{self.name}': SQLite error reading {self.path}", why=_first_line(text), fix="See SQLite's message above: fix the table or view in the file, or leave it out with tables: exclude."
+            f"Source '{self.name}': SQLite error reading {self.path}", why=first_line(text), fix="See SQLite's message above: fix the table or view in the file, or leave it out with tables: exclude."
         )
 
     def size_expr(self, info: TableInfo, column: Column) -> str:
@@ -116,11 +106,6 @@ class SQLiteSource(SqlSource):
         except sqlite3.Error as exc:
             raise self.connection_error(exc) from None
 
-    def _key_text(self, key: list[str]) -> str:
-        if not key:
-            return "'(no key)'"
-        return " || ', ' || ".join(f"{_sqlite_literal(k + '=')} || coalesce(CAST({self.quote(k)} AS TEXT), 'NULL')" for k in key)
-
     # --- values that do not fit ----------------------------------------------------------------
 
     def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, object]:
@@ -128,7 +113,7 @@ class SQLiteSource(SqlSource):
         in SQLite, sending only those rows), then quarantine their rows or read their columns as
         text, as the source is set; the quarantine is replaced in this transaction with raw's rows."""
         self._exclude.pop(table.name, None)
-        quarantine = f"{qi(raw_schema(self.name))}.{qi(table.name + QUARANTINE_SUFFIX)}"
+        quarantine = f"{ident(raw_schema(self.name))}.{ident(table.name + QUARANTINE_SUFFIX)}"
         checked = [(i, c, cond) for i, c in enumerate(self._columns[table.name]) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
         found = self._find_misfits(con, table, checked)
         if not found:
@@ -150,7 +135,7 @@ class SQLiteSource(SqlSource):
         picks = ", ".join(f"CASE WHEN {cond} THEN typeof({self.quote(c.name)}) END AS t{i}, CASE WHEN {cond} THEN {_as_text(self.quote(c.name))} END AS v{i}" for i, c, cond in checked)
         where = " OR ".join(cond for _, _, cond in checked)
         sql = f"SELECT {self._keys[table.name]} AS k, {picks} FROM {self.quote(table.name)} WHERE {where}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({ql(self.alias)}, {ql(sql)})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({literal(self.alias)}, {literal(sql)})")
         found: dict[str, _Misfits] = {}
         for i, c, _ in checked:
             count, example = con.execute(f"SELECT count(*), any_value([t{i}, v{i}]) FROM _hw_misfits WHERE t{i} IS NOT NULL").fetchone()
@@ -171,8 +156,8 @@ class SQLiteSource(SqlSource):
 
     def _quarantine(self, con: duckdb.DuckDBPyConnection, table: TableInfo, checked: list[tuple[int, _SourceColumn, str]], found: dict[str, _Misfits], quarantine: str) -> None:
         parts = [
-            f"SELECT k AS key, {ql(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
-            f"{ql(f'expected {found[c.name].expected} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
+            f"SELECT k AS key, {literal(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
+            f"{literal(f'expected {found[c.name].expected} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
             for i, c, _ in checked
             if c.name in found
         ]
@@ -193,13 +178,13 @@ class SQLiteSource(SqlSource):
         if excluded := self._exclude.get(table.name):
             sql += f" WHERE NOT ({excluded})"
         key = key_text(table.primary_key, "s") if set(table.primary_key) <= {c.name for c in wanted} else "'(no key)'"
-        typed = ", ".join(f"{_decode(c, table.name, key)} AS {qi(c.name)}" for c in wanted)
-        read = f"(SELECT {typed} FROM sqlite_query({ql(self.alias)}, {ql(sql)}) AS s)"
+        typed = ", ".join(f"{_decode(c, table.name, key)} AS {ident(c.name)}" for c in wanted)
+        read = f"(SELECT {typed} FROM sqlite_query({literal(self.alias)}, {literal(sql)}) AS s)"
         return f"(SELECT * FROM {read} WHERE {where})" if where else read
 
     def count_relation(self, table: TableInfo) -> str:
         excluded = self._exclude.get(table.name)
-        return f"sqlite_query({ql(self.alias)}, {ql(f'SELECT count(*) AS n FROM {self.quote(table.name)}' + (f' WHERE NOT ({excluded})' if excluded else ''))})"
+        return f"sqlite_query({literal(self.alias)}, {literal(f'SELECT count(*) AS n FROM {self.quote(table.name)}' + (f' WHERE NOT ({excluded})' if excluded else ''))})"
 
     def _catalog(self) -> sqlite3.Connection:
         return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
@@ -309,7 +294,7 @@ def _read(c: str, duck_type: str, as_text: bool = False) -> str:
     else:
         text = c
     misfit = None if as_text else _misfit(c, duck_type)
-    return f"CASE WHEN {misfit} THEN {_sqlite_literal(_MARK)} || typeof({c}) ELSE {text} END" if misfit else text
+    return f"CASE WHEN {misfit} THEN {literal(_MARK)} || typeof({c}) ELSE {text} END" if misfit else text
 
 
 def _as_text(c: str) -> str:
@@ -325,7 +310,7 @@ def _as_text(c: str) -> str:
 def _decode(column: _SourceColumn, table: str, key: str) -> str:
     """DuckDB expression from the text `_read` gives to raw's value; a text the cast refuses stops the
     read naming the row (a value changed to one that does not fit between the check and the read)."""
-    ref = f"s.{qi(column.name)}"
+    ref = f"s.{ident(column.name)}"
     if column.type == "BLOB" and not column.as_text:
         return f"unhex({ref})"
     guarded = unfit("CAST({c} AS {t})", f"{{c}} IS NOT NULL AND TRY_CAST({{c}} AS {column.type}) IS NULL", table, column.name, "a value its type does not allow (it changed while the table was read)")
@@ -351,12 +336,4 @@ def _show(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
-def _sqlite_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 _CHANGED_WHILE_READ = "Run `headwater sync {source}` again: the file changed while it was read, and the next sync sees the value first."
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:500]

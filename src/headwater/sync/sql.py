@@ -28,7 +28,8 @@ import duckdb
 
 from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
 from headwater.diskfull import disk_full
-from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure
+from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
+from headwater.sqltext import ident, literal
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
 from headwater.sync.state import (
@@ -62,16 +63,6 @@ HASH_FETCH_MAX = 200_000
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 
 
-def qi(name: str) -> str:
-    """A DuckDB identifier, quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def ql(value: str) -> str:
-    """A DuckDB string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 # Starts the message of an error raised while reading, by the source or by DuckDB, for a value the
 # warehouse's type cannot hold (see `unfit`, `unfit_error`): it names the table, column and key.
 UNFIT = "headwater-unfit: "
@@ -86,8 +77,8 @@ class Column:
     source_zone: str | None = None  # a naive source timestamp read as local time in this zone (raw: UTC instant)
 
     def select(self, alias: str = "", key: str = "'(no key)'") -> str:
-        ref = (alias + "." if alias else "") + qi(self.name)
-        return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {qi(self.name)}"
+        ref = (alias + "." if alias else "") + ident(self.name)
+        return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {ident(self.name)}"
 
 
 def unfit(convert: str, condition: str, table: str, column: str, holds: str) -> str:
@@ -95,8 +86,8 @@ def unfit(convert: str, condition: str, table: str, column: str, holds: str) -> 
     holds stops the read with an error naming the table, the column and the row's key: for values a
     source hands over already changed (DuckDB's scanners wrap some out-of-range values around), which
     must never land as another value. ``holds`` says what the column holds, for the message."""
-    message = ql(f"{UNFIT}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
-    tail = ql(f") holds {holds}").replace("{", "{{").replace("}", "}}")
+    message = literal(f"{UNFIT}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
+    tail = literal(f") holds {holds}").replace("{", "{{").replace("}", "}}")
     return f"CASE WHEN {condition} THEN error({message} || '(key ' || {{key}} || {tail}) ELSE {convert} END"
 
 
@@ -105,7 +96,7 @@ def key_text(key: list[str], alias: str = "") -> str:
     if not key:
         return "'(no key)'"
     ref = alias + "." if alias else ""
-    return " || ', ' || ".join(f"{ql(k + '=')} || coalesce(CAST({ref}{qi(k)} AS VARCHAR), 'NULL')" for k in key)
+    return " || ', ' || ".join(f"{literal(k + '=')} || coalesce(CAST({ref}{ident(k)} AS VARCHAR), 'NULL')" for k in key)
 
 
 def unfit_error(source: str, text: str, fix: str | None = None) -> HeadwaterError | None:
@@ -246,11 +237,11 @@ class SqlSource:
             return "TRUE" if value else "FALSE"
         if isinstance(value, (int, float)):
             return repr(value)
-        return "'" + str(value).replace("'", "''") + "'"
+        return literal(str(value))
 
     def quote(self, name: str) -> str:
         """An identifier of the source's dialect."""
-        return '"' + name.replace('"', '""') + '"'
+        return ident(name)
 
     def describe(self) -> str:
         return f"source '{self.name}' ({self.kind})"
@@ -265,7 +256,7 @@ class SqlSource:
             try:
                 tables, found = self._select_tables(con, ctx.tables)
                 ensure_state_table(con)
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {qi(raw_schema(self.name))}")
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(raw_schema(self.name))}")
                 self._passes = 0
                 stats: list[TableStats] = []
                 failures: list[HeadwaterError] = []
@@ -327,7 +318,7 @@ class SqlSource:
             largest = self.largest_value(con, info, key)
         except (duckdb.Error, HeadwaterError):  # the message without it still says what to do
             largest = None
-        why = f"DuckDB: {_first_line(str(exc))}"
+        why = f"DuckDB: {first_line(str(exc), 300)}"
         if largest is not None:
             column, values, size = largest
             where = ", ".join(f"{k} = {_shown(v)}" for k, v in zip(key, values, strict=True)) if key else "a row without a key"
@@ -370,14 +361,14 @@ class SqlSource:
         exists = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [raw_schema(self.name), info.name]
         ).fetchone()[0]
-        rows = con.execute(f"SELECT count(*) FROM {qi(raw_schema(self.name))}.{qi(info.name)}").fetchone()[0] if exists else 0
+        rows = con.execute(f"SELECT count(*) FROM {ident(raw_schema(self.name))}.{ident(info.name)}").fetchone()[0] if exists else 0
         return TableStats(info.name, rows, 0.0, mode="failed", notes=[error.what])
 
     def _stale_table(self, ctx: SyncContext, name: str, *, selected_out: bool) -> TableStats:
         """A raw table this source no longer syncs: kept and reported, or with prune dropped along with
         its sync state. Never silently either way."""
         con = ctx.con
-        target = f"{qi(raw_schema(self.name))}.{qi(name)}"
+        target = f"{ident(raw_schema(self.name))}.{ident(name)}"
         if isinstance(self.settings.tables, list):  # only the listed tables were looked up
             why = f"not in sources.{self.name}.tables"
         elif selected_out:
@@ -494,7 +485,7 @@ class SqlSource:
         started = time.perf_counter()
         settings = self.settings.settings_for(info.name)
         plan = self.plan(info, settings)
-        target = f"{qi(raw_schema(self.name))}.{qi(info.name)}"
+        target = f"{ident(raw_schema(self.name))}.{ident(info.name)}"
         label = f"source {self.name}: table {info.name}"
         # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
         horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
@@ -562,7 +553,7 @@ class SqlSource:
         for column in info.columns if alter else []:
             old = raw_columns.get(column.name)
             if old is None:
-                con.execute(f"ALTER TABLE {target} ADD COLUMN {qi(column.name)} {column.type}")
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {ident(column.name)} {column.type}")
                 stats.schema_changes.append(f"added column {column.name} {column.type}")
                 continue
             wanted = reconcile(old, column.type)
@@ -574,7 +565,7 @@ class SqlSource:
                     "(models that read the column may need changing too).",
                 )
             if normalise(wanted) != normalise(old):
-                con.execute(f"ALTER TABLE {target} ALTER COLUMN {qi(column.name)} SET DATA TYPE {wanted}")
+                con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column.name)} SET DATA TYPE {wanted}")
                 stats.schema_changes.append(f"widened column {column.name} from {old} to {wanted}")
         kept: list[Column] = []
         for name, duck_type in raw_columns.items():
@@ -587,7 +578,7 @@ class SqlSource:
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
         key = key_text(plan.key, alias)
-        parts = [c.select(alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {qi(c.name)}" for c in kept]
+        parts = [c.select(alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
@@ -658,7 +649,7 @@ class SqlSource:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, where=where, parallel=False)} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
         self._check_unique(con, info, plan, changes)
-        key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+        key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
         if plan.mode == "append":
             if plan.key:
                 con.execute(f"DELETE FROM {changes} c WHERE EXISTS (SELECT 1 FROM {target} WHERE {key_match})")
@@ -715,27 +706,27 @@ class SqlSource:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
         stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
         self._check_unique(con, info, plan, src)
-        on = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
-        differs = " OR ".join(f"r.{qi(c.name)} IS DISTINCT FROM s.{qi(c.name)}" for c in info.columns) or "FALSE"
+        on = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM s.{ident(k)}" for k in plan.key)
+        differs = " OR ".join(f"r.{ident(c.name)} IS DISTINCT FROM s.{ident(c.name)}" for c in info.columns) or "FALSE"
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         without = f" EXCLUDE ({HASH_COLUMN})" if hashed else ""
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
         stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
         if stats.upserted:
-            key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
             con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
         if plan.deletes != "ignore":
             stats.deleted = self._apply_deletes(con, plan, target, src)
         if hashed:  # raw now equals what was read: its hashes are the ones to compare with next time
-            con.execute(f"CREATE OR REPLACE TABLE {hashes} AS SELECT {', '.join(qi(k) for k in plan.key)}, {HASH_COLUMN} FROM {src}")
+            con.execute(f"CREATE OR REPLACE TABLE {hashes} AS SELECT {', '.join(ident(k) for k in plan.key)}, {HASH_COLUMN} FROM {src}")
             new_state["row_hashes"] = signature
         else:
             con.execute(f"DROP TABLE IF EXISTS {hashes}")
         con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
 
     def _hashes_table(self, info: TableInfo) -> str:
-        return f"{STATE_SCHEMA}.{qi(f'row_hashes:{self.name}:{info.name}')}"
+        return f"{STATE_SCHEMA}.{ident(f'row_hashes:{self.name}:{info.name}')}"
 
     def _compare_by_hashes(
         self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, hashes: str, new_state: dict[str, Any]
@@ -745,7 +736,7 @@ class SqlSource:
         in batches. All in the table's one transaction, so in one source snapshot. False (nothing
         done) when so much changed that reading everything is cheaper."""
         con = ctx.con
-        keys = [qi(k) for k in plan.key]
+        keys = [ident(k) for k in plan.key]
         on = " AND ".join(f"h.{k} = s.{k}" for k in keys)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_source_hashes AS SELECT * FROM {self.hashed_relation(con, info, columns=plan.key)}")
         con.execute(
@@ -806,7 +797,7 @@ class SqlSource:
         if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
             self._note_count_difference(ctx, info, plan, target, stats, source_count)
             return
-        keys = ", ".join(qi(k) for k in plan.key)
+        keys = ", ".join(ident(k) for k in plan.key)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_keys AS SELECT {keys} FROM {self.relation(con, info, columns=plan.key, parallel=False)}")
         self._check_unique(con, info, plan, "_hw_keys")
         if removes:
@@ -819,16 +810,16 @@ class SqlSource:
         """Fetch the rows whose keys are in ``_hw_keys`` (the source's) and not in raw."""
         con = ctx.con
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
-        in_raw = " AND ".join(f"r.{qi(k)} IS NOT DISTINCT FROM k.{qi(k)}" for k in plan.key)
+        in_raw = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM k.{ident(k)}" for k in plan.key)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_missing_keys AS SELECT * FROM _hw_keys k WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {in_raw}{alive})")
         missing = con.execute("SELECT count(*) FROM _hw_missing_keys").fetchone()[0]
         if missing:
-            wanted = " AND ".join(f"m.{qi(k)} IS NOT DISTINCT FROM s.{qi(k)}" for k in plan.key)
+            wanted = " AND ".join(f"m.{ident(k)} IS NOT DISTINCT FROM s.{ident(k)}" for k in plan.key)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
                 f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
             )
-            key_match = " AND ".join(f"{target}.{qi(k)} IS NOT DISTINCT FROM c.{qi(k)}" for k in plan.key)
+            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
             con.execute(f"DELETE FROM {target} USING _hw_missing c WHERE {key_match}")  # a tombstone of the same key
             added = con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing").fetchone()[0]
             con.execute("DROP TABLE _hw_missing")
@@ -865,7 +856,7 @@ class SqlSource:
         DuckDB: one aggregation over the rows this sync read."""
         if not plan.declared_key or not plan.key or plan.mode == "full":  # a full reload merges nothing: duplicates stay rows
             return
-        keys = ", ".join(qi(k) for k in plan.key)
+        keys = ", ".join(ident(k) for k in plan.key)
         found = con.execute(f"SELECT {keys}, count(*) FROM {rows} GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
         if found is None:
             return
@@ -878,7 +869,7 @@ class SqlSource:
         )
 
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
-        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{qi(c)} IS NOT DISTINCT FROM {target}.{qi(c)}" for c in plan.key) + ")"
+        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in plan.key) + ")"
         if plan.deletes == "tombstone":
             return con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}").fetchone()[0]
         return con.execute(f"DELETE FROM {target} WHERE {gone}").fetchone()[0]
@@ -989,7 +980,7 @@ def _machine_memory() -> int:
 
 @contextmanager
 def _load_settings(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> Iterator[None]:
-    settings = {**LOAD_SETTINGS, "memory_limit": ql(sync_memory_limit(memory_limit))}
+    settings = {**LOAD_SETTINGS, "memory_limit": literal(sync_memory_limit(memory_limit))}
     before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in settings}
     for name, value in settings.items():
         con.execute(f"SET {name} = {value}")
@@ -1000,7 +991,7 @@ def _load_settings(con: duckdb.DuckDBPyConnection, memory_limit: str | None = No
             if value is None or value == "":
                 con.execute(f"RESET {name}")
             else:
-                con.execute(f"SET {name} = {ql(str(value)) if isinstance(value, str) else value}")
+                con.execute(f"SET {name} = {literal(str(value)) if isinstance(value, str) else value}")
 
 
 @contextmanager
@@ -1027,7 +1018,7 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
         yield
     finally:
         for name, value in before.items():
-            con.execute(f"SET {name} = {ql(str(value))}")
+            con.execute(f"SET {name} = {literal(str(value))}")
 
 
 def _warehouse_failure(exc: duckdb.Error) -> bool:
@@ -1057,7 +1048,7 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[s
 
 
 def _max(con: duckdb.DuckDBPyConnection, target: str, column: str) -> Any:
-    return _jsonable(con.execute(f"SELECT max({qi(column)}) FROM {target}").fetchone()[0])
+    return _jsonable(con.execute(f"SELECT max({ident(column)}) FROM {target}").fetchone()[0])
 
 
 def _jsonable(value: Any) -> Any:
@@ -1105,10 +1096,6 @@ def _example_key(info: TableInfo) -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)[:300]
 
 
 def _some(names: list[str], limit: int = 12) -> str:

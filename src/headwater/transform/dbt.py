@@ -193,7 +193,13 @@ class DbtProject:
 
 def _release_duckdb() -> None:
     """dbt-duckdb keeps its DuckDB instance open in a class attribute after a command ends; close it,
-    or this process cannot open the build database again (with other settings) to publish."""
+    or this process cannot open the build database again (with other settings) to publish.
+
+    The one place Headwater touches dbt-duckdb's private names (`_ENV`, `_LOCK`; checked by
+    tests/test_dbt_projects.py, which fails when they change). Its public calls cannot do this:
+    `close_all_connections()` drops the environment without closing its DuckDB instance, and
+    `env()` raises when there is none; closing and dropping must also happen under its lock, or a
+    command starting in another thread could be handed the instance being closed."""
     try:
         from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     except ImportError:

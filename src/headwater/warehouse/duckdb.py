@@ -29,6 +29,7 @@ from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy
 from headwater.private import FILE_MODE, make_folder, private_files
+from headwater.sqltext import ident, literal
 
 logger = logging.getLogger("headwater.warehouse")
 
@@ -95,7 +96,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, confinement: Confinement, extensio
     load none of them: only the sync's own connection does."""
     for name in extensions:
         require_extension(con, name)
-    folders = ", ".join("'" + folder.replace("'", "''") + "'" for folder in confinement.allowed_directories())
+    folders = ", ".join(literal(folder) for folder in confinement.allowed_directories())
     con.execute(f"SET allowed_directories = [{folders}]")
     con.execute("SET enable_external_access = false")
     if lock:
@@ -179,14 +180,14 @@ class Warehouse:
         partial.unlink(missing_ok=True)
         previous = self.current_snapshot() if carry_over else None
         try:
-            build.execute(f"ATTACH '{_sql_path(partial)}' AS hw_snapshot")
+            build.execute(f"ATTACH {literal(str(partial))} AS hw_snapshot")
             try:
                 if previous:
-                    build.execute(f"ATTACH '{_sql_path(previous)}' AS hw_previous (READ_ONLY)")
+                    build.execute(f"ATTACH {literal(str(previous))} AS hw_previous (READ_ONLY)")
                 for table, relation in tables.items():
-                    build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM {relation}")
+                    build.execute(f"CREATE TABLE hw_snapshot.main.{ident(table)} AS SELECT * FROM {relation}")
                 for table in carry_over if previous else []:
-                    build.execute(f"CREATE TABLE hw_snapshot.main.{_ident(table)} AS SELECT * FROM hw_previous.main.{_ident(table)}")
+                    build.execute(f"CREATE TABLE hw_snapshot.main.{ident(table)} AS SELECT * FROM hw_previous.main.{ident(table)}")
                 # Into the file itself, or an error: DETACH's own checkpoint fails silently (a full
                 # disk), leaving the tables in a .wal file beside it that the rename below leaves behind.
                 build.execute("CHECKPOINT hw_snapshot")
@@ -289,14 +290,6 @@ def _fallback_note(pointer: Path, name: str | None, chosen: Path) -> str:
         f"Showing {chosen.name}, the newest intact published snapshot: {damage}. "
         "The next successful run publishes afresh; to end this now, write the snapshot's name into the pointer file or run the pipeline."
     )
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _fsync(path: Path) -> None:

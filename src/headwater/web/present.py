@@ -6,6 +6,8 @@ import datetime as dt
 import decimal
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from headwater.config.model import Chart
 from headwater.dashboards import ChartData
@@ -53,10 +55,24 @@ def _trace_name(chart: Chart, measure: str, series: object, measures: int) -> st
     return str(series) if measures == 1 else f"{series} · {measure}"
 
 
+@dataclass(frozen=True)
+class Plot:
+    """How a plotted chart kind (config/charts.py) draws in Plotly: its traces and how bars share an x."""
+
+    trace: dict[str, str]
+    barmode: str = "group"
+
+
+# The chart kinds drawn as Plotly figures, by kind; the others are KPIs or HTML tables.
+PLOTS = {
+    "line": Plot({"type": "scatter", "mode": "lines+markers"}),
+    "bar": Plot({"type": "bar"}),
+    "stacked_bar": Plot({"type": "bar"}, barmode="stack"),
+}
+
+
 def _trace(chart: Chart, name: str, x: list[object], y: list[object]) -> dict[str, object]:
-    if chart.type == "line":
-        return {"type": "scatter", "mode": "lines+markers", "name": name, "x": x, "y": y}
-    return {"type": "bar", "name": name, "x": x, "y": y}
+    return {**PLOTS[chart.type].trace, "name": name, "x": x, "y": y}
 
 
 def _layout(chart: Chart, xs: list[object], measures: list[str]) -> dict[str, object]:
@@ -64,7 +80,7 @@ def _layout(chart: Chart, xs: list[object], measures: list[str]) -> dict[str, ob
     # With few points, ticks at the points themselves: a date axis would otherwise pick its own days.
     ticks = {"tickvals": xs} if len(xs) <= MAX_POINT_TICKS else {}
     return {
-        "barmode": "stack" if chart.type == "stacked_bar" else "group",
+        "barmode": PLOTS[chart.type].barmode,
         "colorway": COLORWAY,
         "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "color": "#1a1d21"},
         "hovermode": "x unified",
@@ -88,6 +104,24 @@ def kpi(chart: Chart, data: ChartData) -> dict[str, object]:
         other = row[1] if len(row) > 1 else None
         view["compare"] = {"label": chart.compare.label, "value": number(other, chart.format), "delta": _delta(value, other, chart.format)}
     return view
+
+
+def chart_view(chart: Chart, data: ChartData) -> dict[str, object]:
+    """What a page shows of a chart beyond its rows, by kind: a plotted kind's figure, a KPI's numbers."""
+    view = VIEWS.get(chart.type)
+    return view(chart, data) if view else {}
+
+
+def _figure_view(chart: Chart, data: ChartData) -> dict[str, object]:
+    return {"figure": figure(chart, data)}
+
+
+def _kpi_view(chart: Chart, data: ChartData) -> dict[str, object]:
+    return {"kpi": kpi(chart, data)}
+
+
+# The page's view of each chart kind (config/charts.py) that needs one; tables show their rows as they are.
+VIEWS: dict[str, Callable[[Chart, ChartData], dict[str, object]]] = {**dict.fromkeys(PLOTS, _figure_view), "kpi": _kpi_view}
 
 
 def number(value: object, fmt: str = "number") -> str:

@@ -69,8 +69,8 @@ def dashboard_page(request: Request, name: str) -> Response:
         name=name,
         dashboard=dashboard,
         filters=filters,
-        kpis=[v for v in views if v["chart"].type == "kpi"],
-        charts=[v for v in views if v["chart"].type != "kpi"],
+        kpis=[v for v in views if v["chart"].kind.headline],
+        charts=[v for v in views if not v["chart"].kind.headline],
         tables=_table_views(org, data, dashboard, name, selections, query),
         filtered=bool(selections),
         xlsx_rows=XLSX_MAX_ROWS - 1,
@@ -186,7 +186,7 @@ def _chart_view(
     org: OrgContext, data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]], query_string: str
 ) -> dict[str, Any]:
     query = service.chart_query(data, dashboard, chart, selections, org.scope)
-    limit = {"table": TABLE_ROWS, "pivot": TABLE_ROWS, "kpi": 1}.get(chart.type, CHART_ROWS)
+    limit = 1 if chart.kind.headline else TABLE_ROWS if chart.kind.tabular else CHART_ROWS
     result = service.fetch(data, chart, query, limit)
     base = org.url(f"/dashboards/{quote(name, safe='')}/charts/{index}")
     view = {
@@ -197,11 +197,7 @@ def _chart_view(
         "xlsx_url": f"{base}.xlsx{query_string}",
         "unfiltered": _unfiltered(dashboard, query.unfiltered, selections),
     }
-    if chart.type in ("line", "bar", "stacked_bar"):
-        view["figure"] = present.figure(chart, result)
-    elif chart.type == "kpi":
-        view["kpi"] = present.kpi(chart, result)
-    return view
+    return view | present.chart_view(chart, result)
 
 
 def _table_views(org: OrgContext, data: PublishedData, dashboard: Dashboard, name: str, selections: dict[str, list[str]], query_string: str) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ from headwater.clean.headers import (
     header_texts,
 )
 from headwater.clean.load import Fixups, Rejected, Staged
-from headwater.clean.sql import ident, lit
 from headwater.config.files import CsvSource, CsvTable, TableRules
 from headwater.errors import HeadwaterError
 from headwater.sources.files.base import FileSource, Opened
@@ -42,6 +41,7 @@ from headwater.sources.files.inspect import (
     inspect_file,
     transcode,
 )
+from headwater.sqltext import ident, literal
 
 SAMPLE_BYTES = 1 << 18
 _SHAPE_ERRORS = {"TOO MANY COLUMNS", "MISSING COLUMNS"}
@@ -175,11 +175,11 @@ def _select(plan: _FilePlan, names: list[str]) -> str:
     cells = ", ".join(f"column{position[n]} AS c{k}" if n in position else f"CAST(NULL AS VARCHAR) AS c{k}" for k, n in enumerate(names))
     d = plan.dialect
     scan = (
-        f"read_csv({lit(str(plan.path))}, header = false, skip = {plan.start}, auto_detect = false, columns = {columns}, "
-        f"delim = {lit(d.delimiter)}, quote = {lit(d.quote)}, escape = {lit(d.escape)}, "
-        f"store_rejects = true, rejects_table = {lit(plan.rejects)}, rejects_scan = {lit(plan.rejects + '_scan')})"
+        f"read_csv({literal(str(plan.path))}, header = false, skip = {plan.start}, auto_detect = false, columns = {columns}, "
+        f"delim = {literal(d.delimiter)}, quote = {literal(d.quote)}, escape = {literal(d.escape)}, "
+        f"store_rejects = true, rejects_table = {literal(plan.rejects)}, rejects_scan = {literal(plan.rejects + '_scan')})"
     )
-    return f"SELECT {lit(plan.file.label)} AS _file, {plan.start} + ordinality AS _row, {cells} FROM {scan} WITH ORDINALITY"
+    return f"SELECT {literal(plan.file.label)} AS _file, {plan.start} + ordinality AS _row, {cells} FROM {scan} WITH ORDINALITY"
 
 
 def _finish(con: duckdb.DuckDBPyConnection, plans: list[_FilePlan], names: list[str]) -> Fixups:

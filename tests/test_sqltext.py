@@ -1,0 +1,54 @@
+"""Quoting (headwater/sqltext.py): any string, quoted, reads back through DuckDB's parser as itself."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headwater.errors import first_line
+from headwater.sqltext import ident, literal, literal_list, mysql_ident
+
+# DuckDB's parser reads its text as NUL-terminated C strings: a NUL ends the statement, whatever quotes it.
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+
+
+@pytest.fixture(scope="module")
+def con():
+    c = duckdb.connect()
+    yield c
+    c.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_a_literal_reads_back_as_the_same_string(con, value):
+    assert con.execute(f"SELECT {literal(value)}").fetchone() == (value,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT.filter(lambda s: s != ""))
+def test_an_identifier_names_a_column_that_reads_back_as_the_same_name(con, name):
+    # A column alias round-trips the identifier through the parser into the result's description.
+    cur = con.execute(f"SELECT 1 AS {ident(name)}")
+    assert cur.description[0][0] == name
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(TEXT, min_size=1, max_size=5), TEXT)
+def test_a_literal_list_holds_exactly_its_values(con, values, probe):
+    assert con.execute(f"SELECT {literal(probe)} IN {literal_list(values)}").fetchone() == (probe in values,)
+
+
+def test_quotes_inside_are_doubled_and_nothing_else_changes():
+    assert ident('a"b') == '"a""b"'
+    assert literal("it's \\n") == "'it''s \\n'"
+    assert mysql_ident("or`der") == "`or``der`"
+
+
+def test_first_line_is_the_first_non_blank_line_cut_at_the_limit():
+    assert first_line("\n  Catalog Error: no table  \nLINE 1: select\n") == "Catalog Error: no table"
+    assert first_line("x" * 600) == "x" * 500
+    assert first_line("abc", 2) == "ab"
+    assert first_line("") == ""
