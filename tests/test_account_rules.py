@@ -133,7 +133,7 @@ def test_an_admin_cannot_disable_someone_who_also_belongs_elsewhere(accounts: Ac
     accounts.add_member("ana@example.org", "viewer", org="acme")
     with pytest.raises(AccountError, match="ana@example.org cannot be disabled here"):
         accounts.set_disabled("ana@example.org", True, actor=boss)
-    with pytest.raises(AccountError, match="cannot be changed here"):
+    with pytest.raises(AccountError, match="The password of ana@example.org cannot be changed here"):
         accounts.set_password("ana@example.org", PASSWORD + " two", actor=boss)
     assert not accounts.get("ana@example.org").disabled
 
@@ -179,3 +179,12 @@ def test_the_operator_manages_any_account_in_any_organisation(accounts: Accounts
     assert accounts.set_role("ana@example.org", "viewer", org="default", actor=OPERATOR).role == "viewer"
     assert accounts.set_role("ana@example.org", "analyst", org="acme", actor=OPERATOR).role == "analyst"
     assert accounts.set_disabled("ana@example.org", True, actor=OPERATOR).disabled
+
+
+def test_a_member_is_found_by_number_only_in_their_organisation(accounts: Accounts) -> None:
+    ana = accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default")
+    assert accounts.member(ana.id, org="default").email == "ana@example.org"
+    with pytest.raises(AccountNotFound, match=f"No account number {ana.id} in this organisation"):
+        accounts.member(ana.id, org="acme")
+    with pytest.raises(AccountNotFound, match="No account number 999 in this organisation"):
+        accounts.member(999, org="default")

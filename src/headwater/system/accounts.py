@@ -419,6 +419,15 @@ class Accounts:
             logger.info("role of %s in %s set to %s", user.email, org, role)
             return self._account(session, user, org)
 
+    def member(self, user_id: int, *, org: str) -> Account:
+        """Account number ``user_id`` as a member of ``org``. People who are not members are not
+        found, whatever their number: an organisation learns nothing of another's."""
+        with self.db.session() as session:
+            user = session.get(User, user_id)
+            if user is not None and any(m.slug == org for m in self._memberships(session, user.id)):
+                return self._account(session, user, org)
+        raise AccountNotFound(f"No account number {user_id} in this organisation", fix="The users page lists the accounts.")
+
     def organisations_of(self, email: str) -> list[str]:
         """The slugs of the organisations ``email`` belongs to."""
         with self.db.session() as session:
@@ -429,7 +438,7 @@ class Accounts:
         """A new password ends every session of the account."""
         with self.db.session() as session:
             user = self._user(session, email)
-            orgs = self._refuse_beyond(session, actor, user, "change your own password", "its password cannot be changed here")
+            orgs = self._refuse_beyond(session, actor, user, "change your own password", f"The password of {user.email} cannot be changed here", "a new password logs them out", "set-password")
             check_password(password, user.email)
             now = self._now()
             user.password_hash = self.hasher.hash(password)
@@ -444,7 +453,7 @@ class Accounts:
         """A disabled account cannot log in, and its sessions end at once."""
         with self.db.session() as session:
             user = self._user(session, email)
-            orgs = self._refuse_beyond(session, actor, user, "disable your own account", f"{user.email} cannot be disabled here")
+            orgs = self._refuse_beyond(session, actor, user, "disable your own account", f"{user.email} cannot be disabled here", "disabling an account locks them out", "disable")
             now = self._now()
             if disabled and user.disabled_at is None:
                 user.disabled_at = now
@@ -664,7 +673,7 @@ class Accounts:
                 fix="Ask another admin, or use `headwater user` on the server.",
             )
 
-    def _refuse_beyond(self, session: Session, actor: Actor | None, user: User, own: str, elsewhere: str) -> list[str]:
+    def _refuse_beyond(self, session: Session, actor: Actor | None, user: User, own: str, elsewhere: str, effect: str, command: str) -> list[str]:
         """The organisations a change to the whole account touches (all of the person's), after the
         rules for an admin: not their own account, a member of their organisation, and of no
         other: one organisation's admin may not lock a person out of the others."""
@@ -679,8 +688,8 @@ class Accounts:
         if len(orgs) > 1:
             raise NotPermitted(
                 elsewhere,
-                why="they also belong to other organisations of this Headwater, and this would change their account in all of them",
-                fix=f"Change their role here instead, or ask the server's operator: headwater user {'disable' if 'disabled' in elsewhere else 'set-password'} {user.email}.",
+                why=f"they also belong to other organisations of this Headwater, and {effect} of all of them",
+                fix=f"Change their role here instead, or ask the server's operator: headwater user {command} {user.email}.",
             )
         return orgs
 
