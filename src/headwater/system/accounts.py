@@ -477,7 +477,9 @@ class Accounts:
         stored = _attributes_json(attributes)
         now = self._now()
         token = secrets.token_urlsafe(32)
-        created_by = created_by or (actor.name if actor else "unknown")
+        created_by = created_by or (actor.name if actor else None)
+        if created_by is None:
+            raise ValueError("an invitation needs created_by or an actor: who made it")
         with self.db.session() as session:
             self._refuse_outsider(session, actor, org)
             session.add(Invitation(token_hash=hash_token(token), org_id=self._org_id(session, org), email=email, role=role.value, attributes=stored, created_by=created_by[:254], created_at=now, expires_at=now + ttl))
