@@ -399,11 +399,12 @@ def _accounts(project: Path | None, install: Path | None = None, org: str | None
         db.close()
 
 
-def _audit(accounts: Any, org: str, action: str, target: str, **detail: Any) -> None:
-    """The audit-log entry for an account change made from this command line."""
-    from headwater.system.audit import cli_actor, record
+def _operator() -> Any:
+    """Who changes accounts from this command line: the server's operator, as the audit log names them."""
+    from headwater.system.accounts import Actor
+    from headwater.system.audit import cli_actor
 
-    record(accounts.db, org=org, actor=cli_actor(), action=action, target=target, detail=detail or None)
+    return Actor.operator(cli_actor())
 
 
 def _new_password(email: str, from_stdin: bool) -> str:
@@ -443,13 +444,12 @@ def user_add(
     attributes = parse_attributes(attrs or [])
     with _accounts(project, install, org) as (accounts, slug):
         if accounts.exists(email) and slug not in accounts.organisations_of(email):
-            created = accounts.add_member(email, role, org=slug, attributes=attributes)
+            created = accounts.add_member(email, role, org=slug, attributes=attributes, actor=_operator())
             joined = True
         else:
             accounts.check_new(email, role)  # a duplicate is refused before asking for a password
-            created = accounts.create_user(email, _new_password(email, password_stdin), role, org=slug, attributes=attributes)
+            created = accounts.create_user(email, _new_password(email, password_stdin), role, org=slug, attributes=attributes, actor=_operator())
             joined = False
-        _audit(accounts, slug, "user_added", created.email, role=created.role, **({"attributes": attributes} if attributes else {}))
     scope = "; sees only rows with " + ", ".join(f"{k} = {' or '.join(v)}" for k, v in attributes.items()) if attributes else ""
     how = "with the password they already have" if joined else "at /login of `headwater serve`"
     where = "" if slug == DEFAULT_ORG else f" in {slug}"
@@ -485,8 +485,7 @@ def user_set_role(
 
     attributes = parse_attributes(attrs) if attrs is not None else None
     with _accounts(project, install, org) as (accounts, slug):
-        changed = accounts.set_role(email, role, org=slug, attributes=attributes)
-        _audit(accounts, slug, "role_changed", changed.email, role=changed.role, **({"attributes": attributes} if attributes is not None else {}))
+        changed = accounts.set_role(email, role, org=slug, attributes=attributes, actor=_operator())
     out.print(f"{changed.email} is now {changed.role}{'' if slug == DEFAULT_ORG else f' in {slug}'}.", highlight=False)
 
 
@@ -495,9 +494,7 @@ def user_set_password(email: Annotated[str, typer.Argument(show_default=False)],
     """Set a new password; every session of the account ends (logged out everywhere)."""
     with _accounts(project, install, need_org=False) as (accounts, _slug):
         found = accounts.get(email)
-        accounts.set_password(found.email, _new_password(found.email, password_stdin))
-        for slug in accounts.organisations_of(found.email):
-            _audit(accounts, slug, "password_changed", found.email)
+        accounts.set_password(found.email, _new_password(found.email, password_stdin), actor=_operator())
     out.print(f"New password set for {found.email}; its sessions were ended.", highlight=False)
 
 
@@ -505,9 +502,7 @@ def user_set_password(email: Annotated[str, typer.Argument(show_default=False)],
 def user_disable(email: Annotated[str, typer.Argument(show_default=False)], install: InstallOpt = None, project: ProjectOpt = None) -> None:
     """Stop an account from logging in (to every organisation), and end its sessions now."""
     with _accounts(project, install, need_org=False) as (accounts, _slug):
-        changed = accounts.set_disabled(email, True)
-        for slug in accounts.organisations_of(changed.email):
-            _audit(accounts, slug, "user_disabled", changed.email)
+        changed = accounts.set_disabled(email, True, actor=_operator())
     out.print(f"{changed.email} is disabled and logged out everywhere.", highlight=False)
 
 
@@ -515,9 +510,7 @@ def user_disable(email: Annotated[str, typer.Argument(show_default=False)], inst
 def user_enable(email: Annotated[str, typer.Argument(show_default=False)], install: InstallOpt = None, project: ProjectOpt = None) -> None:
     """Let a disabled account log in again."""
     with _accounts(project, install, need_org=False) as (accounts, _slug):
-        changed = accounts.set_disabled(email, False)
-        for slug in accounts.organisations_of(changed.email):
-            _audit(accounts, slug, "user_enabled", changed.email)
+        changed = accounts.set_disabled(email, False, actor=_operator())
     out.print(f"{changed.email} can log in again.", highlight=False)
 
 

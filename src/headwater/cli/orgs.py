@@ -179,16 +179,15 @@ def invite(
     import datetime as dt
 
     from headwater.system import audit
-    from headwater.system.accounts import Accounts
+    from headwater.system.accounts import Accounts, Actor
     from headwater.system.orgs import parse_attributes
 
     attributes = parse_attributes(attrs or [])
     db, slug = target_db(project, install, org)
     try:
         accounts = Accounts(db)
-        token = accounts.invite(email, role, org=slug, created_by=audit.cli_actor(), attributes=attributes, ttl=dt.timedelta(days=days))
+        token = accounts.invite(email, role, org=slug, attributes=attributes, ttl=dt.timedelta(days=days), actor=Actor.operator(audit.cli_actor()))
         invited = accounts.invitation(token)
-        audit.record(db, org=slug, actor=audit.cli_actor(), action="invitation_created", target=invited.email, detail={"role": str(invited.role)})
     finally:
         db.close()
     base = (base_url or _base_url(project) or "").rstrip("/")

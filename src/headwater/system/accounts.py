@@ -16,6 +16,12 @@ the `headwater user` commands both use it.
   bytes; only its SHA-256 is stored, it expires, and it works once, for the address it was made for.
 - Failed logins are recorded in the system database (`login_failures`), so the limit holds across
   restarts and across processes serving the same database, and costs nothing in memory.
+- Who may change an account (`Actor`): an organisation's admin (the web app) changes members of
+  their own organisation only, never their own account, never a person's account in a way that
+  reaches into other organisations (disabling, a new password), and brings an existing account into
+  their organisation only by invitation; the server's operator (`headwater user`) may do all of it.
+  A change made by an actor is written to the audit log in the same transaction as the change, so
+  none is made unaudited; without an actor (setting up: the demo, tests) nothing is audited.
 
 Passwords and tokens are never logged, and never part of an error message.
 """
@@ -41,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from headwater.errors import HeadwaterError, NotFound
+from headwater.system import audit
 from headwater.system.db import SystemDB
 from headwater.system.models import Invitation, LoginFailure, LoginSession, Membership, Organisation, User
 from headwater.system.orgs import DEFAULT_ORG, clean_attributes
@@ -113,6 +120,10 @@ class UnknownRole(AccountError):
 
 class AccountNotFound(NotFound):
     pass
+
+
+class NotPermitted(AccountError):
+    """A change this actor may not make (their own account, another organisation's people)."""
 
 
 class InvitationInvalid(AccountError):
@@ -243,6 +254,31 @@ class SessionUser:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who asks for an account change: named so in the audit log, and bound by the rules of their kind.
+
+    An organisation's admin (``Actor.admin``) is an account acting in one organisation; the
+    server's operator (``Actor.operator``, `headwater user` on the server) is trusted with all."""
+
+    name: str  # the audit log's actor: the admin's e-mail, or `audit.cli_actor()`
+    user_id: int | None = None  # the admin's own account; None: the operator
+    org: str | None = None  # the organisation the admin acts in
+    ip: str | None = None  # where the request came from (web only)
+
+    @classmethod
+    def operator(cls, name: str) -> Actor:
+        return cls(name)
+
+    @classmethod
+    def admin(cls, email: str, user_id: int, *, org: str, ip: str | None = None) -> Actor:
+        return cls(email, user_id, org, ip)
+
+    @property
+    def is_operator(self) -> bool:
+        return self.user_id is None
+
+
+@dataclass(frozen=True)
 class NewSession:
     token: str  # goes into the cookie; not stored anywhere on the server
     user: SessionUser
@@ -296,13 +332,14 @@ class Accounts:
         if session.scalar(select(User.id).where(User.email == email)) is not None:
             raise DuplicateEmail(f"There is already an account for {email}", fix=f"Change its role with `headwater user set-role {email} {role}`, or its password with `headwater user set-password {email}`.")
 
-    def create_user(self, email: str, password: str, role: Role | str = Role.viewer, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None) -> Account:
+    def create_user(self, email: str, password: str, role: Role | str = Role.viewer, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None, actor: Actor | None = None) -> Account:
         email = normalise_email(email)
         role = parse_role(role)
         check_password(password, email)
         stored = _attributes_json(attributes)
         now = self._now()
         with self.db.session() as session:
+            self._refuse_outsider(session, actor, org)
             self._refuse_duplicate(session, email, role)
             user = User(email=email, password_hash=self.hasher.hash(password), created_at=now, password_changed_at=now)
             session.add(user)
@@ -311,6 +348,7 @@ class Accounts:
             except IntegrityError:  # created by someone else between the check and here
                 raise DuplicateEmail(f"There is already an account for {email}") from None
             session.add(Membership(user_id=user.id, org_id=self._org_id(session, org), role=role.value, created_at=now, attributes=stored))
+            self._audit(session, actor, org, "user_added", email, _role_detail(role, stored))
             session.commit()
             logger.info("account created: %s (%s in %s)", email, role, org)
             return self._account(session, user, org)
@@ -319,17 +357,28 @@ class Accounts:
         with self.db.session() as session:
             return session.scalar(select(User.id).where(User.email == normalise_email(email))) is not None
 
-    def add_member(self, email: str, role: Role | str, *, org: str, attributes: Attributes | None = None) -> Account:
+    def add_member(self, email: str, role: Role | str, *, org: str, attributes: Attributes | None = None, actor: Actor | None = None) -> Account:
         """Make an existing account a member of ``org`` (a person in several organisations).
-        DuplicateEmail if they are a member already: their role is changed with set_role."""
+        DuplicateEmail if they are a member already: their role is changed with set_role.
+
+        Only the operator may: joining must be the person's own choice, so an organisation's admin
+        invites them instead (they accept with their own password)."""
         role = parse_role(role)
         stored = _attributes_json(attributes)
         with self.db.session() as session:
+            self._refuse_outsider(session, actor, org)
             user = self._user(session, email)
             org_id = self._org_id(session, org)
             if session.get(Membership, (user.id, org_id)) is not None:
                 raise DuplicateEmail(f"{user.email} is already a member of {org}", fix=f"Change their role with `headwater user set-role {user.email} {role} --org {org}`.")
+            if actor is not None and not actor.is_operator:
+                raise DuplicateEmail(
+                    f"There is already an account for {user.email}",
+                    why="it belongs to another organisation of this Headwater, and only its owner can agree to join yours",
+                    fix="Invite them instead: they accept the link with the password they already have.",
+                )
             session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now(), attributes=stored))
+            self._audit(session, actor, org, "user_added", user.email, _role_detail(role, stored))
             session.commit()
             logger.info("%s joined %s as %s", user.email, org, role)
             return self._account(session, user, org)
@@ -345,24 +394,39 @@ class Accounts:
             query = select(User).join(Membership, Membership.user_id == User.id).join(Organisation, Organisation.id == Membership.org_id).where(Organisation.slug == org)
             return [self._account(session, user, org) for user in session.scalars(query.order_by(User.email))]
 
-    def set_role(self, email: str, role: Role | str, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None) -> Account:
+    def set_role(self, email: str, role: Role | str, *, org: str = DEFAULT_ORG, attributes: Attributes | None = None, actor: Actor | None = None) -> Account:
         """Set the role (and, unless None, the row-level attributes) of ``email`` in ``org``; an
-        account that is not a member becomes one."""
-        role = parse_role(role)
-        stored = _attributes_json(attributes) if attributes is not None else None
+        account that is not a member becomes one (by the operator's hand only: an admin changes
+        members of their organisation, not their own role)."""
         with self.db.session() as session:
             user = self._user(session, email)
+            self._refuse_outsider(session, actor, org)
+            self._refuse_own(actor, user, "change your own role")
+            role = parse_role(role)
+            stored = _attributes_json(attributes) if attributes is not None else None
             org_id = self._org_id(session, org)
             membership = session.get(Membership, (user.id, org_id))
+            if membership is None and actor is not None and not actor.is_operator:
+                raise _not_a_member(user.email, org)
             if membership is None:
                 session.add(Membership(user_id=user.id, org_id=org_id, role=role.value, created_at=self._now(), attributes=stored))
             else:
                 membership.role = role.value
                 if attributes is not None:
                     membership.attributes = stored
+            self._audit(session, actor, org, "role_changed", user.email, {"role": role.value} | ({"attributes": _attributes(stored)} if attributes is not None else {}))
             session.commit()
             logger.info("role of %s in %s set to %s", user.email, org, role)
             return self._account(session, user, org)
+
+    def member(self, user_id: int, *, org: str) -> Account:
+        """Account number ``user_id`` as a member of ``org``. People who are not members are not
+        found, whatever their number: an organisation learns nothing of another's."""
+        with self.db.session() as session:
+            user = session.get(User, user_id)
+            if user is not None and any(m.slug == org for m in self._memberships(session, user.id)):
+                return self._account(session, user, org)
+        raise AccountNotFound(f"No account number {user_id} in this organisation", fix="The users page lists the accounts.")
 
     def organisations_of(self, email: str) -> list[str]:
         """The slugs of the organisations ``email`` belongs to."""
@@ -370,43 +434,56 @@ class Accounts:
             user = self._user(session, email)
             return [m.slug for m in self._memberships(session, user.id)]
 
-    def set_password(self, email: str, password: str) -> None:
+    def set_password(self, email: str, password: str, *, actor: Actor | None = None) -> None:
         """A new password ends every session of the account."""
         with self.db.session() as session:
             user = self._user(session, email)
+            orgs = self._refuse_beyond(session, actor, user, "change your own password", f"The password of {user.email} cannot be changed here", "a new password logs them out", "set-password")
             check_password(password, user.email)
             now = self._now()
             user.password_hash = self.hasher.hash(password)
             user.password_changed_at = now
             self._revoke_all(session, user.id, now)
+            for org in orgs:
+                self._audit(session, actor, org, "password_changed", user.email)
             session.commit()
             logger.info("password of %s changed; its sessions were ended", user.email)
 
-    def set_disabled(self, email: str, disabled: bool = True) -> Account:
+    def set_disabled(self, email: str, disabled: bool = True, *, actor: Actor | None = None) -> Account:
         """A disabled account cannot log in, and its sessions end at once."""
         with self.db.session() as session:
             user = self._user(session, email)
+            orgs = self._refuse_beyond(session, actor, user, "disable your own account", f"{user.email} cannot be disabled here", "disabling an account locks them out", "disable")
             now = self._now()
             if disabled and user.disabled_at is None:
                 user.disabled_at = now
                 self._revoke_all(session, user.id, now)
             elif not disabled:
                 user.disabled_at = None
+            for org in orgs:
+                self._audit(session, actor, org, "user_disabled" if disabled else "user_enabled", user.email)
             session.commit()
             logger.info("account %s %s", user.email, "disabled" if disabled else "enabled")
             return self._account(session, user, DEFAULT_ORG)
 
     # invitations
 
-    def invite(self, email: str, role: Role | str, *, org: str, created_by: str, attributes: Attributes | None = None, ttl: dt.timedelta = INVITATION_TTL) -> str:
+    def invite(
+        self, email: str, role: Role | str, *, org: str, created_by: str | None = None, attributes: Attributes | None = None, ttl: dt.timedelta = INVITATION_TTL, actor: Actor | None = None
+    ) -> str:
         """A one-time invitation for ``email`` to join ``org``; returns the link's token (shown once,
-        stored only as its SHA-256)."""
+        stored only as its SHA-256). ``created_by`` defaults to the actor's name."""
         email, role = normalise_email(email), parse_role(role)
         stored = _attributes_json(attributes)
         now = self._now()
         token = secrets.token_urlsafe(32)
+        created_by = created_by or (actor.name if actor else None)
+        if created_by is None:
+            raise ValueError("an invitation needs created_by or an actor: who made it")
         with self.db.session() as session:
+            self._refuse_outsider(session, actor, org)
             session.add(Invitation(token_hash=hash_token(token), org_id=self._org_id(session, org), email=email, role=role.value, attributes=stored, created_by=created_by[:254], created_at=now, expires_at=now + ttl))
+            self._audit(session, actor, org, "invitation_created", email, {"role": role.value})
             session.commit()
         logger.info("invitation for %s to %s as %s, by %s", email, org, role, created_by)
         return token
@@ -443,6 +520,7 @@ class Accounts:
                 session.add(Membership(user_id=user.id, org_id=org.id, role=found.role, created_at=now, attributes=found.attributes))
             else:
                 membership.role, membership.attributes = found.role, found.attributes
+            audit.add(session, org=org.slug, actor=found.email, action="invitation_accepted", target=found.email, detail={"role": found.role}, ip=ip[:45])
             session.commit()
             logger.info("invitation accepted: %s joined %s as %s", found.email, org.slug, found.role)
         return self.login(view.email, password, ip=ip, user_agent=user_agent, org=view.org)
@@ -572,6 +650,51 @@ class Accounts:
     def _revoke_all(self, session: Session, user_id: int, now: dt.datetime) -> None:
         session.execute(update(LoginSession).where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None)).values(revoked_at=now))
 
+    # rules and their audit
+
+    def _audit(self, session: Session, actor: Actor | None, org: str, action: str, target: str, detail: Mapping[str, object] | None = None) -> None:
+        """The audit entry of a change made by ``actor``, in the change's own transaction."""
+        if actor is not None:
+            audit.add(session, org=org, actor=actor.name, action=action, target=target, detail=detail, ip=actor.ip)
+
+    def _refuse_outsider(self, session: Session, actor: Actor | None, org: str) -> None:
+        """An admin acts in the organisation they are an admin of, and no other."""
+        if actor is None or actor.is_operator:
+            return
+        role = session.scalar(select(Membership.role).join(Organisation, Organisation.id == Membership.org_id).where(Membership.user_id == actor.user_id, Organisation.slug == org))
+        if actor.org != org or role != Role.admin.value:
+            raise NotPermitted(f"{actor.name} is not an admin of {org}", fix="Ask an admin of that organisation, or the server's operator (`headwater user`).")
+
+    @staticmethod
+    def _refuse_own(actor: Actor | None, user: User, action: str) -> None:
+        """No admin locks themselves out, and there is always an admin left: the one acting."""
+        if actor is not None and actor.user_id == user.id:
+            raise NotPermitted(
+                f"You cannot {action} here",
+                why="an admin who demotes or disables themselves could leave no one to manage accounts",
+                fix="Ask another admin, or use `headwater user` on the server.",
+            )
+
+    def _refuse_beyond(self, session: Session, actor: Actor | None, user: User, own: str, elsewhere: str, effect: str, command: str) -> list[str]:
+        """The organisations a change to the whole account touches (all of the person's), after the
+        rules for an admin: not their own account, a member of their organisation, and of no
+        other: one organisation's admin may not lock a person out of the others."""
+        orgs = [m.slug for m in self._memberships(session, user.id)]
+        if actor is None or actor.is_operator:
+            return orgs
+        self._refuse_own(actor, user, own)
+        assert actor.org is not None  # an admin acts in an organisation
+        self._refuse_outsider(session, actor, actor.org)
+        if actor.org not in orgs:
+            raise _not_a_member(user.email, actor.org)
+        if len(orgs) > 1:
+            raise NotPermitted(
+                elsewhere,
+                why=f"they also belong to other organisations of this Headwater, and {effect} of all of them",
+                fix=f"Change their role here instead, or ask the server's operator: headwater user {command} {user.email}.",
+            )
+        return orgs
+
     def _user(self, session: Session, email: str) -> User:
         key = normalise_email(email)
         user = session.scalar(select(User).where(User.email == key))
@@ -607,6 +730,15 @@ class Accounts:
 def tokens_match(a: str | None, b: str | None) -> bool:
     """Constant-time comparison of two tokens; a missing one never matches."""
     return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
+
+
+def _not_a_member(email: str, org: str) -> AccountNotFound:
+    return AccountNotFound(f"{email} is not a member of {org}", fix="The users page lists the members.")
+
+
+def _role_detail(role: Role, stored: str | None) -> dict[str, object]:
+    """An entry's detail for an added member: the role, and their row-level attributes if any."""
+    return {"role": role.value} | ({"attributes": _attributes(stored)} if stored else {})
 
 
 def _attributes_json(attributes: Attributes | None) -> str | None:

@@ -2,7 +2,8 @@
 
 Recorded: logins and failed logins, exports, run triggers, and changes to users, roles and secrets.
 `record` writes one entry in a transaction of its own; `add` puts one into the caller's session, so a
-change and its entry commit together (the secret store does this: no secret changes unaudited).
+change and its entry commit together (the secret store and the accounts service do this: no secret
+or account changes unaudited).
 
 ``detail`` is a small JSON object for context (a role, an export's format, a run's pipeline). It is
 passed through `headwater.redact` before it is stored, but callers must never put a secret in it in

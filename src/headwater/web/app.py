@@ -33,6 +33,7 @@ from headwater.web.audit import router as audit_router
 from headwater.web.ops import redact
 from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
+from headwater.web.users import router as users_router
 from headwater.web.tenancy import ORG_PREFIX, Tenancy
 
 logger = logging.getLogger("headwater.web")
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 # The routers whose routes are served per organisation (see web/auth.py).
-ORG_ROUTERS = (router, ops_router, audit_router)
+ORG_ROUTERS = (router, ops_router, users_router, audit_router)
 # Plotly adds <style> elements and style attributes, hence 'unsafe-inline' for styles only.
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),

@@ -1,5 +1,6 @@
-"""The web app's side of the audit log: one entry per login, failed login, export, run started,
-user, role and invitation change made through the web, and the organisation's `/admin/audit` page.
+"""The web app's side of the audit log: one entry per login, failed login, export and run started
+through the web, and the organisation's `/admin/audit` page. (Changes to users, roles and
+invitations are audited by the accounts service itself, in the change's transaction.)
 
 Entries go through `headwater.system.audit` (who, what, when, which organisation, from where). A
 login belongs to no organisation, so it is recorded once for each organisation the person is a

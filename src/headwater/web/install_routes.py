@@ -72,7 +72,6 @@ def accept_invitation(request: Request, token: str, password: Annotated[str, For
         if invitation.has_account:
             audit.login_failed(request, invitation.email, "wrong password on an invitation")
         return anonymous_form(request, "invite.html", {"invitation": invitation, "error": exc}, status=400 if not invitation.has_account else 401)
-    audit.record(request, "invitation_accepted", new.user.email, {"role": str(invitation.role)}, org=invitation.org, actor=new.user.email)
     audit.logged_in(request, new.user)
     target = (ORG_PREFIX.format(org=invitation.org) + "/") if request.app.state.tenancy.multi else "/"
     return start_session(request, new.token, target)

@@ -1,21 +1,19 @@
-"""Operations pages: sources, pipelines ("run now"), a run's live log, and the users admin page.
+"""Operations pages: sources, pipelines ("run now") and a run's live log (the users admin page is web/users.py).
 
 Everything here reads the project file and the system database, never the build database: a
 source's last sync, rows and freshness come from the run records the pipeline wrote (the sync
 step's per-table detail, the freshness checks' results). Who may open what is in
-`auth.ROUTE_RULES` (analyst+ for sources, pipelines and logs; admin for users). Like every
-organisation route, each reads its organisation from `org_context(request)`: the users page lists
-and changes the members of that organisation only.
+`auth.ROUTE_RULES` (analyst+ for sources, pipelines and logs). Like every organisation route,
+each reads its organisation from `org_context(request)`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from headwater.config.model import FreshnessCheck, LoadedProject, Pipeline
@@ -24,13 +22,10 @@ from headwater.redact import redact
 from headwater.services import describe, runs
 from headwater.services.runs import MAX_ID, RunRecord, StepRecord, log_page, log_text
 from headwater.system import SystemDB
-from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Role, SessionUser
-from headwater.system.orgs import OrgError, parse_attributes
 from headwater.web import audit, present
-from headwater.web.auth import org_context, require
+from headwater.web.auth import org_context
 from headwater.web.context import WebContext
 from headwater.web.launcher import Launcher
-from headwater.web.tenancy import OrgContext
 
 SYNCS_SHOWN = 20  # per source, on its page
 RUNS_PER_PIPELINE = 5  # on the pipelines page
@@ -268,140 +263,6 @@ def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0, le=
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
-# --- pages: users -------------------------------------------------------------------------------
-
-ADMIN = Depends(require(Role.admin))
-FLASH = {
-    "added": "Added {email}.",
-    "role": "Changed the role of {email}.",
-    "disabled": "Disabled {email}: they are logged out and cannot log in.",
-    "enabled": "Enabled {email}: they can log in again.",
-}
-BLANK_FORM = {"email": "", "role": "viewer", "attributes": ""}
-
-
-def _accounts(request: Request) -> Accounts:
-    return request.app.state.auth.accounts
-
-
-def _users_page(
-    request: Request, *, flash: str | None = None, error: Exception | None = None, form: dict[str, str] | None = None, status: int = 200, invitation: dict[str, str] | None = None
-) -> Response:
-    org = org_context(request)
-    users = _accounts(request).list_users(org=org.slug)
-    context = {"users": users, "roles": list(Role), "flash": flash, "error": error, "form": form or BLANK_FORM, "invitation": invitation}
-    return _page(request, "users.html", status=status, **context)
-
-
-def _attributes(text: str) -> dict[str, list[str]]:
-    """Row-level attributes typed in a form, one NAME=VALUE per line or comma."""
-    return parse_attributes(item.strip() for item in re.split(r"[,\n]", text) if item.strip())
-
-
-@router.get("/admin/users")
-def users_page(request: Request, done: str | None = None, email: str | None = None) -> Response:
-    flash = FLASH[done].format(email=email or "the account") if done in FLASH else None
-    return _users_page(request, flash=flash)
-
-
-@router.post("/admin/users")
-def add_user(
-    request: Request,
-    _admin: Annotated[SessionUser, ADMIN],
-    email: Annotated[str, Form(max_length=1000)] = "",
-    role: Annotated[str, Form(max_length=32)] = "viewer",
-    password: Annotated[str, Form(max_length=4096)] = "",
-    attributes: Annotated[str, Form(max_length=4000)] = "",
-) -> Response:
-    org = org_context(request)
-    try:
-        account = _accounts(request).create_user(email, password, role, org=org.slug, attributes=_attributes(attributes))
-    except (AccountError, OrgError) as exc:
-        return _users_page(request, error=exc, form={"email": email, "role": role, "attributes": attributes}, status=400)
-    audit.record(request, "user_added", account.email, {"role": str(account.role)} | ({"attributes": dict(account.attributes)} if account.attributes else {}))
-    return _done(org, "added", account.email)
-
-
-@router.post("/admin/users/{user_id:int}/role")
-def change_role(request: Request, user_id: int, admin: Annotated[SessionUser, ADMIN], role: Annotated[str, Form(max_length=32)] = "") -> Response:
-    org = org_context(request)
-    try:
-        email = _target(request, org, user_id, admin, "change your own role")
-        changed = _accounts(request).set_role(email, role, org=org.slug)
-    except AccountError as exc:
-        return _users_page(request, error=exc, status=400)
-    audit.record(request, "role_changed", email, {"role": str(changed.role)})
-    return _done(org, "role", email)
-
-
-@router.post("/admin/users/{user_id:int}/disabled")
-def set_disabled(request: Request, user_id: int, admin: Annotated[SessionUser, ADMIN], disabled: Annotated[str, Form(max_length=8)] = "1") -> Response:
-    org = org_context(request)
-    off = disabled.strip().lower() in ("1", "true", "yes", "on")
-    try:
-        email = _target(request, org, user_id, admin, "disable your own account")
-        _only_here(request, org, email)
-    except AccountError as exc:
-        return _users_page(request, error=exc, status=400)
-    _accounts(request).set_disabled(email, off)
-    audit.record(request, "user_disabled" if off else "user_enabled", email)
-    return _done(org, "disabled" if off else "enabled", email)
-
-
-@router.post("/admin/invitations")
-def invite(
-    request: Request,
-    admin: Annotated[SessionUser, ADMIN],
-    email: Annotated[str, Form(max_length=1000)] = "",
-    role: Annotated[str, Form(max_length=32)] = "viewer",
-    attributes: Annotated[str, Form(max_length=4000)] = "",
-) -> Response:
-    """A one-time link to join this organisation, shown once on the page (it is not stored)."""
-    org = org_context(request)
-    try:
-        token = _accounts(request).invite(email, role, org=org.slug, created_by=admin.email, attributes=_attributes(attributes))
-    except (AccountError, OrgError) as exc:
-        return _users_page(request, error=exc, form={"email": email, "role": role, "attributes": attributes}, status=400)
-    invited = _accounts(request).invitation(token)
-    audit.record(request, "invitation_created", invited.email, {"role": str(invited.role)})
-    link = (org.project.config.web.base_url or str(request.base_url)).rstrip("/") + f"/invite/{token}"
-    return _users_page(request, invitation={"email": invited.email, "role": str(invited.role), "link": link, "expires": present.utc(invited.expires_at)})
-
-
-class OwnAccount(AccountError):
-    pass
-
-
-def _target(request: Request, org: OrgContext, user_id: int, admin: SessionUser, action: str) -> str:
-    """The e-mail of member ``user_id`` of this organisation; never the admin's own (no one locks
-    themselves out, and there is always an admin left: the one acting). People who are not members
-    here are not found, whatever their number."""
-    if user_id == admin.user_id:
-        raise OwnAccount(
-            f"You cannot {action} here",
-            why="an admin who demotes or disables themselves could leave no one to manage accounts",
-            fix="Ask another admin, or use `headwater user` on the server.",
-        )
-    for account in _accounts(request).list_users(org=org.slug):
-        if account.id == user_id:
-            return account.email
-    raise AccountNotFound(f"No account number {user_id} in this organisation", fix="The users page lists the accounts.")
-
-
-def _only_here(request: Request, org: OrgContext, email: str) -> None:
-    """An account is the person's in every organisation: one organisation's admin may not lock
-    them out of the others."""
-    others = [slug for slug in _accounts(request).organisations_of(email) if slug != org.slug]
-    if others:
-        raise OwnAccount(
-            f"{email} cannot be disabled here",
-            why="they also belong to other organisations of this Headwater, and disabling an account locks them out of all of them",
-            fix="Change their role here instead, or ask the server's operator: headwater user disable EMAIL.",
-        )
-
-
-def _done(org: OrgContext, what: str, email: str) -> Response:
-    return RedirectResponse(org.url("/admin/users?" + urlencode({"done": what, "email": email})), status_code=303)
 
 
 # --- helpers ------------------------------------------------------------------------------------
