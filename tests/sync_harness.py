@@ -51,7 +51,7 @@ def thread_rng(seed: int, name: str) -> random.Random:
 
 @contextmanager
 def telling_the_seed(seed: int) -> Iterator[None]:
-    """Append the seed, and how to replay it, to the message of an assertion failing inside."""
+    """Append the seed, and how to replay it, to the message of an assertion failing inside (to any other error, as a note)."""
     replay = f"(random seed {seed}: replay with {SEED_VARIABLE}={seed})"
     try:
         yield
@@ -60,6 +60,9 @@ def telling_the_seed(seed: int) -> Iterator[None]:
         raise
     except pytest.fail.Exception as exc:
         pytest.fail(f"{exc.msg}\n{replay}", pytrace=exc.pytrace)
+    except Exception as exc:  # a KeyError, a sync's error: pytest prints the note under it
+        exc.add_note(replay)
+        raise
 
 
 @dataclass
