@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pg import _free_port  # one free-port probe for every throwaway server
+from loopback import free_port  # one free-port probe for every throwaway server
 
 SERVICE_USER = "mysql"
 ADMIN = "hwadmin"
@@ -81,7 +81,7 @@ class Server:
         server = _find("mariadbd", "mysqld")
         log = self.base / "error.log"
         for _attempt in range(5):  # another process may take the free port between probe and start
-            self.port = _free_port()
+            self.port = free_port()
             command = [
                 server, "--no-defaults", f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
                 f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={log}", "--skip-name-resolve", "--skip-log-bin",

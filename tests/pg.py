@@ -13,11 +13,12 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from loopback import free_port  # one free-port probe for every throwaway server
 
 SERVICE_USER = "postgres"
 
@@ -37,12 +38,6 @@ def find_bin_dir() -> Path:
     if not found:
         raise Unavailable("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin (install them with `apt-get install -y postgresql`)")
     return Path(max(found, key=version))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -71,7 +66,7 @@ class Server:
             raise Unavailable(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
         last = ""
         for _attempt in range(5):  # another process may grab the free port between probe and start
-            self.port = _free_port()
+            self.port = free_port()
             options = f"-p {self.port} -k {self.base / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.base / "server.log"), "-o", options, "-w", "-t", "60", "start", check=False)
             if started.returncode == 0:
@@ -125,7 +120,7 @@ def start_standby(primary: Server) -> Server:
         shutil.rmtree(base, ignore_errors=True)
         raise Unavailable(f"pg_basebackup failed:\n{backup.stdout}\n{backup.stderr}")
     for _attempt in range(5):
-        standby.port = _free_port()
+        standby.port = free_port()
         options = f"-p {standby.port} -k {base / 'sock'} -c listen_addresses=127.0.0.1 -c hot_standby=on"
         started = standby._run(str(primary.bin_dir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"), "-o", options, "-w", "-t", "60", "start", check=False)
         if started.returncode == 0:

@@ -7,12 +7,9 @@ the way the run orchestration calls it after a run's final attempt.
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import json
 import logging
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,14 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from loopback import QuietHandler, http_server
+from loopback import Mailbox, QuietHandler, free_port, http_server
 from sqlalchemy import insert, select
 
 from headwater import redact as redaction
@@ -49,26 +45,6 @@ ERROR = (
 # --- servers -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def bodies(self) -> list[str]:
-        return [m.get_content() for m in self.messages]
-
-
 @dataclass
 class SMTPServer:
     port: int
@@ -78,7 +54,7 @@ class SMTPServer:
 
 def start_smtp(**kwargs: Any) -> tuple[Controller, SMTPServer]:
     mailbox = Mailbox()
-    server = SMTPServer(free_port(), mailbox)
+    server = SMTPServer(mailbox.port, mailbox)
     controller = Controller(mailbox, hostname="127.0.0.1", port=server.port, **kwargs)
     controller.start()
     return controller, server
@@ -513,7 +489,7 @@ def _authenticator(server: SMTPServer) -> Any:
 @pytest.fixture
 def tls_smtp(certificate: tuple[Path, Path]) -> Iterator[SMTPServer]:
     mailbox = Mailbox()
-    server = SMTPServer(free_port(), mailbox)
+    server = SMTPServer(mailbox.port, mailbox)
     controller = Controller(
         mailbox, hostname="127.0.0.1", port=server.port, tls_context=_server_context(certificate), require_starttls=True, authenticator=_authenticator(server), auth_require_tls=True
     )
@@ -566,7 +542,7 @@ def test_secrets_never_leak(tmp_path: Path, db: SystemDB, logs: Logs, hooks: Hoo
     redaction.install_logging()  # as every program that runs pipelines does (the CLI, a run's process, the web app)
     caplog.set_level(logging.DEBUG)  # httpx logs request URLs at INFO, httpcore more at DEBUG
     mailbox = Mailbox()
-    server = SMTPServer(free_port(), mailbox)
+    server = SMTPServer(mailbox.port, mailbox)
     controller = Controller(mailbox, hostname="127.0.0.1", port=server.port, authenticator=_authenticator(server), auth_require_tls=False)
     controller.start()
     try:

@@ -8,12 +8,12 @@ import getpass
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_process import run_cli
 from conftest_web import PASSWORD as WEB_PASSWORD
 from conftest_web import empty_project_fixture, log_in, project_fixture  # noqa: F401 - fixtures by name
 from fastapi.testclient import TestClient
@@ -24,7 +24,6 @@ from headwater.config.model import LoadedProject, Project
 from headwater.system import SystemDB, audit
 from headwater.system.models import AuditEntry, Organisation
 
-HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
 PASSWORD = "correct horse battery staple"
 ME = f"cli:{getpass.getuser()}"
 
@@ -121,7 +120,7 @@ def test_deleting_an_organisation_deletes_its_entries(db: SystemDB) -> None:
 
 def hw(*args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
-    return subprocess.run([*HEADWATER, *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, env=environment, check=False)
+    return run_cli(*args, cwd=cwd, stdin=stdin, env=environment)
 
 
 @pytest.fixture

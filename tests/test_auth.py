@@ -9,7 +9,6 @@ import itertools
 import logging
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from argon2 import PasswordHasher
+from cli_process import run_cli
 from conftest_web import FAST_HASHER, PASSWORD, account, client_fixture, empty_project_fixture, form_log_in, install_fixture, member, project_fixture  # noqa: F401
 from fastapi import Depends
 from fastapi.testclient import TestClient
@@ -54,7 +54,6 @@ UTC = dt.UTC
 START = dt.datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 ROLES = [Role.viewer, Role.analyst, Role.admin]
 WHO = ["anonymous", *ROLES]
-HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
 
 
 @dataclass
@@ -845,6 +844,24 @@ def test_forwarded_for_is_the_rate_limit_key_only_when_trusted(project: LoadedPr
         clock.advance(minutes=16)
 
 
+@pytest.mark.parametrize(("value", "trusted"), [(None, False), ("", False), ("0", False), ("no", False), ("off", False), ("1", True), ("true", True), (" Yes ", True), ("ON", True)])
+def test_headwater_trust_proxy_headers_switches_the_forwarded_headers_on(project: LoadedProject, monkeypatch: pytest.MonkeyPatch, value: str | None, trusted: bool) -> None:
+    """The app `headwater serve` makes reads HEADWATER_TRUST_PROXY_HEADERS: on, X-Forwarded-Proto makes
+    cookies secure and X-Forwarded-For is the client's address (the login rate limit's key); off or
+    unset, a header anyone can send changes neither."""
+    from starlette.requests import Request
+
+    if value is None:
+        monkeypatch.delenv("HEADWATER_TRUST_PROXY_HEADERS", raising=False)
+    else:
+        monkeypatch.setenv("HEADWATER_TRUST_PROXY_HEADERS", value)
+    app = create_app(project)
+    with TestClient(app, headers={"X-Forwarded-Proto": "https"}) as client:
+        assert ("secure" in set_cookies(client.get("/login"))[LOGIN_CSRF_COOKIE].lower()) is trusted
+    behind_a_proxy = Request({"type": "http", "headers": [(b"x-forwarded-for", b"198.51.100.1, 203.0.113.9")], "client": ("127.0.0.1", 40000)})
+    assert app.state.auth.client_ip(behind_a_proxy) == ("203.0.113.9" if trusted else "127.0.0.1")
+
+
 def test_wrong_password_shows_the_form_again(web: TestClient, project: LoadedProject) -> None:
     account(project, "viewer")
     response = form_login(web, "viewer@example.org", "not my password")
@@ -996,7 +1013,7 @@ def test_too_many_failed_logins_get_429_then_recover(web: TestClient, project: L
 
 
 def hw(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HEADWATER, *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "200"})
+    return run_cli(*args, cwd=cwd, stdin=stdin, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "200"}, timeout=60)
 
 
 def test_user_add_from_the_command_line(empty_project: LoadedProject) -> None:

@@ -13,10 +13,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from cli_process import HEADWATER, cli_env, run_cli
 
 from headwater.errors import ExitCode
 
-COMMAND = [sys.executable, "-m", "headwater.cli.main"]
+COMMAND = HEADWATER
 
 # Each command and words from its help text that say what it is for.
 COMMANDS = {
@@ -31,8 +32,7 @@ COMMANDS = {
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
-    env.update(NO_COLOR="1", PYTHONIOENCODING="utf-8", **extra)
-    return env
+    return cli_env(env, NO_COLOR="1", PYTHONIOENCODING="utf-8", **extra)
 
 
 def hw(*args: str | Path, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -403,3 +403,12 @@ def test_logs_redacts_a_password_in_a_log_line(project: Path) -> None:
     assert "Hunter2Secret" not in result.stdout + result.stderr
     assert "postgresql://etl:***@db/crm" in result.stdout
     assert " error could not connect to" in result.stdout  # the line's time, level and text, as the run page prints it
+def test_cli_children_run_the_code_under_test(tmp_path: Path) -> None:
+    """tests/cli_process.py: a child started from an environment built from scratch imports the
+    `headwater` these tests imported (a worktree's), not the one installed in the venv."""
+    import headwater
+
+    probe = [sys.executable, "-c", "import headwater; print(headwater.__file__)"]
+    child = subprocess.run(probe, env=cli_env({"PATH": "/usr/bin:/bin"}), capture_output=True, text=True, timeout=60, check=True)
+    assert Path(child.stdout.strip()).resolve() == Path(headwater.__file__).resolve()
+    assert run_cli("--version", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}).stdout.strip() == f"headwater {headwater.__version__}"

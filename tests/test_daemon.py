@@ -23,17 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_process import SCRIPT, cli_env
 
 from headwater.cli.launch import code_key, socket_path
 from headwater.errors import ExitCode
 
-SCRIPT = Path(sys.executable).with_name("headwater")  # the console script: the client
-
 
 def _env(runtime: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "HEADWATER_NO_DAEMON", "APP_DB")}
-    env.update(HEADWATER_RUNTIME_DIR=str(runtime), PYTHONIOENCODING="utf-8", **extra)
-    return env
+    return cli_env(env, HEADWATER_RUNTIME_DIR=str(runtime), PYTHONIOENCODING="utf-8", **extra)
 
 
 @pytest.fixture
@@ -141,17 +139,33 @@ def _busy_sync(runtime: Path, project: Path, tmp_path: Path) -> tuple[subprocess
     return client, handle
 
 
+def _read_until(client: subprocess.Popen[str], text: str, seconds: float = 30) -> str:
+    """What ``client`` wrote to its stdout pipe up to and including ``text``; fails after ``seconds``.
+    Reads the pipe's descriptor directly, so a later ``communicate()`` returns only what follows."""
+    assert client.stdout is not None
+    fd, seen = client.stdout.fileno(), b""
+    deadline = time.monotonic() + seconds
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(left, 0))
+        chunk = os.read(fd, 65536) if ready else b""
+        assert chunk, f"no {text!r} from the client within {seconds:.0f}s (it exited: {client.poll()}); its stdout so far: {seen.decode(errors='replace')!r}"
+        seen += chunk
+    return seen.decode()
+
+
 def test_ctrl_c_on_the_client_stops_the_command(server: Path, runtime: Path, project: Path, tmp_path: Path) -> None:
     client, lock = _busy_sync(runtime, project, tmp_path)
     try:
         assert _wait_until(lambda: len(_forks(server, "sync")) == 1)
         (fork,) = _forks(server, "sync")
-        time.sleep(0.5)  # the fork is waiting for the lock
+        waiting = _read_until(client, "waiting for it to finish")  # the fork is in the lock's wait, not starting up
         assert _alive(fork) and client.poll() is None
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=15)
+        out = waiting + out
         assert client.returncode == 130, (client.returncode, out, err)  # 128 + SIGINT, as a process of its own exits
-        assert "Traceback" not in err and "waiting for it to finish" in out
+        assert "Traceback" not in err
         assert _wait_until(lambda: not _alive(fork))
     finally:
         client.kill()

@@ -382,13 +382,10 @@ def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> 
 # --- publishing a project without marts/ ----------------------------------------------------------
 
 
-def headwater(*args: str, cwd: Path):
-    import os
-    import subprocess
-    import sys
+def headwater(*args: str, cwd: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+    from cli_process import cli_env, run_cli
 
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return run_cli(*args, cwd=cwd, timeout=300, env=cli_env(NO_COLOR="1", COLUMNS="200"))
 
 
 def test_nothing_to_publish_names_the_models_there_are_and_the_lines_to_write(tmp_path: Path) -> None:

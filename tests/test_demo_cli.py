@@ -7,11 +7,8 @@ import datetime as dt
 import http.cookiejar
 import io
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -20,16 +17,16 @@ from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
+from cli_process import HEADWATER, cli_env, run_cli
 from demo_project import assert_matches_reference
+from loopback import free_port
 from reference import flake_rate_weekly
 
 from headwater.demo import demo_timezone
 
-HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
-
 
 def headwater(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HEADWATER, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    return run_cli(*args, cwd=cwd, timeout=timeout, env=cli_env(COLUMNS="200"))
 
 
 def _typed(row: dict[str, str]) -> tuple[tuple, dict]:
@@ -92,12 +89,6 @@ def test_runs_json_lists_the_demo_run(demo_dir):
     assert runs[0]["rows_synced"] > 5000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _log_in(base: str, email: str, password: str) -> urllib.request.OpenerDirector:
     """A browser-like opener (cookies) logged in through the login form."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
@@ -110,9 +101,9 @@ def _log_in(base: str, email: str, password: str) -> urllib.request.OpenerDirect
 
 
 def test_demo_serves_the_dashboard(tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([*HEADWATER, "demo", str(tmp_path / "served"), "--signups", "1000", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    process = subprocess.Popen([*HEADWATER, "demo", str(tmp_path / "served"), "--signups", "1000", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(COLUMNS="200"))
     try:
         deadline = time.monotonic() + 180
         for line in process.stdout:  # the demo prints how to log in, then serves

@@ -8,22 +8,19 @@ not answer ("Temporary failure in name resolution") may pass, and stays transien
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_process import cli_env, run_cli
 
 from headwater.errors import ExitCode, unresolved_host
 
 HOST = "no-such-host.invalid"
-COMMAND = [sys.executable, "-m", "headwater.cli.main"]
 
 
 def hw(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "HEADWATER_NO_DAEMON": "1"}
-    return subprocess.run([*COMMAND, *args, "-p", str(project)], env=env, capture_output=True, text=True, timeout=300)
+    return run_cli(*args, "-p", project, env=cli_env(NO_COLOR="1", HEADWATER_NO_DAEMON="1"), timeout=300)
 
 
 def project(root: Path, source: str) -> Path:

@@ -7,17 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_process import HEADWATER, cli_env, run_cli
 from conftest_web import FAST_HASHER, ORG_DATA, PASSWORD, form_log_in, install_fixture, make_install, member  # noqa: F401
 from fastapi.testclient import TestClient
+from loopback import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,12 +30,11 @@ from headwater.system.orgs import SLUG, Install, Organisations, OrgError, check_
 from headwater.web import create_app
 from headwater.web.auth import LOGIN_CSRF_COOKIE, AuthSettings
 
-HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
 START = dt.datetime(2024, 5, 6, 9, 0, tzinfo=dt.UTC)
 
 
 def hw(*args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HEADWATER, *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250", **(env or {})})
+    return run_cli(*args, cwd=cwd, stdin=stdin, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250", **(env or {})})
 
 
 def app_of(install: Install) -> Any:
@@ -396,20 +395,28 @@ def test_one_organisation_loading_its_files_does_not_hold_up_the_others(install:
         tenancy.shutdown()
 
 
+def _first_answer(client: httpx.Client, path: str, server: subprocess.Popen[bytes], seconds: float = 60) -> httpx.Response:
+    """``path``'s response once the server listens; fails, with the server's stderr, if it exits or never does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited ({server.returncode}) before answering {path}: {server.communicate()[1].decode()[-3000:]}")
+        try:
+            return client.get(path)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the server did not answer {path} within {seconds:.0f}s: {server.communicate()[1].decode()[-3000:]}")
+            time.sleep(0.1)
+
+
 def test_serve_install_serves_every_organisation(install: Install) -> None:
     member(install, "ana@example.org", "beta", "viewer")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([*HEADWATER, "serve", "--install", str(install.root), "--port", str(port), "--no-scheduler"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+    port = free_port()
+    server = subprocess.Popen([*HEADWATER, "serve", "--install", str(install.root), "--port", str(port), "--no-scheduler"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env({"PATH": "/usr/bin:/bin"}))
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            for _ in range(100):
-                try:
-                    health = client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            health = _first_answer(client, "/healthz", server)
             assert health.json() == {"status": "ok"}  # nothing about the organisations to anonymous callers
             client.get("/login")
             client.post("/login", data={"email": "ana@example.org", "password": PASSWORD, "csrf_token": client.cookies.get(LOGIN_CSRF_COOKIE) or ""})

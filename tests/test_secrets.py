@@ -9,7 +9,6 @@ import logging
 import os
 import stat
 import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cli_process import run_cli
 from cryptography.fernet import Fernet, InvalidToken
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +44,6 @@ from headwater.system.secrets import (
     org_key,
 )
 
-HEADWATER = [sys.executable, "-m", "headwater.cli.main"]
 ACTOR = "cli:tester"
 
 
@@ -554,9 +553,7 @@ def test_python_logging_is_redacted_for_handlers_made_later() -> None:
 
 def hw(*args: str | Path, cwd: Path, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "COLUMNS": "200", **env}
-    if "PYTHONPATH" in os.environ:  # the code under test, when it is not the installed package's
-        environment.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
-    return subprocess.run([*HEADWATER, *map(str, args)], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, env=environment, check=False)
+    return run_cli(*args, cwd=cwd, stdin=stdin, env=environment)
 
 
 def test_cli_set_list_delete_never_print_the_value(tmp_path: Path) -> None:

@@ -728,22 +728,24 @@ def test_killed_syncs_converge_to_the_source(tmp_path: Path, db: Db, mysql_serve
                 cur.execute("DELETE FROM items WHERE id = %s", [rng.randint(1, next_id[0])])
                 cur.execute("DELETE FROM plain WHERE id = %s", [rng.randint(1, 30000)])
 
-    rng = random.Random(20240601)
-    with sync_harness.Writer(change) as writer:
-        # Kills spread over one whole sync (its process start included), measured under the writer's load.
-        began = time.monotonic()
-        assert sync_harness.run_sync(root, "app", env=env).returncode == 0
-        duration = time.monotonic() - began
-        outcomes = sync_harness.kill_at_random_moments(root, "app", rounds=8, rng=rng, min_delay=0.3 * duration, max_delay=1.1 * duration, env=env)
-    writer_con.close()
-    assert writer.steps > 50
-    assert sum(o.killed for o in outcomes) >= 3
+    seed = sync_harness.random_seed(default=20240601)
+    with sync_harness.telling_the_seed(seed):
+        with sync_harness.Writer(change, seed=seed) as writer:
+            # Kills spread over one whole sync (its process start included), measured under the writer's load.
+            began = time.monotonic()
+            assert sync_harness.run_sync(root, "app", env=env).returncode == 0
+            duration = time.monotonic() - began
+            kills = sync_harness.thread_rng(seed, "kills")
+            outcomes = sync_harness.kill_at_random_moments(root, "app", rounds=8, rng=kills, min_delay=0.3 * duration, max_delay=1.1 * duration, env=env)
+        writer_con.close()
+        assert writer.steps > 50
+        assert sum(o.killed for o in outcomes) >= 3
 
-    final = sync_harness.run_sync(root, "app", env=env)
-    assert final.returncode == 0, final.stdout + final.stderr
-    p = load_project(root, env=env)
-    items_equal(p, db)
-    assert raw_table(p, "plain", "id, a, b") == db.rows("SELECT id, a, b FROM plain ORDER BY id")
+        final = sync_harness.run_sync(root, "app", env=env)
+        assert final.returncode == 0, final.stdout + final.stderr
+        p = load_project(root, env=env)
+        items_equal(p, db)
+        assert raw_table(p, "plain", "id, a, b") == db.rows("SELECT id, a, b FROM plain ORDER BY id")
 
 
 def _quote(text: str) -> str:
@@ -753,11 +755,9 @@ def _quote(text: str) -> str:
 
 
 def _closed_port() -> int:
-    import socket
+    from loopback import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # nothing listens there
 
 
 # --- names -----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,7 +19,9 @@ from typing import Any
 import duckdb
 import psycopg
 import pytest
+from cli_process import SCRIPT, cli_env
 from sqlalchemy.engine import make_url
+from sync_harness import random_seed, telling_the_seed, thread_rng
 
 from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
@@ -227,7 +228,7 @@ def test_index_path_catches_a_transaction_that_started_before_the_sync_and_commi
     h.sync(**settings)
     late = psycopg.connect(libpq(h.url))  # not autocommit: BEGIN at its first statement
     late.execute("SELECT 1")  # the transaction starts (its now() is fixed) but has no xid yet
-    time.sleep(0.2)
+    time.sleep(0.2)  # not a wait: the late now() must be clearly older than the on-time update's
     h.sql("UPDATE items SET name = 'on time', updated_at = now() WHERE id = 8")
     assert h.sync(**settings)["items"].rows_read == 1  # row 8; row 7 is not written yet
     late.execute("UPDATE items SET name = 'late', updated_at = now() WHERE id = 7")
@@ -534,10 +535,10 @@ def test_wrong_password_missing_table_and_missing_grant(h: Harness, postgres_ser
     original = hba.read_text()
     hba.write_text("host all syncer 127.0.0.1/32 scram-sha-256\n" + original)
     h.sql("SELECT pg_reload_conf()")
+    u = make_url(h.url)
+    bad = u.set(username="syncer", password="wrong-pw").render_as_string(hide_password=False)
     try:
-        time.sleep(0.5)
-        u = make_url(h.url)
-        bad = u.set(username="syncer", password="wrong-pw").render_as_string(hide_password=False)
+        _wait_until_login_is(bad, refused=True)  # the server reloads pg_hba.conf in its own time
         with pytest.raises(HeadwaterError, match="refused the user or password") as info:
             Harness.sync(_with_url(h, bad))
         assert "wrong-pw" not in info.value.render()
@@ -550,6 +551,22 @@ def test_wrong_password_missing_table_and_missing_grant(h: Harness, postgres_ser
     finally:
         hba.write_text(original)
         h.sql("SELECT pg_reload_conf()")
+        _wait_until_login_is(bad, refused=False)  # trust again, before the next test connects
+
+
+def _wait_until_login_is(url: str, *, refused: bool, seconds: float = 30) -> None:
+    """Wait until logging in with ``url`` is refused (or accepted): how a reload of pg_hba.conf shows."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            psycopg.connect(libpq(url), connect_timeout=5).close()
+            accepted = True
+        except psycopg.OperationalError:
+            accepted = False
+        if accepted != refused:
+            return
+        assert time.monotonic() < deadline, f"logging in as {make_url(url).username} was still {'accepted' if accepted else 'refused'} {seconds:.0f}s after pg_reload_conf()"
+        time.sleep(0.05)
 
 
 def _with_url(h: Harness, url: str) -> Harness:
@@ -601,11 +618,12 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) ->
     settings = {**HOURLY, "overrides": {"items": {"lookback": "0s"}}} if by_index else {}
     (make_indexed_items if by_index else make_items)(h, 30000)
     stop = threading.Event()
-    rng = random.Random(7)
+    seed = random_seed(default=7)
     old = "now()" if by_index else "now() - interval '1 day'"
     shared = "now()" if by_index else "'2021-01-01'"
 
     def writer(next_id: int) -> None:
+        rng = thread_rng(seed, f"writer {next_id}")
         con = psycopg.connect(libpq(h.url), autocommit=True)
         while not stop.is_set():
             kind = rng.random()
@@ -630,27 +648,28 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) ->
         t.start()
     script = h.tmp / "sync_forever.py"
     script.write_text(SYNC_SCRIPT)
-    kills = 0
-    try:
-        for _ in range(8):
-            proc = subprocess.Popen([sys.executable, str(script), h.url, str(h.warehouse), json.dumps(settings)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.5, 3.0))
-            if proc.poll() is not None:
-                pytest.fail(f"the sync process died by itself: {proc.stderr.read().decode()[-2000:]}")
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert kills == 8
-    if by_index:  # a sync between full passes: every source row is in raw as it is (deletes wait for the pass)
-        assert h.sync(**settings)["items"].notes == []
-        assert h.state("items")["read"] == "updated_at index"
-        assert set(source_items(h)) <= set(raw_items(h))
-    h.sync(check_deletes_every="0s")
-    assert raw_items(h) == source_items(h)
+    kills, rng = 0, thread_rng(seed, "kills")
+    with telling_the_seed(seed):
+        try:
+            for _ in range(8):
+                proc = subprocess.Popen([sys.executable, str(script), h.url, str(h.warehouse), json.dumps(settings)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+                time.sleep(rng.uniform(0.5, 3.0))  # the kill's random moment: the behaviour under test
+                if proc.poll() is not None:
+                    pytest.fail(f"the sync process died by itself: {proc.stderr.read().decode()[-2000:]}")
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                kills += 1
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert kills == 8
+        if by_index:  # a sync between full passes: every source row is in raw as it is (deletes wait for the pass)
+            assert h.sync(**settings)["items"].notes == []
+            assert h.state("items")["read"] == "updated_at index"
+            assert set(source_items(h)) <= set(raw_items(h))
+        h.sync(check_deletes_every="0s")
+        assert raw_items(h) == source_items(h)
 
 
 # --- a real read replica ----------------------------------------------------------------------------
@@ -707,8 +726,7 @@ def test_sync_from_a_hot_standby(postgres_server: Any, fresh_pg_database: str, t
 
 
 def _headwater(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("headwater")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ | {"NO_COLOR": "1", "COLUMNS": "200"})
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=cli_env(NO_COLOR="1", COLUMNS="200"), check=False)
 
 
 def test_headwater_sync_command_records_the_run_with_table_stats(h: Harness) -> None:

@@ -5,15 +5,16 @@ synced as text, as the source says: never loaded as another value, never a crash
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import cli_env, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from headwater.errors import ExitCode
 from sqlite_source import Harness
 
 
@@ -166,6 +167,20 @@ def test_values_that_fit_arrive_as_sqlite_holds_them(tmp_path_factory: pytest.Te
 def test_headwater_sync_with_a_mismatch_exits_0_and_reports_the_quarantine(h: Harness) -> None:
     h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, BAD[0]])
     (h.tmp / "headwater.yml").write_text("name: shop\nsources:\n  app:\n    type: sqlite\n    path: app.db\n")
-    done = subprocess.run([sys.executable, "-m", "headwater.cli.main", "sync", "app", "--json", "-p", str(h.tmp)], capture_output=True, text=True, timeout=120)
+    done = run_cli("sync", "app", "--json", "-p", h.tmp)
     assert done.returncode == 0, done.stderr
     assert '"quarantined": 1' in done.stdout and "five" in done.stdout
+
+
+def test_headwater_sync_of_a_table_the_source_does_not_sync_says_which_it_does(h: Harness) -> None:
+    """`headwater sync SOURCE TABLE` with a TABLE the source does not sync: a user error naming the
+    table and the tables it does sync, printed once, and nothing synced."""
+    h.sql("CREATE TABLE people (id INTEGER PRIMARY KEY)", "CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    (h.tmp / "headwater.yml").write_text("name: shop\nsources:\n  app:\n    type: sqlite\n    path: app.db\n")
+    result = run_cli("sync", "app", "people", "no_such_table", "-p", h.tmp, env=cli_env(NO_COLOR="1", COLUMNS="250"))
+    assert result.returncode == ExitCode.USER_ERROR, result.stdout + result.stderr
+    err = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "no_such_table is not one of the tables this source syncs" in err, err
+    assert "it syncs: orders, people" in err and "Fix: Check the table name" in err, err
+    assert err.count("is not one of the tables") == 1 and "Traceback" not in err, err
+    assert "people" not in result.stdout  # the known table was not synced either

@@ -78,16 +78,15 @@ def test_a_value_too_big_for_the_memory_limit_names_column_and_key(f: Harness) -
 
 def test_the_projects_memory_limit_is_the_syncs_and_prune_needs_the_whole_source(f: Harness) -> None:
     """`headwater sync` syncs under warehouse.memory_limit, lower or higher than the default."""
-    import os
     import subprocess
-    import sys
+
+    from cli_process import cli_env, run_cli
 
     f.sql("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO docs VALUES (9, printf('%.*c', 100000000, 'x'))")
 
     def run(limit: str, *args: str) -> subprocess.CompletedProcess[str]:
         (f.tmp / "headwater.yml").write_text(f"name: mem\nwarehouse:\n  memory_limit: {limit}\nsources:\n  app:\n    type: sqlite\n    path: app.db\n")
-        command = [sys.executable, "-m", "headwater.cli.main", "sync", *args, "--project", str(f.tmp)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ | {"NO_COLOR": "1"}, check=False)
+        return run_cli("sync", *args, "--project", f.tmp, timeout=300, env=cli_env(NO_COLOR="1"))
 
     low = run("40MB")
     assert low.returncode == 2 and "column body of the row with id = 9" in low.stderr and "Traceback" not in low.stderr, low.stderr

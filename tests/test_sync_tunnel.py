@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from loopback import free_port
 from sqlalchemy.engine import make_url
 
 from headwater.config import load_project
@@ -55,9 +56,7 @@ class Bastion:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         for _attempt in range(5):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = free_port()
             config = self.base / "sshd_config"
             config.write_text(
                 textwrap.dedent(f"""\

@@ -157,14 +157,29 @@ def _wait_for_step(project, step: str, process: subprocess.Popen[bytes], timeout
     raise AssertionError(f"the run never reached {step}")
 
 
+def _wait_for_log(project, pattern: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Wait until the newest run logs a line matching ``pattern`` (a regular expression)."""
+    run_id = recent_runs_of(project)[0].id
+    deadline = time.monotonic() + timeout
+    db = open_system_db(project)
+    try:
+        while not any(re.search(pattern, line.message) for line in log_lines(db, run_id)):
+            assert process.poll() is None, f"run {run_id} ended before it logged a line like {pattern!r}"
+            assert time.monotonic() < deadline, f"run {run_id} logged no line like {pattern!r} within {timeout:.0f}s"
+            time.sleep(0.05)
+    finally:
+        db.close()
+
+
 def test_sigkill_mid_build_leaves_published_data_and_the_next_run_succeeds(demo):
     assert execute(demo, None, "cli").status == "success"
     before = _published_state(demo)
     process = _child(demo)
     _wait_for_step(demo, "dbt:build", process)
-    time.sleep(0.5)  # inside dbt's work
+    _wait_for_log(demo, r"\d+ of \d+ OK created", process)  # inside dbt's work: a model built, others to come
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert [s.status for s in recent_runs_of(demo)[0].steps if s.name == "dbt:build"] == ["running"]  # killed mid-build
     assert _published_state(demo) == before
     assert recent_runs_of(demo)[0].status == "running"  # nobody could record the death...
 
@@ -382,7 +397,43 @@ def test_demo_project_declares_a_daily_pipeline_with_checks():
 
 
 
-def test_worker_catches_up_once_after_downtime(demo):
+# `headwater worker` with the scheduler's decisions printed: its log lines are how a test sees them.
+LOGGED_WORKER = """
+import logging, sys
+from headwater.cli.main import main
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    main()
+"""
+
+
+class OutputLines:
+    """A process's output lines, read in a thread, so a test can wait for one with a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process, self.lines = process, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None or self.thread.is_alive(), f"the process exited ({self.process.returncode}) before printing {text!r}:\n{self.text()}"
+            assert time.monotonic() < deadline, f"no {text!r} within {seconds:.0f}s; output so far:\n{self.text()}"
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def test_worker_catches_up_once_after_downtime(demo, tmp_path):
     import datetime as dt
 
     from headwater.system import ScheduleState
@@ -394,21 +445,25 @@ def test_worker_catches_up_once_after_downtime(demo):
             session.commit()
     finally:
         db.close()
-    worker = subprocess.Popen([sys.executable, "-m", "headwater.cli.main", "worker", "-p", str(demo.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    script = tmp_path / "worker.py"
+    script.write_text(LOGGED_WORKER)
+    worker = subprocess.Popen([sys.executable, str(script), "worker", "-p", str(demo.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = OutputLines(worker)
     try:
-        deadline = time.monotonic() + 120
-        while not any(r.status == "success" for r in recent_runs_of(demo)):
-            assert worker.poll() is None, worker.communicate()[0]
-            assert time.monotonic() < deadline, "no catch-up run within 120 s"
-            time.sleep(0.5)
-        time.sleep(2)  # room for a wrong second catch-up to start
+        # Every catch-up the start decides on is queued (or dropped) before this line: none can come later.
+        output.wait_for("scheduler running for project", seconds=120)
+        output.wait_for("pipeline flake_rate: catch_up run finished: success", seconds=300)
     finally:
         worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=60)[0]
-    assert worker.returncode == 0, output
+        worker.wait(timeout=60)
+        output.thread.join(10)
+    log = output.text()
+    assert worker.returncode == 0, log
+    decided = [line for line in log.splitlines() if re.search(r"pipeline flake_rate: \S+ run (queued|dropped|not queued)", line)]
+    assert len(decided) == 1 and "catch_up run queued" in decided[0], log  # once, not three times (nor three tries)
     runs = recent_runs_of(demo)
-    assert [(r.trigger, r.status) for r in runs] == [("catch_up", "success")]  # once, not three times
-    assert "flake_rate" in output and "0 7 * * *" in output
+    assert [(r.trigger, r.status) for r in runs] == [("catch_up", "success")], log
+    assert "flake_rate" in log and "0 7 * * *" in log
 
 
 def test_logs_follow_streams_a_live_run_to_its_end(demo):
