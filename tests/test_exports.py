@@ -526,9 +526,9 @@ def test_export_to_a_full_disk_says_so(project) -> None:
 def test_export_into_a_pipe_closed_early_stops_quietly(project) -> None:
     """`headwater export T -o - | head -1`: the reader is gone; the export stops like any Unix filter
     (exit 141, 128 + SIGPIPE, as a shell reports `yes | head`), with no traceback and no "bug" message."""
-    env = {**os.environ, "NO_COLOR": "1", "HEADWATER_NO_DAEMON": "1"}
-    command = [sys.executable, "-m", "headwater.cli.main", "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"]
-    runs = [sys.executable, "-m", "headwater.cli.main", "runs", "-p", str(project.root)]
+    env = cli_env(NO_COLOR="1", HEADWATER_NO_DAEMON="1")
+    command = [*HEADWATER, "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"]
+    runs = [*HEADWATER, "runs", "-p", str(project.root)]
     for fmt, args in (("csv", [*command, "-f", "csv"]), ("xlsx", [*command, "-f", "xlsx"]), ("runs", runs), ("runs --json", [*runs, "--json"])):
         with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
             proc.stdout.close()  # the reader leaves before the first byte is written
