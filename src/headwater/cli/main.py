@@ -139,7 +139,7 @@ def run(
 
 
 def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.history import get_run
     from headwater.orchestrate.supervise import execute
     from headwater.system.audit import cli_actor
@@ -189,7 +189,7 @@ def logs(
     import time
 
     from headwater.errors import NotFound
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.history import get_run, log_lines
 
     loaded = _project(project)
@@ -219,7 +219,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.history import recent_runs
 
     loaded = _project(project)
@@ -337,7 +337,7 @@ def serve(
 @app.command()
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.scheduler import run_worker
     from headwater.orchestrate.supervise import start_warm_attempts
 
@@ -368,7 +368,7 @@ def _describe_schedules(project: Any) -> None:
 def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
     import uvicorn
 
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.scheduler import Scheduler
     from headwater.orchestrate.supervise import start_warm_attempts
     from headwater.web import create_app

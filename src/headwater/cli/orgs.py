@@ -199,9 +199,9 @@ def invite(
 
 def _base_url(project: Path | None) -> str | None:
     try:
-        from headwater.config import load_project
+        from headwater.system.orgs import load_with_secrets
 
-        return load_project(project).config.web.base_url
+        return load_with_secrets(project).config.web.base_url
     except HeadwaterError:
         return None
 

@@ -13,11 +13,11 @@ from headwater.config.model import LoadedProject, Pipeline
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
 from headwater.orchestrate.history import abandon_stale_runs
-from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
+from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder
 from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.orchestrate.sync import sync_sources
-from headwater.system import Run, RunStep, SystemDB
+from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
