@@ -338,6 +338,7 @@ def serve(
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
     from headwater.system import open_system_db
+    from headwater.cli.serving import executor
     from headwater.orchestrate.scheduler import run_worker
     from headwater.orchestrate.supervise import start_warm_attempts
 
@@ -346,15 +347,9 @@ def worker(project: ProjectOpt = None) -> None:
     try:
         _describe_schedules(loaded)
         start_warm_attempts()
-        run_worker(loaded, db, _executor(loaded))
+        run_worker(loaded, db, executor(loaded))
     finally:
         db.close()
-
-
-def _executor(project: Any) -> Any:
-    from headwater.orchestrate.supervise import execute
-
-    return lambda pipeline, trigger: execute(project, pipeline, trigger).status
 
 
 def _describe_schedules(project: Any) -> None:
@@ -366,27 +361,23 @@ def _describe_schedules(project: Any) -> None:
 
 
 def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
-    import uvicorn
-
+    from headwater.cli.serving import serve_web
     from headwater.system import open_system_db
-    from headwater.orchestrate.scheduler import Scheduler
-    from headwater.orchestrate.supervise import start_warm_attempts
+    from headwater.system.orgs import DEFAULT_ORG
     from headwater.web import create_app
 
-    start_warm_attempts()  # scheduled runs and the app's "run now"
     db = open_system_db(project)
-    jobs = Scheduler(project, db, _executor(project)) if scheduler and any(p.schedule for p in project.config.pipelines.values()) else None
-    if jobs:
-        _describe_schedules(project)
-        jobs.start()
-    out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
     try:
-        # Forwarded headers are trusted by the app's own setting only (HEADWATER_TRUST_PROXY_HEADERS).
-        # The app's "run now" goes through this process's scheduler when there is one (one queue).
-        uvicorn.run(create_app(project, scheduler=jobs), host=host, port=port, log_level="warning", proxy_headers=False)
+        serve_web(
+            db,
+            {DEFAULT_ORG: project} if scheduler else {},
+            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG)),
+            host=host,
+            port=port,
+            announce=lambda _slug, scheduled: _describe_schedules(scheduled),
+            banner=lambda: out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)"),
+        )
     finally:
-        if jobs:
-            jobs.shutdown(wait=False)
         db.close()
 
 
