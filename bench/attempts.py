@@ -32,7 +32,7 @@ from demo_pipeline import BIN, machine  # noqa: E402
 
 def _attempt(project: object) -> tuple[float, float]:
     """Wall seconds of one supervised attempt, and how much of it the run's own record does not cover."""
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs
     from headwater.orchestrate.supervise import execute
 

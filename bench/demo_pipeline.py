@@ -78,7 +78,7 @@ def breakdown(project: Path, wall: float) -> dict[str, float]:
     import json
 
     from headwater.config import load_project
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.services.runs import get_run, recent_runs
 
     loaded = load_project(project)

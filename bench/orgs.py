@@ -67,7 +67,7 @@ def prepare(workdir: Path, orgs: int, signups: int) -> tuple[Path, Path]:
 
 def _viewers(install: Path, anchor: Path, slugs: list[str]) -> None:
     from headwater.config import load_project
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.system.accounts import Accounts
     from headwater.system.orgs import Install
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from sqlalchemy import insert
 
 from headwater import redact as redaction
-from headwater.config import load_project
 from headwater.scaffold import init_project
 from headwater.system import Run, RunLog, SystemDB
+from headwater.system.orgs import load_with_secrets
 from headwater.system.secrets import KEY_FILE_ENV, open_store
 
 LINE = "1 of 14 OK created sql table model marts.flake_rate_weekly [OK in 0.42s] (postgresql://etl:***@db/crm, 1,312 rows)"
@@ -77,10 +77,10 @@ def bench_loading(loads: int, workdir: Path) -> list[tuple[str, float]]:
     with open_store("sqlite:///.headwater/system.db", secret, env) as store:
         store.set("default", "SMTP_PASSWORD", "literal-password", "bench")
         store.set("default", "HOOK_URL", "https://hooks.example.org/T0/B0/x", "bench")
-    load_project(secret, env)  # the first load migrates nothing more, but warms imports
+    load_with_secrets(secret, env)  # the first load migrates nothing more, but warms imports
     return [
-        ("load_project, values in the file (anchor)", per_call(lambda: load_project(plain, env), loads) / 1000),
-        ("load_project, two ${secret:...}", per_call(lambda: load_project(secret, env), loads) / 1000),
+        ("load_project, values in the file (anchor)", per_call(lambda: load_with_secrets(plain, env), loads) / 1000),
+        ("load_project, two ${secret:...}", per_call(lambda: load_with_secrets(secret, env), loads) / 1000),
     ]
 
 

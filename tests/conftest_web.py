@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 import headwater
 from headwater.cli.orgs import point_at_install
 from headwater.config import LoadedProject, load_project
-from headwater.orchestrate import open_system_db
+from headwater.system import open_system_db
 from headwater.system.accounts import Accounts, DuplicateEmail, SessionUser
 from headwater.system.orgs import Install, Organisations, project_name
 from headwater.warehouse import Warehouse

@@ -7,6 +7,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from headwater import redact as redaction
 from headwater.config.model import LoadedProject, Project
 from headwater.system import SystemDB, audit
 from headwater.system.models import AuditEntry, Organisation
+from headwater.system.orgs import Install
 
 PASSWORD = "correct horse battery staple"
 ME = f"cli:{getpass.getuser()}"
@@ -236,8 +238,8 @@ def test_scheduled_and_dependent_runs_are_audited_as_the_scheduler(tmp_path: Pat
 
 
 def test_web_events_are_audited_with_who_and_from_where(project: LoadedProject) -> None:
-    from headwater.orchestrate import open_system_db
     from headwater.orchestrate.scheduler import Scheduler
+    from headwater.system import open_system_db
     from headwater.web import create_app
     from headwater.web.auth import LOGIN_CSRF_COOKIE
 
@@ -291,3 +293,98 @@ def _user_id(db: SystemDB, email: str) -> int:
 
     with db.session() as session:
         return session.scalars(select(User.id).where(User.email == email)).one()
+
+
+# --- an install of many organisations: each run is filed under its own organisation -----------------
+
+
+@pytest.fixture
+def two_orgs(tmp_path: Path) -> Iterator[Install]:
+    """An install with organisations acme and beta, each a scaffolded project recording its runs in
+    the install's database, with a scheduled pipeline whose source is missing (a run fails at once)."""
+    from headwater.cli.orgs import point_at_install
+    from headwater.scaffold import init_project
+    from headwater.system.orgs import Install, Organisations, project_name
+
+    install = Install.create(tmp_path / "inst")
+    db = install.open_db()
+    try:
+        for slug in ("acme", "beta"):
+            folder = install.root / "orgs" / slug
+            init_project(folder, project_name(slug))
+            text = point_at_install((folder / "headwater.yml").read_text(), project_name(slug), install.project_system_url())
+            text = text.replace("sources: {}\n", "sources:\n  gone:\n    type: sqlite\n    path: data/gone.db\n")
+            text = text.replace("pipelines: {}\n", "pipelines:\n  nightly:\n    schedule: {cron: '0 3 * * *'}\n")
+            (folder / "headwater.yml").write_text(text)
+            Organisations(db).create(slug, project_path=str(folder.resolve()))
+    finally:
+        db.close()
+    yield install
+
+
+def install_entries(install: Install) -> list[audit.Event]:
+    db = install.open_db()
+    try:
+        return all_entries(db)
+    finally:
+        db.close()
+
+
+def org_project(install: Install, slug: str) -> LoadedProject:
+    from headwater.system.orgs import Organisations
+
+    db = install.open_db()
+    try:
+        return install.load_project(Organisations(db).get(slug))
+    finally:
+        db.close()
+
+
+def test_an_organisations_cli_run_is_filed_under_it(two_orgs: Install) -> None:
+    result = hw("run", cwd=two_orgs.root / "orgs" / "beta")
+    assert result.returncode != 0 and "gone.db" in result.stderr
+    assert [(e.org, e.actor, e.action, e.target, e.detail) for e in install_entries(two_orgs)] == [("beta", ME, "run_triggered", "nightly", {"trigger": "cli"})]
+
+
+def test_an_organisations_scheduled_runs_are_filed_under_it(two_orgs: Install) -> None:
+    from headwater.orchestrate.scheduler import Scheduler
+
+    db = two_orgs.open_db()
+    scheduler = Scheduler(org_project(two_orgs, "acme"), db, lambda pipeline, trigger: "success")
+    try:
+        scheduler._fire("nightly")  # what APScheduler calls at 03:00
+        assert scheduler.wait_idle(10)
+    finally:
+        scheduler.shutdown(wait=True)
+        db.close()
+    assert [(e.org, e.actor, e.target, e.detail) for e in install_entries(two_orgs)] == [("acme", "scheduler", "nightly", {"trigger": "schedule"})]
+
+
+@pytest.mark.parametrize("through_scheduler", [True, False])
+def test_an_organisations_run_now_is_filed_under_it(two_orgs: Install, through_scheduler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest_web import FAST_HASHER, form_log_in, member
+
+    from headwater.orchestrate.scheduler import Scheduler
+    from headwater.web import create_app
+    from headwater.web import launcher as web_launcher
+    from headwater.web.auth import AuthSettings
+
+    started: list[tuple[str, str]] = []
+    monkeypatch.setattr(web_launcher, "_supervised", lambda project, pipeline, trigger: started.append((project.config.name, pipeline)))
+    member(two_orgs, "admin-beta@example.org", "beta", "admin")
+    db = two_orgs.open_db()
+    jobs = {"beta": Scheduler(org_project(two_orgs, "beta"), db, lambda pipeline, trigger: started.append(("beta", pipeline)) or "success")} if through_scheduler else {}
+    try:
+        with TestClient(create_app(two_orgs, AuthSettings(hasher=FAST_HASHER), schedulers=jobs)) as client:
+            form_log_in(client, "admin-beta@example.org")
+            page = client.get("/o/beta/pipelines").text
+            token = {"X-CSRF-Token": re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)}  # type: ignore[union-attr]
+            assert client.post("/o/beta/pipelines/nightly/run", headers=token, follow_redirects=False).status_code == 303
+            assert (jobs["beta"] if jobs else client.app.state.auth.tenancy.site("beta").launcher).wait_idle(10)  # type: ignore[attr-defined]
+    finally:
+        for job in jobs.values():
+            job.shutdown(wait=True)
+        db.close()
+    assert len(started) == 1
+    runs = [(e.org, e.actor, e.target) for e in install_entries(two_orgs) if e.action == "run_triggered"]
+    assert runs == [("beta", "admin-beta@example.org", "nightly")]

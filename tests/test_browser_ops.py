@@ -154,7 +154,7 @@ def test_admin_adds_a_user_in_the_browser(browser: Any, server: Server) -> None:
 
 def _ensure_a_run(server: Server) -> None:
     launcher = server.app.state.launcher
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs
 
     db = open_system_db(launcher.project)

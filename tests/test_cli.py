@@ -382,7 +382,7 @@ def test_logs_redacts_a_password_in_a_log_line(project: Path) -> None:
     import datetime as dt
 
     from headwater.config.loader import load_project
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.system import Run, RunLog
 
     loaded = load_project(project)

@@ -15,7 +15,8 @@ import pytest
 
 from headwater.config import LoadedProject, load_project
 from headwater.errors import RunFailed
-from headwater.orchestrate import open_system_db, run_pipeline
+from headwater.orchestrate import run_pipeline
+from headwater.system import open_system_db
 from headwater.services.runs import get_run, recent_runs
 from headwater.scaffold import init_project
 from headwater.warehouse import Warehouse

@@ -26,7 +26,7 @@ import yaml
 from demo_project import make_project, recent_runs_of
 
 from headwater.config import load_project
-from headwater.orchestrate import open_system_db
+from headwater.system import open_system_db
 from headwater.warehouse import Warehouse
 
 

@@ -13,7 +13,8 @@ from demo_project import AS_OF, assert_matches_reference, campaign_db, execute_s
 from reference import flake_rate_weekly
 
 from headwater.errors import ProjectBusy, RunFailed
-from headwater.orchestrate import open_system_db, run_pipeline
+from headwater.orchestrate import run_pipeline
+from headwater.system import open_system_db
 from headwater.services.runs import get_run, recent_runs
 from headwater.publish import PublishedData
 from headwater.warehouse import Warehouse

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text, update
 
 from headwater import redact as redaction
-from headwater.config import load_project
 from headwater.config.yamlfile import load_yaml, resolve_secrets
 from headwater.errors import ConfigError, ExitCode, HeadwaterError
 from headwater.system import SystemDB
 from headwater.system.models import Organisation, Secret
+from headwater.system.orgs import load_with_secrets
 from headwater.system.secrets import (
     KEY_ENV,
     KEY_FILE_ENV,
@@ -370,7 +370,7 @@ def test_secrets_fill_in_alert_channels(tmp_path: Path) -> None:
     with project_store(root, env) as store:
         store.set("default", "SMTP_PASSWORD", smtp_pw, ACTOR)
         store.set("default", "SLACK_WEBHOOK_URL", hook, ACTOR)
-    loaded = load_project(root, env)
+    loaded = load_with_secrets(root, env)
     email, webhook = loaded.config.alerts
     assert email.smtp.password == smtp_pw and webhook.url == hook  # type: ignore[union-attr]
     assert redaction.redact(f"login with {smtp_pw} to {hook}") == "login with *** to ***"
@@ -386,6 +386,7 @@ def test_a_secret_inside_a_postgres_url(tmp_path: Path) -> None:
 
     class Lookup:
         org = "default"
+        org_option = ""
 
         def __call__(self, names: list[str]) -> dict[str, str]:
             return {"CRM_DB_PASSWORD": "p@ss/w:rd"} if names == ["CRM_DB_PASSWORD"] else {}
@@ -398,7 +399,7 @@ def test_a_secret_inside_a_postgres_url(tmp_path: Path) -> None:
 def test_a_missing_secret_names_the_line_and_the_command(tmp_path: Path) -> None:
     root, env = init_project(tmp_path / "p", ALERTS), project_env(tmp_path)
     with pytest.raises(ConfigError) as exc:
-        load_project(root, env)
+        load_with_secrets(root, env)
     rendered = exc.value.render()
     lines = (root / "headwater.yml").read_text().splitlines()
     line = next(i for i, content in enumerate(lines, start=1) if "${secret:SMTP_PASSWORD}" in content)
@@ -408,7 +409,7 @@ def test_a_missing_secret_names_the_line_and_the_command(tmp_path: Path) -> None
 
 def test_a_project_without_secrets_never_opens_the_system_database(tmp_path: Path) -> None:
     root = init_project(tmp_path / "p", "alerts:\n  - {type: webhook, url: '$${secret:NOT_A_REFERENCE}'}\n")
-    loaded = load_project(root, project_env(tmp_path))
+    loaded = load_with_secrets(root, project_env(tmp_path))
     assert loaded.config.alerts[0].url == "${secret:NOT_A_REFERENCE}"  # $$ escapes it  # type: ignore[union-attr]
     assert not (root / ".headwater").exists()
 
@@ -419,11 +420,11 @@ def test_the_organisation_is_a_parameter(tmp_path: Path) -> None:
         add_org(store.db, "acme")
         store.set("acme", "SMTP_PASSWORD", "acme-smtp-pw", ACTOR)
         store.set("acme", "SLACK_WEBHOOK_URL", "https://hooks.example.org/acme-hook", ACTOR)
-    assert load_project(root, env, org="acme").config.alerts[0].smtp.password == "acme-smtp-pw"  # type: ignore[union-attr]
+    assert load_with_secrets(root, env, org="acme").config.alerts[0].smtp.password == "acme-smtp-pw"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="not set in organisation default"):
-        load_project(root, env)
+        load_with_secrets(root, env)
     with pytest.raises(ConfigError) as other:
-        load_project(root, env, org="beta")
+        load_with_secrets(root, env, org="beta")
     assert "No organisation 'beta'" in other.value.render()
 
 
@@ -442,7 +443,7 @@ def test_secrets_are_refused_where_they_cannot_work_or_would_leak(tmp_path: Path
         content = content.replace("dbt:\n  project_dir: .\n", "")
     (root / "headwater.yml").write_text(content + extra)
     with pytest.raises(ConfigError) as exc:
-        load_project(root, project_env(tmp_path))
+        load_with_secrets(root, project_env(tmp_path))
     assert message in exc.value.render()
     assert not (root / ".headwater").exists()  # refused before any lookup
 
@@ -452,7 +453,7 @@ def test_dashboards_cannot_use_secrets(tmp_path: Path) -> None:
     (root / "dashboards").mkdir(exist_ok=True)
     (root / "dashboards" / "board.yml").write_text("title: '${secret:X}'\ntable: t\ncharts: [{title: a, type: kpi, measures: {n: count(*)}}]\n")
     with pytest.raises(ConfigError, match="dashboards cannot use"):
-        load_project(root, project_env(tmp_path))
+        load_with_secrets(root, project_env(tmp_path))
 
 
 def test_an_invalid_secret_value_is_reported_without_the_value(tmp_path: Path) -> None:
@@ -461,7 +462,7 @@ def test_an_invalid_secret_value_is_reported_without_the_value(tmp_path: Path) -
     with project_store(root, env) as store:
         store.set("default", "SMTP_PORT_TOKEN", value, ACTOR)
     with pytest.raises(ConfigError) as exc:
-        load_project(root, env)
+        load_with_secrets(root, env)
     assert "alerts.0.smtp.port" in exc.value.render() and value not in exc.value.render()
 
 
@@ -475,7 +476,7 @@ def test_environment_values_named_like_secrets_are_redacted(tmp_path: Path) -> N
       - {type: webhook, url: "https://hooks.example.org/${HOOK_TOKEN}"}
     """
     root = init_project(tmp_path / "p", extra)
-    load_project(root, {"ALERT_HOST": host, "ALERT_USER": "plain-user", "ALERT_PW": password, "HOOK_TOKEN": token})
+    load_with_secrets(root, {"ALERT_HOST": host, "ALERT_USER": "plain-user", "ALERT_PW": password, "HOOK_TOKEN": token})
     assert redaction.redact(f"{password} {token} {host} plain-user") == f"*** *** {host} plain-user"
 
 
@@ -721,7 +722,7 @@ def test_no_secret_is_left_anywhere_after_a_run_that_uses_them(tmp_path: Path) -
             assert run.returncode == ExitCode.RUN_FAILED, run.stderr[-3000:]
             outputs += [run, hw("logs", "1", cwd=root, env=env), hw("runs", "--json", cwd=root, env=env), hw("secrets", "list", cwd=root, env=env)]
 
-            project = load_project(root, env)
+            project = load_with_secrets(root, env)
             with TestClient(create_app(project)) as client:
                 log_in(client, project, "admin")
                 pages = [client.get(path) for path in ("/runs/1", "/api/runs/1/log", "/pipelines", "/sources", "/sources/campaign", "/admin/users")]

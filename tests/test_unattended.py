@@ -23,7 +23,8 @@ from demo_project import execute_source, make_project, published_rows, recent_ru
 from loopback import smtp_server, webhook_server
 
 from headwater.config import load_project
-from headwater.orchestrate import open_system_db, supervise
+from headwater.orchestrate import supervise
+from headwater.system import open_system_db
 from headwater.services.runs import get_run, log_lines
 from headwater.orchestrate.supervise import execute
 from headwater.warehouse import Warehouse

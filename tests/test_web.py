@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from headwater import dashboards
 from headwater.config import LoadedProject, load_project
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.orchestrate import open_system_db
+from headwater.system import open_system_db
 from headwater.publish import PublishedData
 from headwater.system import Run
 from headwater.warehouse import Warehouse

@@ -137,7 +137,7 @@ def run(
 
 
 def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.orchestrate.supervise import execute
     from headwater.services.runs import get_run, published_tables, run_json
     from headwater.system.audit import cli_actor
@@ -181,7 +181,7 @@ def logs(
     from rich.text import Text
 
     from headwater.errors import NotFound
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.services.runs import LEVEL_AT, get_run, log_lines, log_text
 
     loaded = _project(project)
@@ -213,7 +213,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs, run_json
 
     loaded = _project(project)
@@ -319,7 +319,8 @@ def serve(
 @app.command()
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
+    from headwater.cli.serving import executor
     from headwater.orchestrate.scheduler import run_worker
     from headwater.orchestrate.supervise import start_warm_attempts
 
@@ -328,15 +329,9 @@ def worker(project: ProjectOpt = None) -> None:
     try:
         _describe_schedules(loaded)
         start_warm_attempts()
-        run_worker(loaded, db, _executor(loaded))
+        run_worker(loaded, db, executor(loaded))
     finally:
         db.close()
-
-
-def _executor(project: Any) -> Any:
-    from headwater.orchestrate.supervise import execute
-
-    return lambda pipeline, trigger: execute(project, pipeline, trigger).status
 
 
 def _describe_schedules(project: Any) -> None:
@@ -348,27 +343,23 @@ def _describe_schedules(project: Any) -> None:
 
 
 def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
-    import uvicorn
-
-    from headwater.orchestrate import open_system_db
-    from headwater.orchestrate.scheduler import Scheduler
-    from headwater.orchestrate.supervise import start_warm_attempts
+    from headwater.cli.serving import serve_web
+    from headwater.system import open_system_db
+    from headwater.system.orgs import DEFAULT_ORG
     from headwater.web import create_app
 
-    start_warm_attempts()  # scheduled runs and the app's "run now"
     db = open_system_db(project)
-    jobs = Scheduler(project, db, _executor(project)) if scheduler and any(p.schedule for p in project.config.pipelines.values()) else None
-    if jobs:
-        _describe_schedules(project)
-        jobs.start()
-    out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
     try:
-        # Forwarded headers are trusted by the app's own setting only (HEADWATER_TRUST_PROXY_HEADERS).
-        # The app's "run now" goes through this process's scheduler when there is one (one queue).
-        uvicorn.run(create_app(project, scheduler=jobs), host=host, port=port, log_level="warning", proxy_headers=False)
+        serve_web(
+            db,
+            {DEFAULT_ORG: project} if scheduler else {},
+            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG)),
+            host=host,
+            port=port,
+            announce=lambda _slug, scheduled: _describe_schedules(scheduled),
+            banner=lambda: out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)"),
+        )
     finally:
-        if jobs:
-            jobs.shutdown(wait=False)
         db.close()
 
 

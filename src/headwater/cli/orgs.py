@@ -54,7 +54,7 @@ def target_db(project: Path | None, install: Path | None, org: str | None, *, ne
     from headwater.config.loader import project_system_url
     from headwater.errors import NotFound
     from headwater.system import SystemDB, resolve_url
-    from headwater.system.orgs import DEFAULT_ORG, Organisations
+    from headwater.system.orgs import org_of_folder
 
     if install is None:
         if project is not None and not project.is_dir():
@@ -66,10 +66,7 @@ def target_db(project: Path | None, install: Path | None, org: str | None, *, ne
                 raise
         else:
             db = SystemDB(resolve_url(url, root))
-            if org is None:  # an organisation's own project (in an install) means that organisation
-                found = Organisations(db).of_project(root)
-                org = found.slug if found else DEFAULT_ORG
-            return db, org
+            return db, org or org_of_folder(db, root)  # an organisation's own project (in an install) means that organisation
     chosen = load_install(install)
     if org is None and need_org:
         raise HeadwaterError("Which organisation? This is an install with several", fix="Add --org NAME (`headwater org list` shows them).")
@@ -197,9 +194,9 @@ def invite(
 
 def _base_url(project: Path | None) -> str | None:
     try:
-        from headwater.config import load_project
+        from headwater.system.orgs import load_with_secrets
 
-        return load_project(project).config.web.base_url
+        return load_with_secrets(project).config.web.base_url
     except HeadwaterError:
         return None
 
@@ -207,30 +204,26 @@ def _base_url(project: Path | None) -> str | None:
 def serve_install(path: Path, host: str, port: int, *, scheduler: bool = True) -> None:
     """`headwater serve --install DIR`: every organisation of the install, each under /o/NAME/, and
     (with ``scheduler``) each organisation's scheduled pipelines."""
-    import uvicorn
-
-    from headwater.orchestrate.scheduler import Scheduler
-    from headwater.orchestrate.supervise import execute, start_warm_attempts
+    from headwater.cli.serving import serve_web
     from headwater.system.orgs import Organisations
     from headwater.web import create_app
 
     chosen = load_install(path)
-    start_warm_attempts()  # scheduled runs and the app's "run now"
     db = chosen.open_db()
-    jobs: dict[str, Scheduler] = {}
     try:
-        for org in Organisations(db).list() if scheduler else []:
-            if org.project_path is None:
-                continue
-            project = chosen.load_project(org)
-            if any(p.schedule for p in project.config.pipelines.values()):
-                jobs[org.slug] = Scheduler(project, db, lambda pipeline, trigger, project=project: execute(project, pipeline, trigger).status)
-                jobs[org.slug].start()
-                out.print(f"Schedules of [bold]{org.slug}[/]: " + ", ".join(f"{n} at '{p.schedule.cron}' ({p.schedule.timezone})" for n, p in project.config.pipelines.items() if p.schedule), highlight=False)
-        out.print(f"Serving the install in {chosen.root} on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)")
-        # Forwarded headers are trusted by the app's own setting only (HEADWATER_TRUST_PROXY_HEADERS).
-        uvicorn.run(create_app(chosen, schedulers=jobs), host=host, port=port, log_level="warning", proxy_headers=False)
+        projects = {org.slug: chosen.load_project(org) for org in (Organisations(db).list() if scheduler else []) if org.project_path is not None}
+        serve_web(
+            db,
+            projects,
+            lambda jobs: create_app(chosen, schedulers=jobs),
+            host=host,
+            port=port,
+            announce=_announce_schedules,
+            banner=lambda: out.print(f"Serving the install in {chosen.root} on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)"),
+        )
     finally:
-        for job in jobs.values():
-            job.shutdown(wait=False)
         db.close()
+
+
+def _announce_schedules(slug: str, project: Any) -> None:
+    out.print(f"Schedules of [bold]{slug}[/]: " + ", ".join(f"{n} at '{p.schedule.cron}' ({p.schedule.timezone})" for n, p in project.config.pipelines.items() if p.schedule), highlight=False)

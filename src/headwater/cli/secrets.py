@@ -40,8 +40,9 @@ def _store(project: Path | None, org: str | None = None) -> Iterator[tuple[Secre
     """The project's secret store and the organisation meant: ``org``, else the organisation whose
     project the folder is (as ``${secret:}`` in it reads), else ``default``. Only the project file's
     system URL is read, so a secret can be set while headwater.yml already refers to it."""
-    from headwater.config.loader import org_of_folder, project_system_url
+    from headwater.config.loader import project_system_url
     from headwater.errors import NotFound
+    from headwater.system.orgs import org_of_folder
     from headwater.system.secrets import open_store
 
     if project is not None and not project.is_dir():

@@ -19,12 +19,11 @@ from headwater.config.model import (
     Project,
     SystemDatabase,
 )
-from headwater.config.yamlfile import Located, load_yaml, resolve_secrets
+from headwater.config.yamlfile import Located, SecretSource, load_yaml, resolve_secrets
 from headwater.errors import ConfigError, NotFound
 
 PROJECT_FILE = "headwater.yml"
 DASHBOARDS_DIR = "dashboards"
-DEFAULT_ORG = "default"  # the one organisation of a single-organisation install (see system.accounts)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -41,17 +40,34 @@ def find_project_root(start: Path | None = None) -> Path:
     )
 
 
-def load_project(root: Path | None = None, env: Mapping[str, str] | None = None, *, org: str | None = None, variables: Mapping[str, str] | None = None) -> LoadedProject:
-    """``org``: the organisation whose secrets ``${secret:NAME}`` reads (default: the organisation
-    whose project is this folder in the system database, else the install's one, ``default``).
-    ``variables``: what ``${NAME}`` reads (default: ``env``, itself the process's environment by
-    default); the secret store's key is always looked for in ``env``."""
+def load_project(
+    root: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    org: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    secrets: SecretSource | None = None,
+) -> LoadedProject:
+    """``org``: the organisation the project belongs to, when the caller knows it (an install's);
+    the loaded project carries it. ``secrets``: what reads ``${secret:NAME}`` — the caller that
+    opens a project supplies it (`headwater.system.orgs.load_with_secrets` reads the system
+    database's store); config itself knows nothing of that database, so a file naming a secret
+    without one is an error. ``variables``: what ``${NAME}`` reads (default: ``env``, itself the
+    process's environment by default)."""
     root = find_project_root(root)
     file = root / PROJECT_FILE
     variables = env if variables is None else variables
     located = load_yaml(file, variables)
     if located.pending:
-        resolve_secrets(located, variables, _StoreLookup(root, located, env, org))
+        if secrets is None:
+            raise ConfigError(
+                f"{located.pending[0].where}: this file refers to secrets (${{secret:...}}), which this command cannot read",
+                why="secrets live in the system database's store, and this command loaded the file without it",
+                fix="Load the project through headwater.system.orgs.open_project or load_with_secrets (every headwater command does).",
+            )
+        lookup = secrets(_system_url(located), root, org)
+        resolve_secrets(located, variables, lookup)
+        org = lookup.org  # resolved from the store when the caller did not say: the same for the audit log
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
     for path in sorted([*(root / DASHBOARDS_DIR).glob("*.yml"), *(root / DASHBOARDS_DIR).glob("*.yaml")]):
@@ -63,7 +79,7 @@ def load_project(root: Path | None = None, env: Mapping[str, str] | None = None,
         if board.pending:
             raise ConfigError(f"{board.pending[0].where}: dashboards cannot use ${{secret:...}}", why="a dashboard is read by everyone who may view it", fix=f"Use secrets in {PROJECT_FILE}, where sources and alert channels are set up.")
         dashboards[path.stem] = _validate(Dashboard, board)
-    return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}))
+    return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}), org=org)
 
 
 class NoVariables(Mapping[str, str]):
@@ -103,32 +119,6 @@ def _system_url(located: Located) -> str:
     system = located.data.get("system") if isinstance(located.data, dict) else None
     url = system.get("url") if isinstance(system, dict) else None
     return url if isinstance(url, str) else SystemDatabase().url
-
-
-class _StoreLookup:
-    """The organisation's secrets from the system database the project file names (opened only
-    when the file refers to a secret)."""
-
-    def __init__(self, root: Path, located: Located, env: Mapping[str, str] | None, org: str | None) -> None:
-        self.url = _system_url(located)
-        self.root, self.env, self.org = root, env, org
-
-    def __call__(self, names: list[str]) -> Mapping[str, str]:
-        from headwater.system.secrets import (
-            open_store,  # SQLAlchemy and cryptography: only when needed
-        )
-
-        with open_store(self.url, self.root, self.env) as store:
-            self.org = self.org or org_of_folder(store.db, self.root)  # messages name the organisation looked in
-            return store.find(self.org, names)
-
-
-def org_of_folder(db: object, root: Path) -> str:
-    """An install's organisation owns the project folder it registered; a lone project is `default`'s."""
-    from headwater.system.orgs import Organisations
-
-    found = Organisations(db).of_project(root)  # type: ignore[arg-type]
-    return found.slug if found is not None else DEFAULT_ORG
 
 
 def _validate(model: type[M], located: Located) -> M:

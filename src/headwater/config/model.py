@@ -516,6 +516,10 @@ class LoadedProject(BaseModel):
     # Set when the project is an organisation's on an install with many: what its runs may reach
     # (config/confine.py). None: a one-project install, free as before.
     confinement: Confinement | None = None
+    # The organisation the project belongs to, when known as it was loaded (an install's
+    # organisation, or the one whose secrets the file read). None: the system database says,
+    # by the project's folder (headwater.system.orgs.org_of).
+    org: str | None = None
 
     def path(self, relative: str | Path) -> Path:
         p = Path(relative)

@@ -48,11 +48,21 @@ _NO_SECRETS: dict[Path_, str] = {
 
 
 class SecretLookup(Protocol):
-    """The secrets of one organisation: ``lookup(names)`` returns those that exist."""
+    """The secrets of one organisation: ``lookup(names)`` returns those that exist. ``org`` names
+    the organisation looked in (known once called); ``org_option`` is how `headwater secrets set`
+    names it ("" for the install's only one)."""
 
-    org: str
+    org: str | None
+    org_option: str
 
     def __call__(self, names: list[str]) -> Mapping[str, str]: ...
+
+
+class SecretSource(Protocol):
+    """Opens the secret lookup for a project: its system database URL as the file writes it, its
+    folder, and the organisation when the caller knows it (else the lookup finds it)."""
+
+    def __call__(self, system_url: str, root: Path, org: str | None) -> SecretLookup: ...
 
 
 @dataclass(frozen=True)
@@ -272,11 +282,10 @@ def resolve_secrets(located: Located, env: Mapping[str, str] | None, lookup: Sec
         raise ConfigError(f"{first.where}: cannot read the secrets this file refers to: {exc.what}", why=exc.why, fix=exc.fix) from None
     for name, item in wanted.items():
         if name not in found:
-            org = "" if lookup.org == "default" else f" --org {lookup.org}"
             raise ConfigError(
                 f"{item.where}: secret {name} is not set in organisation {lookup.org}",
                 why=f"the project file refers to ${{secret:{name}}}",
-                fix=f"Set it with `headwater secrets set {name}{org}` (it asks for the value), then run again.",
+                fix=f"Set it with `headwater secrets set {name}{lookup.org_option}` (it asks for the value), then run again.",
             )
     for item in located.pending:
         value = _interpolate(item.text, item.where, env, item.path, found)

@@ -45,7 +45,7 @@ def demo_admin(project: LoadedProject) -> tuple[str, str]:
     remember the one from last time."""
     import secrets
 
-    from headwater.orchestrate import open_system_db
+    from headwater.system import open_system_db
     from headwater.system.accounts import Accounts, Role
 
     password = secrets.token_urlsafe(12)

@@ -13,7 +13,6 @@ _EXPORTS = {
     "RunOutcome": "headwater.orchestrate.run",
     "run_pipeline": "headwater.orchestrate.run",
     "choose_pipeline": "headwater.orchestrate.pipelines",
-    "open_system_db": "headwater.orchestrate.pipelines",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,17 +1,12 @@
-"""Which pipeline to run, and the project's system database: all the supervisor and the CLI need
-before a run starts, kept free of the heavy imports (DuckDB, dbt) a run itself needs."""
+"""Which pipeline to run: what the supervisor and the CLI need before a run starts, kept free of
+the heavy imports (DuckDB, dbt) a run itself needs."""
 
 from __future__ import annotations
 
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.errors import HeadwaterError, NotFound
-from headwater.system import SystemDB, resolve_url
 
 DEFAULT_PIPELINE = "default"
-
-
-def open_system_db(project: LoadedProject) -> SystemDB:
-    return SystemDB(resolve_url(project.config.system.url, project.root))
 
 
 def choose_pipeline(project: LoadedProject, name: str | None) -> tuple[str, Pipeline]:

@@ -12,11 +12,12 @@ from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
-from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
+from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.orchestrate.sync import sync_sources
+from headwater.orchestrate.transient import is_transient
 from headwater.publish import nothing_to_publish, plan, publish, published_tables
-from headwater.system import Run, RunStep, SystemDB
+from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
 
@@ -67,7 +68,7 @@ def _environment_failure(exc: BaseException, recorder: RunRecorder) -> Headwater
     text = str(exc).strip()
     if unresolved_host(text):  # e.g. the system database's host: a wrong name is not retried
         return host_not_found(f"Run {recorder.id} failed in step {recorder.current_step or 'start'}", _host_in(text), "the project file", text.splitlines()[0])
-    kind = TransientFailure if _is_transient(exc) else RunFailed
+    kind = TransientFailure if is_transient(exc) else RunFailed
     return kind(
         f"Run {recorder.id} failed in step {recorder.current_step or 'start'}",
         why=f"{type(exc).__name__}: {text.splitlines()[0] if text else repr(exc)}",
@@ -78,14 +79,6 @@ def _environment_failure(exc: BaseException, recorder: RunRecorder) -> Headwater
 def _host_in(text: str) -> str:
     quoted = re.search(r"host(?: name)? [\"']([^\"']+)[\"']", text)
     return quoted.group(1) if quoted else "(see below)"
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Connection resets, time-outs and lock waits may pass; a wrong path or password will not."""
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, (duckdb.Error, SQLAlchemyError)) and any(word in text for word in ("database is locked", "could not set lock", "timeout", "connection reset"))
 
 
 def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse, rec: RunRecorder) -> RunOutcome:

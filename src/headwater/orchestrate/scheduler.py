@@ -45,9 +45,9 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
 from headwater.config.cron import crontab_parts
-from headwater.config.loader import DEFAULT_ORG
 from headwater.config.model import LoadedProject, Schedule
 from headwater.system import Run, ScheduleState, SystemDB, audit
+from headwater.system.orgs import org_of
 
 log = logging.getLogger("headwater.scheduler")
 
@@ -202,6 +202,7 @@ class Scheduler:
         self._execute = execute
         self._clock = clock
         self._name = project.config.name
+        self.org = org_of(project, db)  # whose audit log its runs go in: resolved once
         self._pipelines = dict(project.config.pipelines)
         self._schedules: dict[str, Schedule] = {name: p.schedule for name, p in self._pipelines.items() if p.schedule is not None}
         self._triggers = {name: CrontabTrigger.for_schedule(s) for name, s in self._schedules.items()}
@@ -365,7 +366,7 @@ class Scheduler:
                 if trigger in ("schedule", "catch_up"):
                     self._record_fire(pipeline)
                 if trigger in ("schedule", "catch_up") or trigger.startswith("after:"):  # "web", "manual": audited by whoever asked
-                    audit.record(self.db, org=DEFAULT_ORG, actor=audit.SCHEDULER, action="run_triggered", target=pipeline, detail={"trigger": trigger})
+                    audit.record(self.db, org=self.org, actor=audit.SCHEDULER, action="run_triggered", target=pipeline, detail={"trigger": trigger})
                 log.info("pipeline %s: %s run started", pipeline, trigger)
                 status = self._execute(pipeline, trigger)
             except Exception:

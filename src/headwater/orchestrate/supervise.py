@@ -31,12 +31,12 @@ from sqlalchemy import select
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from headwater.config import LoadedProject
-from headwater.config.loader import DEFAULT_ORG
 from headwater.errors import ExitCode
 from headwater.orchestrate.alerts import notify
-from headwater.orchestrate.pipelines import choose_pipeline, open_system_db
+from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.redact import redact
-from headwater.system import Run, RunLog, SystemDB, audit
+from headwater.system import Run, RunLog, SystemDB, audit, open_system_db
+from headwater.system.orgs import org_of
 
 log = logging.getLogger("headwater.supervise")
 
@@ -89,7 +89,7 @@ def execute(
     db = open_system_db(project)
     try:
         if actor is not None:
-            audit.record(db, org=DEFAULT_ORG, actor=actor, action="run_triggered", target=name, detail={"trigger": trigger})
+            audit.record(db, org=org_of(project, db), actor=actor, action="run_triggered", target=name, detail={"trigger": trigger})
         retrying = Retrying(
             stop=stop_after_attempt(settings.retries.attempts),
             wait=wait_exponential(multiplier=settings.retries.backoff.total_seconds(), max=settings.retries.max_backoff.total_seconds()),

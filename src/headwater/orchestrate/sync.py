@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from headwater.config.model import LoadedProject
 from headwater.errors import HeadwaterError, NotFound
-from headwater.orchestrate.pipelines import open_system_db
+from headwater.system import open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.sources import extensions_for, open_source
 from headwater.sync import TableStats, sync_source

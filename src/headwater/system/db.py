@@ -24,7 +24,14 @@ from headwater.private import FILE_MODE, create_file, make_folder
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from headwater.config.model import LoadedProject
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def open_system_db(project: LoadedProject) -> SystemDB:
+    """The system database ``project`` records its runs in (``system.url``, relative to its folder)."""
+    return SystemDB(resolve_url(project.config.system.url, project.root))
 
 
 def resolve_url(url: str, root: Path) -> str:

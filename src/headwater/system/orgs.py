@@ -165,6 +165,49 @@ class Organisations:
             return [Org(o.id, o.slug, o.name, o.project_path, o.created_at, o.created_by, n) for o, n in session.execute(query)]
 
 
+def org_of_folder(db: SystemDB, root: Path) -> str:
+    """An install's organisation owns the project folder it registered; a lone project is `default`'s."""
+    found = Organisations(db).of_project(root)
+    return found.slug if found is not None else DEFAULT_ORG
+
+
+def org_of(project: LoadedProject, db: SystemDB) -> str:
+    """The organisation ``project`` belongs to, for what is recorded about it (the audit log): the
+    one it was loaded as, else the one whose project is its folder in ``db``."""
+    return project.org or org_of_folder(db, project.root)
+
+
+# --- loading a project with its secrets -------------------------------------------------------
+
+
+class StoreLookup:
+    """An organisation's secrets from the system database a project file names (opened only when
+    the file refers to a secret): the `SecretSource` every command loads projects with."""
+
+    def __init__(self, system_url: str, root: Path, org: str | None, env: Mapping[str, str] | None = None) -> None:
+        self.url, self.root, self.org, self.env = system_url, root, org, env
+
+    @property
+    def org_option(self) -> str:
+        return "" if self.org in (None, DEFAULT_ORG) else f" --org {self.org}"
+
+    def __call__(self, names: list[str]) -> Mapping[str, str]:
+        from headwater.system.secrets import open_store  # cryptography: only when needed
+
+        with open_store(self.url, self.root, self.env) as store:
+            self.org = self.org or org_of_folder(store.db, self.root)  # messages name the organisation looked in
+            return store.find(self.org, names)
+
+
+def load_with_secrets(root: Path | None = None, env: Mapping[str, str] | None = None, *, org: str | None = None, variables: Mapping[str, str] | None = None) -> LoadedProject:
+    """`headwater.config.load_project`, its ``${secret:NAME}`` read from the organisation's store
+    (``org``: default, the organisation whose project is this folder, else ``default``); the
+    store's key is looked for in ``env``."""
+    from headwater.config import load_project
+
+    return load_project(root, env, org=org, variables=variables, secrets=lambda url, folder, who: StoreLookup(url, folder, who, env))
+
+
 # --- the install folder -------------------------------------------------------------------------
 
 
@@ -245,14 +288,14 @@ class Install:
     def load_project(self, org: Org) -> LoadedProject:
         """The organisation's project, checked to belong to this install (see the module's docstring)
         and confined to its folder (config/confine.py): what its runs may reach."""
-        from headwater.config import PROJECT_FILE, load_project
+        from headwater.config import PROJECT_FILE
         from headwater.config.loader import NoVariables
 
         folder = self.project_dir(org)
         if not (folder / PROJECT_FILE).is_file():
             raise ConfigError(f"The project of organisation '{org.slug}' is missing: no {PROJECT_FILE} in {folder}", fix="Restore the folder, or register the organisation again with --project DIR.")
         # its ${secret:...} are its own organisation's; the server's environment is not its to read
-        project = load_project(folder, org=org.slug, variables=NoVariables(folder / PROJECT_FILE, org.slug))
+        project = load_with_secrets(folder, org=org.slug, variables=NoVariables(folder / PROJECT_FILE, org.slug))
         self.check_project(org.slug, project)
         return self.confine(org.slug, project)
 
@@ -326,13 +369,13 @@ def open_project(path: Path | None = None, install_root: Path | None = None) -> 
 
     Whether a project is confined never depends on its own files: the install's system database
     says which folders are organisations' projects."""
-    from headwater.config import find_project_root, load_project
+    from headwater.config import find_project_root
 
     root = find_project_root(path)
     try:
         folder = install_root or Install.find(root)
     except NotFound:
-        return load_project(root)
+        return load_with_secrets(root)
     install = Install.load(folder)
     db = install.open_db()
     try:
@@ -343,7 +386,7 @@ def open_project(path: Path | None = None, install_root: Path | None = None) -> 
         return install.load_project(org)
     if install_root is not None:  # a run started as an organisation's stays one: never unconfined
         raise ConfigError(f"{root} is not the project of any organisation of the install in {install.root}", fix="Register it (`headwater org create NAME --project DIR`), or run it as a project of its own.")
-    return load_project(root)
+    return load_with_secrets(root)
 
 
 def _same_database(a: str, b: str) -> bool:

@@ -49,6 +49,7 @@ from headwater.redact import register
 from headwater.system import audit
 from headwater.system.db import SystemDB, resolve_url
 from headwater.system.models import Organisation, Secret
+from headwater.system.orgs import DEFAULT_ORG
 
 KEY_ENV = "HEADWATER_SECRET_KEY"
 KEY_FILE_ENV = "HEADWATER_SECRET_KEY_FILE"
@@ -405,7 +406,7 @@ def _not_found(org: str, name: str, names: builtins.list[str]) -> SecretNotFound
     return SecretNotFound(
         f"No secret {name} in organisation {org}",
         why=f"its secrets are: {', '.join(names)}" if names else "it has no secrets yet",
-        fix=f"Set it with `headwater secrets set {name}`" + (f" --org {org}" if org != "default" else "") + ".",
+        fix=f"Set it with `headwater secrets set {name}`" + (f" --org {org}" if org != DEFAULT_ORG else "") + ".",
     )
 
 

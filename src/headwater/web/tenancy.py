@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING
 from headwater.config.model import LoadedProject
 from headwater.dashboards.scope import RowScope
 from headwater.errors import HeadwaterError
-from headwater.orchestrate import open_system_db
 from headwater.publish import PublishedData
-from headwater.system import SystemDB
+from headwater.system import SystemDB, open_system_db
 from headwater.system.accounts import SessionUser
 from headwater.system.orgs import DEFAULT_ORG, Install, Organisations
 from headwater.web.context import WebContext
