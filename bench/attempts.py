@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_pipeline import BIN, machine  # noqa: E402
+from demo_pipeline import BIN, machine
 
 
 def _attempt(project: object) -> tuple[float, float]:
     """Wall seconds of one supervised attempt, and how much of it the run's own record does not cover."""
-    from headwater.system import open_system_db
-    from headwater.services.runs import recent_runs
     from headwater.orchestrate.supervise import execute
+    from headwater.services.runs import recent_runs
+    from headwater.system import open_system_db
 
     started = time.perf_counter()
     outcome = execute(project, None, "bench")  # type: ignore[arg-type]
@@ -52,7 +52,7 @@ def _attempt(project: object) -> tuple[float, float]:
 def _server_rss_mb() -> float:
     from multiprocessing import forkserver
 
-    pid = forkserver._forkserver._forkserver_pid  # noqa: SLF001 - the stdlib keeps it private
+    pid = forkserver._forkserver._forkserver_pid
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
 

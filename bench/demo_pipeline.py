@@ -78,8 +78,8 @@ def breakdown(project: Path, wall: float) -> dict[str, float]:
     import json
 
     from headwater.config import load_project
-    from headwater.system import open_system_db
     from headwater.services.runs import get_run, recent_runs
+    from headwater.system import open_system_db
 
     loaded = load_project(project)
     db = open_system_db(loaded)

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-import web_load  # noqa: E402 - the same load generator, from the sibling script
+import web_load
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-viewer-password"

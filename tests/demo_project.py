@@ -59,8 +59,8 @@ def assert_matches_reference(got: dict[tuple, dict], expected: dict[tuple, dict]
 
 def recent_runs_of(project: LoadedProject, limit: int = 50) -> list:
     """The project's latest runs, newest first, from its system database."""
-    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs
+    from headwater.system import open_system_db
 
     db = open_system_db(project)
     try:

@@ -27,8 +27,7 @@ from sqlalchemy import select, text
 
 from headwater.config import LoadedProject
 from headwater.errors import ExitCode
-from headwater.system import open_system_db
-from headwater.system import LoginSession, Run, SystemDB, User
+from headwater.system import LoginSession, Run, SystemDB, User, open_system_db
 from headwater.system.accounts import (
     MIN_PASSWORD,
     AccountDisabled,

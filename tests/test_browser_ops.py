@@ -154,8 +154,8 @@ def test_admin_adds_a_user_in_the_browser(browser: Any, server: Server) -> None:
 
 def _ensure_a_run(server: Server) -> None:
     launcher = server.app.state.launcher
-    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs
+    from headwater.system import open_system_db
 
     db = open_system_db(launcher.project)
     try:

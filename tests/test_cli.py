@@ -382,8 +382,7 @@ def test_logs_redacts_a_password_in_a_log_line(project: Path) -> None:
     import datetime as dt
 
     from headwater.config.loader import load_project
-    from headwater.system import open_system_db
-    from headwater.system import Run, RunLog
+    from headwater.system import Run, RunLog, open_system_db
 
     loaded = load_project(project)
     db = open_system_db(loaded)

@@ -16,9 +16,9 @@ import pytest
 from headwater.config import LoadedProject, load_project
 from headwater.errors import RunFailed
 from headwater.orchestrate import run_pipeline
-from headwater.system import open_system_db
-from headwater.services.runs import get_run, recent_runs
 from headwater.scaffold import init_project
+from headwater.services.runs import get_run, recent_runs
+from headwater.system import open_system_db
 from headwater.warehouse import Warehouse
 
 
@@ -383,7 +383,7 @@ def test_a_failing_seed_first_stops_the_run_before_dbt_build(tmp_path: Path) -> 
 # --- publishing a project without marts/ ----------------------------------------------------------
 
 
-def headwater(*args: str, cwd: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+def headwater(*args: str, cwd: Path):
     from cli_process import cli_env, run_cli
 
     return run_cli(*args, cwd=cwd, timeout=300, env=cli_env(NO_COLOR="1", COLUMNS="200"))

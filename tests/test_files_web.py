@@ -13,8 +13,8 @@ from conftest_web import html_table, logged_in_client, make_project
 from files_project import quarantine, query, sync
 
 from headwater.demo.generate import generate_campaign_db
-from headwater.system import open_system_db
 from headwater.orchestrate.recorder import RunRecorder
+from headwater.system import open_system_db
 
 
 def text_of(page: str) -> str:

@@ -28,10 +28,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from headwater.config import LoadedProject, load_project
-from headwater.system import open_system_db
 from headwater.orchestrate.scheduler import Scheduler, fire_times
 from headwater.services.describe import describe_cron, redacted_settings
-from headwater.system import CheckResult, Run, RunLog, RunStep
+from headwater.system import CheckResult, Run, RunLog, RunStep, open_system_db
 from headwater.system.accounts import Accounts
 from headwater.web import create_app
 from headwater.web.launcher import Launcher

@@ -17,9 +17,9 @@ import pytest
 from cli_process import HEADWATER, cli_env, run_cli
 from conftest_web import FAST_HASHER, ORG_DATA, PASSWORD, form_log_in, install_fixture, make_install, member  # noqa: F401
 from fastapi.testclient import TestClient
-from loopback import free_port
 from hypothesis import given
 from hypothesis import strategies as st
+from loopback import free_port
 
 from headwater.config import load_project
 from headwater.errors import ConfigError, ExitCode

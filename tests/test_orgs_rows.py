@@ -21,8 +21,8 @@ from headwater.config import LoadedProject, load_project
 from headwater.config.model import Chart, Dashboard
 from headwater.dashboards.scope import RowScope, ScopeRefused
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.system import open_system_db
 from headwater.publish import PublishedData
+from headwater.system import open_system_db
 from headwater.system.accounts import Accounts
 from headwater.warehouse import Warehouse
 from headwater.web import create_app

@@ -14,9 +14,9 @@ from reference import flake_rate_weekly
 
 from headwater.errors import ProjectBusy, RunFailed
 from headwater.orchestrate import run_pipeline
-from headwater.system import open_system_db
-from headwater.services.runs import get_run, recent_runs
 from headwater.publish import PublishedData
+from headwater.services.runs import get_run, recent_runs
+from headwater.system import open_system_db
 from headwater.warehouse import Warehouse
 
 

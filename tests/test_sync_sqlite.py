@@ -13,9 +13,9 @@ import pytest
 from cli_process import cli_env, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlite_source import Harness
 
 from headwater.errors import ExitCode
-from sqlite_source import Harness
 
 
 @pytest.fixture

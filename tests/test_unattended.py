@@ -24,9 +24,9 @@ from loopback import smtp_server, webhook_server
 
 from headwater.config import load_project
 from headwater.orchestrate import supervise
-from headwater.system import open_system_db
-from headwater.services.runs import get_run, log_lines
 from headwater.orchestrate.supervise import execute
+from headwater.services.runs import get_run, log_lines
+from headwater.system import open_system_db
 from headwater.warehouse import Warehouse
 
 

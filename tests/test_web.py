@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from headwater import dashboards
 from headwater.config import LoadedProject, load_project
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.system import open_system_db
 from headwater.publish import PublishedData
-from headwater.system import Run
+from headwater.system import Run, open_system_db
 from headwater.warehouse import Warehouse
 
 DASH = "/dashboards/flake_rate"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -12,7 +13,7 @@ from headwater.errors import ExitCode
 
 
 class _Console(Console):
-    def on_broken_pipe(self) -> None:
+    def on_broken_pipe(self) -> NoReturn:
         """Standard output's reader left (`headwater runs | head -1`): stop like a Unix filter stopped
         by its reader — quietly, exit 141 (128 + SIGPIPE) — rather than Rich's exit 1, our code for a
         failed run. Standard output is pointed at /dev/null so that the final flush stays quiet."""

@@ -137,9 +137,9 @@ def run(
 
 
 def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
-    from headwater.system import open_system_db
     from headwater.orchestrate.supervise import execute
     from headwater.services.runs import get_run, published_tables, run_json
+    from headwater.system import open_system_db
     from headwater.system.audit import cli_actor
 
     outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor())
@@ -181,8 +181,8 @@ def logs(
     from rich.text import Text
 
     from headwater.errors import NotFound
-    from headwater.system import open_system_db
     from headwater.services.runs import LEVEL_AT, get_run, log_lines, log_text
+    from headwater.system import open_system_db
 
     loaded = _project(project)
     db = open_system_db(loaded)
@@ -213,8 +213,8 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent runs: pipeline, status, started, duration, rows."""
-    from headwater.system import open_system_db
     from headwater.services.runs import recent_runs, run_json
+    from headwater.system import open_system_db
 
     loaded = _project(project)
     db = open_system_db(loaded)
@@ -319,10 +319,10 @@ def serve(
 @app.command()
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
-    from headwater.system import open_system_db
     from headwater.cli.serving import executor
     from headwater.orchestrate.scheduler import run_worker
     from headwater.orchestrate.supervise import start_warm_attempts
+    from headwater.system import open_system_db
 
     loaded = _project(project)
     db = open_system_db(loaded)

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from headwater.config.base import Duration, Name, Strict, TimeZone
+from headwater.config.sqlparser import sql_parser
 
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "datetime"]
 Whitespace = Literal["collapse", "trim", "keep"]
@@ -55,13 +56,8 @@ class ColumnRules(Strict):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            import duckdb
-
-            try:  # the rule runs in DuckDB (RE2): check it there, not with Python's re
-                duckdb.connect().execute("SELECT regexp_full_match('', ?)", [value]).fetchone()  # a private connection: the module-level one is not thread-safe
-            except duckdb.Error as exc:
-                raise ValueError(f"regex {value!r} is not valid: {str(exc).splitlines()[0]}") from None
+        if value is not None and (why := sql_parser().regex_error(value)) is not None:  # the rule runs in DuckDB (RE2): checked there
+            raise ValueError(f"regex {value!r} is not valid: {why}")
         return value
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ from headwater.config.confine import Confinement
 from headwater.config.cron import validate as validate_cron
 from headwater.config.files import CsvSource, ExcelSource, GoogleSheetsSource
 from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
-from headwater.config.sqlparser import sql_parser
+from headwater.config.sqlparser import ParseError, is_select, memory_limit_error, sql_parser
 
 # --- warehouse and system database -------------------------------------------------------------
 
@@ -52,13 +52,8 @@ class DuckDBWarehouse(Strict):
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
         """Checked by DuckDB itself when the file loads, not first in the middle of a run."""
-        import duckdb
-
-        if value is not None:
-            try:
-                duckdb.connect(config={"memory_limit": value}).close()
-            except duckdb.Error as exc:
-                raise ValueError(f"'{value}' is not a DuckDB memory limit (e.g. 512MB, 4GB): {str(exc).splitlines()[0]}") from None
+        if value is not None and (why := memory_limit_error(value)) is not None:
+            raise ValueError(f"'{value}' is not a DuckDB memory limit (e.g. 512MB, 4GB): {why}")
         return value
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
@@ -426,14 +421,12 @@ def _statements(sql: str) -> list[Any]:
 def sql_parameters(sql: str) -> tuple[str, list[str]]:
     """Check that ``sql`` is one SELECT with named parameters only; returns the DuckDB form of it and
     the parameters' names, as DuckDB's own parser reads them."""
-    import duckdb
-
     text = duckdb_sql(sql)
     try:
         statements = _statements(text)
-    except duckdb.Error as exc:
+    except ParseError as exc:
         raise ValueError("sql does not parse: " + " ".join(str(exc).split())) from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+    if len(statements) != 1 or not is_select(statements[0]):
         raise ValueError("sql must be one SELECT statement (no ';', no PIVOT statement, nothing that writes)")
     names = sorted(statements[0].named_parameters)
     positional = [n for n in names if n.isdigit()]
@@ -444,13 +437,11 @@ def sql_parameters(sql: str) -> tuple[str, list[str]]:
 
 def check_expression(sql: str, what: str) -> None:
     """A measure is one SQL expression over the table's columns: it must parse as one, on its own."""
-    import duckdb
-
     if ";" in sql or not sql.strip():
         raise ValueError(f"{what} must be one SQL expression, got {sql!r}")
     try:
         statements = _statements(f"SELECT ({sql}) FROM hw_table")
-    except duckdb.Error as exc:
+    except ParseError as exc:
         raise ValueError(f"{what} does not parse: " + " ".join(str(exc).split())) from None
     if len(statements) != 1 or statements[0].named_parameters:
         raise ValueError(f"{what} must be one SQL expression without parameters, got {sql!r}")

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import CursorResult, insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.diskfull import disk_full
@@ -175,4 +175,4 @@ def abandon_stale_runs(db: SystemDB, project: str) -> int:
             .execution_options(synchronize_session=False)  # no run objects in this session to refresh
         )
         session.commit()
-        return result.rowcount or 0
+        return cast("CursorResult[Any]", result).rowcount or 0  # an UPDATE's result is a cursor's

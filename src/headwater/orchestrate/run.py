@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import duckdb
-from sqlalchemy.exc import SQLAlchemyError
-
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
@@ -15,14 +12,11 @@ from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_n
 from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.orchestrate.sync import sync_sources
-from headwater.orchestrate.transient import is_transient
+from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
 from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import Warehouse
-
-# Failures of the machine or the data files rather than of Headwater's code: reported as a failed run.
-ENVIRONMENT_ERRORS = (duckdb.Error, OSError, SQLAlchemyError)
 
 
 @dataclass

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 from headwater.config.model import LoadedProject
 from headwater.errors import HeadwaterError, NotFound
-from headwater.system import open_system_db
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.sources import extensions_for, open_source
 from headwater.sync import TableStats, sync_source
 from headwater.sync.context import Progress
+from headwater.system import open_system_db
 from headwater.warehouse import Warehouse
 
 SYNC_PIPELINE = "sync"  # the pipeline name `headwater sync` runs are recorded under

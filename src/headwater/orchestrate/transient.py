@@ -18,6 +18,10 @@ from sqlalchemy import exc as sa
 # connection pool with none free in time, a connection found dropped.
 TRANSIENT_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, sa.TimeoutError, sa.DisconnectionError)
 
+# Failures of the machine or the data files rather than of Headwater's code: reported as a failed run
+# (transient or not, by `is_transient`), never as a bug.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (duckdb.Error, OSError, sa.SQLAlchemyError)
+
 SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # another connection holds the lock
 POSTGRES_TRANSIENT_SQLSTATES = frozenset({"55P03", "57014"})  # lock_not_available (lock timeout), query_canceled (statement timeout)
 MYSQL_TRANSIENT_CODES = frozenset({1205})  # ER_LOCK_WAIT_TIMEOUT

@@ -33,8 +33,8 @@ from headwater.web.audit import router as audit_router
 from headwater.web.ops import redact
 from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
-from headwater.web.users import router as users_router
 from headwater.web.tenancy import ORG_PREFIX, Tenancy
+from headwater.web.users import router as users_router
 
 logger = logging.getLogger("headwater.web")
 

@@ -23,9 +23,9 @@ from headwater import dashboards as service
 from headwater.config.model import RESERVED_PREFIX, Chart, Dashboard, Filter
 from headwater.dashboards.scope import RowScope
 from headwater.errors import NotFound
-from headwater.services.runs import get_run, log_lines, recent_runs
 from headwater.publish import PublishedData, export
 from headwater.publish.export import XLSX_MAX_ROWS, Format
+from headwater.services.runs import get_run, log_lines, recent_runs
 from headwater.system.accounts import Role
 from headwater.web import audit, present
 from headwater.web.auth import org_context, require
