@@ -33,7 +33,7 @@ from headwater.warehouse import require_extension
 
 _DECLARED_DECIMAL = re.compile(r"^\s*(?:NUMERIC|DECIMAL)\s*\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)\s*$", re.IGNORECASE)
 _DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
-_MARK = "\x01"  # starts the text a value that does not fit is read as: no DuckDB cast accepts it, so the guard stops the read
+_MARK = "\x01"  # starts the text a value that does not fit is read as; `_decode` stops the read on it (a text's own is doubled)
 _DOUBLE_EXACT = 2**53  # integers beyond it have no exact DOUBLE
 # A real as text DuckDB reads back as the same double: SQLite's printf gets the 17th significant digit
 # wrong now and then (1.7976931348623025e+308 came back one step lower); 21 digits always read back.
@@ -309,7 +309,11 @@ def _read(c: str, duck_type: str, as_text: bool = False) -> str:
     else:
         text = c
     misfit = None if as_text else _misfit(c, duck_type)
-    return f"CASE WHEN {misfit} THEN {_sqlite_literal(_MARK)} || typeof({c}) ELSE {text} END" if misfit else text
+    if misfit is None:
+        return text
+    if duck_type == "VARCHAR":  # text may itself start with the mark: doubled, so that a mark stands alone (`_decode`)
+        text = f"CASE WHEN {c} GLOB {_sqlite_literal(_MARK + '*')} THEN {_sqlite_literal(_MARK)} || {c} ELSE {text} END"
+    return f"CASE WHEN {misfit} THEN {_sqlite_literal(_MARK)} || typeof({c}) ELSE {text} END"
 
 
 def _as_text(c: str) -> str:
@@ -326,9 +330,17 @@ def _decode(column: _SourceColumn, table: str, key: str) -> str:
     """DuckDB expression from the text `_read` gives to raw's value; a text the cast refuses stops the
     read naming the row (a value changed to one that does not fit between the check and the read)."""
     ref = f"s.{qi(column.name)}"
-    if column.type == "BLOB" and not column.as_text:
+    if column.as_text:
+        return f"CAST({ref} AS VARCHAR)"  # no mark: every value is its text
+    if column.type == "BLOB":
         return f"unhex({ref})"
-    guarded = unfit("CAST({c} AS {t})", f"{{c}} IS NOT NULL AND TRY_CAST({{c}} AS {column.type}) IS NULL", table, column.name, "a value its type does not allow (it changed while the table was read)")
+    mark, doubled = ql(_MARK), ql(_MARK * 2)
+    convert = "CAST({c} AS {t})"
+    marked = f"starts_with({{c}}, {mark})"
+    if column.type == "VARCHAR":  # `_read` doubles a mark that starts a text
+        convert = f"CASE WHEN starts_with({{c}}, {doubled}) THEN substr({{c}}, 2) ELSE {{c}} END"
+        marked += f" AND NOT starts_with({{c}}, {doubled})"
+    guarded = unfit(convert, marked, table, column.name, "a value its type does not allow (it changed while the table was read)")
     return guarded.format(c=ref, t=column.type, key=key)
 
 
