@@ -6,12 +6,13 @@ does with its timestamps. A cursor can still be set per table for very large fil
 
 SQLite types values, not columns: a column declared INTEGER may hold ``'five'``, a DATE column
 ``'2024-02-30'`` or a unix time. Each column has the DuckDB type its declaration names (the table in
-docs/sync.md), and each value is checked in SQLite against it (`_misfit`) before it is read, as text
-written so that DuckDB's cast gives back exactly the value SQLite holds (`_read`). A value that does
-not fit is never read as another value: with ``on_type_mismatch: quarantine`` (the default) its row is
-left out of raw and listed in ``raw_<source>.<table>__quarantine`` with the reason; with ``text`` its
-column is synced as text. (DuckDB's own table scan converts with the declared type and either fails
-on such values or reads a number in a DATE column as seconds since 1970.)
+docs/sync.md), and each value is checked in SQLite against it (`_misfit`) before it is read. A value
+that does not fit is never read as another value: with ``on_type_mismatch: quarantine`` (the
+default) its row is left out of raw and listed in ``raw_<source>.<table>__quarantine`` with the
+reason; with ``text`` its column is synced as text. The read is DuckDB's own table scan when every
+value fits and every column is of a type it reads exactly (`_read_path`; on other values it fails or
+reads a number in a DATE column as seconds since 1970), else text written so that DuckDB's cast
+gives back exactly the value SQLite holds (`_read`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _DOUBLE_EXACT = 2**53  # integers beyond it have no exact DOUBLE
 # wrong now and then (1.7976931348623025e+308 came back one step lower); 21 digits always read back.
 _EXACT_REAL = "%!.20e"
 # Types DuckDB's scanner reads exactly as SQLite holds them, once the check has passed every value of
-# the column (`_scanner_safe` says which values it would still read otherwise).
+# the column (`_scanner_unsafe` names the values it would still read otherwise).
 _SCANNED_EXACTLY = frozenset({"BIGINT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "BLOB"})
 
 
@@ -394,8 +395,9 @@ def _scanner_unsafe(c: str, duck_type: str) -> str | None:
 
 def _read(c: str, duck_type: str, as_text: bool = False) -> str:
     """The SQLite expression of the text DuckDB casts to ``duck_type`` (`_convert`) giving back exactly
-    the value SQLite holds. A value that does not fit is read as text no cast accepts, so a value
-    changed between the check and the read stops the read (it is never loaded as another value)."""
+    the value SQLite holds. A value that does not fit is read as the mark (`_MARK` and its storage
+    class), so a value changed between the check and the read stops the read (`_decode`): it is
+    never loaded as another value."""
     if as_text or duck_type == "VARCHAR":
         text = _as_text(c)
     elif duck_type == "DOUBLE":
