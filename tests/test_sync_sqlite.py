@@ -5,17 +5,19 @@ synced as text, as the source says: never loaded as another value, never a crash
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_process import cli_env, run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlite_source import Harness
 
-from headwater.errors import ExitCode
+from headwater.errors import ExitCode, HeadwaterError
+from headwater.sources.sqlite import SQLiteSource
 
 
 @pytest.fixture
@@ -184,3 +186,140 @@ def test_headwater_sync_of_a_table_the_source_does_not_sync_says_which_it_does(h
     assert "it syncs: orders, people" in err and "Fix: Check the table name" in err, err
     assert err.count("is not one of the tables") == 1 and "Traceback" not in err, err
     assert "people" not in result.stdout  # the known table was not synced either
+
+
+def test_a_blob_that_appears_in_a_text_column_after_the_check_stops_the_read(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read's own guard (a value changed between the check and the read): a TEXT column's blob
+    is read as the mark, which used to pass as text ('\\x01blob' cast to VARCHAR fine); text that
+    itself starts with the mark's character still arrives as it is."""
+    h.sql("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, n NUMERIC(10,2))", "INSERT INTO t VALUES (?, ?, ?)", rows=[(1, "\x01blob", 1), (2, "\x01", 2), (3, "ok", 3)])
+    h.sync()
+    assert h.raw("t") == [(1, "\x01blob", Decimal("1.00")), (2, "\x01", Decimal("2.00")), (3, "ok", Decimal("3.00"))]
+    h.sql("INSERT INTO t VALUES (?, ?, ?)", rows=[(4, b"\x00", 4)])
+    monkeypatch.setattr(SQLiteSource, "_find_misfits", lambda self, con, table, checked: {})  # the check sees nothing: as if the blob came later
+    with pytest.raises(HeadwaterError, match=r"column t\.s \(key id=4\) holds a value its type does not allow \(it changed while the table was read\)"):
+        h.sync()
+    assert [r[0] for r in h.raw("t")] == [1, 2, 3]
+
+
+# --- both reads against a reference: Python's sqlite3 and docs/sync.md's type table, written out again -----------
+
+def _two(lo: int, hi: int) -> st.SearchStrategy[str]:
+    return st.integers(lo, hi).map(lambda n: f"{n:02d}")
+
+
+_days = st.builds(lambda y, m, d: f"{y:04d}-{m}-{d}", st.integers(1, 9999), _two(0, 13), _two(0, 31))
+_clock = st.builds(lambda h, m, s: f"{h}:{m}" + (f":{s}" if s else ""), _two(0, 25), _two(0, 61), st.one_of(st.just(""), _two(0, 61)))
+_fraction = st.one_of(st.just(""), st.text("0123456789", min_size=0, max_size=8).map(lambda f: "." + f))
+_stamps = st.builds(lambda d, sep, c, f, z: d + sep + c + (f if c.count(":") == 2 else "") + z, _days, st.sampled_from([" ", "T"]), _clock, _fraction, st.sampled_from(["", "", "Z", "+02:00"]))
+_any_value = st.one_of(st.none(), integers, doubles, texts, st.sampled_from(["\x01blob", "\x01", "5", " 7", "1.5"]), st.binary(max_size=6), _days, _days.map(lambda d: d + " 00:00:00"), _stamps)
+_DAY = r"(\d{4})-(\d{2})-(\d{2})"
+_COLUMNS = {"i": "INTEGER", "r": "REAL", "d": "DATE", "ts": "TIMESTAMP", "s": "TEXT", "b": "BLOB"}
+_FITTING = (  # values of each column's type, so that whole tables fit (and the scanner reads them)
+    integers,
+    st.one_of(doubles, st.integers(-(2**53), 2**53)),
+    st.dates().map(dt.date.isoformat),
+    st.builds(lambda t, sep, z: t.isoformat(sep) + z, st.datetimes(), st.sampled_from([" ", "T"]), st.sampled_from(["", "Z"])),
+    texts,
+    st.one_of(st.binary(max_size=6), texts, integers),
+)
+_tables = st.one_of(
+    st.lists(st.tuples(*_FITTING), min_size=1, max_size=12),
+    st.lists(st.one_of(st.tuples(*_FITTING), st.tuples(*[_any_value] * len(_COLUMNS))), min_size=1, max_size=12),
+)
+
+
+def _day(text: str) -> dt.date | None:
+    match = re.fullmatch(_DAY, text)
+    try:
+        return dt.date(*map(int, match.groups())) if match else None
+    except ValueError:
+        return None
+
+
+def _expected(declared: str, storage: str, value: Any) -> tuple[bool, Any]:
+    """(fits, raw's value) for a value SQLite holds with this storage class, by docs/sync.md's table."""
+    if value is None:
+        return True, None
+    if declared == "INTEGER":
+        return storage == "integer", value
+    if declared == "REAL":
+        fits = storage == "real" or (storage == "integer" and abs(value) <= 2**53)
+        return fits, float(value) if fits else None
+    if declared == "TEXT":
+        return storage != "blob", value
+    if declared == "BLOB":
+        return True, value if storage == "blob" else str(value).encode()
+    if storage != "text":
+        return False, None
+    if declared == "DATE":
+        day = _day(value.removesuffix(" 00:00:00"))
+        return day is not None, day
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?Z?", value)
+    day = _day(match.group(1)) if match else None
+    if match is None or day is None:
+        return False, None
+    hour, minute, second = (int(g or 0) for g in match.group(2, 3, 4))
+    if hour > 23 or minute > 59 or second > 59:
+        return False, None
+    return True, dt.datetime.combine(day, dt.time(hour, minute, second, int((match.group(5) or "").ljust(6, "0"))))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=_tables)
+def test_both_reads_agree_with_a_reference_on_random_values_of_mixed_types(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, rows: list[tuple[Any, ...]]) -> None:
+    """Random values, most of them not of their column's declared type: with DuckDB's scanner
+    allowed (taken when every value fits and none is a real in a TEXT or BLOB column) and with the
+    text read only, raw holds exactly the rows whose values all fit, as the reference reads them, and
+    the quarantine names every value that does not."""
+    ddl = "CREATE TABLE t (id INTEGER PRIMARY KEY, " + ", ".join(f"{c} {t}" for c, t in _COLUMNS.items()) + ")"
+    chosen: list[bool] = []
+    read_path = SQLiteSource._read_path
+    monkeypatch.setattr(SQLiteSource, "_read_path", lambda self, table, found: chosen.append(read_path(self, table, found)) or chosen[-1])
+    for scan in (True, False):
+        monkeypatch.setattr(SQLiteSource, "scan", scan)
+        h = Harness(tmp_path_factory.mktemp("both"))
+        h.sql(ddl, f"INSERT INTO t VALUES (?{', ?' * len(_COLUMNS)})", rows=[(n, *row) for n, row in enumerate(rows)])
+        stored = h.sql(f"SELECT id, {', '.join(f'typeof({c}), {c}' for c in _COLUMNS)} FROM t ORDER BY id")
+        want_rows, want_quarantine, unsafe = [], set(), False
+        for row in stored:
+            fits = [_expected(declared, row[1 + 2 * n], row[2 + 2 * n]) for n, declared in enumerate(_COLUMNS.values())]
+            want_quarantine |= {(f"id={row[0]}", c) for c, (ok, _) in zip(_COLUMNS, fits, strict=True) if not ok}
+            unsafe |= any(row[1 + 2 * n] == "real" for n, c in enumerate(_COLUMNS) if c in ("s", "b"))
+            if all(ok for ok, _ in fits):
+                want_rows.append((row[0], *(value for _, value in fits)))
+        chosen.clear()
+        h.sync()
+        assert chosen == [scan and not want_quarantine and not unsafe]
+        event(f"scan allowed: {scan}, scanner read: {chosen[0]}")
+        got = [(*r[:6], bytes(r[6]) if r[6] is not None else None) for r in h.raw("t")]
+        for g, w in zip(got, want_rows, strict=True):
+            assert g[:6] == w[:6], (g, w)
+            if isinstance(w[6], bytes) or w[6] is None:
+                assert g[6] == w[6], (g, w)
+            else:  # a real in a BLOB column: the bytes of its exact text
+                assert float(g[6].decode()) == w[6], (g, w)
+        quarantined = set(h.raw("t__quarantine", "key, column_name")) if want_quarantine else set()
+        assert quarantined == want_quarantine
+
+
+def test_a_value_committed_between_the_check_and_the_scan_is_read_again_as_text(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's scanner reads on connections of its own, after the check: a number written into a
+    TIMESTAMP column in between it would read as seconds since 1970. The table's commit waits for
+    SQLite's data_version; changed, the table is read again with the guarded text read."""
+    h.sql("CREATE TABLE t (id INTEGER PRIMARY KEY, at TIMESTAMP)", "INSERT INTO t VALUES (?, ?)", rows=[(1, "2024-01-02 03:04:05"), (2, "2024-01-03 00:00:00")])
+    chosen: list[bool] = []
+    find, read_path = SQLiteSource._find_misfits, SQLiteSource._read_path
+
+    def find_then_write(self: SQLiteSource, con: Any, table: Any, checked: Any) -> Any:
+        found = find(self, con, table, checked)
+        if not chosen:  # the first check only: then a writer commits
+            h.sql("UPDATE t SET at = 1700000000 WHERE id = 1", "SELECT 1")
+        return found
+
+    monkeypatch.setattr(SQLiteSource, "_find_misfits", find_then_write)
+    monkeypatch.setattr(SQLiteSource, "_read_path", lambda self, table, found: chosen.append(read_path(self, table, found)) or chosen[-1])
+    stats = h.sync()["t"]
+    assert chosen == [True, False]  # the scanner first, then the text read
+    assert h.raw("t") == [(2, dt.datetime(2024, 1, 3))] and stats.quarantined == 1
+    assert h.raw("t__quarantine", "key, original_value") == [("id=1", "1700000000")]

@@ -200,6 +200,9 @@ class SqlSource:
         """Called first in each table's transaction; returns facts about the source's snapshot."""
         return {}
 
+    def end(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> None:
+        """Called after a table's reads, before its transaction commits: raise if what was read cannot be trusted."""
+
     def changed_since(self, table: TableInfo, since_xmin: int) -> str | None:
         """WHERE clause selecting rows written by transactions a snapshot with this xmin could not see; None: unknown."""
         return None
@@ -519,6 +522,7 @@ class SqlSource:
             else:
                 assert state is not None
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
+            self.end(con, info)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
             stats.rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
