@@ -134,7 +134,9 @@ def _key_text(columns: list[str], key: tuple[Any, ...]) -> str:
 
 def _magnitude(number: Number) -> Number:
     """abs() of a Number, typed as one (typeshed's abs of ``int | Decimal`` is ``object``)."""
-    return abs(number) if isinstance(number, int) else abs(number)
+    if isinstance(number, int):
+        return abs(number)
+    return abs(number)
 
 
 def _allowed(check: ReconcileCheck, left: Number) -> Number:

@@ -91,7 +91,8 @@ def chart_json(request: Request, name: str, index: int) -> Response:
 
     def compute() -> bytes:
         result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, selections, org.scope), CHART_ROWS)
-        return JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}).body
+        # bytes(): Starlette types .body as bytes | memoryview; JSONResponse renders bytes, which bytes() returns as is
+        return bytes(JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}).body)
 
     key = ("chart", name, index, tuple(sorted((k, tuple(sorted(v))) for k, v in selections.items())), org.cache_scope)
     return Response(ctx.cached(key, compute), media_type="application/json")
