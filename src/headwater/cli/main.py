@@ -154,7 +154,8 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     elif record is None:
         err.print(f"[bold red]Error:[/] {escape(outcome.stderr.strip() or 'the run could not start')}", highlight=False)
     elif record.status == "success":
-        out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
+        took = f" in {record.duration.total_seconds():.1f}s" if record.duration is not None else ""  # a success is recorded with its end
+        out.print(f"[green]Run {record.id} succeeded[/]{took}: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
         for table, rows in published.items():
             out.print(f"  published [bold]{table}[/]: {rows:,} rows")
     elif record.status == "running":  # its process ended without recording how (a full disk under the system database)

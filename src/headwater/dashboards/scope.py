@@ -81,7 +81,7 @@ class RowScope:
     def conditions(self, table: str, columns: Sequence[str]) -> list[str]:
         """The WHERE conditions limiting ``table`` (with ``columns``) to this member's rows;
         ScopeRefused when a rule's attribute has no column in the table."""
-        conditions = []
+        conditions: list[str] = []
         for attribute, bound in self.columns:
             present = [c for c in bound if c in columns]
             if not present:
