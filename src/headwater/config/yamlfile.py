@@ -53,7 +53,9 @@ class SecretLookup(Protocol):
     names it ("" for the install's only one)."""
 
     org: str | None
-    org_option: str
+
+    @property
+    def org_option(self) -> str: ...  # read-only: a class attribute or a property (StoreLookup's) fits
 
     def __call__(self, names: list[str]) -> Mapping[str, str]: ...
 
@@ -62,7 +64,7 @@ class SecretSource(Protocol):
     """Opens the secret lookup for a project: its system database URL as the file writes it, its
     folder, and the organisation when the caller knows it (else the lookup finds it)."""
 
-    def __call__(self, system_url: str, root: Path, org: str | None) -> SecretLookup: ...
+    def __call__(self, system_url: str, root: Path, org: str | None, /) -> SecretLookup: ...
 
 
 @dataclass(frozen=True)
