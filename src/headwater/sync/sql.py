@@ -875,8 +875,8 @@ class SqlSource:
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
         gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in plan.key) + ")"
         if plan.deletes == "tombstone":
-            return one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}"))
-        return one_value(con.execute(f"DELETE FROM {target} WHERE {gone}"))
+            return int(one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}")))
+        return int(one_value(con.execute(f"DELETE FROM {target} WHERE {gone}")))
 
 
 def tables_failed(source: str, failures: list[HeadwaterError], stats: list[TableStats]) -> HeadwaterError:
