@@ -2,7 +2,6 @@
 break them (see docs/files.md)."""
 
 from headwater.clean.load import (
-    QUARANTINE_SUFFIX,
     Fixups,
     Rejected,
     Staged,

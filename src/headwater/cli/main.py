@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
+
+if TYPE_CHECKING:  # the CLI imports the project's modules only when a command needs them
+    from headwater.config.model import LoadedProject
 
 app = typer.Typer(
     name="headwater",
@@ -52,7 +55,7 @@ MAX_SEED = 2**31 - 1
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 
 
-def _project(path: Path | None):
+def _project(path: Path | None) -> LoadedProject:
     """The project, confined to its folder when it is an organisation's in an install (system/orgs.py)."""
     from headwater.errors import NotFound
     from headwater.system.orgs import open_project

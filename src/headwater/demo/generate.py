@@ -263,7 +263,7 @@ def _write_facts(con: duckdb.DuckDBPyConnection, n_signups: int,
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, select: str) -> int:
-    return one_value(con.execute(f"INSERT INTO c.{table} {select}"))
+    return int(one_value(con.execute(f"INSERT INTO c.{table} {select}")))
 
 
 def _events_sql(n_events: int, n_signups: int) -> str:

@@ -60,4 +60,5 @@ def audit_page(request: Request, before: Annotated[int | None, Query(ge=1)] = No
     more = len(events) > PAGE
     events = events[:PAGE]
     older = org.url(f"/admin/audit?before={events[-1].id}") if more and events else None
-    return request.app.state.templates.TemplateResponse(request, "audit.html", {"events": events, "older": older, "first_page": before is None}, headers={"Cache-Control": "no-store"})
+    page: Response = request.app.state.templates.TemplateResponse(request, "audit.html", {"events": events, "older": older, "first_page": before is None}, headers={"Cache-Control": "no-store"})
+    return page

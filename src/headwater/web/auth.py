@@ -216,7 +216,7 @@ class WebAuth:
                 raise PageNotFound(request.url.path)
             base = ORG_PREFIX.format(org=slug)
         else:
-            site, member, base = tenancy.home, session.in_org(DEFAULT_ORG), ""  # type: ignore[assignment]
+            site, member, base = tenancy.home, session.in_org(DEFAULT_ORG), ""
         scope = RowScope.for_member(site.project.config.dashboards, member.attributes)  # type: ignore[union-attr]
         org = request.state.hw_org = OrgContext(site, member, scope, base)  # type: ignore[arg-type]
         request.state.hw_user = member
@@ -255,7 +255,8 @@ class WebAuth:
 
 
 def _auth(request: Request) -> WebAuth:
-    return request.app.state.auth
+    auth: WebAuth = request.app.state.auth
+    return auth
 
 
 # --- the route table ----------------------------------------------------------------------------
@@ -365,7 +366,8 @@ def guard(request: Request, submitted: Annotated[str | None, Depends(_submitted_
 
 def org_context(request: Request) -> OrgContext:
     """The organisation of an organisation route's request (set by `guard`)."""
-    return request.state.hw_org
+    org: OrgContext = request.state.hw_org
+    return org
 
 
 def require(role: Role | str | None = None) -> Callable[[Request], SessionUser]:
@@ -476,7 +478,7 @@ def anonymous_form(request: Request, template: str, context: dict[str, Any], *, 
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
     if not TOKEN.fullmatch(token):
         token = secrets.token_urlsafe(32)
-    response = request.app.state.templates.TemplateResponse(request, template, {**context, "login_csrf": token}, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+    response: Response = request.app.state.templates.TemplateResponse(request, template, {**context, "login_csrf": token}, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
     auth.set_cookie(request, response, LOGIN_CSRF_COOKIE, token, None)
     return response
 

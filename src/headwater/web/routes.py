@@ -151,7 +151,8 @@ def run_detail(request: Request, run_id: int) -> Response:
 
 
 def _page(request: Request, template: str, **context: Any) -> Response:
-    return request.app.state.templates.TemplateResponse(request, template, context)
+    page: Response = request.app.state.templates.TemplateResponse(request, template, context)
+    return page
 
 
 def _selections(request: Request) -> dict[str, list[str]]:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import duckdb
 
-from headwater.clean.load import QUARANTINE_SUFFIX, Staged, Target, load_table, rules_breakdown
+from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
 from headwater.errors import HeadwaterError, NotFound, RunFailed
 from headwater.sqltext import one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import raw_schema
+from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -128,4 +128,4 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = ? AND table_name IN (?, ?)",
         [schema, table, table + QUARANTINE_SUFFIX],
     ))
-    return found == 2
+    return int(found) == 2
