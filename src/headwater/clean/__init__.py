@@ -8,5 +8,6 @@ from headwater.clean.load import (
     Target,
     load_table,
 )
+from headwater.sync.engine import QUARANTINE_SUFFIX
 
 __all__ = ["QUARANTINE_SUFFIX", "Fixups", "Rejected", "Staged", "Target", "load_table"]
