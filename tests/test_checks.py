@@ -583,3 +583,16 @@ def test_unit_test_sample_reads_what_daff_renders(rows: dict[int, tuple[str, str
             assert (i, old) in expected_side
         elif old != new:
             assert (i, old) in expected_side and (i, new) in actual_side
+
+
+def test_a_failed_unit_test_without_a_message_is_recorded_not_crashed() -> None:
+    """dbt's result for a failed unit test may carry no message (None or ""): the result is a failure
+    with no diff and no message, rather than an AttributeError from reading a diff out of None."""
+    from types import SimpleNamespace
+
+    from headwater.transform.dbt import _node_result
+
+    for message in (None, ""):
+        node = SimpleNamespace(name="orders_unit", resource_type="unit_test", original_file_path="models/orders.yml", config=SimpleNamespace())
+        result = _node_result(SimpleNamespace(node=node, status="fail", message=message, execution_time=0.1))
+        assert (result.status, result.diff, result.message, result.severity) == ("fail", None, None, "error")

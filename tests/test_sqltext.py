@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.errors import first_line
-from headwater.sqltext import ident, literal, literal_list, mysql_ident
+from headwater.sqltext import ident, literal, literal_list, mysql_ident, one_row, one_value
 
 # DuckDB's parser reads its text as NUL-terminated C strings: a NUL ends the statement, whatever quotes it.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
@@ -52,3 +52,12 @@ def test_first_line_is_the_first_non_blank_line_cut_at_the_limit():
     assert first_line("x" * 600) == "x" * 500
     assert first_line("abc", 2) == "ab"
     assert first_line("") == ""
+
+
+def test_one_row_reads_the_row_of_an_aggregate_or_a_dml_count(con):
+    con.execute("CREATE OR REPLACE TEMP TABLE one_row_t (x INTEGER)")
+    assert one_value(con.execute("INSERT INTO one_row_t VALUES (1), (2), (3)")) == 3
+    assert one_row(con.execute("SELECT count(*), max(x) FROM one_row_t")) == (3, 3)
+    assert one_value(con.execute("SELECT max(x) FROM one_row_t WHERE x > 9")) is None  # an aggregate's NULL is a value
+    with pytest.raises(RuntimeError, match="returned none"):
+        one_row(con.execute("SELECT x FROM one_row_t WHERE x > 9"))

@@ -7,6 +7,8 @@ module that builds SQL text uses these rather than its own copy, so a fix lands 
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 
 def ident(name: str) -> str:
     """``name`` as a double-quoted identifier (DuckDB, PostgreSQL, SQLite): any text, as is."""
@@ -27,3 +29,21 @@ def mysql_ident(name: str) -> str:
     """``name`` as a MySQL/MariaDB identifier (backticks; ANSI_QUOTES may be off on the server)."""
     return "`" + name.replace("`", "``") + "`"
 
+
+
+class _Cursor(Protocol):
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+
+def one_row(cursor: _Cursor) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one: an aggregate without GROUP BY (``count(*)``,
+    ``max(x)``), ``current_setting(...)``, or the row count DuckDB returns for INSERT/UPDATE/DELETE."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a query that always returns one row returned none")
+    return row
+
+
+def one_value(cursor: _Cursor) -> Any:
+    """The first value of `one_row` (its type is the query's: DuckDB's results are not typed)."""
+    return one_row(cursor)[0]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import duckdb
 
@@ -73,14 +74,14 @@ def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome
 DIFF_MARKERS = {"": "same", "+++": "actual only", "---": "expected only", "->": "changed", "→": "changed", "...": "rows omitted", "…": "rows omitted", ":": "moved"}
 
 
-def unit_test_sample(diff: str) -> dict:
+def unit_test_sample(diff: str) -> dict[str, Any]:
     """dbt's unit-test diff (daff's CSV, padded into columns: a marker, then the model's columns, a
     changed value as ``old→new``) as a sample whose first column says what each marker means."""
     header, *rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(diff)) if row]
     return make_sample(["diff", *header[1:]], [[DIFF_MARKERS.get(row[0], row[0]), *row[1:]] for row in rows])
 
 
-def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection) -> dict | None:
+def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """Up to SAMPLE_ROWS rows of the test's stored-failures table, if it exists (best effort: a
     missing or unreadable table leaves the sample empty, never changes the outcome)."""
     if not node.relation:

@@ -132,6 +132,13 @@ def _key_text(columns: list[str], key: tuple[Any, ...]) -> str:
     return ", ".join(f"{c}={v}" for c, v in zip(columns, key, strict=False))
 
 
+def _magnitude(number: Number) -> Number:
+    """abs() of a Number, typed as one (typeshed's abs of ``int | Decimal`` is ``object``)."""
+    if isinstance(number, int):
+        return abs(number)
+    return abs(number)
+
+
 def _allowed(check: ReconcileCheck, left: Number) -> Number:
     absolute = Decimal(str(check.tolerance))
     relative = Decimal(str(check.tolerance_percent)) / 100 * abs(Decimal(left))
@@ -152,10 +159,10 @@ def _compare_single(check: ReconcileCheck, left: Number, right: Number) -> Check
     difference = left - right
     allowed = _allowed(check, left)
     expected = fmt(right) if not check.tolerance and not check.tolerance_percent else f"{fmt(right)} ± {fmt(allowed)}"
-    if abs(difference) <= allowed:
+    if _magnitude(difference) <= allowed:
         return CheckOutcome(check.name, "reconcile", "pass", check.severity, fmt(left), expected, None, None)
     limit = _tolerance_text(check) if not check.tolerance_percent else f"allowed {fmt(allowed)}: {_tolerance_text(check)}"
-    message = f"{check.name}: left {fmt(left)} ≠ right {fmt(right)} (difference {fmt(abs(difference))}, {limit})"
+    message = f"{check.name}: left {fmt(left)} ≠ right {fmt(right)} (difference {fmt(_magnitude(difference))}, {limit})"
     return CheckOutcome(check.name, "reconcile", failed_status(check.severity), check.severity, fmt(left), expected, message, None)
 
 
@@ -165,14 +172,14 @@ def _compare_keyed(check: ReconcileCheck, left: _Keyed, right: _Keyed) -> CheckO
     for key in keys:
         lv, rv = left.values.get(key), right.values.get(key)
         difference = (lv or 0) - (rv or 0)
-        if abs(difference) > _allowed(check, lv or 0):
+        if _magnitude(difference) > _allowed(check, lv or 0):
             differing.append((key, lv, rv, difference))
     observed = f"{len(differing)} of {len(keys)} keys differ"
     expected = "0 keys differ" + ("" if not check.tolerance and not check.tolerance_percent else f" ({_tolerance_text(check)})")
     if not differing:
         return CheckOutcome(check.name, "reconcile", "pass", check.severity, observed, expected, None, None)
 
-    differing.sort(key=lambda d: (-abs(d[3]), str(d[0])))
+    differing.sort(key=lambda d: (-_magnitude(d[3]), str(d[0])))
     key, lv, rv, difference = differing[0]
     side_text = f"left {'no row' if lv is None else fmt(lv)} ≠ right {'no row' if rv is None else fmt(rv)}"
     only_left = sum(1 for d in differing if d[2] is None)  # of the differing keys
@@ -180,7 +187,7 @@ def _compare_keyed(check: ReconcileCheck, left: _Keyed, right: _Keyed) -> CheckO
     one_sided = [f"{n} key(s) only on the {side}" for n, side in ((only_left, "left"), (only_right, "right")) if n]
     message = (
         f"{check.name}: {observed} ({_tolerance_text(check)}); largest: {_key_text(left.key_columns, key)}: "
-        f"{side_text} (difference {fmt(abs(difference))})" + (f"; {', '.join(one_sided)}" if one_sided else "")
+        f"{side_text} (difference {fmt(_magnitude(difference))})" + (f"; {', '.join(one_sided)}" if one_sided else "")
     )
     columns = [*left.key_columns, "left", "right", "difference"]
     sample = make_sample(columns, [[*k, lv_, rv_, d] for k, lv_, rv_, d in differing])

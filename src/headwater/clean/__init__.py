@@ -2,12 +2,12 @@
 break them (see docs/files.md)."""
 
 from headwater.clean.load import (
-    QUARANTINE_SUFFIX,
     Fixups,
     Rejected,
     Staged,
     Target,
     load_table,
 )
+from headwater.sync.engine import QUARANTINE_SUFFIX
 
 __all__ = ["QUARANTINE_SUFFIX", "Fixups", "Rejected", "Staged", "Target", "load_table"]

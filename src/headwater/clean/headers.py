@@ -53,7 +53,7 @@ def header_texts(rows: Sequence[Sequence[Cell]], width: int, merged: Sequence[tu
     row, last column; 0-based within ``rows``); every cell of a range reads the range's text. When the
     file cannot say (CSV, the Sheets values API), an empty cell above the last header row continues
     the label on its left, which is how a merged group label looks once exported."""
-    grid = [[(row[c] if c < len(row) and filled(row[c]) else "").strip() for c in range(width)] for row in rows]
+    grid = [[(row[c] or "").strip() if c < len(row) else "" for c in range(width)] for row in rows]
     for top, left, bottom, right in merged or ():
         if 0 <= top < len(grid):
             text = grid[top][left] if left < width else ""

@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from headwater.clean.headers import check_rule_columns
-from headwater.clean.plan import cleaning_select, columns_for, unique_keys
+from headwater.clean.plan import Column, cleaning_select, columns_for, unique_keys
 from headwater.config.files import TableRules
 from headwater.errors import RunFailed
 from headwater.sqltext import ident, literal
@@ -128,7 +128,7 @@ def _kept(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules) -> 
     return [n for n in staged.names if n not in empty]
 
 
-def _apply_fixups(con: duckdb.DuckDBPyConnection, fixups: Fixups, columns: list, rules: TableRules) -> None:
+def _apply_fixups(con: duckdb.DuckDBPyConnection, fixups: Fixups, columns: list[Column], rules: TableRules) -> None:
     skips = [(name, row - i) for name, rows in fixups.skipped.items() for i, row in enumerate(sorted(set(rows)), 1)]
     if skips:  # row r was numbered as if no earlier row had been skipped: add the skipped rows before it
         con.execute("CREATE OR REPLACE TEMP TABLE hw_skips (file VARCHAR, t BIGINT)")

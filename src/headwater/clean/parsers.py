@@ -10,6 +10,8 @@ property-tested against a plain-Python reference in tests/test_files_parsers.py.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from headwater.clean.sql import re2_escape
 from headwater.config.files import EXCEL_SERIAL, ColumnRules
 from headwater.sqltext import literal, literal_list
@@ -170,10 +172,11 @@ def _datetime(t: str, rules: ColumnRules) -> str:
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
-def bound_sql(value: object, rules: ColumnRules) -> str:
-    """A min/max from the project file as a SQL literal of the column's type."""
-    if rules.type in ("integer", "decimal"):
-        return repr(float(value)) if not float(value).is_integer() else str(int(value))  # type: ignore[arg-type]
-    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+def bound_sql(value: float | dt.date, rules: ColumnRules) -> str:
+    """A min/max from the project file as a SQL literal of the column's type (the config has made it
+    a number for a number column and a date or datetime for a dated one)."""
+    if rules.type in ("integer", "decimal") and not isinstance(value, dt.date):
+        return repr(float(value)) if not float(value).is_integer() else str(int(value))
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)
     return f"CAST({literal(text)} AS {sql_type(rules)})"
 

@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from headwater.cli.launch import (
     ACCEPTED,
@@ -218,7 +219,7 @@ def _command(conn: socket.socket) -> None:
         os._exit(code)
 
 
-def _request(conn: socket.socket) -> tuple[dict, list[int]] | None:
+def _request(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """The client's request and its three file descriptors; None when it closed without sending one."""
     conn.settimeout(10)
     head, fds, _flags, _addr = socket.recv_fds(conn, 5, 3)
@@ -236,7 +237,7 @@ def _request(conn: socket.socket) -> tuple[dict, list[int]] | None:
     return json.loads(payload), fds
 
 
-def _adopt(request: dict, fds: list[int]) -> None:
+def _adopt(request: dict[str, Any], fds: list[int]) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

@@ -93,10 +93,10 @@ def _is_server(pid: int) -> bool:
 
 
 def _seconds(text: str) -> float:
-    from headwater.config.base import _parse_duration
+    from headwater.config.base import parse_duration
 
     try:
-        seconds = _parse_duration(text).total_seconds()  # type: ignore[union-attr] - a str gives a timedelta or raises
+        seconds = parse_duration(text).total_seconds()
     except ValueError as exc:
         raise HeadwaterError(f"--idle {text}: {exc}", fix="Write a duration such as 30m, 3h or 1d.") from exc
     if seconds <= 0:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
 from headwater.errors import ExitCode, HeadwaterError
+
+if TYPE_CHECKING:  # the CLI imports the project's modules only when a command needs them
+    from headwater.config.model import LoadedProject
 
 app = typer.Typer(
     name="headwater",
@@ -52,7 +55,7 @@ MAX_SEED = 2**31 - 1
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
 
 
-def _project(path: Path | None):
+def _project(path: Path | None) -> LoadedProject:
     """The project, confined to its folder when it is an organisation's in an install (system/orgs.py)."""
     from headwater.errors import NotFound
     from headwater.system.orgs import open_project
@@ -154,7 +157,8 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     elif record is None:
         err.print(f"[bold red]Error:[/] {escape(outcome.stderr.strip() or 'the run could not start')}", highlight=False)
     elif record.status == "success":
-        out.print(f"[green]Run {record.id} succeeded[/] in {record.duration.total_seconds():.1f}s: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
+        took = f" in {record.duration.total_seconds():.1f}s" if record.duration is not None else ""  # a success is recorded with its end
+        out.print(f"[green]Run {record.id} succeeded[/]{took}: pipeline {record.pipeline}, {record.rows_synced or 0:,} rows synced.")
         for table, rows in published.items():
             out.print(f"  published [bold]{table}[/]: {rows:,} rows")
     elif record.status == "running":  # its process ended without recording how (a full disk under the system database)

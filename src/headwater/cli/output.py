@@ -132,7 +132,7 @@ def _to_stdout(fmt: str, write: Callable[[BinaryIO], int], stdout: BinaryIO) -> 
         stdout.flush()
         return rows
     with tempfile.TemporaryFile() as scratch:  # an XLSX is a zip, finished when the workbook closes
-        rows = write(scratch)  # type: ignore[arg-type]
+        rows = write(scratch)
         scratch.seek(0)
         while chunk := scratch.read(1 << 20):
             stdout.write(chunk)

@@ -66,11 +66,11 @@ def set_secret(
     check_name(name)  # before asking for a value
     with _store(project, org) as (store, org):
         value = _read_value(name, value_stdin)
-        new_key_file = isinstance(store.keys, FileKeys) and not store.keys.path.exists()
+        new_key_file = store.keys.path if isinstance(store.keys, FileKeys) and not store.keys.path.exists() else None
         created = store.set(org, name, value, cli_actor())
         out.print(f"Secret {name} {'set' if created else 'replaced'} in organisation {org}. Use it in headwater.yml as ${{secret:{name}}}.", highlight=False)
-        if new_key_file:
-            err.print(f"Created the key file {store.keys.path} (mode 0600). Back it up: without it no secret can be read.", highlight=False)
+        if new_key_file is not None:
+            err.print(f"Created the key file {new_key_file} (mode 0600). Back it up: without it no secret can be read.", highlight=False)
 
 
 def _read_value(name: str, from_stdin: bool) -> str:

@@ -26,20 +26,26 @@ _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 MAX_DURATION = dt.timedelta(days=3650)  # longer is a typo, and past it dates overflow (a timeout of 1e20 days)
 
 
-def _parse_duration(value: object) -> object:
-    """'90s', '30m', '26h', '2d' or a number of seconds, from 0 to ten years."""
+def parse_duration(value: str | float) -> dt.timedelta:
+    """'90s', '30m', '26h', '2d' or a number of seconds, from 0 to ten years; ValueError otherwise."""
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
             raise ValueError(f"'{value}' is not a duration: write e.g. 90s, 30m, 26h or 2d")
         seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
     else:
-        return value
+        seconds = float(value)
     if not 0 <= seconds <= MAX_DURATION.total_seconds():  # also NaN
         raise ValueError(f"'{value}' is not a duration from 0 to {MAX_DURATION.days}d (ten years)")
     return dt.timedelta(seconds=seconds)
+
+
+def _parse_duration(value: object) -> object:
+    """`Duration`'s validator: a text or a number (not a bool) by `parse_duration`; anything else is
+    left to pydantic's own timedelta check."""
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return parse_duration(value)
+    return value
 
 
 Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]

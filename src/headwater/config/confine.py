@@ -72,9 +72,9 @@ def project_paths(project: LoadedProject) -> Iterator[tuple[str, str]]:
     yield "warehouse.path", config.warehouse.path
     yield "dbt.project_dir", config.dbt.project_dir
     for name, source in config.sources.items():
-        fields = type(source).model_fields
-        if "path" in fields and getattr(source, "path", None):
-            yield f"sources.{name}.path", source.path  # type: ignore[union-attr]
+        path = getattr(source, "path", None) if "path" in type(source).model_fields else None
+        if path:
+            yield f"sources.{name}.path", path
         tables = getattr(source, "tables", None)
         for table, spec in tables.items() if isinstance(tables, dict) else ():
             if getattr(spec, "path", None):

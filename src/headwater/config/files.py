@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -81,7 +82,7 @@ class ColumnRules(Strict):
             raise ValueError("map has keys that differ only in case; they are matched ignoring case")
         for bound in ("min", "max"):
             self._check_bound(bound, getattr(self, bound))
-        if self.min is not None and self.max is not None and _comparable(self.min) > _comparable(self.max):
+        if self.min is not None and self.max is not None and _greater(self.min, self.max):
             raise ValueError("min is greater than max")
         return self
 
@@ -98,12 +99,20 @@ class ColumnRules(Strict):
             raise ValueError(f"{name} of a {self.type} column must be a date (YYYY-MM-DD) or a datetime")
 
 
-def _comparable(value: object) -> object:
+def _greater(low: float | dt.date, high: float | dt.date) -> bool:
+    """``low > high``: numbers as numbers, dates and datetimes as naive datetimes (`_check_bound` has
+    made both bounds the column's kind, so a number is never compared with a date)."""
+    if isinstance(low, dt.date) and isinstance(high, dt.date):
+        return _comparable(low) > _comparable(high)
+    if not isinstance(low, dt.date) and not isinstance(high, dt.date):
+        return low > high
+    return False
+
+
+def _comparable(value: dt.date) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value.replace(tzinfo=None)
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time())
-    return value
+    return dt.datetime.combine(value, dt.time())
 
 
 def _check_format(fmt: str, column_type: str) -> None:
@@ -171,7 +180,7 @@ class _OneOrMany(TableRules):
 
     table: Name | None = Field(None, description="The table's name in raw_<source> (default: the source's name).")
 
-    def _single_or_tables(self, place: str, tables: dict[str, object], reading: frozenset[str] = frozenset()) -> None:
+    def _single_or_tables(self, place: str, tables: Mapping[str, object], reading: frozenset[str] = frozenset()) -> None:
         if tables:
             given = sorted(self.model_fields_set & (RULE_FIELDS | reading | {"table", place}))
             if given:

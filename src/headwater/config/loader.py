@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from headwater.config.base import IDENT
 from headwater.config.model import (
-    IDENT,
     Dashboard,
     LoadedProject,
     Project,

@@ -53,7 +53,9 @@ class SecretLookup(Protocol):
     names it ("" for the install's only one)."""
 
     org: str | None
-    org_option: str
+
+    @property
+    def org_option(self) -> str: ...  # read-only: a class attribute or a property (StoreLookup's) fits
 
     def __call__(self, names: list[str]) -> Mapping[str, str]: ...
 
@@ -62,7 +64,7 @@ class SecretSource(Protocol):
     """Opens the secret lookup for a project: its system database URL as the file writes it, its
     folder, and the organisation when the caller knows it (else the lookup finds it)."""
 
-    def __call__(self, system_url: str, root: Path, org: str | None) -> SecretLookup: ...
+    def __call__(self, system_url: str, root: Path, org: str | None, /) -> SecretLookup: ...
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,9 @@ def load_yaml(file: Path, env: Mapping[str, str] | None = None) -> Located:
 class _Refused(yaml.MarkedYAMLError):
     """YAML that parses but is refused (see the module's docstring)."""
 
-    def __init__(self, mark: yaml.Mark, problem: str, why: str, fix: str) -> None:
-        super().__init__(problem=problem, problem_mark=mark)
+    def __init__(self, mark: object, problem: str, why: str, fix: str) -> None:
+        # an event's mark: yaml.Mark from the pure-Python loader used here (the stubs allow the C loader's too)
+        super().__init__(problem=problem, problem_mark=mark if isinstance(mark, yaml.Mark) else None)
         self.why, self.fix = why, fix
 
 
@@ -136,7 +139,7 @@ class _Loader(yaml.SafeLoader):
         self._repeated = 0
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self._count_alias(self.peek_event())
             return super().compose_node(parent, index)
@@ -147,7 +150,8 @@ class _Loader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
+        if node is not None:
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in _children(node))
         return node
 
     def _count_alias(self, event: yaml.AliasEvent) -> None:

@@ -319,9 +319,9 @@ def filter_options(data: PublishedData, dashboard: Dashboard, key: str, limit: i
     column = ident(spec.column)
     if spec.type == "week":
         sql = f"SELECT DISTINCT CAST({column} AS DATE) AS v FROM {ident(dashboard.table)} WHERE {column} IS NOT NULL ORDER BY v DESC LIMIT {int(limit)}"
-        return [row[0].isoformat() for row in _rows(data, scope, sql)]
+        return [day.isoformat() for row in _rows(data, scope, sql) if (day := _date(row[0])) is not None]
     distinct = f"SELECT DISTINCT {column} AS v FROM {ident(dashboard.table)} WHERE {column} IS NOT NULL"
-    return [row[0] for row in _rows(data, scope, f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}")]
+    return [str(row[0]) for row in _rows(data, scope, f"SELECT CAST(v AS VARCHAR) FROM ({distinct}) ORDER BY v LIMIT {int(limit)}")]
 
 
 def date_bounds(data: PublishedData, dashboard: Dashboard, key: str, scope: RowScope = EVERY_ROW) -> tuple[dt.date | None, dt.date | None]:
@@ -333,7 +333,14 @@ def date_bounds(data: PublishedData, dashboard: Dashboard, key: str, scope: RowS
     column = ident(spec.column)
     rows = _rows(data, scope, f"SELECT min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {ident(dashboard.table)}")
     low, high = rows[0] if rows else (None, None)
-    return low, high
+    return _date(low), _date(high)
+
+
+def _date(value: object) -> dt.date | None:
+    """A DuckDB DATE as Python gets it (a date), or NULL."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    raise TypeError(f"expected a DATE, got {type(value).__name__}")
 
 
 def _rows(data: PublishedData, scope: RowScope, sql: str) -> list[tuple[object, ...]]:

@@ -35,7 +35,7 @@ import duckdb
 
 from headwater.config.model import RESERVED_PREFIX, Dashboard
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.sqltext import ident
+from headwater.sqltext import ident, one_value
 
 PARAMETER_PREFIX = f"{RESERVED_PREFIX}scope_"
 # Table references DuckDB's parser produces (TableReferenceType); the safe ones are walked into.
@@ -81,7 +81,7 @@ class RowScope:
     def conditions(self, table: str, columns: Sequence[str]) -> list[str]:
         """The WHERE conditions limiting ``table`` (with ``columns``) to this member's rows;
         ScopeRefused when a rule's attribute has no column in the table."""
-        conditions = []
+        conditions: list[str] = []
         for attribute, bound in self.columns:
             present = [c for c in bound if c in columns]
             if not present:
@@ -133,7 +133,7 @@ class RowScope:
 
 
 def _serialize(cur: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
-    tree = json.loads(cur.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
+    tree: dict[str, Any] = json.loads(one_value(cur.execute("SELECT json_serialize_sql(?)", [sql])))
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         raise ConfigError("A query could not be checked against your row-level access", why=str(tree.get("error_message") or "it is not one SELECT"), fix="Ask the dashboard's author to simplify the chart's SQL.")
     return tree

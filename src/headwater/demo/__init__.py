@@ -18,7 +18,8 @@ DEMO_ADMIN = "admin@example.org"
 
 def demo_timezone() -> str:
     """The campaign's time zone, read from the template's dbt vars: one source of truth."""
-    return yaml.safe_load((TEMPLATE / "dbt_project.yml").read_text())["vars"]["campaign_timezone"]
+    zone: str = yaml.safe_load((TEMPLATE / "dbt_project.yml").read_text())["vars"]["campaign_timezone"]
+    return zone
 
 
 def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bool = False, say: Callable[[str], None] = lambda _: None) -> LoadedProject:

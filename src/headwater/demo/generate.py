@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from headwater.sqltext import literal
+from headwater.sqltext import literal, one_value
 
 __all__ = ["ROSTER_FILE", "STATUSES", "generate_campaign_db", "write_organizers_sheet"]
 
@@ -263,7 +263,7 @@ def _write_facts(con: duckdb.DuckDBPyConnection, n_signups: int,
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, select: str) -> int:
-    return con.execute(f"INSERT INTO c.{table} {select}").fetchone()[0]
+    return int(one_value(con.execute(f"INSERT INTO c.{table} {select}")))
 
 
 def _events_sql(n_events: int, n_signups: int) -> str:

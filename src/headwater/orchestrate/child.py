@@ -88,7 +88,7 @@ def forked(argv: list[str], stderr: str | None) -> None:
     the supervisor's file (``None``: left to the terminal) — then the same `main`."""
     os.setsid()
     _release_warm_server()
-    targets = [(os.devnull, os.O_RDWR, (0, 1))]
+    targets: list[tuple[str, int, tuple[int, ...]]] = [(os.devnull, os.O_RDWR, (0, 1))]
     if stderr is not None:
         targets.append((stderr, os.O_WRONLY | os.O_APPEND, (2,)))
     for path, flags, fds in targets:

@@ -82,7 +82,7 @@ def _second_occurrence(moment: dt.datetime, zone: ZoneInfo) -> bool:
     return local.fold == 1 and local.utcoffset() != local.replace(fold=0).utcoffset()
 
 
-class CrontabTrigger(BaseTrigger):
+class CrontabTrigger(BaseTrigger):  # type: ignore[misc]  # apscheduler has no types here (ignore_missing_imports): BaseTrigger is Any
     """A five-field cron expression in an IANA time zone, with cron's meaning (see the module
     docstring). Built from `CronTrigger.from_crontab`; used by the running scheduler and by
     `fire_times`, so tests of one are tests of the other."""
@@ -119,7 +119,7 @@ class CrontabTrigger(BaseTrigger):
         begin = moment
         if (moment - _LOOKBACK).astimezone(self.timezone).utcoffset() != moment.astimezone(self.timezone).utcoffset():
             begin = moment - _LOOKBACK  # just after a clock change: search from before it
-        fire = part.get_next_fire_time(None, begin.astimezone(self.timezone))
+        fire: dt.datetime | None = part.get_next_fire_time(None, begin.astimezone(self.timezone))
         for _ in range(_MAX_STEPS):
             if fire is None:
                 return None
@@ -318,7 +318,7 @@ class Scheduler:
         if pipeline is None:
             return
         if event.code == EVENT_JOB_MISSED:
-            late = _aware_utc(event.scheduled_run_time, "scheduled_run_time")  # type: ignore[attr-defined]
+            late = _aware_utc(event.scheduled_run_time, "scheduled_run_time")
             if self._schedules[pipeline].catch_up:
                 self._submit(pipeline, "catch_up", f"fire at {late.isoformat()} was missed (scheduler late): catching up once")
             else:

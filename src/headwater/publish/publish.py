@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from headwater.errors import RunFailed
+from headwater.sqltext import one_value
 from headwater.transform import NodeResult
 from headwater.warehouse import Warehouse
 
@@ -75,7 +76,7 @@ def publish(warehouse: Warehouse, build: duckdb.DuckDBPyConnection, publish_plan
     snapshot = warehouse.write_snapshot(build, name, publish_plan.fresh, publish_plan.carried)
     try:
         with warehouse.open_snapshot(snapshot) as con:
-            rows = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in publish_plan.tables}
+            rows = {t: one_value(con.execute(f'SELECT count(*) FROM "{t}"')) for t in publish_plan.tables}
         warehouse.switch(snapshot)
     except BaseException:
         if warehouse.pointer_name() != snapshot.name:  # never published: a reader falling back must not find it

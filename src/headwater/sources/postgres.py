@@ -19,7 +19,7 @@ from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
-from headwater.sqltext import literal
+from headwater.sqltext import literal, one_value
 from headwater.sync.sql import UNFIT as UNFIT_MARK
 from headwater.sync.sql import Column, SqlSource, TableInfo, unfit, unfit_error
 from headwater.sync.types import normalise
@@ -400,7 +400,7 @@ class _CopyCounter:
 
     def __call__(self) -> int | None:
         try:
-            return int(self.probe.execute(self.sql).fetchone()[0])
+            return int(one_value(self.probe.execute(self.sql)))
         except duckdb.Error:
             return None
 

@@ -26,7 +26,7 @@ import duckdb
 
 from headwater.config.sources import SQLiteSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line
-from headwater.sqltext import ident, literal
+from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
 from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, unfit, unfit_error
@@ -186,7 +186,7 @@ class SQLiteSource(SqlSource):
         risky = [(i, cond) for i, c in enumerate(columns) if (cond := _scanner_unsafe(self.quote(c.name), c.type)) is not None]
         sums = [f"sum({cond}) AS m{i}" for i, _, cond in checked] + [f"sum({cond}) AS u{i}" for i, cond in risky]
         aggregate = f"SELECT {', '.join(sums)} FROM {self.quote(table.name)}"
-        counts = [int(n or 0) for n in con.execute(f"SELECT * FROM sqlite_query({literal(self.alias)}, {literal(aggregate)})").fetchone()] if sums else []
+        counts = [int(n or 0) for n in one_row(con.execute(f"SELECT * FROM sqlite_query({literal(self.alias)}, {literal(aggregate)})"))] if sums else []
         self._scannable[table.name] = not any(counts[len(checked) :])
         if not any(counts[: len(checked)]):
             return {}
@@ -195,7 +195,7 @@ class SQLiteSource(SqlSource):
         sql = f"SELECT {self._keys[table.name]} AS k, {picks} FROM {self.quote(table.name)} WHERE {where}"
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_misfits AS SELECT * FROM sqlite_query({literal(self.alias)}, {literal(sql)})")
         aggregates = ", ".join(f"count(t{i}), any_value([t{i}, v{i}]) FILTER (WHERE t{i} IS NOT NULL)" for i, _, _ in checked)
-        row = con.execute(f"SELECT {aggregates} FROM _hw_misfits").fetchone()
+        row = one_row(con.execute(f"SELECT {aggregates} FROM _hw_misfits"))
         found: dict[str, _Misfits] = {}
         for n, (_, c, _) in enumerate(checked):
             count, example = row[2 * n], row[2 * n + 1]
@@ -223,7 +223,7 @@ class SQLiteSource(SqlSource):
         ]
         con.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {' UNION ALL '.join(parts)}")
         self._exclude[table.name] = " OR ".join(cond for _, _, cond in checked)
-        table.quarantined = con.execute("SELECT count(*) FROM _hw_misfits").fetchone()[0]
+        table.quarantined = one_value(con.execute("SELECT count(*) FROM _hw_misfits"))
         table.quarantine_by_rule = {f"type ({name})": m.count for name, m in found.items()}
         table.read_notes += [f"column {name}: {m.count:,} value(s) are not {m.expected} (e.g. {m.example}): their rows are quarantined" for name, m in found.items()]
         table.read_notes.append(f"{table.quarantined:,} row(s) set aside in {raw_schema(self.name)}.{table.name}{QUARANTINE_SUFFIX} (on_type_mismatch: quarantine)")
@@ -292,7 +292,7 @@ class _Watch:
         self.version = self._version()
 
     def _version(self) -> int:
-        return int(self.connection.execute("PRAGMA data_version").fetchone()[0])
+        return int(one_value(self.connection.execute("PRAGMA data_version")))
 
     def changed(self) -> bool:
         try:

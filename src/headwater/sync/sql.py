@@ -29,7 +29,7 @@ import duckdb
 from headwater.config.sources import DatabaseSource, TablePatterns, TableSettings
 from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
-from headwater.sqltext import ident, literal
+from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
 from headwater.sync.state import (
@@ -315,7 +315,7 @@ class SqlSource:
     def _memory_error(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exc: duckdb.Error) -> HeadwaterError:
         """Out of memory: name the largest value of the table (column and key) when the source can
         find it, since a single value too big for the limit is the usual cause."""
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = one_value(con.execute("SELECT current_setting('memory_limit')"))
         key = self.settings.settings_for(info.name).primary_key or info.primary_key
         try:
             largest = self.largest_value(con, info, key)
@@ -361,10 +361,10 @@ class SqlSource:
 
     def _failed_stats(self, con: duckdb.DuckDBPyConnection, info: TableInfo, error: HeadwaterError) -> TableStats:
         """What the run records for a table that failed: raw as it was left, and the error."""
-        exists = con.execute(
+        exists = one_value(con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [raw_schema(self.name), info.name]
-        ).fetchone()[0]
-        rows = con.execute(f"SELECT count(*) FROM {ident(raw_schema(self.name))}.{ident(info.name)}").fetchone()[0] if exists else 0
+        ))
+        rows = one_value(con.execute(f"SELECT count(*) FROM {ident(raw_schema(self.name))}.{ident(info.name)}")) if exists else 0
         return TableStats(info.name, rows, 0.0, mode="failed", notes=[error.what])
 
     def _stale_table(self, ctx: SyncContext, name: str, *, selected_out: bool) -> TableStats:
@@ -391,7 +391,7 @@ class SqlSource:
             stats = TableStats(name, 0, 0.0, mode="pruned")
             self._note(ctx, TableInfo(name, []), stats, f"{why}: dropped {raw_schema(self.name)}.{name} and its sync state (prune)")
             return stats
-        rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
         stats = TableStats(name, rows, 0.0, mode="stale")
         self._note(
             ctx, TableInfo(name, []), stats,
@@ -504,7 +504,7 @@ class SqlSource:
             if not full and any(c.startswith("added column") for c in stats.schema_changes):
                 full = True
                 stats.notes.append("new column(s): the table was reloaded so existing rows get their values")
-            if not full and plan.method == "xmin" and not self.xmin_usable(state, snapshot):
+            if not full and plan.method == "xmin" and state is not None and not self.xmin_usable(state, snapshot):  # not full: state is not None
                 full = True
                 stats.notes.append("more than 2^31 transactions since the last sync: reloaded in full")
             new_state: dict[str, Any] = {"method": plan.method, "key": plan.key, "cursor": plan.cursor, **snapshot}
@@ -525,7 +525,7 @@ class SqlSource:
             self.end(con, info)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
-            stats.rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+            stats.rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
             if last:
                 with _checkpoint_settings(con, compact=self._passes > 0, at_commit=True):
                     con.execute("COMMIT")
@@ -594,7 +594,7 @@ class SqlSource:
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
         self._check_unique(con, info, plan, target)
-        n = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        n = one_value(con.execute(f"SELECT count(*) FROM {target}"))
         stats.mode = "full"
         stats.rows_read = stats.upserted = n
 
@@ -651,14 +651,14 @@ class SqlSource:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT * FROM {target} LIMIT 0")
         else:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, where=where, parallel=False)} AS s")
-        stats.rows_read = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
+        stats.rows_read = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         self._check_unique(con, info, plan, changes)
         key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
         if plan.mode == "append":
             if plan.key:
                 con.execute(f"DELETE FROM {changes} c WHERE EXISTS (SELECT 1 FROM {target} WHERE {key_match})")
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
-            stats.upserted = con.execute(f"SELECT count(*) FROM {changes}").fetchone()[0]
+            stats.upserted = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         elif stats.rows_read:
             con.execute(f"DELETE FROM {target} USING {changes} c WHERE {key_match}")
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
@@ -708,14 +708,14 @@ class SqlSource:
         extra = f", s.{HASH_COLUMN}" if hashed else ""
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
-        stats.rows_read = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+        stats.rows_read = one_value(con.execute(f"SELECT count(*) FROM {src}"))
         self._check_unique(con, info, plan, src)
         on = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM s.{ident(k)}" for k in plan.key)
         differs = " OR ".join(f"r.{ident(c.name)} IS DISTINCT FROM s.{ident(c.name)}" for c in info.columns) or "FALSE"
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         without = f" EXCLUDE ({HASH_COLUMN})" if hashed else ""
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
-        stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
+        stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
         if stats.upserted:
             key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
             con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
@@ -748,7 +748,7 @@ class SqlSource:
             f"WHERE NOT EXISTS (SELECT 1 FROM {hashes} h WHERE {on} AND h.{HASH_COLUMN} = s.{HASH_COLUMN})"
         )
         self._check_unique(con, info, plan, "_hw_source_hashes")
-        total, count = con.execute("SELECT (SELECT count(*) FROM _hw_source_hashes), (SELECT count(*) FROM _hw_changed_keys)").fetchone()
+        total, count = one_row(con.execute("SELECT (SELECT count(*) FROM _hw_source_hashes), (SELECT count(*) FROM _hw_changed_keys)"))
         if count > max(HASH_FETCH_MIN, min(total // 5, HASH_FETCH_MAX)):
             con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
             return False
@@ -763,7 +763,7 @@ class SqlSource:
             read = f"SELECT {select} FROM {self.hashed_relation(con, info, where=where)} AS s"
             con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS {read}" if start == 0 else f"INSERT INTO _hw_changes {read}")
         if changed:
-            stats.rows_read = stats.upserted = con.execute("SELECT count(*) FROM _hw_changes").fetchone()[0]
+            stats.rows_read = stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
             key_match = " AND ".join(f"{target}.{k} = c.{k}" for k in keys)
             con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
             con.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE ({HASH_COLUMN}) FROM _hw_changes")
@@ -795,8 +795,8 @@ class SqlSource:
         con = ctx.con
         alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         if source_count is None:
-            source_count = con.execute(f"SELECT * FROM {self.count_relation(info)}").fetchone()[0]
-        raw_count = con.execute(f"SELECT count(*) FROM {target}{alive}").fetchone()[0]
+            source_count = one_value(con.execute(f"SELECT * FROM {self.count_relation(info)}"))
+        raw_count = one_value(con.execute(f"SELECT count(*) FROM {target}{alive}"))
         removes = plan.mode != "append" and plan.deletes != "ignore"
         if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
             self._note_count_difference(ctx, info, plan, target, stats, source_count)
@@ -816,7 +816,7 @@ class SqlSource:
         alive = f" AND r.{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         in_raw = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM k.{ident(k)}" for k in plan.key)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_missing_keys AS SELECT * FROM _hw_keys k WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {in_raw}{alive})")
-        missing = con.execute("SELECT count(*) FROM _hw_missing_keys").fetchone()[0]
+        missing = one_value(con.execute("SELECT count(*) FROM _hw_missing_keys"))
         if missing:
             wanted = " AND ".join(f"m.{ident(k)} IS NOT DISTINCT FROM s.{ident(k)}" for k in plan.key)
             con.execute(
@@ -825,7 +825,7 @@ class SqlSource:
             )
             key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
             con.execute(f"DELETE FROM {target} USING _hw_missing c WHERE {key_match}")  # a tombstone of the same key
-            added = con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing").fetchone()[0]
+            added = one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing"))
             con.execute("DROP TABLE _hw_missing")
             stats.rows_read += added
             stats.upserted += added
@@ -839,7 +839,7 @@ class SqlSource:
 
     def _note_count_difference(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, stats: TableStats, source_count: int) -> None:
         alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
-        raw_count = ctx.con.execute(f"SELECT count(*) FROM {target}{alive}").fetchone()[0]
+        raw_count = one_value(ctx.con.execute(f"SELECT count(*) FROM {target}{alive}"))
         if raw_count == source_count:
             return
         if raw_count > source_count and (plan.deletes == "ignore" or plan.mode == "append"):
@@ -875,8 +875,8 @@ class SqlSource:
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
         gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in plan.key) + ")"
         if plan.deletes == "tombstone":
-            return con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}").fetchone()[0]
-        return con.execute(f"DELETE FROM {target} WHERE {gone}").fetchone()[0]
+            return int(one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}")))
+        return int(one_value(con.execute(f"DELETE FROM {target} WHERE {gone}")))
 
 
 def tables_failed(source: str, failures: list[HeadwaterError], stats: list[TableStats]) -> HeadwaterError:
@@ -985,7 +985,7 @@ def _machine_memory() -> int:
 @contextmanager
 def _load_settings(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> Iterator[None]:
     settings = {**LOAD_SETTINGS, "memory_limit": literal(sync_memory_limit(memory_limit))}
-    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in settings}
+    before = {name: one_value(con.execute("SELECT current_setting(?)", [name])) for name in settings}
     for name, value in settings.items():
         con.execute(f"SET {name} = {value}")
     try:
@@ -1013,7 +1013,7 @@ def _checkpoint_settings(con: duckdb.DuckDBPyConnection, *, compact: bool, at_co
     that made a full pass over a table (hourly for big ones, every sync for small ones) compact; the
     syncs between write just their own rows and leave the merging to the next pass."""
     names = ["max_vacuum_tasks", *(["checkpoint_threshold"] if at_commit else [])]
-    before = {name: con.execute("SELECT current_setting(?)", [name]).fetchone()[0] for name in names}
+    before = {name: one_value(con.execute("SELECT current_setting(?)", [name])) for name in names}
     if not compact:
         con.execute("SET max_vacuum_tasks = 0")
     if at_commit:
@@ -1052,7 +1052,7 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[s
 
 
 def _max(con: duckdb.DuckDBPyConnection, target: str, column: str) -> Any:
-    return _jsonable(con.execute(f"SELECT max({ident(column)}) FROM {target}").fetchone()[0])
+    return _jsonable(one_value(con.execute(f"SELECT max({ident(column)}) FROM {target}")))
 
 
 def _jsonable(value: Any) -> Any:

@@ -38,11 +38,11 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -508,7 +508,7 @@ class Accounts:
         with self.db.session() as session:
             found, org = self._open_invitation(session, token)
             claimed = session.execute(update(Invitation).where(Invitation.id == found.id, Invitation.accepted_at.is_(None)).values(accepted_at=now))
-            if claimed.rowcount != 1:  # accepted by a concurrent request
+            if cast("CursorResult[Any]", claimed).rowcount != 1:  # accepted by a concurrent request (an UPDATE's result is a cursor's)
                 raise InvitationInvalid()
             user = session.scalar(select(User).where(User.email == found.email))
             if user is None:

@@ -20,6 +20,7 @@ organisation's run history can ever show up in another's.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import re
@@ -156,7 +157,7 @@ class Organisations:
         """The organisation whose project is the folder ``root``, if any."""
         return next(iter(self._select(Organisation.project_path == str(root.resolve()))), None)
 
-    def _select(self, condition: object) -> list[Org]:
+    def _select(self, condition: object) -> builtins.list[Org]:  # `list` here is the method above
         members = select(Membership.org_id, func.count().label("n")).group_by(Membership.org_id).subquery()
         query = select(Organisation, func.coalesce(members.c.n, 0)).outerjoin(members, members.c.org_id == Organisation.id).order_by(Organisation.slug)
         if condition is not None:

@@ -36,11 +36,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -258,7 +259,8 @@ class SecretStore:
     def delete(self, org: str, name: str, actor: str) -> None:
         with self.db.session() as session, session.begin():
             org_id = _org_id(session, org)
-            removed = session.execute(delete(Secret).where(Secret.org_id == org_id, Secret.name == name)).rowcount
+            deleted = session.execute(delete(Secret).where(Secret.org_id == org_id, Secret.name == name))
+            removed = cast("CursorResult[Any]", deleted).rowcount  # a DELETE's result is a cursor's
             if not removed:
                 raise _not_found(org, name, self._names(session, org_id))
             audit.add(session, org=org, actor=actor, action="secret_deleted", target=name)

@@ -247,7 +247,7 @@ def _node_result(result: Any) -> NodeResult:
     status = str(result.status)
     failures = getattr(result, "failures", None)
     text = str(result.message) if result.message and status in ("error", "fail", "warn") else None
-    diff = _unit_test_diff(text) if kind == "unit_test" and status == "fail" else None
+    diff = _unit_test_diff(text) if text is not None and kind == "unit_test" and status == "fail" else None
     return NodeResult(
         name=node.name,
         resource_type=kind,

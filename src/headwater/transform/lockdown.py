@@ -35,7 +35,7 @@ except ImportError:  # dbt-duckdb is a dependency; this keeps the module importa
     BasePlugin = object  # type: ignore[assignment,misc]
 
 
-class Plugin(BasePlugin):  # type: ignore[misc,valid-type]
+class Plugin(BasePlugin):
     """dbt-duckdb calls `configure_connection` on the connection it opened, before any model."""
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:

@@ -53,7 +53,7 @@ def connect(
     for the 49 MB postgres extension, at every process start. The check guards downloads; these files
     were installed by pip into site-packages, next to the Python code that loads them, and nothing is
     ever downloaded (autoinstall is off). See docs/architecture.md, "Extensions"."""
-    config: dict[str, str | bool | int] = {"autoinstall_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False}
     if (ext := extension_directory()) is not None:
         config["extension_directory"] = ext
         if trusted:

@@ -26,11 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from headwater import __version__
 from headwater.config.model import LoadedProject
 from headwater.publish import export
-from headwater.redact import install_logging
+from headwater.redact import install_logging, redact
 from headwater.system.orgs import Install
 from headwater.web import auth, errors, install_routes, present
 from headwater.web.audit import router as audit_router
-from headwater.web.ops import redact
 from headwater.web.ops import router as ops_router
 from headwater.web.routes import router
 from headwater.web.tenancy import ORG_PREFIX, Tenancy

@@ -35,7 +35,8 @@ def record(request: Request, action: str, target: str, detail: Mapping[str, Any]
 
 def logged_in(request: Request, user: SessionUser) -> None:
     auth = request.app.state.auth
-    for org in [m.slug for m in user.memberships] or [None]:
+    orgs: list[str | None] = [m.slug for m in user.memberships] or [None]  # None: a login outside any organisation
+    for org in orgs:
         audit_log.record(auth.tenancy.system_db(), org=org, actor=user.email, action="login", target=user.email, ip=auth.client_ip(request))
 
 
@@ -59,4 +60,5 @@ def audit_page(request: Request, before: Annotated[int | None, Query(ge=1)] = No
     more = len(events) > PAGE
     events = events[:PAGE]
     older = org.url(f"/admin/audit?before={events[-1].id}") if more and events else None
-    return request.app.state.templates.TemplateResponse(request, "audit.html", {"events": events, "older": older, "first_page": before is None}, headers={"Cache-Control": "no-store"})
+    page: Response = request.app.state.templates.TemplateResponse(request, "audit.html", {"events": events, "older": older, "first_page": before is None}, headers={"Cache-Control": "no-store"})
+    return page

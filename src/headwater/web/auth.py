@@ -67,7 +67,6 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
-_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -191,18 +190,18 @@ class WebAuth:
 
     def session(self, request: Request) -> SessionUser | None:
         """The signed-in user of this request, as a member of no organisation in particular (looked up once)."""
-        user = getattr(request.state, "hw_session", _UNKNOWN)
-        if user is _UNKNOWN:
-            user = request.state.hw_session = self.accounts.session_user(request.cookies.get(SESSION_COOKIE), org=None)
+        if not hasattr(request.state, "hw_session"):
+            request.state.hw_session = self.accounts.session_user(request.cookies.get(SESSION_COOKIE), org=None)
+        user: SessionUser | None = request.state.hw_session
         return user
 
     def user(self, request: Request) -> SessionUser | None:
         """The signed-in user as a member of the request's organisation (on install routes: of the
         one-project install's organisation, or of none)."""
-        user = getattr(request.state, "hw_user", _UNKNOWN)
-        if user is _UNKNOWN:
+        if not hasattr(request.state, "hw_user"):
             session = self.session(request)
-            user = request.state.hw_user = session.in_org(None if self.tenancy.multi else DEFAULT_ORG) if session else None
+            request.state.hw_user = session.in_org(None if self.tenancy.multi else DEFAULT_ORG) if session else None
+        user: SessionUser | None = request.state.hw_user
         return user
 
     def resolve_org(self, request: Request, session: SessionUser) -> OrgContext:
@@ -217,7 +216,7 @@ class WebAuth:
                 raise PageNotFound(request.url.path)
             base = ORG_PREFIX.format(org=slug)
         else:
-            site, member, base = tenancy.home, session.in_org(DEFAULT_ORG), ""  # type: ignore[assignment]
+            site, member, base = tenancy.home, session.in_org(DEFAULT_ORG), ""
         scope = RowScope.for_member(site.project.config.dashboards, member.attributes)  # type: ignore[union-attr]
         org = request.state.hw_org = OrgContext(site, member, scope, base)  # type: ignore[arg-type]
         request.state.hw_user = member
@@ -256,7 +255,8 @@ class WebAuth:
 
 
 def _auth(request: Request) -> WebAuth:
-    return request.app.state.auth
+    auth: WebAuth = request.app.state.auth
+    return auth
 
 
 # --- the route table ----------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def route_table(app: FastAPI) -> list[RouteInfo]:
         if isinstance(route, APIRoute):
             declared = _declared_rule(route.dependant)
             rules = ROUTE_RULES if org else INSTALL_ROUTE_RULES
-            for method in sorted(route.methods):
+            for method in sorted(route.methods or ()):  # FastAPI gives every APIRoute its methods (GET by default)
                 local = local_prefix + route.path
                 key = f"{method} {local if org else prefix + route.path}"
                 table.append(RouteInfo(method, prefix + route.path, route, _stricter(rules.get(key), declared), org, local if org else ""))
@@ -366,7 +366,8 @@ def guard(request: Request, submitted: Annotated[str | None, Depends(_submitted_
 
 def org_context(request: Request) -> OrgContext:
     """The organisation of an organisation route's request (set by `guard`)."""
-    return request.state.hw_org
+    org: OrgContext = request.state.hw_org
+    return org
 
 
 def require(role: Role | str | None = None) -> Callable[[Request], SessionUser]:
@@ -477,7 +478,7 @@ def anonymous_form(request: Request, template: str, context: dict[str, Any], *, 
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
     if not TOKEN.fullmatch(token):
         token = secrets.token_urlsafe(32)
-    response = request.app.state.templates.TemplateResponse(request, template, {**context, "login_csrf": token}, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+    response: Response = request.app.state.templates.TemplateResponse(request, template, {**context, "login_csrf": token}, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
     auth.set_cookie(request, response, LOGIN_CSRF_COOKIE, token, None)
     return response
 

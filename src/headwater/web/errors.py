@@ -49,7 +49,8 @@ def error_response(request: Request, status: int, what: str, why: str | None = N
     if is_api(request):
         return JSONResponse({"error": {"message": what, "why": why, "fix": fix}}, status_code=status)
     templates = request.app.state.templates
-    return templates.TemplateResponse(request, "error.html", {"status": status, "what": what, "why": why, "fix": fix}, status_code=status)
+    page: Response = templates.TemplateResponse(request, "error.html", {"status": status, "what": what, "why": why, "fix": fix}, status_code=status)
+    return page
 
 
 async def _headwater_error(request: Request, exc: Exception) -> Response:

@@ -40,7 +40,8 @@ def organisations(request: Request) -> Response:
     mine = list(user.memberships)
     if len(mine) == 1:
         return RedirectResponse(ORG_PREFIX.format(org=mine[0].slug) + "/", status_code=303)
-    return request.app.state.templates.TemplateResponse(request, "orgs.html", {"memberships": mine}, headers={"Cache-Control": "no-store"})
+    page: Response = request.app.state.templates.TemplateResponse(request, "orgs.html", {"memberships": mine}, headers={"Cache-Control": "no-store"})
+    return page
 
 
 @router.get("/invite/{token}")

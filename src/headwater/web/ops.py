@@ -269,4 +269,5 @@ def run_log(request: Request, run_id: int, after: Annotated[int, Query(ge=0, le=
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status, headers={"Cache-Control": "no-store"})
+    page: Response = request.app.state.templates.TemplateResponse(request, template, context, status_code=status, headers={"Cache-Control": "no-store"})
+    return page

@@ -91,7 +91,8 @@ def chart_json(request: Request, name: str, index: int) -> Response:
 
     def compute() -> bytes:
         result = service.fetch(data, chart, service.chart_query(data, dashboard, chart, selections, org.scope), CHART_ROWS)
-        return JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}).body
+        # bytes(): Starlette types .body as bytes | memoryview; JSONResponse renders bytes, which bytes() returns as is
+        return bytes(JSONResponse({"columns": result.columns, "rows": present.json_rows(result), "truncated": result.truncated}).body)
 
     key = ("chart", name, index, tuple(sorted((k, tuple(sorted(v))) for k, v in selections.items())), org.cache_scope)
     return Response(ctx.cached(key, compute), media_type="application/json")
@@ -150,7 +151,8 @@ def run_detail(request: Request, run_id: int) -> Response:
 
 
 def _page(request: Request, template: str, **context: Any) -> Response:
-    return request.app.state.templates.TemplateResponse(request, template, context)
+    page: Response = request.app.state.templates.TemplateResponse(request, template, context)
+    return page
 
 
 def _selections(request: Request) -> dict[str, list[str]]:

@@ -36,7 +36,8 @@ BLANK_FORM = {"email": "", "role": "viewer", "attributes": ""}
 
 
 def _accounts(request: Request) -> Accounts:
-    return request.app.state.auth.accounts
+    accounts: Accounts = request.app.state.auth.accounts
+    return accounts
 
 
 def _actor(request: Request, admin: SessionUser, org: OrgContext) -> Actor:
@@ -130,4 +131,5 @@ def _done(org: OrgContext, what: str, email: str) -> Response:
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
-    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status, headers={"Cache-Control": "no-store"})
+    page: Response = request.app.state.templates.TemplateResponse(request, template, context, status_code=status, headers={"Cache-Control": "no-store"})
+    return page

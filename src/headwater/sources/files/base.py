@@ -21,11 +21,12 @@ from pathlib import Path
 
 import duckdb
 
-from headwater.clean.load import QUARANTINE_SUFFIX, Staged, Target, load_table, rules_breakdown
+from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
 from headwater.errors import HeadwaterError, NotFound, RunFailed
+from headwater.sqltext import one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import raw_schema
+from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -101,15 +102,15 @@ class FileSource(ABC):
         schema = raw_schema(self.name)
         previous = load_state(ctx.con, self.name, table)
         if not ctx.full_refresh and previous and previous.get("fingerprint") == fingerprint and _exists(ctx.con, schema, table):
-            rows = ctx.con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]  # type: ignore[index]
+            rows = one_value(ctx.con.execute(f'SELECT count(*) FROM "{schema}"."{table}"'))
             quarantine = f'"{schema}"."{table}{QUARANTINE_SUFFIX}"'
-            quarantined = ctx.con.execute(f"SELECT count(DISTINCT (source_file, row_number)) FROM {quarantine}").fetchone()[0]  # type: ignore[index]
+            quarantined = one_value(ctx.con.execute(f"SELECT count(DISTINCT (source_file, row_number)) FROM {quarantine}"))
             ctx.log(f"source {self.name}: table {table}: unchanged since the last sync, skipped ({rows:,} rows, {quarantined:,} in quarantine)")
             stats = TableStats(table, rows, round(time.perf_counter() - started, 3), mode="skipped", quarantined=quarantined)
             stats.quarantine_by_rule = rules_breakdown(ctx.con, quarantine)  # what the quarantine still holds
             return stats
         staged = opened.stage(ctx.con)
-        state = {"fingerprint": fingerprint, "content_sha256": opened.content_hash, "sources": opened.sources}
+        state: dict[str, object] = {"fingerprint": fingerprint, "content_sha256": opened.content_hash, "sources": opened.sources}
         stats = load_table(ctx.con, staged, spec, Target(self.name, schema, table, state), ctx.log)
         stats.seconds = round(time.perf_counter() - started, 3)
         ctx.report(table, stats.rows_read, stats.rows_read)
@@ -123,8 +124,8 @@ class FileSource(ABC):
 
 
 def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    found = con.execute(
+    found = one_value(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = ? AND table_name IN (?, ?)",
         [schema, table, table + QUARANTINE_SUFFIX],
-    ).fetchone()[0]  # type: ignore[index]
-    return found == 2
+    ))
+    return int(found) == 2

@@ -82,8 +82,8 @@ def download(url: str, work: Path, what: str, timeout: float = DOWNLOAD_TIMEOUT)
                     if kind is HeadwaterError
                     else "The server had a problem; the run is retried.",
                 )
-            with open(target, "wb") as handle:
-                handle.writelines(response.iter_bytes(1 << 20))
+            with open(target, "wb") as file:
+                file.writelines(response.iter_bytes(1 << 20))
     except httpx.TransportError as exc:
         if unresolved_host(str(exc)):
             raise host_not_found(what, urlsplit(url).hostname or "", f"the source's path ({shown})", f"{type(exc).__name__}: {exc}") from None

@@ -81,7 +81,8 @@ class SheetsClient:
         response = self._send("GET", url, params=params, headers={"Authorization": f"Bearer {self._access_token()}"})
         if response.status_code >= 400:
             raise self._api_error(response)
-        return response.json()
+        found: dict[str, Any] = response.json()
+        return found
 
     def _access_token(self) -> str:
         if self._token is None:
@@ -157,7 +158,8 @@ def _service_account(credentials: str, root: Path, where: str) -> dict[str, str]
     if missing:
         raise ConfigError(f"{where}: credentials is not a service account key (no {', '.join(missing)})", fix="Use a service account's JSON key, not an OAuth client id.")
     key.setdefault("token_uri", DEFAULT_TOKEN_URI)
-    return key
+    found: dict[str, str] = key  # a JSON object (checked above), as Google issues it: text values
+    return found
 
 
 class GoogleSheetsFileSource(FileSource):
