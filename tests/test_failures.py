@@ -101,6 +101,29 @@ def test_a_full_disk_under_the_warehouse_fails_the_run_once_clearly(small_disk, 
     assert sorted(p.name for p in published.iterdir()) == ["CURRENT", before[0]]  # nothing half-written left taking space
 
 
+def test_a_read_only_warehouse_folder_is_named_with_its_fix_and_published_data_still_reads(small_disk, tmp_path):
+    """The warehouse's folder on a file system mounted read-only (the system database elsewhere): a run
+    and a sync cannot take the writer's lock there — said as such, exit 2, no traceback — and what was
+    published still exports."""
+    project = make_project(small_disk / "demo", 500)
+    project = _set_system_url(project, f"sqlite:///{tmp_path / 'system.db'}")
+    assert headwater("run", "-p", str(project.root)).returncode == 0
+    exported = headwater("export", "flake_rate_weekly", "-p", str(project.root), "-o", "-").stdout
+    folder = Warehouse(project.root, project.config.warehouse).folder
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        for command in (["run"], ["sync"]):
+            result = headwater(*command, "-p", str(project.root))
+            assert result.returncode == 2, (command, result.stderr)
+            said = " ".join(result.stderr.split())
+            assert f"The warehouse folder {folder} cannot be written" in said and "mounted read-only" in said, said
+            assert "Fix:" in said and "Traceback" not in said and "bug" not in said, said
+            assert said.count("cannot be written") == 1, said
+        assert headwater("export", "flake_rate_weekly", "-p", str(project.root), "-o", "-").stdout == exported
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
 def test_a_full_disk_under_everything_says_the_failure_could_not_be_recorded(small_disk):
     project = make_project(small_disk / "demo", 2_000)
     assert headwater("run", "-p", str(project.root)).returncode == 0

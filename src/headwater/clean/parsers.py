@@ -163,10 +163,11 @@ def _datetime(t: str, rules: ColumnRules) -> str:
     if aware:  # an ISO value carrying its own offset is an instant already
         parts.append(f"CASE WHEN regexp_full_match({t}, {literal(_ISO_DATETIME + _OFFSET)}) THEN TRY_CAST({t} AS TIMESTAMPTZ) END")
     if EXCEL_SERIAL in rules.formats:
-        micros = f"CAST(round({_serial(t)} * 86400000000) AS BIGINT)"
+        exact = f"TRY_CAST({t} AS DECIMAL(38,20))"  # not DOUBLE: 32768.945312 days would land a microsecond late
+        micros = f"CAST(round({exact} * 86400000000) AS BIGINT)"
         stamp = local(f"TIMESTAMP '{EXCEL_EPOCH}' + to_microseconds({micros})")
         parts.append(
-            f"CASE WHEN regexp_full_match({t}, '\\d{{2,7}}(?:\\.\\d+)?') AND {_serial(t)} >= {FIRST_SERIAL} AND {_serial(t)} < {LAST_SERIAL + 1} "
+            f"CASE WHEN regexp_full_match({t}, '\\d{{2,7}}(?:\\.\\d+)?') AND {exact} >= {FIRST_SERIAL} AND {exact} < {LAST_SERIAL + 1} "
             f"THEN {stamp} END"
         )
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"

@@ -25,7 +25,10 @@ def main(argv: list[str]) -> int:
         return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
+    shown: list[str] = []  # the levels of the lines shown live
+
     def listener(level: str, message: str) -> None:
+        shown.append(level)
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
         console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
 
@@ -44,7 +47,9 @@ def main(argv: list[str]) -> int:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
         run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
     except HeadwaterError as exc:
-        if not show:  # the run's log already holds it; print it for whoever reads this process's stderr
+        # Shown live, the run's log already printed it — unless it stopped the run before its log began
+        # (no lock on the warehouse folder, say); not shown, print it for whoever reads this stderr.
+        if not show or "error" not in shown:
             console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)

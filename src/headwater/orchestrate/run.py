@@ -91,7 +91,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
         with rec.step("dbt:seed") as step:
             _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec, "seed")
     with rec.step("dbt:build") as step:
-        result = _record_dbt_result(dbt.build(pipeline.select, rec.log), step, warehouse, rec)
+        result = _record_dbt_result(dbt.build(pipeline.select, rec.log, seeded=project.config.dbt.seed_first), step, warehouse, rec)
 
     con = warehouse.connect_build()
     try:

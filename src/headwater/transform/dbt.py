@@ -119,10 +119,12 @@ class DbtProject:
             args += ["--select", select]
         return args
 
-    def build(self, select: str | None = None, log: Log = lambda level, msg: None) -> BuildResult:
+    def build(self, select: str | None = None, log: Log = lambda level, msg: None, *, seeded: bool = False) -> BuildResult:
         """``dbt build``: seeds, snapshots, models and their tests in dependency order. Failing tests keep
-        their rows (--store-failures) so a run can show a sample of what failed."""
-        return self._run_nodes([*self.args("build", select), "--store-failures"], log)
+        their rows (--store-failures) so a run can show a sample of what failed. ``seeded``: `seed`
+        has just loaded every seed, so the build loads none again (their tests still run)."""
+        skip = ["--exclude-resource-type", "seed"] if seeded else []
+        return self._run_nodes([*self.args("build", select), "--store-failures", *skip], log)
 
     def seed(self, log: Log = lambda level, msg: None) -> BuildResult:
         """``dbt seed``: every seed, before ``dbt build`` (``dbt.seed_first``). dbt orders a seed before a

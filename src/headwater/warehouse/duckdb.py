@@ -14,6 +14,7 @@ so any number of processes read them while the next run builds.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import duckdb
 
@@ -129,8 +131,7 @@ class Warehouse:
         """Only one run per warehouse at a time; the OS frees the lock if the process dies.
 
         With ``wait`` a second run queues behind the first for up to that many seconds."""
-        make_folder(self.folder)
-        with open(os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)) as handle:
+        with self._open_lock() as handle:
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -152,6 +153,25 @@ class Warehouse:
                     yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open_lock(self) -> IO[str]:
+        """The lock file, in the warehouse's folder (made if missing); a folder this process cannot write
+        is said as such — every run and sync writes there — while published data stays readable."""
+        try:
+            make_folder(self.folder)
+            return open(os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE))
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            if exc.errno == errno.EROFS:
+                why, fix = f"the file system under {self.folder} is mounted read-only", "Remount it read-write"
+            else:
+                why, fix = f"this process (uid {os.getuid()}) may not write there: {exc.strerror}", f"Make the folder writable by the user Headwater runs as (e.g. `chmod u+w {self.folder}`)"
+            raise HeadwaterError(
+                f"The warehouse folder {self.folder} cannot be written",
+                why=why,
+                fix=f"{fix}, or point warehouse.path in headwater.yml at a writable folder. Published data can still be read and exported.",
+            ) from None
 
     def connect_build(self, sync_extensions: tuple[str, ...] | None = None) -> duckdb.DuckDBPyConnection:
         """The build database. Confined, a connection that may run the project's SQL (checks,
