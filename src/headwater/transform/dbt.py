@@ -313,6 +313,7 @@ def count_rows(result: BuildResult, con: object) -> BuildResult:
     for node in result.nodes:
         if node.resource_type in ("model", "snapshot", "seed") and node.status == "success" and node.relation:
             rows = con.execute(f"SELECT count(*) FROM {node.relation}").fetchone()[0]  # type: ignore[attr-defined]
-            node = replace(node, rows=int(rows))
-        nodes.append(node)
+            nodes.append(replace(node, rows=int(rows)))
+        else:
+            nodes.append(node)
     return BuildResult(result.success, nodes, result.error)

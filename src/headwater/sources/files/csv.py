@@ -190,9 +190,9 @@ def _finish(con: duckdb.DuckDBPyConnection, plans: list[_FilePlan], names: list[
         rows = con.execute(
             f"SELECT line, list(DISTINCT CAST(error_type AS VARCHAR)), first(csv_line), first(error_message) FROM {ident(plan.rejects)} GROUP BY line ORDER BY line"
         ).fetchall()
-        for line, kinds, text, message in rows:
+        for line, kinds, csv_line, message in rows:
             skipped.append(line)
-            text = (text or "").lstrip("\r\n")
+            text = (csv_line or "").lstrip("\r\n")
             fields = _split(text, plan.dialect) if set(kinds) <= _SHAPE_ERRORS else None
             if fields is not None and not any(filled(f) for f in fields[plan.width :]):
                 cells = dict(zip(plan.names, fields[: plan.width] + [None] * (plan.width - len(fields)), strict=True))
