@@ -189,7 +189,7 @@ def _remove(path: Path) -> None:
 def _duckdb_connection(spill: Path) -> duckdb.DuckDBPyConnection:
     import duckdb_ext
 
-    ext_dir = os.path.join(list(duckdb_ext.__path__)[0], "extensions")
+    ext_dir = os.path.join(next(iter(duckdb_ext.__path__)), "extensions")
     con = duckdb.connect(config={
         "extension_directory": ext_dir,
         "autoinstall_known_extensions": False,
