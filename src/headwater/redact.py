@@ -208,7 +208,7 @@ _FORMATTER = logging.Formatter()
 def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
     try:
         message = record.getMessage()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a malformed record is the logger's problem; leave it as it is
         return record
     cleaned = redact(message)
     if cleaned != message:

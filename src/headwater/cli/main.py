@@ -522,7 +522,7 @@ def main() -> None:
         app()
     except HeadwaterError as exc:
         _fail(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
         from headwater.system.db import explain
 
         if (explained := explain(exc)) is not None:  # the system database made read-only or damaged meanwhile

@@ -43,7 +43,7 @@ class Tunnel:
         )
         try:
             forwarder.start()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - sshtunnel raises its own and paramiko's exceptions
             self._check_login(paramiko, key)  # sshtunnel's own message hides why: ask paramiko
             raise TransientFailure(
                 f"Source '{self.source}': cannot open the SSH tunnel through {s.host}:{s.port}",
@@ -70,7 +70,7 @@ class Tunnel:
         except OSError as exc:  # unreachable and the like: the caller's TransientFailure says so
             if unresolved_host(str(exc)):
                 raise host_not_found(f"Source '{self.source}'", s.host, f"sources.{self.source}.ssh_tunnel.host", str(exc)) from None
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - paramiko's own errors: the caller's TransientFailure says so
             pass
         finally:
             client.close()

@@ -925,14 +925,14 @@ class _Progress:
             if self.counter is not None:
                 try:
                     sent = self.counter()
-                except Exception:
+                except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
                     sent = None
                 if sent is not None:
                     self.ctx.report(self.info.name, sent, max(expected or 0, sent) or None)
                     continue
             try:
                 fraction = self.ctx.con.query_progress()
-            except Exception:
+            except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
                 return
             if fraction is not None and fraction >= 0 and expected:
                 self.ctx.report(self.info.name, int(expected * min(fraction, 100) / 100), expected)
