@@ -455,7 +455,10 @@ def user_list(org: OrgOpt = None, install: InstallOpt = None, project: ProjectOp
     if as_json:
         out.print_json(
             data=[
-                {"email": u.email, "role": u.role, "attributes": {k: list(v) for k, v in u.attributes.items()}, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+                {
+                    "email": u.email, "role": u.role, "attributes": {k: list(v) for k, v in u.attributes.items()}, "disabled": u.disabled,
+                    "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                }
                 for u in users
             ]
         )

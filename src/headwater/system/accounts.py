@@ -756,5 +756,9 @@ def _attributes(stored: str | None) -> dict[str, tuple[str, ...]]:
     except ValueError:
         raw = None
     if not isinstance(raw, dict):
-        raise HeadwaterError("A membership's row-level attributes cannot be read", why="the system database holds something other than a JSON object for them", fix="Set them again with `headwater user set-role EMAIL ROLE --org ORG --attr NAME=VALUE`.")
+        raise HeadwaterError(
+            "A membership's row-level attributes cannot be read",
+            why="the system database holds something other than a JSON object for them",
+            fix="Set them again with `headwater user set-role EMAIL ROLE --org ORG --attr NAME=VALUE`.",
+        )
     return {str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in raw.items()}
