@@ -205,7 +205,7 @@ def _write_dimensions(path: Path, rng: random.Random) -> dict[str, int]:
     """Create the schema and fill regions, locations and organizers (each organizer name unique)."""
     regions = rng.sample(REGION_NAMES, rng.randint(6, 10))
     places = iter(rng.sample(PLACE_NAMES, len(PLACE_NAMES)))
-    people = iter(rng.sample([f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES],
+    people = iter(rng.sample([f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES],
                              len(FIRST_NAMES) * len(LAST_NAMES)))
     locations, organizers = [], []
     for region_id, _ in enumerate(regions, 1):
