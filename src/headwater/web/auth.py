@@ -186,7 +186,7 @@ class WebAuth:
         with self._lock:
             if self._accounts is None or self._accounts.db is not db:
                 s = self.settings
-                self._accounts = Accounts(db, policy=s.policy, clock=lambda: s.clock(), hasher=s.hasher)
+                self._accounts = Accounts(db, policy=s.policy, clock=s.clock, hasher=s.hasher)
             return self._accounts
 
     def session(self, request: Request) -> SessionUser | None:
