@@ -189,7 +189,7 @@ def install_logging() -> None:
     A filter on a logger would miss records logged by its children, and one on a handler would miss
     handlers configured later (uvicorn's, dbt's file log); the record factory sees every record once,
     before any handler formats it. Idempotent."""
-    global _logging_installed
+    global _logging_installed  # noqa: PLW0603 - logging's record factory is process-wide: installed once per process
     with _lock:
         if _logging_installed:
             return
