@@ -44,7 +44,7 @@ class Tunnel:
         try:
             forwarder.start()
         except Exception as exc:  # noqa: BLE001 - sshtunnel raises its own and paramiko's exceptions
-            self._check_login(paramiko, key)  # sshtunnel's own message hides why: ask paramiko
+            self._check_login(paramiko, key, s)  # sshtunnel's own message hides why: ask paramiko
             raise TransientFailure(
                 f"Source '{self.source}': cannot open the SSH tunnel through {s.host}:{s.port}",
                 why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -53,10 +53,8 @@ class Tunnel:
         self._forwarder = forwarder
         return "127.0.0.1", forwarder.local_bind_port
 
-    def _check_login(self, paramiko: Any, key: Any) -> None:
+    def _check_login(self, paramiko: Any, key: Any, s: SSHTunnel) -> None:
         """A refused key or password is the user's to fix (not retried); raises ConfigError for it."""
-        s = self.settings
-        assert s is not None
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:

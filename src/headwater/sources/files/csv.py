@@ -230,8 +230,9 @@ class CsvFileSource(FileSource):
         return {self.settings.table or self.name: self.settings}
 
     def open_table(self, table: str, spec: TableRules, work: Path) -> Opened:
-        assert isinstance(spec, (CsvSource, CsvTable)) and spec.path is not None
         where = self.where(table)
+        if not isinstance(spec, (CsvSource, CsvTable)) or spec.path is None:  # not after config's validation (`CsvSource._shape`)
+            raise HeadwaterError(f"{where}: no file to read", fix="Give the table a path: (a file, a glob or an http(s) URL) in headwater.yml.")
         files = resolve(spec.path, self.root, work, where)
         facts = {f.path: inspect_file(f.path) for f in files}
         content = hashlib.sha256("".join(f"{f.label}\0{facts[f.path].sha256}\0" for f in files).encode()).hexdigest()
