@@ -174,7 +174,8 @@ class _Forked:
         with _warm_lock:
             self._process.join()
             code = self._process.exitcode
-        assert code is not None
+        if code is None:  # join() returned, so the process has ended: multiprocessing always sets its code then
+            raise RuntimeError(f"headwater attempt {self.pid}: ended without an exit code")
         self._process.close()  # its status pipe: a worker runs for months
         self._code = code
         return code

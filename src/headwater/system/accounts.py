@@ -683,7 +683,8 @@ class Accounts:
         if actor is None or actor.is_operator:
             return orgs
         self._refuse_own(actor, user, own)
-        assert actor.org is not None  # an admin acts in an organisation
+        if actor.org is None:  # an admin acts in an organisation: one who names none has no admin's rights
+            raise NotPermitted(f"{actor.name} acts in no organisation", fix="Act as an admin of one of the person's organisations, or use `headwater user` on the server.")
         self._refuse_outsider(session, actor, actor.org)
         if actor.org not in orgs:
             raise _not_a_member(user.email, actor.org)
