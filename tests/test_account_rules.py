@@ -15,7 +15,7 @@ from conftest_web import FAST_HASHER
 from sqlalchemy import select
 
 from headwater.system import SystemDB, audit
-from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Actor, DuplicateEmail
+from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Actor, DuplicateEmail, NotPermitted
 from headwater.system.models import AuditEntry, Organisation
 
 PASSWORD = "correct horse battery staple"
@@ -166,6 +166,17 @@ def test_an_admin_acts_in_their_own_organisation_only(accounts: Accounts) -> Non
     with pytest.raises(AccountError, match="is not an admin of default"):
         accounts.invite("ana@example.org", "viewer", org="default", actor=boss)
     assert not accounts.exists("ana@example.org")
+
+
+def test_an_account_acting_in_no_organisation_changes_no_whole_account(accounts: Accounts) -> None:
+    """An actor with an account but no organisation is no one's admin: refused as such (this was an
+    assert, which `python -O` removes)."""
+    boss = accounts.create_user("boss@example.org", PASSWORD, "admin", org="default")
+    nowhere = Actor(boss.email, boss.id)
+    accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default")
+    with pytest.raises(NotPermitted, match="acts in no organisation"):
+        accounts.set_disabled("ana@example.org", True, actor=nowhere)
+    assert not accounts.get("ana@example.org").disabled
 
 
 # --- the server's operator -----------------------------------------------------------------------
