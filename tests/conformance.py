@@ -611,7 +611,7 @@ def sync_in_process(project: Path, source: str, env: dict[str, str]) -> Outcome:
             con.close()
     except HeadwaterError as exc:
         return Outcome(int(exc.exit_code), stderr=exc.render())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI's funnel: anything else is a bug, exit 70
         return Outcome(70, stderr=f"{type(exc).__name__}: {exc}")
     return Outcome(0)
 

@@ -151,9 +151,10 @@ def _trim(rows: list[list[Any]]) -> list[list[Any]]:
     """Google leaves out trailing empty cells of a row and trailing empty rows."""
     out = []
     for row in rows:
-        while row and row[-1] == "":
-            row = row[:-1]
-        out.append(row)
+        trimmed = row
+        while trimmed and trimmed[-1] == "":
+            trimmed = trimmed[:-1]
+        out.append(trimmed)
     while out and not out[-1]:
         out.pop()
     return out

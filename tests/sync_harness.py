@@ -120,7 +120,7 @@ class Writer:
                 self.step(self.rng)
                 self.steps += 1
                 time.sleep(self.pause)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread in __exit__
             self.error = exc
 
     def __enter__(self) -> Self:

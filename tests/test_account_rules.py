@@ -15,7 +15,7 @@ from conftest_web import FAST_HASHER
 from sqlalchemy import select
 
 from headwater.system import SystemDB, audit
-from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Actor, DuplicateEmail
+from headwater.system.accounts import AccountError, AccountNotFound, Accounts, Actor, DuplicateEmail, NotPermitted
 from headwater.system.models import AuditEntry, Organisation
 
 PASSWORD = "correct horse battery staple"
@@ -118,7 +118,7 @@ def test_an_admin_cannot_change_their_own_role_or_disable_themselves(accounts: A
 def test_an_admin_acts_only_on_members_of_their_organisation(accounts: Accounts) -> None:
     boss = admin_of(accounts, org="acme")
     accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default")
-    with pytest.raises(AccountNotFound, match="ana@example.org is not a member of acme"):
+    with pytest.raises(AccountNotFound, match=r"ana@example\.org is not a member of acme"):
         accounts.set_role("ana@example.org", "admin", org="acme", actor=boss)
     with pytest.raises(AccountNotFound, match="not a member of acme"):
         accounts.set_disabled("ana@example.org", True, actor=boss)
@@ -131,9 +131,9 @@ def test_an_admin_cannot_disable_someone_who_also_belongs_elsewhere(accounts: Ac
     boss = admin_of(accounts, org="acme")
     accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default")
     accounts.add_member("ana@example.org", "viewer", org="acme")
-    with pytest.raises(AccountError, match="ana@example.org cannot be disabled here"):
+    with pytest.raises(AccountError, match=r"ana@example\.org cannot be disabled here"):
         accounts.set_disabled("ana@example.org", True, actor=boss)
-    with pytest.raises(AccountError, match="The password of ana@example.org cannot be changed here"):
+    with pytest.raises(AccountError, match=r"The password of ana@example\.org cannot be changed here"):
         accounts.set_password("ana@example.org", PASSWORD + " two", actor=boss)
     assert not accounts.get("ana@example.org").disabled
 
@@ -161,11 +161,22 @@ def test_an_admin_cannot_join_an_existing_account_to_their_organisation(accounts
 
 def test_an_admin_acts_in_their_own_organisation_only(accounts: Accounts) -> None:
     boss = admin_of(accounts, org="acme")
-    with pytest.raises(AccountError, match="boss@example.org is not an admin of default"):
+    with pytest.raises(AccountError, match=r"boss@example\.org is not an admin of default"):
         accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default", actor=boss)
     with pytest.raises(AccountError, match="is not an admin of default"):
         accounts.invite("ana@example.org", "viewer", org="default", actor=boss)
     assert not accounts.exists("ana@example.org")
+
+
+def test_an_account_acting_in_no_organisation_changes_no_whole_account(accounts: Accounts) -> None:
+    """An actor with an account but no organisation is no one's admin: refused as such (this was an
+    assert, which `python -O` removes)."""
+    boss = accounts.create_user("boss@example.org", PASSWORD, "admin", org="default")
+    nowhere = Actor(boss.email, boss.id)
+    accounts.create_user("ana@example.org", PASSWORD, "viewer", org="default")
+    with pytest.raises(NotPermitted, match="acts in no organisation"):
+        accounts.set_disabled("ana@example.org", True, actor=nowhere)
+    assert not accounts.get("ana@example.org").disabled
 
 
 # --- the server's operator -----------------------------------------------------------------------

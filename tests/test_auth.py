@@ -209,7 +209,7 @@ def test_invalid_addresses_are_refused(accounts: Accounts, email: str) -> None:
 
 def test_a_second_account_for_the_same_address_is_refused(accounts: Accounts) -> None:
     accounts.create_user(" Ana@Example.ORG ", PASSWORD, "viewer")
-    with pytest.raises(DuplicateEmail, match="already an account for ana@example.org"):
+    with pytest.raises(DuplicateEmail, match=r"already an account for ana@example\.org"):
         accounts.create_user("ana@example.org", PASSWORD + "2", "admin")
     assert [(a.email, a.role) for a in accounts.list_users()] == [("ana@example.org", Role.viewer)]
     assert accounts.login("ANA@example.org", PASSWORD, ip="1.2.3.4").user.email == "ana@example.org"

@@ -38,7 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 def hw(*args: str | Path, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run `headwater ARGS` in ``cwd``; ``columns`` widens the terminal (help text is boxed and wrapped)."""
     env = _env(COLUMNS=str(columns)) if columns else _env()
-    return subprocess.run([*COMMAND, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=60)
+    return subprocess.run([*COMMAND, *map(str, args)], cwd=cwd, env=env, check=False, capture_output=True, text=True, encoding="utf-8", timeout=60)
 
 
 def unwrapped(text: str) -> str:
@@ -119,7 +119,7 @@ def test_installed_console_script_runs() -> None:
     candidates = [Path(folder) / name for folder in schemes]
     script = next((c for c in candidates if c.exists()), None)
     assert script is not None, f"no {name} script in {candidates}: is the package installed (pip install -e '.[test]')?"
-    result = subprocess.run([str(script), "--version"], env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run([str(script), "--version"], env=_env(), check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("headwater ")
 
@@ -273,7 +273,7 @@ def test_missing_env_var_is_a_clean_error(project: Path) -> None:
     file.write_text("name: p\nsystem:\n  url: postgresql+psycopg://u:${HW_CLI_TEST_UNSET_PW}@h/db\n")
     env = _env()
     env.pop("HW_CLI_TEST_UNSET_PW", None)
-    result = subprocess.run([*COMMAND, "runs"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*COMMAND, "runs"], cwd=project, env=env, check=False, capture_output=True, text=True, timeout=60)
     assert_user_error(result)
     assert "HW_CLI_TEST_UNSET_PW" in result.stderr
     assert f"{file.resolve()}:3:" in unwrapped(result.stderr)

@@ -241,7 +241,7 @@ def test_unsafe_folders_and_servers_of_other_code_are_not_used(runtime: Path, pr
         started = subprocess.run([str(SCRIPT), "daemon", "start"], env=env, capture_output=True, text=True, timeout=90, check=False)
         assert started.returncode == 0, started.stderr
         log = runtime / f"cli-{code_key()}.log"
-        os.chmod(runtime, 0o755)  # others could now reach the socket: neither side uses it
+        os.chmod(runtime, 0o755)  # noqa: S103 - the test opens the folder to others on purpose: neither side may then use it
         refused = subprocess.run([str(SCRIPT), "daemon", "start"], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert refused.returncode == ExitCode.USER_ERROR
         assert "chmod 700" in refused.stderr and "other users" in refused.stderr

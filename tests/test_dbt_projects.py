@@ -315,7 +315,7 @@ def test_hub_package_without_network_is_a_clear_user_error(tmp_path: Path) -> No
         "packages:\n  - local: ../tiny_utils\n  - package: dbt-labs/dbt_utils\n    version: [\">=1.0.0\", \"<2.0.0\"]\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "headwater.cli.main", "run"], cwd=project.root, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "NO_COLOR": "1"}
+        [sys.executable, "-m", "headwater.cli.main", "run"], cwd=project.root, check=False, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "NO_COLOR": "1"}
     )
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     text = result.stdout + result.stderr

@@ -482,7 +482,7 @@ def test_cli_export_filter_mistakes_are_user_errors(project, tmp_path: Path, ext
 def cli_export(project, *args: str | Path) -> subprocess.CompletedProcess[bytes]:
     """`headwater export flake_rate_weekly ARGS` as a process of its own (the error funnel included)."""
     command = [*HEADWATER, "export", "flake_rate_weekly", "-p", str(project.root), *map(str, args)]
-    return subprocess.run(command, env=cli_env(NO_COLOR="1", HEADWATER_NO_DAEMON="1"), capture_output=True, timeout=120)
+    return subprocess.run(command, env=cli_env(NO_COLOR="1", HEADWATER_NO_DAEMON="1"), check=False, capture_output=True, timeout=120)
 
 
 def assert_refused(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
@@ -519,7 +519,7 @@ def test_export_refuses_what_is_not_a_regular_file(project, tmp_path: Path) -> N
 def test_export_to_a_full_disk_says_so(project) -> None:
     env = cli_env(NO_COLOR="1", HEADWATER_NO_DAEMON="1")
     with open("/dev/full", "wb") as full:
-        result = subprocess.run([*HEADWATER, "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"], env=env, stdout=full, stderr=subprocess.PIPE, timeout=120)
+        result = subprocess.run([*HEADWATER, "export", "flake_rate_weekly", "-p", str(project.root), "-o", "-"], env=env, stdout=full, stderr=subprocess.PIPE, check=False, timeout=120)
     assert_refused(result, "Cannot write the export to standard output: the disk is full")
 
 

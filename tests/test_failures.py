@@ -32,7 +32,7 @@ from headwater.warehouse import Warehouse
 
 def _mount_tmpfs(folder: Path, size: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
 
@@ -56,7 +56,7 @@ def _fill(disk: Path, leave_kb: int) -> Path:
 
 
 def headwater(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "headwater.cli.main", *args], check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def _published(project) -> tuple[str, str]:
@@ -392,10 +392,10 @@ def test_what_a_run_creates_only_its_owner_can_read(tmp_path):
     loose = lambda: os.umask(0o022)  # noqa: E731 - what most systems start a login shell with
     secret = subprocess.run(
         [sys.executable, "-m", "headwater.cli.main", "secrets", "set", "api_token", "--value-stdin", "-p", str(project.root)],
-        input="s3cret", capture_output=True, text=True, preexec_fn=loose, timeout=120,
+        input="s3cret", check=False, capture_output=True, text=True, preexec_fn=loose, timeout=120,
     )
     assert secret.returncode == 0, secret.stderr
-    run = subprocess.run([sys.executable, "-m", "headwater.cli.main", "run", "-p", str(project.root)], capture_output=True, text=True, preexec_fn=loose, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "headwater.cli.main", "run", "-p", str(project.root)], check=False, capture_output=True, text=True, preexec_fn=loose, timeout=600)
     assert run.returncode == 0, run.stderr
 
     private = project.root / ".headwater"

@@ -78,7 +78,7 @@ def test_blank_lines_are_found_across_any_chunking(lines, crlf, trailing, cuts):
     data = (newline.join(lines) + (newline if trailing else "")).encode()
     finder = _BlankLines()
     position = 0
-    for cut in sorted({min(c, len(data)) for c in cuts}) + [len(data)]:
+    for cut in [*sorted({min(c, len(data)) for c in cuts}), len(data)]:
         finder.feed(data[position:cut])
         position = cut
     empty = b"\r" if crlf and b"\r\n" in data else b""

@@ -254,7 +254,7 @@ def test_missing_files_and_misnamed_rule_columns(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         sync(project, "roster")
     project = make_project(tmp_path, "m:\n  type: csv\n  path: data/*.csv\n")
-    with pytest.raises(NotFound, match="no file matches data/\\*.csv"):
+    with pytest.raises(NotFound, match=r"no file matches data/\*\.csv"):
         sync(project, "m")
     write(tmp_path / "data/roster.csv", "Region Name,id\nNorth,1\n")
     project = make_project(tmp_path, ROSTER + "  columns: {region: {case: upper}}\n")

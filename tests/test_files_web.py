@@ -31,7 +31,7 @@ def demo_fixture(tmp_path):
 def test_the_demo_roster_is_cleaned_by_its_rules(demo):
     [stats] = sync(demo, "roster")
     with sqlite3.connect(demo.root / "data/campaign.db") as db:
-        expected = {name: region for name, region in db.execute("SELECT o.name, r.name FROM organizers o JOIN regions r USING (region_id)")}
+        expected = dict(db.execute("SELECT o.name, r.name FROM organizers o JOIN regions r USING (region_id)"))
     rows = query(demo, "SELECT organizer_name, region_name, phone, active, start_date, _headwater_row FROM raw_roster.organizers ORDER BY _headwater_row")
     # every organizer but the one whose phone says "call the office", names trimmed, regions canonical
     assert {name: region for name, region, *_ in rows} == {n: r for n, r in expected.items() if n != list(expected)[4]}

@@ -52,7 +52,7 @@ def campaign(request, tmp_path_factory):
 
 def test_same_arguments_give_same_rows_and_other_seed_differs(tmp_path):
     paths = [tmp_path / name for name in ("a.db", "b.db", "c.db")]
-    for path, seed in zip(paths, (7, 7, 8)):
+    for path, seed in zip(paths, (7, 7, 8), strict=True):
         generate_campaign_db(path, 2_000, seed=seed, today=TODAY, timezone=TZ)
     a, b, c = map(dump, paths)
     assert a == b
@@ -71,7 +71,7 @@ def test_replaces_existing_file_and_reports_progress(tmp_path):
 
 
 def test_schema_is_exact(campaign):
-    _, con, counts, _ = campaign
+    _, con, _, _ = campaign
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == set(SCHEMA)
     for table, columns in SCHEMA.items():

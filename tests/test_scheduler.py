@@ -36,6 +36,9 @@ def utc(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)
 
 
+MONDAY_1PM = utc(2025, 3, 10, 13)  # the schedulers' default "now" in the tests below
+
+
 def fires(cron: str, tz: str, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     return fire_times(Schedule(cron=cron, timezone=tz), start, end)
 
@@ -260,7 +263,7 @@ def project(tmp_path: Path, pipelines: dict[str, Any]) -> LoadedProject:
 def scheduler_for(tmp_path: Path, db: SystemDB) -> Iterator[Any]:
     made: list[Scheduler] = []
 
-    def make(pipelines: dict[str, Any], *, now: dt.datetime = utc(2025, 3, 10, 13), workers: int = 2) -> tuple[Scheduler, FakeExecute, Clock]:
+    def make(pipelines: dict[str, Any], *, now: dt.datetime = MONDAY_1PM, workers: int = 2) -> tuple[Scheduler, FakeExecute, Clock]:
         execute = FakeExecute(db, "acme")
         clock = Clock(now)
         scheduler = Scheduler(project(tmp_path, pipelines), db, execute, clock=clock, workers=workers)

@@ -138,7 +138,7 @@ def test_late_commit_with_an_old_timestamp_is_not_missed(h: Harness) -> None:
     late.close()
     h.sync()
     assert raw_items(h) == source_items(h)
-    assert dict((r[0], r[1]) for r in raw_items(h))[7] == "late"
+    assert {r[0]: r[1] for r in raw_items(h)}[7] == "late"
 
 
 def test_bulk_update_sharing_one_timestamp_arrives_whole(h: Harness) -> None:
@@ -196,7 +196,7 @@ def test_between_full_passes_changes_are_read_through_the_updated_at_index(h: Ha
     h.sql("DELETE FROM items WHERE id = 900")
     between = h.sync(**HOURLY)["items"]
     assert (between.rows_read, between.deleted, between.notes) == (41, 0, [])
-    raw = dict((r[0], r[1:]) for r in raw_items(h))
+    raw = {r[0]: r[1:] for r in raw_items(h)}
     assert raw[500][0] == "item 500" and 900 in raw and raw[5001][0] == "new"
     assert all(raw[i][1] == -1 for i in range(1, 41))
     # Within the look-back margin, but already seen by the last snapshot: not read again.
@@ -237,7 +237,7 @@ def test_index_path_catches_a_transaction_that_started_before_the_sync_and_commi
     stats = h.sync(**settings)["items"]
     assert stats.notes == [] and stats.rows_read >= 1
     assert raw_items(h) == source_items(h)
-    assert dict((r[0], r[1]) for r in raw_items(h))[7] == "late"
+    assert {r[0]: r[1] for r in raw_items(h)}[7] == "late"
 
 
 def test_index_path_needs_to_see_every_transaction_else_reads_by_transaction_ids(h: Harness) -> None:
@@ -260,7 +260,7 @@ def test_index_path_needs_to_see_every_transaction_else_reads_by_transaction_ids
     h.sql("UPDATE items SET qty = 1, updated_at = now() WHERE id = 60")
     stats = reader.sync(**no_margin)["items"]
     assert (stats.rows_read, stats.notes) == (1, [])  # the index: row 60, not the quiet row 51
-    assert dict((r[0], r[1]) for r in raw_items(h))[51] == "item 51"
+    assert {r[0]: r[1] for r in raw_items(h)}[51] == "item 51"
 
 
 def test_large_tables_get_hourly_full_passes_small_ones_every_sync(h: Harness, tmp_path: Path) -> None:
@@ -1027,7 +1027,7 @@ def test_any_schema_and_table_name_postgres_allows_syncs_end_to_end(h: Harness, 
     assert one.returncode == 0, one.stderr
     con = duckdb.connect(str(project / ".headwater/warehouse/build.duckdb"), read_only=True)
     try:
-        for n, table in enumerate(ODD_TABLES):
+        for table in ODD_TABLES:
             alive = " WHERE _headwater_deleted_at IS NULL" if table == "my.table" else ""
             rows = con.execute(f'SELECT id, "order" FROM raw_app.{pg_ident(table)}{alive} ORDER BY id').fetchall()
             assert rows == h.sql(f"SELECT id, {pg_ident('order')} FROM {pg_ident(schema)}.{pg_ident(table)} ORDER BY id"), table

@@ -15,7 +15,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import pytest
@@ -175,7 +175,7 @@ def attacks(install: Install) -> dict[str, tuple[str, str]]:
 
 
 class Recorder(QuietHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []  # every request the server saw, across handler instances
 
     def do_GET(self) -> None:
         Recorder.requests.append(self.path)
@@ -412,7 +412,7 @@ def test_a_postgres_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path
     engine.dispose()
     url = fresh_pg_database.replace("postgresql+psycopg://", "postgresql://")
     escape = f"select count(*) from read_text({sql_text(tmp_path / 'inst' / 'system.db')})"
-    install, project = _org_with(
+    _install, project = _org_with(
         tmp_path, "pgorg", f"  crm: {{type: postgres, url: {json.dumps(url)}}}\n",
         "      - {type: reconcile, name: same, left: {source: crm, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_crm.items'}}\n"
         f"      - {{type: reconcile, name: escape, left: {{sql: {json.dumps(escape)}}}, right: {{sql: 'select 1'}}}}\n",

@@ -333,7 +333,7 @@ def test_two_triggers_of_one_pipeline_never_run_at_once(demo, starts):
 
 def test_logs_command_prints_the_run(demo):
     outcome = execute(demo, None, "cli")
-    result = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(outcome.run_id), "-p", str(demo.root)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(outcome.run_id), "-p", str(demo.root)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "published flake_rate_weekly" in result.stdout and f"Run {outcome.run_id}: success" in result.stdout
     db = open_system_db(demo)
@@ -471,7 +471,7 @@ def test_logs_follow_streams_a_live_run_to_its_end(demo):
     process = _child(demo)
     _wait_for_step(demo, "sync:campaign", process)
     run_id = recent_runs_of(demo)[0].id
-    follow = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(run_id), "--follow", "-p", str(demo.root)], capture_output=True, text=True, timeout=120)
+    follow = subprocess.run([sys.executable, "-m", "headwater.cli.main", "logs", str(run_id), "--follow", "-p", str(demo.root)], check=False, capture_output=True, text=True, timeout=120)
     assert process.wait(timeout=60) == 0
     assert follow.returncode == 0, follow.stderr
     assert "published flake_rate_weekly" in follow.stdout  # written after `logs` started following

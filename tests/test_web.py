@@ -347,7 +347,10 @@ def test_run_detail_page_shows_steps_checks_samples_and_log(client, project) -> 
         session.flush()
         session.add(RunStep(run_id=run.id, position=1, name="dbt:build", status="success", started_at=started, finished_at=started + dt.timedelta(seconds=3), rows=10))
         session.add(RunStep(run_id=run.id, position=2, name="checks", status="failed", started_at=started, finished_at=started, error="1 check(s) failed"))
-        session.add(CheckResult(run_id=run.id, name="totals_match", kind="reconcile", status="fail", severity="error", observed="1 of 3 keys differ", expected="0 keys differ", message="left ≠ right", sample='{"columns": ["region", "left", "right"], "rows": [["<script>x</script>", 5, 4]]}'))
+        session.add(CheckResult(
+            run_id=run.id, name="totals_match", kind="reconcile", status="fail", severity="error", observed="1 of 3 keys differ", expected="0 keys differ",
+            message="left ≠ right", sample='{"columns": ["region", "left", "right"], "rows": [["<script>x</script>", 5, 4]]}',
+        ))
         session.add(RunLog(run_id=run.id, at=started, level="error", message="check totals_match: fail"))
         session.commit()
         run_id = run.id

@@ -40,7 +40,7 @@ def private_files() -> Iterator[None]:
 
     The umask belongs to the process, so nested or concurrent uses in several threads share one
     change: the first in sets it, the last out restores it."""
-    global _depth, _saved
+    global _depth, _saved  # noqa: PLW0603 - the umask is the process's: one count and one saved mask per process is the design
     with _lock:
         if _depth == 0:
             _saved = os.umask(_PRIVATE)

@@ -189,7 +189,7 @@ def install_logging() -> None:
     A filter on a logger would miss records logged by its children, and one on a handler would miss
     handlers configured later (uvicorn's, dbt's file log); the record factory sees every record once,
     before any handler formats it. Idempotent."""
-    global _logging_installed
+    global _logging_installed  # noqa: PLW0603 - logging's record factory is process-wide: installed once per process
     with _lock:
         if _logging_installed:
             return
@@ -208,7 +208,7 @@ _FORMATTER = logging.Formatter()
 def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
     try:
         message = record.getMessage()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a malformed record is the logger's problem; leave it as it is
         return record
     cleaned = redact(message)
     if cleaned != message:

@@ -73,7 +73,7 @@ def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str) -> Rows:
             except duckdb.Error:
                 pass  # the SQL ended the transaction itself
     except duckdb.Error as exc:
-        raise QueryError(_first_line(str(exc))) from None
+        raise QueryError(_message_before_line_pointer(str(exc))) from None
     finally:
         cursor.close()
     return columns, rows
@@ -105,8 +105,9 @@ def _query_sqlite(project: LoadedProject, name: str, settings: SQLiteSettings, s
     return columns, rows
 
 
-def _first_line(text: str) -> str:
-    """DuckDB's message without the "LINE 1: ... ^" pointer, which means nothing on one line."""
+def _message_before_line_pointer(text: str) -> str:
+    """DuckDB's message on one line: its first four non-blank lines before the "LINE 1: ... ^" pointer
+    (which means nothing on one line), joined with spaces (unlike `errors.first_line`, which keeps only the first)."""
     lines: list[str] = []
     for line in text.strip().splitlines():
         if line.startswith("LINE "):
@@ -137,7 +138,7 @@ def _query_through_duckdb(project: LoadedProject, name: str, settings: Any, sql:
             columns = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
         except duckdb.Error as exc:
-            raise QueryError(_first_line(str(exc))) from None
+            raise QueryError(_message_before_line_pointer(str(exc))) from None
         finally:
             source.detach(con)  # type: ignore[attr-defined]
     finally:

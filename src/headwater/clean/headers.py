@@ -102,16 +102,17 @@ def _unique(names: list[str]) -> list[str]:
     out = []
     for name in names:
         key = name.lower()
+        unique = name
         if key in seen:
             n = seen[key] + 1
             while f"{key}_{n}" in taken:
                 n += 1
             seen[key] = n
-            name = f"{name}_{n}"
-            taken.add(name.lower())
+            unique = f"{name}_{n}"
+            taken.add(unique.lower())
         else:
             seen[key] = 1
-        out.append(name)
+        out.append(unique)
     return out
 
 

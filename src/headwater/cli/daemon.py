@@ -97,7 +97,7 @@ def preload() -> list[str]:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a command that needs it imports it again and reports why
             failed.append(name)
     with contextlib.suppress(Exception):
         from headwater.system.models import configure_models
@@ -210,7 +210,7 @@ def _command(conn: socket.socket) -> None:
         code = _run()
         finished.set()
         send_frame(conn, EXITED, str(code).encode())
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - the fork must never return into the server's loop
         with contextlib.suppress(Exception):
             _log(f"pid {os.getpid()}: {type(exc).__name__}: {exc}")
     finally:

@@ -43,7 +43,7 @@ def runtime_dir() -> Path:
         return Path(explicit)
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "headwater"
-    return Path(f"/tmp/headwater-{os.getuid()}")  # safe only if ours with mode 0700: `unsafe_reason` checks
+    return Path(f"/tmp/headwater-{os.getuid()}")  # noqa: S108 - safe only if ours with mode 0700: `unsafe_reason` checks before any use
 
 
 def unsafe_reason(folder: Path) -> str | None:

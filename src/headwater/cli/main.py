@@ -6,7 +6,7 @@ import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,7 +42,7 @@ ProjectOpt = Annotated[
 ]
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     xlsx = "xlsx"
 
@@ -459,7 +459,10 @@ def user_list(org: OrgOpt = None, install: InstallOpt = None, project: ProjectOp
     if as_json:
         out.print_json(
             data=[
-                {"email": u.email, "role": u.role, "attributes": {k: list(v) for k, v in u.attributes.items()}, "disabled": u.disabled, "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None}
+                {
+                    "email": u.email, "role": u.role, "attributes": {k: list(v) for k, v in u.attributes.items()}, "disabled": u.disabled,
+                    "created_at": u.created_at.isoformat(), "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                }
                 for u in users
             ]
         )
@@ -526,7 +529,7 @@ def main() -> None:
         app()
     except HeadwaterError as exc:
         _fail(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one
         from headwater.system.db import explain
 
         if (explained := explain(exc)) is not None:  # the system database made read-only or damaged meanwhile

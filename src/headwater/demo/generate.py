@@ -189,7 +189,7 @@ def _remove(path: Path) -> None:
 def _duckdb_connection(spill: Path) -> duckdb.DuckDBPyConnection:
     import duckdb_ext
 
-    ext_dir = os.path.join(list(duckdb_ext.__path__)[0], "extensions")
+    ext_dir = os.path.join(next(iter(duckdb_ext.__path__)), "extensions")
     con = duckdb.connect(config={
         "extension_directory": ext_dir,
         "autoinstall_known_extensions": False,
@@ -205,7 +205,7 @@ def _write_dimensions(path: Path, rng: random.Random) -> dict[str, int]:
     """Create the schema and fill regions, locations and organizers (each organizer name unique)."""
     regions = rng.sample(REGION_NAMES, rng.randint(6, 10))
     places = iter(rng.sample(PLACE_NAMES, len(PLACE_NAMES)))
-    people = iter(rng.sample([f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES],
+    people = iter(rng.sample([f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES],
                              len(FIRST_NAMES) * len(LAST_NAMES)))
     locations, organizers = [], []
     for region_id, _ in enumerate(regions, 1):

@@ -14,7 +14,7 @@ _EXPORTS = {
     "run_pipeline": "headwater.orchestrate.run",
     "choose_pipeline": "headwater.orchestrate.pipelines",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -60,7 +60,7 @@ class RunRecorder:
             self._record_line(level, message)
             if self.listener:
                 self.listener(level, message)
-        except Exception:
+        except Exception:  # noqa: BLE001 - see docstring; the failure itself is logged
             trouble.exception("run %s: could not show a log line", self.run.id)
 
     def _record_line(self, level: str, message: str) -> None:

@@ -131,7 +131,7 @@ def start_warm_attempts(modules: tuple[str, ...] = WARM_MODULES) -> bool:
     """From now on, fork this process's attempts from a server that has imported ``modules``.
     Starts the server (it imports in the background; the first attempt waits for it). Returns False
     where the platform has no forkserver (attempts then start a fresh Python, as before)."""
-    global _warm
+    global _warm  # noqa: PLW0603 - multiprocessing's forkserver is one per process: so is the context that uses it
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     with _warm_lock:
@@ -147,7 +147,7 @@ def start_warm_attempts(modules: tuple[str, ...] = WARM_MODULES) -> bool:
 
 def stop_warm_attempts() -> None:
     """Fresh processes again (the server itself exits with this process)."""
-    global _warm
+    global _warm  # noqa: PLW0603 - see start_warm_attempts: one forkserver per process
     with _warm_lock:
         _warm = None
 
@@ -174,7 +174,8 @@ class _Forked:
         with _warm_lock:
             self._process.join()
             code = self._process.exitcode
-        assert code is not None
+        if code is None:  # join() returned, so the process has ended: multiprocessing always sets its code then
+            raise RuntimeError(f"headwater attempt {self.pid}: ended without an exit code")
         self._process.close()  # its status pipe: a worker runs for months
         self._code = code
         return code

@@ -27,18 +27,18 @@ def warm() -> list[str]:
     for name in MODULES:
         try:
             importlib.import_module(name)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - an attempt imports it again and reports what is wrong
             pass
     cached = []
     for module_name, classes in SCHEMAS.items():
         try:
             module = importlib.import_module(module_name)
-        except Exception:  # noqa: S112 - a warm-up only: a class dbt renamed is built on first use instead
+        except Exception:  # noqa: BLE001, S112 - a warm-up only: a class dbt renamed is built on first use instead
             continue
         for name in classes:
             try:
                 getattr(module, name).json_schema()
-            except Exception:  # noqa: S112 - as above: the schema is then built when dbt first asks for it
+            except Exception:  # noqa: BLE001, S112 - as above: the schema is then built when dbt first asks for it
                 continue
             cached.append(f"{module_name}.{name}")
     return cached

@@ -223,7 +223,7 @@ class PostgresSource(SqlSource):
             return TableInfo(name, [], error=type(error)(f"{error.what} (reading table {name})", why=error.why, fix=error.fix))
         duck = {r[0]: r[1] for r in described}
         out: list[Column] = []
-        for attname, type_text, typtype, _cat, base_type, _typmod, _elem, _dims in columns:
+        for attname, type_text, _typtype, _cat, base_type, _typmod, _elem, _dims in columns:
             duck_type = duck[attname]
             convert = "CAST({c} AS {t})"
             zone = None

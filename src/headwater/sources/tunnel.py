@@ -43,8 +43,8 @@ class Tunnel:
         )
         try:
             forwarder.start()
-        except Exception as exc:
-            self._check_login(paramiko, key)  # sshtunnel's own message hides why: ask paramiko
+        except Exception as exc:  # noqa: BLE001 - sshtunnel raises its own and paramiko's exceptions
+            self._check_login(paramiko, key, s)  # sshtunnel's own message hides why: ask paramiko
             raise TransientFailure(
                 f"Source '{self.source}': cannot open the SSH tunnel through {s.host}:{s.port}",
                 why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
@@ -53,10 +53,8 @@ class Tunnel:
         self._forwarder = forwarder
         return "127.0.0.1", forwarder.local_bind_port
 
-    def _check_login(self, paramiko: Any, key: Any) -> None:
+    def _check_login(self, paramiko: Any, key: Any, s: SSHTunnel) -> None:
         """A refused key or password is the user's to fix (not retried); raises ConfigError for it."""
-        s = self.settings
-        assert s is not None
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
@@ -70,7 +68,7 @@ class Tunnel:
         except OSError as exc:  # unreachable and the like: the caller's TransientFailure says so
             if unresolved_host(str(exc)):
                 raise host_not_found(f"Source '{self.source}'", s.host, f"sources.{self.source}.ssh_tunnel.host", str(exc)) from None
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - paramiko's own errors: the caller's TransientFailure says so
             pass
         finally:
             client.close()

@@ -512,7 +512,7 @@ class SqlSource:
                 new_state["identity"] = info.identity
             if horizon is not None:
                 new_state["since"] = horizon.isoformat()
-            if full:
+            if full or state is None:  # `full` is true whenever there is no state; said again, it narrows `state` below
                 self._load_full(ctx, info, plan, target, kept, stats)
                 new_state["last_delete_check"] = _now().isoformat()
                 if "xmin" in snapshot:
@@ -520,7 +520,6 @@ class SqlSource:
                 if plan.cursor:
                     new_state["cursor_max"] = _max(con, target, plan.cursor[0])
             else:
-                assert state is not None
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
             self.end(con, info)
             save_state(con, self.name, info.name, new_state)
@@ -672,7 +671,8 @@ class SqlSource:
 
     def _cursor_where(self, info: TableInfo, plan: Plan, last: Any) -> str:
         column = info.column(plan.cursor[0])
-        assert column is not None
+        if column is None:  # `plan` refuses a cursor that is not a column of the table
+            raise RuntimeError(f"{self.describe()}: table {info.name}: the cursor {plan.cursor[0]!r} is not one of its columns")
         start: Any = last
         if isinstance(last, str) and _looks_temporal(column.type):
             moment = dt.datetime.fromisoformat(last) - plan.lookback
@@ -925,14 +925,14 @@ class _Progress:
             if self.counter is not None:
                 try:
                     sent = self.counter()
-                except Exception:
+                except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
                     sent = None
                 if sent is not None:
                     self.ctx.report(self.info.name, sent, max(expected or 0, sent) or None)
                     continue
             try:
                 fraction = self.ctx.con.query_progress()
-            except Exception:
+            except Exception:  # noqa: BLE001 - progress is best effort, never a reason to fail
                 return
             if fraction is not None and fraction >= 0 and expected:
                 self.ctx.report(self.info.name, int(expected * min(fraction, 100) / 100), expected)

@@ -61,9 +61,7 @@ def holds(outer: str, inner: str) -> bool:
             return s >= is_ and p - s >= ip - is_
         if inner in _INT_DIGITS:
             return p - s >= _INT_DIGITS[inner]
-    if outer in ("TIMESTAMP", "TIMESTAMP_NS") and inner == "DATE":
-        return True
-    return False
+    return outer in ("TIMESTAMP", "TIMESTAMP_NS") and inner == "DATE"
 
 
 def reconcile(raw_type: str, source_type: str) -> str | None:

@@ -683,7 +683,8 @@ class Accounts:
         if actor is None or actor.is_operator:
             return orgs
         self._refuse_own(actor, user, own)
-        assert actor.org is not None  # an admin acts in an organisation
+        if actor.org is None:  # an admin acts in an organisation: one who names none has no admin's rights
+            raise NotPermitted(f"{actor.name} acts in no organisation", fix="Act as an admin of one of the person's organisations, or use `headwater user` on the server.")
         self._refuse_outsider(session, actor, actor.org)
         if actor.org not in orgs:
             raise _not_a_member(user.email, actor.org)
@@ -756,5 +757,9 @@ def _attributes(stored: str | None) -> dict[str, tuple[str, ...]]:
     except ValueError:
         raw = None
     if not isinstance(raw, dict):
-        raise HeadwaterError("A membership's row-level attributes cannot be read", why="the system database holds something other than a JSON object for them", fix="Set them again with `headwater user set-role EMAIL ROLE --org ORG --attr NAME=VALUE`.")
+        raise HeadwaterError(
+            "A membership's row-level attributes cannot be read",
+            why="the system database holds something other than a JSON object for them",
+            fix="Set them again with `headwater user set-role EMAIL ROLE --org ORG --attr NAME=VALUE`.",
+        )
     return {str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in raw.items()}

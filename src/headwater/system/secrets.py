@@ -96,8 +96,8 @@ def _ring(install_key: bytes, org_id: int) -> MultiFernet:
 
 def _parse_keys(text: str, where: str) -> list[bytes]:
     keys = []
-    for number, item in enumerate(re.split(r"[,\n]", text), start=1):
-        item = item.strip()
+    for number, raw in enumerate(re.split(r"[,\n]", text), start=1):
+        item = raw.strip()
         if not item or item.startswith("#"):
             continue
         try:

@@ -230,8 +230,8 @@ def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
 def _error_text(exception: BaseException | None, errors: list[str]) -> str:
     """Why a dbt command stopped: its exception, and the error lines dbt logged before it, which
     often hold the detail (a semantic model's bad name under "Semantic Manifest validation failed")."""
-    first = _first_line(str(exception)) if exception is not None else ""
-    details = [_first_line(e) for e in errors if _first_line(e) and _first_line(e) not in first]
+    first = _first_lines_joined(str(exception)) if exception is not None else ""
+    details = [_first_lines_joined(e) for e in errors if _first_lines_joined(e) and _first_lines_joined(e) not in first]
     return " — ".join([first, *details[:3]] if first else details[:3])
 
 
@@ -258,7 +258,7 @@ def _node_result(result: Any) -> NodeResult:
         path=str(getattr(node, "original_file_path", "") or ""),
         # data tests: the table dbt stored the failing rows in (--store-failures); unit tests store none
         relation=None if kind == "unit_test" else getattr(node, "relation_name", None),
-        message="actual differs from expected" if diff else _first_line(text) if text else None,
+        message="actual differs from expected" if diff else _first_lines_joined(text) if text else None,
         failures=int(failures) if failures is not None else None,
         severity=_severity(node) if kind in ("test", "unit_test") else None,
         diff=diff,
@@ -281,7 +281,9 @@ def _unit_test_diff(message: str) -> str | None:
     return "\n".join(lines[: UNIT_TEST_DIFF_LINES + 1]) or None
 
 
-def _first_line(text: str) -> str:
+def _first_lines_joined(text: str) -> str:
+    """dbt's (multi-line) message on one line: its first six non-blank lines, stripped and joined
+    with spaces (unlike `errors.first_line`, which keeps only the first)."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return " ".join(lines[:6])
 
@@ -315,6 +317,7 @@ def count_rows(result: BuildResult, con: object) -> BuildResult:
     for node in result.nodes:
         if node.resource_type in ("model", "snapshot", "seed") and node.status == "success" and node.relation:
             rows = con.execute(f"SELECT count(*) FROM {node.relation}").fetchone()[0]  # type: ignore[attr-defined]
-            node = replace(node, rows=int(rows))
-        nodes.append(node)
+            nodes.append(replace(node, rows=int(rows)))
+        else:
+            nodes.append(node)
     return BuildResult(result.success, nodes, result.error)

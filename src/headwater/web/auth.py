@@ -185,7 +185,7 @@ class WebAuth:
         with self._lock:
             if self._accounts is None or self._accounts.db is not db:
                 s = self.settings
-                self._accounts = Accounts(db, policy=s.policy, clock=lambda: s.clock(), hasher=s.hasher)
+                self._accounts = Accounts(db, policy=s.policy, clock=s.clock, hasher=s.hasher)
             return self._accounts
 
     def session(self, request: Request) -> SessionUser | None:
@@ -356,7 +356,8 @@ def guard(request: Request, submitted: Annotated[str | None, Depends(_submitted_
     if session is None:
         raise LoginRequired()
     user = auth.resolve_org(request, session).member if info.org else auth.user(request)
-    assert user is not None
+    if user is None:  # not while there is a session (`Auth.user`); if so, no one is signed in
+        raise LoginRequired()
     if rule.role is not None and not user.can(rule.role):
         raise _forbidden(auth, user, rule.role)
     if unsafe and not tokens_match(submitted, user.csrf_token):
@@ -494,14 +495,16 @@ def login_redirect(request: Request) -> str:
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HeadwaterError):  # registered for LoginRequired only: anything else goes on untouched
+        raise exc
     if is_api(request):
-        assert isinstance(exc, HeadwaterError)
         return error_response(request, 401, exc.what, exc.why, exc.fix)
     return RedirectResponse(login_redirect(request), status_code=303)
 
 
 async def _forbidden_response(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HeadwaterError)
+    if not isinstance(exc, HeadwaterError):  # registered for Forbidden only: anything else goes on untouched
+        raise exc
     return error_response(request, 403, exc.what, exc.why, exc.fix)
 
 

@@ -54,7 +54,8 @@ def error_response(request: Request, status: int, what: str, why: str | None = N
 
 
 async def _headwater_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HeadwaterError)
+    if not isinstance(exc, HeadwaterError):  # registered for HeadwaterError only: anything else goes on untouched
+        raise exc
     status = next(code for kind, code in STATUS if isinstance(exc, kind))
     if status >= 500:
         logger.warning("%s %s: %s", request.method, request.url.path, exc.render())
@@ -62,7 +63,8 @@ async def _headwater_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only: anything else goes on untouched
+        raise exc
     if exc.status_code == 404 and (twin := slash_twin(request)) is not None:
         return RedirectResponse(twin, status_code=307)
     if exc.status_code == 404:
@@ -87,7 +89,8 @@ def slash_twin(request: Request) -> str | None:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for RequestValidationError only: anything else goes on untouched
+        raise exc
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return error_response(request, 400, "The request is not valid", why=problems)
 

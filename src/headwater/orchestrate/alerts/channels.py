@@ -58,7 +58,7 @@ def describe_channel(channel: EmailAlert | WebhookAlert) -> str:
         return f"e-mail to {', '.join(channel.to)} via {channel.smtp.host}:{channel.smtp.port}"
     try:
         host = httpx.URL(channel.url).host or "(no host)"
-    except Exception:
+    except Exception:  # noqa: BLE001 - an invalid URL is reported when sending
         host = "(invalid URL)"
     return f"webhook ({channel.format}) to {host}"
 
@@ -81,7 +81,7 @@ def _url_pieces(url_: str) -> list[str]:
     """As httpx reads the URL (decoded), which is how an error about it may quote them."""
     try:
         url = httpx.URL(url_)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the whole URL is already redacted
         return []
     pieces = [url.path, url.path.lstrip("/")] if len(url.path) > 1 else []
     if url.query:
@@ -209,7 +209,7 @@ def _deliver(channel: EmailAlert | WebhookAlert, facts: AlertFacts, body: str, l
             with attempt:
                 attempts = attempt.retry_state.attempt_number
                 send()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a channel failing must never fail the run
         reason = redact(describe_error(exc))
         tried = f" after {attempts} attempts" if attempts > 1 else ""
         safe_log(log, "error", f"alert to {description} failed{tried}: {reason}")

@@ -18,5 +18,5 @@ def default_log(level: str, message: str) -> None:
 def safe_log(log: Log, level: str, message: str) -> None:
     try:
         log(level, message)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - e.g. a full disk under the system database: say it here instead
         logger.log(logging.WARNING if level == "info" else logging.ERROR, "%s (not written to the run's log: %s)", message, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

@@ -190,9 +190,9 @@ def _finish(con: duckdb.DuckDBPyConnection, plans: list[_FilePlan], names: list[
         rows = con.execute(
             f"SELECT line, list(DISTINCT CAST(error_type AS VARCHAR)), first(csv_line), first(error_message) FROM {ident(plan.rejects)} GROUP BY line ORDER BY line"
         ).fetchall()
-        for line, kinds, text, message in rows:
+        for line, kinds, csv_line, message in rows:
             skipped.append(line)
-            text = (text or "").lstrip("\r\n")
+            text = (csv_line or "").lstrip("\r\n")
             fields = _split(text, plan.dialect) if set(kinds) <= _SHAPE_ERRORS else None
             if fields is not None and not any(filled(f) for f in fields[plan.width :]):
                 cells = dict(zip(plan.names, fields[: plan.width] + [None] * (plan.width - len(fields)), strict=True))
@@ -230,8 +230,9 @@ class CsvFileSource(FileSource):
         return {self.settings.table or self.name: self.settings}
 
     def open_table(self, table: str, spec: TableRules, work: Path) -> Opened:
-        assert isinstance(spec, (CsvSource, CsvTable)) and spec.path is not None
         where = self.where(table)
+        if not isinstance(spec, (CsvSource, CsvTable)) or spec.path is None:  # not after config's validation (`CsvSource._shape`)
+            raise HeadwaterError(f"{where}: no file to read", fix="Give the table a path: (a file, a glob or an http(s) URL) in headwater.yml.")
         files = resolve(spec.path, self.root, work, where)
         facts = {f.path: inspect_file(f.path) for f in files}
         content = hashlib.sha256("".join(f"{f.label}\0{facts[f.path].sha256}\0" for f in files).encode()).hexdigest()

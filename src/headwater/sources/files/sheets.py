@@ -46,7 +46,7 @@ from headwater.sync.context import SyncContext
 from headwater.sync.stats import TableStats
 
 SCOPE = "https://www.googleapis.com/auth/spreadsheets.readonly"
-DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - the address of Google's token endpoint, not a secret
 _RANGE_START = re.compile(r"!\$?([A-Z]+)\$?(\d+)")
 
 
