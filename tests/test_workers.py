@@ -254,3 +254,17 @@ def test_headwater_run_says_busy_after_its_timeout(tmp_path: Path, fresh_pg_data
     assert "Another worker is running pipeline flake_rate" in err and "headwater runs" in err
     assert recent_runs_of(demo) == []
 
+
+def test_a_run_another_worker_holds_is_not_marked_abandoned(pg_db: SystemDB) -> None:
+    """A run holding the writer lock of its own folder knows nothing of other hosts' runs: only runs
+    whose pipeline nobody claims (or its own pipeline, which its supervisor claims) are stale."""
+    from headwater.orchestrate.recorder import abandon_stale_runs
+
+    with pg_db.session() as session:
+        for pipeline in ("daily", "elsewhere", "dead"):
+            session.add(Run(project="acme", pipeline=pipeline, status="running", trigger="schedule", started_at=dt.datetime.now(dt.UTC)))
+        session.commit()
+    with claims.claimed(pg_db, "acme", "elsewhere"), claims.claimed(pg_db, "acme", "daily"):  # another host's live run; this run's own claim
+        assert abandon_stale_runs(pg_db, "acme", current="daily") == 2
+    with pg_db.session() as session:
+        assert {r.pipeline: r.status for r in session.query(Run)} == {"daily": "abandoned", "elsewhere": "running", "dead": "abandoned"}
