@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, insert, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.diskfull import disk_full
 from headwater.redact import redact, redact_values
-from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB
+from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB, claims
 
 if TYPE_CHECKING:
     from headwater.checks import CheckOutcome
@@ -164,13 +164,21 @@ def _error_text(exc: BaseException) -> str:
 ABANDONED = "The process running it stopped before the run finished (killed, crashed or timed out). Published data was left as it was."
 
 
-def abandon_stale_runs(db: SystemDB, project: str) -> int:
+def abandon_stale_runs(db: SystemDB, project: str, *, current: str | None = None) -> int:
     """Mark runs still 'running' as abandoned. Only call this while holding the project's writer lock:
-    then no process can still be running them (the OS released the lock of any that died)."""
+    then no process on this folder can still be running them (the OS released the lock of any that died).
+
+    Workers on other hosts share a PostgreSQL system database but not the folder: a run of a pipeline
+    whose claim is held (`system.claims`) is alive elsewhere and is left alone. ``current``, the
+    pipeline about to run, is claimed by its own supervisor: its runs still 'running' are stale."""
     with db.session() as session:
+        alive: set[str] = set()
+        if claims.shared(db):
+            running = set(session.scalars(select(Run.pipeline).where(Run.project == project, Run.status == "running").distinct()))
+            alive = claims.held(db, project, running - {current})
         result = session.execute(
             update(Run)
-            .where(Run.project == project, Run.status == "running")
+            .where(Run.project == project, Run.status == "running", Run.pipeline.not_in(alive))
             .values(status="abandoned", finished_at=dt.datetime.now(dt.UTC), error=ABANDONED)
             .execution_options(synchronize_session=False)  # no run objects in this session to refresh
         )

@@ -44,7 +44,7 @@ def run_pipeline(
     try:
         waiting = (lambda: listener("info", "another run of this project is in progress; waiting for it to finish")) if listener else None
         with warehouse.writer_lock(wait_for_lock, waiting):
-            abandon_stale_runs(db, project.config.name)  # we hold the lock: no other run is alive
+            abandon_stale_runs(db, project.config.name, current=pipeline_name)  # we hold the lock: no other run is alive
             recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
             try:
                 return _run_steps(project, pipeline, warehouse, recorder)

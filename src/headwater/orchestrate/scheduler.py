@@ -29,6 +29,7 @@ every decision is logged here, naming the pipeline, on ``headwater.scheduler``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import signal
@@ -43,10 +44,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from headwater.config.cron import crontab_parts
 from headwater.config.model import LoadedProject, Schedule
-from headwater.system import Run, ScheduleState, SystemDB, audit
+from headwater.system import Run, ScheduleState, SystemDB, audit, claims
 from headwater.system.orgs import org_of
 
 log = logging.getLogger("headwater.scheduler")
@@ -159,7 +161,12 @@ def due_catch_up(schedule: Schedule, last_fire: dt.datetime | None, now: dt.date
     missed, ``catch_up`` is off, or the pipeline never fired (no state to compare with)."""
     if not schedule.catch_up or last_fire is None:
         return None
-    last_fire, now = _aware_utc(last_fire, "last_fire"), _aware_utc(now, "now")
+    return latest_fire(schedule, last_fire, now)
+
+
+def latest_fire(schedule: Schedule, after: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    """The schedule's latest fire time in (after, now], or None."""
+    last_fire, now = _aware_utc(after, "after"), _aware_utc(now, "now")
     if last_fire >= now:
         return None
     # Only the latest is wanted: look back over growing windows instead of walking every missed
@@ -286,8 +293,11 @@ class Scheduler:
     # --- firing ---------------------------------------------------------------------------------
 
     def _fire(self, pipeline: str) -> None:
-        """APScheduler's job: a schedule fired. Only queues the run."""
-        self._submit(pipeline, "schedule", f"fired by schedule {self._triggers[pipeline]}")
+        """APScheduler's job: a schedule fired. Only queues the run, naming the fire time it is for
+        (the latest one up to now: APScheduler fires at it, or within the misfire grace after it)."""
+        now = _aware_utc(self._clock(), "clock()")
+        tick = latest_fire(self._schedules[pipeline], now - dt.timedelta(days=1), now)
+        self._submit(pipeline, "schedule", f"fired by schedule {self._triggers[pipeline]}", tick=tick)
 
     def _catch_up(self, pipeline: str, schedule: Schedule, now: dt.datetime) -> None:
         with self.db.session() as session:
@@ -295,8 +305,13 @@ class Scheduler:
             last_fire = state.last_fire_time if state else None
             if last_fire is None:
                 # First start: nothing to compare with, so nothing is "missed". Record from now on.
-                session.merge(ScheduleState(project=self._name, pipeline=pipeline, last_fire_time=now))
-                session.commit()
+                session.add(ScheduleState(project=self._name, pipeline=pipeline, last_fire_time=now))
+                try:
+                    session.commit()
+                except IntegrityError:  # another worker sharing the database recorded it first: its time stands
+                    session.rollback()
+                    log.info("pipeline %s: first start of its schedule, recorded by another worker; no catch-up", pipeline)
+                    return
                 log.info("pipeline %s: first start of its schedule, no catch-up; recorded %s", pipeline, now.isoformat())
                 return
         if schedule.catch_up:
@@ -304,7 +319,7 @@ class Scheduler:
             if due is None:
                 log.info("pipeline %s: no fire time missed since %s", pipeline, last_fire.isoformat())
             else:
-                self._submit(pipeline, "catch_up", f"missed fire times up to {due.isoformat()} since {last_fire.isoformat()}: catching up once")
+                self._submit(pipeline, "catch_up", f"missed fire times up to {due.isoformat()} since {last_fire.isoformat()}: catching up once", tick=due)
             return
         first_missed = self._triggers[pipeline].next_after(last_fire)
         if first_missed is not None and first_missed <= now:
@@ -320,7 +335,7 @@ class Scheduler:
         if event.code == EVENT_JOB_MISSED:
             late = _aware_utc(event.scheduled_run_time, "scheduled_run_time")
             if self._schedules[pipeline].catch_up:
-                self._submit(pipeline, "catch_up", f"fire at {late.isoformat()} was missed (scheduler late): catching up once")
+                self._submit(pipeline, "catch_up", f"fire at {late.isoformat()} was missed (scheduler late): catching up once", tick=late)
             else:
                 log.warning("pipeline %s: fire at %s was missed (scheduler late); catch_up is off, skipping", pipeline, late.isoformat())
         elif event.code == EVENT_JOB_MAX_INSTANCES:
@@ -330,7 +345,8 @@ class Scheduler:
 
     # --- running --------------------------------------------------------------------------------
 
-    def _submit(self, pipeline: str, trigger: str, reason: str) -> bool:
+    def _submit(self, pipeline: str, trigger: str, reason: str, *, tick: dt.datetime | None = None) -> bool:
+        """Queue a run; ``tick``: the scheduled fire time it is for (schedule and catch-up runs)."""
         with self._cond:
             if self._stopping:
                 log.info("pipeline %s: %s run not queued (%s): the scheduler is stopping", pipeline, trigger, reason)
@@ -341,11 +357,11 @@ class Scheduler:
                 return False
             self._state[pipeline] = "queued"
             self._inflight += 1
-            self._pool.submit(self._run, pipeline, trigger)
+            self._pool.submit(self._run, pipeline, trigger, tick)
             log.info("pipeline %s: %s run queued (%s)", pipeline, trigger, reason)
             return True
 
-    def _run(self, pipeline: str, trigger: str) -> None:
+    def _run(self, pipeline: str, trigger: str, tick: dt.datetime | None = None) -> None:
         released = False  # whether this run's "queued"/"running" mark is gone
 
         def release() -> str | None:
@@ -361,16 +377,13 @@ class Scheduler:
                     log.info("pipeline %s: %s run not started: the scheduler is stopping", pipeline, trigger)
                     return
                 self._state[pipeline] = "running"
-            status = "failed"
+            status: str | None = "failed"
             try:
-                if trigger in ("schedule", "catch_up"):
-                    self._record_fire(pipeline)
-                if trigger in ("schedule", "catch_up") or trigger.startswith("after:"):  # "web", "manual": audited by whoever asked
-                    audit.record(self.db, org=self.org, actor=audit.SCHEDULER, action="run_triggered", target=pipeline, detail={"trigger": trigger})
-                log.info("pipeline %s: %s run started", pipeline, trigger)
-                status = self._execute(pipeline, trigger)
+                status = self._claim_and_execute(pipeline, trigger, tick)
             except Exception:
                 log.exception("pipeline %s: %s run raised", pipeline, trigger)
+            if status is None:  # another worker has it, or had it: nothing was run or recorded here
+                return
             log.log(logging.INFO if status == "success" else logging.WARNING, "pipeline %s: %s run finished: %s", pipeline, trigger, status)
             if status == "success":
                 self._trigger_dependents(pipeline)
@@ -385,6 +398,42 @@ class Scheduler:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
+
+    def _claim_and_execute(self, pipeline: str, trigger: str, tick: dt.datetime | None) -> str | None:
+        """Run ``pipeline`` under its claim in the system database; None, and nothing recorded, when
+        another worker sharing the database runs it or already ran this fire (``tick``).
+
+        Only schedule and catch-up runs claim here, without waiting: every worker sees the same
+        fire, and exactly one may run it. Other runs (``after:``, "run now") were asked of this
+        worker alone; the supervised run claims them itself, waiting like a run typed at the CLI.
+        The claim is this thread's, so the supervised run inside it does not wait for it."""
+        scheduled = trigger in ("schedule", "catch_up")
+        with claims.claimed(self.db, self._name, pipeline, wait=0) if scheduled else contextlib.nullcontext(True) as ours:
+            if not ours:
+                log.info("pipeline %s: %s run skipped: another worker is running it (%s)", pipeline, trigger, claims.holder(self.db, self._name, pipeline))
+                return None
+            if scheduled and tick is not None and self._fired_elsewhere(pipeline, tick):
+                return None
+            if scheduled:
+                self._record_fire(pipeline)
+            if scheduled or trigger.startswith("after:"):  # "web", "manual": audited by whoever asked
+                audit.record(self.db, org=self.org, actor=audit.SCHEDULER, action="run_triggered", target=pipeline, detail={"trigger": trigger})
+            log.info("pipeline %s: %s run started", pipeline, trigger)
+            return self._execute(pipeline, trigger)
+
+    def _fired_elsewhere(self, pipeline: str, tick: dt.datetime) -> bool:
+        """With workers sharing the system database: whether one of them already ran the fire at
+        ``tick`` (its recorded fire time is that late), its run over before this worker got to it.
+        Alone (SQLite) there is nobody else, and the recorded time says nothing new."""
+        if not claims.shared(self.db):
+            return False
+        with self.db.session() as session:
+            state = session.get(ScheduleState, (self._name, pipeline))
+            last = state.last_fire_time if state else None
+        if last is None or last < tick:
+            return False
+        log.info("pipeline %s: run for the fire at %s skipped: another worker ran it (fire recorded at %s)", pipeline, tick.isoformat(), last.isoformat())
+        return True
 
     def _record_fire(self, pipeline: str) -> None:
         now = _aware_utc(self._clock(), "clock()")

@@ -31,11 +31,11 @@ from sqlalchemy import select
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from headwater.config import LoadedProject
-from headwater.errors import ExitCode
+from headwater.errors import ExitCode, ProjectBusy
 from headwater.orchestrate.alerts import notify
 from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.redact import redact
-from headwater.system import Run, RunLog, SystemDB, audit, open_system_db
+from headwater.system import Run, RunLog, SystemDB, audit, claims, open_system_db
 from headwater.system.orgs import org_of
 
 log = logging.getLogger("headwater.supervise")
@@ -99,13 +99,37 @@ def execute(
             sleep=sleep or _sleep,
         )
         counter = iter(range(1, settings.retries.attempts + 1))
-        last: Attempt = retrying(lambda: _attempt(project, db, name, trigger, next(counter), settings.timeout, show_log))
+        # Workers sharing a PostgreSQL system database: one run of a pipeline at a time across all of
+        # them, queued as behind the writer lock (which only sees runs of this folder).
+        wait = settings.timeout.total_seconds() if settings.timeout else QUEUE_SECONDS
+        with claims.claimed(db, project.config.name, name, wait=wait, on_wait=lambda who: _say_waiting(name, who, show_log)) as ours:
+            if not ours:
+                return _busy(name, wait, claims.holder(db, project.config.name, name))
+            last: Attempt = retrying(lambda: _attempt(project, db, name, trigger, next(counter), settings.timeout, show_log))
         if last.run_id is not None:
             notify(project, db, last.run_id, log=_run_logger(db, last.run_id))
         status = "success" if last.exit_code == ExitCode.OK else "failed"
         return Outcome(name, status, last.exit_code, last.run_id, last.number, last.stderr_tail, last.timed_out)
     finally:
         db.close()
+
+
+def _say_waiting(pipeline: str, holder: str, show_log: bool) -> None:
+    message = f"pipeline {pipeline} is being run by {holder}; waiting for it to finish"
+    log.info(message)
+    if show_log:  # as the attempt says it when it waits for the writer lock
+        print(f" info {message}", file=sys.stderr, flush=True)
+
+
+def _busy(pipeline: str, waited: float, holder: str) -> Outcome:
+    """Another worker kept the pipeline's claim for as long as this run may wait: as busy as a run
+    that waited for the writer lock that long (exit code 3), with nothing recorded."""
+    error = ProjectBusy(
+        f"Another worker is running pipeline {pipeline}",
+        why=f"waited {waited:.0f}s for {holder} to finish (the run's claim in the system database)",
+        fix="Wait for it to finish (`headwater runs` shows it), then run again.",
+    )
+    return Outcome(pipeline, "failed", int(ExitCode.BUSY), None, 0, error.render())
 
 
 def _sleep(seconds: float) -> None:

@@ -88,7 +88,7 @@ def run_sync(
     db = open_system_db(project)
     try:
         with warehouse.writer_lock(wait_for_lock, on_wait):
-            abandon_stale_runs(db, project.config.name)
+            abandon_stale_runs(db, project.config.name, current=SYNC_PIPELINE)
             rec = RunRecorder(db, project.config.name, SYNC_PIPELINE, "cli", listener)
             results: dict[str, list[TableStats]] = {}
             try:
