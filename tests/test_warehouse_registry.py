@@ -79,3 +79,14 @@ def test_a_duckdb_warehouse_has_no_reader_roles_and_says_what_to_do(tmp_path: Pa
     with pytest.raises(HeadwaterError) as info:
         open_warehouse(tmp_path, DuckDBWarehouse()).grant_reader("metabase")
     assert "metabase" in info.value.what and info.value.fix
+
+
+def test_the_duckdb_dbt_profile_points_dbt_duckdb_at_the_build_database(tmp_path: Path) -> None:
+    from headwater.warehouse import extension_directory
+
+    warehouse = open_warehouse(tmp_path, DuckDBWarehouse(path="wh", memory_limit="1GB"))
+    profile = warehouse.dbt_profile(3)
+    assert profile["type"] == "duckdb" and profile["threads"] == 3
+    assert profile["path"] == str((tmp_path / "wh" / "build.duckdb").resolve())
+    assert profile["settings"]["memory_limit"] == "1GB"
+    assert profile["settings"].get("extension_directory") == extension_directory()
