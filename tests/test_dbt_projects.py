@@ -461,13 +461,13 @@ def test_init_refuses_a_folder_that_is_no_dbt_project(tmp_path: Path, target: st
 
 
 def test_dbt_duckdbs_private_environment_is_still_where_headwater_closes_it() -> None:
-    """transform/dbt.py `_release_duckdb` relies on dbt-duckdb's private `_ENV` and `_LOCK` (it has no
+    """warehouse/duckdb/dbt.py `release_duckdb` relies on dbt-duckdb's private `_ENV` and `_LOCK` (it has no
     public call that closes its DuckDB instance). When this fails, dbt-duckdb changed them: find
-    its new way to close the environment and change `_release_duckdb`, or publishing after a
+    its new way to close the environment and change `release_duckdb`, or publishing after a
     build fails to reopen the build database."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
-    from headwater.transform.dbt import _release_duckdb
+    from headwater.warehouse.duckdb.dbt import release_duckdb
 
     assert hasattr(DuckDBConnectionManager, "_ENV"), "dbt-duckdb no longer has DuckDBConnectionManager._ENV"
     assert hasattr(DuckDBConnectionManager._LOCK, "__enter__"), "dbt-duckdb's DuckDBConnectionManager._LOCK is no lock"
@@ -481,7 +481,7 @@ def test_dbt_duckdbs_private_environment_is_still_where_headwater_closes_it() ->
     env, saved = Environment(), DuckDBConnectionManager._ENV
     DuckDBConnectionManager._ENV = env
     try:
-        _release_duckdb()
+        release_duckdb()
         assert env.closed and DuckDBConnectionManager._ENV is None
     finally:
         if DuckDBConnectionManager._ENV is None:

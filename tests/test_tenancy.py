@@ -79,7 +79,7 @@ def test_an_organisations_whole_pipeline_runs_confined(install: Install) -> None
     with duckdb.connect(str(folder_of(install, "acme") / ".headwater" / "warehouse" / "build.duckdb"), read_only=True) as build:
         assert build.execute("SELECT target FROM main.targets").fetchall() == [(10,)]
     profile = (folder_of(install, "acme") / ".headwater" / "dbt" / "profiles.yml").read_text()
-    assert "headwater.transform.lockdown" in profile and "settings:" not in profile
+    assert "headwater.warehouse.duckdb.lockdown" in profile and "settings:" not in profile
 
 
 def org_project(install: Install, slug: str) -> Any:

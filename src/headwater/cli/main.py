@@ -267,7 +267,7 @@ def export(
         remove_stale_scratch,
         write,
     )
-    from headwater.warehouse import Warehouse
+    from headwater.warehouse import open_warehouse
 
     loaded = _project(project)
     if fmt is ExportFormat.xlsx and output is None:
@@ -290,7 +290,7 @@ def export(
         if board is None:
             raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
     logging.getLogger("headwater.warehouse").addHandler(logging.NullHandler())  # a fallback's note is printed below, once
-    data = PublishedData(Warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
+    data = PublishedData(open_warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
             cur.execute(f"SET memory_limit = '{EXPORT_MEMORY_LIMIT}'")

@@ -9,8 +9,9 @@ strangers to one another and to the install, so their project files are held to 
   compare names, not the files they end at;
 - the folder does not hold the install's system database or key file (`check_holds_nothing_of`);
 - DuckDB connections that run the organisation's SQL (dbt models, checks) are locked to the folder
-  (warehouse/duckdb.py `lock_down`, transform/dbt.py's profile), and dbt Python models and dbt's
-  ``env_var`` (the install's environment) are refused in its runs (transform/dbt.py).
+  (warehouse/duckdb/warehouse.py `lock_down`, warehouse/duckdb/dbt.py's profile), and dbt Python
+  models and dbt's ``env_var`` (the install's environment) are refused in its runs
+  (warehouse/duckdb/lockdown.py).
 
 The threat model, and what is not defended, is in docs/security.md.
 """

@@ -58,7 +58,11 @@ class DuckDBWarehouse(Strict):
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
 
-WarehouseSettings = DuckDBWarehouse
+# One member per warehouse engine, told apart by ``type`` (``duckdb`` when a file names none, as every
+# file did before there was a choice). Adding an engine is one settings class added here
+# (``DuckDBWarehouse | PostgresWarehouse``) plus its folder under warehouse/, registered in
+# `headwater.warehouse.registry.ENGINES` (tests/test_warehouse_registry.py checks the two agree).
+WarehouseSettings = Annotated[DuckDBWarehouse, Field(discriminator="type")]
 
 
 class SystemDatabase(Strict):
@@ -460,6 +464,14 @@ class Project(Strict):
     dashboards: dict[Name, Dashboard] = Field(default_factory=dict)
     alerts: list[AlertChannel] = Field(default_factory=list, description="Where failures and recoveries are announced.")
     web: Web = Field(default_factory=Web)
+
+    @field_validator("warehouse", mode="before")
+    @classmethod
+    def _default_warehouse_type(cls, value: Any) -> Any:
+        """``type:`` may be left out and means ``duckdb``, the embedded default."""
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "duckdb", **value}
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> Project:

@@ -16,7 +16,7 @@ from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
 from headwater.publish import nothing_to_publish, plan, publish, published_tables
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
-from headwater.warehouse import Warehouse
+from headwater.warehouse import WarehouseEngine, open_warehouse
 
 
 @dataclass
@@ -38,7 +38,7 @@ def run_pipeline(
     """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
     when it fails; the published data is then exactly what it was before."""
     pipeline_name, pipeline = choose_pipeline(project, name)
-    warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
+    warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
     own_db = db is None
     db = db or open_system_db(project)
     try:
@@ -75,7 +75,7 @@ def _host_in(text: str) -> str:
     return quoted.group(1) if quoted else "(see below)"
 
 
-def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse, rec: RunRecorder) -> RunOutcome:
+def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder) -> RunOutcome:
     rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
     results = sync_sources(project, rec, source_names, warehouse=warehouse)
@@ -125,7 +125,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: Warehouse,
     return RunOutcome(run, published)
 
 
-def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: Warehouse, rec: RunRecorder, command: str = "build") -> BuildResult:
+def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: WarehouseEngine, rec: RunRecorder, command: str = "build") -> BuildResult:
     """A dbt command's nodes (with their rows) as the step's detail and its tests as checks; raises when it failed."""
     con = warehouse.connect_build()
     try:

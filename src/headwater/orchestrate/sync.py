@@ -11,10 +11,10 @@ from headwater.config.model import LoadedProject
 from headwater.errors import HeadwaterError, NotFound
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.sources import extensions_for, open_source
-from headwater.sync import TableStats, sync_source
+from headwater.sync import TableStats
 from headwater.sync.context import Progress
 from headwater.system import open_system_db
-from headwater.warehouse import Warehouse
+from headwater.warehouse import WarehouseEngine, open_warehouse
 
 SYNC_PIPELINE = "sync"  # the pipeline name `headwater sync` runs are recorded under
 
@@ -27,14 +27,14 @@ def sync_sources(
     tables: list[str] | None = None,
     full_refresh: bool = False,
     progress: Progress | None = None,
-    warehouse: Warehouse | None = None,
+    warehouse: WarehouseEngine | None = None,
     prune: bool = False,
     results: dict[str, list[TableStats]] | None = None,
 ) -> dict[str, list[TableStats]]:
     """Sync each source in its own step (`sync:<source>`) with per-table stats as the step's detail
     (tables that failed too: a source whose tables partly failed records the ones that synced).
     ``results``: filled in as sources finish, so a caller still has them when a later one fails."""
-    warehouse = warehouse or Warehouse(project.root, project.config.warehouse, project.confinement)
+    warehouse = warehouse or open_warehouse(project.root, project.config.warehouse, project.confinement)
     results = {} if results is None else results
     con = warehouse.connect_build(sync_extensions=extensions_for(project.config.sources[n] for n in source_names))
     try:
@@ -42,9 +42,7 @@ def sync_sources(
             with rec.step(f"sync:{name}") as step:
                 source = open_source(name, project.config.sources[name], project.root, work_parent=warehouse.folder / "work" if project.confinement else None)
                 try:
-                    stats = sync_source(
-                        con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=project.config.warehouse.memory_limit
-                    )
+                    stats = warehouse.load_raw(con, source, lambda m: rec.log("info", m), tables=tables, full_refresh=full_refresh, progress=progress, prune=prune)
                 except HeadwaterError as exc:
                     if exc.table_stats is not None:
                         results[name] = [s for s in exc.table_stats if isinstance(s, TableStats)]
@@ -84,7 +82,7 @@ def run_sync(
         )
     if not names:
         raise NotFound(f"{project.file} defines no sources", fix="Add one under sources: (see `headwater init`'s example).")
-    warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
+    warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
     db = open_system_db(project)
     try:
         with warehouse.writer_lock(wait_for_lock, on_wait):

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import duckdb
-
 from headwater.errors import RunFailed
 from headwater.sqltext import one_value
 from headwater.transform import NodeResult
-from headwater.warehouse import Warehouse
+from headwater.warehouse import WarehouseEngine
 
 
 @dataclass(frozen=True)
@@ -64,22 +62,10 @@ def _folder(model: dict[str, Any]) -> str:
     return PurePosixPath(model["path"]).parts[0] if "/" in model["path"] else ""
 
 
-def published_tables(warehouse: Warehouse) -> set[str]:
-    snapshot = warehouse.current_snapshot()
-    if snapshot is None:
-        return set()
-    with warehouse.open_snapshot(snapshot) as con:
-        return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+def published_tables(warehouse: WarehouseEngine) -> set[str]:
+    return warehouse.published_tables()
 
 
-def publish(warehouse: Warehouse, build: duckdb.DuckDBPyConnection, publish_plan: PublishPlan, name: str) -> dict[str, int]:
-    snapshot = warehouse.write_snapshot(build, name, publish_plan.fresh, publish_plan.carried)
-    try:
-        with warehouse.open_snapshot(snapshot) as con:
-            rows = {t: one_value(con.execute(f'SELECT count(*) FROM "{t}"')) for t in publish_plan.tables}
-        warehouse.switch(snapshot)
-    except BaseException:
-        if warehouse.pointer_name() != snapshot.name:  # never published: a reader falling back must not find it
-            snapshot.unlink(missing_ok=True)
-        raise
-    return rows
+def publish(warehouse: WarehouseEngine, build: Any, publish_plan: PublishPlan, name: str) -> dict[str, int]:
+    """Switch readers to the plan's tables, all at once, the engine's way (for DuckDB: a snapshot file and the pointer)."""
+    return warehouse.publish(build, name, publish_plan.fresh, publish_plan.carried)

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from headwater.errors import NotFound
-from headwater.warehouse import Warehouse
+from headwater.warehouse import WarehouseEngine
 
 BATCH_ROWS = 64_000
 _OWN = "database_name = current_database() AND schema_name = 'main' AND NOT internal"  # the snapshot's tables
@@ -36,7 +36,7 @@ class PublishedData:
     organisations that author must not reach another organisation's files, nor the server's.
     """
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: WarehouseEngine) -> None:
         self.warehouse = warehouse
         self._lock = threading.Lock()
         self._snapshot: Path | None = None

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import yaml
 from headwater.config.model import LoadedProject
 from headwater.errors import ConfigError, RunFailed
 from headwater.transform import packages
-from headwater.warehouse import Warehouse, extension_directory
+from headwater.warehouse import WarehouseEngine
 
 Log = Callable[[str, str], None]  # (level, message)
 
@@ -59,7 +58,7 @@ class BuildResult:
 
 
 class DbtProject:
-    def __init__(self, project: LoadedProject, warehouse: Warehouse) -> None:
+    def __init__(self, project: LoadedProject, warehouse: WarehouseEngine) -> None:
         self.project = project
         self.warehouse = warehouse
         self.dir = project.path(project.config.dbt.project_dir).resolve()
@@ -83,19 +82,7 @@ class DbtProject:
         return str(profile)
 
     def write_profiles(self) -> Path:
-        settings = self.project.config
-        output: dict[str, Any] = {"type": "duckdb", "path": str(self.warehouse.build_path), "threads": settings.dbt.threads}
-        extra: dict[str, Any] = {}
-        if (ext := extension_directory()) is not None:
-            extra["extension_directory"] = ext
-        if settings.warehouse.memory_limit:
-            extra["memory_limit"] = settings.warehouse.memory_limit
-        if extra:
-            output["settings"] = extra
-        if self.warehouse.confinement is not None:
-            from headwater.transform.lockdown import confined_profile
-
-            output = confined_profile(output, self.warehouse.confinement)
+        output = self.warehouse.dbt_profile(self.project.config.dbt.threads)  # the engine's adapter, pointed at its build area
         profiles = {self.profile_name: {"target": "headwater", "outputs": {"headwater": output}}}
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
@@ -165,23 +152,12 @@ class DbtProject:
         from dbt.cli.main import dbtRunner  # imported late: it is slow and only runs need it
 
         errors: list[str] = []
-        try:
-            with self._held():
-                outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
-        finally:
-            _release_duckdb()
+        with self.warehouse.dbt_session():
+            outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
         if outcome.exception is not None:
             return BuildResult(success=False, error=_error_text(outcome.exception, errors))
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
-
-    def _held(self) -> AbstractContextManager[None]:
-        """An organisation's models on an install with many are held to its folder (transform/lockdown.py)."""
-        if self.warehouse.confinement is None:
-            return nullcontext()
-        from headwater.transform.lockdown import confined
-
-        return confined()
 
     def manifest_models(self) -> list[dict[str, Any]]:
         """Every model of the project as dbt last compiled it (name, path, relation)."""
@@ -191,25 +167,6 @@ class DbtProject:
             for n in manifest["nodes"].values()
             if n["resource_type"] == "model"
         ]
-
-
-def _release_duckdb() -> None:
-    """dbt-duckdb keeps its DuckDB instance open in a class attribute after a command ends; close it,
-    or this process cannot open the build database again (with other settings) to publish.
-
-    The one place Headwater touches dbt-duckdb's private names (`_ENV`, `_LOCK`; checked by
-    tests/test_dbt_projects.py, which fails when they change). Its public calls cannot do this:
-    `close_all_connections()` drops the environment without closing its DuckDB instance, and
-    `env()` raises when there is none; closing and dropping must also happen under its lock, or a
-    command starting in another thread could be handed the instance being closed."""
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:
-        return
-    with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-        DuckDBConnectionManager.close_all_connections()
 
 
 def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:

@@ -1,3 +1,5 @@
+from headwater.warehouse.base import Capabilities, WarehouseEngine
 from headwater.warehouse.duckdb import Warehouse, connect, extension_directory, lock_down, require_extension
+from headwater.warehouse.registry import ENGINES, capabilities, open_warehouse
 
-__all__ = ["Warehouse", "connect", "extension_directory", "lock_down", "require_extension"]
+__all__ = ["ENGINES", "Capabilities", "Warehouse", "WarehouseEngine", "capabilities", "connect", "extension_directory", "lock_down", "open_warehouse", "require_extension"]

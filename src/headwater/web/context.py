@@ -11,7 +11,7 @@ from headwater.config.model import Chart, Dashboard, LoadedProject
 from headwater.errors import NotFound
 from headwater.publish import PublishedData
 from headwater.system import SystemDB
-from headwater.warehouse import Warehouse
+from headwater.warehouse import open_warehouse
 
 RESULT_CACHE_ENTRIES = 512  # chart results kept in memory per organisation (each capped by the chart row limit)
 T = TypeVar("T")
@@ -27,7 +27,7 @@ class WebContext:
 
     def __init__(self, project: LoadedProject, system_db: Callable[[], SystemDB]) -> None:
         self.project = project
-        self.warehouse = Warehouse(project.root, project.config.warehouse, project.confinement)
+        self.warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
         self.data = PublishedData(self.warehouse)  # one per organisation: it caches the snapshot's connection
         self._system_db = system_db
         self._lock = threading.Lock()

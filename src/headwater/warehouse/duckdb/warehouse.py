@@ -21,9 +21,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import duckdb
 
@@ -32,6 +32,11 @@ from headwater.config.model import DuckDBWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy
 from headwater.private import FILE_MODE, make_folder, private_files
 from headwater.sqltext import ident, literal
+from headwater.warehouse.base import Capabilities
+
+if TYPE_CHECKING:
+    from headwater.sync.context import Progress
+    from headwater.sync.stats import TableStats
 
 logger = logging.getLogger("headwater.warehouse")
 
@@ -106,10 +111,20 @@ def lock_down(con: duckdb.DuckDBPyConnection, confinement: Confinement, extensio
 
 
 class Warehouse:
-    """File layout and connections of one project's DuckDB warehouse.
+    """File layout and connections of one project's DuckDB warehouse (`base.WarehouseEngine`).
 
     ``confinement``: the project is an organisation's on an install with many; every connection
     this opens is held to the organisation's folder (`lock_down`)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactional_ddl=True,
+        atomic_swap=True,  # the CURRENT pointer's rename
+        merge=True,  # MERGE INTO since DuckDB 1.4; the sync merges by DELETE + INSERT in one transaction
+        bulk_format="arrow",
+        max_identifier_length=None,
+        reader_roles=False,  # an embedded file: whoever may read the snapshot files reads the data
+        concurrent_writers=False,  # one process may open a database file for writing
+    )
 
     def __init__(self, root: Path, settings: DuckDBWarehouse, confinement: Confinement | None = None) -> None:
         self.settings = settings
@@ -190,6 +205,71 @@ class Warehouse:
                 con.close()
                 raise
         return con
+
+    def raw_schema(self, source: str) -> str:
+        from headwater.sync.engine import raw_schema  # the sync's own naming, which the checks read too
+
+        return raw_schema(source)
+
+    def load_raw(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: Any,
+        log: Callable[[str], None],
+        *,
+        tables: list[str] | None = None,
+        full_refresh: bool = False,
+        progress: Progress | None = None,
+        prune: bool = False,
+    ) -> list[TableStats]:
+        """DuckDB is its own loader: the sync engine writes each table and its state in one
+        transaction on ``con`` (a `connect_build` connection with the sources' extensions)."""
+        from headwater.sync.engine import sync_source  # imported late: sync's sources import this package
+
+        return sync_source(con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit)
+
+    # -- dbt --------------------------------------------------------------------------------------
+
+    def dbt_profile(self, threads: int) -> dict[str, Any]:
+        from headwater.warehouse.duckdb.dbt import profile
+
+        return profile(self.settings, self.build_path, threads, self.confinement)
+
+    def dbt_session(self) -> AbstractContextManager[None]:
+        from headwater.warehouse.duckdb.dbt import session
+
+        return session(self.confinement)
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def publish(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
+        """A new snapshot file with the tables, then the pointer's switch; a snapshot never switched
+        to is removed, so a reader falling back can never find it."""
+        snapshot = self.write_snapshot(build, name, tables, carry_over)
+        try:
+            with self.open_snapshot(snapshot) as con:
+                rows = {t: _count(con, t) for t in sorted([*tables, *carry_over])}
+            self.switch(snapshot)
+        except BaseException:
+            if self.pointer_name() != snapshot.name:
+                snapshot.unlink(missing_ok=True)
+            raise
+        return rows
+
+    def published_tables(self) -> set[str]:
+        snapshot = self.current_snapshot()
+        if snapshot is None:
+            return set()
+        with self.open_snapshot(snapshot) as con:
+            return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+
+    def grant_reader(self, role: str) -> None:
+        raise HeadwaterError(
+            f"Cannot grant {role!r} read access: a DuckDB warehouse has no database roles",
+            why="the published data is a file (published/CURRENT names it); whoever can read that folder reads the data",
+            fix="Serve it with `headwater serve` (logins, roles, row-level rules) or export it with `headwater export`; "
+            "for a BI tool that connects with a role, use a PostgreSQL warehouse.",
+        )
 
     def write_snapshot(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> Path:
         """Copy ``tables`` (published name -> qualified build relation) and ``carry_over`` tables
@@ -310,6 +390,11 @@ def _fallback_note(pointer: Path, name: str | None, chosen: Path) -> str:
         f"Showing {chosen.name}, the newest intact published snapshot: {damage}. "
         "The next successful run publishes afresh; to end this now, write the snapshot's name into the pointer file or run the pipeline."
     )
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _fsync(path: Path) -> None:

@@ -6,7 +6,7 @@ dbt-duckdb opens its own DuckDB connection from the profile, so the profile carr
   refuses; they become ``config_options`` instead, given once when the database opens;
 - DuckDB will not take ``allowed_directories`` when the database opens, so this module is also a
   dbt-duckdb plugin (``plugins: [{module: headwater.transform.lockdown}]``) whose
-  `Plugin.configure_connection` locks the connection (`warehouse.lock_down`) before dbt runs any
+  `Plugin.configure_connection` locks the connection (`lock_down`) before dbt runs any
   SQL on it; no extension is loaded or autoloaded (the scanners bypass the allowed directories).
 
 Two things of dbt's own run Python rather than SQL and are refused while an organisation's models
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.config.confine import Confinement
-from headwater.warehouse import lock_down
+from headwater.warehouse.duckdb.warehouse import lock_down
 
 # What dbt needs from the environment to run; nothing here names a secret.
 KEPT_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "DO_NOT_TRACK", "DBT_SEND_ANONYMOUS_USAGE_STATS")

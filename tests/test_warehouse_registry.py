@@ -1,0 +1,92 @@
+"""The warehouse seam: every ``warehouse.type`` the project file accepts has an engine, engines say what
+they can do as data, and the DuckDB engine implements the whole interface."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from headwater.config.loader import load_project
+from headwater.config.model import DuckDBWarehouse, Project
+from headwater.errors import ConfigError
+from headwater.warehouse import ENGINES, Capabilities, Warehouse, WarehouseEngine, capabilities, open_warehouse
+from headwater.warehouse.registry import engine_class
+
+
+def accepted_settings() -> dict[str, type[BaseModel]]:
+    """``type`` -> settings class, for every member of the ``warehouse:`` union the config accepts."""
+    annotation = Project.model_fields["warehouse"].annotation
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    found = {}
+    for member in members:
+        (tag,) = typing.get_args(member.model_fields["type"].annotation)
+        found[tag] = member
+    return found
+
+
+def test_every_accepted_warehouse_type_has_an_engine_and_every_engine_a_type() -> None:
+    accepted = accepted_settings()
+    assert accepted == {"duckdb": DuckDBWarehouse}
+    assert set(accepted) == set(ENGINES)
+
+
+def test_capabilities_are_read_from_the_registry() -> None:
+    for kind, engine in ENGINES.items():
+        assert isinstance(engine.capabilities, Capabilities)
+        assert capabilities(kind) is engine.capabilities
+    duckdb = capabilities("duckdb")
+    assert duckdb.transactional_ddl and duckdb.atomic_swap and not duckdb.reader_roles and not duckdb.concurrent_writers
+
+
+def test_open_warehouse_builds_the_registered_engine_of_the_settings_type(tmp_path: Path) -> None:
+    for kind, settings in accepted_settings().items():
+        warehouse = open_warehouse(tmp_path, settings())
+        assert type(warehouse) is ENGINES[kind]
+        assert warehouse.capabilities is capabilities(kind)
+
+
+def test_an_unknown_engine_is_a_config_error_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        engine_class("oracle")
+    assert "oracle" in info.value.what and "duckdb" in (info.value.why or "")
+
+
+def test_type_defaults_to_duckdb_and_an_unknown_type_is_refused_with_the_choices(tmp_path: Path) -> None:
+    (tmp_path / "headwater.yml").write_text("name: x\nwarehouse:\n  path: w\n")
+    assert load_project(tmp_path, env={}).config.warehouse == DuckDBWarehouse(path="w")
+    (tmp_path / "headwater.yml").write_text("name: x\nwarehouse:\n  type: duckbd\n")
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, env={})
+    assert "headwater.yml:3: warehouse: unknown type 'duckbd' — did you mean 'duckdb'?" in info.value.what
+
+
+def test_the_duckdb_engine_implements_every_member_of_the_interface() -> None:
+    members = {name for name in vars(WarehouseEngine) if not name.startswith("_")} | set(WarehouseEngine.__annotations__)
+    assert {"connect_build", "load_raw", "dbt_profile", "publish", "open_snapshot", "grant_reader", "capabilities"} <= members
+    instance = Warehouse(Path("/nonexistent"), DuckDBWarehouse())
+    assert all(hasattr(instance, name) for name in members), sorted(name for name in members if not hasattr(instance, name))
+
+
+def test_a_duckdb_warehouse_has_no_reader_roles_and_says_what_to_do(tmp_path: Path) -> None:
+    from headwater.errors import HeadwaterError
+
+    with pytest.raises(HeadwaterError) as info:
+        open_warehouse(tmp_path, DuckDBWarehouse()).grant_reader("metabase")
+    assert "metabase" in info.value.what and info.value.fix
+
+
+def test_the_duckdb_dbt_profile_points_dbt_duckdb_at_the_build_database(tmp_path: Path) -> None:
+    from headwater.warehouse import extension_directory
+
+    warehouse = open_warehouse(tmp_path, DuckDBWarehouse(path="wh", memory_limit="1GB"))
+    profile = warehouse.dbt_profile(3)
+    assert profile["type"] == "duckdb" and profile["threads"] == 3
+    assert profile["path"] == str((tmp_path / "wh" / "build.duckdb").resolve())
+    assert profile["settings"]["memory_limit"] == "1GB"
+    assert profile["settings"].get("extension_directory") == extension_directory()
