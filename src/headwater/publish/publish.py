@@ -8,7 +8,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from headwater.errors import RunFailed
-from headwater.sqltext import one_value
 from headwater.transform import NodeResult
 from headwater.warehouse import WarehouseEngine
 
