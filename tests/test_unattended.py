@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from cli_process import OutputLines
 from demo_project import execute_source, make_project, published_rows, recent_runs_of
 from loopback import smtp_server, webhook_server
 
@@ -408,30 +409,6 @@ if __name__ == "__main__":
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     main()
 """
-
-
-class OutputLines:
-    """A process's output lines, read in a thread, so a test can wait for one with a deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process, self.lines = process, []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not any(text in line for line in self.lines):
-            assert self.process.poll() is None or self.thread.is_alive(), f"the process exited ({self.process.returncode}) before printing {text!r}:\n{self.text()}"
-            assert time.monotonic() < deadline, f"no {text!r} within {seconds:.0f}s; output so far:\n{self.text()}"
-            time.sleep(0.05)
-
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 def test_worker_catches_up_once_after_downtime(demo, tmp_path):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_process import OutputLines
 from demo_project import make_project, recent_runs_of
 from test_scheduler import FakeExecute, messages, project, utc
 
@@ -155,20 +156,13 @@ class Worker:
         script.write_text(WORKER)
         self.name = name
         self.process = subprocess.Popen([sys.executable, str(script), url, str(folder), str(gate)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+        self.output = OutputLines(self.process)
 
     def text(self) -> str:
-        return "".join(self.lines)
+        return self.output.text()
 
     def count(self, text: str) -> int:
-        return sum(text in line for line in self.lines)
+        return self.output.count(text)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -178,7 +172,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.thread.join(10)
+        self.output.thread.join(10)
 
 
 def _runs(db: SystemDB) -> list[Run]:
