@@ -25,10 +25,11 @@ def main(argv: list[str]) -> int:
         return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-    shown: list[str] = []  # the levels of the lines shown live
+    error_shown = False  # whether a line of level error was shown live
 
     def listener(level: str, message: str) -> None:
-        shown.append(level)
+        nonlocal error_shown
+        error_shown = error_shown or level == "error"
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
         console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
 
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
     except HeadwaterError as exc:
         # Shown live, the run's log already printed it — unless it stopped the run before its log began
         # (no lock on the warehouse folder, say); not shown, print it for whoever reads this stderr.
-        if not show or "error" not in shown:
+        if not show or not error_shown:
             console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)

@@ -13,7 +13,7 @@ from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.orchestrate.sync import sync_sources
 from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
-from headwater.publish import nothing_to_publish, plan, publish, published_tables
+from headwater.publish import nothing_to_publish, plan, publish
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import WarehouseEngine, open_warehouse
@@ -113,7 +113,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
 
         with rec.step("publish") as step:
             models = dbt.manifest_models()
-            publish_plan = plan(models, result.nodes, pipeline.publish, published_tables(warehouse))
+            publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
             if not publish_plan.tables:
                 raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
             published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")

@@ -61,10 +61,6 @@ def _folder(model: dict[str, Any]) -> str:
     return PurePosixPath(model["path"]).parts[0] if "/" in model["path"] else ""
 
 
-def published_tables(warehouse: WarehouseEngine) -> set[str]:
-    return warehouse.published_tables()
-
-
 def publish(warehouse: WarehouseEngine, build: Any, publish_plan: PublishPlan, name: str) -> dict[str, int]:
     """Switch readers to the plan's tables, all at once, the engine's way (for DuckDB: a snapshot file and the pointer)."""
     return warehouse.publish(build, name, publish_plan.fresh, publish_plan.carried)
