@@ -11,10 +11,13 @@ import pytest
 from pydantic import BaseModel
 
 from headwater.config.loader import load_project
-from headwater.config.model import DuckDBWarehouse, Project
+from headwater.config.model import DuckDBWarehouse, PostgresWarehouse, Project
 from headwater.errors import ConfigError
 from headwater.warehouse import ENGINES, Capabilities, Warehouse, WarehouseEngine, capabilities, open_warehouse
+from headwater.warehouse.postgres import Warehouse as PostgresEngine
 from headwater.warehouse.registry import engine_class
+
+EXAMPLES = {"duckdb": DuckDBWarehouse(), "postgres": PostgresWarehouse(type="postgres", url="postgresql://hw@db.example:5432/acme")}
 
 
 def accepted_settings() -> dict[str, type[BaseModel]]:
@@ -32,7 +35,8 @@ def accepted_settings() -> dict[str, type[BaseModel]]:
 
 def test_every_accepted_warehouse_type_has_an_engine_and_every_engine_a_type() -> None:
     accepted = accepted_settings()
-    assert accepted == {"duckdb": DuckDBWarehouse}
+    assert accepted == {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse}
+    assert set(EXAMPLES) == set(accepted)
     assert set(accepted) == set(ENGINES)
 
 
@@ -45,8 +49,8 @@ def test_capabilities_are_read_from_the_registry() -> None:
 
 
 def test_open_warehouse_builds_the_registered_engine_of_the_settings_type(tmp_path: Path) -> None:
-    for kind, settings in accepted_settings().items():
-        warehouse = open_warehouse(tmp_path, settings())
+    for kind in accepted_settings():
+        warehouse = open_warehouse(tmp_path, EXAMPLES[kind])
         assert type(warehouse) is ENGINES[kind]
         assert warehouse.capabilities is capabilities(kind)
 
@@ -66,11 +70,28 @@ def test_type_defaults_to_duckdb_and_an_unknown_type_is_refused_with_the_choices
     assert "headwater.yml:3: warehouse: unknown type 'duckbd' — did you mean 'duckdb'?" in info.value.what
 
 
-def test_the_duckdb_engine_implements_every_member_of_the_interface() -> None:
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_every_engine_implements_every_member_of_the_interface(kind: str) -> None:
     members = {name for name in vars(WarehouseEngine) if not name.startswith("_")} | set(WarehouseEngine.__annotations__)
-    assert {"connect_build", "load_raw", "dbt_profile", "publish", "open_snapshot", "grant_reader", "capabilities"} <= members
-    instance = Warehouse(Path("/nonexistent"), DuckDBWarehouse())
+    assert {"connect_build", "load_raw", "dbt_profile", "publish", "open_snapshot", "grant_reader", "capabilities", "session", "project_query"} <= members
+    instance = ENGINES[kind](Path("/nonexistent"), EXAMPLES[kind], None)  # type: ignore[call-arg]
     assert all(hasattr(instance, name) for name in members), sorted(name for name in members if not hasattr(instance, name))
+    assert type(instance) is (Warehouse if kind == "duckdb" else PostgresEngine)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@h/db", "must be a PostgreSQL URL"),
+        ("postgresql://u@h:5432", "names no database"),
+        ("postgresql://u@h/memory", "may not be called 'memory'"),
+    ],
+)
+def test_a_postgres_warehouse_url_is_checked_when_the_file_loads(tmp_path: Path, url: str, message: str) -> None:
+    (tmp_path / "headwater.yml").write_text(f"name: x\nwarehouse:\n  type: postgres\n  url: {url}\n")
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, env={})
+    assert message in str(info.value)
 
 
 def test_a_duckdb_warehouse_has_no_reader_roles_and_says_what_to_do(tmp_path: Path) -> None:

@@ -47,3 +47,26 @@ def one_row(cursor: _Cursor) -> tuple[Any, ...]:
 def one_value(cursor: _Cursor) -> Any:
     """The first value of `one_row` (its type is the query's: DuckDB's results are not typed)."""
     return one_row(cursor)[0]
+
+
+def libpq_dsn(url: str, *, host: str | None = None, port: int | None = None, application_name: str | None = None) -> str:
+    """A libpq key=value connection string from a ``postgresql://`` URL (its query parameters
+    kept: sslmode, sslrootcert...), with ``host``/``port`` replaced when given (an SSH tunnel's
+    end). Values are single-quoted with backslash escapes, as libpq reads them."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    values = {
+        "host": host or parts.hostname or "localhost",
+        "port": str(port or parts.port or 5432),
+        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+    }
+    for item in filter(None, parts.query.split("&")):
+        key, _, value = item.partition("=")
+        values[key] = unquote(value)
+    values.setdefault("connect_timeout", "15")
+    if application_name:
+        values["application_name"] = application_name
+    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in values.items() if v != "")

@@ -23,6 +23,7 @@ from headwater.checks.freshness import run_freshness
 from headwater.checks.outcome import SAMPLE_ROWS, CheckOutcome, json_safe
 from headwater.checks.reconcile import run_reconcile
 from headwater.config.model import FreshnessCheck, LoadedProject, ReconcileCheck
+from headwater.warehouse.base import WarehouseEngine
 
 
 def run_checks(
@@ -31,9 +32,11 @@ def run_checks(
     build: duckdb.DuckDBPyConnection,
     *,
     now: dt.datetime | None = None,
+    warehouse: WarehouseEngine | None = None,
 ) -> list[CheckOutcome]:
     """Run every check, in order, and return one outcome each. A check that cannot run (bad SQL,
-    missing table) gives status "error"; it never stops the other checks."""
+    missing table) gives status "error"; it never stops the other checks. ``warehouse``: the engine
+    ``build`` is a connection of (default: the DuckDB warehouse's own build database)."""
     if now is None:
         now = dt.datetime.now(dt.UTC)
     elif now.tzinfo is None:
@@ -41,9 +44,9 @@ def run_checks(
     outcomes: list[CheckOutcome] = []
     for check in checks:
         if isinstance(check, ReconcileCheck):
-            outcomes.append(run_reconcile(project, check, build))
+            outcomes.append(run_reconcile(project, check, build, warehouse))
         elif isinstance(check, FreshnessCheck):
-            outcomes.append(run_freshness(check, build, now))
+            outcomes.append(run_freshness(check, build, now, warehouse))
         else:  # the project file's validation prevents this
             raise TypeError(f"no check implementation for {type(check).__name__}")
     return outcomes

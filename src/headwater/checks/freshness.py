@@ -17,11 +17,12 @@ import duckdb
 from headwater.checks.outcome import CheckOutcome, failed_status
 from headwater.config.model import FreshnessCheck
 from headwater.sync.engine import raw_schema
+from headwater.warehouse.base import WarehouseEngine
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def run_freshness(check: FreshnessCheck, build: duckdb.DuckDBPyConnection, now: dt.datetime) -> CheckOutcome:
+def run_freshness(check: FreshnessCheck, build: duckdb.DuckDBPyConnection, now: dt.datetime, warehouse: WarehouseEngine | None = None) -> CheckOutcome:
     schema, table, column = raw_schema(check.source), check.table, check.column
     relation = f"{schema}.{table}"
     expected = f"younger than {duration(check.max_age)}"
@@ -32,7 +33,7 @@ def run_freshness(check: FreshnessCheck, build: duckdb.DuckDBPyConnection, now: 
     def error(message: str) -> CheckOutcome:
         return outcome("error", None, message)
 
-    cursor = build.cursor()  # its own session: the time zone set below stays here
+    cursor = warehouse.session(build) if warehouse is not None else build.cursor()  # its own session: the time zone set below stays here
     try:
         try:
             cursor.execute("SET SESSION TimeZone = 'UTC'")  # text without an offset is UTC

@@ -16,6 +16,7 @@ import duckdb
 
 from headwater.config.model import LoadedProject
 from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
+from headwater.warehouse.base import WarehouseEngine
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
 Runner = Callable[[LoadedProject, str, Any, str], Rows]  # (project, source name, settings, sql)
@@ -54,15 +55,16 @@ def query_source(project: LoadedProject, name: str, sql: str) -> Rows:
     return runner(project, name, settings, sql)
 
 
-def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str) -> Rows:
-    """DuckDB SQL on the build database, on a cursor of its own (so the caller's session settings
-    and transaction are untouched) inside a transaction that is always rolled back: a check never
-    changes the warehouse it gates."""
-    cursor = build.cursor()
+def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str, warehouse: WarehouseEngine | None = None) -> Rows:
+    """The project's SQL on the warehouse, in the warehouse's dialect (`WarehouseEngine.project_query`:
+    DuckDB runs it itself, PostgreSQL gets it passed through), on a session of its own (so the
+    caller's settings and transaction are untouched) inside a transaction that is always rolled
+    back: a check never changes the warehouse it gates."""
+    cursor = warehouse.session(build) if warehouse is not None else build.cursor()
     try:
         cursor.begin()
         try:
-            cursor.execute(sql)
+            cursor.execute(warehouse.project_query(sql) if warehouse is not None else sql)
             if cursor.description is None:
                 raise QueryError("the query returned no rows and no columns (is it a SELECT?)")
             columns = [d[0] for d in cursor.description]

@@ -23,6 +23,7 @@ import duckdb
 from headwater.checks.outcome import CheckOutcome, failed_status, make_sample
 from headwater.checks.queries import QueryError, describe_source, query_source, query_warehouse
 from headwater.config.model import LoadedProject, Query, ReconcileCheck
+from headwater.warehouse.base import WarehouseEngine
 
 Number = int | Decimal
 
@@ -42,7 +43,7 @@ class _Keyed:
     values: dict[tuple[Any, ...], Number]
 
 
-def run_reconcile(project: LoadedProject, check: ReconcileCheck, build: duckdb.DuckDBPyConnection) -> CheckOutcome:
+def run_reconcile(project: LoadedProject, check: ReconcileCheck, build: duckdb.DuckDBPyConnection, warehouse: WarehouseEngine | None = None) -> CheckOutcome:
     def error(message: str) -> CheckOutcome:
         return CheckOutcome(check.name, "reconcile", "error", check.severity, None, None, f"{check.name}: {message}", None)
 
@@ -50,7 +51,7 @@ def run_reconcile(project: LoadedProject, check: ReconcileCheck, build: duckdb.D
     for side, query in (("left", check.left), ("right", check.right)):
         where = describe_source(project, query.source)
         try:
-            columns, rows = _run(project, query, build)
+            columns, rows = _run(project, query, build, warehouse)
         except QueryError as exc:
             return error(f"the {side} query failed on {where}: {exc}. Fix {side}.sql of check '{check.name}' in headwater.yml.")
         try:
@@ -75,9 +76,9 @@ def run_reconcile(project: LoadedProject, check: ReconcileCheck, build: duckdb.D
     return error(f"the left query returns {shapes['left']} but the right query returns {shapes['right']}; make both return the same shape.")
 
 
-def _run(project: LoadedProject, query: Query, build: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _run(project: LoadedProject, query: Query, build: duckdb.DuckDBPyConnection, warehouse: WarehouseEngine | None) -> tuple[list[str], list[tuple[Any, ...]]]:
     if query.source is None:
-        return query_warehouse(build, query.sql)
+        return query_warehouse(build, query.sql, warehouse)
     return query_source(project, query.source, query.sql)
 
 

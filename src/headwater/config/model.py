@@ -11,6 +11,7 @@ import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,13 @@ from headwater.config.sqlparser import ParseError, is_select, memory_limit_error
 MAX_THREADS = 1024  # DuckDB's and dbt's worker threads: more is a typo (and DuckDB refuses 1e20)
 
 
+def _memory_limit(value: str | None) -> str | None:
+    """Checked by DuckDB itself when the file loads, not first in the middle of a run."""
+    if value is not None and (why := memory_limit_error(value)) is not None:
+        raise ValueError(f"'{value}' is not a DuckDB memory limit (e.g. 512MB, 4GB): {why}")
+    return value
+
+
 class DuckDBWarehouse(Strict):
     type: Literal["duckdb"] = "duckdb"
     path: str = Field(".headwater/warehouse", description="Folder holding the build database and published snapshots.")
@@ -51,18 +59,57 @@ class DuckDBWarehouse(Strict):
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
-        """Checked by DuckDB itself when the file loads, not first in the middle of a run."""
-        if value is not None and (why := memory_limit_error(value)) is not None:
-            raise ValueError(f"'{value}' is not a DuckDB memory limit (e.g. 512MB, 4GB): {why}")
-        return value
+        return _memory_limit(value)
     keep_snapshots: int = Field(3, ge=1, description="Published snapshots kept on disk (the current one included).")
 
 
+# DuckDB's own names for its catalogs: a warehouse database attached under one of them would clash.
+RESERVED_CATALOGS = frozenset({"memory", "main", "temp", "system"})
+
+
+class PostgresWarehouse(Strict):
+    """A PostgreSQL database as the warehouse: raw, dbt's models and the published schema live there;
+    DuckDB stays the local engine that reads sources and keeps the dashboards' read-only copy."""
+
+    type: Literal["postgres"]
+    url: str = Field(
+        description="postgresql://user:password@host:5432/database — write ${secret:WAREHOUSE_URL}. One database per project "
+        "(per organisation on an install with many): raw_<source>, dbt's schemas and `published` live in it."
+    )
+    path: str = Field(".headwater/warehouse", description="Local folder: the writer lock, work files and the dashboards' read-only copy of what was published.")
+    published_schema: str = Field("published", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="The schema readers and BI tools see; switched in one transaction at publish.")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="Local DuckDB worker threads (default: all cores).")
+    memory_limit: str | None = Field(None, description="Local DuckDB memory limit, e.g. '4GB'.")
+    keep_snapshots: int = Field(3, ge=1, description="Local copies of the published tables kept on disk (the current one included).")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        return _memory_limit(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+            raise ValueError(f"warehouse.url must be a PostgreSQL URL (postgresql://user:password@host:5432/database), not '{parts.scheme}://...'")
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise ValueError("warehouse.url names no database: end it with /DATABASE (one database per project)")
+        if database.lower() in RESERVED_CATALOGS:
+            raise ValueError(f"the warehouse database may not be called '{database}': DuckDB, which reads it, names its own catalogs so; use another name")
+        return value
+
+    @property
+    def database(self) -> str:
+        return unquote(urlsplit(self.url).path.lstrip("/"))
+
+
 # One member per warehouse engine, told apart by ``type`` (``duckdb`` when a file names none, as every
-# file did before there was a choice). Adding an engine is one settings class added here
-# (``DuckDBWarehouse | PostgresWarehouse``) plus its folder under warehouse/, registered in
-# `headwater.warehouse.registry.ENGINES` (tests/test_warehouse_registry.py checks the two agree).
-WarehouseSettings = Annotated[DuckDBWarehouse, Field(discriminator="type")]
+# file did before there was a choice). Adding an engine is one settings class added here plus its
+# folder under warehouse/, registered in `headwater.warehouse.registry.ENGINES`
+# (tests/test_warehouse_registry.py checks the two agree).
+WarehouseSettings = Annotated[DuckDBWarehouse | PostgresWarehouse, Field(discriminator="type")]
 
 
 class SystemDatabase(Strict):

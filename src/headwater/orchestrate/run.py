@@ -97,7 +97,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
     try:
         if pipeline.checks:
             with rec.step("checks") as step:
-                outcomes = run_checks(project, pipeline.checks, con)
+                outcomes = run_checks(project, pipeline.checks, con, warehouse=warehouse)
                 rec.record_checks(outcomes)
                 rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
                 for outcome in outcomes:

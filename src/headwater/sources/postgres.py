@@ -19,7 +19,7 @@ from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
-from headwater.sqltext import literal, one_value
+from headwater.sqltext import libpq_dsn, literal, one_value
 from headwater.sync.sql import UNFIT as UNFIT_MARK
 from headwater.sync.sql import Column, SqlSource, TableInfo, unfit, unfit_error
 from headwater.sync.types import normalise
@@ -89,19 +89,7 @@ class PostgresSource(SqlSource):
         parts = urlsplit(self.settings.url)
         if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
             raise ConfigError(f"sources.{self.name}.url is not a PostgreSQL URL", why=f"it starts with '{parts.scheme}://'", fix="Write postgresql://user:password@host:5432/database.")
-        values = {
-            "host": host or parts.hostname or "localhost",
-            "port": str(port or parts.port or 5432),
-            "dbname": unquote(parts.path.lstrip("/")) or "postgres",
-            "user": unquote(parts.username or ""),
-            "password": unquote(parts.password or ""),
-        }
-        for item in filter(None, parts.query.split("&")):
-            key, _, value = item.partition("=")
-            values[key] = unquote(value)
-        values.setdefault("connect_timeout", "15")
-        values["application_name"] = application_name or self.application_name
-        return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in values.items() if v != "")
+        return libpq_dsn(self.settings.url, host=host, port=port, application_name=application_name or self.application_name)
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         require_extension(con, "postgres")

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
+from headwater.sqltext import ident
+
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
+
+
+class RawTarget:
+    """How the warehouse's raw tables hold the DuckDB types the sync reads, where that differs by
+    engine: DuckDB holds them as they are. A server warehouse the sync writes through a DuckDB
+    scanner (warehouse/postgres/) says which type each becomes there, so raw's columns are compared
+    with what the warehouse reports back, and values are cast exactly before they leave DuckDB."""
+
+    def stored_type(self, duck_type: str) -> str:
+        """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
+        return duck_type
+
+    def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
+        """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
+        con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
 
 
 @dataclass
@@ -19,6 +36,7 @@ class SyncContext:
     progress: Progress | None = None
     prune: bool = False  # drop raw tables the source no longer has (or no longer selects), with their state
     memory_limit: str | None = None  # warehouse.memory_limit: the sync's DuckDB limit too (default: `sync.sql.sync_memory_limit`)
+    target: RawTarget = field(default_factory=RawTarget)  # the warehouse's raw tables (DuckDB's own: types as they are)
 
     def report(self, table: str, done: int, expected: int | None = None) -> None:
         if self.progress is not None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import duckdb
 
-from headwater.sync.context import Progress, SyncContext
+from headwater.sync.context import Progress, RawTarget, SyncContext
 from headwater.sync.stats import TableStats
 
 SYNCED_AT = "_headwater_synced_at"
@@ -39,5 +39,6 @@ def sync_source(
     progress: Progress | None = None,
     prune: bool = False,
     memory_limit: str | None = None,
+    target: RawTarget | None = None,
 ) -> list[TableStats]:
-    return source.sync(SyncContext(con, log, tables, full_refresh, progress, prune, memory_limit))
+    return source.sync(SyncContext(con, log, tables, full_refresh, progress, prune, memory_limit, target or RawTarget()))

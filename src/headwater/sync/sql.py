@@ -30,7 +30,7 @@ from headwater.config.sources import DatabaseSource, TablePatterns, TableSetting
 from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
-from headwater.sync.context import SyncContext
+from headwater.sync.context import RawTarget, SyncContext
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
@@ -160,6 +160,7 @@ class SqlSource:
         self.settings = settings
         self.alias = f"hw_src_{name}"
         self._passes = 0  # tables this sync loaded in full or made a full pass over
+        self._target = RawTarget()  # the warehouse's raw tables, set by each `sync`
 
     # --- dialect -------------------------------------------------------------------------------
 
@@ -261,6 +262,7 @@ class SqlSource:
                 ensure_state_table(con)
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(raw_schema(self.name))}")
                 self._passes = 0
+                self._target = ctx.target
                 stats: list[TableStats] = []
                 failures: list[HeadwaterError] = []
                 for i, info in enumerate(tables):
@@ -555,11 +557,12 @@ class SqlSource:
         current = {c.name: c for c in info.columns}
         for column in info.columns if alter else []:
             old = raw_columns.get(column.name)
+            stored = self._target.stored_type(column.type)
             if old is None:
-                con.execute(f"ALTER TABLE {target} ADD COLUMN {ident(column.name)} {column.type}")
-                stats.schema_changes.append(f"added column {column.name} {column.type}")
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {ident(column.name)} {stored}")
+                stats.schema_changes.append(f"added column {column.name} {stored}")
                 continue
-            wanted = reconcile(old, column.type)
+            wanted = reconcile(old, stored)
             if wanted is None:
                 raise HeadwaterError(
                     f"{self.describe()}: column {info.name}.{column.name} changed type from {old} to {column.type} ({column.source_type}), which the raw table cannot hold",
@@ -568,7 +571,7 @@ class SqlSource:
                     "(models that read the column may need changing too).",
                 )
             if normalise(wanted) != normalise(old):
-                con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column.name)} SET DATA TYPE {wanted}")
+                self._target.alter_type(con, target, column.name, wanted)
                 stats.schema_changes.append(f"widened column {column.name} from {old} to {wanted}")
         kept: list[Column] = []
         for name, duck_type in raw_columns.items():
@@ -581,11 +584,18 @@ class SqlSource:
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
         key = key_text(plan.key, alias)
-        parts = [c.select(alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
+        parts = [self._stored(c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
         return ", ".join(parts)
+
+    def _stored(self, column: Column, alias: str, key: str) -> str:
+        """A column's select item, cast to the type the warehouse stores it as where that differs (exactly, or an error)."""
+        stored = self._target.stored_type(column.type)
+        if stored == column.type:
+            return column.select(alias, key)
+        return Column(column.name, stored, column.source_type, f"CAST(({column.convert}) AS {stored})".replace("{t}", column.type), column.source_zone).select(alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con

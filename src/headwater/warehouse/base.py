@@ -59,6 +59,15 @@ class WarehouseEngine(Protocol):
         """A connection to the build area: the raw tables, the models dbt builds, the checks' queries."""
         ...
 
+    def session(self, build: Any) -> Any:
+        """A session of its own on a `connect_build` connection (a cursor), reading the build area as it does."""
+        ...
+
+    def project_query(self, sql: str) -> str:
+        """What to run on a `session` for the project's own SQL against the warehouse (a reconcile
+        check's query), written in the warehouse's dialect and run with the warehouse's own rights."""
+        ...
+
     def raw_schema(self, source: str) -> str:
         """Where a source's raw tables live in the build area."""
         ...

@@ -13,10 +13,12 @@ from headwater.config.confine import Confinement
 from headwater.errors import ConfigError
 from headwater.warehouse.base import Capabilities, WarehouseEngine
 from headwater.warehouse.duckdb import Warehouse as DuckDB
+from headwater.warehouse.postgres import Warehouse as Postgres
 
 # type -> the engine's class, built as Engine(project root, its settings, confinement)
 ENGINES: dict[str, type[WarehouseEngine]] = {
     "duckdb": DuckDB,
+    "postgres": Postgres,
 }
 
 

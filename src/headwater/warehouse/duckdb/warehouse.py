@@ -206,6 +206,12 @@ class Warehouse:
                 raise
         return con
 
+    def session(self, build: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        return build.cursor()
+
+    def project_query(self, sql: str) -> str:
+        return sql  # DuckDB's own dialect, on the build database (confined: locked down)
+
     def raw_schema(self, source: str) -> str:
         from headwater.sync.engine import raw_schema  # the sync's own naming, which the checks read too
 

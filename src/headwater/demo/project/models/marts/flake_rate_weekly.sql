@@ -21,7 +21,7 @@ select
     cancelled,
     no_show + cancelled as total_flakes,
     total_signups,
-    cast(no_show + cancelled as double) / nullif(total_signups, 0) as flake_rate,
+    cast(no_show + cancelled as double precision) / nullif(total_signups, 0) as flake_rate,
     week_start = {{ week_start(campaign_today()) }} as is_current_week,
     scheduled
 from counts

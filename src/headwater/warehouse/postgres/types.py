@@ -1,0 +1,111 @@
+"""DuckDB's types as raw tables in PostgreSQL hold them: what each becomes, and how a column widens.
+
+DuckDB's postgres extension creates a raw table's columns from the DuckDB types the sync reads. Most
+have a PostgreSQL twin and read back as themselves; the rest are cast *in DuckDB*, before the rows
+leave, to a type PostgreSQL holds exactly — or the cast fails and the table's sync fails with it:
+
+    HUGEINT        -> DECIMAL(38,0)  numeric(38,0)   (the extension would make it double precision: rounded)
+    UBIGINT        -> DECIMAL(20,0)  numeric(20,0)
+    UTINYINT..UINTEGER -> BIGINT     bigint
+    TINYINT        -> SMALLINT       smallint
+    TIMESTAMP_S/_MS -> TIMESTAMP     timestamp       (PostgreSQL keeps microseconds; _NS is refused below)
+    STRUCT, MAP    -> JSON           json            (PostgreSQL's composite types must be named)
+    UHUGEINT, BIT, UNION, VARINT -> VARCHAR text      (no twin: kept as their exact text)
+
+``stored_type`` answers with the DuckDB type the column reads back as, so the sync's schema check
+compares like with like (docs/warehouses.md, "Types").
+"""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+
+from headwater.errors import HeadwaterError
+from headwater.sqltext import ident, literal
+from headwater.sync.context import RawTarget
+
+_AS = {
+    "HUGEINT": "DECIMAL(38,0)",
+    "INT128": "DECIMAL(38,0)",
+    "UBIGINT": "DECIMAL(20,0)",
+    "UINTEGER": "BIGINT",
+    "USMALLINT": "BIGINT",
+    "UTINYINT": "BIGINT",
+    "TINYINT": "SMALLINT",
+    "INT1": "SMALLINT",
+    "TIMESTAMP_S": "TIMESTAMP",
+    "TIMESTAMP_MS": "TIMESTAMP",
+    "UHUGEINT": "VARCHAR",
+    "BIT": "VARCHAR",
+    "BITSTRING": "VARCHAR",
+    "VARINT": "VARCHAR",
+    "BIGNUM": "VARCHAR",
+    "TIMETZ": "TIME WITH TIME ZONE",
+    "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
+}
+
+# DuckDB's type name (as it reads back from PostgreSQL) -> PostgreSQL's, for ALTER COLUMN ... TYPE.
+_PG = {
+    "BOOLEAN": "boolean",
+    "SMALLINT": "smallint",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "FLOAT": "real",
+    "DOUBLE": "double precision",
+    "VARCHAR": "varchar",
+    "BLOB": "bytea",
+    "DATE": "date",
+    "TIME": "time",
+    "TIME WITH TIME ZONE": "timetz",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "INTERVAL": "interval",
+    "UUID": "uuid",
+    "JSON": "json",
+}
+
+
+class PostgresRaw(RawTarget):
+    """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
+
+    def __init__(self, catalog: str) -> None:
+        self.catalog = catalog
+
+    def stored_type(self, duck_type: str) -> str:
+        text = duck_type.strip()
+        upper = text.upper()
+        if upper.endswith("[]"):
+            inner = self.stored_type(text[:-2])
+            return "JSON" if inner == "JSON" else inner + "[]"  # PostgreSQL arrays of composites: as JSON too
+        if upper.startswith(("STRUCT", "MAP")):
+            return "JSON"
+        if upper.startswith(("UNION", "ENUM")):
+            return "VARCHAR"
+        if upper.startswith("TIMESTAMP_NS"):
+            raise HeadwaterError(
+                "A column holds nanosecond timestamps, which a PostgreSQL warehouse cannot hold",
+                why="PostgreSQL's timestamp keeps microseconds; loading would silently drop the last three digits",
+                fix="Cast the column to TIMESTAMP in the source (or in a file source's column type), or use the DuckDB warehouse.",
+            )
+        return _AS.get(upper, text)
+
+    def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
+        """DuckDB's postgres extension alters only names and columns' presence: the type changes in
+        PostgreSQL itself, on the table's own transaction (postgres_execute shares it)."""
+        sql = f"ALTER TABLE {target} ALTER COLUMN {ident(column)} TYPE {pg_type(duck_type)}"
+        con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
+        con.execute("CALL pg_clear_cache()")  # DuckDB's copy of the catalog still has the old type
+
+
+def pg_type(duck_type: str) -> str:
+    """PostgreSQL's name for a DuckDB type that reads back from PostgreSQL as itself."""
+    text = duck_type.strip().upper()
+    if text.endswith("[]"):
+        return pg_type(text[:-2]) + "[]"
+    if match := re.fullmatch(r"(?:DECIMAL|NUMERIC)\((\d+),\s*(\d+)\)", text):
+        return f"numeric({match.group(1)},{match.group(2)})"
+    if text in _PG:
+        return _PG[text]
+    raise HeadwaterError(f"Cannot change a raw column to {duck_type} in the PostgreSQL warehouse", why="Headwater knows no PostgreSQL type for it", fix="Reload the table with `--full-refresh`.")

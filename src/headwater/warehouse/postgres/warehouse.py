@@ -1,0 +1,338 @@
+"""The PostgreSQL warehouse: raw, dbt's models and the published schema in one PostgreSQL database.
+
+DuckDB stays the local engine. A run's build connection is an in-memory DuckDB with the warehouse
+database attached through DuckDB's postgres extension under the database's own name, and made the
+default catalog: the sync engine writes raw tables and their state there in one PostgreSQL
+transaction (binary COPY for the rows), dbt's relation names (``"db"."schema"."table"``) resolve
+the same in DuckDB and in PostgreSQL, and Headwater's checks read the same tables.
+
+    PostgreSQL  raw_<source>.<table>, _headwater.sync_state   the sync's tables, rows and state together
+                staging, intermediate, marts, ... (dbt)       the build area: dbt-postgres builds here
+                published                                     what readers and BI tools see
+    local       <path>/.lock                                  this host's writer lock (and an advisory lock in PostgreSQL)
+                <path>/published/CURRENT, <run>.duckdb        the dashboards' read-only copy of `published`
+
+Publishing copies the publishable models into a fresh schema and renames it over ``published`` in
+one transaction (PostgreSQL's DDL is transactional): readers and BI tools see the old tables or the
+new ones, never a mix, and a failure or a kill leaves ``published`` as it was. The dashboards read
+the local copy written from the same build relations just before that transaction, so viewers
+never query the warehouse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import duckdb
+
+from headwater.config.confine import Confinement
+from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
+from headwater.errors import HeadwaterError, ProjectBusy, TransientFailure, first_line, host_not_found, unresolved_host
+from headwater.redact import redact
+from headwater.sqltext import ident, libpq_dsn, literal, one_value
+from headwater.warehouse.base import Capabilities
+from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, connect, lock_down, require_extension
+from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
+from headwater.warehouse.postgres.types import PostgresRaw
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from headwater.sync.context import Progress
+    from headwater.sync.stats import TableStats
+
+STATE_SCHEMA = "_headwater"  # the sync's state (sync/state.py) and the reader roles granted
+READERS_TABLE = f"{STATE_SCHEMA}.reader_roles"
+NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old"
+
+
+class Warehouse:
+    """One project's PostgreSQL warehouse (`base.WarehouseEngine`)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        transactional_ddl=True,
+        atomic_swap=True,  # the published schema is renamed into place in one transaction
+        merge=True,  # the sync merges by DELETE + INSERT in the table's one transaction
+        bulk_format="copy-binary",  # DuckDB's postgres extension writes rows with COPY ... (FORMAT binary)
+        max_identifier_length=63,  # NAMEDATALEN - 1
+        reader_roles=True,
+        concurrent_writers=True,  # a server: BI tools and other services may write their own schemas
+    )
+
+    def __init__(self, root: Path, settings: PostgresWarehouse, confinement: Confinement | None = None) -> None:
+        self.settings = settings
+        self.confinement = confinement
+        self.database = settings.database
+        local = DuckDBWarehouse(path=settings.path, threads=settings.threads, memory_limit=settings.memory_limit, keep_snapshots=settings.keep_snapshots)
+        self.local = LocalCopy(root, local, confinement)  # the lock file and the dashboards' copy
+        self.folder = self.local.folder
+        self.published = settings.published_schema
+
+    @property
+    def fallback(self) -> str | None:
+        return self.local.fallback
+
+    @fallback.setter
+    def fallback(self, value: str | None) -> None:
+        self.local.fallback = value
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def dsn(self, application_name: str = "headwater") -> str:
+        return libpq_dsn(self.settings.url, application_name=application_name)
+
+    def where(self) -> str:
+        parts = urlsplit(self.settings.url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{self.database}"
+
+    def connect_admin(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A psycopg connection to the warehouse database (publish, grants, the advisory lock)."""
+        try:
+            import psycopg
+        except ImportError:
+            raise HeadwaterError(
+                "A PostgreSQL warehouse needs the psycopg driver, which is not installed",
+                fix="pip install 'headwater[postgres]'",
+            ) from None
+        try:
+            return psycopg.connect(self.dsn(), autocommit=autocommit)
+        except psycopg.Error as exc:
+            raise self.connection_error(exc) from None
+
+    def connection_error(self, exc: Exception) -> HeadwaterError:
+        """An error reaching the warehouse, with the password taken out and what to check."""
+        password = unquote(urlsplit(self.settings.url).password or "")
+        text = str(exc).replace(password, "***") if len(password) >= 2 else str(exc)
+        text = redact(text)
+        low = text.lower()
+        what = f"Cannot use the warehouse database {self.where()}"
+        if "password authentication failed" in low or "no password supplied" in low:
+            return HeadwaterError(what, why=first_line(text), fix="Check the user and password in warehouse.url (headwater.yml, or the secret it names).")
+        if "does not exist" in low and "database" in low:
+            return HeadwaterError(what, why=first_line(text), fix=f"Create it (`createdb {self.database}`) or fix the database name at the end of warehouse.url.")
+        if unresolved_host(text):
+            return host_not_found(what, urlsplit(self.settings.url).hostname or "", "warehouse.url", first_line(text))
+        if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "server closed", "connection reset", "no route")):
+            return TransientFailure(what, why=first_line(text), fix="Check that the server is running and accepts connections from here (host, port, pg_hba.conf). The run is retried.")
+        if "permission denied" in low:
+            return HeadwaterError(
+                what, why=first_line(text), fix=f"The warehouse user must own the database or be granted CREATE on it: `GRANT CREATE ON DATABASE {self.database} TO <user>`."
+            )
+        return HeadwaterError(what, why=first_line(text), fix="See PostgreSQL's message above.")
+
+    def connect_build(self, sync_extensions: tuple[str, ...] | None = None) -> duckdb.DuckDBPyConnection:
+        """A local DuckDB with the warehouse attached as its default catalog. Confined (an
+        organisation on an install with many), it is held to the organisation's folder once
+        attached, as the DuckDB warehouse's connections are; the project's own SQL never runs on it
+        in DuckDB (`project_query` sends it to PostgreSQL, which enforces the warehouse user's rights)."""
+        make = self.folder / "work"
+        make.mkdir(parents=True, exist_ok=True)
+        con = connect(":memory:", threads=self.settings.threads, memory_limit=self.settings.memory_limit, trusted=True)
+        try:
+            con.execute(f"SET temp_directory = {literal(str(make / 'duckdb-spill'))}")
+            require_extension(con, "postgres")
+            try:
+                con.execute(f"ATTACH {literal(self.dsn())} AS {ident(self.database)} (TYPE postgres)")
+                con.execute(f"SELECT * FROM postgres_query({literal(self.database)}, 'SELECT 1')").fetchall()
+            except duckdb.Error as exc:
+                raise self.connection_error(exc) from None
+            con.execute(f"USE {ident(self.database)}")
+            if self.confinement is not None and not set(sync_extensions or ()) & NETWORK_SCANNERS:
+                lock_down(con, self.confinement, sync_extensions or (), lock=sync_extensions is None)
+            else:
+                for name in sync_extensions or ():
+                    require_extension(con, name)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def session(self, build: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own on the build connection, reading the warehouse as the connection does."""
+        cursor = build.cursor()
+        cursor.execute(f"USE {ident(self.database)}")
+        return cursor
+
+    def project_query(self, sql: str) -> str:
+        """The project's own SQL (a reconcile check's warehouse query) runs in PostgreSQL, in its
+        dialect, with the warehouse user's rights; DuckDB only relays the rows."""
+        return f"SELECT * FROM postgres_query({literal(self.database)}, {literal(sql)})"
+
+    # -- writing: one run at a time -----------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self, wait: float = 0, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """This host's file lock, then a session advisory lock in the warehouse database itself: two
+        hosts (or two project folders) pointed at one warehouse never build and publish at once.
+        PostgreSQL releases the advisory lock when the session ends, however the process ends."""
+        with self.local.writer_lock(wait, on_wait):
+            admin = self.connect_admin(autocommit=True)
+            try:
+                key = _lock_key(f"headwater writer {self.database}")
+                deadline = time.monotonic() + wait
+                while not one_value(admin.execute("SELECT pg_try_advisory_lock(%s)", [key])):
+                    if time.monotonic() >= deadline:
+                        raise ProjectBusy(
+                            f"Another Headwater process is writing to the warehouse database {self.where()}",
+                            why=f"waited {wait:.0f}s for it" if wait else "it holds the warehouse's writer lock (a PostgreSQL advisory lock)",
+                            fix="Wait for that run to finish, then run again; a process that died releases the lock by itself.",
+                        )
+                    if on_wait is not None:
+                        on_wait()
+                        on_wait = None
+                    time.sleep(0.2)
+                yield
+            finally:
+                admin.close()  # ends the session: the advisory lock goes with it
+
+    def raw_schema(self, source: str) -> str:
+        from headwater.sync.engine import raw_schema
+
+        return raw_schema(source)
+
+    def load_raw(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: Any,
+        log: Callable[[str], None],
+        *,
+        tables: list[str] | None = None,
+        full_refresh: bool = False,
+        progress: Progress | None = None,
+        prune: bool = False,
+    ) -> list[TableStats]:
+        """The sync engine, writing through the attached warehouse: each table's rows (binary COPY)
+        and its state in one PostgreSQL transaction; types cast exactly to what PostgreSQL holds."""
+        from headwater.sync.engine import sync_source
+
+        return sync_source(
+            con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database)
+        )
+
+    # -- dbt ------------------------------------------------------------------------------------------
+
+    def dbt_profile(self, threads: int) -> dict[str, Any]:
+        from headwater.warehouse.postgres.dbt import profile
+
+        return profile(self.settings.url, threads)
+
+    def dbt_session(self) -> AbstractContextManager[None]:
+        from headwater.warehouse.postgres.dbt import session
+
+        return session(self.settings.url)
+
+    # -- publishing -----------------------------------------------------------------------------------
+
+    def publish(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
+        """The dashboards' local copy first (from the same build relations; invisible until its
+        pointer switches), then the published schema swapped in one PostgreSQL transaction, then
+        the local pointer. A failure before the commit leaves both as they were."""
+        snapshot = self.local.write_snapshot(build, name, tables, carry_over)
+        try:
+            rows = self._swap(tables, carry_over)
+            self.local.switch(snapshot)
+        except BaseException:
+            if self.local.pointer_name() != snapshot.name:
+                snapshot.unlink(missing_ok=True)
+            raise
+        return rows
+
+    def _swap(self, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
+        published, staged, old = self.published, self.published + NEXT_SUFFIX, self.published + OLD_SUFFIX
+        admin = self.connect_admin()
+        try:
+            with admin.transaction():
+                admin.execute(f"DROP SCHEMA IF EXISTS {ident(staged)} CASCADE")
+                admin.execute(f"CREATE SCHEMA {ident(staged)}")
+                for table, relation in tables.items():
+                    admin.execute(f"CREATE TABLE {ident(staged)}.{ident(table)} AS SELECT * FROM {relation}")
+                for table in carry_over:
+                    admin.execute(f"CREATE TABLE {ident(staged)}.{ident(table)} AS SELECT * FROM {ident(published)}.{ident(table)}")
+                rows = {t: int(one_value(admin.execute(f"SELECT count(*) FROM {ident(staged)}.{ident(t)}"))) for t in sorted([*tables, *carry_over])}
+                for role in self._reader_roles(admin):
+                    _grant(admin, role, staged)
+                exists = admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [published]).fetchone() is not None
+                if exists:
+                    admin.execute(f"ALTER SCHEMA {ident(published)} RENAME TO {ident(old)}")
+                admin.execute(f"ALTER SCHEMA {ident(staged)} RENAME TO {ident(published)}")
+                if exists:
+                    admin.execute(f"DROP SCHEMA {ident(old)} CASCADE")
+        except Exception as exc:
+            if _is_psycopg_error(exc):
+                raise self.connection_error(exc) from exc
+            raise
+        finally:
+            admin.close()
+        return rows
+
+    def published_tables(self) -> set[str]:
+        admin = self.connect_admin(autocommit=True)
+        try:
+            rows = admin.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [self.published]).fetchall()
+        finally:
+            admin.close()
+        return {r[0] for r in rows}
+
+    def grant_reader(self, role: str) -> None:
+        """Create ``role`` if it is missing (NOLOGIN: give it a password and LOGIN yourself, or grant
+        it to a login role), let it read the published schema — and only that: it gets no rights on
+        raw, the build schemas or Headwater's own — and remember it, so every publish grants the
+        new tables again."""
+        admin = self.connect_admin()
+        try:
+            with admin.transaction():
+                if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is None:
+                    admin.execute(f"CREATE ROLE {ident(role)} NOLOGIN")
+                admin.execute(f"GRANT CONNECT ON DATABASE {ident(self.database)} TO {ident(role)}")
+                admin.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
+                admin.execute(f"CREATE TABLE IF NOT EXISTS {READERS_TABLE} (role TEXT PRIMARY KEY, granted_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                admin.execute(f"INSERT INTO {READERS_TABLE} (role) VALUES (%s) ON CONFLICT (role) DO NOTHING", [role])
+                if admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.published]).fetchone() is not None:
+                    _grant(admin, role, self.published)
+        except Exception as exc:
+            if _is_psycopg_error(exc):
+                raise HeadwaterError(
+                    f"Could not grant {role!r} read access to {self.where()}.{self.published}",
+                    why=first_line(str(exc)),
+                    fix="The warehouse user needs CREATEROLE (or create the role yourself first) and must own the published schema.",
+                ) from None
+            raise
+        finally:
+            admin.close()
+
+    def _reader_roles(self, admin: psycopg.Connection[Any]) -> list[str]:
+        if one_value(admin.execute("SELECT to_regclass(%s)", [READERS_TABLE])) is None:
+            return []
+        return [r[0] for r in admin.execute(f"SELECT role FROM {READERS_TABLE} ORDER BY role").fetchall()]
+
+    # -- the readers' side: the local copy ------------------------------------------------------------
+
+    def current_snapshot(self) -> Path | None:
+        return self.local.current_snapshot()
+
+    def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
+        return self.local.open_snapshot(snapshot)
+
+
+def _grant(admin: psycopg.Connection[Any], role: str, schema: str) -> None:
+    admin.execute(f"GRANT USAGE ON SCHEMA {ident(schema)} TO {ident(role)}")
+    admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {ident(schema)} TO {ident(role)}")
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _is_psycopg_error(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.Error)
