@@ -21,6 +21,7 @@ from headwater.cli import sync as sync_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
+from headwater.cli.warehouse_cmd import warehouse_app
 from headwater.errors import ExitCode, HeadwaterError
 
 if TYPE_CHECKING:  # the CLI imports the project's modules only when a command needs them
@@ -72,6 +73,30 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
+WarehouseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--warehouse",
+        metavar="URL",
+        help="Build and publish in this PostgreSQL database (postgresql://user:password@host:5432/database) instead of the embedded DuckDB warehouse. "
+        "A password in it is kept as the secret WAREHOUSE_URL, never in headwater.yml.",
+        show_default=False,
+    ),
+]
+
+
+def _use_warehouse(directory: Path, url: str, block: tuple[str, bool]) -> None:
+    """Point the project in ``directory`` at the warehouse of ``--warehouse URL``."""
+    from headwater.cli.secrets import project_store
+    from headwater.scaffold import WAREHOUSE_SECRET, set_warehouse
+
+    text, secret = block
+    if secret:
+        with project_store(directory) as (store, org):
+            store.set(org, WAREHOUSE_SECRET, url, actor="cli")
+    set_warehouse(directory, text)
+
+
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
@@ -80,11 +105,15 @@ def init(
         Path | None,
         typer.Option("--dbt-project", help="Use this existing dbt project (the folder holding dbt_project.yml) instead of creating one.", show_default=False),
     ] = None,
+    warehouse: WarehouseOpt = None,
 ) -> None:
     """Scaffold an empty project: headwater.yml, a dbt project with staging/intermediate/marts folders."""
-    from headwater.scaffold import init_project
+    from headwater.scaffold import init_project, warehouse_block
 
+    block = warehouse_block(warehouse) if warehouse else None  # checked before anything is created
     created = init_project(directory, name, dbt_project)
+    if warehouse and block:
+        _use_warehouse(directory, warehouse, block)
     using = f", building the dbt project in {dbt_project}" if dbt_project else ""
     out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
     if dbt_project:
@@ -102,9 +131,14 @@ def demo(
     host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
     port: PortOpt = 8080,
     regenerate: Annotated[bool, typer.Option(help="Regenerate the campaign database if the demo exists already.")] = False,
+    warehouse: WarehouseOpt = None,
 ) -> None:
     """Generate the volunteer flake-rate example, run its pipeline, and serve its dashboard."""
     from headwater.demo import prepare_demo
+    from headwater.scaffold import warehouse_block
+
+    block = warehouse_block(warehouse) if warehouse else None
+    configure = (lambda folder: _use_warehouse(folder, warehouse, block)) if warehouse and block else None
 
     with err.status("Preparing the demo…", spinner="dots") as status:
 
@@ -112,7 +146,7 @@ def demo(
             status.update(f"Preparing the demo: {message}…")
             out.print(f"[dim]•[/] {message}")
 
-        project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=say)
+        project = prepare_demo(directory, signups=signups, seed=seed, regenerate=regenerate, say=say, configure=configure)
     _run_and_report(project, None, trigger="demo", as_json=False)
     from headwater.demo import demo_admin
 
@@ -373,6 +407,7 @@ user_app = typer.Typer(help="Accounts of the web app: add people, set their role
 app.add_typer(user_app, name="user")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(daemon_app, name="daemon")
+app.add_typer(warehouse_app, name="warehouse")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`

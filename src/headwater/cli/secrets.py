@@ -36,7 +36,7 @@ NameArg = Annotated[str, typer.Argument(help="The secret's name, as ${secret:NAM
 
 
 @contextmanager
-def _store(project: Path | None, org: str | None = None) -> Iterator[tuple[SecretStore, str]]:
+def project_store(project: Path | None, org: str | None = None) -> Iterator[tuple[SecretStore, str]]:
     """The project's secret store and the organisation meant: ``org``, else the organisation whose
     project the folder is (as ``${secret:}`` in it reads), else ``default``. Only the project file's
     system URL is read, so a secret can be set while headwater.yml already refers to it."""
@@ -64,7 +64,7 @@ def set_secret(
     from headwater.system.secrets import FileKeys, check_name
 
     check_name(name)  # before asking for a value
-    with _store(project, org) as (store, org):
+    with project_store(project, org) as (store, org):
         value = _read_value(name, value_stdin)
         new_key_file = store.keys.path if isinstance(store.keys, FileKeys) and not store.keys.path.exists() else None
         created = store.set(org, name, value, cli_actor())
@@ -89,7 +89,7 @@ def _read_value(name: str, from_stdin: bool) -> str:
 @secrets_app.command("list")
 def list_secrets(org: OrgOpt = None, project: ProjectOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """The organisation's secrets: names, when and by whom they were last set (never their values)."""
-    with _store(project, org) as (store, org):
+    with project_store(project, org) as (store, org):
         items = store.list(org)
     if as_json:
         out.print_json(data=[{"name": s.name, "created_at": s.created_at.isoformat(), "updated_at": s.updated_at.isoformat(), "updated_by": s.updated_by, "key_id": s.key_id} for s in items])
@@ -105,7 +105,7 @@ def delete_secret(name: NameArg, org: OrgOpt = None, project: ProjectOpt = None)
     """Delete a secret. A project file that still refers to it stops loading, with an error naming it."""
     from headwater.system.audit import cli_actor
 
-    with _store(project, org) as (store, org):
+    with project_store(project, org) as (store, org):
         store.delete(org, name, cli_actor())
     out.print(f"Secret {name} deleted from organisation {org}.", highlight=False)
 
@@ -119,7 +119,7 @@ def rotate_key(project: ProjectOpt = None) -> None:
     from headwater.system.audit import cli_actor
     from headwater.system.secrets import EnvKeys
 
-    with _store(project) as (store, _org):
+    with project_store(project) as (store, _org):
         done = store.rotate_key(actor=cli_actor())
         where = store.keys.where
     out.print(f"Re-encrypted {done.secrets} secret(s) with key {done.key_id} ({where}).", highlight=False)

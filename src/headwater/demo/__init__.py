@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from headwater.config import LoadedProject, load_project
+from headwater.config import LoadedProject
 from headwater.config.loader import PROJECT_FILE
 from headwater.scaffold import copy_template
 
@@ -22,8 +22,17 @@ def demo_timezone() -> str:
     return zone
 
 
-def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bool = False, say: Callable[[str], None] = lambda _: None) -> LoadedProject:
-    """Create the demo project (or reuse it) and make sure its campaign database exists."""
+def prepare_demo(
+    directory: Path,
+    *,
+    signups: int,
+    seed: int = 7,
+    regenerate: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+    configure: Callable[[Path], None] | None = None,
+) -> LoadedProject:
+    """Create the demo project (or reuse it) and make sure its campaign database exists.
+    ``configure``: changes the project folder before it is loaded (`demo --warehouse`)."""
     from headwater.demo.generate import generate_campaign_db
 
     if (directory / PROJECT_FILE).exists():
@@ -36,7 +45,11 @@ def prepare_demo(directory: Path, *, signups: int, seed: int = 7, regenerate: bo
         say(f"Generating {signups:,} volunteer sign-ups into {database}")
         counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=lambda phase: say(f"writing {phase}"))
         say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
-    return load_project(directory)
+    if configure is not None:
+        configure(directory)
+    from headwater.system.orgs import open_project  # with the secrets store: `--warehouse` may have put the URL there
+
+    return open_project(directory)
 
 
 def demo_admin(project: LoadedProject) -> tuple[str, str]:

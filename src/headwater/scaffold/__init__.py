@@ -7,9 +7,11 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from headwater.config.loader import PROJECT_FILE
 from headwater.errors import HeadwaterError
+from headwater.redact import redact
 
 TEMPLATE = Path(__file__).parent / "project"
 TEXT_SUFFIXES = {".yml", ".yaml", ".sql", ".md", ""}
@@ -21,7 +23,7 @@ class Created:
     root: Path
 
 
-def init_project(directory: Path, name: str | None = None, dbt_project: Path | None = None) -> Created:
+def init_project(directory: Path, name: str | None = None, dbt_project: Path | None = None, warehouse: str | None = None) -> Created:
     """A new project in ``directory``: headwater.yml and a dbt project with staging, intermediate and
     marts folders; or, with ``dbt_project``, headwater.yml pointing at that existing dbt project
     (``dbt.project_dir``, relative to the new project) and no dbt files of its own."""
@@ -33,6 +35,8 @@ def init_project(directory: Path, name: str | None = None, dbt_project: Path | N
     else:
         project_dir = _dbt_project_dir(dbt_project, directory)
         copy_template(TEMPLATE, directory, {"name": name, "dbt_project_dir": project_dir}, only=HEADWATER_FILES)
+    if warehouse is not None:
+        set_warehouse(directory, warehouse)
     return Created(name, directory)
 
 
@@ -87,3 +91,46 @@ def _add_ignores(gitignore: Path, entries: str) -> None:
     if missing:
         text = gitignore.read_text()
         gitignore.write_text(text + ("" if text.endswith("\n") or not text else "\n") + "\n".join(missing) + "\n")
+
+
+WAREHOUSE_SECRET = "WAREHOUSE_URL"  # noqa: S105 - a secret's name, not its value: the secret `init/demo --warehouse` keep a URL's password in
+
+
+def warehouse_block(url: str) -> tuple[str, bool]:
+    """headwater.yml's ``warehouse:`` block for ``--warehouse URL``, and whether the URL must be kept
+    as the secret `WAREHOUSE_SECRET` (it carries a password, which never goes into the file)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise HeadwaterError(
+            f"--warehouse {redact(url)}: not a warehouse URL Headwater knows",
+            why="the DuckDB warehouse is the default and needs no URL; PostgreSQL is given as postgresql://user:password@host:5432/database",
+            fix="Leave --warehouse out for DuckDB, or pass a postgresql:// URL (one database per project).",
+        )
+    if not parts.path.strip("/"):
+        raise HeadwaterError(f"--warehouse {redact(url)}: the URL names no database", fix="End it with /DATABASE, e.g. postgresql://hw@db.example:5432/flake_demo.")
+    secret = parts.password is not None
+    shown = f"${{secret:{WAREHOUSE_SECRET}}}" if secret else url
+    block = (
+        "warehouse:\n"
+        "  type: postgres\n"
+        f"  url: {shown}" + ("   # `headwater secrets set WAREHOUSE_URL` changes it" if secret else "") + "\n"
+    )
+    return block, secret
+
+
+def set_warehouse(directory: Path, block: str) -> None:
+    """Replace headwater.yml's top-level ``warehouse:`` block with ``block`` (added when there is none)."""
+    file = directory / PROJECT_FILE
+    lines = file.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("warehouse:"):
+            skipping = True
+        elif not (skipping and line.startswith((" ", "\t"))):
+            skipping = False
+            out.append(line)
+    text = "".join(out)
+    if not text.endswith("\n"):
+        text += "\n"
+    file.write_text(text + block)
