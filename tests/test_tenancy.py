@@ -34,8 +34,9 @@ from headwater.config.model import DuckDBWarehouse
 from headwater.errors import ConfigError, RunFailed
 from headwater.orchestrate.run import run_pipeline
 from headwater.orchestrate.supervise import execute
+from headwater.scaffold import set_warehouse
 from headwater.system.accounts import Accounts
-from headwater.system.models import RunLog, RunStep
+from headwater.system.models import CheckResult, RunLog, RunStep
 from headwater.system.orgs import Install, Organisations, open_project, project_name
 from headwater.system.secrets import SecretStore, default_key_file, key_provider
 from headwater.warehouse import Warehouse
@@ -566,3 +567,50 @@ def test_a_package_dbt_deps_brings_cannot_lead_out(install: Install, acme: Path,
     (acme / "packages.yml").write_text(f"packages:\n  - git: {repo}\n    revision: main\n")
     with pytest.raises(ConfigError, match="symbolic link leading outside"):
         run_pipeline(org_project(install, "acme"))
+
+
+@pytest.mark.postgres
+def test_an_organisation_on_a_postgres_warehouse_runs_its_sql_in_postgres_only(tmp_path: Path, fresh_pg_database: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a PostgreSQL warehouse, an organisation's SQL runs in PostgreSQL with its own user's
+    rights: a reconcile query reaching for DuckDB's file or network functions finds none (the build
+    connection's DuckDB is never handed the organisation's SQL), and dbt's ``env_var`` sees none of
+    the server's environment — only the warehouse password it was given."""
+    warehouse_url = fresh_pg_database.replace("postgresql+psycopg://", "postgresql://")
+    monkeypatch.setenv("SERVER_ONLY_SECRET", "server-secret-value-81")
+    install = Install.create(tmp_path / "inst")
+    folder = install.root / "orgs" / "pgwh"
+    project = make_project(folder, SIGNUPS, seed=3)
+    text = point_at_install(project.file.read_text(), project_name("pgwh"), install.project_system_url())
+    other_db = sql_text(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    scan = f"select count(*) from postgres_scan({other_db}, 'pg_catalog', 'pg_authid')"  # DuckDB's, reaching another database
+    project.file.write_text(text)
+    set_warehouse(folder, "warehouse:\n  type: postgres\n  url: ${secret:WAREHOUSE_URL}\n")
+    pipeline_checks = (
+        "      - {type: reconcile, name: same, left: {sql: 'select count(*)::bigint from raw_campaign.signups'}, right: {source: campaign, sql: 'select count(*) from signups'}}\n"
+        f"      - {{type: reconcile, name: files, left: {{sql: {json.dumps('select count(*) from read_text(' + sql_text(install.root / 'system.db') + ')')}}}, right: {{sql: 'select 1'}}, severity: warn}}\n"
+        f"      - {{type: reconcile, name: network, left: {{sql: {json.dumps(scan)}}}, right: {{sql: 'select 1'}}, severity: warn}}\n"
+    )
+    project.file.write_text(project.file.read_text().replace("    checks:\n", "    checks:\n" + pipeline_checks, 1))  # before the demo's own checks
+    (folder / "models" / "marts" / "environment_seen.sql").write_text("select '{{ env_var(\"SERVER_ONLY_SECRET\", \"hidden\") }}' as value\n")
+    db = install.open_db()
+    try:
+        Organisations(db).create("pgwh", project_path=str(folder))
+        SecretStore(db, key_provider(default_key_file(install.system_url, install.root), env={})).set("pgwh", "WAREHOUSE_URL", warehouse_url, actor="test")
+    finally:
+        db.close()
+    loaded = org_project(install, "pgwh")
+    assert loaded.confinement is not None and loaded.config.warehouse.type == "postgres"
+    run_pipeline(loaded)
+    db = install.open_db()
+    try:
+        with db.session() as session:
+            checks = {r.name: r for r in session.scalars(select(CheckResult)).all()}
+    finally:
+        db.close()
+    assert checks["same"].status == "pass", checks["same"].message
+    assert checks["files"].status == "error" and "read_text" in (checks["files"].message or "") and "does not exist" in (checks["files"].message or "")
+    assert checks["network"].status == "error" and "postgres_scan" in (checks["network"].message or "") and "does not exist" in (checks["network"].message or "")
+    import psycopg
+
+    with psycopg.connect(warehouse_url) as pg:
+        assert pg.execute("SELECT value FROM published.environment_seen").fetchall() == [("hidden",)]

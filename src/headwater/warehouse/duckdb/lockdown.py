@@ -12,12 +12,11 @@ dbt-duckdb opens its own DuckDB connection from the profile, so the profile carr
 Two things of dbt's own run Python rather than SQL and are refused while an organisation's models
 build (`confined`): Python models (dbt-duckdb runs them in this process, where DuckDB's settings
 mean nothing) and ``env_var()`` reading the server's environment (the install's secret key, other
-organisations' passwords): the environment dbt sees is reduced to `KEPT_VARIABLES`.
+organisations' passwords): the environment dbt sees is reduced to `KEPT_VARIABLES` (warehouse/environment.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +24,7 @@ from typing import Any
 
 from headwater.config.confine import Confinement
 from headwater.warehouse.duckdb.warehouse import lock_down
-
-# What dbt needs from the environment to run; nothing here names a secret.
-KEPT_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "DO_NOT_TRACK", "DBT_SEND_ANONYMOUS_USAGE_STATS")
+from headwater.warehouse.environment import environment
 
 try:
     from dbt.adapters.duckdb.plugins import BasePlugin
@@ -57,17 +54,13 @@ def confined() -> Iterator[None]:
     """While dbt builds an organisation's models: no Python models, no server environment."""
     from dbt.adapters.duckdb.impl import DuckDBAdapter
 
-    saved_environment = dict(os.environ)
     saved_python = DuckDBAdapter.submit_python_job
-    os.environ.clear()
-    os.environ.update({k: v for k, v in saved_environment.items() if k in KEPT_VARIABLES})
     DuckDBAdapter.submit_python_job = _refuse_python  # type: ignore[method-assign]
     try:
-        yield
+        with environment({}, reduced=True):
+            yield
     finally:
         DuckDBAdapter.submit_python_job = saved_python  # type: ignore[method-assign]
-        os.environ.clear()
-        os.environ.update(saved_environment)
 
 
 def _refuse_python(self: Any, parsed_model: dict[str, Any], compiled_code: str) -> Any:

@@ -7,11 +7,11 @@ with ``env_var``, and `session` puts it into this process's environment around o
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from headwater.warehouse.environment import environment
 
 PASSWORD_VARIABLE = "HEADWATER_WAREHOUSE_PASSWORD"  # noqa: S105 - the name of the variable, not a password
 BUILD_SCHEMA = "build"  # models without a schema of their own; the demo's go to staging, intermediate, marts
@@ -38,15 +38,10 @@ def profile(url: str, threads: int) -> dict[str, Any]:
     return output
 
 
-@contextmanager
-def session(url: str) -> Iterator[None]:
-    """The warehouse password in the environment for one dbt command, then gone."""
-    before = os.environ.get(PASSWORD_VARIABLE)
-    os.environ[PASSWORD_VARIABLE] = unquote(urlsplit(url).password or "")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PASSWORD_VARIABLE, None)
-        else:
-            os.environ[PASSWORD_VARIABLE] = before
+def session(url: str, *, confined: bool) -> AbstractContextManager[None]:
+    """The warehouse password in the environment for one dbt command, then gone. ``confined`` (an
+    organisation on an install with many): the rest of the environment hidden meanwhile, so
+    ``env_var()`` in its models reads only its own password, never the install's secrets. dbt-postgres
+    runs no Python models, so SQL is all an organisation's project can run, and PostgreSQL holds it
+    to the warehouse user's rights."""
+    return environment({PASSWORD_VARIABLE: unquote(urlsplit(url).password or "")}, reduced=confined)

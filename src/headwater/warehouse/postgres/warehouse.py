@@ -225,7 +225,7 @@ class Warehouse:
     def dbt_session(self) -> AbstractContextManager[None]:
         from headwater.warehouse.postgres.dbt import session
 
-        return session(self.settings.url)
+        return session(self.settings.url, confined=self.confinement is not None)
 
     # -- publishing -----------------------------------------------------------------------------------
 
