@@ -1,6 +1,7 @@
 """Benchmark: chart-data latency for many viewers, while a pipeline run is in progress.
 
     python bench/web_load.py --signups 5000000 --viewers 100 --duration 30
+    python bench/web_load.py --signups 200000 --warehouse postgresql://user@host/empty_db   # both warehouses
 
 Builds the flake-rate demo (once per --workdir), starts `headwater serve` (one uvicorn process),
 logs in N viewers, and has each one request the dashboard's chart data with a random region filter,
@@ -10,7 +11,8 @@ hammering one URL). Two phases of the same load, in the same run:
   anchor   the server idle: no pipeline running
   run      the same load while `headwater run` rebuilds and publishes the project
 
-Prints requests, errors, p50/p95/p99/max latency of each phase and the ratio of the p95s.
+With --warehouse, the same two phases on the same demo built on a PostgreSQL warehouse follow, and
+the p95s are compared with the DuckDB warehouse's (the anchor). Prints requests, errors, p50/p95/p99/max latency of each phase and the ratio of the p95s.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(workdir: Path, signups: int) -> Path:
-    project = workdir / f"demo-{signups}"
+def prepare(workdir: Path, signups: int, warehouse: str | None = None) -> Path:
+    project = workdir / (f"demo-{signups}" + ("-postgres" if warehouse else ""))
     if not (project / "headwater.yml").exists():
-        headwater("demo", str(project), "--no-serve", "--signups", str(signups))
+        headwater("demo", str(project), "--no-serve", "--signups", str(signups), *(["--warehouse", warehouse] if warehouse else []))
     try:
         headwater("user", "add", EMAIL, "--role", "viewer", "--password-stdin", "-p", str(project), stdin=PASSWORD + "\n")
     except subprocess.CalledProcessError as exc:
@@ -108,8 +110,9 @@ def row(name: str, latencies: list[float], errors: list[str], seconds: float) ->
     )
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    project = prepare(args.workdir, args.signups)
+async def measure(project: Path, args: argparse.Namespace, label: str) -> tuple[float, float]:
+    """Serve ``project`` and put the load on it idle, then during `headwater run`; prints a row per
+    phase and returns the two p95s."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([str(BIN / "headwater"), "serve", "-p", str(project), "--port", str(port), "--no-scheduler"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,25 +129,33 @@ async def main_async(args: argparse.Namespace) -> None:
         count = len(set(re.findall(r"/dashboards/flake_rate/charts/(\d+)\.csv", page.text)))
         charts = [f"/api/dashboards/flake_rate/charts/{i}" for i in range(count)]
         regions = sorted(set(re.findall(r'<option value="([^"]+)"', page.text.split('name="organizer"')[0])))[:20] or ["North Metro"]
-        print(f"{args.viewers} viewers, {count} charts, think time ~{args.think}s, {args.duration:.0f}s per phase, {args.signups:,} sign-ups\n")
-        print("| phase | requests | rate | errors | p50 | p95 | p99 | max |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         clients = await signed_in_viewers(base, args.viewers)
         idle, idle_errors = await phase(clients, charts, regions, args.think, args.duration)
-        print(row("anchor: idle server", idle, idle_errors, args.duration), flush=True)
+        print(row(f"{label}: idle server", idle, idle_errors, args.duration), flush=True)
         run = subprocess.Popen([str(BIN / "headwater"), "run", "-p", str(project)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         busy, busy_errors = await phase(clients, charts, regions, args.think, args.duration)
         still_running = run.poll() is None
         run_code = run.wait()
-        print(row("during `headwater run`" + (" (ran throughout)" if still_running else " (ended within the phase)"), busy, busy_errors, args.duration))
-        print(f"\np95 during the run / p95 idle: {percentile(busy, 95) / percentile(idle, 95):.2f}; the run exited {run_code}")
+        print(row(f"{label}: during `headwater run`" + (" (ran throughout)" if still_running else " (ended within the phase)") + f", exit {run_code}", busy, busy_errors, args.duration), flush=True)
         for error in sorted(set(idle_errors + busy_errors))[:10]:
             print("error:", error)
         for client in clients:
             await client.aclose()
+        return percentile(idle, 95), percentile(busy, 95)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(f"{args.viewers} viewers, think time ~{args.think}s, {args.duration:.0f}s per phase, {args.signups:,} sign-ups\n")
+    print("| phase | requests | rate | errors | p50 | p95 | p99 | max |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    idle, busy = await measure(prepare(args.workdir, args.signups), args, "DuckDB warehouse")
+    print(f"\np95 during the run / p95 idle: {busy / idle:.2f}")
+    if args.warehouse:
+        pg_idle, pg_busy = await measure(prepare(args.workdir, args.signups, args.warehouse), args, "PostgreSQL warehouse")
+        print(f"PostgreSQL warehouse / DuckDB warehouse, p95: idle {pg_idle / idle:.2f}, during a run {pg_busy / busy:.2f}")
 
 
 def main() -> None:
@@ -154,6 +165,7 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=1.0, help="seconds a viewer pauses between requests (randomised ±50%%)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hw-web-bench")
+    parser.add_argument("--warehouse", metavar="URL", help="also measure the same demo on this PostgreSQL warehouse (an empty database), against the DuckDB one")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     asyncio.run(main_async(args))
