@@ -227,6 +227,37 @@ def test_init_with_an_invalid_name_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x" / "headwater.yml").exists()
 
 
+def test_init_with_a_warehouse_url_keeps_its_password_out_of_every_file(tmp_path: Path) -> None:
+    password = "pw-Kq2x-warehouse"
+    url = f"postgresql://hw:{password}@db.example:5432/acme?sslmode=require"
+    result = hw("init", "wh", "--warehouse", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "wh"
+    text = (root / "headwater.yml").read_text()
+    assert "  type: postgres\n  url: ${secret:WAREHOUSE_URL}" in text and text.count("\nwarehouse:") == 1
+    assert not [p for p in root.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]  # the system database holds it encrypted
+    listed = hw("secrets", "list", "--json", cwd=root)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["WAREHOUSE_URL"]
+    from headwater.system.orgs import open_project
+
+    assert open_project(root).config.warehouse.url == url  # type: ignore[union-attr]
+
+
+def test_init_with_a_warehouse_url_without_password_writes_it_as_is(tmp_path: Path) -> None:
+    result = hw("init", "wh", "--warehouse", "postgresql://hw@db.example/acme", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  type: postgres\n  url: postgresql://hw@db.example/acme\n" in (tmp_path / "wh" / "headwater.yml").read_text()
+
+
+@pytest.mark.parametrize(("url", "message"), [("mysql://u@h/db", "not a warehouse URL Headwater knows"), ("postgresql://u@h", "the URL names no database")])
+def test_init_with_a_bad_warehouse_url_creates_nothing(tmp_path: Path, url: str, message: str) -> None:
+    result = hw("init", "wh", "--warehouse", url, cwd=tmp_path)
+    assert_user_error(result)
+    assert message in result.stderr
+    assert not (tmp_path / "wh").exists()
+
+
 # --- outside a project, invalid projects --------------------------------------------------------
 
 

@@ -103,7 +103,7 @@ def warehouse_block(url: str) -> tuple[str, bool]:
     if parts.scheme not in ("postgres", "postgresql"):
         raise HeadwaterError(
             f"--warehouse {redact(url)}: not a warehouse URL Headwater knows",
-            why="the DuckDB warehouse is the default and needs no URL; PostgreSQL is given as postgresql://user:password@host:5432/database",
+            why="the DuckDB warehouse is the default and needs no URL; a PostgreSQL warehouse is given as a postgresql:// URL ending in its database",
             fix="Leave --warehouse out for DuckDB, or pass a postgresql:// URL (one database per project).",
         )
     if not parts.path.strip("/"):
@@ -119,18 +119,22 @@ def warehouse_block(url: str) -> tuple[str, bool]:
 
 
 def set_warehouse(directory: Path, block: str) -> None:
-    """Replace headwater.yml's top-level ``warehouse:`` block with ``block`` (added when there is none)."""
+    """Replace headwater.yml's top-level ``warehouse:`` block with ``block``, in its place (added at the
+    end when there is none)."""
     file = directory / PROJECT_FILE
     lines = file.read_text().splitlines(keepends=True)
     out: list[str] = []
+    at: int | None = None  # where the old block was: the new one goes there
     skipping = False
     for line in lines:
         if line.startswith("warehouse:"):
-            skipping = True
+            skipping, at = True, len(out)
         elif not (skipping and line.startswith((" ", "\t"))):
             skipping = False
             out.append(line)
-    text = "".join(out)
-    if not text.endswith("\n"):
-        text += "\n"
-    file.write_text(text + block)
+    if at is None:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        at = len(out)
+    out.insert(at, block)
+    file.write_text("".join(out))

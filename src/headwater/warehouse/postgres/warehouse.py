@@ -264,7 +264,7 @@ class Warehouse:
                 if exists:
                     admin.execute(f"DROP SCHEMA {ident(old)} CASCADE")
         except Exception as exc:
-            if _is_psycopg_error(exc):
+            if _lost_connection(exc):  # reset, timed out, server gone: said as such, and retried
                 raise self.connection_error(exc) from exc
             raise
         finally:
@@ -336,3 +336,12 @@ def _is_psycopg_error(exc: BaseException) -> bool:
     except ImportError:
         return False
     return isinstance(exc, psycopg.Error)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """psycopg's connection-level failures (class 08 and the like), not an error of the SQL itself."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.OperationalError)
