@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from headwater.sqltext import ident
+from headwater.sqltext import ident, one_value
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
 
@@ -25,6 +25,22 @@ class RawTarget:
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
+
+    def replace_rows(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str], *, exclude: tuple[str, ...] = (), nulls: bool = True) -> int:
+        """The rows of ``rows`` (a table of the sync's DuckDB, raw's columns plus ``exclude``) replace
+        the rows of ``target`` with their key, and are added where it has none; returns how many.
+        ``nulls``: a key may hold NULL, which then matches NULL."""
+        equal = "IS NOT DISTINCT FROM" if nulls else "="
+        match = " AND ".join(f"{target}.{ident(k)} {equal} c.{ident(k)}" for k in key)
+        con.execute(f"DELETE FROM {target} USING {rows} c WHERE {match}")
+        without = f" EXCLUDE ({', '.join(map(ident, exclude))})" if exclude else ""
+        return int(one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT *{without} FROM {rows}")))
+
+    def loaded(self, con: duckdb.DuckDBPyConnection, target: str, key: list[str]) -> None:
+        """After ``target`` was loaded in full (created anew), in its transaction: DuckDB needs nothing."""
+
+    def count_rows(self, con: duckdb.DuckDBPyConnection, target: str) -> int:
+        return int(one_value(con.execute(f"SELECT count(*) FROM {target}")))
 
 
 @dataclass

@@ -526,7 +526,7 @@ class SqlSource:
             self.end(con, info)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
-            stats.rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+            stats.rows = self._target.count_rows(con, target)
             if last:
                 with _checkpoint_settings(con, compact=self._passes > 0, at_commit=True):
                     con.execute("COMMIT")
@@ -603,7 +603,8 @@ class SqlSource:
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
         self._check_unique(con, info, plan, target)
-        n = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+        self._target.loaded(con, target, plan.key)
+        n = self._target.count_rows(con, target)
         stats.mode = "full"
         stats.rows_read = stats.upserted = n
 
@@ -669,8 +670,7 @@ class SqlSource:
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         elif stats.rows_read:
-            con.execute(f"DELETE FROM {target} USING {changes} c WHERE {key_match}")
-            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
+            self._target.replace_rows(con, target, changes, plan.key)
             stats.upserted = stats.rows_read
         if plan.cursor and stats.rows_read:  # raw now holds the newest cursor value there is
             new_state["cursor_max"] = _max(con, target, plan.cursor[0])
@@ -727,9 +727,7 @@ class SqlSource:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
         stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
         if stats.upserted:
-            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
-            con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
-            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
+            self._target.replace_rows(con, target, "_hw_changes", plan.key)
         if plan.deletes != "ignore":
             stats.deleted = self._apply_deletes(con, plan, target, src)
         if hashed:  # raw now equals what was read: its hashes are the ones to compare with next time
@@ -774,9 +772,7 @@ class SqlSource:
             con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS {read}" if start == 0 else f"INSERT INTO _hw_changes {read}")
         if changed:
             stats.rows_read = stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
-            key_match = " AND ".join(f"{target}.{k} = c.{k}" for k in keys)
-            con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
-            con.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE ({HASH_COLUMN}) FROM _hw_changes")
+            self._target.replace_rows(con, target, "_hw_changes", plan.key, exclude=(HASH_COLUMN,), nulls=False)  # integer keys: never NULL
             hash_match = " AND ".join(f"{hashes}.{k} = c.{k}" for k in keys)
             con.execute(f"DELETE FROM {hashes} USING _hw_changes c WHERE {hash_match}")
             con.execute(f"INSERT INTO {hashes} SELECT {', '.join(keys)}, {HASH_COLUMN} FROM _hw_changes")
@@ -833,9 +829,7 @@ class SqlSource:
                 f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
                 f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
             )
-            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
-            con.execute(f"DELETE FROM {target} USING _hw_missing c WHERE {key_match}")  # a tombstone of the same key
-            added = one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing"))
+            added = self._target.replace_rows(con, target, "_hw_missing", plan.key)  # replacing a tombstone of the same key
             con.execute("DROP TABLE _hw_missing")
             stats.rows_read += added
             stats.upserted += added
