@@ -33,7 +33,7 @@ import duckdb
 
 from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
-from headwater.errors import HeadwaterError, ProjectBusy, TransientFailure, first_line, host_not_found, unresolved_host
+from headwater.errors import HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value
 from headwater.warehouse.base import Capabilities
@@ -266,6 +266,12 @@ class Warehouse:
         except Exception as exc:
             if _lost_connection(exc):  # reset, timed out, server gone: said as such, and retried
                 raise self.connection_error(exc) from exc
+            if _is_psycopg_error(exc):  # the server refused (out of space, a lock, a table dbt left odd): not a bug of ours
+                raise RunFailed(
+                    f"Publishing to the warehouse {self.where()} failed — published data was left as it was",
+                    why=first_line(redact(str(exc))),
+                    fix="See PostgreSQL's message; the transaction was rolled back, so readers still see the previous tables. Run again once it is fixed.",
+                ) from exc
             raise
         finally:
             admin.close()
@@ -309,7 +315,8 @@ class Warehouse:
     def _reader_roles(self, admin: psycopg.Connection[Any]) -> list[str]:
         if one_value(admin.execute("SELECT to_regclass(%s)", [READERS_TABLE])) is None:
             return []
-        return [r[0] for r in admin.execute(f"SELECT role FROM {READERS_TABLE} ORDER BY role").fetchall()]
+        # A role dropped since it was granted is skipped: one missing reader must not stop publishing.
+        return [r[0] for r in admin.execute(f"SELECT r.role FROM {READERS_TABLE} r JOIN pg_roles p ON p.rolname = r.role ORDER BY r.role").fetchall()]
 
     # -- the readers' side: the local copy ------------------------------------------------------------
 
