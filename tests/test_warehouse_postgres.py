@@ -1,0 +1,366 @@
+"""The PostgreSQL warehouse end to end: the demo pipeline on a real PostgreSQL database, against the
+same demo on DuckDB; write-audit-publish when a dbt test or a check fails; reader roles; the writer
+lock across project folders and processes; SIGKILL during publish."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from cli_process import OutputLines, cli_env, run_cli
+from demo_project import execute_source, make_project, recent_runs_of
+from pg_warehouse import checksum, connect, on_postgres, plain_url, rows, schema_checksums
+from sync_harness import random_seed, telling_the_seed, thread_rng
+
+from headwater.config import LoadedProject, load_project
+from headwater.errors import ProjectBusy, RunFailed
+from headwater.orchestrate import run_pipeline
+from headwater.publish import PublishedData
+from headwater.warehouse import WarehouseEngine, open_warehouse
+
+pytestmark = pytest.mark.postgres
+
+MART = "flake_rate_weekly"
+SIGNUPS = 1_500
+
+
+def warehouse_of(project: LoadedProject) -> WarehouseEngine:
+    return open_warehouse(project.root, project.config.warehouse)
+
+
+def local_table(project: LoadedProject, table: str = MART) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+    """The dashboards' copy of a published table, through `PublishedData`: its columns (name, DuckDB
+    type) in order, and its rows sorted."""
+    reader = PublishedData(warehouse_of(project))
+    try:
+        with reader.cursor() as cur:
+            columns = [(r[0], r[1]) for r in cur.execute(f'DESCRIBE "{table}"').fetchall()]
+            found = cur.execute(f'SELECT * FROM "{table}"').fetchall()
+    finally:
+        reader.close()
+    return columns, sorted(found)
+
+
+def pg_table(url: str, table: str = MART, schema: str = "published") -> tuple[list[str], list[tuple[Any, ...]]]:
+    with connect(url) as con:
+        cursor = con.execute(f'SELECT * FROM "{schema}"."{table}"')
+        names = [d.name for d in cursor.description or []]
+        return names, sorted(cursor.fetchall())
+
+
+def local_state(project: LoadedProject) -> tuple[str, str, str]:
+    """The local pointer's text, the snapshot it names and that file's sha256."""
+    warehouse = warehouse_of(project)
+    snapshot = warehouse.current_snapshot()
+    assert snapshot is not None, "nothing published locally"
+    pointer = (warehouse.folder / "published" / "CURRENT").read_text()
+    return pointer, snapshot.name, hashlib.sha256(snapshot.read_bytes()).hexdigest()
+
+
+def published_schemas(url: str) -> list[str]:
+    """Every schema whose name starts with published (the live one, and any staged or old one left behind)."""
+    return [r[0] for r in rows(url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'published%' ORDER BY 1")]
+
+
+def edit_config(project: LoadedProject, change: Any) -> LoadedProject:
+    path = project.root / "headwater.yml"
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_project(project.root)
+
+
+# --- 1. the same demo on PostgreSQL and on DuckDB ---------------------------------------------------
+
+
+def test_the_demo_on_postgres_publishes_what_the_demo_on_duckdb_does(tmp_path: Path, fresh_pg_database: str) -> None:
+    on_duckdb = make_project(tmp_path / "duckdb", SIGNUPS, seed=11)
+    on_pg = on_postgres(make_project(tmp_path / "postgres", SIGNUPS, seed=11), fresh_pg_database)
+    assert (on_pg.root / "data" / "campaign.db").read_bytes() == (on_duckdb.root / "data" / "campaign.db").read_bytes()
+
+    pg_outcome, duck_outcome = run_pipeline(on_pg), run_pipeline(on_duckdb)
+    assert pg_outcome.run.status == duck_outcome.run.status == "success"
+    assert pg_outcome.published == duck_outcome.published and pg_outcome.published[MART] > 50
+
+    # Row for row, every column, floats exactly: both engines compute flake_rate as one IEEE double
+    # division of the same two integers (correctly rounded in both), so no tolerance is needed.
+    duck_columns, duck_rows = local_table(on_duckdb)
+    pg_local_columns, pg_local_rows = local_table(on_pg)
+    assert pg_local_columns == duck_columns
+    assert pg_local_rows == duck_rows
+    assert any(0 < r[8] < 1 for r in duck_rows), "no fractional flake rate: the float comparison would prove little"
+
+    # PostgreSQL's `published` schema holds what the dashboards' local copy holds, column by column.
+    names, pg_rows = pg_table(fresh_pg_database)
+    assert names == [c for c, _ in duck_columns]
+    assert pg_rows == pg_local_rows
+    types = rows(fresh_pg_database, "SELECT data_type FROM information_schema.columns WHERE table_schema = 'published' AND table_name = %s ORDER BY ordinal_position", [MART])
+    assert [t for (t,) in types] == ["date", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "double precision", "boolean", "bigint"]
+    assert published_schemas(fresh_pg_database) == ["published"]
+    # only the publishable models are published (the demo publishes marts/)
+    assert set(schema_checksums(fresh_pg_database, "published")) == {MART}
+
+    # `headwater export` reads the local copy: the same CSV from both projects
+    exports = {}
+    for project in (on_pg, on_duckdb):
+        done = run_cli("export", MART, "-p", project.root, "-o", tmp_path / f"{project.root.name}.csv")
+        assert done.returncode == 0, done.stderr
+        lines = (tmp_path / f"{project.root.name}.csv").read_text().splitlines()
+        exports[project.root.name] = (lines[0], sorted(lines[1:]))
+    assert exports["postgres"] == exports["duckdb"]
+    assert len(exports["postgres"][1]) == len(pg_rows)
+
+
+# --- 2. write-audit-publish: a failing dbt test or check changes nothing -----------------------------
+
+POSTGRES_CHECK = {
+    "name": "signups_by_region_in_postgres",
+    "type": "reconcile",
+    "severity": "error",
+    "left": {"source": "campaign", "sql": "select r.name, count(*) from signups s join events e using (event_id) join locations l using (location_id) join regions r using (region_id) group by r.name"},
+    # PostgreSQL's dialect (::numeric), and version() says 'PostgreSQL ...' only there: run
+    # anywhere else, every key would be missing on the right and the check would fail.
+    "right": {"sql": "select region, sum(total_signups)::numeric from marts.flake_rate_weekly where version() like 'PostgreSQL %' group by region"},
+}
+
+
+def test_a_failing_dbt_test_or_check_leaves_published_as_it_was(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = fresh_pg_database
+    project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
+    project = edit_config(project, lambda data: data["pipelines"]["flake_rate"]["checks"].append(POSTGRES_CHECK))
+    first = run_pipeline(project)
+    assert first.run.status == "success"
+    checks = {c.name: c for c in _checks_of(project, first.run.id)}
+    assert checks["signups_by_region_in_postgres"].status == "pass", "the PostgreSQL check did not run in PostgreSQL"
+
+    before = (checksum(url, "published", MART), schema_checksums(url, "published"), published_schemas(url), local_state(project))
+    assert before[0] is not None
+
+    # A status outside the accepted values: a dbt test in staging fails; nothing downstream publishes.
+    execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id = 1")
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert "accepted_values" in failure.value.render()
+    assert recent_runs_of(project)[0].status == "failed"
+    assert (checksum(url, "published", MART), schema_checksums(url, "published"), published_schemas(url), local_state(project)) == before
+    # dbt did build the new data into marts: the run had something to publish and did not
+    assert checksum(url, "marts", MART) is not None
+
+    # The data fixed, the PostgreSQL check now disagrees by one sign-up in one region.
+    execute_source(project, "UPDATE signup_statuses SET status = 'No Show' WHERE signup_status_id = 1")
+
+    def off_by_one(data: dict[str, Any]) -> None:
+        check = data["pipelines"]["flake_rate"]["checks"][-1]
+        check["right"]["sql"] = check["right"]["sql"].replace("::numeric", "::numeric + (region = (select min(region) from marts.flake_rate_weekly))::int")
+
+    project = edit_config(project, off_by_one)
+    with pytest.raises(RunFailed) as failure:
+        run_pipeline(project)
+    assert "signups_by_region_in_postgres" in failure.value.render()
+    failed = recent_runs_of(project)[0]
+    check = next(c for c in _checks_of(project, failed.id) if c.name == "signups_by_region_in_postgres")
+    # one key differs: the version() filter kept every row, so the query ran in PostgreSQL
+    assert check.status == "fail" and (check.observed or "").startswith("1 of ") and "difference 1" in (check.message or "")
+    assert [s.name for s in failed.steps][-1] == "checks"
+    assert (checksum(url, "published", MART), schema_checksums(url, "published"), published_schemas(url), local_state(project)) == before
+
+
+def _checks_of(project: LoadedProject, run_id: int) -> list[Any]:
+    from headwater.services.runs import get_run
+    from headwater.system import open_system_db
+
+    db = open_system_db(project)
+    try:
+        return list(get_run(db, project.config.name, run_id).checks)
+    finally:
+        db.close()
+
+
+# --- 3. reader roles ----------------------------------------------------------------------------------
+
+
+def test_a_reader_role_reads_published_and_nothing_else(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = fresh_pg_database
+    project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
+    warehouse = warehouse_of(project)
+    roles = ["bi_early", "bi_reader"]
+    try:
+        warehouse.grant_reader("bi_early")  # before anything is published: remembered, granted at publish
+        run_pipeline(project)
+        warehouse.grant_reader("bi_reader")  # after: granted on the published schema there is
+        with connect(url) as admin:
+            for role in roles:
+                admin.execute(f'ALTER ROLE "{role}" LOGIN')
+            others = admin.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('published', 'pg_catalog', 'information_schema') ORDER BY 1, 2"
+            ).fetchall()
+        schemas = {s for s, _ in others}
+        assert {"raw_campaign", "raw_roster", "staging", "intermediate", "marts", "_headwater"} <= schemas
+        assert ("_headwater", "sync_state") in others
+
+        for role in roles:
+            _assert_reads_only_published(url, role, others)
+
+        # Another publish swaps a new schema in: the roles still read it, and see the new rows.
+        execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-01-01 00:00:00', '2026-01-01 00:00:00' FROM signups")
+        old = checksum(url, "published", MART)
+        run_pipeline(project)
+        assert checksum(url, "published", MART) != old
+        for role in roles:
+            _assert_reads_only_published(url, role, others)
+    finally:
+        with connect(url) as admin:
+            for role in roles:
+                if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                    admin.execute(f'DROP OWNED BY "{role}"')
+                    admin.execute(f'DROP ROLE "{role}"')
+
+
+def _assert_reads_only_published(url: str, role: str, others: list[tuple[str, str]]) -> None:
+    as_admin = pg_table(url)
+    with psycopg.connect(plain_url(url), user=role, autocommit=True) as reader:
+        assert reader.execute("SELECT current_user").fetchone() == (role,)
+        cursor = reader.execute(f'SELECT * FROM published."{MART}"')
+        assert ([d.name for d in cursor.description or []], sorted(cursor.fetchall())) == as_admin
+        for schema, table in others:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(f'SELECT * FROM "{schema}"."{table}" LIMIT 1')
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute('CREATE TABLE published.mine (x int)')
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute(f'DELETE FROM published."{MART}"')
+
+
+# --- 4. the writer lock, across project folders and processes ---------------------------------------
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from headwater.config import load_project
+from headwater.warehouse import open_warehouse
+
+project = load_project(Path(sys.argv[1]))
+with open_warehouse(project.root, project.config.warehouse).writer_lock():
+    print("holding the lock", flush=True)
+    time.sleep(600)
+"""
+
+
+def _folder_on(root: Path, url: str) -> LoadedProject:
+    root.mkdir(parents=True)
+    (root / "headwater.yml").write_text(f"name: {root.name}\nwarehouse:\n  type: postgres\n  url: {url}\n")
+    return load_project(root)
+
+
+def _busy(project: LoadedProject) -> ProjectBusy:
+    """The error taking ``project``'s writer lock raises (the test fails if it is taken)."""
+    with pytest.raises(ProjectBusy) as busy, warehouse_of(project).writer_lock():
+        pass
+    return busy.value
+
+
+def test_one_writer_per_warehouse_database_across_folders_and_processes(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = plain_url(fresh_pg_database)
+    first, second = _folder_on(tmp_path / "one", url), _folder_on(tmp_path / "two", url)
+    where = warehouse_of(first).where()  # type: ignore[attr-defined]
+    assert where.endswith("/" + url.rsplit("/", 1)[1])
+
+    with warehouse_of(first).writer_lock():
+        assert where in _busy(second).what
+    with warehouse_of(second).writer_lock():  # released: the other folder gets it
+        assert where in _busy(first).what
+
+    # A process holding the lock, SIGKILLed: PostgreSQL ends its session, and the lock with it.
+    script = tmp_path / "hold.py"
+    script.write_text(HOLD_LOCK)
+    holder = subprocess.Popen([sys.executable, str(script), str(first.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+    try:
+        OutputLines(holder).wait_for("holding the lock", 60)
+        assert where in _busy(second).what
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with warehouse_of(second).writer_lock():
+                    break
+            except ProjectBusy:
+                assert time.monotonic() < deadline, "the killed process's lock was never released"
+                time.sleep(0.05)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- 5. SIGKILL during publish ------------------------------------------------------------------------
+
+
+def _swapping(url: str, child: subprocess.Popen[str], seconds: float) -> bool:
+    """Wait until the child's publish transaction is seen at work on the staged schema (False: the
+    child ended first)."""
+    deadline = time.monotonic() + seconds
+    with connect(url) as con:
+        while child.poll() is None:
+            found = con.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE %s", ["%published__next%"]).fetchone()
+            if found:
+                return True
+            assert time.monotonic() < deadline, "the child never reached the publish transaction"
+            time.sleep(0.001)
+    return False
+
+
+def test_sigkill_during_publish_leaves_the_old_table_or_the_new_one(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = fresh_pg_database
+    project = on_postgres(make_project(tmp_path / "demo", 1_000), url)
+    run_pipeline(project)
+    seed = random_seed(default=20261207)
+    rng = thread_rng(seed, "kills")
+    landed = []
+    with telling_the_seed(seed):
+        for round_ in range(3):
+            old = (checksum(url, "published", MART), local_table(project))
+            execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-03-01 00:00:00', '2026-03-01 00:00:00' FROM signups")
+            command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", "1", "0", "--show-log"]
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+            lines = OutputLines(child)
+            try:
+                # The kill's random moment: after dbt finished (the checks, the local copy, the
+                # swap lie ahead), or once the swap's transaction is under way.
+                anchor = rng.choice(["dbt done", "swap"])
+                delay = rng.uniform(0, 0.3) if anchor == "dbt done" else rng.uniform(0, 0.06)
+                if anchor == "dbt done":
+                    lines.wait_for("Done. PASS=", 120)
+                else:
+                    _swapping(url, child, 120)
+                time.sleep(delay)
+                alive = child.poll() is None
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+            finally:
+                child.kill()
+            after = (checksum(url, "published", MART), local_table(project))
+            assert published_schemas(url) == ["published"], f"round {round_}: schemas left behind"
+
+            assert run_pipeline(project).run.status == "success", f"round {round_}: the run after the kill failed"
+            new = (checksum(url, "published", MART), local_table(project))
+            assert new[0] != old[0] and new[1] != old[1], "the round's new sign-up changed nothing: the test would prove little"
+            assert new[0] == checksum(url, "published", MART)
+            where = {"old": old, "new": new}
+            pg_is = next((k for k, v in where.items() if v[0] == after[0]), None)
+            local_is = next((k for k, v in where.items() if v[1] == after[1]), None)
+            landed.append((anchor, round(delay, 3), alive, pg_is, local_is))
+            assert pg_is is not None, f"round {round_}: published is neither the old table nor the new one ({landed[-1]})\n{lines.text()[-3000:]}"
+            assert local_is is not None, f"round {round_}: the local copy is neither the old table nor the new one ({landed[-1]})"
+            # the local pointer switches only after PostgreSQL committed: never ahead of it
+            assert (pg_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show data PostgreSQL never published"
+    print("kills (anchor, delay, child alive, published, local copy):", landed)
