@@ -15,11 +15,13 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from cli_process import OutputLines, cli_env, run_cli
+from cli_process import OutputLines, cli_env
 from demo_project import execute_source, make_project, recent_runs_of
 from pg_warehouse import checksum, connect, on_postgres, plain_url, rows, schema_checksums
 from sync_harness import random_seed, telling_the_seed, thread_rng
+from typer.testing import CliRunner
 
+from headwater.cli.main import app
 from headwater.config import LoadedProject, load_project
 from headwater.errors import ProjectBusy, RunFailed
 from headwater.orchestrate import run_pipeline
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.postgres
 
 MART = "flake_rate_weekly"
 SIGNUPS = 1_500
+SIGNUP = "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-03-01 00:00:00', '2026-03-01 00:00:00' FROM signups"  # one more: the mart changes
 
 
 def warehouse_of(project: LoadedProject) -> WarehouseEngine:
@@ -111,8 +114,8 @@ def test_the_demo_on_postgres_publishes_what_the_demo_on_duckdb_does(tmp_path: P
     # `headwater export` reads the local copy: the same CSV from both projects
     exports = {}
     for project in (on_pg, on_duckdb):
-        done = run_cli("export", MART, "-p", project.root, "-o", tmp_path / f"{project.root.name}.csv")
-        assert done.returncode == 0, done.stderr
+        done = CliRunner().invoke(app, ["export", MART, "-p", str(project.root), "-o", str(tmp_path / f"{project.root.name}.csv")])
+        assert done.exit_code == 0, done.output
         lines = (tmp_path / f"{project.root.name}.csv").read_text().splitlines()
         exports[project.root.name] = (lines[0], sorted(lines[1:]))
     assert exports["postgres"] == exports["duckdb"]
@@ -186,8 +189,7 @@ def _checks_of(project: LoadedProject, run_id: int) -> list[Any]:
 
 # --- 3. reader roles ----------------------------------------------------------------------------------
 
-
-def test_a_reader_role_reads_published_and_nothing_else(tmp_path: Path, fresh_pg_database: str) -> None:
+def test_reader_roles_read_published_only(tmp_path: Path, fresh_pg_database: str) -> None:
     url = fresh_pg_database
     project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
     warehouse = warehouse_of(project)
@@ -200,29 +202,31 @@ def test_a_reader_role_reads_published_and_nothing_else(tmp_path: Path, fresh_pg
             for role in roles:
                 admin.execute(f'ALTER ROLE "{role}" LOGIN')
             others = admin.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables "
-                "WHERE table_schema NOT IN ('published', 'pg_catalog', 'information_schema') ORDER BY 1, 2"
+                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('published', 'pg_catalog', 'information_schema') ORDER BY 1, 2"
             ).fetchall()
-        schemas = {s for s, _ in others}
-        assert {"raw_campaign", "raw_roster", "staging", "intermediate", "marts", "_headwater"} <= schemas
+        assert {"raw_campaign", "raw_roster", "staging", "intermediate", "marts", "_headwater"} <= {s for s, _ in others}
         assert ("_headwater", "sync_state") in others
-
         for role in roles:
             _assert_reads_only_published(url, role, others)
 
         # Another publish swaps a new schema in: the roles still read it, and see the new rows.
-        execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-01-01 00:00:00', '2026-01-01 00:00:00' FROM signups")
-        old = checksum(url, "published", MART)
-        run_pipeline(project)
-        assert checksum(url, "published", MART) != old
-        for role in roles:
+        old = pg_table(url)
+        execute_source(project, SIGNUP)
+        assert run_pipeline(project).run.status == "success"
+        assert pg_table(url) != old
+        for role in roles:  # the new schema swapped in: granted again
             _assert_reads_only_published(url, role, others)
     finally:
-        with connect(url) as admin:
-            for role in roles:
-                if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
-                    admin.execute(f'DROP OWNED BY "{role}"')
-                    admin.execute(f'DROP ROLE "{role}"')
+        drop_roles(url, roles)
+
+
+def drop_roles(url: str, roles: list[str]) -> None:
+    """Roles are the server's, not the database's: they outlive the test's database unless dropped."""
+    with connect(url) as admin:
+        for role in roles:
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                admin.execute(f'DROP OWNED BY "{role}"')
+                admin.execute(f'DROP ROLE "{role}"')
 
 
 def _assert_reads_only_published(url: str, role: str, others: list[tuple[str, str]]) -> None:
@@ -235,7 +239,7 @@ def _assert_reads_only_published(url: str, role: str, others: list[tuple[str, st
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 reader.execute(f'SELECT * FROM "{schema}"."{table}" LIMIT 1')
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            reader.execute('CREATE TABLE published.mine (x int)')
+            reader.execute("CREATE TABLE published.mine (x int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             reader.execute(f'DELETE FROM published."{MART}"')
 
@@ -302,65 +306,94 @@ def test_one_writer_per_warehouse_database_across_folders_and_processes(tmp_path
         holder.wait()
 
 
-# --- 5. SIGKILL during publish ------------------------------------------------------------------------
+# --- 5. SIGKILL around publish ------------------------------------------------------------------------
+
+KILL_READER = "bi_kill_test"
 
 
-def _swapping(url: str, child: subprocess.Popen[str], seconds: float) -> bool:
-    """Wait until the child's publish transaction is seen at work on the staged schema (False: the
-    child ended first)."""
+def _paused_in_the_swap(url: str, child: subprocess.Popen[str], seconds: float) -> None:
+    """Wait until the child's publish transaction waits for the lock the test holds on the reader
+    roles' table: its staged schema is built, the renames and the commit lie ahead."""
     deadline = time.monotonic() + seconds
     with connect(url) as con:
-        while child.poll() is None:
-            found = con.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE %s", ["%published__next%"]).fetchone()
-            if found:
-                return True
+        while not con.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE %s", ["%reader_roles%"]
+        ).fetchone():
+            assert child.poll() is None, "the child ended before it reached the publish transaction"
             assert time.monotonic() < deadline, "the child never reached the publish transaction"
-            time.sleep(0.001)
-    return False
+            time.sleep(0.01)
 
 
-def test_sigkill_during_publish_leaves_the_old_table_or_the_new_one(tmp_path: Path, fresh_pg_database: str) -> None:
+def test_sigkill_around_publish_leaves_the_old_table_or_the_new_one(tmp_path: Path, fresh_pg_database: str) -> None:
+    """`headwater run`'s attempt process SIGKILLed at random moments after dbt finished — during the
+    checks, the local copy, the swap's transaction or after it — or while its swap transaction is
+    paused on a lock the test holds (a reader role exists, so the swap reads the roles' table
+    inside its transaction). The new table is what dbt built into marts, which a publish copies."""
     url = fresh_pg_database
     project = on_postgres(make_project(tmp_path / "demo", 1_000), url)
-    run_pipeline(project)
-    seed = random_seed(default=20261207)
-    rng = thread_rng(seed, "kills")
-    landed = []
-    with telling_the_seed(seed):
-        for round_ in range(3):
-            old = (checksum(url, "published", MART), local_table(project))
-            execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-03-01 00:00:00', '2026-03-01 00:00:00' FROM signups")
-            command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", "1", "0", "--show-log"]
-            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
-            lines = OutputLines(child)
-            try:
-                # The kill's random moment: after dbt finished (the checks, the local copy, the
-                # swap lie ahead), or once the swap's transaction is under way.
-                anchor = rng.choice(["dbt done", "swap"])
-                delay = rng.uniform(0, 0.3) if anchor == "dbt done" else rng.uniform(0, 0.06)
-                if anchor == "dbt done":
-                    lines.wait_for("Done. PASS=", 120)
-                else:
-                    _swapping(url, child, 120)
-                time.sleep(delay)
-                alive = child.poll() is None
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-            finally:
-                child.kill()
-            after = (checksum(url, "published", MART), local_table(project))
-            assert published_schemas(url) == ["published"], f"round {round_}: schemas left behind"
+    try:
+        warehouse_of(project).grant_reader(KILL_READER)
+        run_pipeline(project)
+        seed = random_seed(default=20261207)
+        rng = thread_rng(seed, "kills")
+        anchors = ["after dbt", "in the swap", rng.choice(["after dbt", "in the swap"])]
+        rng.shuffle(anchors)
+        landed: list[tuple[Any, ...]] = []
+        with telling_the_seed(seed):
+            for round_, anchor in enumerate(anchors):
+                old = (checksum(url, "published", MART), local_table(project)[1], local_state(project))
+                execute_source(project, SIGNUP)
+                pause = connect(url) if anchor == "in the swap" else None
+                if pause is not None:
+                    pause.execute("BEGIN")
+                    pause.execute("LOCK TABLE _headwater.reader_roles IN ACCESS EXCLUSIVE MODE")
+                command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", "1", "30", "--show-log"]
+                child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+                lines = OutputLines(child)
+                how = ""
+                try:
+                    if pause is None:
+                        lines.wait_for("Done. PASS=", 120)
+                        delay = rng.uniform(0, 0.3)
+                        time.sleep(delay)  # the kill's random moment
+                        how = f"{delay:.3f}s after dbt"
+                    else:
+                        _paused_in_the_swap(url, child, 120)
+                        if rng.random() < 0.5:
+                            how = "while paused"
+                        else:
+                            delay = rng.uniform(0, 0.02)
+                            pause.execute("ROLLBACK")  # the swap goes on...
+                            time.sleep(delay)  # ...for a random moment
+                            how = f"{delay:.3f}s after the pause"
+                    alive = child.poll() is None
+                    child.send_signal(signal.SIGKILL)
+                    child.wait()
+                finally:
+                    child.kill()
+                    child.wait()
+                    if pause is not None:
+                        pause.close()  # the killed child's backend may go on now, and finds its client gone
 
-            assert run_pipeline(project).run.status == "success", f"round {round_}: the run after the kill failed"
-            new = (checksum(url, "published", MART), local_table(project))
-            assert new[0] != old[0] and new[1] != old[1], "the round's new sign-up changed nothing: the test would prove little"
-            assert new[0] == checksum(url, "published", MART)
-            where = {"old": old, "new": new}
-            pg_is = next((k for k, v in where.items() if v[0] == after[0]), None)
-            local_is = next((k for k, v in where.items() if v[1] == after[1]), None)
-            landed.append((anchor, round(delay, 3), alive, pg_is, local_is))
-            assert pg_is is not None, f"round {round_}: published is neither the old table nor the new one ({landed[-1]})\n{lines.text()[-3000:]}"
-            assert local_is is not None, f"round {round_}: the local copy is neither the old table nor the new one ({landed[-1]})"
-            # the local pointer switches only after PostgreSQL committed: never ahead of it
-            assert (pg_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show data PostgreSQL never published"
-    print("kills (anchor, delay, child alive, published, local copy):", landed)
+                new = (checksum(url, "marts", MART), pg_table(url, schema="marts")[1])
+                assert new[0] != old[0], "the round's new sign-up changed nothing: the test would prove little"
+                after = (checksum(url, "published", MART), local_table(project)[1])
+                pg_is = {old[0]: "old", new[0]: "new"}.get(after[0])
+                local_is = "old" if after[1] == old[1] else "new" if after[1] == new[1] else None
+                landed.append((anchor, how, "killed" if alive else "had ended", pg_is, local_is))
+                assert pg_is is not None, f"round {round_}: published is neither the old table nor the new one: {landed[-1]}\n{lines.text()[-3000:]}"
+                assert local_is is not None, f"round {round_}: the local copy is neither the old table nor the new one: {landed[-1]}"
+                # the local pointer switches only after PostgreSQL committed: never ahead of it
+                assert (pg_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show what PostgreSQL never published: {landed[-1]}"
+                if how == "while paused":
+                    assert (pg_is, local_is) == ("old", "old") and local_state(project) == old[2], f"round {round_}: {landed[-1]}"
+                assert "published__next" not in published_schemas(url)
+
+            # The next run succeeds (waiting, as runs do, for a killed run's session to end).
+            assert run_pipeline(project, wait_for_lock=30).run.status == "success"
+            assert checksum(url, "published", MART) == checksum(url, "marts", MART)
+            assert local_table(project)[1] == pg_table(url)[1]
+            assert published_schemas(url) == ["published"]
+        print("kills (anchor, moment, child, published, local copy):", landed)
+    finally:
+        drop_roles(url, [KILL_READER])
