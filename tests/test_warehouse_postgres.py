@@ -8,6 +8,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def _checks_of(project: LoadedProject, run_id: int) -> list[Any]:
 
 # --- 3. reader roles ----------------------------------------------------------------------------------
 
-def test_reader_roles_read_published_only(tmp_path: Path, fresh_pg_database: str) -> None:
+def test_reader_roles_read_published_only_and_never_hold_up_a_publish(tmp_path: Path, fresh_pg_database: str) -> None:
     url = fresh_pg_database
     project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
     warehouse = warehouse_of(project)
@@ -209,13 +210,45 @@ def test_reader_roles_read_published_only(tmp_path: Path, fresh_pg_database: str
         for role in roles:
             _assert_reads_only_published(url, role, others)
 
-        # Another publish swaps a new schema in: the roles still read it, and see the new rows.
+        # A BI tool's long query (or a session left idle in a transaction) holds its lock on the
+        # published table it read. The publish must not wait for it: a publish queued behind it
+        # would queue every new reader of `published` behind itself for as long as that lasts.
         old = pg_table(url)
         execute_source(project, SIGNUP)
-        assert run_pipeline(project).run.status == "success"
-        assert pg_table(url) != old
+        long_reader = psycopg.connect(plain_url(url), user="bi_reader", autocommit=True)
+        try:
+            long_reader.execute("BEGIN")
+            assert sorted(long_reader.execute(f"SELECT * FROM published.{MART}").fetchall()) == old[1]
+            finished: list[str] = []
+            run = threading.Thread(target=lambda: finished.append(_outcome(project)))
+            run.start()
+            try:
+                deadline = time.monotonic() + 120
+                while run.is_alive() and time.monotonic() < deadline:
+                    with psycopg.connect(plain_url(url), user="bi_early", autocommit=True) as other:  # never kept waiting meanwhile
+                        other.execute("SET lock_timeout = '5s'")
+                        assert other.execute(f"SELECT count(*) FROM published.{MART}").fetchone() in [(len(old[1]),), (len(old[1]) + 1,)]
+                    time.sleep(0.2)
+                waiting = rows(url, "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                assert not run.is_alive(), f"the publish waited for a reader's transaction: {waiting}"
+            finally:
+                long_reader.execute("ROLLBACK")
+                run.join()
+            assert finished == ["success"]
+            new = pg_table(url)
+            assert new != old and new == (old[0], local_table(project)[1])
+            # the old tables the long transaction held were renamed aside, not dropped under it
+            (retired,) = set(published_schemas(url)) - {"published"}
+            assert pg_table(url, schema=retired) == old
+        finally:
+            long_reader.close()
         for role in roles:  # the new schema swapped in: granted again
             _assert_reads_only_published(url, role, others)
+
+        # Once nobody reads the old tables, the next publish drops them: only `published` is left.
+        assert run_pipeline(project).run.status == "success"
+        assert published_schemas(url) == ["published"]
+        _assert_reads_only_published(url, "bi_reader", others)
     finally:
         drop_roles(url, roles)
 
@@ -227,6 +260,13 @@ def drop_roles(url: str, roles: list[str]) -> None:
             if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
                 admin.execute(f'DROP OWNED BY "{role}"')
                 admin.execute(f'DROP ROLE "{role}"')
+
+
+def _outcome(project: LoadedProject) -> str:
+    try:
+        return run_pipeline(project).run.status
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        return repr(exc)
 
 
 def _assert_reads_only_published(url: str, role: str, others: list[tuple[str, str]]) -> None:
