@@ -188,6 +188,34 @@ def _checks_of(project: LoadedProject, run_id: int) -> list[Any]:
         db.close()
 
 
+def test_a_table_carried_over_is_what_postgres_published_even_after_a_failed_local_switch(tmp_path: Path, fresh_pg_database: str) -> None:
+    """A pipeline building part of the project carries the other published tables over. A publish
+    can commit in PostgreSQL and then fail to switch the dashboards' copy (a full disk, a kill, here
+    a folder where the pointer's temporary file goes): the next publish must still carry over, in
+    both places, the table PostgreSQL published."""
+    url = fresh_pg_database
+    project = on_postgres(make_project(tmp_path / "demo", 300), url)
+    (project.root / "models" / "marts" / "signups_total.sql").write_text("select count(*) as signups from {{ ref('stg_campaign__signups') }}\n")
+    project = edit_config(project, lambda data: data["pipelines"].update(weekly_only={"sources": ["campaign"], "select": MART, "publish": ["marts"]}))
+    run_pipeline(project, "flake_rate")
+    assert local_table(project, "signups_total")[1] == pg_table(url, "signups_total")[1] == [(300,)]
+
+    execute_source(project, SIGNUP)
+    blocker = project.root / ".headwater" / "warehouse" / "published" / "CURRENT.next"
+    blocker.mkdir()
+    with pytest.raises(RunFailed, match="step publish"):
+        run_pipeline(project, "flake_rate")
+    assert pg_table(url, "signups_total")[1] == [(301,)]  # committed in PostgreSQL...
+    assert local_table(project, "signups_total")[1] == [(300,)]  # ...the dashboards' copy not switched
+    blocker.rmdir()
+
+    assert run_pipeline(project, "weekly_only").run.status == "success"
+    assert recent_runs_of(project)[0].pipeline == "weekly_only"
+    assert pg_table(url, "signups_total")[1] == [(301,)]  # carried over in PostgreSQL
+    assert local_table(project, "signups_total")[1] == [(301,)]  # and in the local copy: the same table
+    assert local_table(project)[1] == pg_table(url)[1]
+
+
 # --- 3. reader roles ----------------------------------------------------------------------------------
 
 def test_reader_roles_read_published_only_and_never_hold_up_a_publish(tmp_path: Path, fresh_pg_database: str) -> None:

@@ -239,8 +239,11 @@ class Warehouse:
         pointer switches), then the published schema swapped in one PostgreSQL transaction, then
         the local pointer. A failure before the commit leaves both as they were; a kill between the
         commit and the pointer's rename leaves the dashboards on the previous copy until the next
-        run publishes (the copy never runs ahead of PostgreSQL)."""
-        snapshot = self.local.write_snapshot(build, name, tables, carry_over)
+        run publishes (the copy never runs ahead of PostgreSQL). Tables carried over are copied from
+        PostgreSQL's published schema in both places, not from the previous local copy, which such a
+        kill (or a failed switch) leaves behind PostgreSQL: the copy would keep the older table."""
+        carried = {table: f"{ident(self.database)}.{ident(self.published)}.{ident(table)}" for table in carry_over}
+        snapshot = self.local.write_snapshot(build, name, {**tables, **carried}, [])
         try:
             rows = self._swap(tables, carry_over)
             self.local.switch(snapshot)
