@@ -37,7 +37,7 @@ import duckdb
 
 from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
-from headwater.errors import HeadwaterError, ProjectBusy, TransientFailure, first_line, host_not_found, unresolved_host
+from headwater.errors import HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value
 from headwater.warehouse.base import Capabilities
@@ -246,7 +246,15 @@ class Warehouse:
         snapshot = self.local.write_snapshot(build, name, {**tables, **carried}, [])
         try:
             rows = self._swap(tables, carry_over)
-            self.local.switch(snapshot)
+            try:
+                self.local.switch(snapshot)
+            except Exception as exc:  # after the commit: say what did change
+                raise RunFailed(
+                    f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it",
+                    why=f"{type(exc).__name__}: {first_line(str(exc))}",
+                    fix=f"BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run. "
+                    f"Check {self.local.published_dir} (disk space, permissions), then run again.",
+                ) from exc
         except BaseException:
             if self.local.pointer_name() != snapshot.name:
                 snapshot.unlink(missing_ok=True)
