@@ -17,9 +17,11 @@ one transaction (PostgreSQL's DDL is transactional): readers and BI tools see th
 new ones, never a mix, and a failure or a kill leaves ``published`` as it was. The old schema is
 only renamed aside in that transaction (``published__old_<xid>``), which takes no lock on its
 tables, and dropped after the commit once no reader still holds them: a reader's long query never
-holds up the publish, and so never holds up, behind the publish's lock, every other reader. The
-dashboards read the local copy written from the same build relations just before that
-transaction, so viewers never query the warehouse.
+holds up the publish, and so never holds up, behind the publish's lock, every other reader. (A
+REPEATABLE READ or SERIALIZABLE transaction begun before a publish, pg_dump's among them, finds the
+new tables by name but not their rows: PostgreSQL's catalog is not versioned by snapshot. BI tools
+read in READ COMMITTED, statement by statement.) The dashboards read the local copy written from
+the same build relations just before that transaction, so viewers never query the warehouse.
 """
 
 from __future__ import annotations
