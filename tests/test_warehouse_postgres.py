@@ -10,8 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -223,67 +226,90 @@ def test_a_table_carried_over_is_what_postgres_published_even_after_a_failed_loc
 
 # --- 3. reader roles ----------------------------------------------------------------------------------
 
-def test_reader_roles_read_published_only_and_never_hold_up_a_publish(tmp_path: Path, fresh_pg_database: str) -> None:
-    url = fresh_pg_database
+READER_ROLES = ["bi_early", "bi_reader"]
+
+
+@pytest.fixture
+def owned_pg_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a new database owned by a role of its own that is no superuser — LOGIN and
+    CREATEROLE, what a warehouse user is given — as that role; afterwards the database, the owner
+    and `READER_ROLES` (roles are the server's: they outlive a database) are dropped."""
+    suffix = uuid.uuid4().hex[:12]
+    owner, name = f"hw_owner_{suffix}", f"hw_test_{suffix}"
+    with connect(postgres_url) as admin:
+        admin.execute(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
+        admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+    parts = urlsplit(plain_url(postgres_url))
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{owner}@{parts.hostname}:{parts.port}", path=f"/{name}"))
+    finally:
+        with connect(postgres_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for role in [*READER_ROLES, owner]:
+                admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_reader_roles_read_published_only_and_never_hold_up_a_publish(tmp_path: Path, owned_pg_database: str) -> None:
+    """As a warehouse user that owns its database and may create roles, not as a superuser."""
+    url = owned_pg_database
     project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
     warehouse = warehouse_of(project)
-    roles = ["bi_early", "bi_reader"]
-    try:
-        warehouse.grant_reader("bi_early")  # before anything is published: remembered, granted at publish
-        run_pipeline(project)
-        warehouse.grant_reader("bi_reader")  # after: granted on the published schema there is
-        with connect(url) as admin:
-            for role in roles:
-                admin.execute(f'ALTER ROLE "{role}" LOGIN')
-            others = admin.execute(
-                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('published', 'pg_catalog', 'information_schema') ORDER BY 1, 2"
-            ).fetchall()
-        assert {"raw_campaign", "raw_roster", "staging", "intermediate", "marts", "_headwater"} <= {s for s, _ in others}
-        assert ("_headwater", "sync_state") in others
+    roles = READER_ROLES
+    with connect(url) as admin:
+        assert admin.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone() == (False, True)
+    warehouse.grant_reader("bi_early")  # before anything is published: remembered, granted at publish
+    run_pipeline(project)
+    warehouse.grant_reader("bi_reader")  # after: granted on the published schema there is
+    with connect(url) as admin:
         for role in roles:
-            _assert_reads_only_published(url, role, others)
+            admin.execute(f'ALTER ROLE "{role}" LOGIN')
+        others = admin.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN ('published', 'pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+    assert {"raw_campaign", "raw_roster", "staging", "intermediate", "marts", "_headwater"} <= {s for s, _ in others}
+    assert ("_headwater", "sync_state") in others
+    for role in roles:
+        _assert_reads_only_published(url, role, others)
 
-        # A BI tool's long query (or a session left idle in a transaction) holds its lock on the
-        # published table it read. The publish must not wait for it: a publish queued behind it
-        # would queue every new reader of `published` behind itself for as long as that lasts.
-        old = pg_table(url)
-        execute_source(project, SIGNUP)
-        long_reader = psycopg.connect(plain_url(url), user="bi_reader", autocommit=True)
+    # A BI tool's long query (or a session left idle in a transaction) holds its lock on the
+    # published table it read. The publish must not wait for it: a publish queued behind it
+    # would queue every new reader of `published` behind itself for as long as that lasts.
+    old = pg_table(url)
+    execute_source(project, SIGNUP)
+    long_reader = psycopg.connect(plain_url(url), user="bi_reader", autocommit=True)
+    try:
+        long_reader.execute("BEGIN")
+        assert sorted(long_reader.execute(f"SELECT * FROM published.{MART}").fetchall()) == old[1]
+        finished: list[str] = []
+        run = threading.Thread(target=lambda: finished.append(_outcome(project)))
+        run.start()
         try:
-            long_reader.execute("BEGIN")
-            assert sorted(long_reader.execute(f"SELECT * FROM published.{MART}").fetchall()) == old[1]
-            finished: list[str] = []
-            run = threading.Thread(target=lambda: finished.append(_outcome(project)))
-            run.start()
-            try:
-                deadline = time.monotonic() + 120
-                while run.is_alive() and time.monotonic() < deadline:
-                    with psycopg.connect(plain_url(url), user="bi_early", autocommit=True) as other:  # never kept waiting meanwhile
-                        other.execute("SET lock_timeout = '5s'")
-                        assert other.execute(f"SELECT count(*) FROM published.{MART}").fetchone() in [(len(old[1]),), (len(old[1]) + 1,)]
-                    time.sleep(0.2)
-                waiting = rows(url, "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-                assert not run.is_alive(), f"the publish waited for a reader's transaction: {waiting}"
-            finally:
-                long_reader.execute("ROLLBACK")
-                run.join()
-            assert finished == ["success"]
-            new = pg_table(url)
-            assert new != old and new == (old[0], local_table(project)[1])
-            # the old tables the long transaction held were renamed aside, not dropped under it
-            (retired,) = set(published_schemas(url)) - {"published"}
-            assert pg_table(url, schema=retired) == old
+            deadline = time.monotonic() + 120
+            while run.is_alive() and time.monotonic() < deadline:
+                with psycopg.connect(plain_url(url), user="bi_early", autocommit=True) as other:  # never kept waiting meanwhile
+                    other.execute("SET lock_timeout = '5s'")
+                    assert other.execute(f"SELECT count(*) FROM published.{MART}").fetchone() in [(len(old[1]),), (len(old[1]) + 1,)]
+                time.sleep(0.2)
+            waiting = rows(url, "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            assert not run.is_alive(), f"the publish waited for a reader's transaction: {waiting}"
         finally:
-            long_reader.close()
-        for role in roles:  # the new schema swapped in: granted again
-            _assert_reads_only_published(url, role, others)
-
-        # Once nobody reads the old tables, the next publish drops them: only `published` is left.
-        assert run_pipeline(project).run.status == "success"
-        assert published_schemas(url) == ["published"]
-        _assert_reads_only_published(url, "bi_reader", others)
+            long_reader.execute("ROLLBACK")
+            run.join()
+        assert finished == ["success"]
+        new = pg_table(url)
+        assert new != old and new == (old[0], local_table(project)[1])
+        # the old tables the long transaction held were renamed aside, not dropped under it
+        (retired,) = set(published_schemas(url)) - {"published"}
+        assert pg_table(url, schema=retired) == old
     finally:
-        drop_roles(url, roles)
+        long_reader.close()
+    for role in roles:  # the new schema swapped in: granted again
+        _assert_reads_only_published(url, role, others)
+
+    # Once nobody reads the old tables, the next publish drops them: only `published` is left.
+    assert run_pipeline(project).run.status == "success"
+    assert published_schemas(url) == ["published"]
+    _assert_reads_only_published(url, "bi_reader", others)
 
 
 def drop_roles(url: str, roles: list[str]) -> None:
