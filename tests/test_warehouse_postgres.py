@@ -1,7 +1,7 @@
 """The PostgreSQL warehouse end to end: the demo pipeline on a real PostgreSQL database, against the
 same demo on DuckDB; write-audit-publish when a dbt test or a check fails; reader roles; the writer
-lock across project folders and processes; SIGKILL around publish. Measured: about 60-85 s together
-on two busy cores, most of it dbt (each run about 4 s)."""
+lock across project folders and processes; SIGKILL around publish. Measured: 74-96 s together on two
+cores while other suites kept the load at 10-20; most of it is dbt, about 4 s a run."""
 
 from __future__ import annotations
 
