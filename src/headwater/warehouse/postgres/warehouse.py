@@ -14,14 +14,20 @@ the same in DuckDB and in PostgreSQL, and Headwater's checks read the same table
 
 Publishing copies the publishable models into a fresh schema and renames it over ``published`` in
 one transaction (PostgreSQL's DDL is transactional): readers and BI tools see the old tables or the
-new ones, never a mix, and a failure or a kill leaves ``published`` as it was. The dashboards read
-the local copy written from the same build relations just before that transaction, so viewers
-never query the warehouse.
+new ones, never a mix, and a failure or a kill leaves ``published`` as it was. The old schema is
+only renamed aside in that transaction (``published__old_<xid>``), which takes no lock on its
+tables, and dropped after the commit once no reader still holds them: a reader's long query never
+holds up the publish, and so never holds up, behind the publish's lock, every other reader. (A
+REPEATABLE READ or SERIALIZABLE transaction begun before a publish, pg_dump's among them, finds the
+new tables by name but not their rows: PostgreSQL's catalog is not versioned by snapshot. BI tools
+read in READ COMMITTED, statement by statement.) The dashboards read the local copy written from
+the same build relations just before that transaction, so viewers never query the warehouse.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -49,7 +55,8 @@ if TYPE_CHECKING:
 
 STATE_SCHEMA = "_headwater"  # the sync's state (sync/state.py) and the reader roles granted
 READERS_TABLE = f"{STATE_SCHEMA}.reader_roles"
-NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old"
+NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old_"  # the staged schema; the old ones, by the swap's transaction id
+RETIRED_LOCK_TIMEOUT = "1s"  # how long dropping an old published schema waits for its last readers
 
 
 class Warehouse:
@@ -232,19 +239,33 @@ class Warehouse:
     def publish(self, build: duckdb.DuckDBPyConnection, name: str, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
         """The dashboards' local copy first (from the same build relations; invisible until its
         pointer switches), then the published schema swapped in one PostgreSQL transaction, then
-        the local pointer. A failure before the commit leaves both as they were."""
-        snapshot = self.local.write_snapshot(build, name, tables, carry_over)
+        the local pointer. A failure before the commit leaves both as they were; a kill between the
+        commit and the pointer's rename leaves the dashboards on the previous copy until the next
+        run publishes (the copy never runs ahead of PostgreSQL). Tables carried over are copied from
+        PostgreSQL's published schema in both places, not from the previous local copy, which such a
+        kill (or a failed switch) leaves behind PostgreSQL: the copy would keep the older table."""
+        carried = {table: f"{ident(self.database)}.{ident(self.published)}.{ident(table)}" for table in carry_over}
+        snapshot = self.local.write_snapshot(build, name, {**tables, **carried}, [])
         try:
             rows = self._swap(tables, carry_over)
-            self.local.switch(snapshot)
+            try:
+                self.local.switch(snapshot)
+            except Exception as exc:  # after the commit: say what did change
+                raise RunFailed(
+                    f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it",
+                    why=f"{type(exc).__name__}: {first_line(str(exc))}",
+                    fix=f"BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run. "
+                    f"Check {self.local.published_dir} (disk space, permissions), then run again.",
+                ) from exc
         except BaseException:
             if self.local.pointer_name() != snapshot.name:
                 snapshot.unlink(missing_ok=True)
             raise
+        self._drop_retired()
         return rows
 
     def _swap(self, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
-        published, staged, old = self.published, self.published + NEXT_SUFFIX, self.published + OLD_SUFFIX
+        published, staged = self.published, self.published + NEXT_SUFFIX
         admin = self.connect_admin()
         try:
             with admin.transaction():
@@ -257,12 +278,12 @@ class Warehouse:
                 rows = {t: int(one_value(admin.execute(f"SELECT count(*) FROM {ident(staged)}.{ident(t)}"))) for t in sorted([*tables, *carry_over])}
                 for role in self._reader_roles(admin):
                     _grant(admin, role, staged)
-                exists = admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [published]).fetchone() is not None
-                if exists:
-                    admin.execute(f"ALTER SCHEMA {ident(published)} RENAME TO {ident(old)}")
+                if admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [published]).fetchone() is not None:
+                    # Renamed aside, not dropped: DROP would wait for every reader still holding
+                    # an old table, and every new reader would queue behind it (`_drop_retired`).
+                    retired = f"{published}{OLD_SUFFIX}{int(one_value(admin.execute('SELECT txid_current()'))):x}"
+                    admin.execute(f"ALTER SCHEMA {ident(published)} RENAME TO {ident(retired)}")
                 admin.execute(f"ALTER SCHEMA {ident(staged)} RENAME TO {ident(published)}")
-                if exists:
-                    admin.execute(f"DROP SCHEMA {ident(old)} CASCADE")
         except Exception as exc:
             if _lost_connection(exc):  # reset, timed out, server gone: said as such, and retried
                 raise self.connection_error(exc) from exc
@@ -276,6 +297,32 @@ class Warehouse:
         finally:
             admin.close()
         return rows
+
+    def _drop_retired(self) -> None:
+        """Drop the published schemas earlier swaps renamed aside, each as soon as no reader holds
+        its tables (waiting `RETIRED_LOCK_TIMEOUT` at most); one still read is left for the next
+        publish. Tidying after the commit: nothing here can fail the publish."""
+        pattern = re.compile(re.escape(self.published + OLD_SUFFIX) + "[0-9a-f]+")
+        try:
+            admin = self.connect_admin()
+        except HeadwaterError:
+            return
+        try:
+            names = [r[0] for r in admin.execute("SELECT nspname FROM pg_namespace").fetchall() if pattern.fullmatch(r[0])]
+            admin.rollback()
+            for retired in names:
+                try:
+                    with admin.transaction():
+                        admin.execute(f"SET LOCAL lock_timeout = '{RETIRED_LOCK_TIMEOUT}'")
+                        admin.execute(f"DROP SCHEMA IF EXISTS {ident(retired)} CASCADE")
+                except Exception as exc:
+                    if not _is_psycopg_error(exc):
+                        raise
+        except Exception as exc:
+            if not _is_psycopg_error(exc):
+                raise
+        finally:
+            admin.close()
 
     def published_tables(self) -> set[str]:
         admin = self.connect_admin(autocommit=True)
