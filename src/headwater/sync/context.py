@@ -22,6 +22,12 @@ class RawTarget:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
         return duck_type
 
+    def refused(self, stored_type: str) -> tuple[str, str] | None:
+        """Values of ``stored_type`` (a `stored_type` answer) this warehouse would store as other
+        values: a DuckDB condition over ``{c}``, true for such a value, and what such a value is (the
+        sync stops with an error naming table, column and key). None: every value is stored as it is."""
+        return None
+
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")

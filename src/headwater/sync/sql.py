@@ -584,18 +584,24 @@ class SqlSource:
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
         key = key_text(plan.key, alias)
-        parts = [self._stored(c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
+        parts = [self._stored(info.name, c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
         return ", ".join(parts)
 
-    def _stored(self, column: Column, alias: str, key: str) -> str:
-        """A column's select item, cast to the type the warehouse stores it as where that differs (exactly, or an error)."""
+    def _stored(self, table: str, column: Column, alias: str, key: str) -> str:
+        """A column's select item, cast to the type the warehouse stores it as where that differs
+        (exactly, or an error), and stopped by an error on a value the warehouse would store as another."""
         stored = self._target.stored_type(column.type)
-        if stored == column.type:
+        refused = self._target.refused(stored)
+        if stored == column.type and refused is None:
             return column.select(alias, key)
-        return Column(column.name, stored, column.source_type, f"CAST(({column.convert}) AS {stored})".replace("{t}", column.type), column.source_zone).select(alias, key)
+        convert = column.convert if stored == column.type else f"CAST(({column.convert}) AS {stored})".replace("{t}", column.type)
+        if refused is not None:
+            condition, holds = refused
+            convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds)
+        return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con

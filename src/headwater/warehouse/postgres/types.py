@@ -14,6 +14,11 @@ leave, to a type PostgreSQL holds exactly — or the cast fails and the table's 
 
 ``stored_type`` answers with the DuckDB type the column reads back as, so the sync's schema check
 compares like with like (docs/warehouses.md, "Types").
+
+One value PostgreSQL holds cannot get there exactly: the extension copies a table with a list column
+in COPY's text format, where it leaves a VARCHAR list element spelled ``NULL`` (any case) unquoted,
+and PostgreSQL reads a NULL element. ``refused`` stops the sync of such a row with an error naming
+table, column and key, rather than storing another value (tests/test_sync_pg_warehouse.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import duckdb
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal
 from headwater.sync.context import RawTarget
+from headwater.sync.types import normalise
 
 _AS = {
     "HUGEINT": "DECIMAL(38,0)",
@@ -90,6 +96,21 @@ class PostgresRaw(RawTarget):
                 fix="Cast the column to TIMESTAMP in the source (or in a file source's column type), or use the DuckDB warehouse.",
             )
         return _AS.get(upper, text)
+
+    def refused(self, stored_type: str) -> tuple[str, str] | None:
+        text, depth = normalise(stored_type), 0
+        while text.endswith("[]"):
+            text, depth = text[:-2], depth + 1
+        if depth == 0 or text != "VARCHAR":
+            return None
+        elements = "{c}"
+        for _ in range(depth - 1):
+            elements = f"flatten({elements})"
+        return (
+            f"len(list_filter({elements}, x -> lower(x) = 'null')) > 0",
+            "an array element spelled NULL (DuckDB's postgres extension copies arrays to PostgreSQL as text without quoting it, "
+            "so it would arrive as a NULL element; the DuckDB warehouse keeps it)",
+        )
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """DuckDB's postgres extension alters only names and columns' presence: the type changes in
