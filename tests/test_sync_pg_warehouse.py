@@ -291,6 +291,44 @@ def test_a_text_array_element_spelled_null_is_refused_not_loaded_as_null(pair: P
     assert pair.raw_rows("t") == pair.source_rows("t") == [*before, (3, ["b", "N U L L"], "x")]
 
 
+def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
+    """The failed load's CREATE TABLE is rolled back in PostgreSQL; DuckDB's copy of the warehouse's
+    catalog must forget it too, or the table's own error is lost to one about a missing relation."""
+    pair.src.execute("CREATE TABLE a_bad (id int PRIMARY KEY, tags text[])")
+    pair.src.execute("INSERT INTO a_bad VALUES (1, '{x,NULL}'), (2, %s)", [["y", "null"]])
+    pair.src.execute("CREATE TABLE b_good (id int PRIMARY KEY, v text)")
+    pair.src.execute("INSERT INTO b_good VALUES (1, 'one')")
+    with pytest.raises(HeadwaterError) as info:
+        pair.sync()
+    assert "column a_bad.tags (key id=2)" in info.value.what
+    stats = {s.table: s for s in info.value.table_stats or []}
+    assert (stats["a_bad"].mode, stats["a_bad"].rows) == ("failed", 0) and stats["b_good"].mode == "full"
+    assert pair.wh.execute("SELECT to_regclass('raw_app.a_bad')").fetchone()[0] is None and pair.state("a_bad") is None
+    assert pair.raw_rows("b_good") == [(1, "one")]
+
+
+def test_json_arrays_with_null_elements_arrive_as_json(pair: Pair) -> None:
+    """jsonb[] and json[] have no PostgreSQL twin DuckDB can write (arrays of json would need the
+    elements' text): each array lands as one json value, NULL elements as JSON null."""
+    pair.src.execute("CREATE TABLE docs (id int PRIMARY KEY, jb jsonb[], j json[])")
+    pair.src.execute("""INSERT INTO docs VALUES
+        (1, ARRAY['{"a": 1}'::jsonb, 'null', NULL, '"NULL"', '[1, 2.50]'], ARRAY['{"b": [true, null]}'::json, NULL]),
+        (2, '{}', '{}'), (3, NULL, NULL), (4, ARRAY[NULL]::jsonb[], ARRAY[NULL]::json[])""")
+    stats = pair.sync()["docs"]
+    assert stats.rows == 4
+    assert {c: t for c, t in pair.types(pair.wh, "raw_app.docs").items() if c != "_headwater_synced_at"} == {"id": "integer", "jb": "json", "j": "json"}
+    assert pair.raw_rows("docs") == [
+        (1, [{"a": 1}, None, None, "NULL", [1, 2.5]], [{"b": [True, None]}, None]),
+        (2, [], []),
+        (3, None, None),
+        (4, [None], [None]),
+    ]
+    source = pair.src.execute("SELECT id, to_json(jb)::text, to_json(j)::text FROM docs ORDER BY id").fetchall()
+    assert [(i, json.loads(a) if a else None, json.loads(b) if b else None) for i, a, b in source] == [
+        (i, json.loads(a) if a else None, json.loads(b) if b else None) for i, a, b in pair.raw_rows("docs", "id, jb::text, j::text")
+    ]
+
+
 # --- 2. incremental by xmin, schema drift -------------------------------------------------------------
 
 
