@@ -22,6 +22,10 @@ class RawTarget:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
         return duck_type
 
+    def store(self, value: str, duck_type: str) -> str:
+        """A DuckDB expression turning ``value``, of ``duck_type``, into its `stored_type` (when that differs)."""
+        return f"CAST(({value}) AS {self.stored_type(duck_type)})"
+
     def refused(self, stored_type: str) -> tuple[str, str] | None:
         """Values of ``stored_type`` (a `stored_type` answer) this warehouse would store as other
         values: a DuckDB condition over ``{c}``, true for such a value, and what such a value is (the
@@ -31,6 +35,9 @@ class RawTarget:
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
+
+    def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Called after a table's transaction was rolled back, on the same connection."""
 
 
 @dataclass

@@ -535,6 +535,7 @@ class SqlSource:
         except BaseException:
             try:
                 con.execute("ROLLBACK")
+                self._target.rolled_back(con)
             except duckdb.Error:
                 pass
             raise
@@ -597,7 +598,7 @@ class SqlSource:
         refused = self._target.refused(stored)
         if stored == column.type and refused is None:
             return column.select(alias, key)
-        convert = column.convert if stored == column.type else f"CAST(({column.convert}) AS {stored})".replace("{t}", column.type)
+        convert = column.convert if stored == column.type else self._target.store(column.convert, column.type).replace("{t}", column.type)
         if refused is not None:
             condition, holds = refused
             convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds)

@@ -97,6 +97,12 @@ class PostgresRaw(RawTarget):
             )
         return _AS.get(upper, text)
 
+    def store(self, value: str, duck_type: str) -> str:
+        stored = self.stored_type(duck_type)
+        if stored == "JSON" and normalise(duck_type) != "JSON":
+            return f"to_json({value})"  # CAST(JSON[] AS JSON) writes a NULL element as NULL, which is no JSON
+        return super().store(value, duck_type)
+
     def refused(self, stored_type: str) -> tuple[str, str] | None:
         text, depth = normalise(stored_type), 0
         while text.endswith("[]"):
@@ -118,6 +124,11 @@ class PostgresRaw(RawTarget):
         sql = f"ALTER TABLE {target} ALTER COLUMN {ident(column)} TYPE {pg_type(duck_type)}"
         con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
         con.execute("CALL pg_clear_cache()")  # DuckDB's copy of the catalog still has the old type
+
+    def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
+        """DuckDB's copy of the warehouse's catalog keeps what the rolled-back transaction created
+        (a first load's raw table): without this, the next query of it fails on a missing relation."""
+        con.execute("CALL pg_clear_cache()")
 
 
 def pg_type(duck_type: str) -> str:
