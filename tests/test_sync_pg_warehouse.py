@@ -7,7 +7,9 @@ is read back with psycopg, never through DuckDB, which wrote it.
 
 What each source type becomes in the warehouse (``format_type`` of the raw column), asserted by
 `test_every_type_round_trips_into_a_postgres_warehouse` (values: the same Python value and the
-same PostgreSQL text, row for row, NULLs and extremes included):
+same PostgreSQL text, row for row, NULLs and extremes included) and, from "a domain" on, by
+`test_types_without_a_twin_arrive_as_their_documented_text` (PostgreSQL's text of what raw holds
+equals the source's text of the documented expression, e.g. ``abbrev(ip)``):
 
     source (PostgreSQL)           warehouse raw column          value
     integer, bigint, smallint     the same                      exact
@@ -21,15 +23,25 @@ same PostgreSQL text, row for row, NULLs and extremes included):
     jsonb                         json                          jsonb's own text (normalised as jsonb shows it)
     integer[]                     integer[]                     exact
     text[]                        character varying[]           exact; an element spelled NULL is refused (below)
-    text                          character varying             exact
+    text, varchar(n)              character varying             exact (the length limit is not kept)
     an enum                       character varying             its label
+    a domain                      its base type                 exact
+    uuid[] date[] timestamp[] timestamptz[] boolean[] smallint[] real[] double precision[]: the same, exact
+    timetz                        time with time zone           exact (offsets to ±15:59)
+    money                         numeric(20,2)                 exact
+    numeric(40,5) (> 38 digits)   character varying             its exact text
+    inet                          character varying             abbrev(): PostgreSQL's text without /32, /128
+    char(3)                       character varying             padded to 3, as clients read it
+    interval[] bytea[] numeric[] an enum[]  character varying[] each element's text
+    jsonb[], json[]               json                          one JSON array (NULL elements as null)
+    point, int8range, bit(n), varbit, xml   character varying   PostgreSQL's text
 
 A text array element spelled ``NULL`` (any case) would arrive as a NULL element: DuckDB's postgres
 extension writes a table with array columns by COPY in text format without quoting such elements.
 The sync refuses the row instead (`PostgresRaw.refused`), naming table, column and key.
 
-A MySQL source's BIGINT UNSIGNED (DuckDB's UBIGINT) lands in numeric(20,0), exact up to
-18446744073709551615. No source Headwater has yields a HUGEINT (PostgreSQL's and MySQL's
+A MySQL source's BIGINT UNSIGNED and BIT(64) (DuckDB's UBIGINT) land in numeric(20,0), exact up
+to 18446744073709551615 (an INT UNSIGNED column, bigint in raw, widens to it when it grows). No source Headwater has yields a HUGEINT (PostgreSQL's and MySQL's
 numeric(38,0) are DECIMAL(38,0); SQLite's and files' integers BIGINT), so that cast has no
 end-to-end test here.
 """
@@ -267,6 +279,69 @@ def test_every_type_round_trips_into_a_postgres_warehouse(pair: Pair) -> None:
     again = pair.sync()["typed"]
     assert (again.mode, again.rows_read, again.upserted, again.deleted) == ("incremental", 0, 0, 0)
     assert same(pair.raw_rows("typed"), raw)
+
+
+MAPPED = r"""
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE mapped (
+  id integer PRIMARY KEY, ttz timetz, n40 numeric(40,5), m money, ip inet, c char(3), vc varchar(10), dom posint,
+  uu uuid[], da date[], tza timestamptz[], tsa timestamp[], ba bool[], fa float8[], r4 real[], i2 int2[],
+  ia interval[], bya bytea[], na numeric[], ea mood[], jba jsonb[], pt point, i8 int8range, bits bit(4), vb varbit, x xml
+);
+INSERT INTO mapped VALUES
+ (1, '23:59:59.999999+14:59', 123456789012345678901234567890123.45678, -92233720368547758.08, '::ffff:1.2.3.4/128', 'a', 'NULLS', 5,
+  '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}', '{infinity,2024-02-29,NULL}', '{"2024-01-01 00:00+03",-infinity}', '{"2020-01-01 00:00:00.000001"}',
+  '{t,f,NULL}', '{NaN,-0,Infinity,1e-320}', '{1.5,NaN,-Infinity}', '{-32768,NULL}', '{"1 mon","-1 day",NULL}', '{"\x00ff",NULL}', '{1.5,NaN,NULL}',
+  '{happy,NULL}', ARRAY['{"a": 1}'::jsonb, 'null', NULL], '(1.5,2)', '[1,10)', B'1010', B'1', '<a>x</a>'),
+ (2, '00:00:00-15:59', -0.00001, 0, '10.0.0.0/8', 'abc', '', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+  '(0,0)', 'empty', B'0000', B'', ''),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+
+# column -> (source's format_type, warehouse's, the source expression whose text raw's value has, raw's expression)
+MAPPED_TABLE = {
+    "id": ("integer", "integer", "id", "id"),
+    "ttz": ("time with time zone", "time with time zone", "ttz", "ttz"),
+    "n40": ("numeric(40,5)", "character varying", "n40", "n40"),  # wider than DuckDB's DECIMAL(38): its text
+    "m": ("money", "numeric(20,2)", "m::numeric(20,2)", "m"),
+    "ip": ("inet", "character varying", "abbrev(ip)", "ip"),  # as PostgreSQL shows it (no /32, /128 for hosts)
+    "c": ("character(3)", "character varying", "rpad(c::text, 3)", "c"),  # padded, as clients read char(3)
+    "vc": ("character varying(10)", "character varying", "vc", "vc"),
+    "dom": ("posint", "integer", "dom", "dom"),
+    "uu": ("uuid[]", "uuid[]", "uu", "uu"),
+    "da": ("date[]", "date[]", "da", "da"),
+    "tza": ("timestamp with time zone[]", "timestamp with time zone[]", "tza", "tza"),
+    "tsa": ("timestamp without time zone[]", "timestamp without time zone[]", "tsa", "tsa"),
+    "ba": ("boolean[]", "boolean[]", "ba", "ba"),
+    "fa": ("double precision[]", "double precision[]", "fa", "fa"),
+    "r4": ("real[]", "real[]", "r4", "r4"),
+    "i2": ("smallint[]", "smallint[]", "i2", "i2"),
+    "ia": ("interval[]", "character varying[]", "ia::text[]", "ia"),  # each element's text
+    "bya": ("bytea[]", "character varying[]", "bya::text[]", "bya"),
+    "na": ("numeric[]", "character varying[]", "na::text[]", "na"),
+    "ea": ("mood[]", "character varying[]", "ea::text[]", "ea"),
+    "jba": ("jsonb[]", "json", "to_jsonb(jba)", "jba::jsonb"),  # one JSON array (jsonb's text: compared as jsonb)
+    "pt": ("point", "character varying", "pt::text", "pt"),
+    "i8": ("int8range", "character varying", "i8::text", "i8"),
+    "bits": ("bit(4)", "character varying", "bits::text", "bits"),
+    "vb": ("bit varying", "character varying", "vb::text", "vb"),
+    "x": ("xml", "character varying", "x::text", "x"),
+}
+
+
+def test_types_without_a_twin_arrive_as_their_documented_text(pair: Pair) -> None:
+    """The second half of the type table (module docstring): what has no DuckDB twin arrives as
+    PostgreSQL's own text of it, or an exact numeric; compared as PostgreSQL writes each value."""
+    pair.src.execute(MAPPED)
+    assert pair.sync()["mapped"].rows == 3
+    source_types, raw_types = pair.types(pair.src, "public.mapped"), pair.types(pair.wh, "raw_app.mapped")
+    assert {c: (source_types[c], raw_types.get(c)) for c in source_types} == {c: t[:2] for c, t in MAPPED_TABLE.items()}
+    wanted = pair.rows(pair.src, "public.mapped", ", ".join(f"({t[2]})::text" for t in MAPPED_TABLE.values()))
+    got = pair.rows(pair.wh, "raw_app.mapped", ", ".join(f"({t[3]})::text" for t in MAPPED_TABLE.values()))
+    differences = [f"id {w[0]}, {c}: source {a!r}, raw {b!r}" for w, g in zip(wanted, got, strict=True) for c, a, b in zip(MAPPED_TABLE, w, g, strict=True) if a != b]
+    assert differences == []
+    assert got[0][list(MAPPED_TABLE).index("c")] == "a  " and got[0][list(MAPPED_TABLE).index("ip")] == "::ffff:1.2.3.4"
 
 
 @pytest.mark.parametrize("element", ["NULL", "null", "Null"])
@@ -544,6 +619,14 @@ def test_mysql_bigint_unsigned_lands_exact_in_numeric_20(mysql_server: Any, fres
         sync()
         assert wh.execute("SELECT ub FROM raw_app.big WHERE id = 2").fetchone()[0] == Decimal(18446744073709551614)
         assert types_of(wh, "raw_app.big")["ub"] == "numeric(20,0)"
+
+        # INT UNSIGNED -> BIGINT UNSIGNED: raw's bigint widened to numeric(20,0) in PostgreSQL.
+        with con.cursor() as cur:
+            cur.execute("ALTER TABLE big MODIFY ui BIGINT UNSIGNED")
+            cur.execute("UPDATE big SET ui = 18446744073709551615 WHERE id = 3")
+        sync()
+        assert types_of(wh, "raw_app.big")["ui"] == "numeric(20,0)"
+        assert wh.execute("SELECT id, ui FROM raw_app.big ORDER BY id").fetchall() == [(1, Decimal(4294967295)), (2, Decimal(0)), (3, Decimal(18446744073709551615)), (4, Decimal(1))]
     finally:
         wh.close()
         con.close()
