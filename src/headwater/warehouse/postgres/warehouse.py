@@ -59,7 +59,7 @@ class Warehouse:
         transactional_ddl=True,
         atomic_swap=True,  # the published schema is renamed into place in one transaction
         merge=True,  # the sync merges by DELETE + INSERT in the table's one transaction
-        bulk_format="copy-binary",  # DuckDB's postgres extension writes rows with COPY ... (FORMAT binary)
+        bulk_format="copy-binary",  # DuckDB's postgres extension writes rows with COPY ... (FORMAT binary; text when a column is a list)
         max_identifier_length=63,  # NAMEDATALEN - 1
         reader_roles=True,
         concurrent_writers=True,  # a server: BI tools and other services may write their own schemas
@@ -207,7 +207,7 @@ class Warehouse:
         progress: Progress | None = None,
         prune: bool = False,
     ) -> list[TableStats]:
-        """The sync engine, writing through the attached warehouse: each table's rows (binary COPY)
+        """The sync engine, writing through the attached warehouse: each table's rows (COPY: binary, text for tables with arrays)
         and its state in one PostgreSQL transaction; types cast exactly to what PostgreSQL holds."""
         from headwater.sync.engine import sync_source
 
