@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -364,6 +365,46 @@ def test_a_text_array_element_spelled_null_is_refused_not_loaded_as_null(pair: P
     pair.src.execute("UPDATE t SET tags = '{b,\"N U L L\"}' WHERE id = 3")
     pair.sync()
     assert pair.raw_rows("t") == pair.source_rows("t") == [*before, (3, ["b", "N U L L"], "x")]
+
+
+def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text cannot hold character 0; SQLite's can (and DuckDB's). The row is refused
+    with the warehouse's reason, table, column and key, not blamed on the source file."""
+    root = tmp_path / "project"
+    root.mkdir()
+    lite = sqlite3.connect(root / "app.db")
+    lite.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    lite.execute("CREATE TABLE other (id INTEGER PRIMARY KEY, body TEXT)")
+    lite.execute("INSERT INTO notes VALUES (1, 'fine'), (7, 'a' || char(0) || 'b')")
+    lite.execute("INSERT INTO other VALUES (1, 'x')")
+    lite.commit()
+    (root / "headwater.yml").write_text('name: pgwh_lite\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
+    project = load_project(root, env={"WH_URL": warehouse_url})
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    settings = project.config.sources["app"]
+
+    def sync() -> None:
+        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        try:
+            warehouse.load_raw(build, open_source("app", settings, project.root), lambda _: None)
+        finally:
+            build.close()
+
+    with pytest.raises(HeadwaterError) as info:
+        sync()
+    assert info.value.what.startswith("Source 'app': column notes.body (key id=7) holds text with a NUL byte")
+    assert "SQLite" not in info.value.what and "changed while it was read" not in (info.value.fix or "")
+    wh = connect(warehouse_url)
+    try:
+        assert wh.execute("SELECT id, body FROM raw_app.other").fetchall() == [(1, "x")]
+        assert wh.execute("SELECT to_regclass('raw_app.notes')").fetchone()[0] is None
+        lite.execute("UPDATE notes SET body = 'ab' WHERE id = 7")
+        lite.commit()
+        sync()
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (7, "ab")]
+    finally:
+        wh.close()
+        lite.close()
 
 
 def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
