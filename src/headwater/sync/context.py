@@ -26,11 +26,12 @@ class RawTarget:
         """A DuckDB expression turning ``value``, of ``duck_type``, into its `stored_type` (when that differs)."""
         return f"CAST(({value}) AS {self.stored_type(duck_type)})"
 
-    def refused(self, stored_type: str) -> tuple[str, str] | None:
+    def refused(self, stored_type: str) -> list[tuple[str, str]]:
         """Values of ``stored_type`` (a `stored_type` answer) this warehouse would store as other
-        values: a DuckDB condition over ``{c}``, true for such a value, and what such a value is (the
-        sync stops with an error naming table, column and key). None: every value is stored as it is."""
-        return None
+        values, or fail on: for each kind, a DuckDB condition over ``{c}`` true for such a value, and
+        what it is (the sync stops with an error naming table, column and key). Empty: every value
+        is stored as it is."""
+        return []
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""

@@ -15,10 +15,11 @@ leave, to a type PostgreSQL holds exactly — or the cast fails and the table's 
 ``stored_type`` answers with the DuckDB type the column reads back as, so the sync's schema check
 compares like with like (docs/warehouses.md, "Types").
 
-One value PostgreSQL holds cannot get there exactly: the extension copies a table with a list column
-in COPY's text format, where it leaves a VARCHAR list element spelled ``NULL`` (any case) unquoted,
-and PostgreSQL reads a NULL element. ``refused`` stops the sync of such a row with an error naming
-table, column and key, rather than storing another value (tests/test_sync_pg_warehouse.py).
+``refused`` stops the sync of a row holding a value that would not arrive as itself, with an error
+naming table, column and key (tests/test_sync_pg_warehouse.py): text with a NUL byte (PostgreSQL's
+text cannot hold one; SQLite's and DuckDB's can), and a text array element spelled ``NULL`` (any
+case), which PostgreSQL holds but the extension cannot write: it copies a table with a list column
+in COPY's text format and leaves the element unquoted, so PostgreSQL would read a NULL element.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ _PG = {
 }
 
 
+_NO_NUL = "which PostgreSQL's text cannot hold"
+_SPELLED_NULL = (
+    "an array element spelled NULL, which PostgreSQL would store as a NULL element "
+    "(DuckDB's postgres extension copies arrays as text and leaves it unquoted; the DuckDB warehouse keeps it)"
+)
+
+
 class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
@@ -103,20 +111,21 @@ class PostgresRaw(RawTarget):
             return f"to_json({value})"  # CAST(JSON[] AS JSON) writes a NULL element as NULL, which is no JSON
         return super().store(value, duck_type)
 
-    def refused(self, stored_type: str) -> tuple[str, str] | None:
+    def refused(self, stored_type: str) -> list[tuple[str, str]]:
         text, depth = normalise(stored_type), 0
         while text.endswith("[]"):
             text, depth = text[:-2], depth + 1
-        if depth == 0 or text != "VARCHAR":
-            return None
+        if text != "VARCHAR":
+            return []
+        if depth == 0:
+            return [("contains({c}, chr(0))", f"text with a NUL byte (character 0), {_NO_NUL}")]
         elements = "{c}"
         for _ in range(depth - 1):
             elements = f"flatten({elements})"
-        return (
-            f"len(list_filter({elements}, x -> lower(x) = 'null')) > 0",
-            "an array element spelled NULL (DuckDB's postgres extension copies arrays to PostgreSQL as text without quoting it, "
-            "so it would arrive as a NULL element; the DuckDB warehouse keeps it)",
-        )
+        return [
+            (f"len(list_filter({elements}, x -> lower(x) = 'null')) > 0", _SPELLED_NULL),
+            (f"len(list_filter({elements}, x -> contains(x, chr(0)))) > 0", f"an array element with a NUL byte (character 0), {_NO_NUL}"),
+        ]
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """DuckDB's postgres extension alters only names and columns' presence: the type changes in
