@@ -36,9 +36,10 @@ equals the source's text of the documented expression, e.g. ``abbrev(ip)``):
     jsonb[], json[]               json                          one JSON array (NULL elements as null)
     point, int8range, bit(n), varbit, xml   character varying   PostgreSQL's text
 
-A text array element spelled ``NULL`` (any case) would arrive as a NULL element: DuckDB's postgres
-extension writes a table with array columns by COPY in text format without quoting such elements.
-The sync refuses the row instead (`PostgresRaw.refused`), naming table, column and key.
+Refused, naming table, column and key (`PostgresRaw.refused`), raw and state left as they were: a
+text array element spelled ``NULL`` (any case), which would arrive as a NULL element (DuckDB's
+postgres extension writes a table with array columns by COPY in text format without quoting such
+elements), and text with a NUL byte (a SQLite source's), which PostgreSQL's text cannot hold.
 
 A MySQL source's BIGINT UNSIGNED and BIT(64) (DuckDB's UBIGINT) land in numeric(20,0), exact up
 to 18446744073709551615 (an INT UNSIGNED column, bigint in raw, widens to it when it grows). No source Headwater has yields a HUGEINT (PostgreSQL's and MySQL's
