@@ -409,6 +409,26 @@ def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: st
         lite.close()
 
 
+def test_a_warehouse_user_that_cannot_create_schemas_gets_the_grant_to_ask_for(pair: Pair, postgres_url: str) -> None:
+    """Before any table: raw_<source> and _headwater are created in the warehouse. A user without
+    CREATE on the database gets the warehouse's own error and the GRANT that fixes it."""
+    role = f"hw_weak_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(libpq(postgres_url), autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        pair.src.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        pair.env["WH_URL"] = make_url(pair.warehouse_url).set(username=role).render_as_string(hide_password=False)
+        with pytest.raises(HeadwaterError) as info:
+            pair.sync()
+        database = make_url(pair.warehouse_url).database
+        assert info.value.what.startswith("Cannot use the warehouse database") and f"/{database}" in info.value.what
+        assert "permission denied for database" in (info.value.why or "")
+        assert f"GRANT CREATE ON DATABASE {database} TO" in (info.value.fix or "")
+    finally:
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
+
+
 def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
     """The failed load's CREATE TABLE is rolled back in PostgreSQL; DuckDB's copy of the warehouse's
     catalog must forget it too, or the table's own error is lost to one about a missing relation."""
