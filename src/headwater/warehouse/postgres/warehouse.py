@@ -110,6 +110,8 @@ class Warehouse:
         password = unquote(urlsplit(self.settings.url).password or "")
         text = str(exc).replace(password, "***") if len(password) >= 2 else str(exc)
         text = redact(text)
+        if 'Failed to execute query "' in text and "ERROR:" in text:  # DuckDB's wrapping quotes the whole statement first
+            text = text[text.index("ERROR:") :]
         low = text.lower()
         what = f"Cannot use the warehouse database {self.where()}"
         if "password authentication failed" in low or "no password supplied" in low:
@@ -211,9 +213,14 @@ class Warehouse:
         and its state in one PostgreSQL transaction; types cast exactly to what PostgreSQL holds."""
         from headwater.sync.engine import sync_source
 
-        return sync_source(
-            con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database)
-        )
+        try:
+            return sync_source(
+                con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database)
+            )
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as exc:  # the source's and each table's errors are HeadwaterErrors: this is the warehouse's own
+            raise self.connection_error(exc) from None
 
     # -- dbt ------------------------------------------------------------------------------------------
 
