@@ -429,6 +429,35 @@ def test_a_warehouse_user_that_cannot_create_schemas_gets_the_grant_to_ask_for(p
         admin.close()
 
 
+def test_a_raw_table_the_warehouse_user_may_not_write_is_the_warehouse_s_error_not_the_source_s(pair: Pair, postgres_url: str) -> None:
+    """Raw tables created by another user (a restore, a DBA): the write fails in the warehouse, and
+    the error says so, not "permission denied on <the source>" with a GRANT SELECT for the source."""
+    pair.src.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pair.src.execute("INSERT INTO t VALUES (1, 'a')")
+    pair.sync()
+    role = f"hw_other_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(libpq(postgres_url), autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    database = make_url(pair.warehouse_url).database
+    try:
+        pair.wh.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+        pair.wh.execute(f'GRANT USAGE, CREATE ON SCHEMA raw_app, _headwater TO "{role}"')
+        pair.wh.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON _headwater.sync_state TO "{role}"')
+        pair.wh.execute(f'GRANT SELECT ON raw_app.t TO "{role}"')
+        pair.env["WH_URL"] = make_url(pair.warehouse_url).set(username=role).render_as_string(hide_password=False)
+        pair.src.execute("UPDATE t SET v = 'b'")
+        with pytest.raises(HeadwaterError) as info:
+            pair.sync()
+        assert info.value.what.startswith(f"Cannot use the warehouse database 127.0.0.1:{make_url(postgres_url).port}/{database}") and "table t" in info.value.what
+        assert "permission denied for table t" in (info.value.why or "")
+        assert "OWNER TO" in (info.value.fix or "") and "SELECT" not in (info.value.fix or "")
+        assert pair.raw_rows("t") == [(1, "a")]
+    finally:
+        pair.wh.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
+
+
 def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
     """The failed load's CREATE TABLE is rolled back in PostgreSQL; DuckDB's copy of the warehouse's
     catalog must forget it too, or the table's own error is lost to one about a missing relation."""
