@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from headwater.errors import HeadwaterError
 from headwater.sqltext import ident
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
@@ -39,6 +40,12 @@ class RawTarget:
 
     def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called after a table's transaction was rolled back, on the same connection."""
+
+    def failure(self, exc: duckdb.Error, schema: str) -> HeadwaterError | None:
+        """The warehouse's own error for ``exc``, met syncing a table into ``schema``, when it was the
+        warehouse that failed (a write refused); None: the source's to explain. DuckDB's warehouse
+        shares the process: its failures are told apart where they happen (`sync.sql`)."""
+        return None
 
 
 @dataclass

@@ -317,9 +317,14 @@ class SqlSource:
         except duckdb.Error as exc:
             if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
                 raise
-            error = refused_error(self.name, str(exc)) or self.table_error(ctx.con, info, exc)
+            error = refused_error(self.name, str(exc)) or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
         ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
         return error
+
+    def _warehouse_error(self, exc: duckdb.Error, info: TableInfo) -> HeadwaterError | None:
+        """The warehouse's error, naming the table, when it was the warehouse that failed (`RawTarget.failure`)."""
+        error = self._target.failure(exc, raw_schema(self.name))
+        return None if error is None else type(error)(f"{error.what} (source {self.name}, table {info.name})", why=error.why, fix=error.fix)
 
     def table_error(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exc: duckdb.Error) -> HeadwaterError:
         """A DuckDB or driver error met while syncing ``info``, as an error that names the table."""

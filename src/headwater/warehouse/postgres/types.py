@@ -25,12 +25,14 @@ in COPY's text format and leaves the element unquoted, so PostgreSQL would read 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import duckdb
 
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal
 from headwater.sync.context import RawTarget
+from headwater.sync.state import STATE_SCHEMA
 from headwater.sync.types import normalise
 
 _AS = {
@@ -84,8 +86,9 @@ _SPELLED_NULL = (
 class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
-    def __init__(self, catalog: str) -> None:
+    def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
         self.catalog = catalog
+        self.errors = errors  # the warehouse's own errors (`Warehouse.connection_error`)
 
     def stored_type(self, duck_type: str) -> str:
         text = duck_type.strip()
@@ -133,6 +136,15 @@ class PostgresRaw(RawTarget):
         sql = f"ALTER TABLE {target} ALTER COLUMN {ident(column)} TYPE {pg_type(duck_type)}"
         con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
         con.execute("CALL pg_clear_cache()")  # DuckDB's copy of the catalog still has the old type
+
+    def failure(self, exc: duckdb.Error, schema: str) -> HeadwaterError | None:
+        """Rows copied in (COPY ... FROM STDIN: the source is only read, TO STDOUT) or a statement on
+        raw's or the state's tables: the warehouse failed, whatever the source's driver would say."""
+        text = str(exc)
+        ours = ("FROM STDIN", "Failed to copy data", f"{ident(schema)}.", f"{ident(STATE_SCHEMA)}.")
+        if self.errors is None or not any(mark in text for mark in ours):
+            return None
+        return self.errors(exc)
 
     def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
         """DuckDB's copy of the warehouse's catalog keeps what the rolled-back transaction created

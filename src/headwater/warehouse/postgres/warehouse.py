@@ -122,6 +122,13 @@ class Warehouse:
             return host_not_found(what, urlsplit(self.settings.url).hostname or "", "warehouse.url", first_line(text))
         if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "server closed", "connection reset", "no route")):
             return TransientFailure(what, why=first_line(text), fix="Check that the server is running and accepts connections from here (host, port, pg_hba.conf). The run is retried.")
+        if "permission denied for table" in low or "must be owner of" in low:
+            return HeadwaterError(
+                what,
+                why=first_line(text),
+                fix="Another user owns the table: the warehouse user must own Headwater's tables (raw_<source>.*, _headwater.*). "
+                "As their owner, `ALTER TABLE <table> OWNER TO <warehouse user>`, or sync as the user that created them.",
+            )
         if "permission denied" in low:
             return HeadwaterError(
                 what, why=first_line(text), fix=f"The warehouse user must own the database or be granted CREATE on it: `GRANT CREATE ON DATABASE {self.database} TO <user>`."
@@ -215,7 +222,7 @@ class Warehouse:
 
         try:
             return sync_source(
-                con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database)
+                con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database, self.connection_error)
             )
         except duckdb.InterruptException:
             raise
