@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, one_value
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
@@ -21,6 +22,17 @@ class RawTarget:
     def stored_type(self, duck_type: str) -> str:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
         return duck_type
+
+    def store(self, value: str, duck_type: str) -> str:
+        """A DuckDB expression turning ``value``, of ``duck_type``, into its `stored_type` (when that differs)."""
+        return f"CAST(({value}) AS {self.stored_type(duck_type)})"
+
+    def refused(self, stored_type: str) -> list[tuple[str, str]]:
+        """Values of ``stored_type`` (a `stored_type` answer) this warehouse would store as other
+        values, or fail on: for each kind, a DuckDB condition over ``{c}`` true for such a value, and
+        what it is (the sync stops with an error naming table, column and key). Empty: every value
+        is stored as it is."""
+        return []
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
@@ -41,6 +53,15 @@ class RawTarget:
 
     def count_rows(self, con: duckdb.DuckDBPyConnection, target: str) -> int:
         return int(one_value(con.execute(f"SELECT count(*) FROM {target}")))
+
+    def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Called after a table's transaction was rolled back, on the same connection."""
+
+    def failure(self, exc: duckdb.Error, schema: str) -> HeadwaterError | None:
+        """The warehouse's own error for ``exc``, met syncing a table into ``schema``, when it was the
+        warehouse that failed (a write refused); None: the source's to explain. DuckDB's warehouse
+        shares the process: its failures are told apart where they happen (`sync.sql`)."""
+        return None
 
 
 @dataclass

@@ -66,6 +66,8 @@ _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
 # Starts the message of an error raised while reading, by the source or by DuckDB, for a value the
 # warehouse's type cannot hold (see `unfit`, `unfit_error`): it names the table, column and key.
 UNFIT = "headwater-unfit: "
+# The same for a value the warehouse itself would store as another (`RawTarget.refused`, `refused_error`).
+REFUSED = "headwater-refused: "
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,12 @@ class Column:
         return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {ident(self.name)}"
 
 
-def unfit(convert: str, condition: str, table: str, column: str, holds: str) -> str:
+def unfit(convert: str, condition: str, table: str, column: str, holds: str, marker: str = UNFIT) -> str:
     """``convert`` (a `Column.convert`), except that a value for which ``condition`` (over ``{c}``)
     holds stops the read with an error naming the table, the column and the row's key: for values a
     source hands over already changed (DuckDB's scanners wrap some out-of-range values around), which
     must never land as another value. ``holds`` says what the column holds, for the message."""
-    message = literal(f"{UNFIT}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
+    message = literal(f"{marker}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
     tail = literal(f") holds {holds}").replace("{", "{{").replace("}", "}}")
     return f"CASE WHEN {condition} THEN error({message} || '(key ' || {{key}} || {tail}) ELSE {convert} END"
 
@@ -109,6 +111,19 @@ def unfit_error(source: str, text: str, fix: str | None = None) -> HeadwaterErro
         why="Loading it would store another value (or fail half-way), so this table's sync stopped and its raw table and state were left as they were. "
         "docs/sync.md's type tables say which values each type can hold.",
         fix=fix or "Change the value in the source (PostgreSQL's 'infinity' syncs as infinity; NULL for 'no value'), or leave the table out of the source's tables: until it is fixed.",
+    )
+
+
+def refused_error(source: str, text: str) -> HeadwaterError | None:
+    """The user's error for a read stopped by `RawTarget.refused`, None for any other: the warehouse's
+    reason, whatever the source."""
+    match = re.search(re.escape(REFUSED) + r'([^"\n]*)', text)
+    if match is None:
+        return None
+    return HeadwaterError(
+        f"Source '{source}': {match.group(1).strip()}",
+        why="The warehouse would store it as another value, or fail half-way, so this table's sync stopped and its raw table and state were left as they were.",
+        fix="Change the value in the source, or leave the table out of the source's tables: until it is fixed (the DuckDB warehouse holds such values).",
     )
 
 
@@ -302,9 +317,14 @@ class SqlSource:
         except duckdb.Error as exc:
             if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
                 raise
-            error = self.table_error(ctx.con, info, exc)
+            error = refused_error(self.name, str(exc)) or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
         ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
         return error
+
+    def _warehouse_error(self, exc: duckdb.Error, info: TableInfo) -> HeadwaterError | None:
+        """The warehouse's error, naming the table, when it was the warehouse that failed (`RawTarget.failure`)."""
+        error = self._target.failure(exc, raw_schema(self.name))
+        return None if error is None else type(error)(f"{error.what} (source {self.name}, table {info.name})", why=error.why, fix=error.fix)
 
     def table_error(self, con: duckdb.DuckDBPyConnection, info: TableInfo, exc: duckdb.Error) -> HeadwaterError:
         """A DuckDB or driver error met while syncing ``info``, as an error that names the table."""
@@ -535,6 +555,7 @@ class SqlSource:
         except BaseException:
             try:
                 con.execute("ROLLBACK")
+                self._target.rolled_back(con)
             except duckdb.Error:
                 pass
             raise
@@ -584,18 +605,23 @@ class SqlSource:
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
         key = key_text(plan.key, alias)
-        parts = [self._stored(c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
+        parts = [self._stored(info.name, c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
         return ", ".join(parts)
 
-    def _stored(self, column: Column, alias: str, key: str) -> str:
-        """A column's select item, cast to the type the warehouse stores it as where that differs (exactly, or an error)."""
+    def _stored(self, table: str, column: Column, alias: str, key: str) -> str:
+        """A column's select item, cast to the type the warehouse stores it as where that differs
+        (exactly, or an error), and stopped by an error on a value the warehouse would store as another."""
         stored = self._target.stored_type(column.type)
-        if stored == column.type:
+        refused = self._target.refused(stored)
+        if stored == column.type and not refused:
             return column.select(alias, key)
-        return Column(column.name, stored, column.source_type, f"CAST(({column.convert}) AS {stored})".replace("{t}", column.type), column.source_zone).select(alias, key)
+        convert = column.convert if stored == column.type else self._target.store(column.convert, column.type).replace("{t}", column.type)
+        for condition, holds in refused:
+            convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED)
+        return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con

@@ -14,17 +14,26 @@ leave, to a type PostgreSQL holds exactly — or the cast fails and the table's 
 
 ``stored_type`` answers with the DuckDB type the column reads back as, so the sync's schema check
 compares like with like (docs/warehouses.md, "Types").
+
+``refused`` stops the sync of a row holding a value that would not arrive as itself, with an error
+naming table, column and key (tests/test_sync_pg_warehouse.py): text with a NUL byte (PostgreSQL's
+text cannot hold one; SQLite's and DuckDB's can), and a text array element spelled ``NULL`` (any
+case), which PostgreSQL holds but the extension cannot write: it copies a table with a list column
+in COPY's text format and leaves the element unquoted, so PostgreSQL would read a NULL element.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import duckdb
 
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal, one_value
 from headwater.sync.context import RawTarget
+from headwater.sync.state import STATE_SCHEMA
+from headwater.sync.types import normalise
 
 STAGE = '"_headwater"."_hw_stage"'  # a sync's changes on their way into raw; made and dropped inside the table's transaction
 
@@ -69,11 +78,19 @@ _PG = {
 }
 
 
+_NO_NUL = "which PostgreSQL's text cannot hold"
+_SPELLED_NULL = (
+    "an array element spelled NULL, which PostgreSQL would store as a NULL element "
+    "(DuckDB's postgres extension copies arrays as text and leaves it unquoted; the DuckDB warehouse keeps it)"
+)
+
+
 class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
-    def __init__(self, catalog: str) -> None:
+    def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
         self.catalog = catalog
+        self.errors = errors  # the warehouse's own errors (`Warehouse.connection_error`)
 
     def stored_type(self, duck_type: str) -> str:
         text = duck_type.strip()
@@ -125,11 +142,47 @@ class PostgresRaw(RawTarget):
         """SQL run by PostgreSQL itself, in the transaction DuckDB holds open on the warehouse."""
         con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
 
+    def store(self, value: str, duck_type: str) -> str:
+        stored = self.stored_type(duck_type)
+        if stored == "JSON" and normalise(duck_type) != "JSON":
+            return f"to_json({value})"  # CAST(JSON[] AS JSON) writes a NULL element as NULL, which is no JSON
+        return super().store(value, duck_type)
+
+    def refused(self, stored_type: str) -> list[tuple[str, str]]:
+        text, depth = normalise(stored_type), 0
+        while text.endswith("[]"):
+            text, depth = text[:-2], depth + 1
+        if text != "VARCHAR":
+            return []
+        if depth == 0:
+            return [("contains({c}, chr(0))", f"text with a NUL byte (character 0), {_NO_NUL}")]
+        elements = "{c}"
+        for _ in range(depth - 1):
+            elements = f"flatten({elements})"
+        return [
+            (f"len(list_filter({elements}, x -> lower(x) = 'null')) > 0", _SPELLED_NULL),
+            (f"len(list_filter({elements}, x -> contains(x, chr(0)))) > 0", f"an array element with a NUL byte (character 0), {_NO_NUL}"),
+        ]
+
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """DuckDB's postgres extension alters only names and columns' presence: the type changes in
         PostgreSQL itself, on the table's own transaction (postgres_execute shares it)."""
         self.execute(con, f"ALTER TABLE {target} ALTER COLUMN {ident(column)} TYPE {pg_type(duck_type)}")
         con.execute("CALL pg_clear_cache()")  # DuckDB's copy of the catalog still has the old type
+
+    def failure(self, exc: duckdb.Error, schema: str) -> HeadwaterError | None:
+        """Rows copied in (COPY ... FROM STDIN: the source is only read, TO STDOUT) or a statement on
+        raw's or the state's tables: the warehouse failed, whatever the source's driver would say."""
+        text = str(exc)
+        ours = ("FROM STDIN", "Failed to copy data", f"{ident(schema)}.", f"{ident(STATE_SCHEMA)}.")
+        if self.errors is None or not any(mark in text for mark in ours):
+            return None
+        return self.errors(exc)
+
+    def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
+        """DuckDB's copy of the warehouse's catalog keeps what the rolled-back transaction created
+        (a first load's raw table): without this, the next query of it fails on a missing relation."""
+        con.execute("CALL pg_clear_cache()")
 
 
 def pg_type(duck_type: str) -> str:

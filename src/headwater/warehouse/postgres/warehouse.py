@@ -66,7 +66,7 @@ class Warehouse:
         transactional_ddl=True,
         atomic_swap=True,  # the published schema is renamed into place in one transaction
         merge=True,  # the sync merges by DELETE + INSERT in the table's one transaction
-        bulk_format="copy-binary",  # DuckDB's postgres extension writes rows with COPY ... (FORMAT binary)
+        bulk_format="copy-binary",  # DuckDB's postgres extension writes rows with COPY ... (FORMAT binary; text when a column is a list)
         max_identifier_length=63,  # NAMEDATALEN - 1
         reader_roles=True,
         concurrent_writers=True,  # a server: BI tools and other services may write their own schemas
@@ -117,6 +117,8 @@ class Warehouse:
         password = unquote(urlsplit(self.settings.url).password or "")
         text = str(exc).replace(password, "***") if len(password) >= 2 else str(exc)
         text = redact(text)
+        if 'Failed to execute query "' in text and "ERROR:" in text:  # DuckDB's wrapping quotes the whole statement first
+            text = text[text.index("ERROR:") :]
         low = text.lower()
         what = f"Cannot use the warehouse database {self.where()}"
         if "password authentication failed" in low or "no password supplied" in low:
@@ -127,6 +129,13 @@ class Warehouse:
             return host_not_found(what, urlsplit(self.settings.url).hostname or "", "warehouse.url", first_line(text))
         if any(w in low for w in ("could not connect", "connection refused", "timeout", "timed out", "server closed", "connection reset", "no route")):
             return TransientFailure(what, why=first_line(text), fix="Check that the server is running and accepts connections from here (host, port, pg_hba.conf). The run is retried.")
+        if "permission denied for table" in low or "must be owner of" in low:
+            return HeadwaterError(
+                what,
+                why=first_line(text),
+                fix="Another user owns the table: the warehouse user must own Headwater's tables (raw_<source>.*, _headwater.*). "
+                "As their owner, `ALTER TABLE <table> OWNER TO <warehouse user>`, or sync as the user that created them.",
+            )
         if "permission denied" in low:
             return HeadwaterError(
                 what, why=first_line(text), fix=f"The warehouse user must own the database or be granted CREATE on it: `GRANT CREATE ON DATABASE {self.database} TO <user>`."
@@ -214,13 +223,18 @@ class Warehouse:
         progress: Progress | None = None,
         prune: bool = False,
     ) -> list[TableStats]:
-        """The sync engine, writing through the attached warehouse: each table's rows (binary COPY)
+        """The sync engine, writing through the attached warehouse: each table's rows (COPY: binary, text for tables with arrays)
         and its state in one PostgreSQL transaction; types cast exactly to what PostgreSQL holds."""
         from headwater.sync.engine import sync_source
 
-        return sync_source(
-            con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database)
-        )
+        try:
+            return sync_source(
+                con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=PostgresRaw(self.database, self.connection_error)
+            )
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as exc:  # the source's and each table's errors are HeadwaterErrors: this is the warehouse's own
+            raise self.connection_error(exc) from None
 
     # -- dbt ------------------------------------------------------------------------------------------
 

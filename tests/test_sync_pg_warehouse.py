@@ -1,0 +1,737 @@
+"""The sync into a PostgreSQL warehouse: every value exact, or refused with an error that says why.
+
+A PostgreSQL source database and a PostgreSQL warehouse database on the session's server, both
+named in a project's headwater.yml; the sync runs as `headwater sync` runs it
+(`open_warehouse` -> `connect_build` -> `load_raw`, or the CLI itself for the kills). The warehouse
+is read back with psycopg, never through DuckDB, which wrote it.
+
+What each source type becomes in the warehouse (``format_type`` of the raw column), asserted by
+`test_every_type_round_trips_into_a_postgres_warehouse` (values: the same Python value and the
+same PostgreSQL text, row for row, NULLs and extremes included) and, from "a domain" on, by
+`test_types_without_a_twin_arrive_as_their_documented_text` (PostgreSQL's text of what raw holds
+equals the source's text of the documented expression, e.g. ``abbrev(ip)``):
+
+    source (PostgreSQL)           warehouse raw column          value
+    integer, bigint, smallint     the same                      exact
+    real, double precision        the same                      exact (NaN, ±Infinity, -0 included)
+    boolean, date, uuid, bytea    the same                      exact (dates to 5874897 AD and 4713 BC)
+    time, interval                the same                      exact (24:00:00; ±178,000,000 years)
+    timestamp, timestamptz        the same                      exact (-infinity/infinity; DuckDB's range, else refused)
+    numeric(12,3), numeric(38,10) the same                      exact
+    numeric (unconstrained)       character varying             its exact text (40 digits, NaN; no type)
+    json                          json                          the same text (duplicate keys, \\u0000 kept)
+    jsonb                         json                          jsonb's own text (normalised as jsonb shows it)
+    integer[]                     integer[]                     exact
+    text[]                        character varying[]           exact; an element spelled NULL is refused (below)
+    text, varchar(n)              character varying             exact (the length limit is not kept)
+    an enum                       character varying             its label
+    a domain                      its base type                 exact
+    uuid[] date[] timestamp[] timestamptz[] boolean[] smallint[] real[] double precision[]: the same, exact
+    timetz                        time with time zone           exact (offsets to ±15:59)
+    money                         numeric(20,2)                 exact
+    numeric(40,5) (> 38 digits)   character varying             its exact text
+    inet                          character varying             abbrev(): PostgreSQL's text without /32, /128
+    char(3)                       character varying             padded to 3, as clients read it
+    interval[] bytea[] numeric[] an enum[]  character varying[] each element's text
+    jsonb[], json[]               json                          one JSON array (NULL elements as null)
+    point, int8range, bit(n), varbit, xml   character varying   PostgreSQL's text
+
+Refused, naming table, column and key (`PostgresRaw.refused`), raw and state left as they were: a
+text array element spelled ``NULL`` (any case), which would arrive as a NULL element (DuckDB's
+postgres extension writes a table with array columns by COPY in text format without quoting such
+elements), and text with a NUL byte (a SQLite source's), which PostgreSQL's text cannot hold.
+
+A MySQL source's BIGINT UNSIGNED and BIT(64) (DuckDB's UBIGINT) land in numeric(20,0), exact up
+to 18446744073709551615 (an INT UNSIGNED column, bigint in raw, widens to it when it grows). No source Headwater has yields a HUGEINT (PostgreSQL's and MySQL's
+numeric(38,0) are DECIMAL(38,0); SQLite's and files' integers BIGINT), so that cast has no
+end-to-end test here.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cli_process import cli_env
+from conformance import same
+from psycopg.types.datetime import DateLoader, IntervalLoader, TimeLoader, TimestampLoader, TimestamptzLoader
+from sqlalchemy.engine import make_url
+from sync_harness import Writer, random_seed, telling_the_seed, thread_rng
+
+from headwater.config import LoadedProject, load_project
+from headwater.errors import HeadwaterError
+from headwater.sources import extensions_for, open_source
+from headwater.sync import TableStats
+from headwater.warehouse import open_warehouse
+
+pytestmark = pytest.mark.postgres
+
+
+def plain_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def libpq(url: str) -> str:
+    u = make_url(url)
+    return f"host={u.host} port={u.port} user={u.username} dbname={u.database}" + (f" password={u.password}" if u.password else "")
+
+
+def _lenient(base: type[Any]) -> type[Any]:
+    """A psycopg loader giving the PostgreSQL text of a value Python's types cannot hold (infinity,
+    years past 9999 or BC, 24:00:00), the loaded value otherwise."""
+
+    class Lenient(base):  # type: ignore[misc, valid-type]
+        def load(self, data: Any) -> Any:
+            try:
+                return super().load(data)
+            except (psycopg.DataError, OverflowError, ValueError):
+                return ("beyond Python", bytes(data).decode())
+
+    return Lenient
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    con = psycopg.connect(libpq(url), autocommit=True)
+    for name, loader in (("date", DateLoader), ("time", TimeLoader), ("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader), ("interval", IntervalLoader)):
+        con.adapters.register_loader(name, _lenient(loader))
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def types_of(con: psycopg.Connection[Any], relation: str) -> dict[str, str]:
+    """Column -> format_type, in the column order."""
+    query = "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    return dict(con.execute(query, [relation]).fetchall())
+
+
+@pytest.fixture
+def warehouse_url(postgres_url: str) -> Iterator[str]:
+    """A second fresh database on the session's server: the warehouse (the source is `fresh_pg_database`)."""
+    name = f"hw_wh_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(libpq(postgres_url), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield plain_url(make_url(postgres_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+class Pair:
+    """A project syncing source ``app`` (PostgreSQL) into a PostgreSQL warehouse."""
+
+    def __init__(self, source_url: str, warehouse_url: str, root: Path) -> None:
+        self.source_url, self.warehouse_url, self.root = plain_url(source_url), warehouse_url, root
+        self.env = {"SRC_URL": self.source_url, "WH_URL": self.warehouse_url}
+        self.src, self.wh = connect(self.source_url), connect(self.warehouse_url)
+        self.log: list[str] = []
+        self.configure()
+
+    def configure(self, **settings: Any) -> None:
+        """headwater.yml naming the warehouse and the source (with these source settings)."""
+        source = {"type": "postgres", "url": "${SRC_URL}", **settings}
+        project = {"name": "pgwh", "warehouse": {"type": "postgres", "url": "${WH_URL}"}, "sources": {"app": source}}
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "headwater.yml").write_text(json.dumps(project, indent=2), encoding="utf-8")  # JSON is YAML
+
+    def project(self) -> LoadedProject:
+        return load_project(self.root, env=self.env)
+
+    def sync(self, *, tables: list[str] | None = None, full_refresh: bool = False) -> dict[str, TableStats]:
+        project = self.project()
+        warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
+        settings = project.config.sources["app"]
+        con = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        try:
+            stats = warehouse.load_raw(con, open_source("app", settings, project.root), self.log.append, tables=tables, full_refresh=full_refresh)
+        finally:
+            con.close()
+        return {s.table: s for s in stats}
+
+    def rows(self, side: psycopg.Connection[Any], relation: str, columns: str = "*", order: str = "id") -> list[tuple[Any, ...]]:
+        return side.execute(f"SELECT {columns} FROM {relation} ORDER BY {order}").fetchall()
+
+    def source_rows(self, table: str, columns: str = "*") -> list[tuple[Any, ...]]:
+        return self.rows(self.src, f"public.{table}", columns)
+
+    def raw_rows(self, table: str, columns: str | None = None) -> list[tuple[Any, ...]]:
+        return self.rows(self.wh, f"raw_app.{table}", columns or self.columns(table))
+
+    def columns(self, table: str, cast: str = "") -> str:
+        """The source table's columns, in order, as a select list (each cast to ``cast``, e.g. ``::text``)."""
+        names = [r[0] for r in self.src.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [f"public.{table}"])]
+        return ", ".join(f'"{n}"{cast}' for n in names)
+
+    def row_texts(self, table: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+        """The source's rows and raw's, each value as PostgreSQL's text of it."""
+        columns = self.columns(table, "::text")
+        return set(self.source_rows(table, columns)), set(self.raw_rows(table, columns))
+
+    def types(self, side: psycopg.Connection[Any], relation: str) -> dict[str, str]:
+        return types_of(side, relation)
+
+    def state(self, table: str) -> dict[str, Any] | None:
+        row = self.wh.execute("SELECT state FROM _headwater.sync_state WHERE source = 'app' AND table_name = %s", [table]).fetchone()
+        return None if row is None else (row[0] if isinstance(row[0], dict) else json.loads(row[0]))
+
+    def close(self) -> None:
+        self.src.close()
+        self.wh.close()
+
+
+@pytest.fixture
+def pair(fresh_pg_database: str, warehouse_url: str, tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(fresh_pg_database, warehouse_url, tmp_path / "project")
+    yield p
+    p.close()
+
+
+# --- 1. types ---------------------------------------------------------------------------------------
+
+TYPED = r"""
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE typed (
+  id integer PRIMARY KEY, e mood, j json, jb jsonb, ai int[], tags text[], n numeric(12,3), n38 numeric(38,10), nu numeric,
+  tz timestamptz, ts timestamp, d date, t time, iv interval, u uuid, b bytea, bo boolean, bi bigint, si smallint,
+  r real, dp double precision, tx text
+);
+INSERT INTO typed VALUES
+ (1, 'happy', '{"b": 1, "a": [1, 2.50],  "a": 3, "u": "\u00e9\u0000"}', '{"z": 1, "a": {"x": null}, "f": 1.50, "big": 123456789012345678901234567890}',
+  '{1,2,NULL}', '{"a","b c",NULL,"é\"x","","\\\\","{}"," sp "}', 12.345, 1234567890123456789012345678.0123456789,
+  1234567890123456789012345678901234567890.5, '2024-03-10 02:30:00.123456+05:30', '2024-03-10 02:30:00.5', '2024-02-29', '23:59:59.999999',
+  '1 year 2 mons 3 days 04:05:06.789', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\xdeadbeef00', true, 9223372036854775807, -32768, 1.5, 2.25,
+  E'héllo ✓ 𝄞 \t tab \\ back '' quote "dq" \r\n line \x01 \x7f \b \\N'),
+ (2, 'sad', '[]', '"just a string"', '{}', '{}', -999999999.999, -0.0000000001, 'NaN', '-infinity', '-infinity', '-infinity', '00:00:00',
+  '-178000000 years', '00000000-0000-0000-0000-000000000000', '\x', false, -9223372036854775808, 32767, 'NaN', '-0', ''),
+ (3, 'ok', 'null', 'null', '{-2147483648,2147483647}', '{"tab\there","NULLS","nul"}', 0, 99999999999999999999999999.9999999999,
+  '-0.000000000000000000000000000000000000001', '4713-11-24 00:00:00+00 BC', '294247-01-10 04:00:54.775806', '5874897-12-31', '24:00:00',
+  '-1 days +00:00:00.000001', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '\x00ff', NULL, 0, 0, '-Infinity', '4.9e-324', 'x'),
+ (4, 'ok', '{}', '{}', NULL, NULL, 0.001, 1, '7', 'infinity', '2000-01-01', '4713-01-01 BC', '12:00', '178000000 years', NULL, NULL, NULL, 1, 1,
+  'Infinity', '1e308', 'NULL'),
+ (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+
+# column -> (the source's format_type, the warehouse's): the table in this module's docstring.
+TYPE_TABLE = {
+    "id": ("integer", "integer"),
+    "e": ("mood", "character varying"),
+    "j": ("json", "json"),
+    "jb": ("jsonb", "json"),
+    "ai": ("integer[]", "integer[]"),
+    "tags": ("text[]", "character varying[]"),
+    "n": ("numeric(12,3)", "numeric(12,3)"),
+    "n38": ("numeric(38,10)", "numeric(38,10)"),
+    "nu": ("numeric", "character varying"),
+    "tz": ("timestamp with time zone", "timestamp with time zone"),
+    "ts": ("timestamp without time zone", "timestamp without time zone"),
+    "d": ("date", "date"),
+    "t": ("time without time zone", "time without time zone"),
+    "iv": ("interval", "interval"),
+    "u": ("uuid", "uuid"),
+    "b": ("bytea", "bytea"),
+    "bo": ("boolean", "boolean"),
+    "bi": ("bigint", "bigint"),
+    "si": ("smallint", "smallint"),
+    "r": ("real", "real"),
+    "dp": ("double precision", "double precision"),
+    "tx": ("text", "character varying"),
+}
+
+
+def test_every_type_round_trips_into_a_postgres_warehouse(pair: Pair) -> None:
+    pair.src.execute(TYPED)
+    stats = pair.sync()["typed"]
+    assert (stats.mode, stats.rows) == ("full", 5)
+
+    source_types, raw_types = pair.types(pair.src, "public.typed"), pair.types(pair.wh, "raw_app.typed")
+    assert {c: (source_types[c], raw_types.get(c)) for c in source_types} == TYPE_TABLE
+    assert list(raw_types)[len(TYPE_TABLE):] == ["_headwater_synced_at"]
+
+    columns = list(TYPE_TABLE)
+    source, raw = pair.source_rows("typed"), pair.raw_rows("typed")
+    # Every value as PostgreSQL writes it: the same text, whatever the type became.
+    as_text = ", ".join(f'"{c}"::text' for c in columns)
+    assert pair.source_rows("typed", as_text) == pair.raw_rows("typed", as_text)
+    # And as Python values, exactly (same type, floats by their bits, decimals with their scale).
+    problems = []
+    for s_row, r_row in zip(source, raw, strict=True):
+        for column, s, r in zip(columns, s_row, r_row, strict=True):
+            if column == "nu" and s is not None:  # unconstrained numeric: its exact text in varchar, NaN included
+                if not (isinstance(r, str) and same(Decimal(r), s)):
+                    problems.append(f"id {s_row[0]}, nu: source {s!r}, raw {r!r}")
+            elif not same(s, r):
+                problems.append(f"id {s_row[0]}, {column}: source {s!r}, raw {r!r}")
+    assert problems == []
+    assert [r[columns.index("nu")] for r in raw[:3]] == ["1234567890123456789012345678901234567890.5", "NaN", "-0.000000000000000000000000000000000000001"]
+    assert raw[0][columns.index("jb")] == {"a": {"x": None}, "f": 1.50, "z": 1, "big": 123456789012345678901234567890}
+    assert raw[1][columns.index("r")] != raw[1][columns.index("r")]  # NaN arrived as NaN
+
+    # A second sync reads nothing and changes nothing.
+    again = pair.sync()["typed"]
+    assert (again.mode, again.rows_read, again.upserted, again.deleted) == ("incremental", 0, 0, 0)
+    assert same(pair.raw_rows("typed"), raw)
+
+
+MAPPED = r"""
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE mapped (
+  id integer PRIMARY KEY, ttz timetz, n40 numeric(40,5), m money, ip inet, c char(3), vc varchar(10), dom posint,
+  uu uuid[], da date[], tza timestamptz[], tsa timestamp[], ba bool[], fa float8[], r4 real[], i2 int2[],
+  ia interval[], bya bytea[], na numeric[], ea mood[], jba jsonb[], pt point, i8 int8range, bits bit(4), vb varbit, x xml
+);
+INSERT INTO mapped VALUES
+ (1, '23:59:59.999999+14:59', 123456789012345678901234567890123.45678, -92233720368547758.08, '::ffff:1.2.3.4/128', 'a', 'NULLS', 5,
+  '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}', '{infinity,2024-02-29,NULL}', '{"2024-01-01 00:00+03",-infinity}', '{"2020-01-01 00:00:00.000001"}',
+  '{t,f,NULL}', '{NaN,-0,Infinity,1e-320}', '{1.5,NaN,-Infinity}', '{-32768,NULL}', '{"1 mon","-1 day",NULL}', '{"\x00ff",NULL}', '{1.5,NaN,NULL}',
+  '{happy,NULL}', ARRAY['{"a": 1}'::jsonb, 'null', NULL], '(1.5,2)', '[1,10)', B'1010', B'1', '<a>x</a>'),
+ (2, '00:00:00-15:59', -0.00001, 0, '10.0.0.0/8', 'abc', '', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+  '(0,0)', 'empty', B'0000', B'', ''),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+
+# column -> (source's format_type, warehouse's, the source expression whose text raw's value has, raw's expression)
+MAPPED_TABLE = {
+    "id": ("integer", "integer", "id", "id"),
+    "ttz": ("time with time zone", "time with time zone", "ttz", "ttz"),
+    "n40": ("numeric(40,5)", "character varying", "n40", "n40"),  # wider than DuckDB's DECIMAL(38): its text
+    "m": ("money", "numeric(20,2)", "m::numeric(20,2)", "m"),
+    "ip": ("inet", "character varying", "abbrev(ip)", "ip"),  # as PostgreSQL shows it (no /32, /128 for hosts)
+    "c": ("character(3)", "character varying", "rpad(c::text, 3)", "c"),  # padded, as clients read char(3)
+    "vc": ("character varying(10)", "character varying", "vc", "vc"),
+    "dom": ("posint", "integer", "dom", "dom"),
+    "uu": ("uuid[]", "uuid[]", "uu", "uu"),
+    "da": ("date[]", "date[]", "da", "da"),
+    "tza": ("timestamp with time zone[]", "timestamp with time zone[]", "tza", "tza"),
+    "tsa": ("timestamp without time zone[]", "timestamp without time zone[]", "tsa", "tsa"),
+    "ba": ("boolean[]", "boolean[]", "ba", "ba"),
+    "fa": ("double precision[]", "double precision[]", "fa", "fa"),
+    "r4": ("real[]", "real[]", "r4", "r4"),
+    "i2": ("smallint[]", "smallint[]", "i2", "i2"),
+    "ia": ("interval[]", "character varying[]", "ia::text[]", "ia"),  # each element's text
+    "bya": ("bytea[]", "character varying[]", "bya::text[]", "bya"),
+    "na": ("numeric[]", "character varying[]", "na::text[]", "na"),
+    "ea": ("mood[]", "character varying[]", "ea::text[]", "ea"),
+    "jba": ("jsonb[]", "json", "to_jsonb(jba)", "jba::jsonb"),  # one JSON array (jsonb's text: compared as jsonb)
+    "pt": ("point", "character varying", "pt::text", "pt"),
+    "i8": ("int8range", "character varying", "i8::text", "i8"),
+    "bits": ("bit(4)", "character varying", "bits::text", "bits"),
+    "vb": ("bit varying", "character varying", "vb::text", "vb"),
+    "x": ("xml", "character varying", "x::text", "x"),
+}
+
+
+def test_types_without_a_twin_arrive_as_their_documented_text(pair: Pair) -> None:
+    """The second half of the type table (module docstring): what has no DuckDB twin arrives as
+    PostgreSQL's own text of it, or an exact numeric; compared as PostgreSQL writes each value."""
+    pair.src.execute(MAPPED)
+    assert pair.sync()["mapped"].rows == 3
+    source_types, raw_types = pair.types(pair.src, "public.mapped"), pair.types(pair.wh, "raw_app.mapped")
+    assert {c: (source_types[c], raw_types.get(c)) for c in source_types} == {c: t[:2] for c, t in MAPPED_TABLE.items()}
+    wanted = pair.rows(pair.src, "public.mapped", ", ".join(f"({t[2]})::text" for t in MAPPED_TABLE.values()))
+    got = pair.rows(pair.wh, "raw_app.mapped", ", ".join(f"({t[3]})::text" for t in MAPPED_TABLE.values()))
+    differences = [f"id {w[0]}, {c}: source {a!r}, raw {b!r}" for w, g in zip(wanted, got, strict=True) for c, a, b in zip(MAPPED_TABLE, w, g, strict=True) if a != b]
+    assert differences == []
+    assert got[0][list(MAPPED_TABLE).index("c")] == "a  " and got[0][list(MAPPED_TABLE).index("ip")] == "::ffff:1.2.3.4"
+
+
+@pytest.mark.parametrize("element", ["NULL", "null", "Null"])
+def test_a_text_array_element_spelled_null_is_refused_not_loaded_as_null(pair: Pair, element: str) -> None:
+    """DuckDB's postgres extension copies a table with array columns in text format and leaves an
+    element spelled NULL unquoted, so PostgreSQL would read a NULL element. Refused, naming the key;
+    raw and state stay as they were."""
+    pair.src.execute("CREATE TABLE t (id int PRIMARY KEY, tags text[], note text)")
+    pair.src.execute("INSERT INTO t VALUES (1, '{a,\"NULLS\"}', 'NULL'), (2, NULL, NULL)")
+    pair.sync()
+    before, state = pair.raw_rows("t"), pair.state("t")
+    assert before == [(1, ["a", "NULLS"], "NULL"), (2, None, None)]  # a scalar 'NULL' and 'NULLS' are fine
+
+    pair.src.execute("INSERT INTO t VALUES (3, %s, 'x')", [["b", element, None]])
+    with pytest.raises(HeadwaterError) as info:
+        pair.sync()
+    assert "column t.tags (key id=3)" in info.value.what and "NULL" in info.value.what
+    assert pair.raw_rows("t") == before and pair.state("t") == state
+
+    pair.src.execute("UPDATE t SET tags = '{b,\"N U L L\"}' WHERE id = 3")
+    pair.sync()
+    assert pair.raw_rows("t") == pair.source_rows("t") == [*before, (3, ["b", "N U L L"], "x")]
+
+
+def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text cannot hold character 0; SQLite's can (and DuckDB's). The row is refused
+    with the warehouse's reason, table, column and key, not blamed on the source file."""
+    root = tmp_path / "project"
+    root.mkdir()
+    lite = sqlite3.connect(root / "app.db")
+    lite.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    lite.execute("CREATE TABLE other (id INTEGER PRIMARY KEY, body TEXT)")
+    lite.execute("INSERT INTO notes VALUES (1, 'fine'), (7, 'a' || char(0) || 'b')")
+    lite.execute("INSERT INTO other VALUES (1, 'x')")
+    lite.commit()
+    (root / "headwater.yml").write_text('name: pgwh_lite\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
+    project = load_project(root, env={"WH_URL": warehouse_url})
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    settings = project.config.sources["app"]
+
+    def sync() -> None:
+        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        try:
+            warehouse.load_raw(build, open_source("app", settings, project.root), lambda _: None)
+        finally:
+            build.close()
+
+    with pytest.raises(HeadwaterError) as info:
+        sync()
+    assert info.value.what.startswith("Source 'app': column notes.body (key id=7) holds text with a NUL byte")
+    assert "SQLite" not in info.value.what and "changed while it was read" not in (info.value.fix or "")
+    wh = connect(warehouse_url)
+    try:
+        assert wh.execute("SELECT id, body FROM raw_app.other").fetchall() == [(1, "x")]
+        assert wh.execute("SELECT to_regclass('raw_app.notes')").fetchone()[0] is None
+        lite.execute("UPDATE notes SET body = 'ab' WHERE id = 7")
+        lite.commit()
+        sync()
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (7, "ab")]
+    finally:
+        wh.close()
+        lite.close()
+
+
+def test_a_warehouse_user_that_cannot_create_schemas_gets_the_grant_to_ask_for(pair: Pair, postgres_url: str) -> None:
+    """Before any table: raw_<source> and _headwater are created in the warehouse. A user without
+    CREATE on the database gets the warehouse's own error and the GRANT that fixes it."""
+    role = f"hw_weak_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(libpq(postgres_url), autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        pair.src.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        pair.env["WH_URL"] = make_url(pair.warehouse_url).set(username=role).render_as_string(hide_password=False)
+        with pytest.raises(HeadwaterError) as info:
+            pair.sync()
+        database = make_url(pair.warehouse_url).database
+        assert info.value.what.startswith("Cannot use the warehouse database") and f"/{database}" in info.value.what
+        assert "permission denied for database" in (info.value.why or "")
+        assert f"GRANT CREATE ON DATABASE {database} TO" in (info.value.fix or "")
+    finally:
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
+
+
+def test_a_raw_table_the_warehouse_user_may_not_write_is_the_warehouse_s_error_not_the_source_s(pair: Pair, postgres_url: str) -> None:
+    """Raw tables created by another user (a restore, a DBA): the write fails in the warehouse, and
+    the error says so, not "permission denied on <the source>" with a GRANT SELECT for the source."""
+    pair.src.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    pair.src.execute("INSERT INTO t VALUES (1, 'a')")
+    pair.sync()
+    role = f"hw_other_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(libpq(postgres_url), autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    database = make_url(pair.warehouse_url).database
+    try:
+        pair.wh.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{role}"')
+        pair.wh.execute(f'GRANT USAGE, CREATE ON SCHEMA raw_app, _headwater TO "{role}"')
+        pair.wh.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON _headwater.sync_state TO "{role}"')
+        pair.wh.execute(f'GRANT SELECT ON raw_app.t TO "{role}"')
+        pair.env["WH_URL"] = make_url(pair.warehouse_url).set(username=role).render_as_string(hide_password=False)
+        pair.src.execute("UPDATE t SET v = 'b'")
+        with pytest.raises(HeadwaterError) as info:
+            pair.sync()
+        assert info.value.what.startswith(f"Cannot use the warehouse database 127.0.0.1:{make_url(postgres_url).port}/{database}") and "table t" in info.value.what
+        assert "permission denied for table t" in (info.value.why or "")
+        assert "OWNER TO" in (info.value.fix or "") and "SELECT" not in (info.value.fix or "")
+        assert pair.raw_rows("t") == [(1, "a")]
+    finally:
+        pair.wh.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
+
+
+def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
+    """The failed load's CREATE TABLE is rolled back in PostgreSQL; DuckDB's copy of the warehouse's
+    catalog must forget it too, or the table's own error is lost to one about a missing relation."""
+    pair.src.execute("CREATE TABLE a_bad (id int PRIMARY KEY, tags text[])")
+    pair.src.execute("INSERT INTO a_bad VALUES (1, '{x,NULL}'), (2, %s)", [["y", "null"]])
+    pair.src.execute("CREATE TABLE b_good (id int PRIMARY KEY, v text)")
+    pair.src.execute("INSERT INTO b_good VALUES (1, 'one')")
+    with pytest.raises(HeadwaterError) as info:
+        pair.sync()
+    assert "column a_bad.tags (key id=2)" in info.value.what
+    stats = {s.table: s for s in info.value.table_stats or []}
+    assert (stats["a_bad"].mode, stats["a_bad"].rows) == ("failed", 0) and stats["b_good"].mode == "full"
+    assert pair.wh.execute("SELECT to_regclass('raw_app.a_bad')").fetchone()[0] is None and pair.state("a_bad") is None
+    assert pair.raw_rows("b_good") == [(1, "one")]
+
+
+def test_json_arrays_with_null_elements_arrive_as_json(pair: Pair) -> None:
+    """jsonb[] and json[] have no PostgreSQL twin DuckDB can write (arrays of json would need the
+    elements' text): each array lands as one json value, NULL elements as JSON null."""
+    pair.src.execute("CREATE TABLE docs (id int PRIMARY KEY, jb jsonb[], j json[])")
+    pair.src.execute("""INSERT INTO docs VALUES
+        (1, ARRAY['{"a": 1}'::jsonb, 'null', NULL, '"NULL"', '[1, 2.50]'], ARRAY['{"b": [true, null]}'::json, NULL]),
+        (2, '{}', '{}'), (3, NULL, NULL), (4, ARRAY[NULL]::jsonb[], ARRAY[NULL]::json[])""")
+    stats = pair.sync()["docs"]
+    assert stats.rows == 4
+    assert {c: t for c, t in pair.types(pair.wh, "raw_app.docs").items() if c != "_headwater_synced_at"} == {"id": "integer", "jb": "json", "j": "json"}
+    assert pair.raw_rows("docs") == [
+        (1, [{"a": 1}, None, None, "NULL", [1, 2.5]], [{"b": [True, None]}, None]),
+        (2, [], []),
+        (3, None, None),
+        (4, [None], [None]),
+    ]
+    source = pair.src.execute("SELECT id, to_json(jb)::text, to_json(j)::text FROM docs ORDER BY id").fetchall()
+    assert [(i, json.loads(a) if a else None, json.loads(b) if b else None) for i, a, b in source] == [
+        (i, json.loads(a) if a else None, json.loads(b) if b else None) for i, a, b in pair.raw_rows("docs", "id, jb::text, j::text")
+    ]
+
+
+# --- 2. incremental by xmin, schema drift -------------------------------------------------------------
+
+
+def items(pair: Pair, n: int = 2000) -> None:
+    pair.src.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, qty integer, price numeric(10,2), updated_at timestamptz NOT NULL DEFAULT now())")
+    pair.src.execute("INSERT INTO items SELECT g, 'item ' || g, g %% 17, (g %% 1000) / 10.0, now() - g * interval '1 second' FROM generate_series(1, %s) g", [n])
+
+
+def test_updates_inserts_and_deletes_between_syncs_by_transaction_ids(pair: Pair) -> None:
+    items(pair)
+    first = pair.sync()["items"]
+    assert (first.mode, first.rows, first.rows_read) == ("full", 2000, 2000)
+    assert pair.raw_rows("items") == pair.source_rows("items")
+    assert pair.state("items")["method"] == "xmin"
+
+    for round_ in range(3):
+        updated = {r[0] for r in pair.src.execute("UPDATE items SET qty = qty + 100, name = name || '!' WHERE id %% 50 = %s RETURNING id", [round_])}
+        inserted = {r[0] for r in pair.src.execute(
+            "INSERT INTO items (id, name, qty, price) SELECT g, 'new ' || g, 1, 9.99 FROM generate_series(%s::bigint, %s::bigint) g RETURNING id", [10_000 + 10 * round_, 10_004 + 10 * round_]
+        )}
+        deleted = {r[0] for r in pair.src.execute("DELETE FROM items WHERE id IN (%s, %s) RETURNING id", [100 + round_, 1500 + round_])}
+        assert len(deleted) == 2 and deleted <= updated
+        stats = pair.sync()["items"]
+        assert (stats.mode, stats.rows_read, stats.deleted) == ("incremental", len((updated | inserted) - deleted), 2)  # only the changed rows crossed
+        assert pair.raw_rows("items") == pair.source_rows("items")
+    assert pair.sync()["items"].rows_read == 0
+
+
+def test_schema_drift_added_widened_and_incompatible_columns(pair: Pair) -> None:
+    items(pair, 300)
+    pair.sync()
+
+    pair.src.execute("ALTER TABLE items ADD COLUMN colour text DEFAULT 'red'")
+    added = pair.sync()["items"]
+    assert "added column colour VARCHAR" in added.schema_changes
+    assert any("reloaded" in n for n in added.notes) and added.rows_read == 300  # old rows get the default too
+    assert pair.types(pair.wh, "raw_app.items")["colour"] == "character varying"
+    assert pair.raw_rows("items") == pair.source_rows("items")
+
+    # int -> bigint: ALTER COLUMN ... TYPE in PostgreSQL, on the table's own transaction.
+    pair.src.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
+    pair.src.execute("UPDATE items SET qty = 5000000000 + id WHERE id <= 3")
+    widened = pair.sync()["items"]
+    assert widened.schema_changes == ["widened column qty from INTEGER to BIGINT"]
+    assert widened.mode == "incremental" and widened.rows_read == 300  # ALTER ... TYPE rewrote every row (new transaction ids)
+    assert pair.types(pair.wh, "raw_app.items")["qty"] == "bigint"
+    assert pair.raw_rows("items") == pair.source_rows("items")
+    assert [r[0] for r in pair.raw_rows("items", "qty")[:3]] == [5000000001, 5000000002, 5000000003]
+
+    # numeric(10,2) -> numeric(14,4) holds every old value: widened in place too.
+    pair.src.execute("ALTER TABLE items ALTER COLUMN price TYPE numeric(14,4)")
+    pair.src.execute("UPDATE items SET price = 1234567890.1234 WHERE id = 7")
+    assert pair.sync()["items"].schema_changes == ["widened column price from DECIMAL(10,2) to DECIMAL(14,4)"]
+    assert pair.types(pair.wh, "raw_app.items")["price"] == "numeric(14,4)"
+    assert pair.raw_rows("items") == pair.source_rows("items")
+
+    # numeric -> timestamptz cannot hold the old values: refused, raw and its state as they were.
+    before, types, state = pair.raw_rows("items"), pair.types(pair.wh, "raw_app.items"), pair.state("items")
+    pair.src.execute("ALTER TABLE items ALTER COLUMN price TYPE timestamptz USING now()")
+    with pytest.raises(HeadwaterError, match=r"items\.price changed type") as info:
+        pair.sync()
+    assert "--full-refresh" in (info.value.fix or "")
+    assert (pair.raw_rows("items"), pair.types(pair.wh, "raw_app.items"), pair.state("items")) == (before, types, state)
+
+    pair.sync(full_refresh=True)
+    assert pair.types(pair.wh, "raw_app.items")["price"] == "timestamp with time zone"
+    assert pair.raw_rows("items") == pair.source_rows("items")
+
+
+# --- 3. killed at random moments --------------------------------------------------------------------
+
+SYNC_FOREVER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from headwater.config import load_project
+    from headwater.sources import extensions_for, open_source
+    from headwater.warehouse import open_warehouse
+    project = load_project(Path(sys.argv[1]))
+    warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
+    settings = project.config.sources["app"]
+    print("ready", flush=True)
+    while True:
+        con = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        warehouse.load_raw(con, open_source("app", settings, project.root), lambda _: None)
+        con.close()
+        print("synced", flush=True)
+    """
+)
+
+
+def _first_line(child: subprocess.Popen[str], deadline: float) -> str:
+    """The child's first line of output, waiting at most ``deadline`` seconds for it."""
+    assert child.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=deadline):
+            child.kill()
+            pytest.fail(f"the sync process wrote nothing in {deadline}s")
+    return child.stdout.readline()
+
+
+def test_syncs_killed_at_random_moments_never_lose_a_row(pair: Pair) -> None:
+    """`headwater sync` SIGKILLed at seeded random moments while writers change the source. After each
+    kill: raw and _headwater.sync_state agree (a table has state exactly when it has a raw table, no
+    key twice), and the next sync, reading only what changed since the state's transaction id (full
+    passes hourly: no count comparison to paper over a gap), finds every source row exactly in raw."""
+    items(pair, 3000)
+    pair.src.execute("CREATE TABLE events (id bigint PRIMARY KEY, kind text, payload jsonb, at timestamptz NOT NULL DEFAULT now())")
+    pair.src.execute("INSERT INTO events SELECT g, 'k' || (g % 7), jsonb_build_object('g', g), now() FROM generate_series(1, 3000) g")
+    pair.configure(check_deletes_every="1h")
+    seed = random_seed(default=11)
+    rng = thread_rng(seed, "kills")
+    completed: list[int] = []
+    ids = {"items": 100_000, "events": 100_000}
+
+    def step(rng_: Any) -> None:
+        table = rng_.choice(["items", "events"])
+        kind = rng_.random()
+        with psycopg.connect(libpq(pair.source_url), autocommit=True) as con:
+            if kind < 0.5:
+                column = "qty = qty + 1" if table == "items" else "kind = kind || '.'"
+                con.execute(f"UPDATE {table} SET {column} WHERE id %% 53 = %s", [rng_.randint(0, 52)])
+            elif kind < 0.8:
+                start = ids[table]
+                ids[table] += 20
+                values = "'n', 1, 1" if table == "items" else "'new', '{}'::jsonb"
+                columns = "(id, name, qty, price)" if table == "items" else "(id, kind, payload)"
+                con.execute(f"INSERT INTO {table} {columns} SELECT g, {values} FROM generate_series(%s::bigint, %s::bigint) g", [start, start + 19])
+            else:
+                con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY random() LIMIT 5)")
+
+    def consistent(context: str) -> None:
+        for table in ("items", "events"):
+            has_raw = pair.wh.execute("SELECT to_regclass(%s) IS NOT NULL", [f"raw_app.{table}"]).fetchone()[0]
+            has_state = pair.wh.execute("SELECT to_regclass('_headwater.sync_state') IS NOT NULL").fetchone()[0] and pair.state(table) is not None
+            assert has_raw == has_state, f"{context}: {table}: raw table {'present' if has_raw else 'missing'}, state {'present' if has_state else 'missing'}"
+            if has_raw:
+                twice = pair.wh.execute(f"SELECT count(*) - count(DISTINCT id) FROM raw_app.{table}").fetchone()[0]
+                assert twice == 0, f"{context}: {table}: {twice} keys twice in raw"
+
+    script = pair.root.parent / "sync_forever.py"
+    script.write_text(SYNC_FOREVER, encoding="utf-8")
+    env = cli_env(None, **pair.env, PYTHONUNBUFFERED="1")
+    with telling_the_seed(seed):
+        assert pair.sync()["items"].rows == 3000  # the first full load: every sync below starts from state
+        for round_ in range(6):
+            with Writer(step, seed=seed * 10 + round_, pause=0.005):
+                child = subprocess.Popen([sys.executable, str(script), str(pair.root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                try:
+                    first = _first_line(child, deadline=60)  # imports done: from here on it only syncs
+                    delay = rng.uniform(0.0, 1.5)
+                    output, _ = child.communicate(timeout=delay)  # the kill's random moment: the behaviour under test
+                    pytest.fail(f"the sync process ended by itself (exit {child.returncode}):\n{first}{output[-2000:]}")
+                except subprocess.TimeoutExpired:
+                    child.send_signal(signal.SIGKILL)
+                    output, _ = child.communicate()
+                assert first == "ready\n", f"the sync process did not start: {first}{output[-2000:]}"
+            completed.append(output.count("synced"))
+            consistent(f"after kill {round_} at {delay:.2f}s ({completed[-1]} whole syncs before it)")
+            states = {t: pair.state(t) for t in ("items", "events")}
+            stats = pair.sync()  # the writers are stopped: the source holds still
+            for table, stat in stats.items():
+                if states[table] is not None:
+                    assert stat.mode == "incremental", f"kill {round_}: {table} was {stat.mode}"
+                source, raw = pair.row_texts(table)
+                assert source <= raw, f"kill {round_}: {table}: {len(source - raw)} source rows missing or stale in raw, e.g. {sorted(source - raw)[:3]}"
+        pair.configure(check_deletes_every="0s")  # a full pass: deletes too
+        pair.sync()
+        for table in ("items", "events"):
+            assert pair.raw_rows(table) == pair.source_rows(table)
+
+
+# --- 4. unsigned 64-bit integers (MySQL) ---------------------------------------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_bigint_unsigned_lands_exact_in_numeric_20(mysql_server: Any, fresh_mysql_database: str, warehouse_url: str, tmp_path: Path) -> None:
+    """DuckDB reads BIGINT UNSIGNED (and BIT(64)) as UBIGINT, which PostgreSQL has no type for: the
+    sync casts it to DECIMAL(20,0) in DuckDB and the warehouse holds numeric(20,0)."""
+    con = mysql_server.connect(fresh_mysql_database)
+    with con.cursor() as cur:
+        cur.execute("CREATE TABLE big (id INT PRIMARY KEY, ub BIGINT UNSIGNED, ui INT UNSIGNED, b64 BIT(64), ti TINYINT)")
+        cur.executemany("INSERT INTO big VALUES (%s, %s, %s, %s, %s)", [
+            (1, 18446744073709551615, 4294967295, 18446744073709551615, -128),
+            (2, 9223372036854775808, 0, 1, 127),
+            (3, 0, None, None, None),
+            (4, None, 1, 0, 0),
+        ])
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "headwater.yml").write_text(textwrap.dedent("""\
+        name: pgwh_mysql
+        warehouse: {type: postgres, url: "${WH_URL}"}
+        sources:
+          app: {type: mysql, url: "${MY_URL}"}
+    """), encoding="utf-8")
+    project = load_project(root, env={"WH_URL": warehouse_url, "MY_URL": mysql_server.url(fresh_mysql_database)})
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    settings = project.config.sources["app"]
+
+    def sync() -> None:
+        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        try:
+            warehouse.load_raw(build, open_source("app", settings, project.root), lambda _: None)
+        finally:
+            build.close()
+
+    sync()
+    wh = connect(warehouse_url)
+    try:
+        assert types_of(wh, "raw_app.big") == {"id": "integer", "ub": "numeric(20,0)", "ui": "bigint", "b64": "numeric(20,0)", "ti": "smallint", "_headwater_synced_at": "timestamp with time zone"}
+        expected = [
+            (1, Decimal(18446744073709551615), 4294967295, Decimal(18446744073709551615), -128),
+            (2, Decimal(9223372036854775808), 0, Decimal(1), 127),
+            (3, Decimal(0), None, None, None),
+            (4, None, 1, Decimal(0), 0),
+        ]
+        raw = wh.execute("SELECT id, ub, ui, b64, ti FROM raw_app.big ORDER BY id").fetchall()
+        assert [tuple(r) for r in raw] == expected
+        assert wh.execute("SELECT ub::text FROM raw_app.big WHERE id = 1").fetchone()[0] == "18446744073709551615"
+
+        # A second sync compares the columns it reads with what the warehouse reports back: no drift.
+        with con.cursor() as cur:
+            cur.execute("UPDATE big SET ub = 18446744073709551614 WHERE id = 2")
+        sync()
+        assert wh.execute("SELECT ub FROM raw_app.big WHERE id = 2").fetchone()[0] == Decimal(18446744073709551614)
+        assert types_of(wh, "raw_app.big")["ub"] == "numeric(20,0)"
+
+        # INT UNSIGNED -> BIGINT UNSIGNED: raw's bigint widened to numeric(20,0) in PostgreSQL.
+        with con.cursor() as cur:
+            cur.execute("ALTER TABLE big MODIFY ui BIGINT UNSIGNED")
+            cur.execute("UPDATE big SET ui = 18446744073709551615 WHERE id = 3")
+        sync()
+        assert types_of(wh, "raw_app.big")["ui"] == "numeric(20,0)"
+        assert wh.execute("SELECT id, ui FROM raw_app.big ORDER BY id").fetchall() == [(1, Decimal(4294967295)), (2, Decimal(0)), (3, Decimal(18446744073709551615)), (4, Decimal(1))]
+    finally:
+        wh.close()
+        con.close()
