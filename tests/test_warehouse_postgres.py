@@ -127,6 +127,50 @@ def test_the_demo_on_postgres_publishes_what_the_demo_on_duckdb_does(tmp_path: P
     assert len(exports["postgres"][1]) == len(pg_rows)
 
 
+def test_dashboards_and_downloads_on_a_postgres_warehouse_keep_row_level_rules(tmp_path: Path, fresh_pg_database: str) -> None:
+    """The web app reads the local copy a PostgreSQL publish made, as it reads a DuckDB snapshot: a
+    member limited to one region sees that region only, in chart data and downloads, and an
+    unlimited member every region PostgreSQL published."""
+    from conftest_web import FAST_HASHER, PASSWORD
+    from fastapi.testclient import TestClient
+
+    from headwater.system import open_system_db
+    from headwater.system.accounts import Accounts
+    from headwater.web import create_app
+    from headwater.web.auth import LOGIN_CSRF_COOKIE, AuthSettings
+
+    project = on_postgres(make_project(tmp_path / "web", SIGNUPS, seed=5), fresh_pg_database)
+    with open(project.root / "dashboards" / "flake_rate.yml", "a") as handle:
+        handle.write("row_filters:\n  - {column: region, attribute: region}\n")
+    project = load_project(project.root)
+    assert run_pipeline(project).run.status == "success"
+    regions = sorted({r[0] for r in rows(fresh_pg_database, f"SELECT region FROM published.{MART}")})
+    assert len(regions) > 2
+    mine = regions[1]
+    db = open_system_db(project)
+    try:
+        accounts = Accounts(db, hasher=FAST_HASHER)
+        accounts.create_user("one@example.org", PASSWORD, "viewer", attributes={"region": [mine]})
+        accounts.create_user("all@example.org", PASSWORD, "viewer")
+    finally:
+        db.close()
+    app = create_app(project, AuthSettings(hasher=FAST_HASHER))
+    seen: dict[str, tuple[set[str], set[str]]] = {}
+    for email in ("one@example.org", "all@example.org"):
+        with TestClient(app) as client:
+            client.get("/login")
+            signed_in = client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": client.cookies.get(LOGIN_CSRF_COOKIE)}, follow_redirects=False)
+            assert signed_in.status_code == 303
+            chart = client.get("/api/dashboards/flake_rate/charts/0")
+            download = client.get(f"/tables/{MART}.csv")
+            assert chart.status_code == download.status_code == 200
+            header, *lines = download.text.splitlines()
+            column = [name.strip('"').lstrip("\ufeff") for name in header.split(",")].index("region")
+            seen[email] = ({row[1] for row in chart.json()["rows"]}, {line.split(",")[column].strip('"') for line in lines})
+    assert seen["one@example.org"] == ({mine}, {mine})
+    assert seen["all@example.org"][1] == set(regions) and seen["all@example.org"][0] <= set(regions) and len(seen["all@example.org"][0]) > 1
+
+
 # --- 2. write-audit-publish: a failing dbt test or check changes nothing -----------------------------
 
 POSTGRES_CHECK = {
