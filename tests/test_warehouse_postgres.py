@@ -171,6 +171,26 @@ def test_dashboards_and_downloads_on_a_postgres_warehouse_keep_row_level_rules(t
     assert seen["all@example.org"][1] == set(regions) and seen["all@example.org"][0] <= set(regions) and len(seen["all@example.org"][0]) > 1
 
 
+def test_numbers_without_precision_reach_the_dashboards_copy_and_exports_exactly(tmp_path: Path, fresh_pg_database: str) -> None:
+    """A published ``numeric`` without precision (a sum, a division) is exact in PostgreSQL; DuckDB's
+    scanner would read it as DOUBLE. The local copy reads it as numeric(38, s) instead, so exports
+    show every digit; a column wider than 38 digits stays DOUBLE (and the log says so)."""
+    project = on_postgres(make_project(tmp_path / "numbers", SIGNUPS, seed=5), fresh_pg_database)
+    (project.root / "models" / "marts" / "exact_numbers.sql").write_text(
+        "select 1 as id, cast(1 as numeric) / 3 as third, cast('12345678901234567890.12' as numeric) as big, cast('-0.5' as numeric) as half, "
+        "cast('1234567890123456789012345678901234567890' as numeric) as too_wide\n"
+    )
+    assert run_pipeline(project).run.status == "success"
+    assert rows(fresh_pg_database, "SELECT third::text, big::text FROM published.exact_numbers") == [("0.33333333333333333333", "12345678901234567890.12")]
+    out = tmp_path / "numbers.csv"
+    done = CliRunner().invoke(app, ["export", "exact_numbers", "-p", str(project.root), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    header, line = out.read_text().lstrip("\ufeff").splitlines()
+    values = dict(zip([h.strip('"') for h in header.split(",")], [v.strip('"') for v in line.split(",")], strict=True))
+    assert values["third"] == "0.33333333333333333333" and values["big"] == "12345678901234567890.12" and values["half"] == "-0.5"
+    assert values["too_wide"] != "1234567890123456789012345678901234567890" and abs(float(values["too_wide"]) / 1.2345678901234568e39 - 1) < 1e-12  # beyond 38 digits: DOUBLE, as documented
+
+
 # --- 2. write-audit-publish: a failing dbt test or check changes nothing -----------------------------
 
 POSTGRES_CHECK = {

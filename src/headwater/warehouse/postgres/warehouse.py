@@ -27,6 +27,7 @@ the same build relations just before that transaction, so viewers never query th
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
     from headwater.sync.context import Progress
     from headwater.sync.stats import TableStats
+
+logger = logging.getLogger("headwater.warehouse")
 
 STATE_SCHEMA = "_headwater"  # the sync's state (sync/state.py) and the reader roles granted
 READERS_TABLE = f"{STATE_SCHEMA}.reader_roles"
@@ -259,7 +262,7 @@ class Warehouse:
         PostgreSQL's published schema in both places, not from the previous local copy, which such a
         kill (or a failed switch) leaves behind PostgreSQL: the copy would keep the older table."""
         carried = {table: f"{ident(self.database)}.{ident(self.published)}.{ident(table)}" for table in carry_over}
-        snapshot = self.local.write_snapshot(build, name, {**tables, **carried}, [])
+        snapshot = self.local.write_snapshot(build, name, self._exact_reads({**tables, **carried}), [])
         try:
             rows = self._swap(tables, carry_over)
             try:
@@ -277,6 +280,52 @@ class Warehouse:
             raise
         self._drop_retired()
         return rows
+
+    def _exact_reads(self, relations: dict[str, str]) -> dict[str, str]:
+        """How the local copy reads each relation. DuckDB's scanner reads a ``numeric`` without
+        precision as DOUBLE (16 digits); such a column is read instead through PostgreSQL as
+        ``numeric(38, s)``, with ``s`` the largest scale of its values, whenever every value fits in
+        38 digits — exactly, as DuckDB's DECIMAL(38, s). One that does not fit stays DOUBLE, and the
+        log says so (docs/warehouses.md)."""
+        admin = self.connect_admin(autocommit=True)
+        try:
+            reads: dict[str, str] = {}
+            for table, relation in relations.items():
+                schema_table = _schema_and_table(relation)
+                wide = [
+                    r[0]
+                    for r in admin.execute(
+                        "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                        "AND a.atttypid = 'numeric'::regtype AND a.atttypmod = -1 ORDER BY a.attnum",
+                        [schema_table],
+                    ).fetchall()
+                ]
+                if not wide:
+                    reads[table] = relation
+                    continue
+                special = "IN ('NaN', 'Infinity', '-Infinity')"  # no DECIMAL holds them: such a column stays DOUBLE
+                measures = ", ".join(
+                    f"max(scale({ident(c)})) FILTER (WHERE {ident(c)} NOT {special}), max(length(trunc(abs({ident(c)}))::text)) FILTER (WHERE {ident(c)} NOT {special}), "
+                    f"count(*) FILTER (WHERE {ident(c)} {special})"
+                    for c in wide
+                )
+                found = admin.execute(f"SELECT {measures} FROM {schema_table}").fetchone() or ()
+                casts: dict[str, str] = {}
+                for i, column in enumerate(wide):
+                    scale, digits, odd = int(found[3 * i] or 0), int(found[3 * i + 1] or 1), int(found[3 * i + 2] or 0)
+                    if scale + digits <= 38 and not odd:
+                        casts[column] = f"CAST({ident(column)} AS numeric(38, {scale}))"
+                    else:
+                        logger.warning("published table %s: column %s holds numbers of more than 38 digits, or NaN or infinity; the dashboards' copy holds it as DOUBLE (about 16 digits)", table, column)
+                if not casts:
+                    reads[table] = relation
+                    continue
+                names = [r[0] for r in admin.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [schema_table]).fetchall()]
+                select = ", ".join(f"{casts[n]} AS {ident(n)}" if n in casts else ident(n) for n in names)
+                reads[table] = f"postgres_query({literal(self.database)}, {literal(f'SELECT {select} FROM {schema_table}')})"
+            return reads
+        finally:
+            admin.close()
 
     def _swap(self, tables: dict[str, str], carry_over: list[str]) -> dict[str, int]:
         published, staged = self.published, self.published + NEXT_SUFFIX
@@ -386,6 +435,14 @@ class Warehouse:
 
     def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
         return self.local.open_snapshot(snapshot)
+
+
+def _schema_and_table(relation: str) -> str:
+    """``"db"."schema"."table"`` (dbt's relation name, or ours) as ``"schema"."table"``: PostgreSQL
+    takes no database name in ``::regclass``."""
+    parts = re.findall(r'"((?:[^"]|"")*)"|([^".]+)', relation)
+    names = [quoted.replace('""', '"') if quoted or not bare else bare for quoted, bare in parts]
+    return ".".join(ident(n) for n in names[-2:])
 
 
 def _grant(admin: psycopg.Connection[Any], role: str, schema: str) -> None:
