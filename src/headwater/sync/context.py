@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from headwater.sqltext import ident
+from headwater.sqltext import ident, one_value
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
 
@@ -18,6 +18,11 @@ class RawTarget:
     scanner (warehouse/postgres/) says which type each becomes there, so raw's columns are compared
     with what the warehouse reports back, and values are cast exactly before they leave DuckDB."""
 
+    # Whether the sync checkpoints the build database when it is done (DuckDB's file). A server
+    # warehouse's commits are durable by themselves, and DuckDB's CHECKPOINT of an attached
+    # PostgreSQL catalog is PostgreSQL's own: a forced flush of the whole server.
+    checkpoints = True
+
     def stored_type(self, duck_type: str) -> str:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
         return duck_type
@@ -25,6 +30,11 @@ class RawTarget:
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
+
+    def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:
+        """The rows of raw's ``target`` (a quoted schema.table) matching ``where`` (a condition both
+        DuckDB and the warehouse read alike), as the table's transaction sees them."""
+        return int(one_value(con.execute(f"SELECT count(*) FROM {target}" + (f" WHERE {where}" if where else ""))))
 
 
 @dataclass

@@ -278,11 +278,12 @@ class SqlSource:
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
-        with _checkpoint_settings(con, compact=self._passes > 0):
-            try:  # nothing left to write when the last table's commit checkpointed
-                con.execute("CHECKPOINT")
-            except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
-                pass
+        if ctx.target.checkpoints:
+            with _checkpoint_settings(con, compact=self._passes > 0):
+                try:  # nothing left to write when the last table's commit checkpointed
+                    con.execute("CHECKPOINT")
+                except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
+                    pass
         if failures:
             raise tables_failed(self.name, failures, stats)
         return stats
@@ -393,7 +394,7 @@ class SqlSource:
             stats = TableStats(name, 0, 0.0, mode="pruned")
             self._note(ctx, TableInfo(name, []), stats, f"{why}: dropped {raw_schema(self.name)}.{name} and its sync state (prune)")
             return stats
-        rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+        rows = self._target.count(con, target)
         stats = TableStats(name, rows, 0.0, mode="stale")
         self._note(
             ctx, TableInfo(name, []), stats,
@@ -526,7 +527,7 @@ class SqlSource:
             self.end(con, info)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
-            stats.rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+            stats.rows = self._target.count(con, target)
             if last:
                 with _checkpoint_settings(con, compact=self._passes > 0, at_commit=True):
                     con.execute("COMMIT")
@@ -603,7 +604,7 @@ class SqlSource:
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
         self._check_unique(con, info, plan, target)
-        n = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+        n = self._target.count(con, target)
         stats.mode = "full"
         stats.rows_read = stats.upserted = n
 
@@ -803,10 +804,10 @@ class SqlSource:
         see: a table attached as a partition, a pg_restore or COPY FREEZE, a replica's initial copy.
         A difference that remains (deletes: ignore, append) is said in a note, never left unsaid."""
         con = ctx.con
-        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         if source_count is None:
             source_count = one_value(con.execute(f"SELECT * FROM {self.count_relation(info)}"))
-        raw_count = one_value(con.execute(f"SELECT count(*) FROM {target}{alive}"))
+        raw_count = self._target.count(con, target, alive)
         removes = plan.mode != "append" and plan.deletes != "ignore"
         if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
             self._note_count_difference(ctx, info, plan, target, stats, source_count)
@@ -848,8 +849,8 @@ class SqlSource:
         con.execute("DROP TABLE _hw_missing_keys")
 
     def _note_count_difference(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, stats: TableStats, source_count: int) -> None:
-        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
-        raw_count = one_value(ctx.con.execute(f"SELECT count(*) FROM {target}{alive}"))
+        alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        raw_count = self._target.count(ctx.con, target, alive)
         if raw_count == source_count:
             return
         if raw_count > source_count and (plan.deletes == "ignore" or plan.mode == "append"):
