@@ -1,8 +1,9 @@
 """What the sync asks of a PostgreSQL warehouse: counts of raw run in PostgreSQL (DuckDB's own count of
-an attached table reads a NULL per row over the wire), and the sync sends the server no CHECKPOINT
-(DuckDB's checkpoint of its default catalog is PostgreSQL's: a forced server-wide flush). The queries
-are what DuckDB's postgres extension prints with ``pg_debug_show_queries``; the results are checked
-against the source, with deletes kept as tombstones and removed."""
+an attached table reads a NULL per row over the wire), changed rows are deleted by PostgreSQL joining
+raw with their keys (DuckDB's DELETE reads every raw row's key and ctid first) where its equality is
+DuckDB's, and the sync sends the server no CHECKPOINT (DuckDB's checkpoint of its default catalog is
+PostgreSQL's: a forced server-wide flush). The queries are what DuckDB's postgres extension prints
+with ``pg_debug_show_queries``; the results are checked against the source."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def warehouse_url(postgres_url: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def sync(tmp_path: Path, source_url: str, warehouse_url: str, **settings: Any) -> TableStats:
+def sync(tmp_path: Path, source_url: str, warehouse_url: str, table: str = "items", **settings: Any) -> TableStats:
     warehouse = open_warehouse(tmp_path, PostgresWarehouse(type="postgres", url=warehouse_url))
-    config = PostgresSettings.model_validate({"type": "postgres", "url": source_url, "tables": ["items"], **settings})
+    config = PostgresSettings.model_validate({"type": "postgres", "url": source_url, "tables": [table], **settings})
     con = warehouse.connect_build()
     try:
         con.execute("SET pg_debug_show_queries = true")  # every query sent to PostgreSQL, on stderr
@@ -66,8 +67,13 @@ def test_raw_is_counted_by_postgresql_and_the_server_is_never_checkpointed(
         src.execute("INSERT INTO items SELECT g, 'new', now() FROM generate_series(2001, 2300) g")
         src.execute("DELETE FROM items WHERE id % 100 = 1 AND id <= 2000")
         changed = sync(tmp_path, source_url, warehouse_url, **settings)
+        queries = capfd.readouterr().err
+        # Updates and inserts alone: nothing for the pass to compare key by key (deletes are, in DuckDB).
+        src.execute("UPDATE items SET name = 'again', updated_at = now() WHERE id % 10 = 5")
+        src.execute("INSERT INTO items SELECT g, 'newer', now() FROM generate_series(2301, 2400) g")
+        again = sync(tmp_path, source_url, warehouse_url, **settings)
+        merge_queries = capfd.readouterr().err
         source = src.execute("SELECT id, name FROM items ORDER BY id").fetchall()
-    queries = capfd.readouterr().err
 
     with psycopg.connect(warehouse_url) as wh:
         alive = wh.execute("SELECT id, name FROM raw_app.items WHERE " + ("_headwater_deleted_at IS NULL" if deletes == "tombstone" else "true") + " ORDER BY id").fetchall()
@@ -75,7 +81,46 @@ def test_raw_is_counted_by_postgresql_and_the_server_is_never_checkpointed(
     assert alive == source
     assert (full.rows, full.rows_read) == (2000, 2000)
     assert changed.deleted == 20 and changed.rows_read == 500  # 200 updated + 300 inserted
-    assert stored is not None and changed.rows == stored[0] == (2300 if deletes == "tombstone" else 2280)
+    assert changed.rows == (2300 if deletes == "tombstone" else 2280)
+    assert stored is not None and again.rows == stored[0] == changed.rows + 100 and again.rows_read == 330  # 230 updated + 100 inserted
     assert 'SELECT count(*) FROM "raw_app"."items"' in queries
-    assert 'SELECT NULL FROM "raw_app"."items"' not in queries, "a count of raw read every row through DuckDB"
-    assert not [line for line in queries.splitlines() if line.strip().rstrip(";").upper() == "CHECKPOINT"], "the sync checkpointed the PostgreSQL server"
+    assert 'SELECT NULL FROM "raw_app"."items"' not in queries + merge_queries, "a count of raw read every row through DuckDB"
+    assert 'DELETE FROM "raw_app"."items" AS r USING _headwater._hw_matching_keys AS k WHERE r."id" = k."id"' in merge_queries
+    assert 'ctid FROM "raw_app"."items"' not in merge_queries, "DuckDB read raw's keys to delete the changed rows"
+    assert not [line for line in (queries + merge_queries).splitlines() if line.strip().rstrip(";").upper() == "CHECKPOINT"], "the sync checkpointed the PostgreSQL server"
+
+
+@pytest.mark.parametrize(
+    ("create", "key", "change"),
+    [
+        (  # a declared key with NULLs: PostgreSQL's = would match none of them
+            "CREATE TABLE t (k text, n bigint, v text); INSERT INTO t SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE 'k' || (g % 5) END, g, 'v' FROM generate_series(1, 300) g",
+            ["k", "n"],
+            "UPDATE t SET v = 'changed' WHERE n % 7 = 0 OR n % 11 = 0; INSERT INTO t VALUES (NULL, 1000, 'new'), ('x', 1001, 'new')",
+        ),
+        (  # a float key: NaN and -0.0 are equal to other things in PostgreSQL than in DuckDB
+            "CREATE TABLE t (k double precision PRIMARY KEY, v text); INSERT INTO t SELECT g / 4.0, 'v' FROM generate_series(1, 300) g; INSERT INTO t VALUES ('NaN', 'v')",
+            None,
+            "UPDATE t SET v = 'changed' WHERE k < 20 OR k = 'NaN'; INSERT INTO t VALUES (-1.5, 'new')",
+        ),
+    ],
+    ids=["null-keys", "float-key"],
+)
+def test_keys_postgresql_would_match_differently_are_deleted_duckdbs_way(
+    fresh_pg_database: str, warehouse_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], create: str, key: list[str] | None, change: str
+) -> None:
+    source_url = plain(fresh_pg_database)
+    settings: dict[str, Any] = {"check_deletes_every": 0} | ({"overrides": {"t": {"primary_key": key}}} if key else {})
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute(create)
+        sync(tmp_path, source_url, warehouse_url, "t", **settings)
+        src.execute(change)
+        capfd.readouterr()
+        changed = sync(tmp_path, source_url, warehouse_url, "t", **settings)
+        source = src.execute("SELECT * FROM t ORDER BY 1, 2").fetchall()
+    queries = capfd.readouterr().err
+    with psycopg.connect(warehouse_url) as wh:
+        raw = wh.execute("SELECT " + ("k, n, v" if key else "k, v") + " FROM raw_app.t ORDER BY 1, 2").fetchall()
+    assert changed.rows_read > 2 and changed.rows == len(source)
+    assert [tuple(map(repr, r)) for r in raw] == [tuple(map(repr, r)) for r in source]  # repr: NaN is not == NaN
+    assert "_hw_matching_keys" not in queries and 'ctid FROM "raw_app"."t"' in queries

@@ -31,6 +31,11 @@ class RawTarget:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
 
+    def delete_matching(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str]) -> None:
+        """Delete from raw's ``target`` every row whose ``key`` (NULLs matching NULLs) is that of a row of ``rows`` (a DuckDB table)."""
+        match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in key)
+        con.execute(f"DELETE FROM {target} USING {rows} c WHERE {match}")
+
     def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:
         """The rows of raw's ``target`` (a quoted schema.table) matching ``where`` (a condition both
         DuckDB and the warehouse read alike), as the table's transaction sees them."""

@@ -670,7 +670,7 @@ class SqlSource:
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         elif stats.rows_read:
-            con.execute(f"DELETE FROM {target} USING {changes} c WHERE {key_match}")
+            self._target.delete_matching(con, target, changes, plan.key)
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = stats.rows_read
         if plan.cursor and stats.rows_read:  # raw now holds the newest cursor value there is
@@ -728,8 +728,7 @@ class SqlSource:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
         stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
         if stats.upserted:
-            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
-            con.execute(f"DELETE FROM {target} USING _hw_changes c WHERE {key_match}")
+            self._target.delete_matching(con, target, "_hw_changes", plan.key)
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
         if plan.deletes != "ignore":
             stats.deleted = self._apply_deletes(con, plan, target, src)
@@ -834,8 +833,7 @@ class SqlSource:
                 f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
                 f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
             )
-            key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
-            con.execute(f"DELETE FROM {target} USING _hw_missing c WHERE {key_match}")  # a tombstone of the same key
+            self._target.delete_matching(con, target, "_hw_missing", plan.key)  # a tombstone of the same key
             added = one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing"))
             con.execute("DROP TABLE _hw_missing")
             stats.rows_read += added

@@ -25,6 +25,7 @@ import duckdb
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal, one_value
 from headwater.sync.context import RawTarget
+from headwater.sync.state import STATE_SCHEMA
 
 _AS = {
     "HUGEINT": "DECIMAL(38,0)",
@@ -67,6 +68,13 @@ _PG = {
 }
 
 
+# Key types (as DuckDB names raw's columns) whose equality PostgreSQL decides exactly as DuckDB does.
+# Not floats (NaN, -0.0), json (no equality in PostgreSQL), intervals ('1 day' = '24 hours' there), time
+# zones of TIMETZ, or anything nested.
+_SAME_EQUALITY = re.compile(r"SMALLINT|INTEGER|BIGINT|DECIMAL\(\d+,\s*\d+\)|VARCHAR|BLOB|BOOLEAN|UUID|DATE|TIMESTAMP|TIMESTAMP WITH TIME ZONE")
+KEYS_TABLE = "_hw_matching_keys"  # in STATE_SCHEMA; created and dropped inside one table's transaction
+
+
 class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
@@ -99,6 +107,25 @@ class PostgresRaw(RawTarget):
         sql = f"ALTER TABLE {target} ALTER COLUMN {ident(column)} TYPE {pg_type(duck_type)}"
         con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
         con.execute("CALL pg_clear_cache()")  # DuckDB's copy of the catalog still has the old type
+
+    def delete_matching(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str]) -> None:
+        """PostgreSQL deletes them itself, joining raw with the keys of ``rows`` copied into a table of
+        the same transaction. DuckDB's DELETE of an attached table reads every raw row's key and ctid
+        over the wire first, then deletes by ctid (0.45 s a million rows, whatever few rows changed).
+        Keys of other types, or with NULLs (PostgreSQL's ``=`` is no match for them, and its ``IS NOT
+        DISTINCT FROM`` cannot join by hash), are deleted DuckDB's way."""
+        kinds = {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {rows}").fetchall()}
+        nulls = " OR ".join(f"{ident(k)} IS NULL" for k in key)
+        if not all(_SAME_EQUALITY.fullmatch(kinds[k].upper()) for k in key) or one_value(con.execute(f"SELECT count(*) FROM {rows} WHERE {nulls}")):
+            super().delete_matching(con, target, rows, key)
+            return
+        keys = f"{STATE_SCHEMA}.{KEYS_TABLE}"
+        # A failure anywhere fails the table's transaction, which takes this table away with it.
+        con.execute(f"CREATE TABLE {ident(self.catalog)}.{keys} AS SELECT DISTINCT {', '.join(ident(k) for k in key)} FROM {rows}")
+        match = " AND ".join(f"r.{ident(k)} = k.{ident(k)}" for k in key)
+        for sql in (f"ANALYZE {keys}", f"DELETE FROM {target} AS r USING {keys} AS k WHERE {match}"):
+            con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
+        con.execute(f"DROP TABLE {ident(self.catalog)}.{keys}")
 
     def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:
         """Counted by PostgreSQL, on the table's own transaction (postgres_query shares it, so the
