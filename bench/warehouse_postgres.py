@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0, help="seconds from the start of one incremental round to the next (default 0: back to back)")
     parser.add_argument("--skip-incremental", action="store_true")
+    parser.add_argument("--before-src", type=Path, default=None, help="another checkout's src folder (e.g. the code before a change), timed alongside as 'before'")
     args = parser.parse_args()
+    before_env = {**os.environ, "PYTHONPATH": str(args.before_src.resolve())} if args.before_src else None
 
     import pg
 
@@ -126,9 +128,9 @@ def main() -> None:
                 db.run(SOURCE_DB, FILL.format(start=rows + 1, end=size) + "VACUUM ANALYZE bench_orders;")
                 print(f"grown to {size:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
                 rows = size
-            fulls.append(full_loads(db, work, headwater, source_url, rows, args.runs))
+            fulls.append(full_loads(db, work, headwater, source_url, rows, args.runs, before_env))
             if size == args.rows and not args.skip_incremental:
-                results["incremental_20k"] = incremental(db, work, headwater, source_url, args.rows, args.runs, args.interval)
+                results["incremental_20k"] = incremental(db, work, headwater, source_url, args.rows, args.runs, args.interval, before_env)
                 db.run(SOURCE_DB, f"DELETE FROM bench_orders WHERE id > {args.rows};  -- the rounds' inserted rows\nVACUUM ANALYZE bench_orders;")
                 rows = args.rows
         results["full"] = fulls
@@ -139,14 +141,14 @@ def main() -> None:
         server.stop()
 
 
-def full_loads(db: Postgres, work: Path, headwater: list[str], source_url: str, rows: int, runs: int) -> dict[str, object]:
+def full_loads(db: Postgres, work: Path, headwater: list[str], source_url: str, rows: int, runs: int, before_env: dict[str, str] | None = None) -> dict[str, object]:
     size = db.run(SOURCE_DB, "SELECT pg_size_pretty(pg_table_size('bench_orders'))")
     anchor_sql = (
         f"{db.psql} '{db.url(SOURCE_DB)}' -c 'COPY bench_orders TO STDOUT (FORMAT binary)'"
         f" | {db.psql} '{db.url('bench_anchor')}' -v ON_ERROR_STOP=1 -c 'COPY bench_orders FROM STDIN (FORMAT binary)'"
     )
     db.fresh_database("bench_anchor")
-    copies, loads, wholes, mems, copy_mems = [], [], [], [], []
+    copies, loads, wholes, mems, copy_mems, befores = [], [], [], [], [], []
     for run in range(runs):
         # the anchor: into a pre-created table of the same columns (no key or index, as raw tables have none)
         db.run("bench_anchor", "DROP TABLE IF EXISTS bench_orders; CREATE TABLE bench_orders " + COLUMNS.format(pk="") + ";\nCHECKPOINT;")
@@ -161,7 +163,17 @@ def full_loads(db: Postgres, work: Path, headwater: list[str], source_url: str, 
         mems.append(mb)
         loads.append(sync_json()[1])
         shutil.rmtree(folder)
-        print(f"  {rows:,} rows ({size}), run {run + 1}: COPY | COPY {copies[-1]:.2f} s · headwater sync {wholes[-1]:.2f} s, the table's load {loads[-1]:.2f} s, peak {mb} MB", flush=True)
+        if before_env is not None:
+            db.fresh_database("bench_wh_before")
+            folder = project(work / f"full_before{run}", source_url, db.url("bench_wh_before"))
+            timed([*headwater, "sync", "-p", str(folder), "--json"], env=before_env)
+            befores.append(sync_json()[1])
+            shutil.rmtree(folder)
+        print(
+            f"  {rows:,} rows ({size}), run {run + 1}: COPY | COPY {copies[-1]:.2f} s · headwater sync {wholes[-1]:.2f} s, the table's load {loads[-1]:.2f} s, peak {mb} MB"
+            + (f" · before: the table's load {befores[-1]:.2f} s" if befores else ""),
+            flush=True,
+        )
     copied = int(db.run("bench_anchor", "SELECT count(*) FROM bench_orders"))
     synced = int(db.run("bench_wh", "SELECT count(*) FROM raw_app.bench_orders"))
     if copied != rows or synced != rows:
@@ -179,7 +191,7 @@ def full_loads(db: Postgres, work: Path, headwater: list[str], source_url: str, 
         "headwater_peak_mb_max": max(mems),
         "copy_pipe_peak_mb": max(copy_mems),
         "runs": {"copy_pipe_s": [round(s, 2) for s in copies], "headwater_load_s": [round(s, 2) for s in loads], "headwater_whole_s": [round(s, 2) for s in wholes]},
-    }
+    } | ({"before_load_s": round(statistics.median(befores), 2), "before_throughput_ratio": round(copy_s / statistics.median(befores), 2), "before_runs": befores} if befores else {})
 
 
 # How often the sync makes a full pass over the table (deletes, counts): "1h" is the default for
@@ -188,15 +200,19 @@ def full_loads(db: Postgres, work: Path, headwater: list[str], source_url: str, 
 PASSES = {"between passes": "1h", "a pass every sync": "0"}
 
 
-def incremental(db: Postgres, work: Path, headwater: list[str], source_url: str, rows: int, runs: int, interval: float) -> dict[str, object]:
+def incremental(db: Postgres, work: Path, headwater: list[str], source_url: str, rows: int, runs: int, interval: float, before_env: dict[str, str] | None = None) -> dict[str, object]:
     projects: dict[tuple[str, str], Path] = {}
+    envs = {"postgres": None, "duckdb": None} | ({"postgres_before": before_env} if before_env else {})
     for mode, every in PASSES.items():
         slug = every.replace("0", "pass").replace("1h", "hourly")
         db.fresh_database(f"bench_wh_{slug}")
         projects[(mode, "postgres")] = project(work / f"inc_pg_{slug}", source_url, db.url(f"bench_wh_{slug}"), every)
         projects[(mode, "duckdb")] = project(work / f"inc_duck_{slug}", source_url, None, every)
-    for folder in projects.values():
-        timed([*headwater, "sync", "-p", str(folder), "--json"])
+        if before_env:
+            db.fresh_database(f"bench_wh_{slug}_before")
+            projects[(mode, "postgres_before")] = project(work / f"inc_pg_{slug}_before", source_url, db.url(f"bench_wh_{slug}_before"), every)
+    for (_mode, engine), folder in projects.items():
+        timed([*headwater, "sync", "-p", str(folder), "--json"], env=envs[engine])
     figures: dict[tuple[str, str, str], list[float]] = {(m, e, what): [] for (m, e) in projects for what in ("whole_s", "in_process_s", "table_s", "idle_whole_s", "idle_in_process_s", "idle_table_s")}
     next_id = rows * 10
     round_started = 0.0
@@ -209,7 +225,7 @@ def incremental(db: Postgres, work: Path, headwater: list[str], source_url: str,
         order = list(projects) if run % 2 == 0 else list(reversed(projects))  # none always first
         for mode, engine in order:
             for phase in ("", "idle_"):
-                seconds, _mb = timed([*headwater, "sync", "-p", str(projects[(mode, engine)]), "--json"])
+                seconds, _mb = timed([*headwater, "sync", "-p", str(projects[(mode, engine)]), "--json"], env=envs[engine])
                 in_process, table = sync_json()
                 figures[(mode, engine, f"{phase}whole_s")].append(seconds)
                 figures[(mode, engine, f"{phase}in_process_s")].append(in_process)
@@ -220,19 +236,25 @@ def incremental(db: Postgres, work: Path, headwater: list[str], source_url: str,
             print(
                 f"  incremental run {run + 1}, {mode}: postgres warehouse {pg['whole_s']:.2f} s (in process {pg['in_process_s']:.2f}, table {pg['table_s']:.2f})"
                 f" · duckdb warehouse {duck['whole_s']:.2f} s (in process {duck['in_process_s']:.2f}, table {duck['table_s']:.2f})"
-                f" · nothing to do: postgres {pg['idle_whole_s']:.2f} s (table {pg['idle_table_s']:.2f}), duckdb {duck['idle_whole_s']:.2f} s (table {duck['idle_table_s']:.2f})",
+                f" · nothing to do: postgres {pg['idle_whole_s']:.2f} s (table {pg['idle_table_s']:.2f}), duckdb {duck['idle_whole_s']:.2f} s (table {duck['idle_table_s']:.2f})"
+                + (f" · postgres before: {figures[(mode, 'postgres_before', 'whole_s')][-1]:.2f} s (table {figures[(mode, 'postgres_before', 'table_s')][-1]:.2f})" if before_env else ""),
                 flush=True,
             )
     source = int(db.run(SOURCE_DB, "SELECT count(*) FROM bench_orders"))
     for every in PASSES.values():
-        database = "bench_wh_" + every.replace("0", "pass").replace("1h", "hourly")
-        synced = int(db.run(database, "SELECT count(*) FROM raw_app.bench_orders"))
-        if source != synced:
-            raise SystemExit(f"row counts differ after the incremental rounds: source {source}, postgres warehouse {database} {synced}")
+        for suffix in ("", "_before") if before_env else ("",):
+            database = "bench_wh_" + every.replace("0", "pass").replace("1h", "hourly") + suffix
+            synced = int(db.run(database, "SELECT count(*) FROM raw_app.bench_orders"))
+            if source != synced:
+                raise SystemExit(f"row counts differ after the incremental rounds: source {source}, postgres warehouse {database} {synced}")
     out: dict[str, object] = {}
     for mode in PASSES:
         medians = {f"{e}_{what}": round(statistics.median(v), 3) for (m, e, what), v in figures.items() if m == mode}
-        ratios = {f"postgres_over_duckdb_{what}": round(medians[f"postgres_{what}"] / medians[f"duckdb_{what}"], 2) for what in ("whole_s", "in_process_s", "table_s", "idle_whole_s", "idle_table_s")}
+        ratios = {
+            f"{engine}_over_duckdb_{what}": round(medians[f"{engine}_{what}"] / medians[f"duckdb_{what}"], 2)
+            for engine in envs if engine != "duckdb"
+            for what in ("whole_s", "in_process_s", "table_s", "idle_whole_s", "idle_table_s")
+        }
         out[mode] = medians | ratios | {"runs_each": {f"{e}_{what}": [round(x, 2) for x in v] for (m, e, what), v in figures.items() if m == mode}}
     return out
 
