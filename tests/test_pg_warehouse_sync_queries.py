@@ -7,6 +7,8 @@ with ``pg_debug_show_queries``; the results are checked against the source."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,43 @@ def test_keys_postgresql_would_match_differently_are_deleted_duckdbs_way(
     assert changed.rows_read > 2 and changed.rows == len(source)
     assert [tuple(map(repr, r)) for r in raw] == [tuple(map(repr, r)) for r in source]  # repr: NaN is not == NaN
     assert "_hw_matching_keys" not in queries and 'ctid FROM "raw_app"."t"' in queries
+
+
+PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from headwater.config.model import PostgresWarehouse
+from headwater.config.sources import PostgresSettings
+from headwater.sources.postgres import PostgresSource
+from headwater.warehouse import open_warehouse
+root, source_url, warehouse_url, table, limit = sys.argv[1:]
+warehouse = open_warehouse(Path(root), PostgresWarehouse(type="postgres", url=warehouse_url, memory_limit=limit))
+con = warehouse.connect_build()
+(stats,) = warehouse.load_raw(con, PostgresSource(table, PostgresSettings(type="postgres", url=source_url, tables=[table]), Path(root)), lambda _: None)  # a source each: raw_tiny, raw_wide
+con.close()
+print(stats.rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_full_load_is_held_to_the_memory_limit_not_the_tables_size(fresh_pg_database: str, warehouse_url: str, tmp_path: Path) -> None:
+    """DuckDB's postgres extension would hold every row of the source in memory, outside DuckDB's
+    limit, before writing them to PostgreSQL: the load stages them in a temporary table, which
+    spills beyond ``warehouse.memory_limit``. Peak memory of a load of ~200 MB of rows against a
+    load of one row, each in a fresh process."""
+    source_url = plain(fresh_pg_database)
+    rows = 400_000
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("CREATE TABLE tiny (id bigint PRIMARY KEY, body text); INSERT INTO tiny VALUES (1, 'x')")
+        src.execute("CREATE TABLE wide (id bigint PRIMARY KEY, body text)")
+        src.execute("INSERT INTO wide SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, %s) g", [rows])  # 512 bytes a row
+    data_mb = rows * 512 // 2**20
+
+    def peak(table: str) -> tuple[int, int]:
+        done = subprocess.run([sys.executable, "-c", PEAK_RSS, str(tmp_path / table), source_url, warehouse_url, table, "64MB"], capture_output=True, text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        count, mb = done.stdout.split()
+        return int(count), int(mb)
+
+    (tiny_rows, base_mb), (wide_rows, wide_mb) = peak("tiny"), peak("wide")
+    assert (tiny_rows, wide_rows) == (1, rows)
+    assert wide_mb - base_mb < data_mb / 2, f"a full load of {data_mb} MB of rows took {wide_mb - base_mb} MB more than one of a single row (peak {wide_mb} MB)"

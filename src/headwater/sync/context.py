@@ -22,6 +22,11 @@ class RawTarget:
     # warehouse's commits are durable by themselves, and DuckDB's CHECKPOINT of an attached
     # PostgreSQL catalog is PostgreSQL's own: a forced flush of the whole server.
     checkpoints = True
+    # Whether a full load is read into a DuckDB temporary table before it is written to raw. DuckDB's
+    # postgres extension holds every row a postgres scan (of any database) feeds into an insert into
+    # a PostgreSQL table in memory first, outside DuckDB's memory limit (docs/benchmarks.md,
+    # "PostgreSQL warehouse"); a temporary table is held to the limit and spills to disk beyond it.
+    stages_full_loads = False
 
     def stored_type(self, duck_type: str) -> str:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""

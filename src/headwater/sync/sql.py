@@ -601,10 +601,16 @@ class SqlSource:
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
         source = self.relation(con, info)
+        rows = f"SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s"
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
+            if self._target.stages_full_loads:  # see `RawTarget.stages_full_loads`
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_load AS {rows}")
+                rows = "SELECT * FROM _hw_load"
             # The count of rows the new table was made with: no second pass to count them (in a
             # PostgreSQL warehouse that pass is a scan of the whole table).
-            n = one_value(con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s"))
+            n = one_value(con.execute(f"CREATE OR REPLACE TABLE {target} AS {rows}"))
+        if self._target.stages_full_loads:
+            con.execute("DROP TABLE _hw_load")
         self._check_unique(con, info, plan, target)
         stats.mode = "full"
         stats.rows_read = stats.upserted = n

@@ -79,6 +79,7 @@ class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
     checkpoints = False  # DuckDB would send PostgreSQL a CHECKPOINT (see `RawTarget.checkpoints`)
+    stages_full_loads = True  # else a full load holds the whole table in memory (see `RawTarget.stages_full_loads`)
 
     def __init__(self, catalog: str) -> None:
         self.catalog = catalog
