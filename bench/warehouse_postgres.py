@@ -76,10 +76,14 @@ class Postgres:
         self.run("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\nCREATE DATABASE {name};")
 
 
+MEMORY_LIMIT: list[str] = []  # --memory-limit: the PostgreSQL warehouse's memory_limit
+
+
 def project(folder: Path, source_url: str, warehouse_url: str | None, check_deletes_every: str | None = None) -> Path:
     """A project syncing bench_orders; into a PostgreSQL warehouse, or (None) the DuckDB one."""
     folder.mkdir(parents=True, exist_ok=True)
-    warehouse = f"warehouse:\n  type: postgres\n  url: {warehouse_url}\n" if warehouse_url else ""
+    limit = "".join(f"  memory_limit: {m}\n" for m in MEMORY_LIMIT)
+    warehouse = f"warehouse:\n  type: postgres\n  url: {warehouse_url}\n{limit}" if warehouse_url else ""
     passes = f"    check_deletes_every: {check_deletes_every}\n" if check_deletes_every else ""
     (folder / "headwater.yml").write_text(f"name: bench\n{warehouse}sources:\n  app:\n    type: postgres\n    url: {source_url}\n    tables: [bench_orders]\n{passes}")
     return folder
@@ -99,7 +103,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0, help="seconds from the start of one incremental round to the next (default 0: back to back)")
     parser.add_argument("--skip-incremental", action="store_true")
     parser.add_argument("--before-src", type=Path, default=None, help="another checkout's src folder (e.g. the code before a change), timed alongside as 'before'")
+    parser.add_argument("--memory-limit", help="the PostgreSQL warehouse's memory_limit (default: the sync's, an eighth of RAM and not under 700 MB)")
     args = parser.parse_args()
+    MEMORY_LIMIT.extend([args.memory_limit] if args.memory_limit else [])
     before_env = {**os.environ, "PYTHONPATH": str(args.before_src.resolve())} if args.before_src else None
 
     import pg
@@ -109,7 +115,7 @@ def main() -> None:
     db = Postgres(server.bin_dir, server.port)
     work = Path(tempfile.mkdtemp(prefix="hw-bench-pgwh-"))
     headwater = [str(Path(sys.executable).with_name("headwater"))]
-    results: dict[str, object] = {"cores": os.cpu_count(), "load_before": os.getloadavg()[0], "runs": args.runs}
+    results: dict[str, object] = {"cores": os.cpu_count(), "load_before": os.getloadavg()[0], "runs": args.runs, "memory_limit": args.memory_limit}
     source_url = db.url(SOURCE_DB)
     try:
         version = db.run("postgres", "SHOW server_version")
