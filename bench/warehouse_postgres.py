@@ -20,6 +20,11 @@ peak RSS (`/usr/bin/time`, which covers its children), median of --runs, the com
   and raw), each also timed in process (`"seconds"` of `--json`, after the imports) and by the
   table's own time; rounds back to back (--interval 0) unless --interval says otherwise; then a
   sync of each with nothing to do.
+
+--before-src PATH times another checkout's code (e.g. before a change) alongside, full loads and
+incremental rounds, on warehouse databases of its own; --memory-limit sets the PostgreSQL
+warehouse's memory_limit (a full load's rows are staged in DuckDB, held to it). Results and what
+they say: docs/benchmarks.md, "PostgreSQL warehouse".
 """
 
 from __future__ import annotations
