@@ -19,6 +19,16 @@ class RawTarget:
     scanner (warehouse/postgres/) says which type each becomes there, so raw's columns are compared
     with what the warehouse reports back, and values are cast exactly before they leave DuckDB."""
 
+    # Whether the sync checkpoints the build database when it is done (DuckDB's file). A server
+    # warehouse's commits are durable by themselves, and DuckDB's CHECKPOINT of an attached
+    # PostgreSQL catalog is PostgreSQL's own: a forced flush of the whole server.
+    checkpoints = True
+    # Whether a full load is read into a DuckDB temporary table before it is written to raw. DuckDB's
+    # postgres extension holds every row a postgres scan (of any database) feeds into an insert into
+    # a PostgreSQL table in memory first, outside DuckDB's memory limit (docs/benchmarks.md,
+    # "PostgreSQL warehouse"); a temporary table is held to the limit and spills to disk beyond it.
+    stages_full_loads = False
+
     def stored_type(self, duck_type: str) -> str:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""
         return duck_type
@@ -38,21 +48,15 @@ class RawTarget:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""
         con.execute(f"ALTER TABLE {target} ALTER COLUMN {ident(column)} SET DATA TYPE {duck_type}")
 
-    def replace_rows(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str], *, exclude: tuple[str, ...] = (), nulls: bool = True) -> int:
-        """The rows of ``rows`` (a table of the sync's DuckDB, raw's columns plus ``exclude``) replace
-        the rows of ``target`` with their key, and are added where it has none; returns how many.
-        ``nulls``: a key may hold NULL, which then matches NULL."""
-        equal = "IS NOT DISTINCT FROM" if nulls else "="
-        match = " AND ".join(f"{target}.{ident(k)} {equal} c.{ident(k)}" for k in key)
+    def delete_matching(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str]) -> None:
+        """Delete from raw's ``target`` every row whose ``key`` (NULLs matching NULLs) is that of a row of ``rows`` (a DuckDB table)."""
+        match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in key)
         con.execute(f"DELETE FROM {target} USING {rows} c WHERE {match}")
-        without = f" EXCLUDE ({', '.join(map(ident, exclude))})" if exclude else ""
-        return int(one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT *{without} FROM {rows}")))
 
-    def loaded(self, con: duckdb.DuckDBPyConnection, target: str, key: list[str]) -> None:
-        """After ``target`` was loaded in full (created anew), in its transaction: DuckDB needs nothing."""
-
-    def count_rows(self, con: duckdb.DuckDBPyConnection, target: str) -> int:
-        return int(one_value(con.execute(f"SELECT count(*) FROM {target}")))
+    def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:
+        """The rows of raw's ``target`` (a quoted schema.table) matching ``where`` (a condition both
+        DuckDB and the warehouse read alike), as the table's transaction sees them."""
+        return int(one_value(con.execute(f"SELECT count(*) FROM {target}" + (f" WHERE {where}" if where else ""))))
 
     def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called after a table's transaction was rolled back, on the same connection."""

@@ -293,11 +293,12 @@ class SqlSource:
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
-        with _checkpoint_settings(con, compact=self._passes > 0):
-            try:  # nothing left to write when the last table's commit checkpointed
-                con.execute("CHECKPOINT")
-            except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
-                pass
+        if ctx.target.checkpoints:
+            with _checkpoint_settings(con, compact=self._passes > 0):
+                try:  # nothing left to write when the last table's commit checkpointed
+                    con.execute("CHECKPOINT")
+                except duckdb.Error:  # another connection's transaction is open: closing checkpoints later
+                    pass
         if failures:
             raise tables_failed(self.name, failures, stats)
         return stats
@@ -413,7 +414,7 @@ class SqlSource:
             stats = TableStats(name, 0, 0.0, mode="pruned")
             self._note(ctx, TableInfo(name, []), stats, f"{why}: dropped {raw_schema(self.name)}.{name} and its sync state (prune)")
             return stats
-        rows = one_value(con.execute(f"SELECT count(*) FROM {target}"))
+        rows = self._target.count(con, target)
         stats = TableStats(name, rows, 0.0, mode="stale")
         self._note(
             ctx, TableInfo(name, []), stats,
@@ -546,7 +547,7 @@ class SqlSource:
             self.end(con, info)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
-            stats.rows = self._target.count_rows(con, target)
+            stats.rows = stats.rows_read if full else self._target.count(con, target)  # a full load's table holds what it read
             if last:
                 with _checkpoint_settings(con, compact=self._passes > 0, at_commit=True):
                     con.execute("COMMIT")
@@ -626,11 +627,17 @@ class SqlSource:
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
         source = self.relation(con, info)
+        rows = f"SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s"
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
-            con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s")
+            if self._target.stages_full_loads:  # see `RawTarget.stages_full_loads`
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_load AS {rows}")
+                rows = "SELECT * FROM _hw_load"
+            # The count of rows the new table was made with: no second pass to count them (in a
+            # PostgreSQL warehouse that pass is a scan of the whole table).
+            n = one_value(con.execute(f"CREATE OR REPLACE TABLE {target} AS {rows}"))
+        if self._target.stages_full_loads:
+            con.execute("DROP TABLE _hw_load")
         self._check_unique(con, info, plan, target)
-        self._target.loaded(con, target, plan.key)
-        n = self._target.count_rows(con, target)
         stats.mode = "full"
         stats.rows_read = stats.upserted = n
 
@@ -696,7 +703,8 @@ class SqlSource:
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         elif stats.rows_read:
-            self._target.replace_rows(con, target, changes, plan.key)
+            self._target.delete_matching(con, target, changes, plan.key)
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {changes}")
             stats.upserted = stats.rows_read
         if plan.cursor and stats.rows_read:  # raw now holds the newest cursor value there is
             new_state["cursor_max"] = _max(con, target, plan.cursor[0])
@@ -753,7 +761,8 @@ class SqlSource:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS SELECT s.*{without} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {target} r WHERE {on} AND NOT ({differs}){alive})")
         stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
         if stats.upserted:
-            self._target.replace_rows(con, target, "_hw_changes", plan.key)
+            self._target.delete_matching(con, target, "_hw_changes", plan.key)
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
         if plan.deletes != "ignore":
             stats.deleted = self._apply_deletes(con, plan, target, src)
         if hashed:  # raw now equals what was read: its hashes are the ones to compare with next time
@@ -798,7 +807,8 @@ class SqlSource:
             con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS {read}" if start == 0 else f"INSERT INTO _hw_changes {read}")
         if changed:
             stats.rows_read = stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
-            self._target.replace_rows(con, target, "_hw_changes", plan.key, exclude=(HASH_COLUMN,), nulls=False)  # integer keys: never NULL
+            self._target.delete_matching(con, target, "_hw_changes", plan.key)
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * EXCLUDE ({HASH_COLUMN}) FROM _hw_changes")
             hash_match = " AND ".join(f"{hashes}.{k} = c.{k}" for k in keys)
             con.execute(f"DELETE FROM {hashes} USING _hw_changes c WHERE {hash_match}")
             con.execute(f"INSERT INTO {hashes} SELECT {', '.join(keys)}, {HASH_COLUMN} FROM _hw_changes")
@@ -825,10 +835,10 @@ class SqlSource:
         see: a table attached as a partition, a pg_restore or COPY FREEZE, a replica's initial copy.
         A difference that remains (deletes: ignore, append) is said in a note, never left unsaid."""
         con = ctx.con
-        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         if source_count is None:
             source_count = one_value(con.execute(f"SELECT * FROM {self.count_relation(info)}"))
-        raw_count = one_value(con.execute(f"SELECT count(*) FROM {target}{alive}"))
+        raw_count = self._target.count(con, target, alive)
         removes = plan.mode != "append" and plan.deletes != "ignore"
         if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
             self._note_count_difference(ctx, info, plan, target, stats, source_count)
@@ -855,7 +865,8 @@ class SqlSource:
                 f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
                 f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
             )
-            added = self._target.replace_rows(con, target, "_hw_missing", plan.key)  # replacing a tombstone of the same key
+            self._target.delete_matching(con, target, "_hw_missing", plan.key)  # a tombstone of the same key
+            added = one_value(con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_missing"))
             con.execute("DROP TABLE _hw_missing")
             stats.rows_read += added
             stats.upserted += added
@@ -868,8 +879,8 @@ class SqlSource:
         con.execute("DROP TABLE _hw_missing_keys")
 
     def _note_count_difference(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, stats: TableStats, source_count: int) -> None:
-        alive = f" WHERE {DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
-        raw_count = one_value(ctx.con.execute(f"SELECT count(*) FROM {target}{alive}"))
+        alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
+        raw_count = self._target.count(ctx.con, target, alive)
         if raw_count == source_count:
             return
         if raw_count > source_count and (plan.deletes == "ignore" or plan.mode == "append"):

@@ -35,8 +35,6 @@ from headwater.sync.context import RawTarget
 from headwater.sync.state import STATE_SCHEMA
 from headwater.sync.types import normalise
 
-STAGE = '"_headwater"."_hw_stage"'  # a sync's changes on their way into raw; made and dropped inside the table's transaction
-
 _AS = {
     "HUGEINT": "DECIMAL(38,0)",
     "INT128": "DECIMAL(38,0)",
@@ -83,10 +81,18 @@ _SPELLED_NULL = (
     "an array element spelled NULL, which PostgreSQL would store as a NULL element "
     "(DuckDB's postgres extension copies arrays as text and leaves it unquoted; the DuckDB warehouse keeps it)"
 )
+# Key types (as DuckDB names raw's columns) whose equality PostgreSQL decides exactly as DuckDB does.
+# Not floats (NaN, -0.0), json (no equality in PostgreSQL), intervals ('1 day' = '24 hours' there), time
+# zones of TIMETZ, or anything nested.
+_SAME_EQUALITY = re.compile(r"SMALLINT|INTEGER|BIGINT|DECIMAL\(\d+,\s*\d+\)|VARCHAR|BLOB|BOOLEAN|UUID|DATE|TIMESTAMP|TIMESTAMP WITH TIME ZONE")
+KEYS_TABLE = "_hw_matching_keys"  # in STATE_SCHEMA; created and dropped inside one table's transaction
 
 
 class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
+
+    checkpoints = False  # DuckDB would send PostgreSQL a CHECKPOINT (see `RawTarget.checkpoints`)
+    stages_full_loads = True  # else a full load holds the whole table in memory (see `RawTarget.stages_full_loads`)
 
     def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
         self.catalog = catalog
@@ -109,34 +115,6 @@ class PostgresRaw(RawTarget):
                 fix="Cast the column to TIMESTAMP in the source (or in a file source's column type), or use the DuckDB warehouse.",
             )
         return _AS.get(upper, text)
-
-    def replace_rows(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str], *, exclude: tuple[str, ...] = (), nulls: bool = True) -> int:
-        """The rows go to PostgreSQL once, by binary COPY into a staging table of the table's own
-        transaction, and PostgreSQL replaces raw's rows by key itself — through the key's index
-        (`loaded`). DuckDB's own DELETE on an attached table would first read every key and ctid of
-        raw over the wire: seconds for millions of rows, for a few thousand changes."""
-        without = f" EXCLUDE ({', '.join(map(ident, exclude))})" if exclude else ""
-        columns = [d[0] for d in con.execute(f"SELECT *{without} FROM {rows} LIMIT 0").description or []]
-        stage = f"{ident(self.catalog)}.{STAGE}"
-        con.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT *{without} FROM {rows}")
-        listed = ", ".join(map(ident, columns))
-        self.execute(con, f"DELETE FROM {target} AS t USING {STAGE} AS c WHERE " + " AND ".join(f"t.{ident(k)} = c.{ident(k)}" for k in key))
-        if nulls and key and one_value(con.execute(f"SELECT count(*) FROM {rows} WHERE " + " OR ".join(f"{ident(k)} IS NULL" for k in key))):
-            with_null = " OR ".join(f"{ident(k)} IS NULL" for k in key)
-            match = " AND ".join(f"t.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in key)
-            self.execute(con, f"DELETE FROM {target} AS t USING (SELECT * FROM {STAGE} WHERE {with_null}) AS c WHERE {match}")
-        self.execute(con, f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {STAGE}")
-        con.execute(f"DROP TABLE {stage}")
-        return int(one_value(con.execute(f"SELECT count(*) FROM {rows}")))
-
-    def loaded(self, con: duckdb.DuckDBPyConnection, target: str, key: list[str]) -> None:
-        """An index on the key of a table loaded anew: the merges of later syncs find rows by it."""
-        if key:
-            self.execute(con, f"CREATE INDEX ON {target} ({', '.join(map(ident, key))})")
-
-    def count_rows(self, con: duckdb.DuckDBPyConnection, target: str) -> int:
-        """Counted by PostgreSQL (DuckDB would stream every row's ctid to count them)."""
-        return int(one_value(con.execute(f"SELECT * FROM postgres_query({literal(self.catalog)}, {literal(f'SELECT count(*) FROM {target}')})")))
 
     def execute(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
         """SQL run by PostgreSQL itself, in the transaction DuckDB holds open on the warehouse."""
@@ -183,6 +161,32 @@ class PostgresRaw(RawTarget):
         """DuckDB's copy of the warehouse's catalog keeps what the rolled-back transaction created
         (a first load's raw table): without this, the next query of it fails on a missing relation."""
         con.execute("CALL pg_clear_cache()")
+
+    def delete_matching(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str]) -> None:
+        """PostgreSQL deletes them itself, joining raw with the keys of ``rows`` copied into a table of
+        the same transaction. DuckDB's DELETE of an attached table reads every raw row's key and ctid
+        over the wire first, then deletes by ctid (0.45 s a million rows, whatever few rows changed).
+        Keys of other types, or with NULLs (PostgreSQL's ``=`` is no match for them, and its ``IS NOT
+        DISTINCT FROM`` cannot join by hash), are deleted DuckDB's way."""
+        kinds = {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {rows}").fetchall()}
+        nulls = " OR ".join(f"{ident(k)} IS NULL" for k in key)
+        if not all(_SAME_EQUALITY.fullmatch(kinds[k].upper()) for k in key) or one_value(con.execute(f"SELECT count(*) FROM {rows} WHERE {nulls}")):
+            super().delete_matching(con, target, rows, key)
+            return
+        keys = f"{STATE_SCHEMA}.{KEYS_TABLE}"
+        # A failure anywhere fails the table's transaction, which takes this table away with it.
+        con.execute(f"CREATE TABLE {ident(self.catalog)}.{keys} AS SELECT DISTINCT {', '.join(ident(k) for k in key)} FROM {rows}")
+        match = " AND ".join(f"r.{ident(k)} = k.{ident(k)}" for k in key)
+        for sql in (f"ANALYZE {keys}", f"DELETE FROM {target} AS r USING {keys} AS k WHERE {match}"):
+            con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
+        con.execute(f"DROP TABLE {ident(self.catalog)}.{keys}")
+
+    def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:
+        """Counted by PostgreSQL, on the table's own transaction (postgres_query shares it, so the
+        rows this sync wrote are counted). DuckDB's own count(*) of an attached table sends every
+        row over (a NULL each): 0.2 s a million rows, a few times a sync (docs/benchmarks.md)."""
+        sql = f"SELECT count(*) FROM {target}" + (f" WHERE {where}" if where else "")
+        return int(one_value(con.execute(f"SELECT * FROM postgres_query({literal(self.catalog)}, {literal(sql)})")))
 
 
 def pg_type(duck_type: str) -> str:
