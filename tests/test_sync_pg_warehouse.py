@@ -110,6 +110,21 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return con
 
 
+def syncing(project: Any, source: str) -> Any:
+    """A function syncing ``source`` of ``project`` into its warehouse, as a pipeline's sync step does."""
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    settings = project.config.sources[source]
+
+    def sync() -> None:
+        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+        try:
+            warehouse.load_raw(build, open_source(source, settings, project.root), lambda _: None)
+        finally:
+            build.close()
+
+    return sync
+
+
 def types_of(con: psycopg.Connection[Any], relation: str) -> dict[str, str]:
     """Column -> format_type, in the column order."""
     query = "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
@@ -382,15 +397,7 @@ def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: st
     lite.commit()
     (root / "headwater.yml").write_text('name: pgwh_lite\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
     project = load_project(root, env={"WH_URL": warehouse_url})
-    warehouse = open_warehouse(project.root, project.config.warehouse)
-    settings = project.config.sources["app"]
-
-    def sync() -> None:
-        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
-        try:
-            warehouse.load_raw(build, open_source("app", settings, project.root), lambda _: None)
-        finally:
-            build.close()
+    sync = syncing(project, "app")
 
     with pytest.raises(HeadwaterError) as info:
         sync()
@@ -694,15 +701,7 @@ def test_mysql_bigint_unsigned_lands_exact_in_numeric_20(mysql_server: Any, fres
           app: {type: mysql, url: "${MY_URL}"}
     """), encoding="utf-8")
     project = load_project(root, env={"WH_URL": warehouse_url, "MY_URL": mysql_server.url(fresh_mysql_database)})
-    warehouse = open_warehouse(project.root, project.config.warehouse)
-    settings = project.config.sources["app"]
-
-    def sync() -> None:
-        build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
-        try:
-            warehouse.load_raw(build, open_source("app", settings, project.root), lambda _: None)
-        finally:
-            build.close()
+    sync = syncing(project, "app")
 
     sync()
     wh = connect(warehouse_url)
