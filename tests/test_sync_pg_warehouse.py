@@ -384,6 +384,31 @@ def test_a_text_array_element_spelled_null_is_refused_not_loaded_as_null(pair: P
     assert pair.raw_rows("t") == pair.source_rows("t") == [*before, (3, ["b", "N U L L"], "x")]
 
 
+def test_a_table_name_longer_than_postgresql_keeps_is_refused_not_cut(warehouse_url: str, tmp_path: Path) -> None:
+    """PostgreSQL cuts names to 63 bytes: two source tables alike in their first 63 would land on one
+    raw table. A longer name fails its table with a clear error; the others sync."""
+    root = tmp_path / "project"
+    root.mkdir()
+    long_a, long_b = "a" * 63 + "_one", "a" * 63 + "_two"
+    lite = sqlite3.connect(root / "app.db")
+    for name in (long_a, long_b, "short"):
+        lite.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, body TEXT)')
+        lite.execute(f"INSERT INTO \"{name}\" VALUES (1, '{name[-5:]}')")
+    lite.commit()
+    (root / "headwater.yml").write_text('name: pgwh_long\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
+    project = load_project(root, env={"WH_URL": warehouse_url})
+    with pytest.raises(HeadwaterError) as info:
+        syncing(project, "app")()
+    text = f"{info.value.what} {info.value.why}"
+    assert "longer than the warehouse keeps (63)" in text and long_a in text and long_b in text
+    wh = connect(warehouse_url)
+    try:
+        assert wh.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_app'").fetchall() == [("short",)]
+        assert wh.execute("SELECT id, body FROM raw_app.short").fetchall() == [(1, "short")]
+    finally:
+        wh.close()
+
+
 def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: str, tmp_path: Path) -> None:
     """PostgreSQL's text cannot hold character 0; SQLite's can (and DuckDB's). The row is refused
     with the warehouse's reason, table, column and key, not blamed on the source file."""

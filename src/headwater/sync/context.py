@@ -28,6 +28,9 @@ class RawTarget:
     # a PostgreSQL table in memory first, outside DuckDB's memory limit (docs/benchmarks.md,
     # "PostgreSQL warehouse"); a temporary table is held to the limit and spills to disk beyond it.
     stages_full_loads = False
+    # The longest name (in bytes) the warehouse keeps as written; None: no limit that matters.
+    # PostgreSQL cuts longer names to 63 bytes, so two tables alike in their first 63 would be one.
+    max_identifier: int | None = None
 
     def stored_type(self, duck_type: str) -> str:
         """The DuckDB type a column of ``duck_type`` has in raw, as the warehouse reports it back."""

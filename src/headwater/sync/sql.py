@@ -513,6 +513,13 @@ class SqlSource:
         plan = self.plan(info, settings)
         target = f"{ident(raw_schema(self.name))}.{ident(info.name)}"
         label = f"source {self.name}: table {info.name}"
+        limit = self._target.max_identifier
+        if limit is not None and len(info.name.encode()) > limit:
+            raise ConfigError(
+                f"{self.describe()}: table {info.name} has a name of {len(info.name.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
+                fix=f"Leave it out of sources.{self.name}.tables, or sync it through a view with a shorter name.",
+            )
         # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
         horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
         con.execute("BEGIN TRANSACTION")
@@ -773,7 +780,12 @@ class SqlSource:
         con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
 
     def _hashes_table(self, info: TableInfo) -> str:
-        return f"{STATE_SCHEMA}.{ident(f'row_hashes:{self.name}:{info.name}')}"
+        name = f"row_hashes:{self.name}:{info.name}"
+        limit = self._target.max_identifier
+        if limit is not None and len(name.encode()) > limit:  # cut by the warehouse, two tables' names could meet: a digest keeps them apart
+            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+            name = name.encode()[: limit - 17].decode(errors="ignore") + ":" + digest
+        return f"{STATE_SCHEMA}.{ident(name)}"
 
     def _compare_by_hashes(
         self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, hashes: str, new_state: dict[str, Any]

@@ -93,6 +93,7 @@ class PostgresRaw(RawTarget):
 
     checkpoints = False  # DuckDB would send PostgreSQL a CHECKPOINT (see `RawTarget.checkpoints`)
     stages_full_loads = True  # else a full load holds the whole table in memory (see `RawTarget.stages_full_loads`)
+    max_identifier = 63  # NAMEDATALEN - 1: longer names are cut, silently
 
     def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
         self.catalog = catalog
