@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 from hypothesis import given, settings
@@ -61,3 +63,20 @@ def test_one_row_reads_the_row_of_an_aggregate_or_a_dml_count(con):
     assert one_value(con.execute("SELECT max(x) FROM one_row_t WHERE x > 9")) is None  # an aggregate's NULL is a value
     with pytest.raises(RuntimeError, match="returned none"):
         one_row(con.execute("SELECT x FROM one_row_t WHERE x > 9"))
+
+
+@pytest.mark.parametrize("password", ["s3cret-pw", "it's\\mine", "p%40ss'word"])
+def test_a_password_leaves_a_driver_message_in_every_form_the_dsn_wrote_it(password):
+    from urllib.parse import quote, unquote
+
+    from headwater.config.model import PostgresWarehouse
+    from headwater.sqltext import libpq_dsn, without_password
+    from headwater.warehouse.postgres import Warehouse
+
+    url = f"postgresql://hw:{quote(unquote(password), safe='')}@db.example:5432/acme"
+    plain = unquote(password)
+    message = f'IO Error: Unable to connect to Postgres at "{libpq_dsn(url)}": FATAL: password authentication failed for user "hw" ({plain})'
+    assert plain not in without_password(message, url) and "***" in without_password(message, url)
+    error = Warehouse(Path("/nonexistent"), PostgresWarehouse(type="postgres", url=url)).connection_error(RuntimeError(message))
+    shown = f"{error.what} {error.why} {error.fix}"
+    assert plain not in shown and "password authentication failed" in shown and error.exit_code == 2

@@ -69,4 +69,20 @@ def libpq_dsn(url: str, *, host: str | None = None, port: int | None = None, app
     values.setdefault("connect_timeout", "15")
     if application_name:
         values["application_name"] = application_name
-    return " ".join(f"{k}='{v.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'" for k, v in values.items() if v != "")
+    return " ".join(f"{k}='{_libpq_quoted(v)}'" for k, v in values.items() if v != "")
+
+
+def without_password(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the URL's password taken out, as written in the URL and as
+    `libpq_dsn` quotes it (the postgres extension repeats the connection string). The literal goes
+    first: a quote in it would end `headwater.redact`'s patterns early; run those afterwards."""
+    from urllib.parse import unquote, urlsplit
+
+    password = unquote(urlsplit(url).password or "")
+    if len(password) < 2:
+        return text
+    return text.replace(_libpq_quoted(password), "***").replace(password, "***")
+
+
+def _libpq_quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

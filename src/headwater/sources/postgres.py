@@ -19,7 +19,7 @@ from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sources.tunnel import Tunnel
-from headwater.sqltext import libpq_dsn, literal, one_value
+from headwater.sqltext import libpq_dsn, literal, one_value, without_password
 from headwater.sync.sql import UNFIT as UNFIT_MARK
 from headwater.sync.sql import Column, SqlSource, TableInfo, unfit, unfit_error
 from headwater.sync.types import normalise
@@ -158,10 +158,7 @@ class PostgresSource(SqlSource):
     def redact(self, text: str) -> str:
         """A driver message without the password: the literal first (a quote in it would end a
         pattern early), then every URL and ``password=`` form."""
-        password = unquote(urlsplit(self.settings.url).password or "")
-        if len(password) >= 2:
-            text = text.replace(password.replace("\\", "\\\\").replace("'", "\\'"), "***").replace(password, "***")
-        return redact(text)
+        return redact(without_password(text, self.settings.url))
 
     def where(self) -> str:
         parts = urlsplit(self.settings.url)

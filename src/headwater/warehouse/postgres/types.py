@@ -178,8 +178,8 @@ class PostgresRaw(RawTarget):
         # A failure anywhere fails the table's transaction, which takes this table away with it.
         con.execute(f"CREATE TABLE {ident(self.catalog)}.{keys} AS SELECT DISTINCT {', '.join(ident(k) for k in key)} FROM {rows}")
         match = " AND ".join(f"r.{ident(k)} = k.{ident(k)}" for k in key)
-        for sql in (f"ANALYZE {keys}", f"DELETE FROM {target} AS r USING {keys} AS k WHERE {match}"):
-            con.execute(f"CALL postgres_execute({literal(self.catalog)}, {literal(sql)})")
+        self.execute(con, f"ANALYZE {keys}")
+        self.execute(con, f"DELETE FROM {target} AS r USING {keys} AS k WHERE {match}")
         con.execute(f"DROP TABLE {ident(self.catalog)}.{keys}")
 
     def count(self, con: duckdb.DuckDBPyConnection, target: str, where: str = "") -> int:

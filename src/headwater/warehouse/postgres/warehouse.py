@@ -29,12 +29,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import duckdb
 
@@ -42,7 +43,8 @@ from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
 from headwater.errors import HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
-from headwater.sqltext import ident, libpq_dsn, literal, one_value
+from headwater.sqltext import ident, libpq_dsn, literal, one_value, without_password
+from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the reader roles granted
 from headwater.warehouse.base import Capabilities
 from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, connect, lock_down, require_extension
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
@@ -56,7 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("headwater.warehouse")
 
-STATE_SCHEMA = "_headwater"  # the sync's state (sync/state.py) and the reader roles granted
 READERS_TABLE = f"{STATE_SCHEMA}.reader_roles"
 NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old_"  # the staged schema; the old ones, by the swap's transaction id
 RETIRED_LOCK_TIMEOUT = "1s"  # how long dropping an old published schema waits for its last readers
@@ -117,9 +118,7 @@ class Warehouse:
 
     def connection_error(self, exc: Exception) -> HeadwaterError:
         """An error reaching the warehouse, with the password taken out and what to check."""
-        password = unquote(urlsplit(self.settings.url).password or "")
-        text = str(exc).replace(password, "***") if len(password) >= 2 else str(exc)
-        text = redact(text)
+        text = redact(without_password(str(exc), self.settings.url))
         if 'Failed to execute query "' in text and "ERROR:" in text:  # DuckDB's wrapping quotes the whole statement first
             text = text[text.index("ERROR:") :]
         low = text.lower()
@@ -292,14 +291,11 @@ class Warehouse:
             reads: dict[str, str] = {}
             for table, relation in relations.items():
                 schema_table = _schema_and_table(relation)
-                wide = [
-                    r[0]
-                    for r in admin.execute(
-                        "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
-                        "AND a.atttypid = 'numeric'::regtype AND a.atttypmod = -1 ORDER BY a.attnum",
-                        [schema_table],
-                    ).fetchall()
-                ]
+                columns = admin.execute(
+                    "SELECT attname, atttypid = 'numeric'::regtype AND atttypmod = -1 FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    [schema_table],
+                ).fetchall()
+                wide = [name for name, unconstrained in columns if unconstrained]
                 if not wide:
                     reads[table] = relation
                     continue
@@ -320,8 +316,7 @@ class Warehouse:
                 if not casts:
                     reads[table] = relation
                     continue
-                names = [r[0] for r in admin.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [schema_table]).fetchall()]
-                select = ", ".join(f"{casts[n]} AS {ident(n)}" if n in casts else ident(n) for n in names)
+                select = ", ".join(f"{casts[n]} AS {ident(n)}" if n in casts else ident(n) for n, _ in columns)
                 reads[table] = f"postgres_query({literal(self.database)}, {literal(f'SELECT {select} FROM {schema_table}')})"
             return reads
         finally:
@@ -348,7 +343,7 @@ class Warehouse:
                     admin.execute(f"ALTER SCHEMA {ident(published)} RENAME TO {ident(retired)}")
                 admin.execute(f"ALTER SCHEMA {ident(staged)} RENAME TO {ident(published)}")
         except Exception as exc:
-            if _lost_connection(exc):  # reset, timed out, server gone: said as such, and retried
+            if _is_psycopg_error(exc, "OperationalError"):  # reset, timed out, server gone: said as such, and retried
                 raise self.connection_error(exc) from exc
             if _is_psycopg_error(exc):  # the server refused (out of space, a lock, a table dbt left odd): not a bug of ours
                 raise RunFailed(
@@ -455,18 +450,8 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _is_psycopg_error(exc: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(exc, psycopg.Error)
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    """psycopg's connection-level failures (class 08 and the like), not an error of the SQL itself."""
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(exc, psycopg.OperationalError)
+def _is_psycopg_error(exc: BaseException, kind: str = "Error") -> bool:
+    """Whether ``exc`` is psycopg's ``kind`` (``OperationalError``: the connection failed, not the SQL).
+    Only a loaded psycopg can have raised it."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, getattr(psycopg, kind))
