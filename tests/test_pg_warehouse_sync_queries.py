@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from headwater.config.model import PostgresWarehouse
 from headwater.config.sources import PostgresSettings
+from headwater.errors import HeadwaterError
 from headwater.sources.postgres import PostgresSource
 from headwater.sync.stats import TableStats
 from headwater.warehouse import open_warehouse
@@ -135,6 +137,7 @@ import resource, sys
 from pathlib import Path
 from headwater.config.model import PostgresWarehouse
 from headwater.config.sources import PostgresSettings
+from headwater.errors import HeadwaterError
 from headwater.sources.postgres import PostgresSource
 from headwater.warehouse import open_warehouse
 root, source_url, warehouse_url, table, limit = sys.argv[1:]
@@ -162,9 +165,33 @@ def test_a_full_load_is_held_to_the_memory_limit_not_the_tables_size(fresh_pg_da
     def peak(table: str) -> tuple[int, int]:
         done = subprocess.run([sys.executable, "-c", PEAK_RSS, str(tmp_path / table), source_url, warehouse_url, table, "64MB"], capture_output=True, text=True, check=False, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
+        assert len(done.stdout.split()) == 2, done.stdout[-2000:]
         count, mb = done.stdout.split()
         return int(count), int(mb)
 
     (tiny_rows, base_mb), (wide_rows, wide_mb) = peak("tiny"), peak("wide")
     assert (tiny_rows, wide_rows) == (1, rows)
     assert wide_mb - base_mb < data_mb / 2, f"a full load of {data_mb} MB of rows took {wide_mb - base_mb} MB more than one of a single row (peak {wide_mb} MB)"
+
+
+def test_a_warehouse_that_fails_mid_load_stops_the_read_and_is_named(fresh_pg_database: str, warehouse_url: str, tmp_path: Path) -> None:
+    """A full load reads the source on a second connection while raw is written
+    (warehouse/postgres/load.py). When the warehouse fails (here: raw is locked by another session,
+    past lock_timeout), the reader, waiting to hand over its next rows, is stopped, the sync ends
+    with the warehouse's error, not the source's, and raw keeps its rows."""
+    source_url = plain(fresh_pg_database)
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("CREATE TABLE items (id bigint, body text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 10) g")  # no key: reloaded in full each sync
+    assert sync(tmp_path, source_url, warehouse_url).rows == 10
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("INSERT INTO items SELECT g, md5(g::text) FROM generate_series(11, 200000) g")
+    name = make_url(warehouse_url).database
+    with psycopg.connect(warehouse_url, autocommit=True) as wh:
+        wh.execute(f'ALTER DATABASE "{name}" SET lock_timeout = \'1s\'')
+        with wh.transaction():
+            wh.execute("LOCK TABLE raw_app.items IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(HeadwaterError) as failed:
+                sync(tmp_path, source_url, warehouse_url)
+        assert wh.execute("SELECT count(*) FROM raw_app.items").fetchone() == (10,)
+    assert "warehouse" in failed.value.what and "lock timeout" in (failed.value.why or "")
+    assert threading.active_count() == 1, [t.name for t in threading.enumerate()]  # the reader's thread ended

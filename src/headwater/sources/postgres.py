@@ -8,7 +8,8 @@ a timestamp column: see docs/sync.md for why that is exact under late commits an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -347,6 +348,25 @@ class PostgresSource(SqlSource):
             return {}
         (xmin,) = self.query(con, "SELECT txid_snapshot_xmin(txid_current_snapshot())::text")[0]
         return {"xmin": int(xmin)}
+
+    @contextmanager
+    def snapshot_reader(self, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A second DuckDB connection whose transaction on the source imports the snapshot of
+        ``con``'s (``pg_export_snapshot``, as DuckDB's parallel scan and pg_dump -j do): it reads
+        exactly the rows ``con`` would. The snapshot stays valid while ``con``'s transaction is open."""
+        (snapshot,) = self.query(con, "SELECT pg_export_snapshot()")[0]
+        reader = con.cursor()
+        try:
+            reader.execute("BEGIN TRANSACTION")
+            # The first statement of the reader's source transaction, as PostgreSQL requires.
+            reader.execute(f"CALL postgres_execute({literal(self.alias)}, {literal(f'SET TRANSACTION SNAPSHOT {literal(str(snapshot))}')})")
+            yield reader
+        finally:
+            try:
+                reader.execute("ROLLBACK")  # it only read
+            except duckdb.Error:
+                pass
+            reader.close()
 
     def horizon(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> tuple[dt.datetime | None, str | None]:
         """The start of the oldest transaction running in the database, read *before* the table's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import duckdb
@@ -11,6 +12,7 @@ from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, one_value
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
+Reader = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection | None]]  # see `RawTarget.load_full`
 
 
 class RawTarget:
@@ -23,11 +25,6 @@ class RawTarget:
     # warehouse's commits are durable by themselves, and DuckDB's CHECKPOINT of an attached
     # PostgreSQL catalog is PostgreSQL's own: a forced flush of the whole server.
     checkpoints = True
-    # Whether a full load is read into a DuckDB temporary table before it is written to raw. DuckDB's
-    # postgres extension holds every row a postgres scan (of any database) feeds into an insert into
-    # a PostgreSQL table in memory first, outside DuckDB's memory limit (docs/benchmarks.md,
-    # "PostgreSQL warehouse"); a temporary table is held to the limit and spills to disk beyond it.
-    stages_full_loads = False
     # The longest name (in bytes) the warehouse keeps as written; None: no limit that matters.
     # PostgreSQL cuts longer names to 63 bytes, so two tables alike in their first 63 would be one.
     max_identifier: int | None = None
@@ -46,6 +43,13 @@ class RawTarget:
         what it is (the sync stops with an error naming table, column and key). Empty: every value
         is stored as it is."""
         return []
+
+    def load_full(self, con: duckdb.DuckDBPyConnection, schema: str, table: str, rows: str, reader: Reader) -> int:
+        """Replace raw's ``schema.table`` with ``rows`` (a DuckDB SELECT), inside the table's
+        transaction; returns the rows written (the count the table was made with: no second pass).
+        ``reader`` opens a second connection reading the source in the same snapshot, when the
+        source offers one (`SqlSource.snapshot_reader`), for a warehouse that writes better apart."""
+        return int(one_value(con.execute(f"CREATE OR REPLACE TABLE {ident(schema)}.{ident(table)} AS {rows}")))
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """Widen raw's ``column`` of ``target`` (a quoted schema.table) to ``duck_type``, inside the table's transaction."""

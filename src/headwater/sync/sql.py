@@ -216,6 +216,12 @@ class SqlSource:
         """Called first in each table's transaction; returns facts about the source's snapshot."""
         return {}
 
+    @contextmanager
+    def snapshot_reader(self, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A second connection reading the source in the snapshot of ``con``'s open transaction, for
+        as long as the context lasts; None: the source can be read only on ``con``."""
+        yield None
+
     def end(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> None:
         """Called after a table's reads, before its transaction commits: raise if what was read cannot be trusted."""
 
@@ -636,14 +642,7 @@ class SqlSource:
         source = self.relation(con, info)
         rows = f"SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s"
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
-            if self._target.stages_full_loads:  # see `RawTarget.stages_full_loads`
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_load AS {rows}")
-                rows = "SELECT * FROM _hw_load"
-            # The count of rows the new table was made with: no second pass to count them (in a
-            # PostgreSQL warehouse that pass is a scan of the whole table).
-            n = one_value(con.execute(f"CREATE OR REPLACE TABLE {target} AS {rows}"))
-        if self._target.stages_full_loads:
-            con.execute("DROP TABLE _hw_load")
+            n = self._target.load_full(con, raw_schema(self.name), info.name, rows, lambda: self.snapshot_reader(con))
         self._check_unique(con, info, plan, target)
         stats.mode = "full"
         stats.rows_read = stats.upserted = n

@@ -31,9 +31,10 @@ import duckdb
 
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal, one_value
-from headwater.sync.context import RawTarget
+from headwater.sync.context import RawTarget, Reader
 from headwater.sync.state import STATE_SCHEMA
 from headwater.sync.types import normalise
+from headwater.warehouse.postgres import load
 
 _AS = {
     "HUGEINT": "DECIMAL(38,0)",
@@ -92,7 +93,6 @@ class PostgresRaw(RawTarget):
     """Raw tables in a PostgreSQL warehouse attached to the sync's DuckDB under ``catalog``."""
 
     checkpoints = False  # DuckDB would send PostgreSQL a CHECKPOINT (see `RawTarget.checkpoints`)
-    stages_full_loads = True  # else a full load holds the whole table in memory (see `RawTarget.stages_full_loads`)
     max_identifier = 63  # NAMEDATALEN - 1: longer names are cut, silently
 
     def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
@@ -142,6 +142,19 @@ class PostgresRaw(RawTarget):
             (f"len(list_filter({elements}, x -> lower(x) = 'null')) > 0", _SPELLED_NULL),
             (f"len(list_filter({elements}, x -> contains(x, chr(0)))) > 0", f"an array element with a NUL byte (character 0), {_NO_NUL}"),
         ]
+
+    def load_full(self, con: duckdb.DuckDBPyConnection, schema: str, table: str, rows: str, reader: Reader) -> int:
+        """DuckDB's extension reads every postgres scan feeding an insert into PostgreSQL in full,
+        into memory, first. A PostgreSQL source is read on a second connection in the table's
+        snapshot, while raw is written (warehouse/postgres/load.py); the rows of other sources are
+        staged in a DuckDB temporary table, held to DuckDB's memory limit and spilled beyond it."""
+        with reader() as other:
+            if other is not None:
+                return load.load_full_from(con, other, schema, table, rows)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_load AS {rows}")
+        written = super().load_full(con, schema, table, "SELECT * FROM _hw_load", reader)
+        con.execute("DROP TABLE _hw_load")  # (a failure rolls its creation back with the rest)
+        return written
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """DuckDB's postgres extension alters only names and columns' presence: the type changes in
