@@ -111,3 +111,16 @@ def test_the_duckdb_dbt_profile_points_dbt_duckdb_at_the_build_database(tmp_path
     assert profile["path"] == str((tmp_path / "wh" / "build.duckdb").resolve())
     assert profile["settings"]["memory_limit"] == "1GB"
     assert profile["settings"].get("extension_directory") == extension_directory()
+
+
+def test_connections_never_print_duckdbs_progress_bar(tmp_path: Path) -> None:
+    """DuckDB's Python client prints a progress bar on stdout for a query past two seconds, into
+    `--json` output and pipes (a PostgreSQL warehouse's full loads did: see the peak-memory test of
+    tests/test_pg_warehouse_sync_queries.py, which reads a subprocess's stdout). Every connection
+    Headwater opens has it off, file or memory, read-only or not."""
+    from headwater.warehouse import connect
+
+    connect(tmp_path / "w.duckdb").close()
+    for con in (connect(":memory:"), connect(tmp_path / "w.duckdb", read_only=True)):
+        assert con.execute("SELECT current_setting('enable_progress_bar_print')").fetchone() == (False,)
+        con.close()

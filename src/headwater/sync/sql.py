@@ -219,7 +219,8 @@ class SqlSource:
     @contextmanager
     def snapshot_reader(self, con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A second connection reading the source in the snapshot of ``con``'s open transaction, for
-        as long as the context lasts; None: the source can be read only on ``con``."""
+        as long as the context lasts; None: the source can be read only on ``con``. A source read
+        through DuckDB's postgres scanner must offer one (see `PostgresRaw.load_full`)."""
         yield None
 
     def end(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> None:

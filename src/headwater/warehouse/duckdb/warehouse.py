@@ -70,7 +70,7 @@ def connect(
     if memory_limit:
         config["memory_limit"] = memory_limit
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise ProjectBusy(
@@ -79,6 +79,11 @@ def connect(
                 fix="Wait for the running pipeline to finish (see `headwater runs`), then try again.",
             ) from None
         raise
+    # DuckDB's Python client prints a progress bar on stdout for any query past two seconds: into
+    # `--json` output, logs and pipes. Its progress is read through `query_progress` where wanted.
+    # (A per-connection setting: a cursor of this connection needs it again.)
+    con.execute("SET enable_progress_bar_print = false")
+    return con
 
 
 # Scanners that attach a server: DuckDB refuses them once external access is off.

@@ -11,8 +11,8 @@ imports the table's own snapshot (`SqlSource.snapshot_reader`: PostgreSQL's expo
 a stream of Arrow record batches, in a thread of its own. The table's transaction (``con``) writes
 raw from that stream (binary COPY), so the rows, raw and the state still commit together, the rows
 are those of the snapshot the state records, and only the batches in flight are held in memory.
-Sources without such a reader (a PostgreSQL scan is only in PostgreSQL sources; the others are read
-as they are written anyway) are written from ``con`` as before.
+Other sources are written from ``con`` as before: their scans are not postgres scans, and stream
+straight into the COPY.
 
 Each column crosses Arrow as its own DuckDB type, except TIMETZ, which crosses as text (`_as_sent`),
 and is cast back to the relation's type as it is written: raw's columns are those ``CREATE TABLE ...
