@@ -139,21 +139,23 @@ def test_the_second_reader_sees_the_tables_snapshot_not_later_commits(fresh_pg_d
     committed after the table's transaction began are read by neither connection."""
     url = plain(fresh_pg_database)
     with psycopg.connect(url, autocommit=True) as src:
-        src.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
+        src.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5000)")  # ~20 pages
         source = PostgresSource("app", PostgresSettings(type="postgres", url=url, tables=["t"]), tmp_path)
         con = connect(":memory:")
         source.attach(con)
         try:
             con.execute("BEGIN TRANSACTION")
-            assert source.query(con, "SELECT count(*) FROM t") == [(100,)]
-            src.execute("INSERT INTO t SELECT generate_series(101, 150)")  # committed after the snapshot
+            assert source.query(con, "SELECT count(*) FROM t") == [(5000,)]
+            src.execute("INSERT INTO t SELECT generate_series(5001, 6000); UPDATE t SET id = -id WHERE id <= 10")  # committed after the snapshot
             with source.snapshot_reader(con) as reader:
                 assert reader is not None
-                scanned = reader.execute(f"SELECT count(*), max(id) FROM {source.alias}.public.t").fetchall()
-                queried = reader.execute(f"SELECT * FROM postgres_query({literal(source.alias)}, 'SELECT count(*), max(id) FROM t')").fetchall()
-            assert scanned == [(100, 100)] and queried == [(100, 100)]
+                reader.execute("SET pg_pages_per_task = 1")  # DuckDB's parallel scan: a task a page, each in the reader's snapshot
+                scanned = reader.execute(f"SELECT count(*), min(id), max(id) FROM {source.alias}.public.t").fetchall()
+                queried = reader.execute(f"SELECT * FROM postgres_query({literal(source.alias)}, 'SELECT count(*), min(id), max(id) FROM t')").fetchall()
+            assert scanned == [(5000, 1, 5000)] and queried == [(5000, 1, 5000)]
+            assert source.query(con, "SELECT count(*) FROM t") == [(5000,)]  # and the table's transaction still does
             con.execute("COMMIT")
-            assert source.query(con, "SELECT count(*) FROM t") == [(150,)]  # a new transaction sees it
+            assert source.query(con, "SELECT count(*), min(id) FROM t") == [(6000, -10)]  # a new transaction sees it
         finally:
             source.detach(con)
             con.close()
