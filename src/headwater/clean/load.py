@@ -28,7 +28,10 @@ from headwater.clean.plan import Column, cleaning_select, columns_for, unique_ke
 from headwater.config.files import TableRules
 from headwater.errors import RunFailed
 from headwater.sqltext import ident, literal
+from headwater.sync.context import RawTarget
 from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT
+from headwater.sync.sql import Column as RawColumn
+from headwater.sync.sql import refused_error, stored_select
 from headwater.sync.state import ensure_state_table, save_state
 from headwater.sync.stats import TableStats
 
@@ -77,6 +80,7 @@ class Target:
     schema: str
     table: str
     state: dict[str, object]  # saved with the rows (content fingerprint and files)
+    raw: RawTarget = field(default_factory=RawTarget)  # how the warehouse stores each type (`SyncContext.target`)
 
 
 def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules, target: Target, log: Callable[[str], None]) -> TableStats:
@@ -254,10 +258,11 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
     """Replace the raw table, its quarantine and the sync state in one transaction. The table's rows
     are in no particular order (SQL tables have none): ``_headwater_row`` is the file's order."""
     schema, table = ident(target.schema), ident(target.table)
-    quarantine = ident(target.table + QUARANTINE_SUFFIX)
+    quarantine_name = target.table + QUARANTINE_SUFFIX
     before = _columns(con, target.schema, target.table)
     ensure_state_table(con)
-    selected = "".join(f"{ident(n)}, " for n in names)
+    selected = "".join(f"{item}, " for item in _stored(con, target.raw, "hw_clean", target.table, names, "c", "_row", "_file"))
+    quarantined = ", ".join(_stored(con, target.raw, "hw_quarantine", quarantine_name, None, "q", "row_number", "source_file"))
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -265,13 +270,30 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
             f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT {selected}_file AS {FILE_COLUMN}, _row AS {ROW_COLUMN}, now() AS {SYNCED_AT} "
             f"FROM hw_clean c WHERE {good}"
         )
-        con.execute(f"CREATE OR REPLACE TABLE {schema}.{quarantine} AS SELECT *, now() AS {SYNCED_AT} FROM hw_quarantine ORDER BY source_file, row_number, column_name, rule")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {schema}.{ident(quarantine_name)} AS SELECT {quarantined}, now() AS {SYNCED_AT} FROM hw_quarantine q "
+            "ORDER BY source_file, row_number, column_name, rule"
+        )
         save_state(con, target.source, target.table, target.state)
         con.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         con.execute("ROLLBACK")
+        target.raw.rolled_back(con)
+        refused = refused_error(target.source, str(exc)) if isinstance(exc, duckdb.Error) else None
+        if refused is not None:
+            raise refused from None
         raise
     return _changes(before, _columns(con, target.schema, target.table))
+
+
+def _stored(con: duckdb.DuckDBPyConnection, raw: RawTarget, relation: str, table: str, names: list[str] | None, alias: str, row: str, file: str) -> list[str]:
+    """The select items writing ``names`` (None: every column) of ``relation`` into raw's ``table``
+    the way database sources write theirs (`headwater.sync.sql.stored_select`): cast to what the
+    warehouse stores, and a value it would store as another (a NUL byte in PostgreSQL's text) stops
+    the table with an error naming the column, the row and its file."""
+    kinds = {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {relation}").fetchall()}
+    where = f"CAST({alias}.{row} AS VARCHAR) || ' of ' || {alias}.{file}"
+    return [stored_select(raw, table, RawColumn(name, kinds[name], kinds[name]), alias, where, row="row") for name in (kinds if names is None else names)]
 
 
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:

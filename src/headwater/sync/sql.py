@@ -83,14 +83,15 @@ class Column:
         return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {ident(self.name)}"
 
 
-def unfit(convert: str, condition: str, table: str, column: str, holds: str, marker: str = UNFIT) -> str:
+def unfit(convert: str, condition: str, table: str, column: str, holds: str, marker: str = UNFIT, row: str = "key") -> str:
     """``convert`` (a `Column.convert`), except that a value for which ``condition`` (over ``{c}``)
     holds stops the read with an error naming the table, the column and the row's key: for values a
     source hands over already changed (DuckDB's scanners wrap some out-of-range values around), which
-    must never land as another value. ``holds`` says what the column holds, for the message."""
+    must never land as another value. ``holds`` says what the column holds, for the message; ``row``
+    what ``{key}`` is ("key"; a file's "row": its number and file)."""
     message = literal(f"{marker}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
     tail = literal(f") holds {holds}").replace("{", "{{").replace("}", "}}")
-    return f"CASE WHEN {condition} THEN error({message} || '(key ' || {{key}} || {tail}) ELSE {convert} END"
+    return f"CASE WHEN {condition} THEN error({message} || {literal(f'({row} ')} || {{key}} || {tail}) ELSE {convert} END"
 
 
 def key_text(key: list[str], alias: str = "") -> str:
@@ -125,6 +126,20 @@ def refused_error(source: str, text: str) -> HeadwaterError | None:
         why="The warehouse would store it as another value, or fail half-way, so this table's sync stopped and its raw table and state were left as they were.",
         fix="Change the value in the source, or leave the table out of the source's tables: until it is fixed (the DuckDB warehouse holds such values).",
     )
+
+
+def stored_select(target: RawTarget, table: str, column: Column, alias: str, key: str, row: str = "key") -> str:
+    """A column's select item into raw, cast to the type the warehouse stores it as where that
+    differs (exactly, or an error), and stopped by an error (`refused_error`) on a value the
+    warehouse would store as another. Database and file sources alike (`headwater.clean.load`)."""
+    stored = target.stored_type(column.type)
+    refused = target.refused(stored)
+    if stored == column.type and not refused:
+        return column.select(alias, key)
+    convert = column.convert if stored == column.type else target.store(column.convert, column.type).replace("{t}", column.type)
+    for condition, holds in refused:
+        convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED, row=row)
+    return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
 
 
 @dataclass
@@ -620,16 +635,7 @@ class SqlSource:
         return ", ".join(parts)
 
     def _stored(self, table: str, column: Column, alias: str, key: str) -> str:
-        """A column's select item, cast to the type the warehouse stores it as where that differs
-        (exactly, or an error), and stopped by an error on a value the warehouse would store as another."""
-        stored = self._target.stored_type(column.type)
-        refused = self._target.refused(stored)
-        if stored == column.type and not refused:
-            return column.select(alias, key)
-        convert = column.convert if stored == column.type else self._target.store(column.convert, column.type).replace("{t}", column.type)
-        for condition, holds in refused:
-            convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED)
-        return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
+        return stored_select(self._target, table, column, alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con

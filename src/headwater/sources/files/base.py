@@ -111,7 +111,7 @@ class FileSource(ABC):
             return stats
         staged = opened.stage(ctx.con)
         state: dict[str, object] = {"fingerprint": fingerprint, "content_sha256": opened.content_hash, "sources": opened.sources}
-        stats = load_table(ctx.con, staged, spec, Target(self.name, schema, table, state), ctx.log)
+        stats = load_table(ctx.con, staged, spec, Target(self.name, schema, table, state, ctx.target), ctx.log)
         stats.seconds = round(time.perf_counter() - started, 3)
         ctx.report(table, stats.rows_read, stats.rows_read)
         return stats

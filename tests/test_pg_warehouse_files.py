@@ -1,0 +1,165 @@
+"""File sources (CSV, Excel, Google Sheets) into a PostgreSQL warehouse: their tables go through the
+warehouse's `RawTarget` as database sources' do (`sync.sql.stored_select`), so a cell PostgreSQL
+would refuse or store as another value stops its table with an error naming source, table, column,
+row and file, and leaves raw (table, quarantine, state) and published as they were; every other
+value arrives as the DuckDB warehouse holds it. Measured: ~25 s together on two cores (two demo runs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_process import run_cli
+from demo_project import make_project as make_demo
+from files_project import make_project, write
+from pg_warehouse import on_postgres, plain_url, rows, schema_checksums
+
+from headwater.config import LoadedProject, load_project
+from headwater.errors import HeadwaterError
+from headwater.orchestrate import run_pipeline
+from headwater.sources import open_source
+from headwater.sync import TableStats
+from headwater.warehouse import open_warehouse
+
+pytestmark = pytest.mark.postgres
+
+NUL = "\0"
+
+
+def files_on(root: Path, sources_yaml: str, url: str | None) -> LoadedProject:
+    """`files_project.make_project`, its warehouse the PostgreSQL database at ``url`` (None: DuckDB's)."""
+    project = make_project(root, sources_yaml)
+    if url is None:
+        return project
+    with open(root / "headwater.yml", "a") as handle:
+        handle.write(f"warehouse:\n  type: postgres\n  url: {plain_url(url)}\n")
+    return load_project(root)
+
+
+def sync(project: LoadedProject, source: str) -> list[TableStats]:
+    """One source synced the way a run syncs it: through the project's warehouse engine."""
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    con = warehouse.connect_build()
+    try:
+        return warehouse.load_raw(con, open_source(source, project.config.sources[source], project.root), lambda _: None)
+    finally:
+        con.close()
+
+
+def raw_rows(project: LoadedProject, sql: str) -> list[tuple[Any, ...]]:
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    con = warehouse.connect_build()
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+# --- every type a file source makes, the same on both warehouses --------------------------------------
+
+TYPED = """
+typed:
+  type: csv
+  path: data/typed.csv
+  columns:
+    n: {type: integer}
+    price: {type: decimal, scale: 2}
+    ratio: {type: decimal}
+    ok: {type: boolean}
+    day: {type: date}
+    stamp: {type: datetime}
+    stamp_zone: {type: datetime, timezone: Europe/Paris}
+"""
+TYPED_CSV = (
+    "n,price,ratio,ok,day,stamp,stamp_zone,note\n"
+    "9223372036854775807,123456789012345678901234567890123456.78,1e300,yes,0001-01-01,2024-03-31 02:30:00.123456,2024-03-31 02:30,NULL\n"
+    "-9223372036854775808,-0.01,-0.0,no,9999-12-31,9999-12-31 23:59:59.999999,2024-10-27 02:30,\"quote \"\" back\\\\slash, {brace} é\"\n"
+    "0,0,2.5e-300,N,2024-02-29,1970-01-01,1970-01-01 00:00,' \t'\n"
+)
+
+
+def test_every_type_a_file_source_makes_arrives_in_postgres_as_the_duckdb_warehouse_holds_it(tmp_path: Path, fresh_pg_database: str) -> None:
+    loaded = {}
+    for name, url in (("duckdb", None), ("postgres", fresh_pg_database)):
+        project = files_on(tmp_path / name, TYPED, url)
+        write(project.root / "data/typed.csv", TYPED_CSV)
+        [stats] = sync(project, "typed")
+        assert (stats.rows, stats.quarantined) == (3, 0), (name, stats.notes)
+        loaded[name] = sorted(raw_rows(project, "SELECT n, price, ratio, ok, day, stamp, stamp_zone, note, _headwater_file, _headwater_row FROM raw_typed.typed"), key=str)
+    assert loaded["postgres"] == loaded["duckdb"]
+    by_n = {r[0]: r for r in loaded["postgres"]}
+    assert by_n[9223372036854775807][1] == Decimal("123456789012345678901234567890123456.78")  # 38 digits, exactly
+    assert by_n[-9223372036854775808][5] == dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    assert by_n[9223372036854775807][7] == "NULL" and "{brace}" in by_n[-9223372036854775808][7]  # text, not NULL
+    types = rows(fresh_pg_database, "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw_typed' AND table_name = 'typed' ORDER BY ordinal_position")
+    assert [t for _, t in types] == [
+        "bigint", "numeric", "double precision", "boolean", "date", "timestamp without time zone", "timestamp with time zone", "character varying", "character varying", "bigint", "timestamp with time zone",
+    ]
+
+
+# --- a NUL byte: a clear error, nothing changed --------------------------------------------------------
+
+ROSTER = "roster:\n  type: csv\n  path: data/roster.csv\n  columns:\n    age: {type: integer}\n"
+
+
+def test_a_nul_byte_in_a_cell_or_in_a_quarantined_value_stops_the_table_with_an_error_naming_it(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = fresh_pg_database
+    project = files_on(tmp_path / "p", ROSTER, url)
+    csv = write(project.root / "data/roster.csv", "name,age\nAna,34\nBob,thirty\n")
+    sync(project, "roster")
+    before = schema_checksums(url, "raw_roster"), rows(url, "SELECT table_name, state FROM _headwater.sync_state ORDER BY 1")
+    assert set(before[0]) == {"roster", "roster__quarantine"} and all(before[0].values())
+
+    cases = [
+        ("name,age\nAna,34\nB" + NUL + "b,35\nCy,36\n", "column roster.name (row 3 of data/roster.csv) holds text with a NUL byte (character 0)"),
+        ("name,age\nAna,34\nBob,3" + NUL + "5\n", "column roster__quarantine.original_value (row 3 of data/roster.csv) holds text with a NUL byte (character 0)"),
+    ]
+    for text, said in cases:
+        csv.write_bytes(text.encode())
+        with pytest.raises(HeadwaterError) as failure:
+            sync(project, "roster")
+        rendered = failure.value.render()
+        assert f"Source 'roster': {said}, which PostgreSQL's text cannot hold" in rendered, rendered
+        assert "Invalid Input Error" not in rendered and "NULL-byte" not in rendered, rendered
+        assert (schema_checksums(url, "raw_roster"), rows(url, "SELECT table_name, state FROM _headwater.sync_state ORDER BY 1")) == before
+
+    # from the command line: exit 2 (the file is the user's to fix), the same message
+    done = run_cli("sync", "roster", "-p", project.root, env=None)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "column roster__quarantine.original_value (row 3 of data/roster.csv) holds text with a NUL byte" in done.stderr, done.stderr
+    assert (schema_checksums(url, "raw_roster"), rows(url, "SELECT table_name, state FROM _headwater.sync_state ORDER BY 1")) == before
+
+    # the file fixed, its values load
+    csv.write_text("name,age\nAna,34\nBob,35\nCy,x\n")
+    [stats] = sync(project, "roster")
+    assert (stats.rows, stats.quarantined) == (2, 1)
+    assert raw_rows(project, "SELECT name, age FROM raw_roster.roster ORDER BY 1") == [("Ana", 34), ("Bob", 35)]
+
+
+def test_a_run_whose_file_has_a_nul_byte_fails_with_exit_2_and_publishes_nothing_new(tmp_path: Path, fresh_pg_database: str) -> None:
+    """The demo on PostgreSQL with a CSV source in its pipeline: the run that meets the NUL byte fails
+    in its sync step, clearly, and raw and published (PostgreSQL's and the dashboards' copy) stay."""
+    url = fresh_pg_database
+    project = on_postgres(make_demo(tmp_path / "demo", 300), url)
+    path = project.root / "headwater.yml"
+    data = yaml.safe_load(path.read_text())
+    data["sources"]["notes"] = {"type": "csv", "path": "data/notes.csv"}
+    data["pipelines"]["flake_rate"]["sources"].append("notes")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    notes = write(project.root / "data/notes.csv", "who,note\nAna,first\n")
+    project = load_project(project.root)
+    assert run_pipeline(project).run.status == "success"
+    warehouse = open_warehouse(project.root, project.config.warehouse)
+    before = (schema_checksums(url, "raw_notes"), schema_checksums(url, "published"), warehouse.current_snapshot())
+    assert before[0]["notes"] and before[1] and before[2] is not None
+
+    notes.write_bytes(("who,note\nAna,first\nBob,sec" + NUL + "ond\n").encode())
+    done = run_cli("run", "-p", project.root, env=None)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Source 'notes': column notes.note (row 3 of data/notes.csv) holds text with a NUL byte (character 0)" in done.stderr, done.stderr
+    assert "Invalid Input Error" not in done.stderr
+    assert (schema_checksums(url, "raw_notes"), schema_checksums(url, "published"), warehouse.current_snapshot()) == before
