@@ -7,6 +7,7 @@ value arrives as the DuckDB warehouse holds it. Measured: ~25 s together on two 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from pg_warehouse import on_postgres, plain_url, rows, schema_checksums
 from headwater.config import LoadedProject, load_project
 from headwater.errors import HeadwaterError
 from headwater.orchestrate import run_pipeline
+from headwater.services.describe import quarantine_report
 from headwater.sources import open_source
 from headwater.sync import TableStats
-from headwater.warehouse import open_warehouse
+from headwater.sync.engine import quarantine_table
+from headwater.warehouse import capabilities, open_warehouse
 
 pytestmark = pytest.mark.postgres
 
@@ -163,3 +166,60 @@ def test_a_run_whose_file_has_a_nul_byte_fails_with_exit_2_and_publishes_nothing
     assert "Source 'notes': column notes.note (row 3 of data/notes.csv) holds text with a NUL byte (character 0)" in done.stderr, done.stderr
     assert "Invalid Input Error" not in done.stderr
     assert (schema_checksums(url, "raw_notes"), schema_checksums(url, "published"), warehouse.current_snapshot()) == before
+
+
+# --- quarantine companions of long names ----------------------------------------------------------------
+
+LONG = "q" * 61  # its companion, cut by PostgreSQL at 63 bytes, would be named as table LONG + "__" is
+SOURCES_WITH_LONG_NAMES = f"""
+long:
+  type: csv
+  tables:
+    {LONG}:
+      path: data/a.csv
+      columns: {{n: {{type: integer}}}}
+    {LONG}__:
+      path: data/b.csv
+      columns: {{n: {{type: integer}}}}
+lite:
+  type: sqlite
+  path: data/lite.db
+"""
+
+
+def test_quarantine_companions_of_long_table_names_stay_apart_and_are_found_again(tmp_path: Path, fresh_pg_database: str) -> None:
+    url = fresh_pg_database
+    project = files_on(tmp_path / "p", SOURCES_WITH_LONG_NAMES, url)
+    write(project.root / "data/a.csv", "n\n1\nx\n")
+    write(project.root / "data/b.csv", "n\n2\n3\ny\nz\n")
+    expected = {LONG: ([(1,)], [("x",)]), LONG + "__": ([(2,), (3,)], [("y",), ("z",)])}
+    for attempt in ("first", "unchanged"):
+        stats = sync(project, "long")
+        assert {s.table: (s.mode == "skipped", s.rows, s.quarantined) for s in stats} == {LONG: (attempt != "first", 1, 1), LONG + "__": (attempt != "first", 2, 2)}
+        for name, (kept, _) in expected.items():  # PostgreSQL would have cut LONG's companion onto LONG__'s raw table
+            assert rows(url, f'SELECT n FROM raw_long."{name}" ORDER BY 1') == kept, (attempt, name)
+        report = quarantine_report([s.as_dict() for s in stats], "long", capabilities("postgres").max_identifier_length)
+        for entry in report:
+            schema, companion = entry["relation"].split(".")
+            assert len(companion.encode()) <= 63 and companion.endswith("__quarantine"), companion
+            found = (rows(url, f'SELECT n FROM raw_long."{entry["table"]}" ORDER BY 1'), rows(url, f'SELECT original_value FROM {schema}."{companion}" ORDER BY 1'))
+            assert found == expected[entry["table"]], (attempt, entry)
+        assert len(rows(url, "SELECT 1 FROM information_schema.tables WHERE table_schema = 'raw_long'")) == 4
+
+    # a SQLite table's quarantine (a value that does not fit its column), kept by --prune as its companion
+    table = "t" * 56
+    with sqlite3.connect(project.root / "data/lite.db") as lite:
+        lite.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, n INTEGER)")
+        lite.executemany(f"INSERT INTO {table} VALUES (?, ?)", [(1, 5), (2, "five")])
+    companion = quarantine_table(table, 63)
+    assert companion != table + "__quarantine" and len(companion.encode()) <= 63
+    for _ in range(2):
+        warehouse = open_warehouse(project.root, project.config.warehouse)
+        con = warehouse.connect_build()
+        try:
+            [stats] = warehouse.load_raw(con, open_source("lite", project.config.sources["lite"], project.root), lambda _: None, prune=True)
+        finally:
+            con.close()
+        assert (stats.table, stats.rows, stats.quarantined) == (table, 1, 1)
+        assert rows(url, f'SELECT key, original_value FROM raw_lite."{companion}"') == [("id=2", "five")]
+    assert sorted(r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_lite'")) == sorted([table, companion])

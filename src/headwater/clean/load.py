@@ -29,7 +29,7 @@ from headwater.config.files import TableRules
 from headwater.errors import RunFailed
 from headwater.sqltext import ident, literal
 from headwater.sync.context import RawTarget
-from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT
+from headwater.sync.engine import SYNCED_AT, quarantine_table
 from headwater.sync.sql import Column as RawColumn
 from headwater.sync.sql import refused_error, stored_select
 from headwater.sync.state import ensure_state_table, save_state
@@ -258,7 +258,7 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
     """Replace the raw table, its quarantine and the sync state in one transaction. The table's rows
     are in no particular order (SQL tables have none): ``_headwater_row`` is the file's order."""
     schema, table = ident(target.schema), ident(target.table)
-    quarantine_name = target.table + QUARANTINE_SUFFIX
+    quarantine_name = quarantine_table(target.table, target.raw.max_identifier)
     before = _columns(con, target.schema, target.table)
     ensure_state_table(con)
     selected = "".join(f"{item}, " for item in _stored(con, target.raw, "hw_clean", target.table, names, "c", "_row", "_file"))

@@ -31,7 +31,7 @@ from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import RawTarget, SyncContext
-from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
+from headwater.sync.engine import SYNCED_AT, quarantine_table, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
     drop_state,
@@ -304,7 +304,7 @@ class SqlSource:
                             break
                 if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
                     synced = {t.name for t in tables}
-                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced))
+                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced, self._target.max_identifier))
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
@@ -1091,9 +1091,9 @@ def _warehouse_failure(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.FatalException) or disk_full(exc, Path(".")) is not None
 
 
-def _companion_of(name: str, synced: set[str]) -> bool:
+def _companion_of(name: str, synced: set[str], max_identifier: int | None) -> bool:
     """Whether a raw table is a synced table's own companion (its quarantine), not a table of its own."""
-    return name.endswith(QUARANTINE_SUFFIX) and name.removesuffix(QUARANTINE_SUFFIX) in synced
+    return any(quarantine_table(table, max_identifier) == name for table in synced)
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:

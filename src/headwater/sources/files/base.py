@@ -24,9 +24,9 @@ import duckdb
 from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
 from headwater.errors import HeadwaterError, NotFound, RunFailed
-from headwater.sqltext import one_value
+from headwater.sqltext import ident, one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
+from headwater.sync.engine import quarantine_table, raw_schema
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -101,9 +101,10 @@ class FileSource(ABC):
         fingerprint = self._fingerprint(opened.content_hash, spec)
         schema = raw_schema(self.name)
         previous = load_state(ctx.con, self.name, table)
-        if not ctx.full_refresh and previous and previous.get("fingerprint") == fingerprint and _exists(ctx.con, schema, table):
-            rows = one_value(ctx.con.execute(f'SELECT count(*) FROM "{schema}"."{table}"'))
-            quarantine = f'"{schema}"."{table}{QUARANTINE_SUFFIX}"'
+        companion = quarantine_table(table, ctx.target.max_identifier)
+        if not ctx.full_refresh and previous and previous.get("fingerprint") == fingerprint and _exists(ctx.con, schema, table, companion):
+            rows = one_value(ctx.con.execute(f"SELECT count(*) FROM {ident(schema)}.{ident(table)}"))
+            quarantine = f"{ident(schema)}.{ident(companion)}"
             quarantined = one_value(ctx.con.execute(f"SELECT count(DISTINCT (source_file, row_number)) FROM {quarantine}"))
             ctx.log(f"source {self.name}: table {table}: unchanged since the last sync, skipped ({rows:,} rows, {quarantined:,} in quarantine)")
             stats = TableStats(table, rows, round(time.perf_counter() - started, 3), mode="skipped", quarantined=quarantined)
@@ -123,9 +124,9 @@ class FileSource(ABC):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str, companion: str) -> bool:
     found = one_value(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = ? AND table_name IN (?, ?)",
-        [schema, table, table + QUARANTINE_SUFFIX],
+        [schema, table, companion],
     ))
     return int(found) == 2
