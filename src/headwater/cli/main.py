@@ -366,7 +366,7 @@ def worker(project: ProjectOpt = None) -> None:
     db = open_system_db(loaded)
     try:
         _describe_schedules(loaded)
-        start_warm_attempts()
+        start_warm_attempts([loaded.config.warehouse.type])
         run_worker(loaded, db, executor(loaded))
     finally:
         db.close()
@@ -396,6 +396,7 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
             port=port,
             announce=lambda _slug, scheduled: _describe_schedules(scheduled),
             banner=lambda: out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)"),
+            warehouses=[project.config.warehouse.type],  # its runs, scheduled or not
         )
     finally:
         db.close()

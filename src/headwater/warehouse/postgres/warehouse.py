@@ -75,6 +75,7 @@ class Warehouse:
         reader_roles=True,
         concurrent_writers=True,  # a server: BI tools and other services may write their own schemas
     )
+    dbt_adapter: ClassVar[str] = "dbt.adapters.postgres"
 
     def __init__(self, root: Path, settings: PostgresWarehouse, confinement: Confinement | None = None) -> None:
         self.settings = settings
