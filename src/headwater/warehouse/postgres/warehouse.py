@@ -42,7 +42,8 @@ import duckdb
 
 from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
-from headwater.errors import HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
+from headwater.diskfull import disk_full
+from headwater.errors import DiskFull, HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value, without_password
 from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the reader roles granted
@@ -269,19 +270,27 @@ class Warehouse:
             rows = self._swap(tables, carry_over)
             try:
                 self.local.switch(snapshot)
-            except Exception as exc:  # after the commit: say what did change
-                raise RunFailed(
-                    f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it",
-                    why=f"{type(exc).__name__}: {first_line(str(exc))}",
-                    fix=f"BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run. "
-                    f"Check {self.local.published_dir} (disk space, permissions), then run again.",
-                ) from exc
+            except Exception as exc:  # after the commit: say what did change, a full disk included (not "left as it was")
+                raise self._behind(rows, exc) from exc
         except BaseException:
             if self.local.pointer_name() != snapshot.name:
                 snapshot.unlink(missing_ok=True)
             raise
         self._drop_retired()
         return rows
+
+    def _behind(self, rows: dict[str, int], exc: Exception) -> HeadwaterError:
+        """The error for a publish committed in PostgreSQL whose local copy could not be switched to."""
+        what = f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it"
+        behind = "BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run."
+        full = disk_full(exc, self.local.published_dir)
+        error: HeadwaterError
+        if full is not None:
+            error = DiskFull(what, why=full.what, fix=f"{behind} Free space on that disk (or move the folder to a larger one), then run again.")
+        else:
+            error = RunFailed(what, why=f"{type(exc).__name__}: {first_line(str(exc))}", fix=f"{behind} Check {self.local.published_dir} (disk space, permissions), then run again.")
+        error.published = rows
+        return error
 
     def _exact_reads(self, relations: dict[str, str]) -> dict[str, str]:
         """How the local copy reads each relation. DuckDB's scanner reads a ``numeric`` without
