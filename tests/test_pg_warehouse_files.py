@@ -20,7 +20,7 @@ from files_project import make_project, write
 from pg_warehouse import on_postgres, plain_url, rows, schema_checksums
 
 from headwater.config import LoadedProject, load_project
-from headwater.errors import HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError
 from headwater.orchestrate import run_pipeline
 from headwater.services.describe import quarantine_report
 from headwater.sources import open_source
@@ -223,3 +223,27 @@ def test_quarantine_companions_of_long_table_names_stay_apart_and_are_found_agai
         assert (stats.table, stats.rows, stats.quarantined) == (table, 1, 1)
         assert rows(url, f'SELECT key, original_value FROM raw_lite."{companion}"') == [("id=2", "five")]
     assert sorted(r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_lite'")) == sorted([table, companion])
+
+
+def test_a_column_name_longer_than_postgresql_keeps_is_refused_naming_it_and_rename_fixes_it(tmp_path: Path, fresh_pg_database: str) -> None:
+    """PostgreSQL would cut it at 63 bytes: a model selecting it by its name would not find it, and two
+    such headers alike in their first 63 bytes would be one column."""
+    url = fresh_pg_database
+    long = "a" * 70
+    project = files_on(tmp_path / "p", "roster:\n  type: csv\n  path: data/r.csv\n", url)
+    csv = write(project.root / "data/r.csv", "name,n\nAna,1\n")
+    sync(project, "roster")
+    before = schema_checksums(url, "raw_roster"), rows(url, "SELECT state FROM _headwater.sync_state")
+    csv.write_text(f"name,{long}\nAna,1\n")
+    with pytest.raises(ConfigError) as failure:
+        sync(project, "roster")
+    said = failure.value.render()
+    assert f"column {long} has a name of 70 bytes, longer than the warehouse keeps (63)" in said and "rename:" in said, said
+    assert (schema_checksums(url, "raw_roster"), rows(url, "SELECT state FROM _headwater.sync_state")) == before
+
+    data = yaml.safe_load((project.root / "headwater.yml").read_text())
+    data["sources"]["roster"]["rename"] = {long: "n"}
+    (project.root / "headwater.yml").write_text(yaml.safe_dump(data))
+    project = load_project(project.root)
+    sync(project, "roster")
+    assert raw_rows(project, "SELECT name, n FROM raw_roster.roster") == [("Ana", "1")]

@@ -26,7 +26,7 @@ import pyarrow as pa
 from headwater.clean.headers import check_rule_columns
 from headwater.clean.plan import Column, cleaning_select, columns_for, unique_keys
 from headwater.config.files import TableRules
-from headwater.errors import RunFailed
+from headwater.errors import ConfigError, RunFailed
 from headwater.sqltext import ident, literal
 from headwater.sync.context import RawTarget
 from headwater.sync.engine import SYNCED_AT, quarantine_table
@@ -99,6 +99,7 @@ def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules
         report = _report(con, good, fixups.rejected)
         _enforce_threshold(report, rules, staged.where)
         names = _kept(con, staged, rules)
+        _check_names(names, target, staged.where)
         changes = _write(con, names, target, good)
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if ordered else 'false'}")
@@ -130,6 +131,21 @@ def _kept(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules) -> 
     counts = con.execute("SELECT " + ", ".join(f"count({ident(n)})" for n in candidates) + " FROM hw_clean").fetchone()
     empty = {n for n, count in zip(candidates, counts, strict=True) if count == 0}  # type: ignore[arg-type]
     return [n for n in staged.names if n not in empty]
+
+
+def _check_names(names: list[str], target: Target, where: str) -> None:
+    """A column name longer than the warehouse keeps (PostgreSQL: 63 bytes) would land cut short:
+    under another name than the models select, or on another long column alike in its first bytes."""
+    limit = target.raw.max_identifier
+    if limit is None:
+        return
+    for name in names:
+        if len(name.encode()) > limit:
+            raise ConfigError(
+                f"{where}: column {name} has a name of {len(name.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
+                fix=f"Give it a shorter name with the source's rename: setting, e.g. rename: {{{name}: <shorter name>}}.",
+            )
 
 
 def _apply_fixups(con: duckdb.DuckDBPyConnection, fixups: Fixups, columns: list[Column], rules: TableRules) -> None:
