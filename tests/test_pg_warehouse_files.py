@@ -18,6 +18,7 @@ from cli_process import run_cli
 from demo_project import make_project as make_demo
 from files_project import make_project, write
 from pg_warehouse import on_postgres, plain_url, rows, schema_checksums
+from sheets_server import sheets_server
 
 from headwater.config import LoadedProject, load_project
 from headwater.errors import ConfigError, HeadwaterError
@@ -31,6 +32,7 @@ from headwater.warehouse import capabilities, open_warehouse
 pytestmark = pytest.mark.postgres
 
 NUL = "\0"
+SHEET = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
 
 
 def files_on(root: Path, sources_yaml: str, url: str | None) -> LoadedProject:
@@ -247,3 +249,23 @@ def test_a_column_name_longer_than_postgresql_keeps_is_refused_naming_it_and_ren
     project = load_project(project.root)
     sync(project, "roster")
     assert raw_rows(project, "SELECT name, n FROM raw_roster.roster") == [("Ana", "1")]
+
+
+def test_a_tab_whose_name_makes_a_table_name_longer_than_postgresql_keeps_is_refused_and_the_others_sync(tmp_path: Path, fresh_pg_database: str) -> None:
+    """`range: '*'` names each tab's table after the tab; Google Sheets allows 100 characters."""
+    url = fresh_pg_database
+    tab = "Volunteers who signed up at the spring fair and still need a call back"  # 70 characters
+    with sheets_server() as fake:
+        fake.add(SHEET, {"Chapters": [["Chapter", "Members"], ["Pune", 42]], tab: [["Name", "Phone"], ["Ana", "0123"]]})
+        sources = f"chapters:\n  type: google_sheets\n  spreadsheet_id: {SHEET}\n  credentials: ${{GOOGLE_SA_KEY}}\n  api_url: {fake.url}\n  range: '*'\n"
+        project = make_project(tmp_path / "p", sources, {"GOOGLE_SA_KEY": fake.account.key_json(fake.token_uri)})
+        with open(project.root / "headwater.yml", "a") as handle:
+            handle.write(f"warehouse:\n  type: postgres\n  url: {plain_url(url)}\n")
+        project = load_project(project.root, env={"GOOGLE_SA_KEY": fake.account.key_json(fake.token_uri)})
+        with pytest.raises(HeadwaterError) as failure:
+            sync(project, "chapters")
+    said = failure.value.render()
+    name = "volunteers_who_signed_up_at_the_spring_fair_and_still_need_a_call_back"
+    assert f"table {name} has a name of 70 bytes, longer than the warehouse keeps (63)" in said and "1 did" in said, said
+    assert sorted(r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_chapters'")) == ["chapters", "chapters__quarantine"]
+    assert rows(url, "SELECT chapter, members FROM raw_chapters.chapters") == [("Pune", "42")]
