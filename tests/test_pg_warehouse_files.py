@@ -269,3 +269,21 @@ def test_a_tab_whose_name_makes_a_table_name_longer_than_postgresql_keeps_is_ref
     assert f"table {name} has a name of 70 bytes, longer than the warehouse keeps (63)" in said and "1 did" in said, said
     assert sorted(r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_chapters'")) == ["chapters", "chapters__quarantine"]
     assert rows(url, "SELECT chapter, members FROM raw_chapters.chapters") == [("Pune", "42")]
+
+
+def test_a_database_column_name_longer_than_postgresql_keeps_is_refused_naming_it(tmp_path: Path, fresh_pg_database: str) -> None:
+    """SQLite's names have no limit (MySQL's reach 64 characters): PostgreSQL would cut the raw column's."""
+    url = fresh_pg_database
+    project = files_on(tmp_path / "p", "lite:\n  type: sqlite\n  path: data/lite.db\n", url)
+    long = "c" * 64
+    (project.root / "data").mkdir()
+    with sqlite3.connect(project.root / "data/lite.db") as lite:
+        lite.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, {long} TEXT)")
+        lite.execute("CREATE TABLE fine (id INTEGER PRIMARY KEY)")
+        lite.execute("INSERT INTO t VALUES (1, 'x')")
+        lite.execute("INSERT INTO fine VALUES (1)")
+    with pytest.raises(HeadwaterError) as failure:
+        sync(project, "lite")
+    said = failure.value.render()
+    assert f"column t.{long} has a name of 64 bytes, longer than the warehouse keeps (63)" in said, said
+    assert sorted(r[0] for r in rows(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw_lite'")) == ["fine"]

@@ -535,6 +535,13 @@ class SqlSource:
                 why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
                 fix=f"Leave it out of sources.{self.name}.tables, or sync it through a view with a shorter name.",
             )
+        long = next((c.name for c in info.columns if limit is not None and len(c.name.encode()) > limit), None)
+        if long is not None:
+            raise ConfigError(
+                f"{self.describe()}: column {info.name}.{long} has a name of {len(long.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
+                fix=f"Sync the table through a view that names the column in at most {limit} bytes, or leave the table out of sources.{self.name}.tables.",
+            )
         # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
         horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
         con.execute("BEGIN TRANSACTION")
