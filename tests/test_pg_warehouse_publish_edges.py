@@ -3,7 +3,7 @@ dropped (they are recorded in `_headwater.retired_schemas`, not found by their n
 full disk after PostgreSQL's commit says what is true — published in the warehouse, the dashboards'
 copy behind until the next run — instead of "published data was left as it was". Real faults only:
 the full disk is a tmpfs filled to the brim while the run waits, inside its publish transaction, on a
-lock the test holds. Measured: ~20 s together on two cores."""
+lock the test holds. Measured: ~25 s together on two cores."""
 
 from __future__ import annotations
 
