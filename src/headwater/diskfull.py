@@ -23,8 +23,11 @@ _QUOTED_PATH = re.compile(r"""["'](/[^"']+)["']""")
 def disk_full(exc: BaseException, where: Path, database: str | None = None) -> DiskFull | None:
     """A `DiskFull` if ``exc`` (or anything in its chain of causes) says the disk is full, else None.
     ``where``: the file or folder to name when the error does not say which one it could not write;
-    ``database``: the SQLite system database's file, named when SQLite is the one that says so."""
+    ``database``: the SQLite system database's file, named when SQLite is the one that says so. A
+    `DiskFull` already said (by the code that knew what the full disk stopped) is returned as it is."""
     for cause in _chain(exc):
+        if isinstance(cause, DiskFull):
+            return cause
         path = _full_path(cause)
         if path is not None:
             if not path and database and _SQLITE_FULL in str(cause).lower():

@@ -32,6 +32,9 @@ class HeadwaterError(Exception):
     table_stats: list[Any] | None = None
     # Set by `headwater sync`'s run: (run id, {source: [TableStats]}) of every source synced so far.
     sync_report: tuple[int, dict[str, list[Any]]] | None = None
+    # A publish that committed in the warehouse, then failed (the dashboards' copy could not switch):
+    # the rows of each table readers of the warehouse now see. The run records them as published.
+    published: dict[str, int] | None = None
 
     def __init__(self, what: str, *, why: str | None = None, fix: str | None = None) -> None:
         super().__init__(what)

@@ -26,9 +26,12 @@ import pyarrow as pa
 from headwater.clean.headers import check_rule_columns
 from headwater.clean.plan import Column, cleaning_select, columns_for, unique_keys
 from headwater.config.files import TableRules
-from headwater.errors import RunFailed
+from headwater.errors import ConfigError, RunFailed
 from headwater.sqltext import ident, literal
-from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT
+from headwater.sync.context import RawTarget
+from headwater.sync.engine import SYNCED_AT, quarantine_table
+from headwater.sync.sql import Column as RawColumn
+from headwater.sync.sql import refused_error, stored_select
 from headwater.sync.state import ensure_state_table, save_state
 from headwater.sync.stats import TableStats
 
@@ -77,6 +80,7 @@ class Target:
     schema: str
     table: str
     state: dict[str, object]  # saved with the rows (content fingerprint and files)
+    raw: RawTarget = field(default_factory=RawTarget)  # how the warehouse stores each type (`SyncContext.target`)
 
 
 def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules, target: Target, log: Callable[[str], None]) -> TableStats:
@@ -95,6 +99,7 @@ def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules
         report = _report(con, good, fixups.rejected)
         _enforce_threshold(report, rules, staged.where)
         names = _kept(con, staged, rules)
+        _check_names(names, target, staged.where)
         changes = _write(con, names, target, good)
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if ordered else 'false'}")
@@ -126,6 +131,21 @@ def _kept(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules) -> 
     counts = con.execute("SELECT " + ", ".join(f"count({ident(n)})" for n in candidates) + " FROM hw_clean").fetchone()
     empty = {n for n, count in zip(candidates, counts, strict=True) if count == 0}  # type: ignore[arg-type]
     return [n for n in staged.names if n not in empty]
+
+
+def _check_names(names: list[str], target: Target, where: str) -> None:
+    """A column name longer than the warehouse keeps (PostgreSQL: 63 bytes) would land cut short:
+    under another name than the models select, or on another long column alike in its first bytes."""
+    limit = target.raw.max_identifier
+    if limit is None:
+        return
+    for name in names:
+        if len(name.encode()) > limit:
+            raise ConfigError(
+                f"{where}: column {name} has a name of {len(name.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
+                fix=f"Give it a shorter name with the source's rename: setting, e.g. rename: {{{name}: <shorter name>}}.",
+            )
 
 
 def _apply_fixups(con: duckdb.DuckDBPyConnection, fixups: Fixups, columns: list[Column], rules: TableRules) -> None:
@@ -254,10 +274,11 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
     """Replace the raw table, its quarantine and the sync state in one transaction. The table's rows
     are in no particular order (SQL tables have none): ``_headwater_row`` is the file's order."""
     schema, table = ident(target.schema), ident(target.table)
-    quarantine = ident(target.table + QUARANTINE_SUFFIX)
+    quarantine_name = quarantine_table(target.table, target.raw.max_identifier)
     before = _columns(con, target.schema, target.table)
     ensure_state_table(con)
-    selected = "".join(f"{ident(n)}, " for n in names)
+    selected = "".join(f"{item}, " for item in _stored(con, target.raw, "hw_clean", target.table, names, "c", "_row", "_file"))
+    quarantined = ", ".join(_stored(con, target.raw, "hw_quarantine", quarantine_name, None, "q", "row_number", "source_file"))
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -265,13 +286,30 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
             f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT {selected}_file AS {FILE_COLUMN}, _row AS {ROW_COLUMN}, now() AS {SYNCED_AT} "
             f"FROM hw_clean c WHERE {good}"
         )
-        con.execute(f"CREATE OR REPLACE TABLE {schema}.{quarantine} AS SELECT *, now() AS {SYNCED_AT} FROM hw_quarantine ORDER BY source_file, row_number, column_name, rule")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {schema}.{ident(quarantine_name)} AS SELECT {quarantined}, now() AS {SYNCED_AT} FROM hw_quarantine q "
+            "ORDER BY source_file, row_number, column_name, rule"
+        )
         save_state(con, target.source, target.table, target.state)
         con.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         con.execute("ROLLBACK")
+        target.raw.rolled_back(con)
+        refused = refused_error(target.source, str(exc)) if isinstance(exc, duckdb.Error) else None
+        if refused is not None:
+            raise refused from None
         raise
     return _changes(before, _columns(con, target.schema, target.table))
+
+
+def _stored(con: duckdb.DuckDBPyConnection, raw: RawTarget, relation: str, table: str, names: list[str] | None, alias: str, row: str, file: str) -> list[str]:
+    """The select items writing ``names`` (None: every column) of ``relation`` into raw's ``table``
+    the way database sources write theirs (`headwater.sync.sql.stored_select`): cast to what the
+    warehouse stores, and a value it would store as another (a NUL byte in PostgreSQL's text) stops
+    the table with an error naming the column, the row and its file."""
+    kinds = {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {relation}").fetchall()}
+    where = f"CAST({alias}.{row} AS VARCHAR) || ' of ' || {alias}.{file}"
+    return [stored_select(raw, table, RawColumn(name, kinds[name], kinds[name]), alias, where, row="row") for name in (kinds if names is None else names)]
 
 
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:

@@ -199,7 +199,9 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}), and its end could not be recorded in the system database. Published data was left as it was.", highlight=False)
         err.print(outcome.stderr.strip() or "Its error is printed above.", highlight=False)
     else:
-        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). Published data was left as it was.", highlight=False)
+        # A publish can commit in the warehouse and fail after (the dashboards' copy): then it did change.
+        left = f"Published to the warehouse: {', '.join(published)}; the dashboards' copy catches up at the next successful run." if published else "Published data was left as it was."
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). {left}", highlight=False)
         if outcome.timed_out:  # stopped from outside: its error was recorded, not in the log above
             err.print(escape(record.error or ""), highlight=False)
         err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
@@ -366,7 +368,7 @@ def worker(project: ProjectOpt = None) -> None:
     db = open_system_db(loaded)
     try:
         _describe_schedules(loaded)
-        start_warm_attempts()
+        start_warm_attempts([loaded.config.warehouse.type])
         run_worker(loaded, db, executor(loaded))
     finally:
         db.close()
@@ -396,6 +398,7 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
             port=port,
             announce=lambda _slug, scheduled: _describe_schedules(scheduled),
             banner=lambda: out.print(f"Serving [bold]{project.config.name}[/] on [link]http://{host}:{port}/[/link]  (Ctrl+C to stop)"),
+            warehouses=[project.config.warehouse.type],  # its runs, scheduled or not
         )
     finally:
         db.close()

@@ -4,7 +4,7 @@ app under uvicorn, and the schedulers stopped when the server stops."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,16 +29,18 @@ def serve_web(
     port: int,
     announce: Callable[[str, LoadedProject], None],
     banner: Callable[[], None],
+    warehouses: Iterable[str] = (),
 ) -> None:
     """Start a scheduler for each of ``projects`` (by organisation) that has a schedule
     (``announce`` says so), then serve ``make_app(schedulers)`` until the server stops (Ctrl+C),
-    then stop the schedulers. Runs are attempts forked from a warm server; ``db`` is the caller's."""
+    then stop the schedulers. Runs are attempts forked from a warm server, with the dbt adapters of
+    ``warehouses`` and of ``projects``' warehouses loaded; ``db`` is the caller's."""
     import uvicorn
 
     from headwater.orchestrate.scheduler import Scheduler
     from headwater.orchestrate.supervise import start_warm_attempts
 
-    start_warm_attempts()  # scheduled runs and the app's "run now"
+    start_warm_attempts({*warehouses, *(p.config.warehouse.type for p in projects.values())})  # scheduled runs and the app's "run now"
     jobs: dict[str, Scheduler] = {}
     try:
         for slug, project in projects.items():

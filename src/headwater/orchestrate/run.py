@@ -116,7 +116,12 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
             publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
             if not publish_plan.tables:
                 raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
-            published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")
+            try:
+                published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")
+            except HeadwaterError as exc:
+                if exc.published is not None:  # committed in the warehouse, then a later part failed: recorded as published
+                    rec.set_detail(step, {"tables": exc.published, "carried_over": publish_plan.carried}, rows=sum(exc.published.values()))
+                raise
             rec.set_detail(step, {"tables": published, "carried_over": publish_plan.carried}, rows=sum(published.values()))
             rec.log("info", "published " + ", ".join(f"{t} ({n:,} rows)" for t, n in published.items()))
     finally:

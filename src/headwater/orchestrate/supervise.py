@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.context import ForkServerContext
 from typing import IO, Protocol
@@ -44,9 +44,10 @@ TRANSIENT = {ExitCode.BUSY, ExitCode.TRANSIENT}
 GRACE_SECONDS = 10  # between SIGTERM and SIGKILL when a run overstays its timeout
 QUEUE_SECONDS = 3600  # how long a run waits behind another run of the project (when it has no timeout)
 
-# What the warm server imports once (see orchestrate/warm.py); a module that fails to import is left
-# to each attempt, as before.
-WARM_MODULES = ("headwater.orchestrate.child", "headwater.orchestrate.run", "headwater.cli.main", "headwater.orchestrate.warm")
+# What the warm server imports once, then the dbt adapters of the projects' warehouses, then
+# orchestrate/warm.py (dbt and its schemas); a module that fails to import is left to each attempt, as before.
+WARM_MODULES = ("headwater.orchestrate.child", "headwater.orchestrate.run", "headwater.cli.main")
+WARM_LAST = "headwater.orchestrate.warm"
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,12 @@ _warm: ForkServerContext | None = None
 _warm_lock = threading.Lock()  # multiprocessing polls every child when one starts: never alongside our own poll
 
 
-def start_warm_attempts(modules: tuple[str, ...] = WARM_MODULES) -> bool:
-    """From now on, fork this process's attempts from a server that has imported ``modules``.
-    Starts the server (it imports in the background; the first attempt waits for it). Returns False
-    where the platform has no forkserver (attempts then start a fresh Python, as before)."""
+def start_warm_attempts(warehouses: Iterable[str] = (), modules: tuple[str, ...] = WARM_MODULES) -> bool:
+    """From now on, fork this process's attempts from a server that has imported ``modules`` and the
+    dbt adapter of each of ``warehouses`` (``warehouse.type`` of the projects it will run; none
+    given: DuckDB's), as the engines name them. Starts the server (it imports in the background; the
+    first attempt waits for it); a process has one, started by its first call. Returns False where
+    the platform has no forkserver (attempts then start a fresh Python, as before)."""
     global _warm  # noqa: PLW0603 - multiprocessing's forkserver is one per process: so is the context that uses it
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
@@ -162,8 +165,11 @@ def start_warm_attempts(modules: tuple[str, ...] = WARM_MODULES) -> bool:
         if _warm is None:
             from multiprocessing import forkserver
 
+            from headwater.warehouse import dbt_adapter
+
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(list(modules))
+            adapters = sorted({dbt_adapter(kind) for kind in warehouses or ["duckdb"]})
+            context.set_forkserver_preload([*modules, *adapters, WARM_LAST])
             forkserver.ensure_running()
             _warm = context
     return True

@@ -13,6 +13,7 @@ from headwater.config.cron import cron_weekdays
 from headwater.config.model import Schedule
 from headwater.orchestrate.scheduler import CrontabTrigger
 from headwater.redact import REDACTED, is_secret_name, redact
+from headwater.sync.engine import quarantine_table, raw_schema
 
 # --- secrets ------------------------------------------------------------------------------------
 
@@ -165,12 +166,13 @@ def quarantined(tables: list[dict[str, Any]]) -> int | None:
     return sum(counts) if counts else None
 
 
-def quarantine_report(tables: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+def quarantine_report(tables: list[dict[str, Any]], source: str, max_identifier: int | None = None) -> list[dict[str, Any]]:
     """Per table of the last sync of a file source: rows set aside, by rule, and the most frequent
-    offending values (the rows themselves stay in the warehouse, which the web app never opens)."""
+    offending values (the rows themselves stay in the warehouse, which the web app never opens).
+    ``max_identifier``: the warehouse's (`Capabilities.max_identifier_length`), which names companions."""
     report = []
     for stats in tables:
         by_rule = stats.get("quarantine_by_rule") if isinstance(stats.get("quarantine_by_rule"), dict) else {}
         notes = [str(n) for n in stats.get("notes", []) if isinstance(n, str)]
-        report.append({"table": stats["table"], "relation": f"raw_{source}.{stats['table']}__quarantine", "quarantined": stats.get("quarantined"), "by_rule": by_rule, "notes": notes})
+        report.append({"table": stats["table"], "relation": f"{raw_schema(source)}.{quarantine_table(stats['table'], max_identifier)}", "quarantined": stats.get("quarantined"), "by_rule": by_rule, "notes": notes})
     return report

@@ -28,7 +28,7 @@ from headwater.config.sources import SQLiteSettings
 from headwater.errors import ConfigError, HeadwaterError, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
+from headwater.sync.engine import quarantine_table, raw_schema
 from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, unfit, unfit_error
 from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
@@ -135,7 +135,7 @@ class SQLiteSource(SqlSource):
         self._exclude.pop(table.name, None)
         self._scannable.pop(table.name, None)
         self._watch(table.name)  # before the check: a commit from here to `end` is seen there
-        quarantine = f"{ident(raw_schema(self.name))}.{ident(table.name + QUARANTINE_SUFFIX)}"
+        quarantine = f"{ident(raw_schema(self.name))}.{ident(quarantine_table(table.name, self._target.max_identifier))}"
         checked = [(i, c, cond) for i, c in enumerate(self._columns[table.name]) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
         found = self._find_misfits(con, table, checked)
         self._scanned[table.name] = self._read_path(table, found)
@@ -226,7 +226,7 @@ class SQLiteSource(SqlSource):
         table.quarantined = one_value(con.execute("SELECT count(*) FROM _hw_misfits"))
         table.quarantine_by_rule = {f"type ({name})": m.count for name, m in found.items()}
         table.read_notes += [f"column {name}: {m.count:,} value(s) are not {m.expected} (e.g. {m.example}): their rows are quarantined" for name, m in found.items()]
-        table.read_notes.append(f"{table.quarantined:,} row(s) set aside in {raw_schema(self.name)}.{table.name}{QUARANTINE_SUFFIX} (on_type_mismatch: quarantine)")
+        table.read_notes.append(f"{table.quarantined:,} row(s) set aside in {raw_schema(self.name)}.{quarantine_table(table.name, self._target.max_identifier)} (on_type_mismatch: quarantine)")
 
     # --- reads ---------------------------------------------------------------------------------
 

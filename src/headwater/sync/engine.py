@@ -7,6 +7,7 @@ files and spreadsheets through `headwater.sources.files`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -27,6 +28,20 @@ class Syncable(Protocol):
 
 def raw_schema(source_name: str) -> str:
     return f"raw_{source_name}"
+
+
+def quarantine_table(table: str, max_identifier: int | None = None) -> str:
+    """The name of raw ``table``'s quarantine companion: ``<table>__quarantine``. One longer than the
+    warehouse keeps (``max_identifier``, `RawTarget.max_identifier`: PostgreSQL cuts names at 63
+    bytes, so the companions of two long names could meet, or land on a table of ``<table>__``) is
+    the table's name cut, a digest of the whole name, and the suffix. Every reader of a companion
+    finds it through this function."""
+    name = table + QUARANTINE_SUFFIX
+    if max_identifier is None or len(name.encode()) <= max_identifier:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    head = table.encode()[: max_identifier - len(QUARANTINE_SUFFIX) - len(digest) - 1].decode(errors="ignore")
+    return f"{head}_{digest}{QUARANTINE_SUFFIX}"
 
 
 def sync_source(

@@ -31,7 +31,7 @@ from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import RawTarget, SyncContext
-from headwater.sync.engine import QUARANTINE_SUFFIX, SYNCED_AT, raw_schema
+from headwater.sync.engine import SYNCED_AT, quarantine_table, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
     drop_state,
@@ -83,14 +83,15 @@ class Column:
         return f"{self.convert.format(c=ref, t=self.type, key=key)} AS {ident(self.name)}"
 
 
-def unfit(convert: str, condition: str, table: str, column: str, holds: str, marker: str = UNFIT) -> str:
+def unfit(convert: str, condition: str, table: str, column: str, holds: str, marker: str = UNFIT, row: str = "key") -> str:
     """``convert`` (a `Column.convert`), except that a value for which ``condition`` (over ``{c}``)
     holds stops the read with an error naming the table, the column and the row's key: for values a
     source hands over already changed (DuckDB's scanners wrap some out-of-range values around), which
-    must never land as another value. ``holds`` says what the column holds, for the message."""
+    must never land as another value. ``holds`` says what the column holds, for the message; ``row``
+    what ``{key}`` is ("key"; a file's "row": its number and file)."""
     message = literal(f"{marker}column {table}.{column} ").replace("{", "{{").replace("}", "}}")
     tail = literal(f") holds {holds}").replace("{", "{{").replace("}", "}}")
-    return f"CASE WHEN {condition} THEN error({message} || '(key ' || {{key}} || {tail}) ELSE {convert} END"
+    return f"CASE WHEN {condition} THEN error({message} || {literal(f'({row} ')} || {{key}} || {tail}) ELSE {convert} END"
 
 
 def key_text(key: list[str], alias: str = "") -> str:
@@ -125,6 +126,20 @@ def refused_error(source: str, text: str) -> HeadwaterError | None:
         why="The warehouse would store it as another value, or fail half-way, so this table's sync stopped and its raw table and state were left as they were.",
         fix="Change the value in the source, or leave the table out of the source's tables: until it is fixed (the DuckDB warehouse holds such values).",
     )
+
+
+def stored_select(target: RawTarget, table: str, column: Column, alias: str, key: str, row: str = "key") -> str:
+    """A column's select item into raw, cast to the type the warehouse stores it as where that
+    differs (exactly, or an error), and stopped by an error (`refused_error`) on a value the
+    warehouse would store as another. Database and file sources alike (`headwater.clean.load`)."""
+    stored = target.stored_type(column.type)
+    refused = target.refused(stored)
+    if stored == column.type and not refused:
+        return column.select(alias, key)
+    convert = column.convert if stored == column.type else target.store(column.convert, column.type).replace("{t}", column.type)
+    for condition, holds in refused:
+        convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED, row=row)
+    return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
 
 
 @dataclass
@@ -296,7 +311,7 @@ class SqlSource:
                             break
                 if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
                     synced = {t.name for t in tables}
-                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced))
+                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced, self._target.max_identifier))
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
@@ -527,6 +542,13 @@ class SqlSource:
                 why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
                 fix=f"Leave it out of sources.{self.name}.tables, or sync it through a view with a shorter name.",
             )
+        long = next((c.name for c in info.columns if limit is not None and len(c.name.encode()) > limit), None)
+        if long is not None:
+            raise ConfigError(
+                f"{self.describe()}: column {info.name}.{long} has a name of {len(long.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
+                fix=f"Sync the table through a view that names the column in at most {limit} bytes, or leave the table out of sources.{self.name}.tables.",
+            )
         # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
         horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
         con.execute("BEGIN TRANSACTION")
@@ -627,16 +649,7 @@ class SqlSource:
         return ", ".join(parts)
 
     def _stored(self, table: str, column: Column, alias: str, key: str) -> str:
-        """A column's select item, cast to the type the warehouse stores it as where that differs
-        (exactly, or an error), and stopped by an error on a value the warehouse would store as another."""
-        stored = self._target.stored_type(column.type)
-        refused = self._target.refused(stored)
-        if stored == column.type and not refused:
-            return column.select(alias, key)
-        convert = column.convert if stored == column.type else self._target.store(column.convert, column.type).replace("{t}", column.type)
-        for condition, holds in refused:
-            convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED)
-        return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
+        return stored_select(self._target, table, column, alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
@@ -1085,9 +1098,9 @@ def _warehouse_failure(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.FatalException) or disk_full(exc, Path(".")) is not None
 
 
-def _companion_of(name: str, synced: set[str]) -> bool:
+def _companion_of(name: str, synced: set[str], max_identifier: int | None) -> bool:
     """Whether a raw table is a synced table's own companion (its quarantine), not a table of its own."""
-    return name.endswith(QUARANTINE_SUFFIX) and name.removesuffix(QUARANTINE_SUFFIX) in synced
+    return any(quarantine_table(table, max_identifier) == name for table in synced)
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:

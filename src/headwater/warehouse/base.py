@@ -45,6 +45,7 @@ class WarehouseEngine(Protocol):
     run SQL on them today speak DuckDB's dialect (see docs/architecture.md, "What the next engine needs")."""
 
     capabilities: ClassVar[Capabilities]
+    dbt_adapter: ClassVar[str]  # the dbt adapter's package (its ``Plugin``), which the warm server preloads (orchestrate/warm.py)
     confinement: Confinement | None  # an organisation's project on an install with many: held to its folder
     folder: Path  # the local folder of the warehouse: the writer lock, work files, and where a full disk is looked for
     fallback: str | None  # set by `current_snapshot` when readers are shown an older snapshot than the pointer names

@@ -38,6 +38,11 @@ def capabilities(kind: str) -> Capabilities:
     return engine_class(kind).capabilities
 
 
+def dbt_adapter(kind: str) -> str:
+    """The dbt adapter package the engine of ``warehouse.type`` builds with (``dbt.adapters.<name>``)."""
+    return engine_class(kind).dbt_adapter
+
+
 def open_warehouse(root: Path, settings: Any, confinement: Confinement | None = None) -> WarehouseEngine:
     """The warehouse of a project: ``settings`` is its ``warehouse:`` (a member of `WarehouseSettings`)."""
     engine: Any = engine_class(settings.type)

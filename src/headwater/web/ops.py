@@ -22,6 +22,7 @@ from headwater.redact import redact
 from headwater.services import describe, runs
 from headwater.services.runs import MAX_ID, RunRecord, StepRecord, log_page, log_text
 from headwater.system import SystemDB
+from headwater.warehouse import capabilities
 from headwater.web import audit, present
 from headwater.web.auth import org_context
 from headwater.web.context import WebContext
@@ -130,7 +131,7 @@ def source_view(ctx: WebContext, name: str, history: int, base: str = "") -> dic
         "settings": describe.source_settings(spec),
         "last_sync": last_sync,
         "quarantined": last_sync["quarantined"] if last_sync else None,
-        "quarantine": describe.quarantine_report(last_sync["tables"] if last_sync else [], name) if describe.is_file_source(spec) else None,
+        "quarantine": describe.quarantine_report(last_sync["tables"] if last_sync else [], name, capabilities(loaded.config.warehouse.type).max_identifier_length) if describe.is_file_source(spec) else None,
         "freshness": freshness(db, loaded, name, base),
         "history": sync_history(db, loaded.config.name, name, history, base=base) if history else [],
         "pipelines": [p for p, pipeline in loaded.config.pipelines.items() if pipeline.sources is None or name in pipeline.sources],

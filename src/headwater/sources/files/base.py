@@ -23,10 +23,10 @@ import duckdb
 
 from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
-from headwater.errors import HeadwaterError, NotFound, RunFailed
-from headwater.sqltext import one_value
+from headwater.errors import ConfigError, HeadwaterError, NotFound, RunFailed
+from headwater.sqltext import ident, one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import QUARANTINE_SUFFIX, raw_schema
+from headwater.sync.engine import quarantine_table, raw_schema
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -97,13 +97,21 @@ class FileSource(ABC):
 
     def _sync_table(self, ctx: SyncContext, table: str, spec: TableRules, work: Path) -> TableStats:
         started = time.perf_counter()
+        limit = ctx.target.max_identifier
+        if limit is not None and len(table.encode()) > limit:  # a table named after its sheet or tab
+            raise ConfigError(
+                f"Source '{self.name}': table {table} has a name of {len(table.encode())} bytes, longer than the warehouse keeps ({limit})",
+                why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
+                fix=f"Name it yourself: list it under sources.{self.name}.tables with a shorter name (and its sheet or range).",
+            )
         opened = self.open_table(table, spec, work)
         fingerprint = self._fingerprint(opened.content_hash, spec)
         schema = raw_schema(self.name)
         previous = load_state(ctx.con, self.name, table)
-        if not ctx.full_refresh and previous and previous.get("fingerprint") == fingerprint and _exists(ctx.con, schema, table):
-            rows = one_value(ctx.con.execute(f'SELECT count(*) FROM "{schema}"."{table}"'))
-            quarantine = f'"{schema}"."{table}{QUARANTINE_SUFFIX}"'
+        companion = quarantine_table(table, ctx.target.max_identifier)
+        if not ctx.full_refresh and previous and previous.get("fingerprint") == fingerprint and _exists(ctx.con, schema, table, companion):
+            rows = one_value(ctx.con.execute(f"SELECT count(*) FROM {ident(schema)}.{ident(table)}"))
+            quarantine = f"{ident(schema)}.{ident(companion)}"
             quarantined = one_value(ctx.con.execute(f"SELECT count(DISTINCT (source_file, row_number)) FROM {quarantine}"))
             ctx.log(f"source {self.name}: table {table}: unchanged since the last sync, skipped ({rows:,} rows, {quarantined:,} in quarantine)")
             stats = TableStats(table, rows, round(time.perf_counter() - started, 3), mode="skipped", quarantined=quarantined)
@@ -111,7 +119,7 @@ class FileSource(ABC):
             return stats
         staged = opened.stage(ctx.con)
         state: dict[str, object] = {"fingerprint": fingerprint, "content_sha256": opened.content_hash, "sources": opened.sources}
-        stats = load_table(ctx.con, staged, spec, Target(self.name, schema, table, state), ctx.log)
+        stats = load_table(ctx.con, staged, spec, Target(self.name, schema, table, state, ctx.target), ctx.log)
         stats.seconds = round(time.perf_counter() - started, 3)
         ctx.report(table, stats.rows_read, stats.rows_read)
         return stats
@@ -123,9 +131,9 @@ class FileSource(ABC):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str, companion: str) -> bool:
     found = one_value(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() AND table_schema = ? AND table_name IN (?, ?)",
-        [schema, table, table + QUARANTINE_SUFFIX],
+        [schema, table, companion],
     ))
     return int(found) == 2

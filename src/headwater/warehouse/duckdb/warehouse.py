@@ -130,6 +130,7 @@ class Warehouse:
         reader_roles=False,  # an embedded file: whoever may read the snapshot files reads the data
         concurrent_writers=False,  # one process may open a database file for writing
     )
+    dbt_adapter: ClassVar[str] = "dbt.adapters.duckdb"
 
     def __init__(self, root: Path, settings: DuckDBWarehouse, confinement: Confinement | None = None) -> None:
         self.settings = settings

@@ -15,8 +15,9 @@ the same in DuckDB and in PostgreSQL, and Headwater's checks read the same table
 Publishing copies the publishable models into a fresh schema and renames it over ``published`` in
 one transaction (PostgreSQL's DDL is transactional): readers and BI tools see the old tables or the
 new ones, never a mix, and a failure or a kill leaves ``published`` as it was. The old schema is
-only renamed aside in that transaction (``published__old_<xid>``), which takes no lock on its
-tables, and dropped after the commit once no reader still holds them: a reader's long query never
+only renamed aside in that transaction (``published__old_<xid>``, recorded in
+``_headwater.retired_schemas``: only schemas listed there are ever dropped, never one of a user's
+named alike), which takes no lock on its tables, and dropped after the commit once no reader still holds them: a reader's long query never
 holds up the publish, and so never holds up, behind the publish's lock, every other reader. (A
 REPEATABLE READ or SERIALIZABLE transaction begun before a publish, pg_dump's among them, finds the
 new tables by name but not their rows: PostgreSQL's catalog is not versioned by snapshot. BI tools
@@ -41,7 +42,8 @@ import duckdb
 
 from headwater.config.confine import Confinement
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
-from headwater.errors import HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
+from headwater.diskfull import disk_full
+from headwater.errors import DiskFull, HeadwaterError, ProjectBusy, RunFailed, TransientFailure, first_line, host_not_found, unresolved_host
 from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value, without_password
 from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the reader roles granted
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("headwater.warehouse")
 
 READERS_TABLE = f"{STATE_SCHEMA}.reader_roles"
+RETIRED_TABLE = f"{STATE_SCHEMA}.retired_schemas"  # the old published schemas the swaps renamed aside, until dropped
 NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old_"  # the staged schema; the old ones, by the swap's transaction id
 RETIRED_LOCK_TIMEOUT = "1s"  # how long dropping an old published schema waits for its last readers
 
@@ -75,6 +78,7 @@ class Warehouse:
         reader_roles=True,
         concurrent_writers=True,  # a server: BI tools and other services may write their own schemas
     )
+    dbt_adapter: ClassVar[str] = "dbt.adapters.postgres"
 
     def __init__(self, root: Path, settings: PostgresWarehouse, confinement: Confinement | None = None) -> None:
         self.settings = settings
@@ -266,19 +270,27 @@ class Warehouse:
             rows = self._swap(tables, carry_over)
             try:
                 self.local.switch(snapshot)
-            except Exception as exc:  # after the commit: say what did change
-                raise RunFailed(
-                    f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it",
-                    why=f"{type(exc).__name__}: {first_line(str(exc))}",
-                    fix=f"BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run. "
-                    f"Check {self.local.published_dir} (disk space, permissions), then run again.",
-                ) from exc
+            except Exception as exc:  # after the commit: say what did change, a full disk included (not "left as it was")
+                raise self._behind(rows, exc) from exc
         except BaseException:
             if self.local.pointer_name() != snapshot.name:
                 snapshot.unlink(missing_ok=True)
             raise
         self._drop_retired()
         return rows
+
+    def _behind(self, rows: dict[str, int], exc: Exception) -> HeadwaterError:
+        """The error for a publish committed in PostgreSQL whose local copy could not be switched to."""
+        what = f"Published {', '.join(rows)} in {self.where()} (schema {self.published}), but the dashboards' copy could not be switched to it"
+        behind = "BI tools and reader roles see the new tables; `headwater serve` and exports show the previous ones until the next successful run."
+        full = disk_full(exc, self.local.published_dir)
+        error: HeadwaterError
+        if full is not None:
+            error = DiskFull(what, why=full.what, fix=f"{behind} Free space on that disk (or move the folder to a larger one), then run again.")
+        else:
+            error = RunFailed(what, why=f"{type(exc).__name__}: {first_line(str(exc))}", fix=f"{behind} Check {self.local.published_dir} (disk space, permissions), then run again.")
+        error.published = rows
+        return error
 
     def _exact_reads(self, relations: dict[str, str]) -> dict[str, str]:
         """How the local copy reads each relation. DuckDB's scanner reads a ``numeric`` without
@@ -341,6 +353,9 @@ class Warehouse:
                     # an old table, and every new reader would queue behind it (`_drop_retired`).
                     retired = f"{published}{OLD_SUFFIX}{int(one_value(admin.execute('SELECT txid_current()'))):x}"
                     admin.execute(f"ALTER SCHEMA {ident(published)} RENAME TO {ident(retired)}")
+                    admin.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
+                    admin.execute(f"CREATE TABLE IF NOT EXISTS {RETIRED_TABLE} (schema_name TEXT PRIMARY KEY, retired_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                    admin.execute(f"INSERT INTO {RETIRED_TABLE} (schema_name) VALUES (%s)", [retired])
                 admin.execute(f"ALTER SCHEMA {ident(staged)} RENAME TO {ident(published)}")
         except Exception as exc:
             if _is_psycopg_error(exc, "OperationalError"):  # reset, timed out, server gone: said as such, and retried
@@ -357,22 +372,25 @@ class Warehouse:
         return rows
 
     def _drop_retired(self) -> None:
-        """Drop the published schemas earlier swaps renamed aside, each as soon as no reader holds
-        its tables (waiting `RETIRED_LOCK_TIMEOUT` at most); one still read is left for the next
-        publish. Tidying after the commit: nothing here can fail the publish."""
-        pattern = re.compile(re.escape(self.published + OLD_SUFFIX) + "[0-9a-f]+")
+        """Drop the published schemas earlier swaps renamed aside (those `RETIRED_TABLE` lists: a
+        schema of the user's is never taken for one by its name), each as soon as no reader holds
+        its tables (waiting `RETIRED_LOCK_TIMEOUT` at most); one still read is left, listed, for the
+        next publish. Tidying after the commit: nothing here can fail the publish."""
         try:
             admin = self.connect_admin()
         except HeadwaterError:
             return
         try:
-            names = [r[0] for r in admin.execute("SELECT nspname FROM pg_namespace").fetchall() if pattern.fullmatch(r[0])]
+            if one_value(admin.execute("SELECT to_regclass(%s)", [RETIRED_TABLE])) is None:
+                return
+            names = [r[0] for r in admin.execute(f"SELECT schema_name FROM {RETIRED_TABLE} ORDER BY retired_at").fetchall()]
             admin.rollback()
             for retired in names:
                 try:
                     with admin.transaction():
                         admin.execute(f"SET LOCAL lock_timeout = '{RETIRED_LOCK_TIMEOUT}'")
                         admin.execute(f"DROP SCHEMA IF EXISTS {ident(retired)} CASCADE")
+                        admin.execute(f"DELETE FROM {RETIRED_TABLE} WHERE schema_name = %s", [retired])
                 except Exception as exc:
                     if not _is_psycopg_error(exc):
                         raise
