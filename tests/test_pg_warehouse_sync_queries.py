@@ -204,3 +204,21 @@ def test_a_warehouse_that_fails_mid_load_stops_the_read_and_is_named(fresh_pg_da
         assert wh.execute("SELECT count(*) FROM raw_app.items").fetchone() == (10,)
     assert "warehouse" in failed.value.what and "lock timeout" in (failed.value.why or "")
     assert threading.active_count() == 1, [t.name for t in threading.enumerate()]  # the reader's thread ended
+
+
+def test_a_source_that_fails_mid_load_is_the_sources_error_as_the_reader_raised_it(fresh_pg_database: str, warehouse_url: str, tmp_path: Path) -> None:
+    """The reader's error reaches the writing connection only as text through Arrow's stream; it is
+    raised again as the reader raised it, so the source's failure (here: its statement_timeout
+    cancels the read) is the source's, and transient, and raw keeps its rows."""
+    source_url = plain(fresh_pg_database)
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("CREATE TABLE items (id bigint, body text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 10) g")  # no key: reloaded in full
+        assert sync(tmp_path, source_url, warehouse_url).rows == 10
+        src.execute("INSERT INTO items SELECT g, repeat(md5(g::text), 8) FROM generate_series(11, 600000) g")
+        src.execute(f'ALTER DATABASE "{make_url(source_url).database}" SET statement_timeout = \'300ms\'')
+    with pytest.raises(HeadwaterError) as failed:
+        sync(tmp_path, source_url, warehouse_url)
+    assert "Source 'app'" in failed.value.what and "arrow" not in str(failed.value.why)
+    assert failed.value.transient, (failed.value.what, failed.value.why)
+    with psycopg.connect(warehouse_url) as wh:
+        assert wh.execute("SELECT count(*) FROM raw_app.items").fetchone() == (10,)

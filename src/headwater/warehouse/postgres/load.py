@@ -8,9 +8,10 @@ in a DuckDB temporary table first, it read the source and then wrote raw, one af
 
 Here the source is read by a second connection of the same DuckDB database whose source transaction
 imports the table's own snapshot (`SqlSource.snapshot_reader`: PostgreSQL's exported snapshots), as
-a stream of Arrow record batches, in a thread of its own. The table's transaction (``con``) writes
-raw from that stream (binary COPY), so the rows, raw and the state still commit together, the rows
-are those of the snapshot the state records, and only the batches in flight are held in memory.
+a stream of Arrow record batches. The table's transaction (``con``) writes raw from that stream
+(binary COPY): the Arrow scan is no postgres scan, so nothing is materialized. The rows, raw and the
+state still commit together, the rows are those of the snapshot the state records, and only the
+batches in flight are held in memory.
 Other sources are written from ``con`` as before: their scans are not postgres scans, and stream
 straight into the COPY.
 
@@ -21,84 +22,60 @@ AS`` of the relation makes. tests/test_pg_warehouse_load.py compares both ways, 
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
-from collections.abc import Iterator
 
 import duckdb
-import pyarrow as pa
 
 from headwater.sqltext import ident, one_value
 
-BATCH_ROWS = 8_192  # rows per Arrow batch (four DuckDB vectors); at most IN_FLIGHT + 2 batches are held
-IN_FLIGHT = 2  # batches read ahead of the writer
-_DONE = object()
+BATCH_ROWS = 8_192  # rows per Arrow batch (four DuckDB vectors) handed from the reader to the writer
 _BATCHES = "_hw_batches"
+# How an error of the reader's query reaches the writer through Arrow's C stream interface.
+_THROUGH_ARROW = re.compile(r"arrow_scan: get_next failed\(\): \w+: (?P<kind>[A-Za-z ]+ Error): (?P<message>.*)", re.DOTALL)
+_KINDS: dict[str, type[duckdb.Error]] = {
+    "IO Error": duckdb.IOException,
+    "Out of Memory Error": duckdb.OutOfMemoryException,
+    "Invalid Input Error": duckdb.InvalidInputException,
+    "Conversion Error": duckdb.ConversionException,
+    "Out of Range Error": duckdb.OutOfRangeException,
+    "Catalog Error": duckdb.CatalogException,
+    "Binder Error": duckdb.BinderException,
+    "Constraint Error": duckdb.ConstraintException,
+    "INTERRUPT Error": duckdb.InterruptException,
+    "FATAL Error": duckdb.FatalException,
+}
 
 
 def load_full_from(con: duckdb.DuckDBPyConnection, reader: duckdb.DuckDBPyConnection, schema: str, table: str, rows: str) -> int:
     """Replace raw's ``schema.table`` by ``rows`` (a DuckDB SELECT) in ``con``'s open transaction,
     the rows read by ``reader`` (in the same source snapshot) as they are written; returns how many.
-    An error of either side is raised as it was raised there, so the caller tells the source's
-    errors from the warehouse's as it always has."""
+    An error of the reader's is raised as the reader raised it (`_unwrapped`), so the caller tells
+    the source's errors from the warehouse's as it always has."""
     columns = [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {rows}").fetchall()]
     sent = ", ".join(f"CAST({ident(n)} AS {_as_sent(t)}) AS {ident(n)}" if _as_sent(t) != t else ident(n) for n, t in columns)
     received = ", ".join(f"CAST({ident(n)} AS {t}) AS {ident(n)}" for n, t in columns)
-    for each in (con, reader):  # DuckDB prints a progress bar on stdout (into --json) for a query this long
-        each.execute("SET enable_progress_bar_print = false")
+    reader.execute("SET enable_progress_bar_print = false")  # a cursor's own setting (see `connect`)
     reader.execute(f"SELECT {sent} FROM ({rows})")
-    batches = reader.fetch_record_batch(BATCH_ROWS)
-    handed: queue.Queue[object] = queue.Queue(maxsize=IN_FLIGHT)
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    batch = batches.read_next_batch()
-                except StopIteration:
-                    _put(handed, _DONE, stop)
-                    return
-                _put(handed, batch, stop)
-        except BaseException as exc:  # noqa: BLE001 - handed over: raised by the writer's side, below
-            if not stop.is_set():  # (else: interrupted because the writer failed)
-                failed.append(exc)
-                _put(handed, exc, stop)
-
-    def received_batches() -> Iterator[pa.RecordBatch]:
-        while (item := handed.get()) is not _DONE:
-            if not isinstance(item, pa.RecordBatch):  # the read failed: its own error is raised instead
-                raise RuntimeError("the source's read failed")
-            yield item
-
-    thread = threading.Thread(target=read, name="headwater-read", daemon=True)
-    thread.start()
-    con.register(_BATCHES, pa.RecordBatchReader.from_batches(batches.schema, received_batches()))
+    # DuckDB's Arrow scan pulls the reader's stream itself, batch by batch: no Python in between.
+    # (Handed over through a Python thread and queue instead, the process grew with the table: 1.5 GB
+    # at 20M rows in one of two runs, docs/benchmarks.md.)
+    con.register(_BATCHES, reader.fetch_record_batch(BATCH_ROWS))
     try:
-        written = int(one_value(con.execute(f"CREATE OR REPLACE TABLE {ident(schema)}.{ident(table)} AS SELECT {received} FROM {_BATCHES}")))
-    except BaseException:
-        stop.set()
-        reader.interrupt()
-        thread.join()
-        if failed:
-            raise failed[0] from None
-        raise
+        return int(one_value(con.execute(f"CREATE OR REPLACE TABLE {ident(schema)}.{ident(table)} AS SELECT {received} FROM {_BATCHES}")))
+    except duckdb.Error as exc:
+        raise _unwrapped(exc) from None
     finally:
         con.unregister(_BATCHES)
-    thread.join()
-    return written
 
 
-def _put(handed: queue.Queue[object], item: object, stop: threading.Event) -> None:
-    """Hand ``item`` to the writer, waiting while it is busy, unless it has stopped."""
-    while not stop.is_set():
-        try:
-            handed.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue
+def _unwrapped(exc: duckdb.Error) -> duckdb.Error:
+    """The reader's own error, when ``exc`` is the reader's failure as the writer met it (Arrow's
+    stream hands over only its text): the same DuckDB exception class, and the message as the reader
+    raised it (a connection lost, a value `unfit` or `refused`, out of memory). Else ``exc``."""
+    match = _THROUGH_ARROW.search(str(exc))
+    if match is None:
+        return exc
+    return _KINDS.get(match["kind"], duckdb.Error)(f"{match['kind']}: {match['message']}")
 
 
 def _as_sent(duck_type: str) -> str:
