@@ -57,8 +57,8 @@ def load_full_from(con: duckdb.DuckDBPyConnection, reader: duckdb.DuckDBPyConnec
     reader.execute("SET enable_progress_bar_print = false")  # a cursor's own setting (see `connect`)
     reader.execute(f"SELECT {sent} FROM ({rows})")
     # DuckDB's Arrow scan pulls the reader's stream itself, batch by batch: no Python in between.
-    # (Handed over through a Python thread and queue instead, the process grew with the table: 1.5 GB
-    # at 20M rows in one of two runs, docs/benchmarks.md.)
+    # The process still grows with the table in some runs (not in DuckDB's buffer pool, nor in
+    # pyarrow's; reading the same stream into a count does not): docs/benchmarks.md.
     con.register(_BATCHES, reader.fetch_record_batch(BATCH_ROWS))
     try:
         return int(one_value(con.execute(f"CREATE OR REPLACE TABLE {ident(schema)}.{ident(table)} AS SELECT {received} FROM {_BATCHES}")))
