@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pg
 import pytest
+import warehouses
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -40,9 +42,9 @@ def postgres_url(postgres_server: pg.Server) -> str:
     return postgres_server.url
 
 
-@pytest.fixture
-def fresh_pg_database(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the session's server (dropped afterwards); returns its URL."""
+@contextmanager
+def new_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped afterwards; its URL."""
     name = f"hw_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     try:
@@ -53,6 +55,33 @@ def fresh_pg_database(postgres_url: str) -> Iterator[str]:
             con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def fresh_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server (dropped afterwards); returns its URL."""
+    with new_pg_database(postgres_url) as url:
+        yield url
+
+
+# --- the warehouse matrix (tests/warehouses.py) --------------------------------------------------------
+
+
+@pytest.fixture(params=warehouses.KINDS)
+def warehouse_kind(request: pytest.FixtureRequest) -> str:
+    """``duckdb`` or ``postgres`` (the latter marked ``postgres``): a test asking for it runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def warehouse(warehouse_kind: str, request: pytest.FixtureRequest) -> Iterator[warehouses.Target]:
+    """The warehouse of a matrix test: DuckDB, or a fresh PostgreSQL database of its own (not
+    `fresh_pg_database`, which a PostgreSQL-source test uses as its source)."""
+    if warehouse_kind == "duckdb":
+        yield warehouses.Target("duckdb")
+        return
+    with new_pg_database(request.getfixturevalue("postgres_url")) as url:
+        yield warehouses.postgres_target(url)
 
 
 # --- the browser (Debian's Chromium driven by Playwright) ------------------------------------------

@@ -1,0 +1,133 @@
+"""The warehouse matrix: tests whose behaviour depends on the warehouse run on DuckDB and on PostgreSQL.
+
+A test asks for the ``warehouse`` fixture (tests/conftest.py), parametrised ``duckdb`` and
+``postgres`` (the latter marked ``postgres``, on a fresh database of the session's server), and
+gets a `Target`:
+
+    def test_x(tmp_path, warehouse):
+        project = warehouse.apply(make_project(tmp_path / "demo", 1_000))   # headwater.yml on that warehouse
+        run_pipeline(project)
+        warehouse.query(project.root, project.config.warehouse, "SELECT ... FROM raw_app.t")
+        before = warehouse.published_state(project)                        # what readers see, exactly
+
+Reads go through the warehouse's own read path, the build connection `connect_build` gives (for
+PostgreSQL: DuckDB with the database attached as its default catalog), so the same SQL reads raw
+and its state on both; the published side is compared by what each engine's readers see (DuckDB:
+the snapshot file; PostgreSQL: every table's checksum in ``published``, the published schemas, and
+the dashboards' local copy). ``-k duckdb`` or ``-k postgres`` picks one side (docs: README, Tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg_warehouse import WAREHOUSE_BLOCK, plain_url, rows, schema_checksums
+
+from headwater.config import LoadedProject, load_project
+from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
+from headwater.sources import extensions_for, open_source
+from headwater.sync import TableStats
+from headwater.warehouse import WarehouseEngine, open_warehouse
+
+KINDS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres, id="postgres")]
+
+# A test of a suite whose harness fixture reads `matrix_target` (e.g. test_sync_postgres's ``h``)
+# runs on both warehouses when marked so; other tests ask for ``warehouse`` themselves.
+on_both_warehouses = pytest.mark.usefixtures("warehouse")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The warehouse a matrix test runs on: ``kind``, and for PostgreSQL the URL of its own fresh database."""
+
+    kind: str  # "duckdb" | "postgres"
+    url: str | None = None  # postgresql://... (PostgreSQL only)
+
+    @property
+    def postgres(self) -> bool:
+        return self.kind == "postgres"
+
+    # -- projects ---------------------------------------------------------------------------------------
+
+    def apply(self, project: LoadedProject, env: dict[str, str] | None = None) -> LoadedProject:
+        """The same project folder, its headwater.yml now on this warehouse (unchanged on DuckDB).
+        A ``warehouse:`` block is replaced; a file without one gets one."""
+        if not self.postgres:
+            return project
+        path = project.root / "headwater.yml"
+        text = path.read_text()
+        block = f"warehouse:\n  type: postgres\n  url: {self.url}\n"
+        blocks = WAREHOUSE_BLOCK.findall(text)
+        assert len(blocks) <= 1, "headwater.yml should have at most one warehouse: block"
+        text = WAREHOUSE_BLOCK.sub(block, text) if blocks else text.rstrip("\n") + "\n" + block
+        assert len(re.findall(r"^warehouse:", text, re.MULTILINE)) == 1
+        path.write_text(text)
+        loaded = load_project(project.root, env=env)
+        assert loaded.config.warehouse.type == "postgres"
+        return loaded
+
+    def settings(self, path: str = ".headwater/warehouse") -> DuckDBWarehouse | PostgresWarehouse:
+        """Warehouse settings for a harness without a headwater.yml."""
+        if self.postgres:
+            assert self.url is not None
+            return PostgresWarehouse(type="postgres", url=self.url, path=path)
+        return DuckDBWarehouse(path=path)
+
+    # -- the build side: raw and its state ------------------------------------------------------------
+
+    def engine(self, root: Path, settings: Any | None = None) -> WarehouseEngine:
+        return open_warehouse(root, settings if settings is not None else self.settings())
+
+    def sync(self, root: Path, name: str, source_settings: Any, *, settings: Any | None = None, log: Callable[[str], None] | None = None, **options: Any) -> list[TableStats]:
+        """One source synced as a run's sync step does it: `connect_build` with the source's
+        extensions, then the engine's `load_raw` (``options``: tables, full_refresh, prune)."""
+        warehouse = self.engine(root, settings)
+        con = warehouse.connect_build(sync_extensions=extensions_for([source_settings]))
+        try:
+            return warehouse.load_raw(con, open_source(name, source_settings, root), log or (lambda _: None), **options)
+        finally:
+            con.close()
+
+    def query(self, root: Path, sql: str, params: list[Any] | None = None, *, settings: Any | None = None) -> list[tuple[Any, ...]]:
+        """``sql`` on the warehouse's build connection (DuckDB's SQL; raw_<source>.<table> names resolve on both)."""
+        con = self.engine(root, settings).connect_build()
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()
+
+    # -- the published side -----------------------------------------------------------------------------
+
+    def published_state(self, project: LoadedProject) -> tuple[Any, ...]:
+        """Everything a reader of the published data could see, exactly: the dashboards' snapshot
+        (name, sha256), and on PostgreSQL every published table's checksum and identity and the
+        schemas named published* (a staged or old one left behind would show)."""
+        warehouse = open_warehouse(project.root, project.config.warehouse)
+        snapshot = warehouse.current_snapshot()
+        assert snapshot is not None, "nothing published"
+        local = (snapshot.name, hashlib.sha256(snapshot.read_bytes()).hexdigest())
+        if not self.postgres:
+            return local
+        assert self.url is not None
+        oids = rows(self.url, "SELECT c.relname, c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'published' ORDER BY 1")
+        schemas = rows(self.url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'published%' ORDER BY 1")
+        return local, schema_checksums(self.url, "published"), oids, schemas
+
+
+def matrix_target(request: pytest.FixtureRequest) -> Target | None:
+    """The ``warehouse`` of a test marked `on_both_warehouses` (None for any other test)."""
+    if "warehouse" not in request.fixturenames:
+        return None
+    target = request.getfixturevalue("warehouse")
+    assert isinstance(target, Target)
+    return target
+
+
+def postgres_target(url: str) -> Target:
+    return Target("postgres", plain_url(url))
