@@ -4,20 +4,20 @@ week boundaries and time zones, and write-audit-publish when something fails."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import sqlite3
 import threading
 
 import pytest
 from demo_project import AS_OF, assert_matches_reference, campaign_db, execute_source, make_project, published_rows
 from reference import flake_rate_weekly
+from warehouses import Target
 
 from headwater.errors import ProjectBusy, RunFailed
 from headwater.orchestrate import run_pipeline
 from headwater.publish import PublishedData
 from headwater.services.runs import get_run, recent_runs
 from headwater.system import open_system_db
-from headwater.warehouse import Warehouse
+from headwater.warehouse import open_warehouse
 
 
 @pytest.mark.parametrize(
@@ -109,33 +109,30 @@ def test_week_boundaries_time_zones_and_status_ties(tmp_path, timezone):
         assert edge[week]["flake_rate"] == pytest.approx(0.5)
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _published_state(project):
-    warehouse = Warehouse(project.root, project.config.warehouse)
-    snapshot = warehouse.current_snapshot()
-    return snapshot.name, _digest(snapshot)
+def _snapshot_name(project) -> str:
+    snapshot = open_warehouse(project.root, project.config.warehouse).current_snapshot()
+    assert snapshot is not None
+    return snapshot.name
 
 
 @pytest.fixture
-def published_demo(tmp_path):
-    project = make_project(tmp_path / "demo", 3_000)
+def published_demo(tmp_path, warehouse: Target):
+    """The demo published once, on each warehouse of the matrix (tests/warehouses.py)."""
+    project = warehouse.apply(make_project(tmp_path / "demo", 3_000))
     run_pipeline(project)
     return project
 
 
-def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo):
+def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo, warehouse: Target):
     project = published_demo
-    before = _published_state(project)
+    before, first = warehouse.published_state(project), _snapshot_name(project)
     rows_before = published_rows(project)
     # a status outside the accepted values breaks a dbt test in staging; downstream models must not publish
     execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id = 1")
     with pytest.raises(RunFailed) as failure:
         run_pipeline(project)
     assert "accepted_values" in failure.value.render()
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
     assert published_rows(project) == rows_before
 
     db = open_system_db(project)
@@ -150,36 +147,36 @@ def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo):
     # fixing the data recovers on the next run, which publishes a new snapshot
     execute_source(project, "UPDATE signup_statuses SET status = 'No Show' WHERE signup_status_id = 1")
     assert run_pipeline(project).run.status == "success"
-    assert _published_state(project)[0] != before[0]
+    assert _snapshot_name(project) != first  # a new snapshot (of the same rows as before the bad data)
 
 
-def test_broken_model_and_missing_source_leave_published_data(published_demo):
+def test_broken_model_and_missing_source_leave_published_data(published_demo, warehouse: Target):
     project = published_demo
-    before = _published_state(project)
+    before = warehouse.published_state(project)
     model = project.root / "models" / "marts" / "flake_rate_weekly.sql"
     good_sql = model.read_text()
     model.write_text(good_sql.replace("total_signups,\n    cast", "total_signups,\n    no_such_column,\n    cast"))
     with pytest.raises(RunFailed, match="dbt build failed"):
         run_pipeline(project)
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
 
     model.write_text(good_sql)
     campaign_db(project).rename(campaign_db(project).with_suffix(".moved"))
     with pytest.raises(Exception, match="does not exist") as failure:
         run_pipeline(project)
     assert "Fix" in failure.value.render()
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
 
 
 def test_one_writer_at_a_time(published_demo):
-    warehouse = Warehouse(published_demo.root, published_demo.config.warehouse)
+    warehouse = open_warehouse(published_demo.root, published_demo.config.warehouse)
     with warehouse.writer_lock(), pytest.raises(ProjectBusy):
         run_pipeline(published_demo)
 
 
 def test_readers_keep_reading_while_a_run_publishes(published_demo):
     project = published_demo
-    reader = PublishedData(Warehouse(project.root, project.config.warehouse))
+    reader = PublishedData(open_warehouse(project.root, project.config.warehouse))
     total = "SELECT sum(total_signups) FROM flake_rate_weekly"
     with reader.cursor() as cur:
         first = cur.execute(total).fetchone()[0]

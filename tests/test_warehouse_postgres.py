@@ -204,7 +204,7 @@ POSTGRES_CHECK = {
 }
 
 
-def test_a_failing_dbt_test_or_check_leaves_published_as_it_was(tmp_path: Path, fresh_pg_database: str) -> None:
+def test_a_failing_check_in_postgres_dialect_leaves_published_as_it_was(tmp_path: Path, fresh_pg_database: str) -> None:
     url = fresh_pg_database
     project = on_postgres(make_project(tmp_path / "demo", SIGNUPS), url)
     project = edit_config(project, lambda data: data["pipelines"]["flake_rate"]["checks"].append(POSTGRES_CHECK))
@@ -221,16 +221,8 @@ def test_a_failing_dbt_test_or_check_leaves_published_as_it_was(tmp_path: Path, 
     before = state()
     assert before[0] is not None and before[1] is not None
 
-    # A status outside the accepted values: a dbt test in staging fails; nothing downstream publishes.
-    execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id = 1")
-    with pytest.raises(RunFailed) as failure:
-        run_pipeline(project)
-    assert "accepted_values" in failure.value.render()
-    assert recent_runs_of(project)[0].status == "failed"
-    assert state() == before
-
-    # The data fixed and one sign-up more, the PostgreSQL check now disagrees by one sign-up in one region.
-    execute_source(project, "UPDATE signup_statuses SET status = 'No Show' WHERE signup_status_id = 1")
+    # (A failing dbt test leaving published as it was: tests/test_pipeline.py, on both warehouses.)
+    # One sign-up more, the PostgreSQL check now disagrees by one sign-up in one region.
     execute_source(project, SIGNUP)
 
     def off_by_one(data: dict[str, Any]) -> None:
