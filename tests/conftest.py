@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pg
 import pytest
 import warehouses
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 
 def _in_ci() -> bool:
@@ -42,25 +38,10 @@ def postgres_url(postgres_server: pg.Server) -> str:
     return postgres_server.url
 
 
-@contextmanager
-def new_pg_database(postgres_url: str) -> Iterator[str]:
-    """A new, empty database on the session's server, dropped afterwards; its URL."""
-    name = f"hw_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as con:
-            con.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as con:
-            con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 @pytest.fixture
 def fresh_pg_database(postgres_url: str) -> Iterator[str]:
     """A new, empty database on the session's server (dropped afterwards); returns its URL."""
-    with new_pg_database(postgres_url) as url:
+    with warehouses.new_pg_database(postgres_url) as url:
         yield url
 
 
@@ -80,7 +61,7 @@ def warehouse(warehouse_kind: str, request: pytest.FixtureRequest) -> Iterator[w
     if warehouse_kind == "duckdb":
         yield warehouses.Target("duckdb")
         return
-    with new_pg_database(request.getfixturevalue("postgres_url")) as url:
+    with warehouses.new_pg_database(request.getfixturevalue("postgres_url")) as url:
         yield warehouses.postgres_target(url)
 
 

@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from pg_warehouse import WAREHOUSE_BLOCK, plain_url, rows, schema_checksums
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from headwater.config import LoadedProject, load_project
 from headwater.config.model import DuckDBWarehouse, PostgresWarehouse
 from headwater.sources import extensions_for, open_source
+from headwater.sqltext import ident
 from headwater.sync import TableStats
 from headwater.warehouse import WarehouseEngine, open_warehouse
 
@@ -118,6 +124,40 @@ class Target:
         oids = rows(self.url, "SELECT c.relname, c.oid::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'published' ORDER BY 1")
         schemas = rows(self.url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'published%' ORDER BY 1")
         return local, schema_checksums(self.url, "published"), oids, schemas
+
+
+@contextmanager
+def new_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped afterwards; its URL."""
+    name = f"hw_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as con:
+            con.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as con:
+            con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def publish_built(project: LoadedProject, name: str, build: Callable[[duckdb.DuckDBPyConnection], None], tables: list[str]) -> Path | None:
+    """Publish ``tables`` as the project's warehouse publishes: ``build(con)`` makes them on the
+    build connection (DuckDB's SQL; on PostgreSQL they land in its ``public`` schema), then DuckDB
+    writes a snapshot and switches to it, or PostgreSQL's engine swaps ``published`` and writes the
+    dashboards' copy (`publish`). The DuckDB snapshot's path is returned (None on PostgreSQL)."""
+    engine: Any = open_warehouse(project.root, project.config.warehouse)
+    con = engine.connect_build()
+    try:
+        build(con)
+        if project.config.warehouse.type == "postgres":
+            engine.publish(con, name, {t: f"{ident(engine.database)}.public.{ident(t)}" for t in tables}, [])
+            return None
+        snapshot: Path = engine.write_snapshot(con, name, {t: f"main.{t}" for t in tables}, [])
+    finally:
+        con.close()
+    engine.switch(snapshot)
+    return snapshot
 
 
 def matrix_target(request: pytest.FixtureRequest) -> Target | None:
