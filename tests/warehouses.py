@@ -7,14 +7,19 @@ gets a `Target`:
     def test_x(tmp_path, warehouse):
         project = warehouse.apply(make_project(tmp_path / "demo", 1_000))   # headwater.yml on that warehouse
         run_pipeline(project)
-        warehouse.query(project.root, project.config.warehouse, "SELECT ... FROM raw_app.t")
+        warehouse.query(project.root, "SELECT ... FROM raw_app.t", settings=project.config.warehouse)
         before = warehouse.published_state(project)                        # what readers see, exactly
+
+A suite whose harness fixture builds on `matrix_target` (test_sync_postgres's ``h``, test_checks'
+``project`` and ``build``, conftest_web's ``empty_project``) puts a test on both with the mark
+`on_both_warehouses` instead.
 
 Reads go through the warehouse's own read path, the build connection `connect_build` gives (for
 PostgreSQL: DuckDB with the database attached as its default catalog), so the same SQL reads raw
 and its state on both; the published side is compared by what each engine's readers see (DuckDB:
-the snapshot file; PostgreSQL: every table's checksum in ``published``, the published schemas, and
-the dashboards' local copy). ``-k duckdb`` or ``-k postgres`` picks one side (docs: README, Tests).
+the snapshot file; PostgreSQL: every table's checksum and oid in ``published``, the published*
+schemas, and the dashboards' local copy). The PostgreSQL side is marked ``postgres``: ``-m "not
+postgres"`` leaves it out; ``-k duckdb`` or ``-k postgres`` picks a side by name (README, "Developing").
 """
 
 from __future__ import annotations
