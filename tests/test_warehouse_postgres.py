@@ -1,5 +1,5 @@
 """The PostgreSQL warehouse end to end: the demo pipeline on a real PostgreSQL database, against the
-same demo on DuckDB; write-audit-publish when a dbt test or a check fails; reader roles; the writer
+same demo on DuckDB; write-audit-publish when a check in PostgreSQL's dialect fails (a failing dbt test: tests/test_pipeline.py, on both warehouses); reader roles; the writer
 lock across project folders and processes; SIGKILL around publish. Measured: 74-96 s together on two
 cores while other suites kept the load at 10-20; most of it is dbt, about 4 s a run."""
 
@@ -191,7 +191,7 @@ def test_numbers_without_precision_reach_the_dashboards_copy_and_exports_exactly
     assert values["too_wide"] != "1234567890123456789012345678901234567890" and abs(float(values["too_wide"]) / 1.2345678901234568e39 - 1) < 1e-12  # beyond 38 digits: DOUBLE, as documented
 
 
-# --- 2. write-audit-publish: a failing dbt test or check changes nothing -----------------------------
+# --- 2. write-audit-publish: a failing check in PostgreSQL's dialect changes nothing ---------------------
 
 POSTGRES_CHECK = {
     "name": "signups_by_region_in_postgres",
