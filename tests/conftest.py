@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pg
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+import warehouses
 
 
 def _in_ci() -> bool:
@@ -43,16 +41,28 @@ def postgres_url(postgres_server: pg.Server) -> str:
 @pytest.fixture
 def fresh_pg_database(postgres_url: str) -> Iterator[str]:
     """A new, empty database on the session's server (dropped afterwards); returns its URL."""
-    name = f"hw_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as con:
-            con.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as con:
-            con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with warehouses.new_pg_database(postgres_url) as url:
+        yield url
+
+
+# --- the warehouse matrix (tests/warehouses.py) --------------------------------------------------------
+
+
+@pytest.fixture(params=warehouses.KINDS)
+def warehouse_kind(request: pytest.FixtureRequest) -> str:
+    """``duckdb`` or ``postgres`` (the latter marked ``postgres``): a test asking for it runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def warehouse(warehouse_kind: str, request: pytest.FixtureRequest) -> Iterator[warehouses.Target]:
+    """The warehouse of a matrix test: DuckDB, or a fresh PostgreSQL database of its own (not
+    `fresh_pg_database`, which a PostgreSQL-source test uses as its source)."""
+    if warehouse_kind == "duckdb":
+        yield warehouses.Target("duckdb")
+        return
+    with warehouses.new_pg_database(request.getfixturevalue("postgres_url")) as url:
+        yield warehouses.postgres_target(url)
 
 
 # --- the browser (Debian's Chromium driven by Playwright) ------------------------------------------

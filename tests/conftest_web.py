@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
+from warehouses import matrix_target, publish_built
 
 import headwater
 from headwater.cli.orgs import point_at_install
@@ -24,7 +26,6 @@ from headwater.config import LoadedProject, load_project
 from headwater.system import open_system_db
 from headwater.system.accounts import Accounts, DuplicateEmail, SessionUser
 from headwater.system.orgs import Install, Organisations, project_name
-from headwater.warehouse import Warehouse
 from headwater.web import create_app
 from headwater.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 
@@ -58,15 +59,17 @@ def synthetic_rows(scale: int = 1, regions: list[str] = REGIONS, organizers: lis
     return rows
 
 
-def publish_rows(project: LoadedProject, rows: list[dict[str, object]], name: str) -> Path:
-    """Publish ``rows`` as ``flake_rate_weekly``, computing the derived columns as the mart does."""
-    warehouse = Warehouse(project.root, project.config.warehouse)
-    con = warehouse.connect_build()
-    try:
-        con.execute("CREATE OR REPLACE TABLE base (week_start DATE, region VARCHAR, organizer VARCHAR, completed INTEGER, no_show INTEGER, cancelled INTEGER, scheduled INTEGER)")
+def publish_rows(project: LoadedProject, rows: list[dict[str, object]], name: str) -> Path | None:
+    """Publish ``rows`` as ``flake_rate_weekly``, computing the derived columns as the mart does, on
+    the project's warehouse (tests/warehouses.py `publish_built`); the DuckDB snapshot's path."""
+
+    def build(con: Any) -> None:
+        con.execute("DROP TABLE IF EXISTS base")
+        con.execute("DROP TABLE IF EXISTS flake_rate_weekly")
+        con.execute("CREATE TABLE base (week_start DATE, region VARCHAR, organizer VARCHAR, completed INTEGER, no_show INTEGER, cancelled INTEGER, scheduled INTEGER)")
         con.executemany("INSERT INTO base VALUES (?, ?, ?, ?, ?, ?, ?)", [[row[c] for c in COLUMNS] for row in rows])
         con.execute(
-            """CREATE OR REPLACE TABLE flake_rate_weekly AS SELECT
+            """CREATE TABLE flake_rate_weekly AS SELECT
                 week_start, region, organizer, completed, no_show, cancelled,
                 no_show + cancelled AS total_flakes,
                 completed + no_show + cancelled + scheduled AS total_signups,
@@ -75,11 +78,8 @@ def publish_rows(project: LoadedProject, rows: list[dict[str, object]], name: st
                 scheduled
             FROM base"""
         )
-        snapshot = warehouse.write_snapshot(con, name, {"flake_rate_weekly": "main.flake_rate_weekly"}, [])
-    finally:
-        con.close()
-    warehouse.switch(snapshot)
-    return snapshot
+
+    return publish_built(project, name, build, ["flake_rate_weekly"])
 
 
 def make_project(root: Path) -> LoadedProject:
@@ -90,9 +90,12 @@ def make_project(root: Path) -> LoadedProject:
 
 
 @pytest.fixture(name="empty_project")
-def empty_project_fixture(tmp_path: Path) -> LoadedProject:
-    """The demo's project files, nothing published."""
-    return make_project(tmp_path / "project")
+def empty_project_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> LoadedProject:
+    """The demo's project files, nothing published; on each warehouse of the matrix for a test
+    marked `on_both_warehouses` (tests/warehouses.py), else on DuckDB."""
+    project = make_project(tmp_path / "project")
+    target = matrix_target(request)
+    return target.apply(project) if target is not None else project
 
 
 @pytest.fixture(name="project")

@@ -12,7 +12,7 @@ from headwater.config import LoadedProject, load_project
 from headwater.demo import TEMPLATE, demo_timezone
 from headwater.demo.generate import generate_campaign_db
 from headwater.scaffold import copy_template
-from headwater.warehouse import Warehouse
+from headwater.warehouse import open_warehouse
 
 AS_OF = dt.date(2026, 11, 18)  # a Wednesday: the current week runs Saturday 2026-11-14 to today
 
@@ -38,7 +38,7 @@ def execute_source(project: LoadedProject, sql: str, params: tuple = ()) -> None
 
 def published_rows(project: LoadedProject, table: str = "flake_rate_weekly") -> dict[tuple, dict]:
     """The published mart keyed by (week_start, region, organizer)."""
-    snapshot = Warehouse(project.root, project.config.warehouse).current_snapshot()
+    snapshot = open_warehouse(project.root, project.config.warehouse).current_snapshot()  # either engine's local copy
     assert snapshot is not None, "nothing published"
     with duckdb.connect(str(snapshot), read_only=True) as con:
         cursor = con.execute(f'SELECT * FROM "{table}"')

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from warehouses import Target
 
 from headwater.config.sources import SQLiteSettings
 from headwater.sources.sqlite import SQLiteSource
@@ -16,12 +17,14 @@ from headwater.warehouse import connect
 
 
 class Harness:
-    """A SQLite file (``file``), synced as source ``app`` into a DuckDB file (``warehouse``) in this process."""
+    """A SQLite file (``file``), synced as source ``app`` in this process into a DuckDB file
+    (``warehouse``), or with a PostgreSQL ``target`` into that warehouse through its engine (tests/warehouses.py)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, target: Target | None = None) -> None:
         self.tmp = tmp
         self.file = tmp / "app.db"
         self.warehouse = tmp / "build.duckdb"
+        self.target = target or Target("duckdb")
 
     def sql(self, *statements: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.file) as con:
@@ -34,6 +37,8 @@ class Harness:
 
     def sync(self, full_refresh: bool = False, prune: bool = False, **extra: Any) -> dict[str, TableStats]:
         config = SQLiteSettings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
+        if self.target.postgres:
+            return {s.table: s for s in self.target.sync(self.tmp, "app", config, full_refresh=full_refresh, prune=prune)}
         con = connect(self.warehouse)
         try:
             return {s.table: s for s in sync_source(con, SQLiteSource("app", config, self.tmp), full_refresh=full_refresh, prune=prune)}
@@ -41,6 +46,8 @@ class Harness:
             con.close()
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.target.postgres:
+            return self.target.query(self.tmp, sql)
         con = duckdb.connect(str(self.warehouse), read_only=True)
         try:
             return con.execute(sql).fetchall()

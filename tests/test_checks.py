@@ -14,20 +14,25 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg_warehouse import rows as pg_rows
+from warehouses import Target, matrix_target, on_both_warehouses
 
 from headwater.checks import SAMPLE_ROWS, CheckOutcome, dbt_test_outcomes, json_safe, run_checks
 from headwater.config.model import FreshnessCheck, LoadedProject, Project, ReconcileCheck
 from headwater.system.models import CheckResult
 from headwater.transform.dbt import BuildResult, NodeResult
-from headwater.warehouse import connect
+from headwater.warehouse import WarehouseEngine, connect, open_warehouse
 
 UTC = dt.UTC
 
 # --- fixtures: a project with one SQLite source and a build database --------------------------
 
 
-def make_project(root: Path) -> LoadedProject:
-    config = Project.model_validate({"name": "checked", "sources": {"app": {"type": "sqlite", "path": "data/app.db"}}})
+def make_project(root: Path, warehouse: Target | None = None) -> LoadedProject:
+    settings: dict[str, Any] = {"name": "checked", "sources": {"app": {"type": "sqlite", "path": "data/app.db"}}}
+    if warehouse is not None and warehouse.postgres:
+        settings["warehouse"] = {"type": "postgres", "url": warehouse.url}
+    config = Project.model_validate(settings)
     return LoadedProject(root=root, file=root / "headwater.yml", config=config)
 
 
@@ -52,14 +57,18 @@ def make_source(root: Path) -> Path:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> LoadedProject:
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> LoadedProject:
+    """On DuckDB; a test marked `on_both_warehouses` runs on each warehouse of the matrix."""
     make_source(tmp_path)
-    return make_project(tmp_path)
+    return make_project(tmp_path, matrix_target(request))
 
 
 @pytest.fixture
-def build(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(tmp_path / "build.duckdb")
+def build(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A build connection holding marts.signups: a DuckDB file, or (matrix, PostgreSQL) the
+    warehouse's own build connection, the tables created in PostgreSQL through it."""
+    target = matrix_target(request)
+    con = target.engine(tmp_path).connect_build() if target is not None and target.postgres else connect(tmp_path / "build.duckdb")
     con.execute("CREATE SCHEMA raw_app")
     con.execute("CREATE SCHEMA marts")
     con.execute("CREATE TABLE marts.signups (id INTEGER, day DATE, region VARCHAR)")
@@ -85,8 +94,13 @@ def reconcile(left: str, right: str, *, left_source: str | None = None, right_so
     )
 
 
+def engine_of(project: LoadedProject) -> WarehouseEngine | None:
+    """The engine a run hands `run_checks` on a PostgreSQL warehouse (None: DuckDB, the default)."""
+    return open_warehouse(project.root, project.config.warehouse) if project.config.warehouse.type == "postgres" else None
+
+
 def one(project: LoadedProject, build: duckdb.DuckDBPyConnection, check: ReconcileCheck | FreshnessCheck, now: dt.datetime | None = None) -> CheckOutcome:
-    [outcome] = run_checks(project, [check], build, now=now)
+    [outcome] = run_checks(project, [check], build, now=now, warehouse=engine_of(project))
     assert outcome.kind == check.type
     assert outcome.name == check.name
     if outcome.sample is not None:
@@ -97,6 +111,7 @@ def one(project: LoadedProject, build: duckdb.DuckDBPyConnection, check: Reconci
 # --- reconcile: one number --------------------------------------------------------------------
 
 
+@on_both_warehouses
 def test_single_value_pass(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     outcome = one(project, build, reconcile("SELECT count(*) FROM marts.signups", "SELECT count(*) FROM signups"))
     assert (outcome.status, outcome.severity, outcome.observed, outcome.expected) == ("pass", "error", "5", "5")
@@ -111,6 +126,7 @@ def test_single_value_fail_names_both_numbers(project: LoadedProject, build: duc
     assert outcome.message == "signups_reach_the_mart: left 200,000 ≠ right 199,998 (difference 2, tolerance 0)"
 
 
+@on_both_warehouses
 def test_source_on_the_left_and_warehouse_on_the_right(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     check = reconcile("SELECT count(*) FROM signups WHERE region = 'north'", "SELECT count(*) FROM marts.signups", left_source="app", right_source=None)
     outcome = one(project, build, check)
@@ -167,12 +183,14 @@ PER_DAY_MART = "SELECT day, count(*) FROM marts.signups GROUP BY day"  # DuckDB 
 PER_DAY_SOURCE = "SELECT day, count(*) AS n FROM signups GROUP BY day"  # SQLite text keys
 
 
+@on_both_warehouses
 def test_keyed_pass_matches_dates_with_text(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     outcome = one(project, build, reconcile(PER_DAY_MART, PER_DAY_SOURCE))
     assert (outcome.status, outcome.observed, outcome.expected) == ("pass", "0 of 3 keys differ", "0 keys differ")
     assert outcome.sample is None
 
 
+@on_both_warehouses
 def test_keyed_fail_samples_largest_differences_first(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     build.execute("INSERT INTO marts.signups VALUES (6, '2026-01-03', 'north'), (7, '2026-01-03', 'north'), (8, '2026-01-01', 'north')")
     outcome = one(project, build, reconcile(PER_DAY_MART, PER_DAY_SOURCE))
@@ -197,6 +215,7 @@ def test_keyed_with_two_key_columns_and_tolerance(project: LoadedProject, build:
     assert (passed.status, passed.observed, passed.expected) == ("pass", "0 of 5 keys differ", "0 keys differ (tolerance 1)")
 
 
+@on_both_warehouses
 def test_key_on_one_side_only_counts_as_zero_there(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     left = "SELECT * FROM (VALUES ('a', 10), ('b', 5), ('only_left', 3), ('zero_left', 0)) t(k, n)"
     right = "SELECT * FROM (VALUES ('a', 10), ('b', 5), ('only_right', 7)) t(k, n)"
@@ -279,12 +298,25 @@ def test_source_connection_is_read_only(project: LoadedProject, build: duckdb.Du
     con.close()
 
 
+@on_both_warehouses
 def test_warehouse_queries_never_change_the_warehouse(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
-    sql = "DELETE FROM marts.signups; CREATE TABLE marts.stray AS SELECT 1 AS n; SELECT count(*) FROM marts.signups"
+    """In DuckDB, statements one after another. PostgreSQL's extension takes one query (a SELECT,
+    run inside COPY), so there the writes ride in a function it calls, created beforehand."""
+    if project.config.warehouse.type == "postgres":
+        function = (
+            "CREATE FUNCTION marts.vandal() RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
+            "DELETE FROM marts.signups; CREATE TABLE marts.stray AS SELECT 1 AS n; RETURN (SELECT count(*) FROM marts.signups); END $$"
+        )
+        build.execute("CALL postgres_execute(?, ?)", [project.config.warehouse.database, function])
+        sql = "SELECT marts.vandal()"
+    else:
+        sql = "DELETE FROM marts.signups; CREATE TABLE marts.stray AS SELECT 1 AS n; SELECT count(*) FROM marts.signups"
     outcome = one(project, build, reconcile(sql, "SELECT 0", right_source=None))
-    assert (outcome.status, outcome.observed) == ("pass", "0")  # the query saw its own delete...
+    assert (outcome.status, outcome.observed) == ("pass", "0"), outcome.message  # the query saw its own delete...
     assert build.execute("SELECT count(*) FROM marts.signups").fetchone() == (5,)  # ...which was rolled back
     assert build.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stray'").fetchone() == (0,)
+    if project.config.warehouse.type == "postgres":  # asked of PostgreSQL itself, not DuckDB's copy of its catalog
+        assert pg_rows(project.config.warehouse.url, "SELECT to_regclass('marts.stray'), (SELECT count(*) FROM marts.signups)") == [(None, 5)]
 
 
 def test_missing_source_file_is_an_error(tmp_path: Path, build: duckdb.DuckDBPyConnection) -> None:
@@ -345,6 +377,7 @@ def events(build: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return build
 
 
+@on_both_warehouses
 def test_freshness_pass_and_fail_with_a_given_now(project: LoadedProject, events: duckdb.DuckDBPyConnection) -> None:
     # newest updated_at 2026-11-21 06:00 (naive: UTC); at NOW it is 26h 3m old
     failed = one(project, events, freshness(), now=NOW)
@@ -361,6 +394,7 @@ def test_freshness_pass_and_fail_with_a_given_now(project: LoadedProject, events
     assert one(project, events, freshness(), now=dt.datetime(2026, 11, 22, 8, 0)).status == "pass"
 
 
+@on_both_warehouses
 def test_freshness_timezone_aware_values_and_sessions(project: LoadedProject, events: duckdb.DuckDBPyConnection) -> None:
     events.execute("SET TimeZone = 'America/New_York'")  # the caller's session setting must not matter (nor change)
     # changed: 06:00 UTC and 09:00+05:30 = 03:30 UTC: the newest instant is 06:00 UTC
@@ -378,6 +412,7 @@ def test_freshness_future_values_pass(project: LoadedProject, events: duckdb.Duc
     assert (outcome.status, outcome.observed) == ("pass", "newest 2026-11-21 06:00 UTC (1h in the future)")
 
 
+@on_both_warehouses
 def test_freshness_empty_table_and_empty_column_fail(project: LoadedProject, events: duckdb.DuckDBPyConnection) -> None:
     events.execute("CREATE TABLE raw_app.empty AS SELECT * FROM raw_app.events WHERE false")
     empty = one(project, events, freshness(table="empty"), now=NOW)
@@ -389,6 +424,7 @@ def test_freshness_empty_table_and_empty_column_fail(project: LoadedProject, eve
     assert blank.message == "events_are_fresh: column 'updated_at' of raw_app.events has no values in 3 rows."
 
 
+@on_both_warehouses
 def test_freshness_missing_table_or_column_is_an_error_naming_the_fix(project: LoadedProject, events: duckdb.DuckDBPyConnection) -> None:
     table = one(project, events, freshness(table="event"), now=NOW)
     assert (table.status, table.blocks_publish) == ("error", True)
@@ -409,13 +445,14 @@ def test_freshness_warn_severity(project: LoadedProject, events: duckdb.DuckDBPy
     assert (outcome.status, outcome.severity, outcome.blocks_publish) == ("warn", "warn", False)
 
 
+@on_both_warehouses
 def test_run_checks_runs_every_check_in_order(project: LoadedProject, events: duckdb.DuckDBPyConnection) -> None:
     checks = [
         reconcile("SELECT nope", "SELECT 1", name="broken"),
         freshness(max_age="2d"),
         reconcile(PER_DAY_MART, PER_DAY_SOURCE, name="per_day"),
     ]
-    outcomes = run_checks(project, checks, events, now=NOW)
+    outcomes = run_checks(project, checks, events, now=NOW, warehouse=engine_of(project))
     assert [(o.name, o.status) for o in outcomes] == [("broken", "error"), ("events_are_fresh", "pass"), ("per_day", "pass")]
 
 

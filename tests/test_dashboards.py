@@ -8,8 +8,10 @@ import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 from conftest_web import (  # noqa: F401
@@ -25,13 +27,14 @@ from conftest_web import (  # noqa: F401
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from warehouses import KINDS, Target, new_pg_database, postgres_target, publish_built
 
 from headwater import dashboards
 from headwater.config import LoadedProject, load_project
 from headwater.config.model import Dashboard, duckdb_sql, sql_parameters
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.publish import PublishedData
-from headwater.warehouse import Warehouse
+from headwater.warehouse import Warehouse, open_warehouse
 from headwater.web import present
 
 CURRENT = dt.date(2024, 1, 20)
@@ -119,41 +122,49 @@ def shift_rows() -> list[dict[str, object]]:
 
 
 def publish(project: LoadedProject, name: str = "run-000001") -> None:
-    """The synthetic mart (as conftest_web publishes it) and a ``shifts`` table with timestamps."""
-    warehouse = Warehouse(project.root, project.config.warehouse)
-    con = warehouse.connect_build()
-    try:
-        con.execute("CREATE OR REPLACE TABLE m (week_start DATE, region VARCHAR, organizer VARCHAR, completed INTEGER, no_show INTEGER, cancelled INTEGER, scheduled INTEGER)")
+    """The synthetic mart (as conftest_web publishes it) and a ``shifts`` table with timestamps, on
+    the project's warehouse (tests/warehouses.py `publish_built`)."""
+
+    def build(con: duckdb.DuckDBPyConnection) -> None:
+        for table in ("m", "flake_rate_weekly", "shifts"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute("CREATE TABLE m (week_start DATE, region VARCHAR, organizer VARCHAR, completed INTEGER, no_show INTEGER, cancelled INTEGER, scheduled INTEGER)")
         con.executemany("INSERT INTO m VALUES (?, ?, ?, ?, ?, ?, ?)", [[r[c] for c in ("week_start", "region", "organizer", "completed", "no_show", "cancelled", "scheduled")] for r in synthetic_rows()])
         con.execute(
-            """CREATE OR REPLACE TABLE flake_rate_weekly AS SELECT week_start, region, organizer, completed, no_show, cancelled,
+            """CREATE TABLE flake_rate_weekly AS SELECT week_start, region, organizer, completed, no_show, cancelled,
                 no_show + cancelled AS total_flakes, completed + no_show + cancelled + scheduled AS total_signups,
                 CAST(no_show + cancelled AS DOUBLE) / nullif(completed + no_show + cancelled + scheduled, 0) AS flake_rate,
                 week_start = DATE '2024-01-20' AS is_current_week, scheduled FROM m"""
         )
-        con.execute("CREATE OR REPLACE TABLE shifts (starts_at TIMESTAMP, region VARCHAR, long_shift BOOLEAN)")
+        con.execute("CREATE TABLE shifts (starts_at TIMESTAMP, region VARCHAR, long_shift BOOLEAN)")
         con.executemany("INSERT INTO shifts VALUES (?, ?, ?)", [[r["starts_at"], r["region"], r["long_shift"]] for r in shift_rows()])
-        snapshot = warehouse.write_snapshot(con, name, {"flake_rate_weekly": "main.flake_rate_weekly", "shifts": "main.shifts"}, [])
-    finally:
-        con.close()
-    warehouse.switch(snapshot)
+
+    publish_built(project, name, build, ["flake_rate_weekly", "shifts"])
 
 
-def lab_project(root: Path) -> LoadedProject:
+def lab_project(root: Path, warehouse: Target | None = None) -> LoadedProject:
     project = make_project(root)
     (project.root / "dashboards" / "lab.yml").write_text(LAB)
     (project.root / "dashboards" / "shifts.yml").write_text(SHIFTS_BOARD)
     project = load_project(project.root)
+    if warehouse is not None:
+        project = warehouse.apply(project)
     publish(project)
     return project
 
 
-@pytest.fixture(scope="module", name="lab")
-def lab_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoadedProject, PublishedData]]:
-    project = lab_project(tmp_path_factory.mktemp("lab") / "project")
-    data = PublishedData(Warehouse(project.root, project.config.warehouse))
-    yield project, data
-    data.close()
+@pytest.fixture(scope="module", name="lab", params=KINDS)
+def lab_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoadedProject, PublishedData]]:
+    """The lab's data published once per module on each warehouse of the matrix: every chart and
+    filter test reads what that warehouse's publish left for the dashboards."""
+    with ExitStack() as stack:
+        target = Target("duckdb")
+        if request.param == "postgres":
+            target = postgres_target(stack.enter_context(new_pg_database(request.getfixturevalue("postgres_url"))))
+        project = lab_project(tmp_path_factory.mktemp("lab") / "project", target)
+        data = PublishedData(open_warehouse(project.root, project.config.warehouse))
+        yield project, data
+        data.close()
 
 
 def run(lab: tuple[LoadedProject, PublishedData], chart: int, selections: dict[str, list[str]] | None = None, board: str = "lab") -> dashboards.ChartData:

@@ -31,6 +31,7 @@ from conftest_web import (  # noqa: F401
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
+from warehouses import on_both_warehouses
 
 from headwater.errors import ExitCode, HeadwaterError
 from headwater.publish import export
@@ -287,6 +288,7 @@ def test_a_failing_export_leaves_no_scratch_files() -> None:
 # --- downloads from the web app --------------------------------------------------------------------
 
 
+@on_both_warehouses
 def test_chart_xlsx_equals_chart_csv_with_filters(client) -> None:
     params = {"region": ["North", "East"], "weeks_from": "2024-01-07"}
     plain = client.get(f"{DASH}/charts/{TABLE_CHART}.csv", params=params, headers={"Accept-Encoding": "identity"})
@@ -300,6 +302,7 @@ def test_chart_xlsx_equals_chart_csv_with_filters(client) -> None:
     assert_same(sheets(response.content)["data"], expected)
 
 
+@on_both_warehouses
 def test_pivot_downloads_are_the_pivot(client) -> None:
     got = csv_rows(client.get(f"{DASH}/charts/{PIVOT_CHART}.csv", params={"region": ["South", "East"]}).content)
     assert got[0] == ["week_start", "East", "South"]
@@ -308,6 +311,7 @@ def test_pivot_downloads_are_the_pivot(client) -> None:
     assert_same(xlsx, got)
 
 
+@on_both_warehouses
 def test_kpi_downloads_its_numbers(client) -> None:
     got = csv_rows(client.get(f"{DASH}/charts/3.csv").content)
     assert got[0] == ["flake_rate", "flake_rate (All weeks shown)"] and len(got) == 2
@@ -320,6 +324,7 @@ def test_csv_download_is_gzipped_at_the_source_when_the_client_accepts_it(client
     assert response.content == plain.content  # the test client decompresses
 
 
+@on_both_warehouses
 def test_dashboard_table_downloads_apply_the_filters(client) -> None:
     everything = csv_rows(client.get("/tables/flake_rate_weekly.csv").content)
     assert len(everything) - 1 == len(synthetic_rows())
@@ -354,6 +359,7 @@ def test_injection_in_download_filters(client, value: str) -> None:
     assert len(csv_rows(client.get("/tables/flake_rate_weekly.csv").content)) == len(synthetic_rows()) + 1
 
 
+@on_both_warehouses
 def test_downloads_neutralise_formulas_unless_asked_for_raw(empty_project, tmp_path: Path) -> None:
     from conftest_web import logged_in_client
 
@@ -426,6 +432,7 @@ def test_download_errors(client) -> None:
 # --- `headwater export` shares the code ---------------------------------------------------------------
 
 
+@on_both_warehouses
 def test_cli_export_writes_the_same_csv_and_xlsx(project, client, tmp_path: Path) -> None:
     from headwater.cli.main import app
 
@@ -441,6 +448,7 @@ def test_cli_export_writes_the_same_csv_and_xlsx(project, client, tmp_path: Path
     assert csv_target.read_bytes() == web
 
 
+@on_both_warehouses
 def test_cli_export_with_a_dashboards_filters(project, client, tmp_path: Path) -> None:
     from headwater.cli.main import app
 

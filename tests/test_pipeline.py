@@ -4,20 +4,28 @@ week boundaries and time zones, and write-audit-publish when something fails."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
+from cli_process import OutputLines, cli_env
 from demo_project import AS_OF, assert_matches_reference, campaign_db, execute_source, make_project, published_rows
+from pg_warehouse import checksum
+from pg_warehouse import rows as pg_rows
 from reference import flake_rate_weekly
+from sync_harness import random_seed, telling_the_seed, thread_rng
+from warehouses import Target
 
 from headwater.errors import ProjectBusy, RunFailed
 from headwater.orchestrate import run_pipeline
 from headwater.publish import PublishedData
 from headwater.services.runs import get_run, recent_runs
 from headwater.system import open_system_db
-from headwater.warehouse import Warehouse
+from headwater.warehouse import open_warehouse
 
 
 @pytest.mark.parametrize(
@@ -109,33 +117,30 @@ def test_week_boundaries_time_zones_and_status_ties(tmp_path, timezone):
         assert edge[week]["flake_rate"] == pytest.approx(0.5)
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _published_state(project):
-    warehouse = Warehouse(project.root, project.config.warehouse)
-    snapshot = warehouse.current_snapshot()
-    return snapshot.name, _digest(snapshot)
+def _snapshot_name(project) -> str:
+    snapshot = open_warehouse(project.root, project.config.warehouse).current_snapshot()
+    assert snapshot is not None
+    return snapshot.name
 
 
 @pytest.fixture
-def published_demo(tmp_path):
-    project = make_project(tmp_path / "demo", 3_000)
+def published_demo(tmp_path, warehouse: Target):
+    """The demo published once, on each warehouse of the matrix (tests/warehouses.py)."""
+    project = warehouse.apply(make_project(tmp_path / "demo", 3_000))
     run_pipeline(project)
     return project
 
 
-def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo):
+def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo, warehouse: Target):
     project = published_demo
-    before = _published_state(project)
+    before, first = warehouse.published_state(project), _snapshot_name(project)
     rows_before = published_rows(project)
     # a status outside the accepted values breaks a dbt test in staging; downstream models must not publish
     execute_source(project, "UPDATE signup_statuses SET status = 'Maybe' WHERE signup_status_id = 1")
     with pytest.raises(RunFailed) as failure:
         run_pipeline(project)
     assert "accepted_values" in failure.value.render()
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
     assert published_rows(project) == rows_before
 
     db = open_system_db(project)
@@ -150,36 +155,36 @@ def test_failing_dbt_test_leaves_published_data_as_it_was(published_demo):
     # fixing the data recovers on the next run, which publishes a new snapshot
     execute_source(project, "UPDATE signup_statuses SET status = 'No Show' WHERE signup_status_id = 1")
     assert run_pipeline(project).run.status == "success"
-    assert _published_state(project)[0] != before[0]
+    assert _snapshot_name(project) != first  # a new snapshot (of the same rows as before the bad data)
 
 
-def test_broken_model_and_missing_source_leave_published_data(published_demo):
+def test_broken_model_and_missing_source_leave_published_data(published_demo, warehouse: Target):
     project = published_demo
-    before = _published_state(project)
+    before = warehouse.published_state(project)
     model = project.root / "models" / "marts" / "flake_rate_weekly.sql"
     good_sql = model.read_text()
     model.write_text(good_sql.replace("total_signups,\n    cast", "total_signups,\n    no_such_column,\n    cast"))
     with pytest.raises(RunFailed, match="dbt build failed"):
         run_pipeline(project)
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
 
     model.write_text(good_sql)
     campaign_db(project).rename(campaign_db(project).with_suffix(".moved"))
     with pytest.raises(Exception, match="does not exist") as failure:
         run_pipeline(project)
     assert "Fix" in failure.value.render()
-    assert _published_state(project) == before
+    assert warehouse.published_state(project) == before
 
 
 def test_one_writer_at_a_time(published_demo):
-    warehouse = Warehouse(published_demo.root, published_demo.config.warehouse)
+    warehouse = open_warehouse(published_demo.root, published_demo.config.warehouse)
     with warehouse.writer_lock(), pytest.raises(ProjectBusy):
         run_pipeline(published_demo)
 
 
 def test_readers_keep_reading_while_a_run_publishes(published_demo):
     project = published_demo
-    reader = PublishedData(Warehouse(project.root, project.config.warehouse))
+    reader = PublishedData(open_warehouse(project.root, project.config.warehouse))
     total = "SELECT sum(total_signups) FROM flake_rate_weekly"
     with reader.cursor() as cur:
         first = cur.execute(total).fetchone()[0]
@@ -224,3 +229,79 @@ def test_a_failure_of_the_machine_is_a_failed_run_naming_the_step(tmp_path):
         assert [(s.name, s.status) for s in get_run(db, project.config.name, run.id).steps][-1] == ("publish", "failed")
     finally:
         db.close()
+
+
+# --- runs killed around publishing, on both warehouses -------------------------------------------------
+
+MART = "flake_rate_weekly"
+
+
+def _published_mart(project) -> list[tuple]:
+    """The mart as the dashboards and exports read it: the current local snapshot (or copy)."""
+    reader = PublishedData(open_warehouse(project.root, project.config.warehouse))
+    try:
+        with reader.cursor() as cur:
+            return sorted(cur.execute(f"SELECT * FROM {MART}").fetchall())
+    finally:
+        reader.close()
+
+
+def _built_mart(project, warehouse: Target) -> list[tuple]:
+    """What dbt built into marts, read through the warehouse's build connection."""
+    return sorted(warehouse.query(project.root, f"SELECT * FROM marts.{MART}", settings=project.config.warehouse))
+
+
+def test_runs_killed_at_random_moments_after_dbt_publish_the_old_tables_or_the_new_ones(tmp_path, warehouse: Target):
+    """`headwater run`'s attempt process SIGKILLed at a seeded random moment once dbt has finished —
+    in the checks, writing the snapshot (PostgreSQL: the dashboards' copy, the swap's transaction),
+    switching the pointer, or after the run ended. Each round adds a sign-up first, so the mart dbt
+    builds differs from the published one. Readers see the old mart or the new one, never a mix; on
+    PostgreSQL the dashboards' copy never runs ahead of `published`, and no staged schema is left.
+    A last run, not killed, publishes what dbt built, and raw equals the source."""
+    project = warehouse.apply(make_project(tmp_path / "demo", 500))
+    assert run_pipeline(project).run.status == "success"
+    seed = random_seed(default=20261208)
+    rng = thread_rng(seed, "kills")
+    landed: list[tuple] = []
+    with telling_the_seed(seed):
+        for round_ in range(2):  # each round is a whole run (sync, dbt) before its kill: ~9 s on two cores
+            old_local = _published_mart(project)
+            old_pg = checksum(warehouse.url, "published", MART) if warehouse.postgres else None
+            execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-03-01 00:00:00', '2026-03-01 00:00:00' FROM signups")
+            command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", "1", "30", "--show-log"]
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+            lines = OutputLines(child)
+            try:
+                lines.wait_for("Done. PASS=", 120)  # dbt has built the new mart
+                delay = rng.uniform(0, 0.6)
+                time.sleep(delay)  # the kill's random moment: the behaviour under test
+                alive = child.poll() is None
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+            finally:
+                child.kill()
+                child.wait()
+            new = _built_mart(project, warehouse)
+            assert new != old_local, "the round's sign-up changed nothing: the test would prove little"
+            local = _published_mart(project)
+            local_is = "old" if local == old_local else "new" if local == new else None
+            landed.append((round_, f"{delay:.3f}s", "killed" if alive else "had ended", local_is))
+            assert local_is is not None, f"round {round_}: the dashboards' data is neither the old mart nor the new one: {landed[-1]}\n{lines.text()[-3000:]}"
+            if warehouse.postgres:
+                assert warehouse.url is not None
+                pg = checksum(warehouse.url, "published", MART)
+                pg_is = {old_pg: "old", checksum(warehouse.url, "marts", MART): "new"}.get(pg)
+                assert pg_is is not None, f"round {round_}: published is neither the old table nor the new one: {landed[-1]}"
+                assert (pg_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show what PostgreSQL never published: {landed[-1]}"
+                assert [r[0] for r in pg_rows(warehouse.url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'published%' ORDER BY 1")][:1] == ["published"]
+                assert not pg_rows(warehouse.url, "SELECT 1 FROM pg_namespace WHERE nspname = 'published__next'"), f"round {round_}: a staged schema was left behind"
+
+        assert run_pipeline(project, wait_for_lock=30).run.status == "success"  # a killed run's lock goes with its process
+        assert _published_mart(project) == _built_mart(project, warehouse)
+        source = sqlite3.connect(campaign_db(project))
+        try:
+            want = sorted(source.execute("SELECT signup_id, event_id FROM signups").fetchall())
+        finally:
+            source.close()
+        assert sorted(warehouse.query(project.root, "SELECT signup_id, event_id FROM raw_campaign.signups", settings=project.config.warehouse)) == want
+    print("kills (round, moment, child, dashboards' data):", landed)

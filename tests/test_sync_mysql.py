@@ -17,6 +17,7 @@ import pytest
 import sync_harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from warehouses import Target
 
 from headwater.config import LoadedProject, load_project
 from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
@@ -24,7 +25,7 @@ from headwater.sources import open_source
 from headwater.sources.mysql import MySQLSource
 from headwater.sync import TableStats, sync_source
 from headwater.sync.state import load_state
-from headwater.warehouse import Warehouse, connect
+from headwater.warehouse import Warehouse, connect, open_warehouse
 
 pytestmark = pytest.mark.mysql
 UTC = dt.UTC
@@ -68,15 +69,20 @@ def db(mysql_server: Any, fresh_mysql_database: str) -> Any:
     database.con.close()
 
 
-def project(root: Path, url: str, body: str = "") -> LoadedProject:
-    """A project with one MySQL source ``app`` (its URL from the environment, as users write it)."""
+def project(root: Path, url: str, body: str = "", warehouse: Target | None = None) -> LoadedProject:
+    """A project with one MySQL source ``app`` (its URL from the environment, as users write it), on
+    DuckDB or on the matrix's ``warehouse`` (tests/warehouses.py)."""
     root.mkdir(parents=True, exist_ok=True)
     source = "app:\n  type: mysql\n  url: ${MYSQL_URL}\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ")
     (root / "headwater.yml").write_text("name: mysql_test\nsources:\n" + textwrap.indent(source, "  ") + "\n")
-    return load_project(root, env={"MYSQL_URL": url})
+    loaded = load_project(root, env={"MYSQL_URL": url})
+    return warehouse.apply(loaded, env={"MYSQL_URL": url}) if warehouse is not None else loaded
 
 
 def sync(p: LoadedProject, *, tables: list[str] | None = None, full_refresh: bool = False) -> dict[str, TableStats]:
+    if p.config.warehouse.type == "postgres":  # through the engine, as a run's sync step writes it
+        stats = Target("postgres", p.config.warehouse.url).sync(p.root, "app", p.config.sources["app"], settings=p.config.warehouse, tables=tables, full_refresh=full_refresh)
+        return {s.table: s for s in stats}
     con = Warehouse(p.root, p.config.warehouse).connect_build()
     try:
         stats = sync_source(con, open_source("app", p.config.sources["app"], p.root), tables=tables, full_refresh=full_refresh)
@@ -86,7 +92,7 @@ def sync(p: LoadedProject, *, tables: list[str] | None = None, full_refresh: boo
 
 
 def raw(p: LoadedProject, sql: str) -> list[tuple[Any, ...]]:
-    con = Warehouse(p.root, p.config.warehouse).connect_build()
+    con = open_warehouse(p.root, p.config.warehouse).connect_build()
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -98,7 +104,7 @@ def raw_table(p: LoadedProject, table: str, columns: str = "*", order: str = "id
 
 
 def state(p: LoadedProject, table: str) -> dict[str, Any]:
-    con = Warehouse(p.root, p.config.warehouse).connect_build()
+    con = open_warehouse(p.root, p.config.warehouse).connect_build()
     try:
         found = load_state(con, "app", table)
     finally:
@@ -310,10 +316,10 @@ def items_equal(p: LoadedProject, db: Db) -> None:
     assert synced == source
 
 
-def test_incremental_reads_changes_and_removes_deleted_rows(tmp_path: Path, db: Db) -> None:
+def test_incremental_reads_changes_and_removes_deleted_rows(tmp_path: Path, db: Db, warehouse: Target) -> None:
     db.run(ITEMS)
     db.many("INSERT INTO items VALUES (%s, %s, %s, %s)", [(i, f"item {i}", i, dt.datetime(2020, 1, 1) + dt.timedelta(hours=i)) for i in range(1, 201)])
-    p = project(tmp_path, db.url())
+    p = project(tmp_path, db.url(), warehouse=warehouse)
     first = sync(p)["items"]
     assert (first.mode, first.rows) == ("full", 200)
     assert state(p, "items")["method"] == "cursor" and state(p, "items")["cursor"] == ["updated_at"]
@@ -457,7 +463,7 @@ def hashed_rows(p: LoadedProject, db: Db) -> tuple[list[tuple[Any, ...]], list[t
     return [(*r[:5], r[5], r[6]) for r in synced], [(*r[:4], r[4], r[5], r[6]) for r in source]
 
 
-def test_comparison_reads_only_rows_whose_hash_changed(tmp_path: Path, db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_comparison_reads_only_rows_whose_hash_changed(tmp_path: Path, db: Db, monkeypatch: pytest.MonkeyPatch, warehouse: Target) -> None:
     """Tables without a cursor: after one full comparison, syncs read each key with a hash of its
     row (computed by MySQL) and fetch only rows whose hash differs from the one stored with raw."""
     import headwater.sync.sql as engine
@@ -467,7 +473,7 @@ def test_comparison_reads_only_rows_whose_hash_changed(tmp_path: Path, db: Db, m
         "INSERT INTO hashed VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         [(i, f"n{i}", None if i % 3 else f"note {i}", i / 10, bytes([i % 256, 0]), dt.datetime(2024, 1, 1, 0, 0, 0, i), json.dumps({"i": i}), i % 2) for i in range(1, 301)],
     )
-    p = project(tmp_path, db.url())
+    p = project(tmp_path, db.url(), warehouse=warehouse)
     assert sync(p)["hashed"].mode == "full"
     first = sync(p)["hashed"]  # the first comparison reads every row, and stores their hashes
     assert (first.rows_read, first.upserted) == (300, 0)
@@ -526,10 +532,10 @@ def test_comparison_by_hashes_with_a_composite_key_and_not_with_a_text_key(tmp_p
     assert raw_table(p, "pairs", "a, b, v", order="a, b") == db.rows("SELECT a, b, v FROM pairs ORDER BY a, b")
 
 
-def test_comparison_by_hashes_keeps_tombstones_and_brings_keys_back(tmp_path: Path, db: Db) -> None:
+def test_comparison_by_hashes_keeps_tombstones_and_brings_keys_back(tmp_path: Path, db: Db, warehouse: Target) -> None:
     db.run("CREATE TABLE kept (id INT PRIMARY KEY, v VARCHAR(10))")
     db.many("INSERT INTO kept VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 11)])
-    p = project(tmp_path, db.url(), "deletes: tombstone")
+    p = project(tmp_path, db.url(), "deletes: tombstone", warehouse=warehouse)
     for _ in range(3):  # full load, first comparison (stores hashes), then by hashes
         sync(p)
     assert state(p, "kept")["read"].startswith("row hashes")
@@ -560,10 +566,10 @@ def test_append_mode_adds_rows_past_the_cursor_and_ignores_updates(tmp_path: Pat
 # --- schema drift ----------------------------------------------------------------------------------
 
 
-def test_schema_drift(tmp_path: Path, db: Db) -> None:
+def test_schema_drift(tmp_path: Path, db: Db, warehouse: Target) -> None:
     db.run("CREATE TABLE drift (id INT PRIMARY KEY, n INT, s VARCHAR(10), gone VARCHAR(5), d DATE)")
     db.run("INSERT INTO drift VALUES (1, 1, 'short', 'old', '2024-01-02'), (2, 2, 'x', 'old', '2024-01-03')")
-    p = project(tmp_path, db.url())
+    p = project(tmp_path, db.url(), warehouse=warehouse)
     sync(p)
 
     db.run("ALTER TABLE drift ADD COLUMN extra VARCHAR(5) NOT NULL DEFAULT 'x'")
@@ -699,14 +705,14 @@ def test_a_read_only_user_can_sync_everything(tmp_path: Path, db: Db) -> None:
 # --- exactly once under SIGKILL ------------------------------------------------------------------
 
 
-def test_killed_syncs_converge_to_the_source(tmp_path: Path, db: Db, mysql_server: Any) -> None:
+def test_killed_syncs_converge_to_the_source(tmp_path: Path, db: Db, mysql_server: Any, warehouse: Target) -> None:
     """Syncs SIGKILLed at random moments while a writer updates, inserts and deletes; one final sync
     then leaves raw equal to the source, row for row, for a cursor table and a compared one."""
     db.run(ITEMS, "CREATE TABLE plain (id INT PRIMARY KEY, a VARCHAR(20), b INT)")
     db.many("INSERT INTO items (id, name, qty, updated_at) VALUES (%s, %s, 0, '2024-01-01')", [(i, f"item {i}") for i in range(1, 60001)])
     db.many("INSERT INTO plain VALUES (%s, %s, 0)", [(i, f"a{i}") for i in range(1, 30001)])
     root = tmp_path / "killed"
-    project(root, "unused")
+    project(root, "unused", warehouse=warehouse)
     env = {"MYSQL_URL": db.url()}
     started = sync_harness.run_sync(root, "app", env=env)
     assert started.returncode == 0, started.stdout + started.stderr

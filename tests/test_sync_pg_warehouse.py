@@ -2,7 +2,7 @@
 
 A PostgreSQL source database and a PostgreSQL warehouse database on the session's server, both
 named in a project's headwater.yml; the sync runs as `headwater sync` runs it
-(`open_warehouse` -> `connect_build` -> `load_raw`, or the CLI itself for the kills). The warehouse
+(`open_warehouse` -> `connect_build` -> `load_raw`). The warehouse
 is read back with psycopg, never through DuckDB, which wrote it.
 
 What each source type becomes in the warehouse (``format_type`` of the raw column), asserted by
@@ -50,11 +50,7 @@ end-to-end test here.
 from __future__ import annotations
 
 import json
-import selectors
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -64,11 +60,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli_process import cli_env
 from conformance import same
 from psycopg.types.datetime import DateLoader, IntervalLoader, TimeLoader, TimestampLoader, TimestamptzLoader
 from sqlalchemy.engine import make_url
-from sync_harness import Writer, random_seed, telling_the_seed, thread_rng
 
 from headwater.config import LoadedProject, load_project
 from headwater.errors import HeadwaterError
@@ -528,177 +522,8 @@ def test_json_arrays_with_null_elements_arrive_as_json(pair: Pair) -> None:
     ]
 
 
-# --- 2. incremental by xmin, schema drift -------------------------------------------------------------
-
-
-def items(pair: Pair, n: int = 2000) -> None:
-    pair.src.execute("CREATE TABLE items (id bigint PRIMARY KEY, name text, qty integer, price numeric(10,2), updated_at timestamptz NOT NULL DEFAULT now())")
-    pair.src.execute("INSERT INTO items SELECT g, 'item ' || g, g %% 17, (g %% 1000) / 10.0, now() - g * interval '1 second' FROM generate_series(1, %s) g", [n])
-
-
-def test_updates_inserts_and_deletes_between_syncs_by_transaction_ids(pair: Pair) -> None:
-    items(pair)
-    first = pair.sync()["items"]
-    assert (first.mode, first.rows, first.rows_read) == ("full", 2000, 2000)
-    assert pair.raw_rows("items") == pair.source_rows("items")
-    assert pair.state("items")["method"] == "xmin"
-
-    for round_ in range(3):
-        updated = {r[0] for r in pair.src.execute("UPDATE items SET qty = qty + 100, name = name || '!' WHERE id %% 50 = %s RETURNING id", [round_])}
-        inserted = {r[0] for r in pair.src.execute(
-            "INSERT INTO items (id, name, qty, price) SELECT g, 'new ' || g, 1, 9.99 FROM generate_series(%s::bigint, %s::bigint) g RETURNING id", [10_000 + 10 * round_, 10_004 + 10 * round_]
-        )}
-        deleted = {r[0] for r in pair.src.execute("DELETE FROM items WHERE id IN (%s, %s) RETURNING id", [100 + round_, 1500 + round_])}
-        assert len(deleted) == 2 and deleted <= updated
-        stats = pair.sync()["items"]
-        assert (stats.mode, stats.rows_read, stats.deleted) == ("incremental", len((updated | inserted) - deleted), 2)  # only the changed rows crossed
-        assert pair.raw_rows("items") == pair.source_rows("items")
-    assert pair.sync()["items"].rows_read == 0
-
-
-def test_schema_drift_added_widened_and_incompatible_columns(pair: Pair) -> None:
-    items(pair, 300)
-    pair.sync()
-
-    pair.src.execute("ALTER TABLE items ADD COLUMN colour text DEFAULT 'red'")
-    added = pair.sync()["items"]
-    assert "added column colour VARCHAR" in added.schema_changes
-    assert any("reloaded" in n for n in added.notes) and added.rows_read == 300  # old rows get the default too
-    assert pair.types(pair.wh, "raw_app.items")["colour"] == "character varying"
-    assert pair.raw_rows("items") == pair.source_rows("items")
-
-    # int -> bigint: ALTER COLUMN ... TYPE in PostgreSQL, on the table's own transaction.
-    pair.src.execute("ALTER TABLE items ALTER COLUMN qty TYPE bigint")
-    pair.src.execute("UPDATE items SET qty = 5000000000 + id WHERE id <= 3")
-    widened = pair.sync()["items"]
-    assert widened.schema_changes == ["widened column qty from INTEGER to BIGINT"]
-    assert widened.mode == "incremental" and widened.rows_read == 300  # ALTER ... TYPE rewrote every row (new transaction ids)
-    assert pair.types(pair.wh, "raw_app.items")["qty"] == "bigint"
-    assert pair.raw_rows("items") == pair.source_rows("items")
-    assert [r[0] for r in pair.raw_rows("items", "qty")[:3]] == [5000000001, 5000000002, 5000000003]
-
-    # numeric(10,2) -> numeric(14,4) holds every old value: widened in place too.
-    pair.src.execute("ALTER TABLE items ALTER COLUMN price TYPE numeric(14,4)")
-    pair.src.execute("UPDATE items SET price = 1234567890.1234 WHERE id = 7")
-    assert pair.sync()["items"].schema_changes == ["widened column price from DECIMAL(10,2) to DECIMAL(14,4)"]
-    assert pair.types(pair.wh, "raw_app.items")["price"] == "numeric(14,4)"
-    assert pair.raw_rows("items") == pair.source_rows("items")
-
-    # numeric -> timestamptz cannot hold the old values: refused, raw and its state as they were.
-    before, types, state = pair.raw_rows("items"), pair.types(pair.wh, "raw_app.items"), pair.state("items")
-    pair.src.execute("ALTER TABLE items ALTER COLUMN price TYPE timestamptz USING now()")
-    with pytest.raises(HeadwaterError, match=r"items\.price changed type") as info:
-        pair.sync()
-    assert "--full-refresh" in (info.value.fix or "")
-    assert (pair.raw_rows("items"), pair.types(pair.wh, "raw_app.items"), pair.state("items")) == (before, types, state)
-
-    pair.sync(full_refresh=True)
-    assert pair.types(pair.wh, "raw_app.items")["price"] == "timestamp with time zone"
-    assert pair.raw_rows("items") == pair.source_rows("items")
-
-
-# --- 3. killed at random moments --------------------------------------------------------------------
-
-SYNC_FOREVER = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-    from headwater.config import load_project
-    from headwater.sources import extensions_for, open_source
-    from headwater.warehouse import open_warehouse
-    project = load_project(Path(sys.argv[1]))
-    warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
-    settings = project.config.sources["app"]
-    print("ready", flush=True)
-    while True:
-        con = warehouse.connect_build(sync_extensions=extensions_for([settings]))
-        warehouse.load_raw(con, open_source("app", settings, project.root), lambda _: None)
-        con.close()
-        print("synced", flush=True)
-    """
-)
-
-
-def _first_line(child: subprocess.Popen[str], deadline: float) -> str:
-    """The child's first line of output, waiting at most ``deadline`` seconds for it."""
-    assert child.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(child.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=deadline):
-            child.kill()
-            pytest.fail(f"the sync process wrote nothing in {deadline}s")
-    return child.stdout.readline()
-
-
-def test_syncs_killed_at_random_moments_never_lose_a_row(pair: Pair) -> None:
-    """`headwater sync` SIGKILLed at seeded random moments while writers change the source. After each
-    kill: raw and _headwater.sync_state agree (a table has state exactly when it has a raw table, no
-    key twice), and the next sync, reading only what changed since the state's transaction id (full
-    passes hourly: no count comparison to paper over a gap), finds every source row exactly in raw."""
-    items(pair, 3000)
-    pair.src.execute("CREATE TABLE events (id bigint PRIMARY KEY, kind text, payload jsonb, at timestamptz NOT NULL DEFAULT now())")
-    pair.src.execute("INSERT INTO events SELECT g, 'k' || (g % 7), jsonb_build_object('g', g), now() FROM generate_series(1, 3000) g")
-    pair.configure(check_deletes_every="1h")
-    seed = random_seed(default=11)
-    rng = thread_rng(seed, "kills")
-    completed: list[int] = []
-    ids = {"items": 100_000, "events": 100_000}
-
-    def step(rng_: Any) -> None:
-        table = rng_.choice(["items", "events"])
-        kind = rng_.random()
-        with psycopg.connect(libpq(pair.source_url), autocommit=True) as con:
-            if kind < 0.5:
-                column = "qty = qty + 1" if table == "items" else "kind = kind || '.'"
-                con.execute(f"UPDATE {table} SET {column} WHERE id %% 53 = %s", [rng_.randint(0, 52)])
-            elif kind < 0.8:
-                start = ids[table]
-                ids[table] += 20
-                values = "'n', 1, 1" if table == "items" else "'new', '{}'::jsonb"
-                columns = "(id, name, qty, price)" if table == "items" else "(id, kind, payload)"
-                con.execute(f"INSERT INTO {table} {columns} SELECT g, {values} FROM generate_series(%s::bigint, %s::bigint) g", [start, start + 19])
-            else:
-                con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY random() LIMIT 5)")
-
-    def consistent(context: str) -> None:
-        for table in ("items", "events"):
-            has_raw = pair.wh.execute("SELECT to_regclass(%s) IS NOT NULL", [f"raw_app.{table}"]).fetchone()[0]
-            has_state = pair.wh.execute("SELECT to_regclass('_headwater.sync_state') IS NOT NULL").fetchone()[0] and pair.state(table) is not None
-            assert has_raw == has_state, f"{context}: {table}: raw table {'present' if has_raw else 'missing'}, state {'present' if has_state else 'missing'}"
-            if has_raw:
-                twice = pair.wh.execute(f"SELECT count(*) - count(DISTINCT id) FROM raw_app.{table}").fetchone()[0]
-                assert twice == 0, f"{context}: {table}: {twice} keys twice in raw"
-
-    script = pair.root.parent / "sync_forever.py"
-    script.write_text(SYNC_FOREVER, encoding="utf-8")
-    env = cli_env(None, **pair.env, PYTHONUNBUFFERED="1")
-    with telling_the_seed(seed):
-        assert pair.sync()["items"].rows == 3000  # the first full load: every sync below starts from state
-        for round_ in range(6):
-            with Writer(step, seed=seed * 10 + round_, pause=0.005):
-                child = subprocess.Popen([sys.executable, str(script), str(pair.root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                try:
-                    first = _first_line(child, deadline=60)  # imports done: from here on it only syncs
-                    delay = rng.uniform(0.0, 1.5)
-                    output, _ = child.communicate(timeout=delay)  # the kill's random moment: the behaviour under test
-                    pytest.fail(f"the sync process ended by itself (exit {child.returncode}):\n{first}{output[-2000:]}")
-                except subprocess.TimeoutExpired:
-                    child.send_signal(signal.SIGKILL)
-                    output, _ = child.communicate()
-                assert first == "ready\n", f"the sync process did not start: {first}{output[-2000:]}"
-            completed.append(output.count("synced"))
-            consistent(f"after kill {round_} at {delay:.2f}s ({completed[-1]} whole syncs before it)")
-            states = {t: pair.state(t) for t in ("items", "events")}
-            stats = pair.sync()  # the writers are stopped: the source holds still
-            for table, stat in stats.items():
-                if states[table] is not None:
-                    assert stat.mode == "incremental", f"kill {round_}: {table} was {stat.mode}"
-                source, raw = pair.row_texts(table)
-                assert source <= raw, f"kill {round_}: {table}: {len(source - raw)} source rows missing or stale in raw, e.g. {sorted(source - raw)[:3]}"
-        pair.configure(check_deletes_every="0s")  # a full pass: deletes too
-        pair.sync()
-        for table in ("items", "events"):
-            assert pair.raw_rows(table) == pair.source_rows(table)
+# Incremental syncs by transaction ids, schema drift and syncs killed at random moments with writers
+# running: tests/test_sync_postgres.py runs those on both warehouses (tests/warehouses.py).
 
 
 # --- 4. unsigned 64-bit integers (MySQL) ---------------------------------------------------------------

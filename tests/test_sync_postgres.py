@@ -22,6 +22,7 @@ import pytest
 from cli_process import SCRIPT, cli_env
 from sqlalchemy.engine import make_url
 from sync_harness import random_seed, telling_the_seed, thread_rng
+from warehouses import Target, matrix_target, on_both_warehouses
 
 from headwater.config.sources import PostgresSettings
 from headwater.errors import ConfigError, HeadwaterError, NotFound, TransientFailure
@@ -42,11 +43,16 @@ def plain_url(url: str) -> str:
 
 
 class Harness:
-    def __init__(self, url: str, tmp: Path) -> None:
+    """A PostgreSQL source database (``url``) synced as source ``app`` into ``target``: a DuckDB file
+    (``warehouse``) written in this process by `sync_source`, or a PostgreSQL warehouse database of its
+    own through the engine's `load_raw`, as a run's sync step writes it (tests/warehouses.py)."""
+
+    def __init__(self, url: str, tmp: Path, target: Target | None = None) -> None:
         self.url = plain_url(url)
         self.pg = psycopg.connect(libpq(url), autocommit=True)
         self.warehouse = tmp / "build.duckdb"
         self.tmp = tmp
+        self.target = target or Target("duckdb")
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         cur = self.pg.execute(statement, params)
@@ -54,6 +60,9 @@ class Harness:
 
     def sync(self, full_refresh: bool = False, only: list[str] | None = None, **settings: Any) -> dict[str, Any]:
         config = PostgresSettings.model_validate({"type": "postgres", "url": self.url, **settings})
+        if self.target.postgres:
+            stats = self.target.sync(self.tmp, "app", config, tables=only, full_refresh=full_refresh)
+            return {s.table: s for s in stats}
         con = connect(self.warehouse)
         try:
             stats = sync_source(con, PostgresSource("app", config, self.tmp), tables=only, full_refresh=full_refresh)
@@ -61,31 +70,30 @@ class Harness:
             con.close()
         return {s.table: s for s in stats}
 
-    def raw(self, table: str, order: str = "id", columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """``sql`` on the warehouse: the DuckDB file (read-only), or the PostgreSQL warehouse through its build connection."""
+        if self.target.postgres:
+            return self.target.query(self.tmp, sql, params)
         con = duckdb.connect(str(self.warehouse), read_only=True)
         try:
-            return con.execute(f'SELECT {columns} FROM raw_app."{table}" ORDER BY {order}').fetchall()
+            return con.execute(sql, params or []).fetchall()
         finally:
             con.close()
+
+    def raw(self, table: str, order: str = "id", columns: str = "* EXCLUDE (_headwater_synced_at)") -> list[tuple[Any, ...]]:
+        return self.query(f'SELECT {columns} FROM raw_app."{table}" ORDER BY {order}')
 
     def state(self, table: str) -> dict[str, Any]:
-        con = duckdb.connect(str(self.warehouse), read_only=True)
-        try:
-            return json.loads(con.execute("SELECT state FROM _headwater.sync_state WHERE source = 'app' AND table_name = ?", [table]).fetchone()[0])
-        finally:
-            con.close()
+        return json.loads(self.query("SELECT state FROM _headwater.sync_state WHERE source = 'app' AND table_name = ?", [table])[0][0])
 
     def raw_columns(self, table: str) -> dict[str, str]:
-        con = duckdb.connect(str(self.warehouse), read_only=True)
-        try:
-            return dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = ?", [table]).fetchall())
-        finally:
-            con.close()
+        return dict(self.query("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'raw_app' AND table_name = ?", [table]))
 
 
 @pytest.fixture
-def h(fresh_pg_database: str, tmp_path: Path) -> Harness:
-    harness = Harness(fresh_pg_database, tmp_path)
+def h(fresh_pg_database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    """Into DuckDB; a test marked `on_both_warehouses` runs on each warehouse of the matrix."""
+    harness = Harness(fresh_pg_database, tmp_path, matrix_target(request))
     yield harness
     harness.pg.close()
 
@@ -106,11 +114,13 @@ def raw_items(h: Harness) -> list[tuple[Any, ...]]:
 # --- modes and exactness --------------------------------------------------------------------------
 
 
+@on_both_warehouses
 def test_full_then_incremental_updates_inserts_deletes(h: Harness) -> None:
     make_items(h)
     first = h.sync()["items"]
     assert (first.mode, first.rows, first.rows_read) == ("full", 1000, 1000)
     assert raw_items(h) == source_items(h)
+    assert h.state("items")["method"] == "xmin"
 
     h.sql("UPDATE items SET qty = qty + 100 WHERE id % 10 = 0")
     h.sql("INSERT INTO items (id, name, qty, price) VALUES (5001, 'new', 1, 1.5), (5002, 'newer', 2, 2.5)")
@@ -125,6 +135,7 @@ def test_full_then_incremental_updates_inserts_deletes(h: Harness) -> None:
     assert (idle.rows_read, idle.upserted, idle.deleted) == (0, 0, 0)
 
 
+@on_both_warehouses
 def test_late_commit_with_an_old_timestamp_is_not_missed(h: Harness) -> None:
     """A transaction that set updated_at long ago and commits after a sync has already seen newer rows."""
     make_items(h, 100)
@@ -151,6 +162,7 @@ def test_bulk_update_sharing_one_timestamp_arrives_whole(h: Harness) -> None:
     assert raw_items(h) == source_items(h)
 
 
+@on_both_warehouses
 def test_tombstones_keep_deleted_rows_with_the_time_they_went(h: Harness) -> None:
     make_items(h, 50)
     h.sync(deletes="tombstone")
@@ -166,6 +178,7 @@ def test_tombstones_keep_deleted_rows_with_the_time_they_went(h: Harness) -> Non
     assert rows[3] is None and rows[4] is not None
 
 
+@on_both_warehouses
 def test_deletes_checked_on_their_schedule_only(h: Harness) -> None:
     make_items(h, 30)
     h.sync(check_deletes_every="1h")
@@ -320,6 +333,7 @@ def test_syncs_between_passes_leave_merging_row_groups_to_the_next_pass(h: Harne
     assert raw_items(h) == source_items(h)
 
 
+@on_both_warehouses
 def test_table_without_primary_key_reloads_in_full_and_says_so(h: Harness) -> None:
     h.sql("CREATE TABLE events (at timestamptz, kind text)")
     h.sql("INSERT INTO events VALUES (now(), 'a'), (now(), 'b')")
@@ -331,6 +345,7 @@ def test_table_without_primary_key_reloads_in_full_and_says_so(h: Harness) -> No
     assert "primary_key" in info.value.fix
 
 
+@on_both_warehouses
 def test_primary_key_override_and_append_mode(h: Harness) -> None:
     h.sql("CREATE TABLE log (seq bigint, msg text)")
     h.sql("INSERT INTO log SELECT g, 'm' || g FROM generate_series(1, 100) g")
@@ -485,6 +500,7 @@ def test_a_value_raw_cannot_hold_stops_the_table_naming_column_and_key(h: Harnes
 # --- schema drift ---------------------------------------------------------------------------------
 
 
+@on_both_warehouses
 def test_schema_drift(h: Harness) -> None:
     make_items(h, 20)
     h.sync()
@@ -502,6 +518,14 @@ def test_schema_drift(h: Harness) -> None:
     assert any("name is no longer in the source" in n for n in stats.notes)
     names = dict(h.raw("items", columns="id, name"))
     assert names[1] == "item 1" and names[99] is None  # kept, NULL from then on
+
+    # numeric(10,2) -> numeric(14,4) holds every old value: widened in place, values exact
+    h.sql("ALTER TABLE items ALTER COLUMN price TYPE numeric(14,4)")
+    h.sql("UPDATE items SET price = 1234567890.1234 WHERE id = 7")
+    assert h.sync()["items"].schema_changes == ["widened column price from DECIMAL(10,2) to DECIMAL(14,4)"]
+    assert h.raw_columns("items")["price"] == "DECIMAL(14,4)"
+    assert h.raw("items", columns="id, price") == h.sql("SELECT id, price FROM items ORDER BY id")
+    assert dict(h.raw("items", columns="id, price"))[7] == Decimal("1234567890.1234")
 
     before = h.raw("items")
     h.sql("ALTER TABLE items ALTER COLUMN price TYPE timestamptz USING now()")
@@ -601,6 +625,15 @@ SYNC_SCRIPT = textwrap.dedent(
     from headwater.sync import sync_source
     from headwater.warehouse import connect
     settings = PostgresSettings.model_validate({"type": "postgres", "url": sys.argv[1], **json.loads(sys.argv[3])})
+    if sys.argv[2].startswith("postgresql://"):  # a PostgreSQL warehouse: as a run's sync step writes it
+        from headwater.config.model import PostgresWarehouse
+        from headwater.sources import extensions_for
+        from headwater.warehouse import open_warehouse
+        warehouse = open_warehouse(Path(sys.argv[4]), PostgresWarehouse(type="postgres", url=sys.argv[2]))
+        while True:
+            con = warehouse.connect_build(sync_extensions=extensions_for([settings]))
+            warehouse.load_raw(con, PostgresSource("app", settings, Path(".")), lambda _: None)
+            con.close()
     while True:
         con = connect(Path(sys.argv[2]))
         sync_source(con, PostgresSource("app", settings, Path(".")))
@@ -611,6 +644,7 @@ SYNC_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["transaction ids", "updated_at index"])
+@on_both_warehouses
 def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) -> None:
     """By transaction ids, writers may stamp any time at all; through the index (full passes hourly,
     no look-back margin) they stamp now(), the assumption that path rests on (docs/sync.md)."""
@@ -654,13 +688,14 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) ->
     with telling_the_seed(seed):
         try:
             for _ in range(8):
-                proc = subprocess.Popen([sys.executable, str(script), h.url, str(h.warehouse), json.dumps(settings)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+                proc = subprocess.Popen([sys.executable, str(script), h.url, h.target.url or str(h.warehouse), json.dumps(settings), str(h.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
                 time.sleep(rng.uniform(0.5, 3.0))  # the kill's random moment: the behaviour under test
                 if proc.poll() is not None:
                     pytest.fail(f"the sync process died by itself: {proc.stderr.read().decode()[-2000:]}")
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 kills += 1
+                _raw_and_state_agree(h, f"after kill {kills}")
         finally:
             stop.set()
             for t in threads:
@@ -672,6 +707,17 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) ->
             assert set(source_items(h)) <= set(raw_items(h))
         h.sync(check_deletes_every="0s")
         assert raw_items(h) == source_items(h)
+
+
+def _raw_and_state_agree(h: Harness, context: str) -> None:
+    """Whatever a kill interrupted: items has a raw table exactly when it has sync state, and no key twice."""
+    found = set(h.query("SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name IN ('raw_app', '_headwater')"))
+    has_raw = ("raw_app", "items") in found
+    has_state = ("_headwater", "sync_state") in found and bool(h.query("SELECT 1 FROM _headwater.sync_state WHERE source = 'app' AND table_name = 'items'"))
+    assert has_raw == has_state, f"{context}: raw table {'present' if has_raw else 'missing'}, state {'present' if has_state else 'missing'}"
+    if has_raw:
+        twice = h.query("SELECT count(*) - count(DISTINCT id) FROM raw_app.items")[0][0]
+        assert twice == 0, f"{context}: {twice} keys twice in raw"
 
 
 # --- a real read replica ----------------------------------------------------------------------------
@@ -865,6 +911,7 @@ def test_a_materialized_view_with_no_data_is_skipped_with_a_note(h: Harness) -> 
     assert h.sync()["a_totals"].rows == len(h.sql("SELECT * FROM a_totals"))
 
 
+@on_both_warehouses
 def test_one_bad_table_does_not_stop_the_others(h: Harness) -> None:
     from headwater.errors import ExitCode
 
@@ -897,6 +944,7 @@ def test_incremental_without_a_key_suggests_a_real_column(h: Harness) -> None:
     assert "primary_key: [event_no]" in failed.value.fix
 
 
+@on_both_warehouses
 def test_tables_gone_from_the_source_are_reported_and_pruned_on_request(h: Harness) -> None:
     make_orders_parent(h)
     for name in ("keep", "dropped", "renamed", "attached"):
@@ -919,12 +967,8 @@ def test_tables_gone_from_the_source_are_reported_and_pruned_on_request(h: Harne
 
     pruned = h.sync(tables={"exclude": ["excluded"]}, prune=True)
     assert {n for n, s in pruned.items() if s.mode == "pruned"} == {"dropped", "renamed", "attached", "excluded"}
-    con = duckdb.connect(str(h.warehouse), read_only=True)
-    try:
-        left = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw_app'").fetchall()}
-        states = {r[0] for r in con.execute("SELECT table_name FROM _headwater.sync_state WHERE source = 'app'").fetchall()}
-    finally:
-        con.close()
+    left = {r[0] for r in h.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw_app'")}
+    states = {r[0] for r in h.query("SELECT table_name FROM _headwater.sync_state WHERE source = 'app'")}
     assert left == states == {"orders", "keep", "renamed_now"}
     assert len(h.raw("orders")) == 52  # the attached table's rows arrived through its new parent
     assert all(s.mode != "pruned" and s.mode != "stale" for s in h.sync(tables={"exclude": ["excluded"]}).values())

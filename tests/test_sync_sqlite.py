@@ -15,14 +15,16 @@ from cli_process import cli_env, run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlite_source import Harness
+from warehouses import matrix_target, on_both_warehouses
 
 from headwater.errors import ExitCode, HeadwaterError
 from headwater.sources.sqlite import SQLiteSource
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Harness:
-    return Harness(tmp_path)
+def h(tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    """Into DuckDB; a test marked `on_both_warehouses` runs on each warehouse of the matrix."""
+    return Harness(tmp_path, matrix_target(request))
 
 
 MIXED = "CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, n NUMERIC(10,2), d DATE, ts DATETIME, s TEXT, b BLOB)"
@@ -45,6 +47,7 @@ BAD = [
 ]
 
 
+@on_both_warehouses
 def test_values_not_of_their_declared_type_quarantine_their_rows_with_the_reason(h: Harness) -> None:
     h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, *BAD])
     stats = h.sync()["t"]
@@ -74,6 +77,7 @@ def test_values_not_of_their_declared_type_quarantine_their_rows_with_the_reason
     assert h.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't__quarantine'") == [(0,)]
 
 
+@on_both_warehouses
 def test_a_row_that_turns_bad_leaves_raw_for_the_quarantine(h: Harness) -> None:
     h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, (2, 6, 1.0, 1, None, None, None, None)])
     h.sync()
@@ -83,6 +87,7 @@ def test_a_row_that_turns_bad_leaves_raw_for_the_quarantine(h: Harness) -> None:
     assert h.raw("t__quarantine", "key, original_value") == [("id=2", "six")]
 
 
+@on_both_warehouses
 def test_on_type_mismatch_text_syncs_the_column_as_text_keeping_every_row(h: Harness) -> None:
     h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, *BAD])
     stats = h.sync(on_type_mismatch="text")["t"]
@@ -98,6 +103,7 @@ def test_on_type_mismatch_text_syncs_the_column_as_text_keeping_every_row(h: Har
     assert h.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't__quarantine'") == [(0,)]
 
 
+@on_both_warehouses
 def test_declared_decimals_land_as_decimal_exactly(h: Harness) -> None:
     h.sql(
         "CREATE TABLE money (id INTEGER PRIMARY KEY, amount NUMERIC(10,2), big DECIMAL(20,0), rate DECIMAL(5), wide NUMERIC(40,2), plain NUMERIC)",
@@ -121,6 +127,7 @@ def test_declared_decimals_land_as_decimal_exactly(h: Harness) -> None:
     ]
 
 
+@on_both_warehouses
 def test_text_timestamps_arrive_as_the_instants_they_name(h: Harness) -> None:
     h.sql(
         "CREATE TABLE times (id INTEGER PRIMARY KEY, at TIMESTAMP, day DATE)",

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loopback import QuietHandler, http_server
 from sqlalchemy import select
+from warehouses import Target
 
 from headwater.cli.orgs import point_at_install
 from headwater.config import load_project
@@ -39,7 +40,7 @@ from headwater.system.accounts import Accounts
 from headwater.system.models import CheckResult, RunLog, RunStep
 from headwater.system.orgs import Install, Organisations, open_project, project_name
 from headwater.system.secrets import SecretStore, default_key_file, key_provider
-from headwater.warehouse import Warehouse
+from headwater.warehouse import Warehouse, open_warehouse
 from headwater.web import create_app
 from headwater.web.auth import AuthSettings
 
@@ -375,12 +376,13 @@ def test_secret_rows_stay_encrypted_in_the_system_database(install: Install) -> 
 # --- sources through DuckDB's scanners still work when confined -------------------------------------
 
 
-def _org_with(tmp_path: Path, slug: str, sources: str, checks: str) -> tuple[Install, Any]:
+def _org_with(tmp_path: Path, slug: str, sources: str, checks: str, warehouse: Target | None = None) -> tuple[Install, Any]:
     install = Install.create(tmp_path / "inst")
     folder = install.root / "orgs" / slug
     folder.mkdir(parents=True, exist_ok=True)
+    on = f"warehouse:\n  type: postgres\n  url: {json.dumps(warehouse.url)}\n" if warehouse is not None and warehouse.postgres else ""
     (folder / "headwater.yml").write_text(
-        f"name: {project_name(slug)}\nsystem:\n  url: {json.dumps(install.project_system_url())}\nsources:\n{sources}"
+        f"name: {project_name(slug)}\nsystem:\n  url: {json.dumps(install.project_system_url())}\n{on}sources:\n{sources}"
         f"pipelines:\n  p:\n    checks:\n{checks}"
     )
     db = install.open_db()
@@ -396,15 +398,25 @@ def _sync_and_check(project: Any) -> list[Any]:
     from headwater.orchestrate.sync import run_sync
 
     run_sync(project)
-    con = Warehouse(project.root, project.config.warehouse, project.confinement).connect_build()
+    warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
+    con = warehouse.connect_build()
     try:
-        return run_checks(project, project.config.pipelines["p"].checks, con)
+        return run_checks(project, project.config.pipelines["p"].checks, con, warehouse=warehouse)
     finally:
         con.close()
 
 
+def _escape_refused(outcome: Any, function: str, warehouse: Target) -> bool:
+    """A check reaching for a file through the warehouse: DuckDB's are disabled in a confined run;
+    on PostgreSQL the SQL runs in PostgreSQL, which has no such function."""
+    message = outcome.message or ""
+    if warehouse.postgres:
+        return outcome.status == "error" and function in message and "does not exist" in message
+    return outcome.status == "error" and "file system operations are disabled by configuration" in message
+
+
 @pytest.mark.postgres
-def test_a_postgres_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, fresh_pg_database: str) -> None:
+def test_a_postgres_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, fresh_pg_database: str, warehouse: Target) -> None:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(fresh_pg_database)
@@ -417,14 +429,15 @@ def test_a_postgres_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path
         tmp_path, "pgorg", f"  crm: {{type: postgres, url: {json.dumps(url)}}}\n",
         "      - {type: reconcile, name: same, left: {source: crm, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_crm.items'}}\n"
         f"      - {{type: reconcile, name: escape, left: {{sql: {json.dumps(escape)}}}, right: {{sql: 'select 1'}}}}\n",
+        warehouse,
     )
-    assert project.confinement is not None
+    assert project.confinement is not None and project.config.warehouse.type == warehouse.kind
     outcomes = {o.name: o for o in _sync_and_check(project)}
     assert outcomes["same"].status == "pass", outcomes["same"].message
-    assert outcomes["escape"].status == "error" and "file system operations are disabled by configuration" in (outcomes["escape"].message or "")
+    assert _escape_refused(outcomes["escape"], "read_text", warehouse), outcomes["escape"].message
 
 
-def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path: Path) -> None:
+def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path: Path, warehouse: Target) -> None:
     install = Install.create(tmp_path / "inst")
     data = install.root / "orgs" / "lite" / "data"
     data.mkdir(parents=True)
@@ -436,7 +449,9 @@ def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path
         tmp_path, "lite", "  app: {type: sqlite, path: data/app.db}\n  sheet: {type: csv, path: data/more.csv}\n",
         "      - {type: reconcile, name: same, left: {source: app, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_app.items'}}\n"
         f"      - {{type: reconcile, name: attach, left: {{source: app, sql: {json.dumps('ATTACH ' + sql_text(install.root / 'system.db') + ' AS sysdb')}}}, right: {{sql: 'select 1'}}}}\n",
+        warehouse,
     )
+    assert project.confinement is not None and project.config.warehouse.type == warehouse.kind
     outcomes = {o.name: o for o in _sync_and_check(project)}
     assert outcomes["same"].status == "pass", outcomes["same"].message
     assert outcomes["attach"].status == "error" and "too many attached databases" in (outcomes["attach"].message or "")
@@ -444,7 +459,7 @@ def test_a_sqlite_source_syncs_and_its_checks_cannot_attach_the_install(tmp_path
 
 
 @pytest.mark.mysql
-def test_a_mysql_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, mysql_server: Any, fresh_mysql_database: str) -> None:
+def test_a_mysql_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, mysql_server: Any, fresh_mysql_database: str, warehouse: Target) -> None:
     with mysql_server.connect(fresh_mysql_database) as con, con.cursor() as cur:
         cur.execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
         cur.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b')")
@@ -454,10 +469,12 @@ def test_a_mysql_source_syncs_and_is_checked_in_a_confined_run(tmp_path: Path, m
         tmp_path, "myorg", f"  app: {{type: mysql, url: {json.dumps(mysql_server.url(fresh_mysql_database))}}}\n",
         "      - {type: reconcile, name: same, left: {source: app, sql: 'select count(*) from items'}, right: {sql: 'select count(*) from raw_app.items'}}\n"
         f"      - {{type: reconcile, name: escape, left: {{sql: {json.dumps(escape)}}}, right: {{sql: 'select 1'}}}}\n",
+        warehouse,
     )
+    assert project.config.warehouse.type == warehouse.kind
     outcomes = {o.name: o for o in _sync_and_check(project)}
     assert outcomes["same"].status == "pass", outcomes["same"].message
-    assert outcomes["escape"].status == "error" and "file system operations are disabled by configuration" in (outcomes["escape"].message or "")
+    assert _escape_refused(outcomes["escape"], "read_blob", warehouse), outcomes["escape"].message
 
 
 def test_a_run_started_for_an_organisation_is_never_run_unconfined(install: Install, tmp_path: Path) -> None:
