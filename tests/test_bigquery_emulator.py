@@ -192,11 +192,12 @@ def test_a_transaction_merges_deletes_and_moves_the_state_together(client: Any, 
           WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v);
         DELETE FROM `{ds}.target` WHERE id IN (SELECT id FROM `{ds}.changes` WHERE op = 'D');
         UPDATE `{ds}.state` SET cursor = 4 WHERE k = 'orders';
+        INSERT INTO `{ds}.state` (k, cursor) VALUES ('customers', 7);
         COMMIT TRANSACTION;
         """,
     )
     assert run(client, f"SELECT id, v FROM `{ds}.target` ORDER BY id") == [{"id": 1, "v": "a"}, {"id": 2, "v": "B"}, {"id": 4, "v": "d"}]
-    assert run(client, f"SELECT cursor FROM `{ds}.state`") == [{"cursor": 4}]
+    assert run(client, f"SELECT k, cursor FROM `{ds}.state` ORDER BY k") == [{"k": "customers", "cursor": 7}, {"k": "orders", "cursor": 4}]
 
     # BigQuery: MERGE's "INSERT ROW" inserts every column of the source row (same link).
     # emulator differs from BigQuery: "INSERT ROW" is a parser error; list the columns (as above).
@@ -217,12 +218,13 @@ def test_a_failing_statement_rolls_the_whole_transaction_back(client: Any, fresh
             BEGIN TRANSACTION;
             DELETE FROM `{ds}.target` WHERE TRUE;
             UPDATE `{ds}.state` SET cursor = 99 WHERE TRUE;
+            INSERT INTO `{ds}.state` (k, cursor) VALUES ('customers', 7);
             SELECT ERROR('boom');
             COMMIT TRANSACTION;
             """,
         )
     assert run(client, f"SELECT id, v FROM `{ds}.target` ORDER BY id") == before
-    assert run(client, f"SELECT cursor FROM `{ds}.state`") == [{"cursor": 0}]
+    assert run(client, f"SELECT k, cursor FROM `{ds}.state`") == [{"k": "orders", "cursor": 0}]
 
 
 def test_rollback_transaction_abandons_the_changes(client: Any, fresh_bq_dataset: str) -> None:
