@@ -140,6 +140,16 @@ def bigquery_emulator() -> Iterator[Any]:
         emulator.stop()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used the emulator shows the end of the emulator's log (it is deleted when the session ends)."""
+    report = yield
+    emulator = getattr(item, "funcargs", {}).get("bigquery_emulator")
+    if report.failed and emulator is not None:
+        report.sections.append(("BigQuery emulator log (last lines)", emulator.log(40)))
+    return report
+
+
 @pytest.fixture
 def fresh_bq_dataset(bigquery_emulator: Any) -> Iterator[str]:
     """A new, empty dataset on the session's emulator (deleted afterwards with its tables); returns its id."""
