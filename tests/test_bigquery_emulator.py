@@ -338,6 +338,95 @@ def test_datasets_list_and_delete(client: Any, bigquery_emulator: bq.Emulator) -
         client.get_dataset(name, retry=None)
 
 
+def _small_parquet(rows: list[dict[str, Any]]) -> io.BytesIO:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.int64()), ("v", pa.string())])), buf)
+    buf.seek(0)
+    return buf
+
+
+def test_write_dispositions_of_loads_and_query_destinations(client: Any, fresh_bq_dataset: str) -> None:
+    # writeDisposition: https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationLoad
+    # and https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationQuery
+    ds = fresh_bq_dataset
+    _merge_tables(client, ds)
+    parquet = bigquery.SourceFormat.PARQUET
+    job = client.load_table_from_file(_small_parquet([{"id": 9, "v": "z"}]), f"{ds}.target", job_config=bigquery.LoadJobConfig(source_format=parquet, write_disposition="WRITE_TRUNCATE"))
+    job.result(retry=None, timeout=30)
+    assert run(client, f"SELECT id, v FROM `{ds}.target`") == [{"id": 9, "v": "z"}]
+    # WRITE_EMPTY: "If the table already exists and contains data, a 'duplicate' error is returned in the job result."
+    # emulator differs from BigQuery: the upload itself is refused (400 "is not empty"), no job is created to fail.
+    with pytest.raises(gexc.BadRequest, match="not empty"):
+        job = client.load_table_from_file(_small_parquet([{"id": 8, "v": "y"}]), f"{ds}.target", job_config=bigquery.LoadJobConfig(source_format=parquet, write_disposition="WRITE_EMPTY"))
+        job.result(retry=None, timeout=30)
+    assert run(client, f"SELECT id, v FROM `{ds}.target`") == [{"id": 9, "v": "z"}]
+
+    # A query job with a destination table and WRITE_TRUNCATE replaces the table with the query's result.
+    # emulator differs from BigQuery: the job succeeds and the destination is left as it was;
+    # write the table with DML or CREATE OR REPLACE TABLE ... AS SELECT (below) instead.
+    config = bigquery.QueryJobConfig(destination=f"{client.project}.{ds}.target", write_disposition="WRITE_TRUNCATE")
+    client.query("SELECT 5 AS id, 'q' AS v", job_config=config, retry=None, job_retry=None).result(retry=None, timeout=30)
+    assert run(client, f"SELECT id, v FROM `{ds}.target`") == [{"id": 9, "v": "z"}]
+
+    # https://cloud.google.com/bigquery/docs/reference/standard-sql/data-definition-language#create_table_statement
+    run(client, f"CREATE OR REPLACE TABLE `{ds}.built` AS SELECT 1 AS id")
+    run(client, f"CREATE OR REPLACE TABLE `{ds}.built` AS SELECT 2 AS id, 'x' AS s")
+    assert run(client, f"SELECT id, s FROM `{ds}.built`") == [{"id": 2, "s": "x"}]
+    run(client, f"TRUNCATE TABLE `{ds}.built`")  # https://cloud.google.com/bigquery/docs/reference/standard-sql/dml-syntax#truncate_table_statement
+    assert run(client, f"SELECT COUNT(*) AS n FROM `{ds}.built`") == [{"n": 0}]
+
+
+def test_catalog_and_schema_changes(client: Any, fresh_bq_dataset: str) -> None:
+    ds = fresh_bq_dataset
+    _merge_tables(client, ds)
+    # https://cloud.google.com/bigquery/docs/information-schema-tables , https://cloud.google.com/bigquery/docs/information-schema-columns
+    assert run(client, f"SELECT table_name, table_type FROM `{ds}`.INFORMATION_SCHEMA.TABLES WHERE table_name = 'target'") == [{"table_name": "target", "table_type": "BASE TABLE"}]
+    columns = run(client, f"SELECT column_name, data_type FROM `{ds}`.INFORMATION_SCHEMA.COLUMNS WHERE table_name = 'target' ORDER BY ordinal_position")
+    assert columns == [{"column_name": "id", "data_type": "INT64"}, {"column_name": "v", "data_type": "STRING"}]
+
+    # ALTER TABLE ... ADD COLUMN: https://cloud.google.com/bigquery/docs/reference/standard-sql/data-definition-language#alter_table_add_column_statement
+    # emulator differs from BigQuery: the column reaches the data (queries can select it) but not the table's
+    # schema (tables.get does not show it).
+    run(client, f"ALTER TABLE `{ds}.target` ADD COLUMN n NUMERIC")
+    assert run(client, f"SELECT id, n FROM `{ds}.target` ORDER BY id LIMIT 1") == [{"id": 1, "n": None}]
+    assert [f.name for f in client.get_table(f"{ds}.target", retry=None).schema] == ["id", "v"]
+
+    # Adding a column through tables.patch (the client's update_table): https://cloud.google.com/bigquery/docs/managing-table-schemas#add_an_empty_column
+    # emulator differs from BigQuery the other way: the schema shows the column, queries cannot select it.
+    table = client.get_table(f"{ds}.target", retry=None)
+    table.schema = [*table.schema, bigquery.SchemaField("added", "STRING")]
+    table.description = "raw orders"
+    client.update_table(table, ["schema", "description"], retry=None)
+    patched = client.get_table(f"{ds}.target", retry=None)
+    assert ([f.name for f in patched.schema], patched.description) == (["id", "v", "added"], "raw orders")
+    with pytest.raises(gexc.BadRequest, match='column "added" not found'):
+        run(client, f"SELECT added FROM `{ds}.target`")
+
+    # CREATE SCHEMA / DROP SCHEMA ... CASCADE are datasets: https://cloud.google.com/bigquery/docs/reference/standard-sql/data-definition-language#create_schema_statement
+    other = f"{ds}_other"
+    run(client, f"CREATE SCHEMA IF NOT EXISTS `{other}`")
+    run(client, f"CREATE TABLE `{other}.t` (a INT64)")
+    assert other in {d.dataset_id for d in client.list_datasets(retry=None)}
+    run(client, f"DROP SCHEMA `{other}` CASCADE")
+    assert other not in {d.dataset_id for d in client.list_datasets(retry=None)}
+
+
+def test_a_session_transaction_is_isolated_until_commit(client: Any, fresh_bq_dataset: str) -> None:
+    # Sessions: a transaction across several queries. https://cloud.google.com/bigquery/docs/sessions-write-queries#multi_transactions
+    # Snapshot isolation: another query does not see uncommitted changes. https://cloud.google.com/bigquery/docs/transactions
+    ds = fresh_bq_dataset
+    _merge_tables(client, ds)
+    begin = client.query("BEGIN TRANSACTION", job_config=bigquery.QueryJobConfig(create_session=True), retry=None, job_retry=None)
+    begin.result(retry=None, timeout=30)
+    in_session = bigquery.QueryJobConfig(connection_properties=[bigquery.ConnectionProperty("session_id", begin.session_info.session_id)])
+    client.query(f"INSERT INTO `{ds}.target` (id, v) VALUES (10, 'x')", job_config=in_session, retry=None, job_retry=None).result(retry=None, timeout=30)
+    outside = run(client, f"SELECT COUNT(*) AS n FROM `{ds}.target`")
+    client.query("COMMIT TRANSACTION", job_config=in_session, retry=None, job_retry=None).result(retry=None, timeout=30)
+    assert run(client, f"SELECT COUNT(*) AS n FROM `{ds}.target`") == [{"n": 4}]
+    # emulator differs from BigQuery: a query outside the session already sees the uncommitted row (BigQuery: 3 rows).
+    assert outside == [{"n": 4}]
+
+
 def _read_client(emulator: bq.Emulator) -> Any:
     """The Storage Read API client on the emulator's gRPC port (plain text: the emulator has no TLS)."""
     import grpc
