@@ -464,12 +464,13 @@ def _dbt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(dbt), *args, "--profiles-dir", str(project), "--project-dir", str(project)], capture_output=True, text=True, env=env, timeout=180, check=False)
 
 
-def test_dbt_bigquery_debug_run_and_docs(client: Any, bigquery_emulator: bq.Emulator, fresh_bq_dataset: str, tmp_path: Path) -> None:
+def test_dbt_bigquery_debug_build_twice_and_docs(client: Any, bigquery_emulator: bq.Emulator, fresh_bq_dataset: str, tmp_path: Path) -> None:
     # dbt-bigquery's profile: https://docs.getdbt.com/docs/core/connect-data-platform/bigquery-setup (oauth-secrets; api_endpoint)
     ds = fresh_bq_dataset
     _merge_tables(client, ds)
     (tmp_path / "models").mkdir()
-    (tmp_path / "dbt_project.yml").write_text("name: probe\nversion: '1.0'\nprofile: probe\nmodel-paths: [models]\n")
+    (tmp_path / "snapshots").mkdir()
+    (tmp_path / "dbt_project.yml").write_text("name: probe\nversion: '1.0'\nprofile: probe\nmodel-paths: [models]\nsnapshot-paths: [snapshots]\nvars: {round: 1}\n")
     (tmp_path / "profiles.yml").write_text(
         textwrap.dedent(
             f"""\
@@ -491,14 +492,30 @@ def test_dbt_bigquery_debug_run_and_docs(client: Any, bigquery_emulator: bq.Emul
     )
     (tmp_path / "models" / "clean.sql").write_text(f"{{{{ config(materialized='table') }}}}\nselect id, upper(v) as v from `{bigquery_emulator.project}`.`{ds}`.`target`\n")
     (tmp_path / "models" / "counted.sql").write_text("select count(*) as n, max(v) as top from {{ ref('clean') }}\n")
+    # Rows that change between two builds (var round): id 2's status changes, id round+2 is new.
+    (tmp_path / "models" / "moving.sql").write_text(
+        "{{ config(materialized='table') }}\n"
+        "select id, case when id = 2 and {{ var('round') }} = 2 then 'changed' else 'orig' end as status\n"
+        "from unnest(generate_array(1, {{ var('round') }} + 2)) as id\n"
+    )
+    # The incremental merge strategy and a check snapshot, as the demo project's dbt uses them.
+    (tmp_path / "models" / "merged.sql").write_text("{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}\nselect id, status from {{ ref('moving') }}\n")
+    (tmp_path / "models" / "schema.yml").write_text("models:\n  - name: merged\n    columns:\n      - name: id\n        data_tests: [unique, not_null]\n")
+    (tmp_path / "snapshots" / "history.yml").write_text("snapshots:\n  - name: history\n    relation: ref('moving')\n    config: {unique_key: id, strategy: check, check_cols: [status]}\n")
 
     debug = _dbt(tmp_path, "debug")
     assert debug.returncode == 0 and "Connection test: [OK connection ok]" in debug.stdout.replace("\x1b[32m", "").replace("\x1b[0m", ""), debug.stdout + debug.stderr
-    built = _dbt(tmp_path, "run")
-    assert built.returncode == 0, built.stdout + built.stderr
+    for round_ in (1, 2):
+        built = _dbt(tmp_path, "build", "--vars", f"{{round: {round_}}}")
+        assert built.returncode == 0 and "PASS=7 " in built.stdout, built.stdout + built.stderr  # 4 models, 1 snapshot, 2 data tests
     assert run(client, f"SELECT id, v FROM `{ds}.clean` ORDER BY id") == [{"id": 1, "v": "A"}, {"id": 2, "v": "B"}, {"id": 3, "v": "C"}]
     assert run(client, f"SELECT n, top FROM `{ds}.counted`") == [{"n": 3, "top": "C"}]
-    assert {t.table_id: t.table_type for t in client.list_tables(ds, retry=None)}.items() >= {"clean": "TABLE", "counted": "VIEW"}.items()
+    assert {t.table_id: t.table_type for t in client.list_tables(ds, retry=None)}.items() >= {"clean": "TABLE", "counted": "VIEW", "merged": "TABLE", "history": "TABLE"}.items()
+    assert run(client, f"SELECT id, status FROM `{ds}.merged` ORDER BY id") == [{"id": 1, "status": "orig"}, {"id": 2, "status": "changed"}, {"id": 3, "status": "orig"}, {"id": 4, "status": "orig"}]
+    history = run(client, f"SELECT id, status, dbt_valid_to IS NULL AS current FROM `{ds}.history` ORDER BY id, current")
+    assert history == [{"id": 1, "status": "orig", "current": True}, {"id": 2, "status": "orig", "current": False}, {"id": 2, "status": "changed", "current": True}] + [
+        {"id": i, "status": "orig", "current": True} for i in (3, 4)
+    ]
 
     # dbt docs generate reads the catalog from the dataset's __TABLES__ / INFORMATION_SCHEMA.
     # emulator differs from BigQuery: there is no `__TABLES__`, so the catalog query fails.
