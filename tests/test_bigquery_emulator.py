@@ -46,7 +46,7 @@ def run(client: Any, sql: str, **config: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in job.result(retry=None, timeout=30)]
 
 
-# One column of each type Headwater's raw tables use; BIGNUMERIC has its own test (the emulator cannot store it).
+# One column of each BigQuery type a warehouse writes; BIGNUMERIC has its own test (the emulator cannot store it).
 # https://cloud.google.com/bigquery/docs/reference/standard-sql/data-types
 def _schema() -> list[Any]:
     F = bigquery.SchemaField
