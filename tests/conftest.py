@@ -126,3 +126,50 @@ def fresh_mysql_database(mysql_server: Any) -> Iterator[str]:
     name = mysql_server.create_database()
     yield name
     mysql_server.drop_database(name)
+
+
+# --- BigQuery (tests/bq.py: the bqemulator package, in its own venv) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> Iterator[Any]:
+    """A BigQuery emulator for this test session (`tests/bq.Emulator`: ``.endpoint`` is its REST URL, ``.project`` its project)."""
+    import bq
+
+    try:
+        import google.cloud.bigquery  # noqa: F401  (the [bigquery] extra, in [test])
+    except ImportError:
+        _unavailable("BigQuery tests need Google's client: pip install -e '.[test]' (it includes the [bigquery] extra)")
+    try:
+        emulator = bq.start_emulator()
+    except bq.Unavailable as exc:
+        _unavailable(f"BigQuery tests need the emulator: {exc}")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used the emulator shows the end of the emulator's log (it is deleted when the session ends)."""
+    report = yield
+    emulator = getattr(item, "funcargs", {}).get("bigquery_emulator")
+    if report.failed and emulator is not None:
+        report.sections.append(("BigQuery emulator log (last lines)", emulator.log(40)))
+    return report
+
+
+@pytest.fixture
+def fresh_bq_dataset(bigquery_emulator: Any) -> Iterator[str]:
+    """A new, empty dataset on the session's emulator (deleted afterwards with its tables); returns its id."""
+    import bq
+
+    client = bq.client(bigquery_emulator)
+    name = f"hw_test_{uuid.uuid4().hex[:16]}"
+    client.create_dataset(name)
+    try:
+        yield name
+    finally:
+        client.delete_dataset(name, delete_contents=True, not_found_ok=True)
+        client.close()
