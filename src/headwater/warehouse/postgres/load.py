@@ -60,18 +60,12 @@ def load_full_from(con: duckdb.DuckDBPyConnection, reader: duckdb.DuckDBPyConnec
     # The process still grows with the table in some runs (not in DuckDB's buffer pool, nor in
     # pyarrow's; reading the same stream into a count does not): docs/benchmarks.md.
     con.register(_BATCHES, reader.fetch_record_batch(BATCH_ROWS))
-    # One DuckDB thread: the COPY into PostgreSQL is one stream whatever DuckDB's threads, and the
-    # reader need only keep pace with it; more threads only took cores from the two PostgreSQL
-    # backends doing the real work (5M rows: 20% slower with two threads on two cores, docs/benchmarks.md).
-    threads = one_value(con.execute("SELECT current_setting('threads')"))
-    con.execute("SET threads = 1")
     try:
         return int(one_value(con.execute(f"CREATE OR REPLACE TABLE {ident(schema)}.{ident(table)} AS SELECT {received} FROM {_BATCHES}")))
     except duckdb.Error as exc:
         raise _unwrapped(exc) from None
     finally:
         con.unregister(_BATCHES)
-        con.execute(f"SET threads = {int(threads)}")
 
 
 def _unwrapped(exc: duckdb.Error) -> duckdb.Error:

@@ -97,6 +97,7 @@ class PostgresRaw(RawTarget):
 
     def __init__(self, catalog: str, errors: Callable[[Exception], HeadwaterError] | None = None) -> None:
         self.catalog = catalog
+        self._threads: int | None = None  # DuckDB's threads before a streamed full load (`load_full`)
         self.errors = errors  # the warehouse's own errors (`Warehouse.connection_error`)
 
     def stored_type(self, duck_type: str) -> str:
@@ -150,8 +151,21 @@ class PostgresRaw(RawTarget):
         straight into the COPY (a MariaDB table of 200 MB: the same peak memory as 1 row)."""
         with reader() as other:
             if other is not None:
-                return load.load_full_from(con, other, schema, table, rows)
+                # One DuckDB thread: the COPY into PostgreSQL is one stream whatever DuckDB's threads,
+                # and the reader need only keep pace with it; a second thread only took a core from
+                # the two PostgreSQL backends doing the work (5M rows: 0.92x psql's COPY | COPY on
+                # one thread, 0.77x on two; docs/benchmarks.md). Put back after, or after a rollback.
+                self._threads = int(one_value(con.execute("SELECT current_setting('threads')")))
+                con.execute("SET threads = 1")
+                written = load.load_full_from(con, other, schema, table, rows)
+                self._restore_threads(con)
+                return written
         return super().load_full(con, schema, table, rows, reader)
+
+    def _restore_threads(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._threads is not None:
+            con.execute(f"SET threads = {self._threads}")
+            self._threads = None
 
     def alter_type(self, con: duckdb.DuckDBPyConnection, target: str, column: str, duck_type: str) -> None:
         """DuckDB's postgres extension alters only names and columns' presence: the type changes in
@@ -172,6 +186,7 @@ class PostgresRaw(RawTarget):
         """DuckDB's copy of the warehouse's catalog keeps what the rolled-back transaction created
         (a first load's raw table): without this, the next query of it fails on a missing relation."""
         con.execute("CALL pg_clear_cache()")
+        self._restore_threads(con)  # a failed full load's (an aborted transaction refuses SET)
 
     def delete_matching(self, con: duckdb.DuckDBPyConnection, target: str, rows: str, key: list[str]) -> None:
         """PostgreSQL deletes them itself, joining raw with the keys of ``rows`` copied into a table of
