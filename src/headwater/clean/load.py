@@ -26,10 +26,10 @@ import pyarrow as pa
 from headwater.clean.headers import check_rule_columns
 from headwater.clean.plan import Column, cleaning_select, columns_for, unique_keys
 from headwater.config.files import TableRules
-from headwater.errors import ConfigError, RunFailed
+from headwater.errors import RunFailed
 from headwater.sqltext import ident, literal
 from headwater.sync.context import RawTarget
-from headwater.sync.engine import SYNCED_AT, quarantine_table
+from headwater.sync.engine import SYNCED_AT, check_name_fits, quarantine_table
 from headwater.sync.sql import Column as RawColumn
 from headwater.sync.sql import refused_error, stored_select
 from headwater.sync.state import ensure_state_table, save_state
@@ -136,16 +136,9 @@ def _kept(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules) -> 
 def _check_names(names: list[str], target: Target, where: str) -> None:
     """A column name longer than the warehouse keeps (PostgreSQL: 63 bytes) would land cut short:
     under another name than the models select, or on another long column alike in its first bytes."""
-    limit = target.raw.max_identifier
-    if limit is None:
-        return
     for name in names:
-        if len(name.encode()) > limit:
-            raise ConfigError(
-                f"{where}: column {name} has a name of {len(name.encode())} bytes, longer than the warehouse keeps ({limit})",
-                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
-                fix=f"Give it a shorter name with the source's rename: setting, e.g. rename: {{{name}: <shorter name>}}.",
-            )
+        fix = f"Give it a shorter name with the source's rename: setting, e.g. rename: {{{name}: <shorter name>}}."
+        check_name_fits("column", name, target.raw.max_identifier, where=where, fix=fix)
 
 
 def _apply_fixups(con: duckdb.DuckDBPyConnection, fixups: Fixups, columns: list[Column], rules: TableRules) -> None:

@@ -31,7 +31,7 @@ from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import RawTarget, SyncContext
-from headwater.sync.engine import SYNCED_AT, quarantine_table, raw_schema
+from headwater.sync.engine import SYNCED_AT, check_name_fits, fitted_name, quarantine_table, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
     drop_state,
@@ -311,7 +311,8 @@ class SqlSource:
                             break
                 if ctx.tables is None and not any(f.transient for f in failures):  # the whole source was read: raw tables it no longer has are known
                     synced = {t.name for t in tables}
-                    stale = sorted(n for n in set(raw) - synced if not _companion_of(n, synced, self._target.max_identifier))
+                    companions = {quarantine_table(t, self._target.max_identifier) for t in synced}  # their quarantines
+                    stale = sorted(set(raw) - synced - companions)
                     stats += [self._stale_table(ctx, name, selected_out=name in found) for name in stale]
             finally:
                 self.detach(con)
@@ -536,19 +537,10 @@ class SqlSource:
         target = f"{ident(raw_schema(self.name))}.{ident(info.name)}"
         label = f"source {self.name}: table {info.name}"
         limit = self._target.max_identifier
-        if limit is not None and len(info.name.encode()) > limit:
-            raise ConfigError(
-                f"{self.describe()}: table {info.name} has a name of {len(info.name.encode())} bytes, longer than the warehouse keeps ({limit})",
-                why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
-                fix=f"Leave it out of sources.{self.name}.tables, or sync it through a view with a shorter name.",
-            )
-        long = next((c.name for c in info.columns if limit is not None and len(c.name.encode()) > limit), None)
-        if long is not None:
-            raise ConfigError(
-                f"{self.describe()}: column {info.name}.{long} has a name of {len(long.encode())} bytes, longer than the warehouse keeps ({limit})",
-                why="PostgreSQL cuts longer names short, so the column would land under another name (or on another column); the table was not synced",
-                fix=f"Sync the table through a view that names the column in at most {limit} bytes, or leave the table out of sources.{self.name}.tables.",
-            )
+        check_name_fits("table", info.name, limit, where=self.describe(), fix=f"Leave it out of sources.{self.name}.tables, or sync it through a view with a shorter name.")
+        fix = f"Sync the table through a view that names the column in at most {limit} bytes, or leave the table out of sources.{self.name}.tables."
+        for column in info.columns:
+            check_name_fits("column", column.name, limit, where=self.describe(), fix=fix, shown=f"{info.name}.{column.name}")
         # Before the snapshot: a bound on the start of every transaction the snapshot will not see.
         horizon, no_horizon = self.horizon(con, info) if plan.index_cursor else (None, None)
         con.execute("BEGIN TRANSACTION")
@@ -642,14 +634,11 @@ class SqlSource:
 
     def _select_list(self, info: TableInfo, kept: list[Column], plan: Plan, alias: str = "") -> str:
         key = key_text(plan.key, alias)
-        parts = [self._stored(info.name, c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
+        parts = [stored_select(self._target, info.name, c, alias, key) for c in info.columns] + [f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in kept]
         parts.append(f"now() AS {SYNCED_AT}")
         if plan.deletes == "tombstone":
             parts.append(f"CAST(NULL AS TIMESTAMPTZ) AS {DELETED_AT}")
         return ", ".join(parts)
-
-    def _stored(self, table: str, column: Column, alias: str, key: str) -> str:
-        return stored_select(self._target, table, column, alias, key)
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
@@ -793,12 +782,7 @@ class SqlSource:
         con.execute(f"DROP TABLE _hw_changes; DROP TABLE {src}")
 
     def _hashes_table(self, info: TableInfo) -> str:
-        name = f"row_hashes:{self.name}:{info.name}"
-        limit = self._target.max_identifier
-        if limit is not None and len(name.encode()) > limit:  # cut by the warehouse, two tables' names could meet: a digest keeps them apart
-            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-            name = name.encode()[: limit - 17].decode(errors="ignore") + ":" + digest
-        return f"{STATE_SCHEMA}.{ident(name)}"
+        return f"{STATE_SCHEMA}.{ident(fitted_name(f'row_hashes:{self.name}:{info.name}', self._target.max_identifier, ':'))}"
 
     def _compare_by_hashes(
         self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats, hashes: str, new_state: dict[str, Any]
@@ -1096,11 +1080,6 @@ def _warehouse_failure(exc: duckdb.Error) -> bool:
     invalidated the database after such an error), which the run must report as such, not as the
     source's table failing."""
     return isinstance(exc, duckdb.FatalException) or disk_full(exc, Path(".")) is not None
-
-
-def _companion_of(name: str, synced: set[str], max_identifier: int | None) -> bool:
-    """Whether a raw table is a synced table's own companion (its quarantine), not a table of its own."""
-    return any(quarantine_table(table, max_identifier) == name for table in synced)
 
 
 def _raw_tables(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, dict[str, str]]:

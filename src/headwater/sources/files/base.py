@@ -23,10 +23,10 @@ import duckdb
 
 from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
-from headwater.errors import ConfigError, HeadwaterError, NotFound, RunFailed
+from headwater.errors import HeadwaterError, NotFound, RunFailed
 from headwater.sqltext import ident, one_value
 from headwater.sync.context import SyncContext
-from headwater.sync.engine import quarantine_table, raw_schema
+from headwater.sync.engine import check_name_fits, quarantine_table, raw_schema
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -97,13 +97,8 @@ class FileSource(ABC):
 
     def _sync_table(self, ctx: SyncContext, table: str, spec: TableRules, work: Path) -> TableStats:
         started = time.perf_counter()
-        limit = ctx.target.max_identifier
-        if limit is not None and len(table.encode()) > limit:  # a table named after its sheet or tab
-            raise ConfigError(
-                f"Source '{self.name}': table {table} has a name of {len(table.encode())} bytes, longer than the warehouse keeps ({limit})",
-                why="PostgreSQL cuts longer names short, so this table could land on another's raw table; it was not synced",
-                fix=f"Name it yourself: list it under sources.{self.name}.tables with a shorter name (and its sheet or range).",
-            )
+        fix = f"Name it yourself: list it under sources.{self.name}.tables with a shorter name (and its sheet or range)."
+        check_name_fits("table", table, ctx.target.max_identifier, where=f"Source '{self.name}'", fix=fix)  # a table named after its sheet or tab
         opened = self.open_table(table, spec, work)
         fingerprint = self._fingerprint(opened.content_hash, spec)
         schema = raw_schema(self.name)

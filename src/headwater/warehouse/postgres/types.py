@@ -147,8 +147,9 @@ class PostgresRaw(RawTarget):
     def load_full(self, con: duckdb.DuckDBPyConnection, schema: str, table: str, rows: str, reader: Reader) -> int:
         """DuckDB's extension reads every postgres scan feeding an insert into PostgreSQL in full,
         into memory, first. A PostgreSQL source is read on a second connection in the table's
-        snapshot while raw is written (warehouse/postgres/load.py). Other sources' scans stream
-        straight into the COPY (a MariaDB table of 200 MB: the same peak memory as 1 row)."""
+        snapshot while raw is written (warehouse/postgres/load.py). Other sources' scans are no
+        postgres scans: they stream straight into the COPY (a 200 MB MariaDB table: 125 MB peak,
+        against 191 MB staged in a DuckDB temporary table first)."""
         with reader() as other:
             if other is not None:
                 # One DuckDB thread: the COPY into PostgreSQL is one stream whatever DuckDB's threads,
