@@ -32,16 +32,20 @@ from typing import Any
 import duckdb
 
 from headwater.checks.outcome import SAMPLE_ROWS, CheckOutcome, make_sample
+from headwater.errors import HeadwaterError
 from headwater.transform.dbt import BuildResult, NodeResult
+from headwater.warehouse.base import WarehouseEngine
+from headwater.warehouse.duckdb.warehouse import sample
 
 TEST_TYPES = ("test", "unit_test")
 
 
-def dbt_test_outcomes(result: BuildResult, build: duckdb.DuckDBPyConnection) -> list[CheckOutcome]:
-    return [_outcome(node, build) for node in result.nodes if str(node.resource_type) in TEST_TYPES]
+def dbt_test_outcomes(result: BuildResult, build: duckdb.DuckDBPyConnection, warehouse: WarehouseEngine | None = None) -> list[CheckOutcome]:
+    """``warehouse`` reads the stored failures (default: SQL on ``build``, the DuckDB warehouse's)."""
+    return [_outcome(node, build, warehouse) for node in result.nodes if str(node.resource_type) in TEST_TYPES]
 
 
-def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome:
+def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection, warehouse: WarehouseEngine | None) -> CheckOutcome:
     status = str(node.status)
     configured = str(getattr(node, "severity", None) or "error").lower()
     failures = node.failures
@@ -59,7 +63,7 @@ def _outcome(node: NodeResult, build: duckdb.DuckDBPyConnection) -> CheckOutcome
         rows = f"{failures:,} failure{'s' if failures != 1 else ''}" if failures is not None else "failed"  # dbt's count of the test query's rows
         message = f"{node.name}: {rows}" + (f" ({node.message})" if node.message else "") + f". See {node.path} and fix the data or the model."
         severity = "warn" if status == "warn" else "error"
-        return CheckOutcome(node.name, "dbt_test", status, severity, observed, "0", message, _stored_failures(node, build))
+        return CheckOutcome(node.name, "dbt_test", status, severity, observed, "0", message, _stored_failures(node, build, warehouse))
     if status == "error":
         message = f"{node.name}: the test could not run: {node.message or 'dbt reported an error'}. Fix {node.path}."
         return CheckOutcome(node.name, "dbt_test", "error", "error", observed, "0", message, None)
@@ -81,18 +85,13 @@ def unit_test_sample(diff: str) -> dict[str, Any]:
     return make_sample(["diff", *header[1:]], [[DIFF_MARKERS.get(row[0], row[0]), *row[1:]] for row in rows])
 
 
-def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+def _stored_failures(node: NodeResult, build: duckdb.DuckDBPyConnection, warehouse: WarehouseEngine | None) -> dict[str, Any] | None:
     """Up to SAMPLE_ROWS rows of the test's stored-failures table, if it exists (best effort: a
     missing or unreadable table leaves the sample empty, never changes the outcome)."""
     if not node.relation:
         return None
-    cursor = build.cursor()
     try:
-        cursor.execute(f"SELECT * FROM {node.relation} LIMIT {SAMPLE_ROWS}")  # the relation name comes from dbt, quoted
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
-    except duckdb.Error:
+        columns, rows = warehouse.sample_rows(build, node.relation, SAMPLE_ROWS) if warehouse is not None else sample(build, node.relation, SAMPLE_ROWS)
+    except (duckdb.Error, HeadwaterError):
         return None
-    finally:
-        cursor.close()
     return make_sample(columns, rows)

@@ -16,7 +16,9 @@ import duckdb
 
 from headwater.config.model import LoadedProject
 from headwater.config.sources import MySQLSettings, PostgresSettings, SQLiteSettings
+from headwater.errors import HeadwaterError
 from headwater.warehouse.base import WarehouseEngine
+from headwater.warehouse.duckdb.warehouse import rows_rolled_back
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
 Runner = Callable[[LoadedProject, str, Any, str], Rows]  # (project, source name, settings, sql)
@@ -56,29 +58,17 @@ def query_source(project: LoadedProject, name: str, sql: str) -> Rows:
 
 
 def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str, warehouse: WarehouseEngine | None = None) -> Rows:
-    """The project's SQL on the warehouse, in the warehouse's dialect (`WarehouseEngine.project_query`:
-    DuckDB runs it itself, PostgreSQL gets it passed through), on a session of its own (so the
-    caller's settings and transaction are untouched) inside a transaction that is always rolled
-    back: a check never changes the warehouse it gates."""
-    cursor = warehouse.session(build) if warehouse is not None else build.cursor()
+    """The project's SQL on the warehouse, in the warehouse's dialect (`WarehouseEngine.project_rows`:
+    DuckDB runs it itself, PostgreSQL gets it passed through, BigQuery runs it), on a session of its
+    own, changing nothing: a check never changes the warehouse it gates."""
     try:
-        cursor.begin()
-        try:
-            cursor.execute(warehouse.project_query(sql) if warehouse is not None else sql)
-            if cursor.description is None:
-                raise QueryError("the query returned no rows and no columns (is it a SELECT?)")
-            columns = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        finally:
-            try:
-                cursor.rollback()
-            except duckdb.Error:
-                pass  # the SQL ended the transaction itself
+        if warehouse is None:
+            return rows_rolled_back(build.cursor(), sql)
+        return warehouse.project_rows(build, sql)
     except duckdb.Error as exc:
         raise QueryError(_message_before_line_pointer(str(exc))) from None
-    finally:
-        cursor.close()
-    return columns, rows
+    except HeadwaterError as exc:
+        raise QueryError(exc.why or exc.what) from None
 
 
 @source_runner(SQLiteSettings)

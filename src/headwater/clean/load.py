@@ -28,7 +28,7 @@ from headwater.clean.plan import Column, cleaning_select, columns_for, unique_ke
 from headwater.config.files import TableRules
 from headwater.errors import RunFailed
 from headwater.sqltext import ident, literal
-from headwater.sync.context import RawTarget
+from headwater.sync.context import Change, RawTarget
 from headwater.sync.engine import SYNCED_AT, check_name_fits, quarantine_table
 from headwater.sync.sql import Column as RawColumn
 from headwater.sync.sql import refused_error, stored_select
@@ -100,7 +100,7 @@ def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules
         _enforce_threshold(report, rules, staged.where)
         names = _kept(con, staged, rules)
         _check_names(names, target, staged.where)
-        changes = _write(con, names, target, good)
+        changes = _write(con, names, target, good, log)
     finally:
         con.execute(f"SET preserve_insertion_order = {'true' if ordered else 'false'}")
         temps = ["hw_clean", "hw_quarantine", "hw_recovered", "hw_skips", "hw_rejected"] + [f"hw_dup{i}" for i in range(len(unique_keys(rules)))]
@@ -263,7 +263,7 @@ def _enforce_threshold(report: Report, rules: TableRules, where: str) -> None:
     )
 
 
-def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, good: str) -> list[str]:
+def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, good: str, log: Callable[[str], None]) -> list[str]:
     """Replace the raw table, its quarantine and the sync state in one transaction. The table's rows
     are in no particular order (SQL tables have none): ``_headwater_row`` is the file's order."""
     schema, table = ident(target.schema), ident(target.table)
@@ -283,6 +283,7 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
             f"CREATE OR REPLACE TABLE {schema}.{ident(quarantine_name)} AS SELECT {quarantined}, now() AS {SYNCED_AT} FROM hw_quarantine q "
             "ORDER BY source_file, row_number, column_name, rule"
         )
+        target.raw.before_commit(con, Change(target.source, target.schema, target.table, [], None, target.state, full=True, also=[quarantine_name], log=log))
         save_state(con, target.source, target.table, target.state)
         con.execute("COMMIT")
     except BaseException as exc:

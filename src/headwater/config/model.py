@@ -105,11 +105,45 @@ class PostgresWarehouse(Strict):
         return unquote(urlsplit(self.url).path.lstrip("/"))
 
 
+class BigQueryWarehouse(Strict):
+    """A BigQuery project as the warehouse: raw datasets, dbt's datasets and the published dataset live
+    there. DuckDB stays the local engine: it reads the sources, keeps the sync's local mirror of raw
+    (where changes are found without BigQuery queries) and the dashboards' read-only copy."""
+
+    type: Literal["bigquery"]
+    project: str = Field(pattern=r"^[a-z][a-z0-9.:-]{3,62}$", description="The Google Cloud project that holds the datasets and runs the jobs.")
+    location: str | None = Field(None, description="Where datasets are created, e.g. 'EU' or 'asia-south1' (default: BigQuery's, US).")
+    dataset_prefix: str = Field(
+        "", pattern=r"^[a-zA-Z0-9_]{0,40}$",
+        description="Put before every dataset name (raw_<source>, dbt's, published, _headwater): one set of datasets per organisation in one project. "
+        "dbt sees it as the var headwater_dataset_prefix.",
+    )
+    credentials: str | None = Field(
+        None, description="A service account key (its JSON) — write ${secret:BQ_SA_KEY}. Omitted: application-default credentials (gcloud auth, the VM's service account).",
+    )
+    api_endpoint: str | None = Field(None, pattern=r"^https?://", description="Another BigQuery REST endpoint (an emulator, for tests); then anonymous credentials are allowed.")
+    maximum_bytes_billed: int | None = Field(None, ge=1, description="Refuse any query of Headwater's or dbt's that would bill more bytes than this.")
+    published_dataset: str = Field("published", pattern=r"^[a-z_][a-z0-9_]{0,40}$", description="The dataset BI tools read: views onto the current published version.")
+    path: str = Field(".headwater/warehouse", description="Local folder: the writer lock, the sync's mirror of raw, work files and the dashboards' copy.")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="Local DuckDB worker threads (default: all cores).")
+    memory_limit: str | None = Field(None, description="Local DuckDB memory limit, e.g. '4GB'.")
+    keep_snapshots: int = Field(3, ge=1, description="Published versions kept (in BigQuery and as local copies), the current one included.")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        return _memory_limit(value)
+
+    def dataset(self, name: str) -> str:
+        """A dataset's name in BigQuery: the prefix and Headwater's name for it."""
+        return f"{self.dataset_prefix}{name}"
+
+
 # One member per warehouse engine, told apart by ``type`` (``duckdb`` when a file names none, as every
 # file did before there was a choice). Adding an engine is one settings class added here plus its
 # folder under warehouse/, registered in `headwater.warehouse.registry.ENGINES`
 # (tests/test_warehouse_registry.py checks the two agree).
-WarehouseSettings = Annotated[DuckDBWarehouse | PostgresWarehouse, Field(discriminator="type")]
+WarehouseSettings = Annotated[DuckDBWarehouse | PostgresWarehouse | BigQueryWarehouse, Field(discriminator="type")]
 
 
 class SystemDatabase(Strict):

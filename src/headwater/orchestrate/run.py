@@ -134,8 +134,8 @@ def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: WarehouseE
     """A dbt command's nodes (with their rows) as the step's detail and its tests as checks; raises when it failed."""
     con = warehouse.connect_build()
     try:
-        result = count_rows(result, con)
-        rec.record_checks(dbt_test_outcomes(result, con))
+        result = count_rows(result, con, warehouse)
+        rec.record_checks(dbt_test_outcomes(result, con, warehouse))
     finally:
         con.close()
     rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
 from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, one_value
+
+DELETED_AT = "_headwater_deleted_at"  # raw's column marking rows deleted in the source (deletes: tombstone)
 
 Progress = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected or None)
 Reader = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection | None]]  # see `RawTarget.load_full`
@@ -65,6 +68,22 @@ class RawTarget:
         DuckDB and the warehouse read alike), as the table's transaction sees them."""
         return int(one_value(con.execute(f"SELECT count(*) FROM {target}" + (f" WHERE {where}" if where else ""))))
 
+    def delete_gone(self, con: duckdb.DuckDBPyConnection, target: str, keys_table: str, key: list[str], *, tombstone: bool) -> int:
+        """Delete (or with ``tombstone`` mark deleted) every row of raw's ``target`` whose ``key`` is
+        not in ``keys_table`` (the source's keys, NULLs matching NULLs); returns how many."""
+        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in key) + ")"
+        if tombstone:
+            return int(one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}")))
+        return int(one_value(con.execute(f"DELETE FROM {target} WHERE {gone}")))
+
+    def before_commit(self, con: duckdb.DuckDBPyConnection, change: Change) -> None:
+        """Called once a table's rows are written, inside its transaction, just before its state is
+        saved and it commits: a warehouse that keeps raw elsewhere too sends the change there now,
+        so that a failure rolls the table's transaction back with it. DuckDB's raw is here already."""
+
+    def dropped(self, con: duckdb.DuckDBPyConnection, source: str, schema: str, table: str) -> None:
+        """Called inside the transaction that drops raw's ``schema.table`` and its state (prune)."""
+
     def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
         """Called after a table's transaction was rolled back, on the same connection."""
 
@@ -73,6 +92,21 @@ class RawTarget:
         warehouse that failed (a write refused); None: the source's to explain. DuckDB's warehouse
         shares the process: its failures are told apart where they happen (`sync.sql`)."""
         return None
+
+
+@dataclass
+class Change:
+    """One table's transaction, as it is about to commit (`RawTarget.before_commit`)."""
+
+    source: str
+    schema: str  # raw_<source>
+    table: str
+    key: list[str]  # empty: no key (a full load, or rows only appended)
+    previous: dict[str, Any] | None  # the table's state when the transaction began (None: none, or a full refresh)
+    state: dict[str, Any]  # the state about to be saved with the rows; a target may add to it
+    full: bool  # the table was replaced as a whole (else: rows written now, keys deleted now)
+    also: list[str] = field(default_factory=list)  # tables of the same schema replaced with it (a file's quarantine)
+    log: Callable[[str], None] = lambda _: None
 
 
 @dataclass

@@ -30,7 +30,7 @@ from headwater.config.sources import DatabaseSource, TablePatterns, TableSetting
 from headwater.diskfull import disk_full
 from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound, RunFailed, TransientFailure, first_line
 from headwater.sqltext import ident, literal, one_row, one_value
-from headwater.sync.context import RawTarget, SyncContext
+from headwater.sync.context import DELETED_AT, Change, RawTarget, SyncContext
 from headwater.sync.engine import SYNCED_AT, check_name_fits, fitted_name, quarantine_table, raw_schema
 from headwater.sync.state import (
     STATE_SCHEMA,
@@ -42,7 +42,6 @@ from headwater.sync.state import (
 from headwater.sync.stats import TableStats
 from headwater.sync.types import normalise, reconcile
 
-DELETED_AT = "_headwater_deleted_at"
 DEFAULT_TIME_LOOKBACK = dt.timedelta(hours=1)
 # A full pass over a table (deletes; PostgreSQL: rows changed without a newer updated_at) costs a scan
 # of the whole source table: every sync below this many rows, on this schedule above (unless set).
@@ -430,6 +429,7 @@ class SqlSource:
                 con.execute(f"DROP TABLE {target}")
                 con.execute(f"DROP TABLE IF EXISTS {self._hashes_table(TableInfo(name, []))}")
                 drop_state(con, self.name, name)
+                self._target.dropped(con, self.name, raw_schema(self.name), name)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -573,6 +573,7 @@ class SqlSource:
             else:
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
             self.end(con, info)
+            self._target.before_commit(con, Change(self.name, raw_schema(self.name), info.name, plan.key, state, new_state, full, log=ctx.log))
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
             stats.rows = stats.rows_read if full else self._target.count(con, target)  # a full load's table holds what it read
@@ -923,10 +924,7 @@ class SqlSource:
         )
 
     def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
-        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in plan.key) + ")"
-        if plan.deletes == "tombstone":
-            return int(one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}")))
-        return int(one_value(con.execute(f"DELETE FROM {target} WHERE {gone}")))
+        return self._target.delete_gone(con, target, keys_table, plan.key, tombstone=plan.deletes == "tombstone")
 
 
 def tables_failed(source: str, failures: list[HeadwaterError], stats: list[TableStats]) -> HeadwaterError:

@@ -100,8 +100,9 @@ class DbtProject:
             "--no-use-colors",
             "--quiet",
         ]  # fmt: skip
-        if self.project.config.dbt.vars:
-            args += ["--vars", json.dumps(self.project.config.dbt.vars)]
+        dbt_vars = {**self.project.config.dbt.vars, **self.warehouse.dbt_vars()}  # the engine's own (a dataset prefix) win
+        if dbt_vars:
+            args += ["--vars", json.dumps(dbt_vars)]
         if select:
             args += ["--select", select]
         return args
@@ -268,13 +269,13 @@ def _seeds_read_too_early(result: BuildResult) -> list[str]:
     return sorted(s for s in seeds if re.search(rf"\b{re.escape(s)}\b", missing))
 
 
-def count_rows(result: BuildResult, con: object) -> BuildResult:
-    """Fill in ``rows`` for every model and snapshot built in this run (a count per table is cheap in DuckDB)."""
+def count_rows(result: BuildResult, con: object, warehouse: WarehouseEngine) -> BuildResult:
+    """Fill in ``rows`` for every model and snapshot built in this run (a count per table is cheap in
+    DuckDB and PostgreSQL, and read from a table's metadata in BigQuery)."""
     nodes = []
     for node in result.nodes:
         if node.resource_type in ("model", "snapshot", "seed") and node.status == "success" and node.relation:
-            rows = con.execute(f"SELECT count(*) FROM {node.relation}").fetchone()[0]  # type: ignore[attr-defined]
-            nodes.append(replace(node, rows=int(rows)))
+            nodes.append(replace(node, rows=warehouse.relation_rows(con, node.relation)))
         else:
             nodes.append(node)
     return BuildResult(result.success, nodes, result.error)

@@ -64,9 +64,17 @@ class WarehouseEngine(Protocol):
         """A session of its own on a `connect_build` connection (a cursor), reading the build area as it does."""
         ...
 
-    def project_query(self, sql: str) -> str:
-        """What to run on a `session` for the project's own SQL against the warehouse (a reconcile
-        check's query), written in the warehouse's dialect and run with the warehouse's own rights."""
+    def project_rows(self, build: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The project's own SQL against the warehouse (a reconcile check's query), in the warehouse's
+        dialect, with the warehouse's own rights, changing nothing: its column names and rows."""
+        ...
+
+    def relation_rows(self, build: Any, relation: str) -> int:
+        """The rows of a relation dbt built (its name as dbt's adapter quotes it)."""
+        ...
+
+    def sample_rows(self, build: Any, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Up to ``limit`` rows of a relation dbt built (a test's stored failures): column names, rows."""
         ...
 
     def raw_schema(self, source: str) -> str:
@@ -92,6 +100,10 @@ class WarehouseEngine(Protocol):
 
     def dbt_profile(self, threads: int) -> dict[str, Any]:
         """The ``outputs`` entry of profiles.yml that points dbt's adapter for this engine at the build area."""
+        ...
+
+    def dbt_vars(self) -> dict[str, Any]:
+        """dbt vars the engine passes to every dbt command (BigQuery: the organisation's dataset prefix)."""
         ...
 
     def dbt_session(self) -> AbstractContextManager[None]:

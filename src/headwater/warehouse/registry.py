@@ -12,6 +12,7 @@ from typing import Any
 from headwater.config.confine import Confinement
 from headwater.errors import ConfigError
 from headwater.warehouse.base import Capabilities, WarehouseEngine
+from headwater.warehouse.bigquery import Warehouse as BigQuery
 from headwater.warehouse.duckdb import Warehouse as DuckDB
 from headwater.warehouse.postgres import Warehouse as Postgres
 
@@ -19,6 +20,7 @@ from headwater.warehouse.postgres import Warehouse as Postgres
 ENGINES: dict[str, type[WarehouseEngine]] = {
     "duckdb": DuckDB,
     "postgres": Postgres,
+    "bigquery": BigQuery,
 }
 
 

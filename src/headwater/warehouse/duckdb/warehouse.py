@@ -218,6 +218,19 @@ class Warehouse:
     def project_query(self, sql: str) -> str:
         return sql  # DuckDB's own dialect, on the build database (confined: locked down)
 
+    def project_rows(self, build: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return rows_rolled_back(self.session(build), self.project_query(sql))
+
+    def relation_rows(self, build: duckdb.DuckDBPyConnection, relation: str) -> int:
+        row = build.execute(f"SELECT count(*) FROM {relation}").fetchone()  # the relation name comes from dbt, quoted
+        return int(row[0]) if row else 0
+
+    def sample_rows(self, build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return sample(build, relation, limit)
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {}
+
     def raw_schema(self, source: str) -> str:
         from headwater.sync.engine import raw_schema  # the sync's own naming, which the checks read too
 
@@ -402,6 +415,35 @@ def _fallback_note(pointer: Path, name: str | None, chosen: Path) -> str:
         f"Showing {chosen.name}, the newest intact published snapshot: {damage}. "
         "The next successful run publishes afresh; to end this now, write the snapshot's name into the pointer file or run the pipeline."
     )
+
+
+def rows_rolled_back(cursor: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql`` on ``cursor`` (a session of its own) in a transaction that is always rolled back,
+    and close the cursor: the caller's settings and transaction are untouched, nothing is changed."""
+    try:
+        cursor.begin()
+        try:
+            cursor.execute(sql)
+            if cursor.description is None:
+                raise duckdb.InvalidInputException("the query returned no rows and no columns (is it a SELECT?)")
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        finally:
+            try:
+                cursor.rollback()
+            except duckdb.Error:
+                pass  # the SQL ended the transaction itself
+    finally:
+        cursor.close()
+
+
+def sample(build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Up to ``limit`` rows of ``relation`` (its name as dbt quotes it) on a cursor of its own."""
+    cursor = build.cursor()
+    try:
+        cursor.execute(f"SELECT * FROM {relation} LIMIT {int(limit)}")
+        return [d[0] for d in cursor.description or []], cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

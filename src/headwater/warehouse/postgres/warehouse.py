@@ -48,7 +48,7 @@ from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value, without_password
 from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the reader roles granted
 from headwater.warehouse.base import Capabilities
-from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, connect, lock_down, require_extension
+from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, connect, lock_down, require_extension, rows_rolled_back, sample
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
 from headwater.warehouse.postgres.types import PostgresRaw
 
@@ -185,6 +185,18 @@ class Warehouse:
         """The project's own SQL (a reconcile check's warehouse query) runs in PostgreSQL, in its
         dialect, with the warehouse user's rights; DuckDB only relays the rows."""
         return f"SELECT * FROM postgres_query({literal(self.database)}, {literal(sql)})"
+
+    def project_rows(self, build: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return rows_rolled_back(self.session(build), self.project_query(sql))
+
+    def relation_rows(self, build: duckdb.DuckDBPyConnection, relation: str) -> int:
+        return int(one_value(build.execute(f"SELECT count(*) FROM {relation}")))
+
+    def sample_rows(self, build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return sample(build, relation, limit)
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {}
 
     # -- writing: one run at a time -----------------------------------------------------------------
 

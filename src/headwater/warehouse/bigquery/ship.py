@@ -1,0 +1,300 @@
+"""Raw tables in BigQuery: each table's change, sent while its local transaction is still open.
+
+The sync engine runs unchanged against a local DuckDB mirror of raw (the DuckDB warehouse's build
+file): it finds what changed there — deletes by comparing keys, MySQL's row hashes, counts — without
+a single BigQuery query, so those comparisons cost nothing. Just before a table's local transaction
+commits, `BigQueryRaw.before_commit` sends BigQuery what it changed:
+
+- **A change** (rows written by this transaction carry its ``now()`` in ``_headwater_synced_at`` or
+  ``_headwater_deleted_at``; hard-deleted keys are kept aside as they are deleted): the rows and the
+  keys go to Parquet, **load jobs** put them in staging tables (free, and never the streaming buffer,
+  whose rows DML cannot touch for up to 90 minutes), and one multi-statement transaction deletes the
+  gone keys, MERGEs the rows by key (columns listed) and moves the table's token in
+  ``_headwater.sync_state``: https://cloud.google.com/bigquery/docs/transactions
+- **The whole table** (a full load, a file's table and its quarantine, a schema change, or BigQuery not
+  holding exactly the state this sync began from): the table's token in BigQuery is cleared first,
+  then the table is replaced by one load job (WRITE_TRUNCATE: atomic, and free where INSERT ... SELECT
+  would bill the table's bytes), then the new token is written.
+
+Each state carries a token: the local state keeps the token BigQuery had when the two last agreed. A
+sync sends only a change when BigQuery's token equals the local one; anything else — a kill between
+BigQuery's commit and the local one, a failed send, a table dropped by hand — makes the next sync
+send the whole table. So a kill at any moment converges: the local transaction commits only after
+BigQuery took the change, and a BigQuery that is ahead or behind is noticed by its token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from headwater.errors import HeadwaterError
+from headwater.sqltext import ident, one_value
+from headwater.sync.context import DELETED_AT, Change, RawTarget
+from headwater.warehouse.bigquery import types
+
+if TYPE_CHECKING:
+    from headwater.warehouse.bigquery.client import BigQuery
+
+SYNCED_AT = "_headwater_synced_at"
+STATE_DATASET = "_headwater"
+STATE_TABLE = "sync_state"
+TOKEN = "warehouse_token"  # noqa: S105 - in the local state: the token BigQuery's state had when the two last agreed
+GONE = "_hw_bq_gone"  # a temp table of the keys this transaction deleted (hard deletes)
+STAGING_HOURS = 24.0  # a staging table a kill left behind expires by itself
+
+
+class BigQueryRaw(RawTarget):
+    """The local mirror is DuckDB (types held as they are); BigQuery gets each change before the commit."""
+
+    max_identifier = 300  # BigQuery's longest column name: https://cloud.google.com/bigquery/quotas#table_limits
+
+    def __init__(self, bq: BigQuery, work: Path) -> None:
+        self.bq = bq
+        self.work = work
+        self._tokens: dict[str, dict[str, str | None]] = {}  # source -> table -> BigQuery's token
+        self.uploaded_bytes = 0
+        self.uploaded_rows = 0
+
+    def refused(self, stored_type: str) -> list[tuple[str, str]]:
+        return types.refused(stored_type)
+
+    # -- recording what a transaction deletes ------------------------------------------------------
+
+    def delete_gone(self, con: duckdb.DuckDBPyConnection, target: str, keys_table: str, key: list[str], *, tombstone: bool) -> int:
+        if not tombstone:  # a tombstone is an update: its row is sent with the others
+            keys = ", ".join(ident(k) for k in key)
+            gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in key) + ")"
+            con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {GONE} AS SELECT {keys} FROM {target} LIMIT 0")
+            con.execute(f"INSERT INTO {GONE} SELECT {keys} FROM {target} WHERE {gone}")
+        return super().delete_gone(con, target, keys_table, key, tombstone=tombstone)
+
+    def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"DROP TABLE IF EXISTS temp.{GONE}")
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def before_commit(self, con: duckdb.DuckDBPyConnection, change: Change) -> None:
+        started = time.perf_counter()
+        columns = _columns(con, change.schema, change.table)
+        fields = [types.field(name, kind) for name, kind in columns]
+        table_id = self.bq.table_id(change.schema, change.table)
+        tokens = self.tokens(change.source)
+        previous = (change.previous or {}).get(TOKEN)
+        existing = self.bq.table(table_id)
+        same_schema = existing is not None and _shape(existing.schema) == _shape(fields)
+        sent: tuple[int, int, str] | None
+        if change.full or change.also or previous is None or tokens.get(change.table) != previous or not same_schema:
+            sent = self._send_whole(con, change, columns, fields, table_id, same_schema)
+            how = "replaced"
+        else:
+            sent = self._send_change(con, change, columns, fields, table_id, str(previous))
+            how = "merged"
+        con.execute(f"DROP TABLE IF EXISTS temp.{GONE}")
+        if sent is None:  # nothing changed: BigQuery is not written, its token stays the one the state keeps
+            change.state[TOKEN] = previous
+            return
+        rows, size, token = sent
+        change.state[TOKEN] = token
+        tokens[change.table] = token
+        self.uploaded_bytes += size
+        self.uploaded_rows += rows
+        change.log(
+            f"source {change.source}: table {change.table}: BigQuery {how} {self.bq.settings.dataset(change.schema)}.{change.table}: "
+            f"{rows:,} rows sent, {size:,} bytes of Parquet ({time.perf_counter() - started:.1f} s)"
+        )
+
+    def dropped(self, con: duckdb.DuckDBPyConnection, source: str, schema: str, table: str) -> None:
+        self._ensure_state_table()
+        self.bq.query(
+            f"DELETE FROM {self._state()} WHERE source = @source AND table_name = @table",
+            _params(source=source, table=table),
+            purpose="sync-prune",
+        )
+        self.bq.drop_table(self.bq.table_id(schema, table))
+        self.tokens(source).pop(table, None)
+
+    def tokens(self, source: str) -> dict[str, str | None]:
+        """BigQuery's token of each of the source's tables (read once per sync)."""
+        if source not in self._tokens:
+            self._ensure_state_table()
+            rows = self.bq.query(f"SELECT table_name, token FROM {self._state()} WHERE source = @source", _params(source=source), purpose="sync-state")
+            self._tokens[source] = {r["table_name"]: r["token"] for r in rows}
+        return self._tokens[source]
+
+    def _send_whole(self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, same_schema: bool) -> tuple[int, int, str]:
+        tokens = self.tokens(change.source)
+        if tokens.get(change.table) is not None:  # first: BigQuery's raw no longer agrees with any local state
+            self._set_token(change.source, change.table, None, None)
+            tokens[change.table] = None
+        self.bq.ensure_dataset(change.schema)
+        rows = size = 0
+        for table, table_columns, table_fields, target_id, known in [
+            (change.table, columns, fields, table_id, same_schema),
+            *[(t, c, [types.field(n, k) for n, k in c], self.bq.table_id(change.schema, t), None) for t in change.also for c in [_columns(con, change.schema, t)]],
+        ]:
+            same = known
+            if same is None:
+                existing = self.bq.table(target_id)
+                same = existing is not None and _shape(existing.schema) == _shape(table_fields)
+            if not same:
+                self.bq.create_table(target_id, table_fields)
+            n, path = self._parquet(con, f"SELECT {_select(table_columns)} FROM {ident(change.schema)}.{ident(table)}")
+            try:
+                self.bq.load_parquet(path, target_id, truncate=True, purpose="sync-load")
+                size += path.stat().st_size
+                rows += n
+            finally:
+                path.unlink(missing_ok=True)
+        token = uuid.uuid4().hex
+        self._set_token(change.source, change.table, token, change.state)
+        return rows, size, token
+
+    def _send_change(self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, previous: str) -> tuple[int, int, str] | None:
+        names = [name for name, _ in columns]
+        target = f"{ident(change.schema)}.{ident(change.table)}"
+        written = f"{ident(SYNCED_AT)} = now()" + (f" OR {ident(DELETED_AT)} = now()" if DELETED_AT in names else "")
+        has_gone = bool(one_value(con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = '{GONE}'")))
+        gone_rows = int(one_value(con.execute(f"SELECT count(*) FROM temp.{GONE}"))) if has_gone else 0
+        changed_rows = int(one_value(con.execute(f"SELECT count(*) FROM {target} WHERE {written}")))
+        if not changed_rows and not gone_rows:
+            return None
+        token = uuid.uuid4().hex
+        stage = self.bq.table_id(STATE_DATASET, f"stage__{change.source}__{change.table}__{token[:12]}")
+        gone_stage = stage + "__gone"
+        staged: list[str] = []
+        size = 0
+        try:
+            statements = ["BEGIN TRANSACTION;"]
+            raw = self.bq.quoted(table_id)
+            match = " AND ".join(f"(r.{_q(k)} = s.{_q(k)} OR (r.{_q(k)} IS NULL AND s.{_q(k)} IS NULL))" for k in change.key)
+            if gone_rows:
+                key_types = dict(columns)
+                gone_fields = [types.field(k, key_types[k]) for k in change.key]
+                size += self._stage(con, f"SELECT {_select([(k, key_types[k]) for k in change.key])} FROM temp.{GONE}", gone_stage, gone_fields, staged)
+                statements.append(f"DELETE FROM {raw} r WHERE EXISTS (SELECT 1 FROM {self.bq.quoted(gone_stage)} s WHERE {match});")
+            if changed_rows:
+                size += self._stage(con, f"SELECT {_select(columns)} FROM {target} WHERE {written}", stage, fields, staged)
+                listed = ", ".join(_q(n) for n in names)
+                values = ", ".join(f"s.{_q(n)}" for n in names)
+                if change.key:
+                    updates = ", ".join(f"{_q(n)} = s.{_q(n)}" for n in names if n not in change.key)
+                    matched = f" WHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
+                    statements.append(f"MERGE {raw} r USING {self.bq.quoted(stage)} s ON {match}{matched} WHEN NOT MATCHED THEN INSERT ({listed}) VALUES ({values});")
+                else:  # no key: rows are only ever appended
+                    statements.append(f"INSERT INTO {raw} ({listed}) SELECT {listed} FROM {self.bq.quoted(stage)} s;")
+            # Literals, not parameters, in the script: the emulator binds no parameters in a multi-statement
+            # script (BigQuery does: https://cloud.google.com/bigquery/docs/parameterized-queries).
+            values = {"source": change.source, "table": change.table, "token": token, "state": _state_text(change.state, token)}
+            statements.append(_merge_state(self._state(), {k: _string(v) for k, v in values.items()}) + ";")
+            statements.append("COMMIT TRANSACTION;")
+            self.bq.query("\n".join(statements), purpose="sync-merge")
+        finally:
+            for table in staged:
+                try:
+                    self.bq.drop_table(table)
+                except HeadwaterError as exc:  # it expires by itself (STAGING_HOURS)
+                    change.log(f"source {change.source}: table {change.table}: staging table {table} left to expire: {exc.what}")
+        return changed_rows + gone_rows, size, token
+
+    def _stage(self, con: duckdb.DuckDBPyConnection, select: str, table_id: str, fields: list[Any], staged: list[str]) -> int:
+        self.bq.create_table(table_id, fields, expires_in_hours=STAGING_HOURS)
+        staged.append(table_id)
+        _, path = self._parquet(con, select)
+        try:
+            self.bq.load_parquet(path, table_id, truncate=False, purpose="sync-stage")
+            return path.stat().st_size
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _parquet(self, con: duckdb.DuckDBPyConnection, select: str) -> tuple[int, Path]:
+        """Write ``select`` (in this transaction: its own uncommitted rows included) to a Parquet file."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        path = self.work / f"bq-{uuid.uuid4().hex}.parquet"
+        rows = con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)").fetchone()
+        return (int(rows[0]) if rows else 0), path
+
+    # -- BigQuery's sync state ----------------------------------------------------------------------
+
+    def _state(self) -> str:
+        return self.bq.quoted(self.bq.table_id(STATE_DATASET, STATE_TABLE))
+
+    def _ensure_state_table(self) -> None:
+        if getattr(self, "_state_ready", False):
+            return
+        from google.cloud.bigquery import SchemaField
+
+        self.bq.ensure_dataset(STATE_DATASET)
+        table_id = self.bq.table_id(STATE_DATASET, STATE_TABLE)
+        if self.bq.table(table_id) is None:
+            schema = [
+                SchemaField("source", "STRING", mode="REQUIRED"),
+                SchemaField("table_name", "STRING", mode="REQUIRED"),
+                SchemaField("token", "STRING"),
+                SchemaField("state", "STRING"),
+                SchemaField("updated_at", "TIMESTAMP"),
+            ]
+            self.bq.create_table(table_id, schema)
+        self._state_ready = True
+
+    def _set_token(self, source: str, table: str, token: str | None, state: dict[str, Any] | None) -> None:
+        self._ensure_state_table()
+        self.bq.query(_merge_state(self._state()), _params(source=source, table=table, token=token, state=None if state is None else _state_text(state, token)), purpose="sync-state")
+
+
+def _merge_state(state_table: str, values: dict[str, str] | None = None) -> str:
+    """The MERGE of one table's state row; ``values``: SQL literals for @source, @table, @token, @state (else parameters)."""
+    v = values or {name: f"@{name}" for name in ("source", "table", "token", "state")}
+    return (
+        f"MERGE {state_table} t USING (SELECT {v['source']} AS source, {v['table']} AS table_name) s ON t.source = s.source AND t.table_name = s.table_name "
+        f"WHEN MATCHED THEN UPDATE SET token = {v['token']}, state = {v['state']}, updated_at = CURRENT_TIMESTAMP() "
+        f"WHEN NOT MATCHED THEN INSERT (source, table_name, token, state, updated_at) VALUES ({v['source']}, {v['table']}, {v['token']}, {v['state']}, CURRENT_TIMESTAMP())"
+    )
+
+
+def _string(value: str) -> str:
+    """A GoogleSQL string literal: https://cloud.google.com/bigquery/docs/reference/standard-sql/lexical#string_and_bytes_literals"""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
+
+
+def _state_text(state: dict[str, Any], token: str | None) -> str:
+    import json
+
+    return json.dumps({**state, TOKEN: token}, default=str, sort_keys=True)
+
+
+def _params(**values: str | None) -> list[Any]:
+    from google.cloud.bigquery import ScalarQueryParameter
+
+    return [ScalarQueryParameter(name, "STRING", value) for name, value in values.items()]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        [schema, table],
+    ).fetchall()
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
+def _select(columns: list[tuple[str, str]]) -> str:
+    return ", ".join(types.parquet_column(name, kind) for name, kind in columns)
+
+
+def _q(name: str) -> str:
+    """A column name quoted for GoogleSQL."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+# BigQuery answers with legacy type names (INTEGER, FLOAT, BOOLEAN, RECORD) for the GoogleSQL ones.
+_LEGACY = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD", "BIGDECIMAL": "BIGNUMERIC"}
+
+
+def _shape(schema: list[Any]) -> list[tuple[Any, ...]]:
+    """A schema as comparable tuples: names, types (legacy names), modes and nested fields."""
+    return [(f.name, _LEGACY.get(f.field_type, f.field_type), f.mode or "NULLABLE", tuple(_shape(list(f.fields or [])))) for f in schema]
