@@ -11,13 +11,18 @@ import pytest
 from pydantic import BaseModel
 
 from headwater.config.loader import load_project
-from headwater.config.model import DuckDBWarehouse, PostgresWarehouse, Project
+from headwater.config.model import BigQueryWarehouse, DuckDBWarehouse, PostgresWarehouse, Project
 from headwater.errors import ConfigError
 from headwater.warehouse import ENGINES, Capabilities, Warehouse, WarehouseEngine, capabilities, open_warehouse
+from headwater.warehouse.bigquery import Warehouse as BigQueryEngine
 from headwater.warehouse.postgres import Warehouse as PostgresEngine
 from headwater.warehouse.registry import engine_class
 
-EXAMPLES = {"duckdb": DuckDBWarehouse(), "postgres": PostgresWarehouse(type="postgres", url="postgresql://hw@db.example:5432/acme")}
+EXAMPLES = {
+    "duckdb": DuckDBWarehouse(),
+    "postgres": PostgresWarehouse(type="postgres", url="postgresql://hw@db.example:5432/acme"),
+    "bigquery": BigQueryWarehouse(type="bigquery", project="acme-data"),
+}
 
 
 def accepted_settings() -> dict[str, type[BaseModel]]:
@@ -35,7 +40,7 @@ def accepted_settings() -> dict[str, type[BaseModel]]:
 
 def test_every_accepted_warehouse_type_has_an_engine_and_every_engine_a_type() -> None:
     accepted = accepted_settings()
-    assert accepted == {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse}
+    assert accepted == {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse, "bigquery": BigQueryWarehouse}
     assert set(EXAMPLES) == set(accepted)
     assert set(accepted) == set(ENGINES)
 
@@ -73,10 +78,10 @@ def test_type_defaults_to_duckdb_and_an_unknown_type_is_refused_with_the_choices
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
 def test_every_engine_implements_every_member_of_the_interface(kind: str) -> None:
     members = {name for name in vars(WarehouseEngine) if not name.startswith("_")} | set(WarehouseEngine.__annotations__)
-    assert {"connect_build", "load_raw", "dbt_profile", "publish", "open_snapshot", "grant_reader", "capabilities", "session", "project_query"} <= members
+    assert {"connect_build", "load_raw", "dbt_profile", "publish", "open_snapshot", "grant_reader", "capabilities", "session", "project_rows", "relation_rows", "sample_rows", "dbt_vars"} <= members
     instance = ENGINES[kind](Path("/nonexistent"), EXAMPLES[kind], None)  # type: ignore[call-arg]
     assert all(hasattr(instance, name) for name in members), sorted(name for name in members if not hasattr(instance, name))
-    assert type(instance) is (Warehouse if kind == "duckdb" else PostgresEngine)
+    assert type(instance) is {"duckdb": Warehouse, "postgres": PostgresEngine, "bigquery": BigQueryEngine}[kind]
 
 
 @pytest.mark.parametrize(
