@@ -38,6 +38,7 @@ import duckdb
 from headwater.config.confine import Confinement
 from headwater.config.model import BigQueryWarehouse, DuckDBWarehouse
 from headwater.errors import HeadwaterError, RunFailed
+from headwater.sqltext import ident
 from headwater.warehouse.base import Capabilities
 from headwater.warehouse.bigquery.client import BigQuery
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
@@ -222,20 +223,21 @@ class Warehouse:
             self.bq.query(f"CREATE TABLE {self.bq.quoted(destination)} AS SELECT * FROM {self.bq.quoted(source)}", purpose="publish")
 
     def _local_copy(self, build: duckdb.DuckDBPyConnection, name: str, version: str, tables: list[str], rows: dict[str, int]) -> Path:
+        """The dashboards' copy of ``version``: each table read from BigQuery into an in-memory
+        database attached to the build connection, then written as a snapshot file as DuckDB's are."""
         from headwater.warehouse.bigquery import types
 
-        relations: dict[str, str] = {}
+        build.execute("ATTACH ':memory:' AS hw_download")
         try:
-            for i, table in enumerate(tables):
-                temp = f"_hw_published_{i}"
-                build.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+            relations: dict[str, str] = {}
+            for table in tables:
+                relation = f"hw_download.main.{ident(table)}"
                 with self.bq.errors(f"Cannot read the published table {table}"):
-                    rows[table] = types.read_table(self.bq.client, self.bq.table_id(version, table), build, f"temp.{temp}")
-                relations[table] = f"temp.{temp}"
+                    rows[table] = types.read_table(self.bq.client, self.bq.table_id(version, table), build, relation)
+                relations[table] = relation
             return self.local.write_snapshot(build, name, relations, [])
         finally:
-            for temp in relations.values():
-                build.execute(f"DROP TABLE IF EXISTS {temp}")
+            build.execute("DETACH hw_download")
 
     def _publications(self) -> str:
         return self.bq.quoted(self.bq.table_id(STATE_DATASET, PUBLICATIONS))
