@@ -1,8 +1,8 @@
 """The demo's dbt project on BigQuery (issue 19): the same raw tables, built by dbt-bigquery on the emulator,
 give the flake-rate report the DuckDB demo publishes.
 
-The demo project is portable through dbt's `adapter.dispatch` (macros/portable.sql): `default__` macros keep
-DuckDB's and PostgreSQL's SQL as it was, `bigquery__` ones write BigQuery's dialect. Here the demo runs on
+The demo project is portable through dbt's `adapter.dispatch` (macros/time.sql, macros/portable.sql):
+`default__` macros keep DuckDB's and PostgreSQL's SQL as it was, `bigquery__` ones write GoogleSQL. Here the demo runs on
 DuckDB through Headwater as usual; its raw tables are then loaded into the emulator as a warehouse would
 (each table created with an explicit schema, then a Parquet load job: the emulator's load cannot create
 a table) into datasets named with the `headwater_dataset_prefix` var, and dbt-bigquery builds the project
@@ -129,7 +129,7 @@ def test_the_demo_project_on_bigquery_builds_the_report_the_duckdb_demo_publishe
         duck_models: dict[tuple[str, str], tuple[list[tuple[str, str]], list[tuple[Any, ...]]]] = {}
         relations = con.execute(f"SELECT DISTINCT table_schema, table_name FROM information_schema.tables WHERE table_schema IN {MODEL_SCHEMAS} ORDER BY ALL").fetchall()
         for schema, table in relations:
-            columns = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? AND column_name NOT LIKE 'dbt\\_%' ESCAPE '\\' ORDER BY ordinal_position", [schema, table]).fetchall()
+            columns = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? AND NOT starts_with(column_name, 'dbt_') ORDER BY ordinal_position", [schema, table]).fetchall()
             names = ", ".join(f'"{c}"' for c, _ in columns)
             duck_models[(schema, table)] = (columns, con.execute(f'SELECT {names} FROM "{schema}"."{table}"').fetchall())
     assert set(duck_models) >= {("marts", MART), ("intermediate", "int_signups_weekly"), ("staging", "stg_campaign__events"), ("snapshots", "signup_status_history")}
@@ -194,3 +194,15 @@ def test_the_demo_project_on_bigquery_builds_the_report_the_duckdb_demo_publishe
     events = duck_models[("staging", "stg_campaign__events")][1]
     assert all(isinstance(r[4], dt.datetime) and r[4].tzinfo is None for r in events)  # the comparison above compared wall-clock times
     assert len({r[4] - r[5] for r in events}) == 2, "events on both sides of a daylight-saving change: the time zone's offsets"
+
+    # The next day's run: a sign-up's latest status changes in the raw data, and the same build again
+    # (tables replaced, the check snapshot merged) records the change as dbt does on DuckDB.
+    signup_id, status, _ = next(r for r in duck_models[("intermediate", "int_signup_latest_status")][1] if r[1] != "No Show")
+    raw_statuses = f"{prefix}raw_campaign.signup_statuses"
+    run(client, f"INSERT INTO `{raw_statuses}` (signup_status_id, signup_id, status, created_at) SELECT MAX(signup_status_id) + 1, {signup_id}, 'No Show', DATETIME_ADD(MAX(created_at), INTERVAL 1 HOUR) FROM `{raw_statuses}`")
+    again = dbt(project.root, work, "build", "--store-failures", "--vars", json.dumps(dbt_vars))
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    history = run(client, f"SELECT signup_id, latest_status, dbt_valid_to IS NULL AS current FROM `{prefix}snapshots.signup_status_history` ORDER BY signup_id, current")
+    changed = [r for r in history if r["signup_id"] == signup_id]
+    assert changed == [{"signup_id": signup_id, "latest_status": status, "current": False}, {"signup_id": signup_id, "latest_status": "No Show", "current": True}]
+    assert len(history) == len(duck_models[("snapshots", "signup_status_history")][1]) + 1
