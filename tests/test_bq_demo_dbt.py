@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import bq
 import duckdb
@@ -206,3 +207,14 @@ def test_the_demo_project_on_bigquery_builds_the_report_the_duckdb_demo_publishe
     changed = [r for r in history if r["signup_id"] == signup_id]
     assert changed == [{"signup_id": signup_id, "latest_status": status, "current": False}, {"signup_id": signup_id, "latest_status": "No Show", "current": True}]
     assert len(history) == len(duck_models[("snapshots", "signup_status_history")][1]) + 1
+
+    # Without as_of_date the report's today is today in the campaign's time zone (CURRENT_DATE(zone)).
+    zone = ZoneInfo(dbt_vars["campaign_timezone"])
+    before = dt.datetime.now(zone).date()
+    shown = dbt(project.root, work, "show", "--quiet", "--output", "json", "--inline", "select {{ campaign_today() }} as today, {{ week_start(campaign_today()) }} as week", "--vars", json.dumps(dbt_vars | {"as_of_date": ""}))
+    after = dt.datetime.now(zone).date()
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    [today] = json.loads(shown.stdout)["show"]
+    assert dt.date.fromisoformat(today["today"]) in (before, after)
+    day = dt.date.fromisoformat(today["today"])
+    assert today["week"] == (day - dt.timedelta(days=(day.weekday() - 5) % 7)).isoformat()  # the Saturday on or before
