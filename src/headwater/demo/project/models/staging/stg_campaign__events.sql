@@ -3,6 +3,6 @@ select
     event_type,
     cast(location_id as integer) as location_id,
     cast(organizer_id as integer) as organizer_id,
-    cast(starts_at as timestamp) as starts_at_utc,
-    cast({{ to_campaign_time('cast(starts_at as timestamp)') }} as timestamp) as starts_at_local
+    {{ wall_clock('starts_at') }} as starts_at_utc,
+    {{ wall_clock(to_campaign_time(wall_clock('starts_at'))) }} as starts_at_local
 from {{ source('campaign', 'events') }}
