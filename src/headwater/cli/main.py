@@ -78,7 +78,8 @@ WarehouseOpt = Annotated[
     typer.Option(
         "--warehouse",
         metavar="URL",
-        help="Build and publish in this PostgreSQL database (postgresql://user:password@host:5432/database) instead of the embedded DuckDB warehouse. "
+        help="Build and publish in this PostgreSQL database (postgresql://user:password@host:5432/database) or BigQuery project "
+        "(bigquery://PROJECT?location=EU&dataset_prefix=acme_) instead of the embedded DuckDB warehouse. "
         "A password in it is kept as the secret WAREHOUSE_URL, never in headwater.yml.",
         show_default=False,
     ),

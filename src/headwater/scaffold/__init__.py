@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from headwater.config.loader import PROJECT_FILE
 from headwater.errors import HeadwaterError
@@ -100,11 +101,14 @@ def warehouse_block(url: str) -> tuple[str, bool]:
     """headwater.yml's ``warehouse:`` block for ``--warehouse URL``, and whether the URL must be kept
     as the secret `WAREHOUSE_SECRET` (it carries a password, which never goes into the file)."""
     parts = urlsplit(url)
+    if parts.scheme == "bigquery":
+        return _bigquery_block(url), False
     if parts.scheme not in ("postgres", "postgresql"):
         raise HeadwaterError(
             f"--warehouse {redact(url)}: not a warehouse URL Headwater knows",
-            why="the DuckDB warehouse is the default and needs no URL; a PostgreSQL warehouse is given as a postgresql:// URL ending in its database",
-            fix="Leave --warehouse out for DuckDB, or pass a postgresql:// URL (one database per project).",
+            why="the DuckDB warehouse is the default and needs no URL; a PostgreSQL warehouse is given as a postgresql:// URL ending in its database, "
+            "a BigQuery one as bigquery://PROJECT (?location=...&dataset_prefix=...)",
+            fix="Leave --warehouse out for DuckDB, or pass a postgresql:// or bigquery:// URL.",
         )
     if not parts.path.strip("/"):
         raise HeadwaterError(f"--warehouse {redact(url)}: the URL names no database", fix="End it with /DATABASE, e.g. postgresql://hw@db.example:5432/flake_demo.")
@@ -116,6 +120,27 @@ def warehouse_block(url: str) -> tuple[str, bool]:
         f"  url: {shown}" + ("   # `headwater secrets set WAREHOUSE_URL` changes it" if secret else "") + "\n"
     )
     return block, secret
+
+
+BIGQUERY_OPTIONS = ("location", "dataset_prefix", "api_endpoint", "maximum_bytes_billed")
+
+
+def _bigquery_block(url: str) -> str:
+    """``bigquery://PROJECT?location=EU&dataset_prefix=acme_&api_endpoint=...`` as a warehouse block.
+    Credentials are never in the URL: a service account key goes in a secret (the block says how)."""
+    parts = urlsplit(url)
+    project = parts.netloc
+    if not project or parts.path.strip("/") or parts.username or parts.password:
+        raise HeadwaterError(f"--warehouse {redact(url)}: not a BigQuery URL", fix="Write bigquery://PROJECT, e.g. bigquery://my-project?location=EU.")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(BIGQUERY_OPTIONS))
+    if unknown:
+        raise HeadwaterError(f"--warehouse {redact(url)}: unknown option(s) {', '.join(unknown)}", why=f"a BigQuery URL takes {', '.join(BIGQUERY_OPTIONS)}", fix="Remove them, or set them in headwater.yml.")
+    lines = ["warehouse:", "  type: bigquery", f"  project: {project}"]
+    lines += [f"  {key}: {json.dumps(options[key]) if key != 'maximum_bytes_billed' else options[key]}" for key in BIGQUERY_OPTIONS if key in options]
+    if "api_endpoint" not in options:
+        lines.append("  # credentials: ${secret:BQ_SA_KEY}   # a service account key (`headwater secrets set BQ_SA_KEY`); without it, application-default credentials")
+    return "\n".join(lines) + "\n"
 
 
 def set_warehouse(directory: Path, block: str) -> None:
