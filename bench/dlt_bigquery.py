@@ -32,8 +32,8 @@ job cannot create its table in the emulator), and its merge runs as is: the rows
 staging dataset, then a .sql job of the load package DELETEs the target's rows with those keys and
 INSERTs the staging rows, deduplicated.
 
-Prints one JSON line last: in-process seconds (after the imports), rows normalized for the table, and
-the bytes of the load package's files that were uploaded by load jobs (all of them, and the table's own
+Prints one JSON line last: in-process seconds (after the imports), rows normalized for the table, the
+seconds of dlt's steps (extract, normalize, load), and the bytes of the load package's files that were uploaded by load jobs (all of them, and the table's own
 Parquet; not the merge's .sql job, which runs as a query).
 """
 
@@ -73,7 +73,11 @@ def main() -> None:
             uploaded += job.file_size
             if job.job_file_info.table_name == table:
                 table_bytes += job.file_size
-    print(json.dumps({"seconds": round(seconds, 3), "rows": rows, "uploaded_bytes": uploaded, "table_bytes": table_bytes, "files": files}))
+    steps = {}  # where the time went: extract (read the source), normalize (write the files), load (upload, merge)
+    for step in trace.steps if trace is not None else []:
+        if step.step != "run" and step.started_at is not None and step.finished_at is not None:  # "run": the three together
+            steps[step.step] = round((step.finished_at - step.started_at).total_seconds(), 3)
+    print(json.dumps({"seconds": round(seconds, 3), "rows": rows, "uploaded_bytes": uploaded, "table_bytes": table_bytes, "files": files, "steps": steps}))
 
 
 if __name__ == "__main__":

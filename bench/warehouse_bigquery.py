@@ -25,8 +25,8 @@ two alternated (neither always first):
 Reported: seconds, rows/s, the ratio dlt/Headwater (the issue's target: >= 3x on the full load,
 >= 5x on the incremental), peak RSS, and bytes uploaded per row: for dlt the load package's files
 uploaded by load jobs (Parquet for the table; dlt's state rows as JSONL), for Headwater the Parquet
-bytes the sync reports in `headwater sync --json` (a table's `uploaded_bytes`; absent until the
-BigQuery warehouse reports it: then null). Row counts in BigQuery are checked against the source after
+bytes the sync sent (a table's `uploaded_bytes` in `headwater sync --json` if it reports them, else the
+"bytes of Parquet" of the run's log, `headwater logs`; null if neither has them). Row counts in BigQuery are checked against the source after
 the full loads and the incremental rounds. Results: docs/benchmarks.md, "BigQuery warehouse".
 """
 
@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -111,13 +112,21 @@ class Tools:
             cmd = [str(DLT_PYTHON), str(DLT_RUN), self.source_url, TABLE, self.endpoint, self.project, DLT_DATASET, str(self.dlt_dir)]
             seconds, mb = timed(cmd)
             out = json.loads(LAST_STDOUT[0].strip().splitlines()[-1])
-            return {"whole_s": seconds, "in_process_s": out["seconds"], "peak_mb": mb, "rows": out["rows"], "uploaded_bytes": out["uploaded_bytes"], "table_bytes": out["table_bytes"]}
+            return {"whole_s": seconds, "in_process_s": out["seconds"], "peak_mb": mb, "rows": out["rows"], "uploaded_bytes": out["uploaded_bytes"], "table_bytes": out["table_bytes"], "steps": out["steps"]}
         seconds, mb = timed([*self.headwater, "sync", "-p", str(self.hw_dir), "--json"], env=os.environ | {"HEADWATER_NO_DAEMON": "1"})
         data = json.loads(LAST_STDOUT[0])
         tables = [t for stats in data["sources"].values() for t in stats]
-        uploaded = [t["uploaded_bytes"] for t in tables if t.get("uploaded_bytes") is not None]
+        reported = [t["uploaded_bytes"] for t in tables if t.get("uploaded_bytes") is not None]
         rows = sum(int(t.get("rows_read", 0)) for t in tables)
-        return {"whole_s": seconds, "in_process_s": float(data["seconds"]), "table_s": sum(float(t["seconds"]) for t in tables), "peak_mb": mb, "rows": rows, "uploaded_bytes": sum(uploaded) if uploaded else None}
+        uploaded = sum(reported) if reported else self.logged_parquet_bytes(int(data["run"]))
+        return {"whole_s": seconds, "in_process_s": float(data["seconds"]), "table_s": sum(float(t["seconds"]) for t in tables), "peak_mb": mb, "rows": rows, "uploaded_bytes": uploaded}
+
+    def logged_parquet_bytes(self, run_id: int) -> int | None:
+        """The Parquet bytes a Headwater sync sent, from its run's log (after the timing): the BigQuery
+        warehouse logs "…: N rows sent, M bytes of Parquet (…)" for each table it writes."""
+        proc = subprocess.run([*self.headwater, "logs", "-p", str(self.hw_dir), str(run_id)], capture_output=True, text=True, check=False, env=os.environ | {"HEADWATER_NO_DAEMON": "1", "COLUMNS": "1000"})
+        sizes = [int(m.replace(",", "")) for m in re.findall(r"rows sent, ([\d,]+) bytes of Parquet", proc.stdout)]
+        return sum(sizes) if sizes else None
 
     def count(self, name: str, where: str = "TRUE") -> int:
         table = f"{DLT_DATASET}.{TABLE}" if name == "dlt" else f"raw_{HW_SOURCE}.{TABLE}"
@@ -143,6 +152,7 @@ def summary(name: str, runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     out["runs"] = {key: [round(r[key], 2) for r in runs] for key in ("whole_s", "in_process_s") if all(r.get(key) is not None for r in runs)}
     if name == "dlt":
         out["table_parquet_bytes_per_row"] = round(statistics.median(r["table_bytes"] for r in runs) / rows, 1)
+        out["steps_s"] = {step: round(statistics.median(r["steps"].get(step, 0.0) for r in runs), 2) for step in runs[0]["steps"]}
     return out
 
 
