@@ -192,8 +192,8 @@ class BigQueryRaw(RawTarget):
                     statements.append(f"INSERT INTO {raw} ({listed}) SELECT {listed} FROM {self.bq.quoted(stage)} s;")
             # Literals, not parameters, in the script: the emulator binds no parameters in a multi-statement
             # script (BigQuery does: https://cloud.google.com/bigquery/docs/parameterized-queries).
-            values = {"source": change.source, "table": change.table, "token": token, "state": _state_text(change.state, token)}
-            statements.append(_merge_state(self._state(), {k: _string(v) for k, v in values.items()}) + ";")
+            literals = {"source": change.source, "table": change.table, "token": token, "state": _state_text(change.state, token)}
+            statements.append(_merge_state(self._state(), {k: _string(v) for k, v in literals.items()}) + ";")
             statements.append("COMMIT TRANSACTION;")
             self.bq.query("\n".join(statements), purpose="sync-merge")
         finally:
