@@ -33,7 +33,7 @@ staging dataset, then a .sql job of the load package DELETEs the target's rows w
 INSERTs the staging rows, deduplicated.
 
 Prints one JSON line last: in-process seconds (after the imports), rows normalized for the table, the
-seconds of dlt's steps (extract, normalize, load), and the bytes of the load package's files that were uploaded by load jobs (all of them, and the table's own
+seconds of dlt's steps (extract, normalize, load), the table's columns in BigQuery, and the bytes of the load package's files that were uploaded by load jobs (all of them, and the table's own
 Parquet; not the merge's .sql job, which runs as a query).
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
     for step in trace.steps if trace is not None else []:
         if step.step != "run" and step.started_at is not None and step.finished_at is not None:  # "run": the three together
             steps[step.step] = round((step.finished_at - step.started_at).total_seconds(), 3)
-    print(json.dumps({"seconds": round(seconds, 3), "rows": rows, "uploaded_bytes": uploaded, "table_bytes": table_bytes, "files": files, "steps": steps}))
+    print(json.dumps({"seconds": round(seconds, 3), "rows": rows, "uploaded_bytes": uploaded, "table_bytes": table_bytes, "files": files, "steps": steps, "columns": list(pipeline.default_schema.get_table_columns(table))}))
 
 
 if __name__ == "__main__":

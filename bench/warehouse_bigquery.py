@@ -112,7 +112,7 @@ class Tools:
             cmd = [str(DLT_PYTHON), str(DLT_RUN), self.source_url, TABLE, self.endpoint, self.project, DLT_DATASET, str(self.dlt_dir)]
             seconds, mb = timed(cmd)
             out = json.loads(LAST_STDOUT[0].strip().splitlines()[-1])
-            return {"whole_s": seconds, "in_process_s": out["seconds"], "peak_mb": mb, "rows": out["rows"], "uploaded_bytes": out["uploaded_bytes"], "table_bytes": out["table_bytes"], "steps": out["steps"]}
+            return {"whole_s": seconds, "in_process_s": out["seconds"], "peak_mb": mb, "rows": out["rows"], "uploaded_bytes": out["uploaded_bytes"], "table_bytes": out["table_bytes"], "steps": out["steps"], "columns": out["columns"]}
         seconds, mb = timed([*self.headwater, "sync", "-p", str(self.hw_dir), "--json"], env=os.environ | {"HEADWATER_NO_DAEMON": "1"})
         data = json.loads(LAST_STDOUT[0])
         tables = [t for stats in data["sources"].values() for t in stats]
@@ -152,6 +152,7 @@ def summary(name: str, runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     out["runs"] = {key: [round(r[key], 2) for r in runs] for key in ("whole_s", "in_process_s") if all(r.get(key) is not None for r in runs)}
     if name == "dlt":
         out["table_parquet_bytes_per_row"] = round(statistics.median(r["table_bytes"] for r in runs) / rows, 1)
+        out["columns"] = runs[-1]["columns"]  # as dlt made the table (with the pyarrow backend it adds none of its own)
         out["steps_s"] = {step: round(statistics.median(r["steps"].get(step, 0.0) for r in runs), 2) for step in runs[0]["steps"]}
     return out
 
