@@ -171,7 +171,10 @@ class BigQueryRaw(RawTarget):
         try:
             statements = ["BEGIN TRANSACTION;"]
             raw = self.bq.quoted(table_id)
-            match = " AND ".join(f"(r.{_q(k)} = s.{_q(k)} OR (r.{_q(k)} IS NULL AND s.{_q(k)} IS NULL))" for k in change.key)
+            # NULL keys match NULL keys: IS NOT DISTINCT FROM (https://cloud.google.com/bigquery/docs/reference/standard-sql/operators#is_distinct),
+            # an equality join. Spelt "r.k = s.k OR (r.k IS NULL AND s.k IS NULL)" it is a nested-loop join in the
+            # emulator: 14-16 s for 20,000 staged rows into 1M (0.07 s this way; bench/warehouse_bigquery.py).
+            match = " AND ".join(f"r.{_q(k)} IS NOT DISTINCT FROM s.{_q(k)}" for k in change.key)
             if gone_rows:
                 key_types = dict(columns)
                 gone_fields = [types.field(k, key_types[k]) for k in change.key]
@@ -189,8 +192,8 @@ class BigQueryRaw(RawTarget):
                     statements.append(f"INSERT INTO {raw} ({listed}) SELECT {listed} FROM {self.bq.quoted(stage)} s;")
             # Literals, not parameters, in the script: the emulator binds no parameters in a multi-statement
             # script (BigQuery does: https://cloud.google.com/bigquery/docs/parameterized-queries).
-            values = {"source": change.source, "table": change.table, "token": token, "state": _state_text(change.state, token)}
-            statements.append(_merge_state(self._state(), {k: _string(v) for k, v in values.items()}) + ";")
+            literals = {"source": change.source, "table": change.table, "token": token, "state": _state_text(change.state, token)}
+            statements.append(_merge_state(self._state(), {k: _string(v) for k, v in literals.items()}) + ";")
             statements.append("COMMIT TRANSACTION;")
             self.bq.query("\n".join(statements), purpose="sync-merge")
         finally:
