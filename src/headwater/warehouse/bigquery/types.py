@@ -62,7 +62,13 @@ Why:
   https://cloud.google.com/bigquery/docs/reference/standard-sql/json_functions#json_encodings), and
   NaN and infinities are no JSON: a nested value holding those is refused (DuckDB's ``to_json``
   would write ``NaN``). A raw JSON column's own numbers are not inspected (BigQuery refuses the load
-  of a number it cannot hold, so the table's sync fails with BigQuery's error).
+  of a number it cannot hold, so the table's sync fails with BigQuery's error). Inside JSON, values
+  are ``to_json``'s text: dates and timestamps as strings (any of DuckDB's, infinities and
+  nanoseconds included), a TIMESTAMP WITH TIME ZONE in the connection's ``TimeZone`` (the same
+  instant), a BLOB as its escaped text.
+- `refused` takes the raw column's DuckDB type and its conditions read the raw value ``{c}`` (before
+  `parquet_column`); a STRUCT's conditions reach into its fields, a list's and a MAP's into their
+  elements and values.
 
 `read_table` downloads a BigQuery table (dbt's models: any BigQuery type) into DuckDB exactly,
 page by page: over REST (``tabledata.list``) by default, or through the Storage Read API when given
@@ -73,6 +79,7 @@ microseconds), GEOGRAPHY as its WKT text, RANGE as its text, JSON as JSON.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -391,7 +398,7 @@ def _rest_field(field: bigquery.SchemaField) -> bigquery.SchemaField:
 
 # BigQuery's canonical INTERVAL text, "[sign]Y-M [sign]D [sign]H:M:S[.F]":
 # https://cloud.google.com/bigquery/docs/reference/standard-sql/data-types#interval_type
-_INTERVAL = r"^(-?)(\d+)-(\d+) (-?\d+) (-?)(\d+):(\d+):(\d+)(?:\.(\d{1,9}))?$"
+_INTERVAL = r"^(-?)(\d+)-(\d+) (-?\d+) (-?)(\d+):(\d+):(\d+)(?:\.(\d{1,6}))?$"  # F: microseconds at most
 
 
 def _interval_from_text(v: str) -> str:
@@ -403,7 +410,7 @@ def _interval_from_text(v: str) -> str:
 
     months = f"(CASE WHEN {part(1)} = '-' THEN -1 ELSE 1 END) * ({number(2)} * 12 + {number(3)})"
     time_sign = f"(CASE WHEN {part(5)} = '-' THEN -1 ELSE 1 END)"
-    micros = f"{time_sign} * (((({number(6)} * 60 + {number(7)}) * 60 + {number(8)}) * 1000000) + coalesce(TRY_CAST(rpad({part(9)}, 6, '0')[1:6] AS BIGINT), 0))"
+    micros = f"{time_sign} * (((({number(6)} * 60 + {number(7)}) * 60 + {number(8)}) * 1000000) + coalesce(TRY_CAST(rpad({part(9)}, 6, '0') AS BIGINT), 0))"
     value = f"to_months({months}) + to_days({number(4)}) + to_microseconds({micros})"
     return f"CASE WHEN {v} IS NULL THEN NULL WHEN NOT regexp_full_match({v}, {literal(_INTERVAL)}) THEN error('not an INTERVAL in BigQuery''s canonical text: ' || {v}) ELSE {value} END"
 
@@ -426,8 +433,10 @@ def _from_arrow(expr: str, field: bigquery.SchemaField, arrow: pa.DataType, dept
     text = pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
     if kind == "INTERVAL" and text:
         return _interval_from_text(expr)
-    if target == "VARCHAR" and kind in ("BIGNUMERIC", "BIGDECIMAL"):
-        # REST's text is BigQuery's own ("1.5"); the Storage API's decimal256 as text has all 38 decimals.
+    if target != "VARCHAR" and kind in ("BIGNUMERIC", "BIGDECIMAL"):
+        return f"CAST({expr} AS {target})"  # BIGNUMERIC(P,S) with P <= 38, from its exact text
+    if kind in ("BIGNUMERIC", "BIGDECIMAL"):
+        # REST's text is BigQuery's own ("1.5"); trailing zeros dropped all the same (`_plain_decimals` drops them too).
         return f"CASE WHEN contains({expr}, '.') THEN rtrim(rtrim({expr}, '0'), '.') ELSE {expr} END"
     if kind == "JSON":
         return f"CAST({expr} AS JSON)"
@@ -445,6 +454,27 @@ def _decimal256_as_text(t: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(t):
         return pa.struct([pa.field(t.field(i).name, _decimal256_as_text(t.field(i).type)) for i in range(t.num_fields)])
     return t
+
+
+def _plain(value: Any) -> Any:
+    """A value of a column holding decimal256 (the Storage API's BIGNUMERIC), each Decimal as its plain
+    text without trailing zeros (Arrow's own cast writes "0E-38" and "1.0000000000000000000000000000E-10")."""
+    if isinstance(value, Decimal):
+        text = format(value, "f")  # exact (Decimal.normalize would round to the context's 28 digits)
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _plain_decimals(array: pa.Array) -> pa.Array:
+    """``array`` with its decimal256 values (at any depth) as exact plain text; other arrays as they are."""
+    wanted = _decimal256_as_text(array.type)
+    if wanted == array.type:
+        return array
+    return pa.array([_plain(v) for v in array.to_pylist()], type=wanted)
 
 
 def read_table(client: bigquery.Client, table_id: str, con: duckdb.DuckDBPyConnection, name: str, *, bqstorage_client: Any = None, page_size: int | None = None) -> int:
@@ -473,11 +503,8 @@ def read_table(client: bigquery.Client, table_id: str, con: duckdb.DuckDBPyConne
 def _insert(con: duckdb.DuckDBPyConnection, name: str, schema: list[bigquery.SchemaField], batch: pa.RecordBatch) -> int:
     if batch.num_rows == 0:
         return 0
-    arrays, fields = [], []
-    for i, f in enumerate(batch.schema):
-        wanted = _decimal256_as_text(f.type)
-        arrays.append(batch.column(i) if wanted == f.type else batch.column(i).cast(wanted))
-        fields.append(pa.field(f.name, wanted))
+    arrays = [_plain_decimals(batch.column(i)) for i in range(batch.num_columns)]
+    fields = [pa.field(f.name, a.type) for f, a in zip(batch.schema, arrays, strict=True)]
     plain = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))  # no Google extension metadata either
     select = ", ".join(_from_arrow(ident(f.name), f, plain.schema.field(f.name).type) for f in schema)
     view = "_hw_bigquery_page"
