@@ -169,8 +169,8 @@ def round_trip_table(emulator_client: Any, dataset: str) -> str:
 
 
 @seed(SEED)
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(rows=st.lists(ROW, min_size=1, max_size=6))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(ROW, min_size=1, max_size=8))
 def test_raw_values_round_trip_through_parquet_a_load_job_and_read_table(emulator_client: Any, storage_client: Any, round_trip_table: str, tmp_path: Path, rows: list[dict[str, str]]) -> None:
     note(f"{SEED_VARIABLE}={SEED} replays this run")
     con = duckdb.connect()
