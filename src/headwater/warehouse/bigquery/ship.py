@@ -286,7 +286,7 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tu
 
 
 def _select(columns: list[tuple[str, str]]) -> str:
-    return ", ".join(types.parquet_column(name, kind) for name, kind in columns)
+    return ", ".join(f"{types.parquet_column(name, kind)} AS {ident(name)}" for name, kind in columns)
 
 
 def _q(name: str) -> str:
