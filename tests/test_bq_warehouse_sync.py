@@ -221,3 +221,45 @@ def test_prune_drops_the_bigquery_table_and_its_state(tmp_path: Path, bigquery_e
     assert {s.table: s.mode for s in stats}["gone"] == "pruned"
     assert {t.table_id for t in client.list_tables(raw, retry=None)} == {"t"}
     assert set(bigquery_state(client, project)) == {"t"}
+
+
+@pytest.mark.postgres
+def test_a_postgres_source_written_to_while_syncs_are_killed_converges_in_bigquery(tmp_path: Path, bigquery_emulator: bq.Emulator, client: Any, fresh_pg_database: str) -> None:
+    """PostgreSQL's changes by transaction id (xmin), a writer inserting, updating and deleting all the
+    while, syncs killed at random moments: one final sync leaves BigQuery's raw equal to the source."""
+    import psycopg
+    from pg_warehouse import plain_url
+    from sync_harness import Writer
+
+    url = plain_url(fresh_pg_database)
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, amount numeric(12,2), at timestamp, flag boolean)")
+        pg.execute("INSERT INTO t SELECT i, 'n' || i, i * 1.25, timestamp '2024-01-01' + i * interval '1 minute', i % 2 = 0 FROM generate_series(1, 20000) i")
+    project = make_project(tmp_path, bigquery_emulator, f"  app:\n    type: postgres\n    url: {url}\n")
+    first = run_sync(project.root, "app")
+    assert first.returncode == 0, first.stdout + first.stderr
+    writer_con = psycopg.connect(url, autocommit=True)
+    next_id = [20001]
+
+    def change(rng: random.Random) -> None:
+        roll = rng.random()
+        if roll < 0.5:
+            writer_con.execute("UPDATE t SET name = name || 'x', amount = amount + 1 WHERE id = ANY(%s)", [[rng.randint(1, next_id[0]) for _ in range(3)]])
+        elif roll < 0.8:
+            writer_con.execute("INSERT INTO t VALUES (%s, 'new', 1, now(), true)", [next_id[0]])
+            next_id[0] += 1
+        else:
+            writer_con.execute("DELETE FROM t WHERE id = %s", [rng.randint(1, next_id[0])])
+
+    seed = random_seed(1904)
+    with telling_the_seed(seed):
+        with Writer(change, seed=seed) as writer:
+            outcomes = kill_at_random_moments(project.root, "app", rounds=5, rng=random.Random(seed), min_delay=0.5, max_delay=4.0)
+        writer_con.close()
+        assert writer.steps > 20 and sum(o.killed for o in outcomes) >= 1
+        final = run_sync(project.root, "app")
+        assert final.returncode == 0, final.stdout + final.stderr
+        with psycopg.connect(url) as pg:
+            expected = [(i, n, a, at, f) for i, n, a, at, f in pg.execute(f"SELECT {COLUMNS} FROM t ORDER BY id").fetchall()]
+        assert bigquery_rows(client, project) == expected
