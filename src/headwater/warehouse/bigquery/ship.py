@@ -79,7 +79,7 @@ class BigQueryRaw(RawTarget):
     # -- sending ----------------------------------------------------------------------------------
 
     def before_commit(self, con: duckdb.DuckDBPyConnection, change: Change) -> None:
-        started = time.perf_counter()
+        started, processed = time.perf_counter(), self.bq.bytes_processed
         columns = _columns(con, change.schema, change.table)
         fields = [types.field(name, kind) for name, kind in columns]
         table_id = self.bq.table_id(change.schema, change.table)
@@ -105,7 +105,7 @@ class BigQueryRaw(RawTarget):
         self.uploaded_rows += rows
         change.log(
             f"source {change.source}: table {change.table}: BigQuery {how} {self.bq.settings.dataset(change.schema)}.{change.table}: "
-            f"{rows:,} rows sent, {size:,} bytes of Parquet ({time.perf_counter() - started:.1f} s)"
+            f"{rows:,} rows sent, {size:,} bytes of Parquet, {self.bq.bytes_processed - processed:,} bytes processed by queries ({time.perf_counter() - started:.1f} s)"
         )
 
     def dropped(self, con: duckdb.DuckDBPyConnection, source: str, schema: str, table: str) -> None:
