@@ -263,3 +263,42 @@ def test_a_postgres_source_written_to_while_syncs_are_killed_converges_in_bigque
         with psycopg.connect(url) as pg:
             expected = [(i, n, a, at, f) for i, n, a, at, f in pg.execute(f"SELECT {COLUMNS} FROM t ORDER BY id").fetchall()]
         assert bigquery_rows(client, project) == expected
+
+
+def test_raw_tables_are_clustered_by_their_key_and_laid_out_as_configured(tmp_path: Path, bigquery_emulator: bq.Emulator, client: Any) -> None:
+    from headwater.errors import ConfigError
+
+    db = sqlite_source(tmp_path, 30, 5)
+    project = make_project(tmp_path, bigquery_emulator, SQLITE)
+    sync(project)
+    raw = project.config.warehouse.dataset("raw_app")  # type: ignore[union-attr]
+    table = client.get_table(f"{raw}.t", retry=None)
+    assert table.clustering_fields == ["id"] and table.time_partitioning is None  # MERGE matches on the key
+
+    # Laid out otherwise in headwater.yml: the next sync re-creates the table so, with the same rows.
+    prefix = project.config.warehouse.dataset_prefix  # type: ignore[union-attr]
+    path = tmp_path / "headwater.yml"
+    text = path.read_text()
+    layout = "  raw_tables:\n    app:\n      t: {partition_by: _headwater_synced_at, granularity: MONTH, cluster_by: [name, id]}\n"
+    path.write_text(text.replace(f"  dataset_prefix: {prefix}\n", f"  dataset_prefix: {prefix}\n{layout}"))
+    project = load_project(tmp_path)
+    db.execute("UPDATE t SET name = 'x' WHERE id = 1")
+    _, log = sync(project)
+    assert any("BigQuery replaced" in line for line in log), log
+    table = client.get_table(f"{raw}.t", retry=None)
+    assert (table.time_partitioning.field, table.time_partitioning.type_, table.clustering_fields) == ("_headwater_synced_at", "MONTH", ["name", "id"])
+    assert bigquery_rows(client, project) == source_rows(db)
+
+    # A column the table does not have, or one BigQuery cannot partition by, is said so, naming the setting.
+    for wrong, said in [("{partition_by: nope}", "nope is not a column of raw_app.t"), ("{partition_by: name}", "is not a date or time column"), ("{cluster_by: [amount, id]}", "")]:
+        path.write_text(text.replace(f"  dataset_prefix: {prefix}\n", f"  dataset_prefix: {prefix}\n  raw_tables:\n    app:\n      t: {wrong}\n"))
+        db.execute("UPDATE t SET name = 'y' WHERE id = 2")
+        if not said:  # NUMERIC clusters: accepted
+            sync(load_project(tmp_path))
+            assert client.get_table(f"{raw}.t", retry=None).clustering_fields == ["amount", "id"]
+            continue
+        before = bigquery_rows(client, project)
+        with pytest.raises(ConfigError, match=said) as info:
+            sync(load_project(tmp_path))
+        assert "warehouse.raw_tables.app.t" in info.value.what
+        assert bigquery_rows(client, project) == before  # the table failed: BigQuery kept what it had

@@ -105,6 +105,15 @@ class PostgresWarehouse(Strict):
         return unquote(urlsplit(self.url).path.lstrip("/"))
 
 
+class BigQueryTableLayout(Strict):
+    """How one raw table is laid out in BigQuery: https://cloud.google.com/bigquery/docs/partitioned-tables,
+    https://cloud.google.com/bigquery/docs/clustered-tables"""
+
+    partition_by: str | None = Field(None, description="A DATE, DATETIME or TIMESTAMP column to partition by (e.g. _headwater_synced_at); none by default.")
+    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = Field("DAY", description="The partitions' span.")
+    cluster_by: list[str] | None = Field(None, max_length=4, description="Up to 4 columns to cluster by; default: the table's key (what MERGE matches on); [] for none.")
+
+
 class BigQueryWarehouse(Strict):
     """A BigQuery project as the warehouse: raw datasets, dbt's datasets and the published dataset live
     there. DuckDB stays the local engine: it reads the sources, keeps the sync's local mirror of raw
@@ -128,6 +137,9 @@ class BigQueryWarehouse(Strict):
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="Local DuckDB worker threads (default: all cores).")
     memory_limit: str | None = Field(None, description="Local DuckDB memory limit, e.g. '4GB'.")
     keep_snapshots: int = Field(3, ge=1, description="Published versions kept (in BigQuery and as local copies), the current one included.")
+    raw_tables: dict[str, dict[str, BigQueryTableLayout]] = Field(
+        default_factory=dict, description="Per source, per table: partitioning and clustering of the raw table in BigQuery (changing it re-creates the table at the next sync)."
+    )
 
     @field_validator("memory_limit")
     @classmethod

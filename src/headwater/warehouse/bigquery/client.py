@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,21 @@ def require_google() -> None:
             why="they are an optional part of Headwater, so an embedded install stays small",
             fix="pip install 'headwater[bigquery]'",
         ) from None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A table's partitioning and clustering, as made and as BigQuery reports them back."""
+
+    partition_by: str | None = None
+    granularity: str = "DAY"
+    cluster_by: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, table: Any) -> Layout:
+        partitioning = getattr(table, "time_partitioning", None)
+        field = getattr(partitioning, "field", None) if partitioning is not None else None
+        return cls(field, (getattr(partitioning, "type_", None) or "DAY") if field else "DAY", tuple(getattr(table, "clustering_fields", None) or ()))
 
 
 class BigQuery:
@@ -208,14 +224,19 @@ class BigQuery:
             except exceptions.NotFound:
                 return []
 
-    def create_table(self, table_id: str, schema: list[Any], *, expires_in_hours: float | None = None) -> None:
-        """Make (or replace) a table with exactly ``schema``. Staging tables expire by themselves, so a
-        run killed before it dropped one leaves nothing behind for long."""
+    def create_table(self, table_id: str, schema: list[Any], *, expires_in_hours: float | None = None, layout: Layout | None = None) -> None:
+        """Make (or replace) a table with exactly ``schema`` (and ``layout``: partitioning, clustering).
+        Staging tables expire by themselves, so a run killed before it dropped one leaves nothing
+        behind for long."""
         import datetime as dt
 
         from google.cloud import bigquery
 
         table = bigquery.Table(table_id, schema=schema)
+        if layout is not None and layout.partition_by:
+            table.time_partitioning = bigquery.TimePartitioning(type_=layout.granularity, field=layout.partition_by)
+        if layout is not None and layout.cluster_by:
+            table.clustering_fields = list(layout.cluster_by)
         if expires_in_hours is not None:
             table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=expires_in_hours)
         with self.errors(f"Cannot create the table {table_id}"):

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from headwater.errors import HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError
 from headwater.sqltext import ident, one_value
 from headwater.sync.context import DELETED_AT, Change, RawTarget
 from headwater.warehouse.bigquery import types
+from headwater.warehouse.bigquery.client import Layout
 
 if TYPE_CHECKING:
     from headwater.warehouse.bigquery.client import BigQuery
@@ -85,8 +86,9 @@ class BigQueryRaw(RawTarget):
         table_id = self.bq.table_id(change.schema, change.table)
         tokens = self.tokens(change.source)
         previous = (change.previous or {}).get(TOKEN)
+        layout = self.layout(change.source, change.table, change.key, columns)
         existing = self.bq.table(table_id)
-        same_schema = existing is not None and _shape(existing.schema) == _shape(fields)
+        same_schema = existing is not None and _shape(existing.schema) == _shape(fields) and Layout.of(existing) == layout
         sent: tuple[int, int, str] | None
         if change.full or change.also or previous is None or tokens.get(change.table) != previous or not same_schema:
             sent = self._send_whole(con, change, columns, fields, table_id, same_schema)
@@ -118,6 +120,29 @@ class BigQueryRaw(RawTarget):
         self.bq.drop_table(self.bq.table_id(schema, table))
         self.tokens(source).pop(table, None)
 
+    def layout(self, source: str, table: str, key: list[str], columns: list[tuple[str, str]]) -> Layout:
+        """The raw table's partitioning and clustering: as `warehouse.raw_tables` says, else clustered
+        by its key (what MERGE matches on) where BigQuery can cluster those columns, and not partitioned."""
+        kinds = dict(columns)
+        settings = self.bq.settings.raw_tables.get(source, {}).get(table)
+        where = f"warehouse.raw_tables.{source}.{table}"
+        if settings is not None:
+            for column in [settings.partition_by, *(settings.cluster_by or [])]:
+                if column is not None and column not in kinds:
+                    raise ConfigError(f"{where}: {column} is not a column of raw_{source}.{table}", why=f"its columns: {', '.join(kinds)}", fix=f"Name one of them in {where}.")
+            if settings.partition_by and types.field(settings.partition_by, kinds[settings.partition_by]).field_type not in ("DATE", "DATETIME", "TIMESTAMP"):
+                raise ConfigError(f"{where}: partition_by {settings.partition_by} is not a date or time column", fix="Partition by a DATE, DATETIME or TIMESTAMP column (e.g. _headwater_synced_at).")
+        cluster = settings.cluster_by if settings is not None and settings.cluster_by is not None else key
+        clusterable = [c for c in cluster if types.field(c, kinds[c]).field_type in _CLUSTERABLE]
+        if settings is not None and settings.cluster_by and clusterable != settings.cluster_by:
+            raise ConfigError(
+                f"{where}: cannot cluster by {', '.join(c for c in settings.cluster_by if c not in clusterable)}",
+                why="BigQuery clusters by columns of top-level orderable types (not FLOAT64, BYTES, JSON, RECORD)",
+                fix="Choose other columns.",
+            )
+        partition = settings.partition_by if settings is not None else None
+        return Layout(partition, settings.granularity if settings is not None and partition else "DAY", tuple(clusterable[:4]) if len(clusterable) == len(cluster) else ())
+
     def tokens(self, source: str) -> dict[str, str | None]:
         """BigQuery's token of each of the source's tables (read once per sync)."""
         if source not in self._tokens:
@@ -137,12 +162,13 @@ class BigQueryRaw(RawTarget):
             (change.table, columns, fields, table_id, same_schema),
             *[(t, c, [types.field(n, k) for n, k in c], self.bq.table_id(change.schema, t), None) for t in change.also for c in [_columns(con, change.schema, t)]],
         ]:
+            layout = self.layout(change.source, change.table, change.key, columns) if table == change.table else None
             same = known
             if same is None:
                 existing = self.bq.table(target_id)
                 same = existing is not None and _shape(existing.schema) == _shape(table_fields)
             if not same:
-                self.bq.create_table(target_id, table_fields)
+                self.bq.create_table(target_id, table_fields, layout=layout)
             n, path = self._parquet(con, f"SELECT {_select(table_columns)} FROM {ident(change.schema)}.{ident(table)}")
             try:
                 self.bq.load_parquet(path, target_id, truncate=True, purpose="sync-load")
@@ -293,6 +319,9 @@ def _q(name: str) -> str:
     """A column name quoted for GoogleSQL."""
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
+
+# Column types BigQuery clusters by: https://cloud.google.com/bigquery/docs/clustered-tables#cluster_column_types
+_CLUSTERABLE = {"BIGNUMERIC", "BOOL", "DATE", "DATETIME", "GEOGRAPHY", "INT64", "NUMERIC", "RANGE", "STRING", "TIMESTAMP"}
 
 # BigQuery answers with legacy type names (INTEGER, FLOAT, BOOLEAN, RECORD) for the GoogleSQL ones.
 _LEGACY = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD", "BIGDECIMAL": "BIGNUMERIC"}
