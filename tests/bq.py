@@ -146,3 +146,16 @@ def client(emulator: Emulator) -> Any:
     from google.cloud import bigquery
 
     return bigquery.Client(project=emulator.project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=emulator.endpoint))
+
+
+def profiles_yml(emulator: Emulator, profile: str, dataset: str) -> str:
+    """A profiles.yml pointing dbt-bigquery at the emulator (method oauth-secrets with a token the
+    emulator does not check; api_endpoint; no job retries, so an emulator's 500 is seen at once):
+    https://docs.getdbt.com/docs/core/connect-data-platform/bigquery-setup"""
+    import yaml
+
+    output = {
+        "type": "bigquery", "method": "oauth-secrets", "token": "fake", "project": emulator.project, "dataset": dataset,
+        "api_endpoint": emulator.endpoint, "threads": 1, "job_retries": 0, "job_execution_timeout_seconds": 60,
+    }  # fmt: skip
+    return str(yaml.safe_dump({profile: {"target": "emulator", "outputs": {"emulator": output}}}, sort_keys=False))

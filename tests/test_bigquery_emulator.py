@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -490,25 +489,7 @@ def test_dbt_bigquery_debug_build_twice_and_docs(client: Any, bigquery_emulator:
     (tmp_path / "models").mkdir()
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "dbt_project.yml").write_text("name: probe\nversion: '1.0'\nprofile: probe\nmodel-paths: [models]\nsnapshot-paths: [snapshots]\nvars: {round: 1}\n")
-    (tmp_path / "profiles.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            probe:
-              target: emulator
-              outputs:
-                emulator:
-                  type: bigquery
-                  method: oauth-secrets
-                  token: fake
-                  project: {bigquery_emulator.project}
-                  dataset: {ds}
-                  api_endpoint: {bigquery_emulator.endpoint}
-                  threads: 1
-                  job_retries: 0
-                  job_execution_timeout_seconds: 60
-            """
-        )
-    )
+    (tmp_path / "profiles.yml").write_text(bq.profiles_yml(bigquery_emulator, "probe", ds))
     (tmp_path / "models" / "clean.sql").write_text(f"{{{{ config(materialized='table') }}}}\nselect id, upper(v) as v from `{bigquery_emulator.project}`.`{ds}`.`target`\n")
     (tmp_path / "models" / "counted.sql").write_text("select count(*) as n, max(v) as top from {{ ref('clean') }}\n")
     # Rows that change between two builds (var round): id 2's status changes, id round+2 is new.

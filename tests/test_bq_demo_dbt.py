@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,25 +137,7 @@ def test_the_demo_project_on_bigquery_builds_the_report_the_duckdb_demo_publishe
     # dbt-bigquery on the emulator: https://docs.getdbt.com/docs/core/connect-data-platform/bigquery-setup (oauth-secrets; api_endpoint)
     work = tmp_path / "bq-dbt"
     work.mkdir()
-    (work / "profiles.yml").write_text(
-        textwrap.dedent(
-            f"""\
-            flake_demo:
-              target: emulator
-              outputs:
-                emulator:
-                  type: bigquery
-                  method: oauth-secrets
-                  token: fake
-                  project: {bigquery_emulator.project}
-                  dataset: {prefix}build
-                  api_endpoint: {bigquery_emulator.endpoint}
-                  threads: 1
-                  job_retries: 0
-                  job_execution_timeout_seconds: 60
-            """
-        )
-    )
+    (work / "profiles.yml").write_text(bq.profiles_yml(bigquery_emulator, "flake_demo", f"{prefix}build"))
     dbt_vars = {**project.config.dbt.vars, "headwater_dataset_prefix": prefix}
     assert dbt_vars["as_of_date"], "the report's current week must not depend on today's date"
     built = dbt(project.root, work, "build", "--store-failures", "--vars", json.dumps(dbt_vars))
