@@ -250,7 +250,27 @@ def test_init_with_a_warehouse_url_without_password_writes_it_as_is(tmp_path: Pa
     assert "  type: postgres\n  url: postgresql://hw@db.example/acme\n" in (tmp_path / "wh" / "headwater.yml").read_text()
 
 
-@pytest.mark.parametrize(("url", "message"), [("mysql://u@h/db", "not a warehouse URL Headwater knows"), ("postgresql://u@h", "the URL names no database")])
+def test_init_with_a_bigquery_url_writes_the_block_and_loads(tmp_path: Path) -> None:
+    result = hw("init", "wh", "--warehouse", "bigquery://acme-data?location=EU&dataset_prefix=acme_&maximum_bytes_billed=1000000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from headwater.config import load_project
+
+    settings = load_project(tmp_path / "wh").config.warehouse
+    assert (settings.type, settings.project, settings.location, settings.dataset_prefix, settings.maximum_bytes_billed, settings.credentials) == (  # type: ignore[union-attr]
+        "bigquery", "acme-data", "EU", "acme_", 1000000, None,
+    )
+    assert "# credentials: ${secret:BQ_SA_KEY}" in (tmp_path / "wh" / "headwater.yml").read_text()  # where a key goes, said in the file
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@h/db", "not a warehouse URL Headwater knows"),
+        ("postgresql://u@h", "the URL names no database"),
+        ("bigquery://acme-data?dataset=x", "unknown option(s) dataset"),
+        ("bigquery://user:key@acme-data", "not a BigQuery URL"),
+    ],
+)
 def test_init_with_a_bad_warehouse_url_creates_nothing(tmp_path: Path, url: str, message: str) -> None:
     result = hw("init", "wh", "--warehouse", url, cwd=tmp_path)
     assert_user_error(result)

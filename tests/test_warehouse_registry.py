@@ -129,3 +129,34 @@ def test_connections_never_print_duckdbs_progress_bar(tmp_path: Path) -> None:
     for con in (connect(":memory:"), connect(tmp_path / "w.duckdb", read_only=True)):
         assert con.execute("SELECT current_setting('enable_progress_bar_print')").fetchone() == (False,)
         con.close()
+
+
+def test_a_bigquery_warehouse_without_googles_libraries_says_what_to_install(tmp_path: Path) -> None:
+    """An embedded install has no Google client: the import is made to fail as it would there."""
+    import subprocess
+    import sys
+
+    from cli_process import cli_env
+
+    code = (
+        "import sys; sys.modules['google.cloud.bigquery'] = None\n"
+        "from pathlib import Path\n"
+        "from headwater.config.model import BigQueryWarehouse\n"
+        "from headwater.errors import HeadwaterError\n"
+        "from headwater.warehouse import open_warehouse\n"
+        "try:\n"
+        f"    open_warehouse(Path({str(tmp_path)!r}), BigQueryWarehouse(type='bigquery', project='acme-data'))\n"
+        "except HeadwaterError as exc:\n"
+        "    print(exc.render())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "A BigQuery warehouse needs Google's BigQuery client and dbt-bigquery" in done.stdout and "pip install 'headwater[bigquery]'" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(("block", "message"), [("project: Bad_Project", "project"), ("project: acme-data\n  api_endpoint: ftp://x", "api_endpoint"), ("project: acme-data\n  dataset_prefix: a-b", "dataset_prefix")])
+def test_a_bigquery_warehouse_block_is_checked_when_the_file_loads(tmp_path: Path, block: str, message: str) -> None:
+    (tmp_path / "headwater.yml").write_text(f"name: x\nwarehouse:\n  type: bigquery\n  {block}\n")
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path, env={})
+    assert message in info.value.render()
