@@ -6,6 +6,7 @@ three builds are most of it)."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sqlite3
@@ -18,11 +19,14 @@ from typing import Any
 
 import bq
 import pytest
+from sqlalchemy import select
 from sync_harness import headwater_command, random_seed, telling_the_seed
 
 from headwater.config import LoadedProject, load_project
 from headwater.errors import HeadwaterError
 from headwater.orchestrate import run_pipeline
+from headwater.services.runs import latest_check
+from headwater.system import RunStep, open_system_db
 from headwater.warehouse import open_warehouse
 
 pytestmark = pytest.mark.bigquery
@@ -119,7 +123,10 @@ def test_a_run_publishes_versions_and_a_failed_run_changes_nothing_readers_see(t
     project = make_project(root, bigquery_emulator)
     db = source(root, [(1, "a", "1.50", 1), (2, "b", "2.25", 0), (3, None, None, 1)])
     first = run_pipeline(project, "p")
-    assert first.run.status == "success"
+    assert first.run.status == "success" and first.published == {"names": 3, "totals": 2}
+    with open_system_db(project).session() as session:  # the models' rows, from BigQuery's table metadata
+        detail = session.scalars(select(RunStep.detail).where(RunStep.run_id == first.run.id, RunStep.name == "dbt:build")).one()
+    assert {n["name"]: n["rows"] for n in json.loads(detail)["nodes"] if n["resource_type"] == "model"} == {"names": 3, "totals": 2}
     views, snapshot, local, tables = seen(client, project)
     assert tables == ["names", "totals"]
     assert views["totals"] == [(False, 1, Decimal("2.25")), (True, 2, Decimal("1.5"))]
@@ -134,6 +141,10 @@ def test_a_run_publishes_versions_and_a_failed_run_changes_nothing_readers_see(t
     with pytest.raises(HeadwaterError):
         run_pipeline(failing, "p")
     assert seen(client, project) == before
+    # The failing test's stored rows (dbt-bigquery's --store-failures table) are the check's sample, read with tabledata.list.
+    found = latest_check(open_system_db(failing), "p", "p", "dbt_test", "fail_when")
+    assert found is not None and found[0].status == "fail"
+    assert json.loads(found[0].sample or "{}") == {"columns": ["failed"], "rows": [[1], [1]]}, found[0].sample
 
     # A failing check (its SQL is GoogleSQL, run in BigQuery): the same.
     wrong = _same_prefix(make_project(root, bigquery_emulator, check_sql="select count(*) + 1 from {prefix}raw_app.t"), project)
