@@ -302,3 +302,83 @@ def test_raw_tables_are_clustered_by_their_key_and_laid_out_as_configured(tmp_pa
             sync(load_project(tmp_path))
         assert "warehouse.raw_tables.app.t" in info.value.what
         assert bigquery_rows(client, project) == before  # the table failed: BigQuery kept what it had
+
+
+def _refusing_proxy(endpoint: str, refuse: dict[str, bool]) -> type:
+    """An HTTP handler relaying every request to the emulator, except uploads (load jobs' data) while
+    ``refuse["uploads"]`` is set: those get a 400, as BigQuery answers an upload it will not take."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from loopback import QuietHandler
+
+    target = urlsplit(endpoint)
+
+    class Relay(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if refuse["uploads"] and self.path.startswith("/upload/"):
+                answer = json.dumps({"error": {"code": 400, "message": "refused by the test's relay", "errors": [{"reason": "invalid", "message": "refused by the test's relay"}]}}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                return
+            upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "transfer-encoding")}
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
+
+    return Relay
+
+
+def test_a_send_refused_before_or_after_the_local_commit_is_made_good_by_the_next_sync(tmp_path: Path, bigquery_emulator: bq.Emulator, client: Any) -> None:
+    """A change refused by BigQuery rolls the local transaction back (the next sync reads it again);
+    a whole table refused after the local commit fails the table saying so, and the next sync, its
+    token not BigQuery's, sends it whole."""
+    from loopback import http_server
+
+    from headwater.errors import HeadwaterError
+
+    refuse = {"uploads": False}
+    with http_server(_refusing_proxy(bigquery_emulator.endpoint, refuse)) as relay:
+        db = sqlite_source(tmp_path, 60, 11)
+        relayed = bq.Emulator(bigquery_emulator.base, project=bigquery_emulator.project, rest_port=int(relay.rsplit(":", 1)[1]))
+        project = make_project(tmp_path, relayed, SQLITE)
+        sync(project)
+
+        db.execute("UPDATE t SET name = 'changed' WHERE id <= 3")
+        refuse["uploads"] = True
+        with pytest.raises(HeadwaterError) as refused:
+            sync(project)
+        said = refused.value.render()
+        assert "source app, table t: Loading rows into" in said and "refused by the test's relay" in said and "the next sync reads the same changes again" in said, said
+        refuse["uploads"] = False
+        stats, log = sync(project)
+        assert stats[0].upserted == 3 and any("BigQuery merged" in line for line in log), log  # read again: the local transaction was rolled back
+        assert bigquery_rows(client, project) == source_rows(db)
+
+        db.execute("DELETE FROM t WHERE id = 10")
+        refuse["uploads"] = True
+        with pytest.raises(HeadwaterError) as failed:
+            sync(project, full_refresh=True)
+        said = failed.value.render()
+        assert "source app, table t:" in said and "BigQuery's copy of it was not replaced: the next sync sends the whole table again" in said, said
+        refuse["uploads"] = False
+        stats, log = sync(project)  # nothing changed in the source since: BigQuery is still brought in step
+        assert any("BigQuery replaced" in line for line in log), log
+        assert bigquery_rows(client, project) == source_rows(db)

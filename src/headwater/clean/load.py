@@ -283,7 +283,8 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
             f"CREATE OR REPLACE TABLE {schema}.{ident(quarantine_name)} AS SELECT {quarantined}, now() AS {SYNCED_AT} FROM hw_quarantine q "
             "ORDER BY source_file, row_number, column_name, rule"
         )
-        target.raw.before_commit(con, Change(target.source, target.schema, target.table, [], None, target.state, full=True, also=[quarantine_name], log=log))
+        change = Change(target.source, target.schema, target.table, [], None, target.state, full=True, also=[quarantine_name], log=log)
+        target.raw.before_commit(con, change)
         save_state(con, target.source, target.table, target.state)
         con.execute("COMMIT")
     except BaseException as exc:
@@ -293,6 +294,7 @@ def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, goo
         if refused is not None:
             raise refused from None
         raise
+    target.raw.after_commit(con, change)
     return _changes(before, _columns(con, target.schema, target.table))
 
 

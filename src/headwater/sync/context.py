@@ -81,6 +81,11 @@ class RawTarget:
         saved and it commits: a warehouse that keeps raw elsewhere too sends the change there now,
         so that a failure rolls the table's transaction back with it. DuckDB's raw is here already."""
 
+    def after_commit(self, con: duckdb.DuckDBPyConnection, change: Change) -> None:
+        """Called once the table's transaction committed (``change`` as `before_commit` saw it): work
+        that reads the committed table, for a warehouse whose state (`before_commit` saved it) says
+        it is not done until then. An error here fails the table, its local rows committed."""
+
     def dropped(self, con: duckdb.DuckDBPyConnection, source: str, schema: str, table: str) -> None:
         """Called inside the transaction that drops raw's ``schema.table`` and its state (prune)."""
 

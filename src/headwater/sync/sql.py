@@ -573,7 +573,8 @@ class SqlSource:
             else:
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
             self.end(con, info)
-            self._target.before_commit(con, Change(self.name, raw_schema(self.name), info.name, plan.key, state, new_state, full, log=ctx.log))
+            change = Change(self.name, raw_schema(self.name), info.name, plan.key, state, new_state, full, log=ctx.log)
+            self._target.before_commit(con, change)
             save_state(con, self.name, info.name, new_state)
             self._passes += full or new_state.get("last_delete_check") != (state or {}).get("last_delete_check")
             stats.rows = stats.rows_read if full else self._target.count(con, target)  # a full load's table holds what it read
@@ -589,14 +590,15 @@ class SqlSource:
             except duckdb.Error:
                 pass
             raise
+        self._target.after_commit(con, change)
         stats.seconds = round(time.perf_counter() - started, 3)
         ctx.report(info.name, stats.rows_read, stats.rows_read)
         ctx.log(
             f"{label}: {stats.mode} ({new_state.get('read', plan.method)}), {stats.rows_read:,} rows read, {stats.upserted:,} written, {stats.deleted:,} deleted, "
             f"{stats.rows:,} in {raw_schema(self.name)}.{info.name} ({stats.seconds:.1f} s)"
         )
-        for change in stats.schema_changes:
-            ctx.log(f"{label}: schema change: {change}")
+        for schema_change in stats.schema_changes:
+            ctx.log(f"{label}: schema change: {schema_change}")
         return stats
 
     def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
