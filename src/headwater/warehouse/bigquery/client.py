@@ -73,6 +73,7 @@ class BigQuery:
         self.project = settings.project
         self._client: bigquery.Client | None = None
         self.bytes_processed = 0  # by this process's jobs, for the run's log
+        self._datasets: set[str] = set()  # made sure of by this process
 
     @property
     def where(self) -> str:
@@ -186,6 +187,9 @@ class BigQuery:
     # -- datasets and tables ----------------------------------------------------------------------
 
     def ensure_dataset(self, name: str) -> None:
+        """Create the dataset unless this process made sure of it already."""
+        if name in self._datasets:
+            return
         from google.cloud import bigquery
 
         dataset = bigquery.Dataset(self.dataset_id(name))
@@ -193,8 +197,10 @@ class BigQuery:
             dataset.location = self.settings.location
         with self.errors(f"Cannot create the dataset {self.dataset_id(name)}"):
             self.client.create_dataset(dataset, exists_ok=True, retry=self.retry)
+        self._datasets.add(name)
 
     def drop_dataset(self, name: str) -> None:
+        self._datasets.discard(name)
         with self.errors(f"Cannot drop the dataset {self.dataset_id(name)}"):
             self.client.delete_dataset(self.dataset_id(name), delete_contents=True, not_found_ok=True, retry=self.retry)
 
@@ -224,7 +230,7 @@ class BigQuery:
             except exceptions.NotFound:
                 return []
 
-    def create_table(self, table_id: str, schema: list[Any], *, expires_in_hours: float | None = None, layout: Layout | None = None) -> None:
+    def create_table(self, table_id: str, schema: list[Any], *, expires_in_hours: float | None = None, layout: Layout | None = None, replace: bool = True) -> None:
         """Make (or replace) a table with exactly ``schema`` (and ``layout``: partitioning, clustering).
         Staging tables expire by themselves, so a run killed before it dropped one leaves nothing
         behind for long."""
@@ -240,7 +246,8 @@ class BigQuery:
         if expires_in_hours is not None:
             table.expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=expires_in_hours)
         with self.errors(f"Cannot create the table {table_id}"):
-            self.client.delete_table(table_id, not_found_ok=True, retry=self.retry)
+            if replace:
+                self.client.delete_table(table_id, not_found_ok=True, retry=self.retry)
             self.client.create_table(table, retry=self.retry)
 
     def drop_table(self, table_id: str) -> None:

@@ -274,7 +274,7 @@ class BigQueryRaw(RawTarget):
         return changed_rows + gone_rows, size, token
 
     def _stage(self, con: duckdb.DuckDBPyConnection, select: str, table_id: str, fields: list[Any], staged: list[str]) -> int:
-        self.bq.create_table(table_id, fields, expires_in_hours=STAGING_HOURS)
+        self.bq.create_table(table_id, fields, expires_in_hours=STAGING_HOURS, replace=False)  # a new name: nothing to replace
         staged.append(table_id)
         _, path = self._parquet(con, select)
         try:
