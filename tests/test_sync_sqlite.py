@@ -117,7 +117,8 @@ def test_declared_decimals_land_as_decimal_exactly(h: Harness) -> None:
         ],
     )
     h.sync()
-    assert h.types("money") == {"id": "BIGINT", "amount": "DECIMAL(10,2)", "big": "DECIMAL(20,0)", "rate": "DECIMAL(5,0)", "wide": "DOUBLE", "plain": "DOUBLE", "_headwater_synced_at": "TIMESTAMP WITH TIME ZONE"}
+    declared = {"id": "BIGINT", "amount": "DECIMAL(10,2)", "big": "DECIMAL(20,0)", "rate": "DECIMAL(5,0)", "wide": "DOUBLE", "plain": "DOUBLE", "_headwater_synced_at": "TIMESTAMP WITH TIME ZONE"}
+    assert h.types("money") == {c: h.target.held_as(t) for c, t in declared.items()}  # BigQuery: NUMERIC, read back as DECIMAL(38,9)
     assert h.raw("money") == [
         (1, Decimal("12.34"), Decimal("1234567890123456789"), Decimal("99999"), 1.5, 1.5),
         (2, Decimal("0.10"), Decimal("-1234567890123456789"), Decimal("-5"), 3.0, 7.0),
