@@ -261,8 +261,12 @@ def prefixed_check_sql(text: str, prefix: str) -> str:
     raw_app.t, ...) with the dataset prefix, as a user with a prefix writes them: a check's warehouse
     query runs in BigQuery, where the datasets carry the prefix. (The demo's template names
     ``marts.flake_rate_weekly`` whatever the prefix: see the report of the bq-matrix branch.)"""
-    datasets = re.compile(r"(?<![\w.`])(marts|staging|intermediate|raw_[a-z0-9_]+)\.(?=[a-z_])")
-    return re.sub(r"^([ \t]*(?:- )?sql: )(.*)$", lambda m: m.group(1) + datasets.sub(lambda d: prefix + d.group(1) + ".", m.group(2)), text, flags=re.MULTILINE)
+    return re.sub(r"^([ \t]*(?:- )?sql: )(.*)$", lambda m: m.group(1) + prefixed_sql(m.group(2), prefix), text, flags=re.MULTILINE)
+
+
+def prefixed_sql(sql: str, prefix: str) -> str:
+    """``sql``'s names of Headwater's datasets (marts.t, raw_app.t, ...) with the dataset prefix."""
+    return re.sub(r"(?<![\w.`])(marts|staging|intermediate|raw_[a-z0-9_]+)\.(?=[a-z_])", lambda d: prefix + d.group(1) + ".", sql)
 
 
 def bigquery_target(emulator: Any) -> Target:
