@@ -690,7 +690,8 @@ def test_syncs_killed_at_random_converge_to_the_source(h: Harness, path: str) ->
     with telling_the_seed(seed):
         try:
             for _ in range(8):
-                proc = subprocess.Popen([sys.executable, str(script), h.url, h.target.settings().model_dump_json() if h.target.through_engine else str(h.warehouse), json.dumps(settings), str(h.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+                into = h.target.settings().model_dump_json() if h.target.through_engine else str(h.warehouse)
+                proc = subprocess.Popen([sys.executable, str(script), h.url, into, json.dumps(settings), str(h.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
                 time.sleep(rng.uniform(0.5, 3.0))  # the kill's random moment: the behaviour under test
                 if proc.poll() is not None:
                     pytest.fail(f"the sync process died by itself: {proc.stderr.read().decode()[-2000:]}")
