@@ -289,16 +289,17 @@ def drop_bigquery_datasets(emulator: Any, prefix: str) -> None:
 
 def bigquery_copy(engine: Any, sql: str, *, tokens_agree: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB holding what BigQuery holds of the datasets ``sql`` names (schema.table
-    names, the prefix left out): every table downloaded as it is (`types.read_table`), a view's rows
+    names, the prefix left out; all of them for a catalog query): every table downloaded as it is (`types.read_table`), a view's rows
     by a query. ``_headwater.sync_state`` is the local mirror's, once BigQuery's token of each table
     is asserted to be the one the mirror's state records (the two agree on the last change)."""
     from headwater.warehouse.bigquery import types
 
     named = {m.lower() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.", sql) + re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", sql)}  # raw_app.t, schema_name = 'raw_app'
+    catalog = re.search(r"duckdb_(tables|columns)\s*\(|information_schema", sql, re.IGNORECASE) is not None  # a question about what exists: every dataset
     con = duckdb.connect()
     try:
         for dataset in engine.bq.datasets():
-            if dataset.lower() not in named or dataset == "_headwater":
+            if dataset == "_headwater" or not (catalog or dataset.lower() in named):
                 continue
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(dataset)}")
             for table in engine.bq.tables(dataset):
