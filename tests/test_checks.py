@@ -302,6 +302,19 @@ def test_sql_error_on_the_left_names_the_side_and_the_warehouse(project: LoadedP
     assert outcome.message.endswith("Fix left.sql of check 'signups_reach_the_mart' in headwater.yml.")
 
 
+@on_both_warehouses
+@pytest.mark.parametrize("missing", ["marts.signupz", "martz.signups"])
+def test_a_table_or_schema_the_warehouse_lacks_is_an_error_naming_it(project: LoadedProject, build: duckdb.DuckDBPyConnection, missing: str) -> None:
+    """Each warehouse's own message, naming what is missing; never a claim that the project itself
+    is missing (BigQuery's 404 for a dataset or table is not one for the project)."""
+    outcome = one(project, build, reconcile(f"SELECT count(*) FROM {missing}", "SELECT count(*) FROM signups"))
+    assert outcome.status == "error" and outcome.blocks_publish
+    assert outcome.message.startswith("signups_reach_the_mart: the left query failed on the warehouse: ")
+    assert any(name in outcome.message for name in missing.split(".")), outcome.message  # DuckDB names the table even when the schema is missing
+    assert "does not exist or this account cannot see it" not in outcome.message, outcome.message
+    assert outcome.message.endswith("Fix left.sql of check 'signups_reach_the_mart' in headwater.yml.")
+
+
 def test_sql_error_on_the_right_names_the_side_and_the_source(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     outcome = one(project, build, reconcile("SELECT count(*) FROM marts.signups", "SELECT count(*) FROM signupz"))
     assert outcome.status == "error"
