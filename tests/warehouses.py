@@ -185,7 +185,9 @@ class Target:
     def published_state(self, project: LoadedProject) -> tuple[Any, ...]:
         """Everything a reader of the published data could see, exactly: the dashboards' snapshot
         (name, sha256), and on PostgreSQL every published table's checksum and identity and the
-        schemas named published* (a staged or old one left behind would show)."""
+        schemas named published* (a staged or old one left behind would show); on BigQuery the current
+        version, the datasets named published*, every published view's definition and the rows of
+        each published table in BigQuery (`bigquery_published`)."""
         warehouse = open_warehouse(project.root, project.config.warehouse)
         snapshot = warehouse.current_snapshot()
         assert snapshot is not None, "nothing published"
@@ -289,9 +291,10 @@ def drop_bigquery_datasets(emulator: Any, prefix: str) -> None:
 
 def bigquery_copy(engine: Any, sql: str, *, tokens_agree: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB holding what BigQuery holds of the datasets ``sql`` names (schema.table
-    names, the prefix left out; all of them for a catalog query): every table downloaded as it is (`types.read_table`), a view's rows
-    by a query. ``_headwater.sync_state`` is the local mirror's, once BigQuery's token of each table
-    is asserted to be the one the mirror's state records (the two agree on the last change)."""
+    names, the prefix left out; every dataset for a catalog query): each table downloaded as it is
+    (`types.read_table`), a view's rows by a query. ``_headwater.sync_state`` is the local mirror's,
+    once BigQuery's token of each table is asserted to be the one the mirror's state records (the two
+    agree on the last change)."""
     from headwater.warehouse.bigquery import types
 
     named = {m.lower() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.", sql) + re.findall(r"'([A-Za-z_][A-Za-z0-9_]*)'", sql)}  # raw_app.t, schema_name = 'raw_app'
