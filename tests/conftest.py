@@ -51,16 +51,25 @@ def fresh_pg_database(postgres_url: str) -> Iterator[str]:
 
 @pytest.fixture(params=warehouses.KINDS)
 def warehouse_kind(request: pytest.FixtureRequest) -> str:
-    """``duckdb`` or ``postgres`` (the latter marked ``postgres``): a test asking for it runs on both."""
+    """``duckdb``, ``postgres`` or ``bigquery`` (marked ``postgres``, ``bigquery``): a test asking for it runs on each."""
     return str(request.param)
 
 
 @pytest.fixture
 def warehouse(warehouse_kind: str, request: pytest.FixtureRequest) -> Iterator[warehouses.Target]:
-    """The warehouse of a matrix test: DuckDB, or a fresh PostgreSQL database of its own (not
-    `fresh_pg_database`, which a PostgreSQL-source test uses as its source)."""
+    """The warehouse of a matrix test: DuckDB, a fresh PostgreSQL database of its own (not
+    `fresh_pg_database`, which a PostgreSQL-source test uses as its source), or BigQuery on the
+    session's emulator with datasets of its own (a fresh prefix; they are dropped afterwards)."""
     if warehouse_kind == "duckdb":
         yield warehouses.Target("duckdb")
+        return
+    if warehouse_kind == "bigquery":
+        emulator = request.getfixturevalue("bigquery_emulator")
+        target = warehouses.bigquery_target(emulator)
+        try:
+            yield target
+        finally:
+            warehouses.drop_bigquery_datasets(emulator, target.prefix)
         return
     with warehouses.new_pg_database(request.getfixturevalue("postgres_url")) as url:
         yield warehouses.postgres_target(url)

@@ -18,7 +18,7 @@ from headwater.warehouse import connect
 
 class Harness:
     """A SQLite file (``file``), synced as source ``app`` in this process into a DuckDB file
-    (``warehouse``), or with a PostgreSQL ``target`` into that warehouse through its engine (tests/warehouses.py)."""
+    (``warehouse``), or with a PostgreSQL or BigQuery ``target`` into that warehouse through its engine (tests/warehouses.py)."""
 
     def __init__(self, tmp: Path, target: Target | None = None) -> None:
         self.tmp = tmp
@@ -37,7 +37,7 @@ class Harness:
 
     def sync(self, full_refresh: bool = False, prune: bool = False, **extra: Any) -> dict[str, TableStats]:
         config = SQLiteSettings.model_validate({"type": "sqlite", "path": self.file.name, **extra})
-        if self.target.postgres:
+        if self.target.through_engine:
             return {s.table: s for s in self.target.sync(self.tmp, "app", config, full_refresh=full_refresh, prune=prune)}
         con = connect(self.warehouse)
         try:
@@ -46,7 +46,7 @@ class Harness:
             con.close()
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        if self.target.postgres:
+        if self.target.through_engine:
             return self.target.query(self.tmp, sql)
         con = duckdb.connect(str(self.warehouse), read_only=True)
         try:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg_warehouse import rows as pg_rows
-from warehouses import Target, matrix_target, on_both_warehouses
+from warehouses import Target, kinds_without_bigquery, matrix_target, on_both_warehouses, prefixed_sql, upload
 
 from headwater.checks import SAMPLE_ROWS, CheckOutcome, dbt_test_outcomes, json_safe, run_checks
 from headwater.config.model import FreshnessCheck, LoadedProject, Project, ReconcileCheck
@@ -32,6 +32,8 @@ def make_project(root: Path, warehouse: Target | None = None) -> LoadedProject:
     settings: dict[str, Any] = {"name": "checked", "sources": {"app": {"type": "sqlite", "path": "data/app.db"}}}
     if warehouse is not None and warehouse.postgres:
         settings["warehouse"] = {"type": "postgres", "url": warehouse.url}
+    if warehouse is not None and warehouse.bigquery:
+        settings["warehouse"] = warehouse.settings().model_dump(exclude_defaults=True) | {"type": "bigquery"}
     config = Project.model_validate(settings)
     return LoadedProject(root=root, file=root / "headwater.yml", config=config)
 
@@ -66,9 +68,10 @@ def project(tmp_path: Path, request: pytest.FixtureRequest) -> LoadedProject:
 @pytest.fixture
 def build(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[duckdb.DuckDBPyConnection]:
     """A build connection holding marts.signups: a DuckDB file, or (matrix, PostgreSQL) the
-    warehouse's own build connection, the tables created in PostgreSQL through it."""
+    warehouse's own build connection, the tables created in PostgreSQL through it, or (BigQuery) the
+    local mirror, marts.signups loaded from it into BigQuery (`to_bigquery`), where checks query it."""
     target = matrix_target(request)
-    con = target.engine(tmp_path).connect_build() if target is not None and target.postgres else connect(tmp_path / "build.duckdb")
+    con = target.engine(tmp_path).connect_build() if target is not None and target.through_engine else connect(tmp_path / "build.duckdb")
     con.execute("CREATE SCHEMA raw_app")
     con.execute("CREATE SCHEMA marts")
     con.execute("CREATE TABLE marts.signups (id INTEGER, day DATE, region VARCHAR)")
@@ -76,6 +79,8 @@ def build(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[duckdb.Duc
         "INSERT INTO marts.signups VALUES (1, '2026-01-01', 'north'), (2, '2026-01-01', 'south'), "
         "(3, '2026-01-02', 'north'), (4, '2026-01-03', 'north'), (5, '2026-01-03', 'south')"
     )
+    if target is not None and target.bigquery:
+        to_bigquery(target.engine(tmp_path), con)
     try:
         yield con
     finally:
@@ -94,13 +99,28 @@ def reconcile(left: str, right: str, *, left_source: str | None = None, right_so
     )
 
 
+def to_bigquery(engine: Any, build: duckdb.DuckDBPyConnection) -> None:
+    """BigQuery: marts.signups, as the mirror holds it now, loaded into BigQuery's marts dataset."""
+    upload(engine, build, "marts", "signups", "marts")
+
+
 def engine_of(project: LoadedProject) -> WarehouseEngine | None:
-    """The engine a run hands `run_checks` on a PostgreSQL warehouse (None: DuckDB, the default)."""
-    return open_warehouse(project.root, project.config.warehouse) if project.config.warehouse.type == "postgres" else None
+    """The engine a run hands `run_checks` on a PostgreSQL or BigQuery warehouse (None: DuckDB, the default)."""
+    return open_warehouse(project.root, project.config.warehouse) if project.config.warehouse.type != "duckdb" else None
+
+
+def on_the_warehouse(project: LoadedProject, check: ReconcileCheck | FreshnessCheck) -> ReconcileCheck | FreshnessCheck:
+    """``check`` as its author writes it for the project's warehouse: on BigQuery, its warehouse
+    side's SQL names the datasets with the prefix (marts.signups is <prefix>marts.signups there)."""
+    warehouse: Any = project.config.warehouse
+    if warehouse.type != "bigquery" or not isinstance(check, ReconcileCheck):
+        return check
+    sides = {name: side.model_copy(update={"sql": prefixed_sql(side.sql, warehouse.dataset_prefix)}) for name, side in (("left", check.left), ("right", check.right)) if side.source is None}
+    return check.model_copy(update=sides)
 
 
 def one(project: LoadedProject, build: duckdb.DuckDBPyConnection, check: ReconcileCheck | FreshnessCheck, now: dt.datetime | None = None) -> CheckOutcome:
-    [outcome] = run_checks(project, [check], build, now=now, warehouse=engine_of(project))
+    [outcome] = run_checks(project, [on_the_warehouse(project, check)], build, now=now, warehouse=engine_of(project))
     assert outcome.kind == check.type
     assert outcome.name == check.name
     if outcome.sample is not None:
@@ -193,6 +213,8 @@ def test_keyed_pass_matches_dates_with_text(project: LoadedProject, build: duckd
 @on_both_warehouses
 def test_keyed_fail_samples_largest_differences_first(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     build.execute("INSERT INTO marts.signups VALUES (6, '2026-01-03', 'north'), (7, '2026-01-03', 'north'), (8, '2026-01-01', 'north')")
+    if project.config.warehouse.type == "bigquery":
+        to_bigquery(open_warehouse(project.root, project.config.warehouse), build)
     outcome = one(project, build, reconcile(PER_DAY_MART, PER_DAY_SOURCE))
     assert outcome.status == "fail" and outcome.blocks_publish
     assert outcome.observed == "2 of 3 keys differ"
@@ -219,6 +241,11 @@ def test_keyed_with_two_key_columns_and_tolerance(project: LoadedProject, build:
 def test_key_on_one_side_only_counts_as_zero_there(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     left = "SELECT * FROM (VALUES ('a', 10), ('b', 5), ('only_left', 3), ('zero_left', 0)) t(k, n)"
     right = "SELECT * FROM (VALUES ('a', 10), ('b', 5), ('only_right', 7)) t(k, n)"
+    if project.config.warehouse.type == "bigquery":
+        # GoogleSQL has no VALUES list. (UNNEST of an array of structs would do in BigQuery, but the
+        # emulator differs from BigQuery there: SELECT * gives one STRUCT column.) The same rows:
+        left = "SELECT 'a' AS k, 10 AS n UNION ALL SELECT 'b', 5 UNION ALL SELECT 'only_left', 3 UNION ALL SELECT 'zero_left', 0"
+        right = "SELECT 'a' AS k, 10 AS n UNION ALL SELECT 'b', 5 UNION ALL SELECT 'only_right', 7"
     outcome = one(project, build, reconcile(left, right, right_source=None))
     assert outcome.status == "fail"
     assert outcome.observed == "2 of 5 keys differ"  # zero_left: 0 against a missing 0 is no difference
@@ -275,6 +302,19 @@ def test_sql_error_on_the_left_names_the_side_and_the_warehouse(project: LoadedP
     assert outcome.message.endswith("Fix left.sql of check 'signups_reach_the_mart' in headwater.yml.")
 
 
+@on_both_warehouses
+@pytest.mark.parametrize("missing", ["marts.signupz", "martz.signups"])
+def test_a_table_or_schema_the_warehouse_lacks_is_an_error_naming_it(project: LoadedProject, build: duckdb.DuckDBPyConnection, missing: str) -> None:
+    """Each warehouse's own message, naming what is missing; never a claim that the project itself
+    is missing (BigQuery's 404 for a dataset or table is not one for the project)."""
+    outcome = one(project, build, reconcile(f"SELECT count(*) FROM {missing}", "SELECT count(*) FROM signups"))
+    assert outcome.status == "error" and outcome.blocks_publish
+    assert outcome.message.startswith("signups_reach_the_mart: the left query failed on the warehouse: ")
+    assert any(name in outcome.message for name in missing.split(".")), outcome.message  # DuckDB names the table even when the schema is missing
+    assert "does not exist or this account cannot see it" not in outcome.message, outcome.message
+    assert outcome.message.endswith("Fix left.sql of check 'signups_reach_the_mart' in headwater.yml.")
+
+
 def test_sql_error_on_the_right_names_the_side_and_the_source(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     outcome = one(project, build, reconcile("SELECT count(*) FROM marts.signups", "SELECT count(*) FROM signupz"))
     assert outcome.status == "error"
@@ -299,6 +339,10 @@ def test_source_connection_is_read_only(project: LoadedProject, build: duckdb.Du
 
 
 @on_both_warehouses
+@kinds_without_bigquery(
+    "on BigQuery a check's SQL runs as given, and read-only is BigQuery's IAM to enforce (Warehouse.project_rows: "
+    "give the service account no more than it needs); the emulator has no IAM, so there is no read-only guard to test"
+)
 def test_warehouse_queries_never_change_the_warehouse(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     """In DuckDB, statements one after another. PostgreSQL's extension takes one query (a SELECT,
     run inside COPY), so there the writes ride in a function it calls, created beforehand."""
@@ -452,7 +496,7 @@ def test_run_checks_runs_every_check_in_order(project: LoadedProject, events: du
         freshness(max_age="2d"),
         reconcile(PER_DAY_MART, PER_DAY_SOURCE, name="per_day"),
     ]
-    outcomes = run_checks(project, checks, events, now=NOW, warehouse=engine_of(project))
+    outcomes = run_checks(project, [on_the_warehouse(project, c) for c in checks], events, now=NOW, warehouse=engine_of(project))
     assert [(o.name, o.status) for o in outcomes] == [("broken", "error"), ("events_are_fresh", "pass"), ("per_day", "pass")]
 
 

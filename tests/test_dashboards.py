@@ -27,7 +27,7 @@ from conftest_web import (  # noqa: F401
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from warehouses import KINDS, Target, new_pg_database, postgres_target, publish_built
+from warehouses import KINDS, Target, bigquery_target, drop_bigquery_datasets, new_pg_database, postgres_target, publish_built
 
 from headwater import dashboards
 from headwater.config import LoadedProject, load_project
@@ -161,6 +161,11 @@ def lab_fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         target = Target("duckdb")
         if request.param == "postgres":
             target = postgres_target(stack.enter_context(new_pg_database(request.getfixturevalue("postgres_url"))))
+        if request.param == "bigquery":
+            emulator = request.getfixturevalue("bigquery_emulator")
+            target = bigquery_target(emulator)
+            stack.callback(drop_bigquery_datasets, emulator, target.prefix)
+        assert target.kind == request.param
         project = lab_project(tmp_path_factory.mktemp("lab") / "project", target)
         data = PublishedData(open_warehouse(project.root, project.config.warehouse))
         yield project, data

@@ -251,12 +251,21 @@ def _built_mart(project, warehouse: Target) -> list[tuple]:
     return sorted(warehouse.query(project.root, f"SELECT * FROM marts.{MART}", settings=project.config.warehouse))
 
 
+def _bigquery_published_mart(project, warehouse: Target) -> list[tuple]:
+    """The mart in the version dataset BigQuery records as current (what the published views read), read as `_built_mart` reads."""
+    version = open_warehouse(project.root, project.config.warehouse).current_version()
+    assert version is not None, "nothing published in BigQuery"
+    return sorted(warehouse.query(project.root, f"SELECT * FROM {version}.{MART}", settings=project.config.warehouse))
+
+
 def test_runs_killed_at_random_moments_after_dbt_publish_the_old_tables_or_the_new_ones(tmp_path, warehouse: Target):
     """`headwater run`'s attempt process SIGKILLed at a seeded random moment once dbt has finished —
     in the checks, writing the snapshot (PostgreSQL: the dashboards' copy, the swap's transaction),
     switching the pointer, or after the run ended. Each round adds a sign-up first, so the mart dbt
     builds differs from the published one. Readers see the old mart or the new one, never a mix; on
-    PostgreSQL the dashboards' copy never runs ahead of `published`, and no staged schema is left.
+    PostgreSQL the dashboards' copy never runs ahead of `published`, and no staged schema is left; on
+    BigQuery the version recorded as current holds the old mart or the new one, and the dashboards'
+    copy never runs ahead of it.
     A last run, not killed, publishes what dbt built, and raw equals the source."""
     project = warehouse.apply(make_project(tmp_path / "demo", 500))
     assert run_pipeline(project).run.status == "success"
@@ -267,6 +276,7 @@ def test_runs_killed_at_random_moments_after_dbt_publish_the_old_tables_or_the_n
         for round_ in range(2):  # each round is a whole run (sync, dbt) before its kill: ~9 s on two cores
             old_local = _published_mart(project)
             old_pg = checksum(warehouse.url, "published", MART) if warehouse.postgres else None
+            old_bq = _bigquery_published_mart(project, warehouse) if warehouse.bigquery else None
             execute_source(project, "INSERT INTO signups SELECT max(signup_id) + 1, 1, min(event_id), '2026-03-01 00:00:00', '2026-03-01 00:00:00' FROM signups")
             command = [sys.executable, "-m", "headwater.orchestrate.child", str(project.root), "flake_rate", "cli", "1", "30", "--show-log"]
             child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
@@ -295,6 +305,11 @@ def test_runs_killed_at_random_moments_after_dbt_publish_the_old_tables_or_the_n
                 assert (pg_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show what PostgreSQL never published: {landed[-1]}"
                 assert [r[0] for r in pg_rows(warehouse.url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'published%' ORDER BY 1")][:1] == ["published"]
                 assert not pg_rows(warehouse.url, "SELECT 1 FROM pg_namespace WHERE nspname = 'published__next'"), f"round {round_}: a staged schema was left behind"
+            if warehouse.bigquery:  # the version BigQuery records as current holds the old mart or the new one
+                bq = _bigquery_published_mart(project, warehouse)
+                bq_is = "old" if bq == old_bq else "new" if bq == new else None
+                assert bq_is is not None, f"round {round_}: BigQuery's current version is neither the old mart nor the new one: {landed[-1]}"
+                assert (bq_is, local_is) != ("old", "new"), f"round {round_}: the dashboards show what BigQuery never recorded as published: {landed[-1]}"
 
         assert run_pipeline(project, wait_for_lock=30).run.status == "success"  # a killed run's lock goes with its process
         assert _published_mart(project) == _built_mart(project, warehouse)

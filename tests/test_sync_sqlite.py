@@ -88,6 +88,20 @@ def test_a_row_that_turns_bad_leaves_raw_for_the_quarantine(h: Harness) -> None:
 
 
 @on_both_warehouses
+def test_a_row_fixed_in_the_source_leaves_the_quarantine_and_the_quarantine_goes(h: Harness) -> None:
+    h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, (2, "six", 1.0, 1, None, None, None, None), (3, "seven", 1.0, 1, None, None, None, None)])
+    h.sync()
+    assert h.raw("t__quarantine", "key, original_value") == [("id=2", "six"), ("id=3", "seven")]
+    h.sql("UPDATE t SET i = 6 WHERE id = 2", "SELECT 1")
+    h.sync()
+    assert [r[0] for r in h.raw("t")] == [1, 2] and h.raw("t__quarantine", "key, original_value") == [("id=3", "seven")]
+    h.sql("UPDATE t SET i = 7 WHERE id = 3", "SELECT 1")
+    h.sync()
+    assert [r[0] for r in h.raw("t")] == [1, 2, 3]
+    assert h.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 't__quarantine'") == [(0,)]
+
+
+@on_both_warehouses
 def test_on_type_mismatch_text_syncs_the_column_as_text_keeping_every_row(h: Harness) -> None:
     h.sql(MIXED, "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows=[GOOD, *BAD])
     stats = h.sync(on_type_mismatch="text")["t"]
@@ -117,7 +131,8 @@ def test_declared_decimals_land_as_decimal_exactly(h: Harness) -> None:
         ],
     )
     h.sync()
-    assert h.types("money") == {"id": "BIGINT", "amount": "DECIMAL(10,2)", "big": "DECIMAL(20,0)", "rate": "DECIMAL(5,0)", "wide": "DOUBLE", "plain": "DOUBLE", "_headwater_synced_at": "TIMESTAMP WITH TIME ZONE"}
+    declared = {"id": "BIGINT", "amount": "DECIMAL(10,2)", "big": "DECIMAL(20,0)", "rate": "DECIMAL(5,0)", "wide": "DOUBLE", "plain": "DOUBLE", "_headwater_synced_at": "TIMESTAMP WITH TIME ZONE"}
+    assert h.types("money") == {c: h.target.held_as(t) for c, t in declared.items()}  # BigQuery: NUMERIC, read back as DECIMAL(38,9)
     assert h.raw("money") == [
         (1, Decimal("12.34"), Decimal("1234567890123456789"), Decimal("99999"), 1.5, 1.5),
         (2, Decimal("0.10"), Decimal("-1234567890123456789"), Decimal("-5"), 3.0, 7.0),

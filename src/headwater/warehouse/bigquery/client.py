@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -293,8 +294,15 @@ class BigQuery:
                 why=first_line(text),
                 fix="Give the service account BigQuery Data Editor and BigQuery Job User on the project (or on the organisation's datasets), then run again.",
             )
-        if code == 404 and "project" in low and "not found" in low:
+        # BigQuery's notFound names what is missing: "Not found: Project p", "Not found: Dataset p:d was
+        # not found in location US", "Not found: Table p:d.t ..." (https://cloud.google.com/bigquery/docs/error-messages).
+        # The project id may hold the word "project" (my-project-123): only "Not found: Project" is the project.
+        if code == 404 and re.search(r"not found: project\b", low):
             return HeadwaterError(f"{what}: {first_line(text)}", why=f"the project in warehouse.project ({self.project}) does not exist or this account cannot see it", fix="Check warehouse.project in headwater.yml.")
+        if code == 404 and re.search(r"not found: (dataset|table)\b", low):
+            prefix = self.settings.dataset_prefix
+            named = f" (Headwater's datasets carry warehouse.dataset_prefix: {prefix}marts, {prefix}raw_<source>)" if prefix else ""
+            return RunFailed(what, why=first_line(text), fix=f"Check the dataset and table names{named}, and that the run that builds them has run.")
         if code in (429, 500, 502, 503, 504) or kind in ("ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "RetryError", "TransportError", "ServiceUnavailable"):
             if unresolved_host(text):
                 return host_not_found(what, self.settings.api_endpoint or "bigquery.googleapis.com", "warehouse.api_endpoint", first_line(text))

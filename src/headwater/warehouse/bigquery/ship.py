@@ -26,6 +26,10 @@ commit, a failed send, a table dropped by hand — makes the next sync send the 
 at any moment converges: a change commits locally only after BigQuery took it, a whole table's token
 is cleared in BigQuery before the local commit, and a BigQuery that is ahead or behind is noticed by
 its token.
+
+A SQL source's quarantine (SQLite's ``on_type_mismatch: quarantine``) is replaced in the table's
+transaction without being named in ``also``: it is sent whole when its rows are not the ones last
+sent (a checksum in the local state), and dropped from BigQuery when the mirror no longer has it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import duckdb
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.sqltext import ident, one_value
 from headwater.sync.context import DELETED_AT, Change, RawTarget
+from headwater.sync.engine import quarantine_table
 from headwater.warehouse.bigquery import types
 from headwater.warehouse.bigquery.client import Layout
 
@@ -52,6 +57,7 @@ STATE_TABLE = "sync_state"
 TOKEN = "warehouse_token"  # noqa: S105 - in the local state: the token BigQuery's state had when the two last agreed
 GONE = "_hw_bq_gone"  # a temp table of the keys this transaction deleted (hard deletes)
 STAGING_HOURS = 24.0  # a staging table a kill left behind expires by itself
+QUARANTINE_SENT = "warehouse_quarantine"  # in the local state: the checksum of the quarantine rows BigQuery was last sent
 
 
 class BigQueryRaw(RawTarget):
@@ -102,6 +108,9 @@ class BigQueryRaw(RawTarget):
         layout = self.layout(change.source, change.table, change.key, columns)
         existing = self.bq.table(table_id)
         same_schema = existing is not None and _shape(existing.schema) == _shape(fields) and Layout.of(existing) == layout
+        companion = quarantine_table(change.table, self.max_identifier)
+        if companion not in change.also:  # a SQL source's quarantine (SQLite's type mismatches), sent before the commit
+            self._send_quarantine(con, change, companion)
         sent: tuple[int, int, str] | None
         if change.full or change.also or previous is None or tokens.get(change.table) != previous or not same_schema:
             self._invalidate(change.source, change.table)  # first: BigQuery's raw no longer agrees with any local state
@@ -222,6 +231,35 @@ class BigQueryRaw(RawTarget):
                 path.unlink(missing_ok=True)
         self._set_token(change.source, change.table, token, change.state)
         return rows, size, token
+
+    def _send_quarantine(self, con: duckdb.DuckDBPyConnection, change: Change, companion: str) -> None:
+        """The table's quarantine as the mirror holds it in this transaction (a SQL source writes it
+        in `begin`): sent whole when its rows changed since last sent, dropped when it is gone."""
+        previous = (change.previous or {}).get(QUARANTINE_SENT)
+        table_id = self.bq.table_id(change.schema, companion)
+        local = one_value(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [change.schema, companion]))
+        if not local:
+            if previous is not None or change.full:
+                self.bq.drop_table(table_id)
+            change.state.pop(QUARANTINE_SENT, None)
+            return
+        relation = f"{ident(change.schema)}.{ident(companion)}"
+        checksum = str(one_value(con.execute(f"SELECT count(*) || ':' || coalesce(sum(hash(q::VARCHAR)::HUGEINT), 0) FROM {relation} q")))
+        if checksum == previous and not change.full:
+            change.state[QUARANTINE_SENT] = checksum
+            return
+        columns = _columns(con, change.schema, companion)
+        fields = [types.field(n, k) for n, k in columns]
+        existing = self.bq.table(table_id)
+        if existing is None or _shape(existing.schema) != _shape(fields):
+            self.bq.ensure_dataset(change.schema)
+            self.bq.create_table(table_id, fields)
+        _, path = self._parquet(con, f"SELECT {_select(columns)} FROM {relation}")
+        try:
+            self.bq.load_parquet(path, table_id, truncate=True, purpose="sync-load")
+        finally:
+            path.unlink(missing_ok=True)
+        change.state[QUARANTINE_SENT] = checksum
 
     def _send_change(self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, previous: str) -> tuple[int, int, str] | None:
         names = [name for name, _ in columns]
