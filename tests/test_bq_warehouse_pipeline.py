@@ -215,3 +215,33 @@ def _view_sql(client: Any, settings: Any, table: str) -> str:
         f"SELECT view_definition FROM `{settings.dataset('published')}.INFORMATION_SCHEMA.VIEWS` WHERE table_name = '{table}'", retry=None, job_retry=None
     ).result(retry=None)
     return "".join(r[0] or "" for r in rows)
+
+
+def test_a_check_that_would_change_bigquery_is_refused_unrun(tmp_path: Path, bigquery_emulator: bq.Emulator) -> None:
+    """DuckDB and PostgreSQL roll a check's statements back; BigQuery has no such transaction, so a
+    dry run (which runs nothing) says what the statement is and anything but one SELECT is refused.
+    A script of several statements is SCRIPT on BigQuery, refused alike (emulator differs from
+    BigQuery: its dry run of a script runs the script, so scripts are not tried here)."""
+    client = bq.client(bigquery_emulator)
+    root = tmp_path / "p"
+    project = make_project(root, bigquery_emulator)
+    source(root, [(1, "a", "1", 1), (2, "b", "2", 0)])
+    assert run_pipeline(project, "p").run.status == "success"
+    settings: Any = project.config.warehouse
+    raw = settings.dataset("raw_app")
+    for statement, kind in [
+        (f"delete from {raw}.t where true", "DELETE"),
+        (f"insert into {raw}.t (id) values (99)", "INSERT"),
+        (f"create table {raw}.stray as select 1 as n", "CREATE_TABLE_AS_SELECT"),
+        (f"drop table {raw}.t", "DROP_TABLE"),
+    ]:
+        wrong = _same_prefix(make_project(root, bigquery_emulator, check_sql=statement), project)
+        with pytest.raises(HeadwaterError, match="check"):
+            run_pipeline(wrong, "p")
+        found = latest_check(open_system_db(wrong), "p", "p", "reconcile", "all_rows_arrived")
+        assert found is not None and found[0].status == "error", found
+        assert f"must be one SELECT; BigQuery reads this one as {kind}" in (found[0].message or ""), found[0].message
+        rows = client.query(f"SELECT count(*) AS n FROM `{raw}.t`", retry=None, job_retry=None).result(retry=None)
+        assert [r["n"] for r in rows] == [2]
+        assert sorted(t.table_id for t in client.list_tables(raw, retry=None)) == ["t"]
+    client.close()

@@ -340,8 +340,8 @@ def test_source_connection_is_read_only(project: LoadedProject, build: duckdb.Du
 
 @on_both_warehouses
 @kinds_without_bigquery(
-    "on BigQuery a check's SQL runs as given, and read-only is BigQuery's IAM to enforce (Warehouse.project_rows: "
-    "give the service account no more than it needs); the emulator has no IAM, so there is no read-only guard to test"
+    "BigQuery has no transaction a check's statements could be rolled back in: there a statement other than one SELECT is "
+    "refused before it runs (a dry run says what it is), tested in test_bq_warehouse_pipeline.py::test_a_check_that_would_change_bigquery_is_refused_unrun"
 )
 def test_warehouse_queries_never_change_the_warehouse(project: LoadedProject, build: duckdb.DuckDBPyConnection) -> None:
     """In DuckDB, statements one after another. PostgreSQL's extension takes one query (a SELECT,

@@ -68,7 +68,7 @@ def query_warehouse(build: duckdb.DuckDBPyConnection, sql: str, warehouse: Wareh
     except duckdb.Error as exc:
         raise QueryError(_message_before_line_pointer(str(exc))) from None
     except HeadwaterError as exc:
-        raise QueryError(exc.why or exc.what) from None
+        raise QueryError(f"{exc.what} ({exc.why})" if exc.why else exc.what) from None
 
 
 @source_runner(SQLiteSettings)

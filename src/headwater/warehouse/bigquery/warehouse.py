@@ -102,18 +102,24 @@ class Warehouse:
 
     def project_rows(self, build: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The project's own SQL (a reconcile check's warehouse query) runs in BigQuery, in GoogleSQL,
-        with the warehouse's credentials and byte limit; read-only is BigQuery's to enforce (give the
-        service account no more than it needs)."""
-        rows = self.bq.query(sql, purpose="check")
-        columns = list(rows[0]) if rows else self._columns_of(sql)
-        return columns, [tuple(r.values()) for r in rows]
-
-    def _columns_of(self, sql: str) -> list[str]:
+        with the warehouse's credentials and byte limit. A check never changes the warehouse it
+        gates: a dry run (which runs nothing, and bills nothing) first says what the statement is,
+        and anything but one SELECT is refused before it runs.
+        https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobStatistics2 (statementType)"""
         from google.cloud import bigquery
 
         with self.bq.errors("A BigQuery query (check) failed"):
-            job = self.bq.client.query(sql, job_config=bigquery.QueryJobConfig(dry_run=True), retry=self.bq.retry, job_retry=self.bq.job_retry)
-        return [f.name for f in (job.schema or [])]
+            dry = self.bq.client.query(sql, job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False), retry=self.bq.retry, job_retry=self.bq.job_retry)
+        kind = str(dry.statement_type or "SELECT").upper()
+        if kind != "SELECT":
+            raise RunFailed(
+                f"A check's warehouse query must be one SELECT; BigQuery reads this one as {kind}",
+                why="a check reads the warehouse it gates and never changes it, so it was not run",
+                fix="Write the check's SQL as a single SELECT (WITH ... SELECT is fine).",
+            )
+        rows = self.bq.query(sql, purpose="check")
+        columns = list(rows[0]) if rows else [f.name for f in (dry.schema or [])]
+        return columns, [tuple(r.values()) for r in rows]
 
     def relation_rows(self, build: duckdb.DuckDBPyConnection, relation: str) -> int:
         """Rows of a table dbt built, from its metadata (no query, nothing billed)."""
