@@ -1,7 +1,7 @@
 """The warm server (`supervise.start_warm_attempts`) preloads the dbt adapter of the projects'
 warehouses, as their engines name it (`WarehouseEngine.dbt_adapter`), and builds its credentials'
 schema: an attempt forked from it finds dbt-postgres loaded for a PostgreSQL warehouse, dbt-duckdb
-for a DuckDB one, and not the other. Each case runs in a Python of its own: a process has one
+for a DuckDB one, dbt-bigquery for a BigQuery one, and not the others. Each case runs in a Python of its own: a process has one
 forkserver, started with the first caller's preload. Measured: ~8 s on two cores."""
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize(("warehouses", "expected"), [("postgres", ["dbt.adapters.postgres"]), ("duckdb", ["dbt.adapters.duckdb"])])
+@pytest.mark.parametrize(("warehouses", "expected"), [("postgres", ["dbt.adapters.postgres"]), ("duckdb", ["dbt.adapters.duckdb"]), ("bigquery", ["dbt.adapters.bigquery"])])
 def test_attempts_forked_warm_find_the_adapter_of_their_warehouse_loaded(tmp_path: Path, warehouses: str, expected: list[str]) -> None:
-    assert ADAPTERS == ["dbt.adapters.duckdb", "dbt.adapters.postgres"]
+    assert ADAPTERS == ["dbt.adapters.bigquery", "dbt.adapters.duckdb", "dbt.adapters.postgres"]
     script = tmp_path / "check.py"
     script.write_text(CHECK)
     found = tmp_path / "found.json"
@@ -54,5 +54,5 @@ def test_attempts_forked_warm_find_the_adapter_of_their_warehouse_loaded(tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(found.read_text())
     assert report["loaded"] == expected
-    credentials = {"dbt.adapters.postgres": "PostgresCredentials", "dbt.adapters.duckdb": "DuckDBCredentials"}
+    credentials = {"dbt.adapters.postgres": "PostgresCredentials", "dbt.adapters.duckdb": "DuckDBCredentials", "dbt.adapters.bigquery": "BigQueryCredentials"}
     assert [w for w in report["warmed"] if w.endswith("Credentials")] == [f"{m}.{credentials[m]}" for m in expected]  # its schema built once, in the server
