@@ -41,6 +41,7 @@ from headwater.errors import HeadwaterError, RunFailed
 from headwater.sqltext import ident
 from headwater.warehouse.base import Capabilities
 from headwater.warehouse.bigquery.client import BigQuery
+from headwater.warehouse.duckdb.warehouse import ServedFromLocalCopy
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ PUBLICATIONS = "publications"
 VERSION_PREFIX = "published__"
 
 
-class Warehouse:
+class Warehouse(ServedFromLocalCopy):
     """One project's BigQuery warehouse (`base.WarehouseEngine`)."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -75,14 +76,6 @@ class Warehouse:
         self.local = LocalCopy(root, local, confinement)  # the lock, the sync's mirror of raw, the dashboards' copy
         self.folder = self.local.folder
         self.bq = BigQuery(settings)
-
-    @property
-    def fallback(self) -> str | None:
-        return self.local.fallback
-
-    @fallback.setter
-    def fallback(self, value: str | None) -> None:
-        self.local.fallback = value
 
     # -- writing: one run at a time -----------------------------------------------------------------
 
@@ -310,14 +303,6 @@ class Warehouse:
             fix=f"Grant the reader roles/bigquery.dataViewer on dataset {self.settings.dataset(self.settings.published_dataset)} (and roles/bigquery.jobUser on a project to query from) "
             "in the Google Cloud console or with `bq add-iam-policy-binding`; the views there read the current version.",
         )
-
-    # -- the readers' side: the local copy ------------------------------------------------------------
-
-    def current_snapshot(self) -> Path | None:
-        return self.local.current_snapshot()
-
-    def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
-        return self.local.open_snapshot(snapshot)
 
 
 def _table_id(relation: str) -> str:

@@ -417,6 +417,27 @@ def _fallback_note(pointer: Path, name: str | None, chosen: Path) -> str:
     )
 
 
+class ServedFromLocalCopy:
+    """For a server warehouse whose readers read a local DuckDB copy made at publish time (``self.local``,
+    a DuckDB `Warehouse` for its folder): the readers' side of `base.WarehouseEngine`, delegated."""
+
+    local: Warehouse
+
+    @property
+    def fallback(self) -> str | None:
+        return self.local.fallback
+
+    @fallback.setter
+    def fallback(self, value: str | None) -> None:
+        self.local.fallback = value
+
+    def current_snapshot(self) -> Path | None:
+        return self.local.current_snapshot()
+
+    def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
+        return self.local.open_snapshot(snapshot)
+
+
 def rows_rolled_back(cursor: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run ``sql`` on ``cursor`` (a session of its own) in a transaction that is always rolled back,
     and close the cursor: the caller's settings and transaction are untouched, nothing is changed."""

@@ -48,7 +48,7 @@ from headwater.redact import redact
 from headwater.sqltext import ident, libpq_dsn, literal, one_value, without_password
 from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the reader roles granted
 from headwater.warehouse.base import Capabilities
-from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, connect, lock_down, require_extension, rows_rolled_back, sample
+from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, ServedFromLocalCopy, connect, lock_down, require_extension, rows_rolled_back, sample
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
 from headwater.warehouse.postgres.types import PostgresRaw
 
@@ -66,7 +66,7 @@ NEXT_SUFFIX, OLD_SUFFIX = "__next", "__old_"  # the staged schema; the old ones,
 RETIRED_LOCK_TIMEOUT = "1s"  # how long dropping an old published schema waits for its last readers
 
 
-class Warehouse:
+class Warehouse(ServedFromLocalCopy):
     """One project's PostgreSQL warehouse (`base.WarehouseEngine`)."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -88,14 +88,6 @@ class Warehouse:
         self.local = LocalCopy(root, local, confinement)  # the lock file and the dashboards' copy
         self.folder = self.local.folder
         self.published = settings.published_schema
-
-    @property
-    def fallback(self) -> str | None:
-        return self.local.fallback
-
-    @fallback.setter
-    def fallback(self, value: str | None) -> None:
-        self.local.fallback = value
 
     # -- connections --------------------------------------------------------------------------------
 
@@ -452,14 +444,6 @@ class Warehouse:
             return []
         # A role dropped since it was granted is skipped: one missing reader must not stop publishing.
         return [r[0] for r in admin.execute(f"SELECT r.role FROM {READERS_TABLE} r JOIN pg_roles p ON p.rolname = r.role ORDER BY r.role").fetchall()]
-
-    # -- the readers' side: the local copy ------------------------------------------------------------
-
-    def current_snapshot(self) -> Path | None:
-        return self.local.current_snapshot()
-
-    def open_snapshot(self, snapshot: Path) -> duckdb.DuckDBPyConnection:
-        return self.local.open_snapshot(snapshot)
 
 
 def _schema_and_table(relation: str) -> str:
