@@ -325,7 +325,9 @@ class BigQueryRaw(RawTarget):
         """Write ``select`` (in this transaction: its own uncommitted rows included) to a Parquet file."""
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / f"bq-{uuid.uuid4().hex}.parquet"
-        rows = con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)").fetchone()
+        # zstd at level 1: DuckDB writes it ~25% faster than its default level, 15% larger, and a reader
+        # decompresses any level alike (docs/benchmarks.md, "BigQuery warehouse").
+        rows = con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)").fetchone()
         return (int(rows[0]) if rows else 0), path
 
     # -- BigQuery's sync state ----------------------------------------------------------------------
