@@ -71,7 +71,7 @@ class RawTarget:
     def delete_gone(self, con: duckdb.DuckDBPyConnection, target: str, keys_table: str, key: list[str], *, tombstone: bool) -> int:
         """Delete (or with ``tombstone`` mark deleted) every row of raw's ``target`` whose ``key`` is
         not in ``keys_table`` (the source's keys, NULLs matching NULLs); returns how many."""
-        gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in key) + ")"
+        gone = gone_condition(target, keys_table, key)
         if tombstone:
             return int(one_value(con.execute(f"UPDATE {target} SET {DELETED_AT} = now() WHERE {DELETED_AT} IS NULL AND {gone}")))
         return int(one_value(con.execute(f"DELETE FROM {target} WHERE {gone}")))
@@ -97,6 +97,11 @@ class RawTarget:
         warehouse that failed (a write refused); None: the source's to explain. DuckDB's warehouse
         shares the process: its failures are told apart where they happen (`sync.sql`)."""
         return None
+
+
+def gone_condition(target: str, keys_table: str, key: list[str]) -> str:
+    """True for a row of raw's ``target`` whose ``key`` is not in ``keys_table`` (NULLs matching NULLs)."""
+    return f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in key) + ")"
 
 
 @dataclass

@@ -43,16 +43,16 @@ import duckdb
 
 from headwater.errors import ConfigError, HeadwaterError
 from headwater.sqltext import ident, one_value
-from headwater.sync.context import DELETED_AT, Change, RawTarget
-from headwater.sync.engine import quarantine_table
+from headwater.sync.context import DELETED_AT, Change, RawTarget, gone_condition
+from headwater.sync.engine import SYNCED_AT, quarantine_table
+from headwater.sync.state import STATE_SCHEMA
 from headwater.warehouse.bigquery import types
 from headwater.warehouse.bigquery.client import Layout
 
 if TYPE_CHECKING:
     from headwater.warehouse.bigquery.client import BigQuery
 
-SYNCED_AT = "_headwater_synced_at"
-STATE_DATASET = "_headwater"
+STATE_DATASET = STATE_SCHEMA  # BigQuery's dataset of Headwater's own tables, named as the mirror's schema
 STATE_TABLE = "sync_state"
 TOKEN = "warehouse_token"  # noqa: S105 - in the local state: the token BigQuery's state had when the two last agreed
 GONE = "_hw_bq_gone"  # a temp table of the keys this transaction deleted (hard deletes)
@@ -70,8 +70,6 @@ class BigQueryRaw(RawTarget):
         self.work = work
         self._tokens: dict[str, dict[str, str | None]] = {}  # source -> table -> BigQuery's token
         self._pending: dict[tuple[str, str], tuple[Any, ...]] = {}  # whole tables to send once committed
-        self.uploaded_bytes = 0
-        self.uploaded_rows = 0
 
     def refused(self, stored_type: str) -> list[tuple[str, str]]:
         return types.refused(stored_type)
@@ -81,9 +79,8 @@ class BigQueryRaw(RawTarget):
     def delete_gone(self, con: duckdb.DuckDBPyConnection, target: str, keys_table: str, key: list[str], *, tombstone: bool) -> int:
         if not tombstone:  # a tombstone is an update: its row is sent with the others
             keys = ", ".join(ident(k) for k in key)
-            gone = f"NOT EXISTS (SELECT 1 FROM {keys_table} k WHERE " + " AND ".join(f"k.{ident(c)} IS NOT DISTINCT FROM {target}.{ident(c)}" for c in key) + ")"
             con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {GONE} AS SELECT {keys} FROM {target} LIMIT 0")
-            con.execute(f"INSERT INTO {GONE} SELECT {keys} FROM {target} WHERE {gone}")
+            con.execute(f"INSERT INTO {GONE} SELECT {keys} FROM {target} WHERE {gone_condition(target, keys_table, key)}")
         return super().delete_gone(con, target, keys_table, key, tombstone=tombstone)
 
     def rolled_back(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -118,11 +115,11 @@ class BigQueryRaw(RawTarget):
             change.state[TOKEN] = token
             if not change.also:  # sent once committed (`after_commit`): DuckDB reads a committed table faster
                 con.execute(f"DROP TABLE IF EXISTS temp.{GONE}")
-                self._pending[(change.source, change.table)] = (columns, fields, table_id, same_schema, token, started, processed)
+                self._pending[(change.source, change.table)] = (columns, fields, table_id, same_schema, layout, token, started, processed)
                 return
             # A file's table and its quarantine: sent now. A file unchanged since its last sync is skipped,
             # so its local state must never be ahead of BigQuery.
-            sent = self._send_whole(con, change, columns, fields, table_id, same_schema, token)
+            sent = self._send_whole(con, change, columns, fields, table_id, same_schema, layout, token)
             how = "replaced"
         else:
             sent = self._send_change(con, change, columns, fields, table_id, str(previous))
@@ -141,9 +138,9 @@ class BigQueryRaw(RawTarget):
         pending = self._pending.pop((change.source, change.table), None)
         if pending is None:
             return
-        columns, fields, table_id, same_schema, token, started, processed = pending
+        columns, fields, table_id, same_schema, layout, token, started, processed = pending
         try:
-            sent = self._send_whole(con, change, columns, fields, table_id, same_schema, token)
+            sent = self._send_whole(con, change, columns, fields, table_id, same_schema, layout, token)
         except HeadwaterError as exc:
             raise _naming(exc, change, "Raw was synced here, but BigQuery's copy of it was not replaced: the next sync sends the whole table again.") from exc
         self._sent(change, "replaced", sent, started, processed)
@@ -151,8 +148,6 @@ class BigQueryRaw(RawTarget):
     def _sent(self, change: Change, how: str, sent: tuple[int, int, str], started: float, processed: int) -> None:
         rows, size, token = sent
         self.tokens(change.source)[change.table] = token
-        self.uploaded_bytes += size
-        self.uploaded_rows += rows
         change.log(
             f"source {change.source}: table {change.table}: BigQuery {how} {self.bq.settings.dataset(change.schema)}.{change.table}: "
             f"{rows:,} rows sent, {size:,} bytes of Parquet, {self.bq.bytes_processed - processed:,} bytes processed by queries ({time.perf_counter() - started:.1f} s)"
@@ -206,31 +201,35 @@ class BigQueryRaw(RawTarget):
         return self._tokens[source]
 
     def _send_whole(
-        self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, same_schema: bool, token: str
+        self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, same_schema: bool, layout: Layout, token: str
     ) -> tuple[int, int, str]:
         """The table (and ``change.also``) replaced by load jobs, then BigQuery's token set (`_invalidate` cleared it)."""
-        self.bq.ensure_dataset(change.schema)
-        rows = size = 0
-        for table, table_columns, table_fields, target_id, known in [
-            (change.table, columns, fields, table_id, same_schema),
-            *[(t, c, [types.field(n, k) for n, k in c], self.bq.table_id(change.schema, t), None) for t in change.also for c in [_columns(con, change.schema, t)]],
-        ]:
-            layout = self.layout(change.source, change.table, change.key, columns) if table == change.table else None
-            same = known
-            if same is None:
-                existing = self.bq.table(target_id)
-                same = existing is not None and _shape(existing.schema) == _shape(table_fields)
-            if not same:
-                self.bq.create_table(target_id, table_fields, layout=layout)
-            n, path = self._parquet(con, f"SELECT {_select(table_columns)} FROM {ident(change.schema)}.{ident(table)}")
-            try:
-                self.bq.load_parquet(path, target_id, truncate=True, purpose="sync-load")
-                size += path.stat().st_size
-                rows += n
-            finally:
-                path.unlink(missing_ok=True)
+        rows, size = self._replace(con, change.schema, change.table, columns, fields, table_id, same_schema, layout)
+        for table in change.also:
+            also_columns = _columns(con, change.schema, table)
+            n, bytes_ = self._replace(con, change.schema, table, also_columns, [types.field(c, k) for c, k in also_columns], self.bq.table_id(change.schema, table))
+            rows, size = rows + n, size + bytes_
         self._set_token(change.source, change.table, token, change.state)
         return rows, size, token
+
+    def _replace(
+        self, con: duckdb.DuckDBPyConnection, schema: str, table: str, columns: list[tuple[str, str]], fields: list[Any], table_id: str, same_schema: bool | None = None, layout: Layout | None = None
+    ) -> tuple[int, int]:
+        """BigQuery's ``table_id`` made to hold exactly the mirror's ``schema.table`` (re-created when
+        its schema or layout differs; ``same_schema`` None: asked of BigQuery), by one WRITE_TRUNCATE
+        load job; returns the rows and the Parquet bytes sent."""
+        if same_schema is None:
+            existing = self.bq.table(table_id)
+            same_schema = existing is not None and _shape(existing.schema) == _shape(fields)
+        self.bq.ensure_dataset(schema)
+        if not same_schema:
+            self.bq.create_table(table_id, fields, layout=layout)
+        rows, path = self._parquet(con, f"SELECT {_select(columns)} FROM {ident(schema)}.{ident(table)}")
+        try:
+            self.bq.load_parquet(path, table_id, truncate=True, purpose="sync-load")
+            return rows, path.stat().st_size
+        finally:
+            path.unlink(missing_ok=True)
 
     def _send_quarantine(self, con: duckdb.DuckDBPyConnection, change: Change, companion: str) -> None:
         """The table's quarantine as the mirror holds it in this transaction (a SQL source writes it
@@ -245,20 +244,9 @@ class BigQueryRaw(RawTarget):
             return
         relation = f"{ident(change.schema)}.{ident(companion)}"
         checksum = str(one_value(con.execute(f"SELECT count(*) || ':' || coalesce(sum(hash(q::VARCHAR)::HUGEINT), 0) FROM {relation} q")))
-        if checksum == previous and not change.full:
-            change.state[QUARANTINE_SENT] = checksum
-            return
-        columns = _columns(con, change.schema, companion)
-        fields = [types.field(n, k) for n, k in columns]
-        existing = self.bq.table(table_id)
-        if existing is None or _shape(existing.schema) != _shape(fields):
-            self.bq.ensure_dataset(change.schema)
-            self.bq.create_table(table_id, fields)
-        _, path = self._parquet(con, f"SELECT {_select(columns)} FROM {relation}")
-        try:
-            self.bq.load_parquet(path, table_id, truncate=True, purpose="sync-load")
-        finally:
-            path.unlink(missing_ok=True)
+        if checksum != previous or change.full:
+            columns = _columns(con, change.schema, companion)
+            self._replace(con, change.schema, companion, columns, [types.field(n, k) for n, k in columns], table_id)
         change.state[QUARANTINE_SENT] = checksum
 
     def _send_change(self, con: duckdb.DuckDBPyConnection, change: Change, columns: list[tuple[str, str]], fields: list[Any], table_id: str, previous: str) -> tuple[int, int, str] | None:

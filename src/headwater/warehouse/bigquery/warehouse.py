@@ -39,6 +39,7 @@ from headwater.config.confine import Confinement
 from headwater.config.model import BigQueryWarehouse, DuckDBWarehouse
 from headwater.errors import HeadwaterError, RunFailed
 from headwater.sqltext import ident
+from headwater.sync.state import STATE_SCHEMA
 from headwater.warehouse.base import Capabilities
 from headwater.warehouse.bigquery.client import BigQuery
 from headwater.warehouse.duckdb.warehouse import ServedFromLocalCopy
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("headwater.warehouse")
 
-STATE_DATASET = "_headwater"
+STATE_DATASET = STATE_SCHEMA  # Headwater's own tables: the sync state (ship.py) and the publications
 PUBLICATIONS = "publications"
 VERSION_PREFIX = "published__"
 
@@ -89,9 +90,6 @@ class Warehouse(ServedFromLocalCopy):
 
     def session(self, build: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         return build.cursor()
-
-    def project_query(self, sql: str) -> str:
-        raise NotImplementedError("the BigQuery warehouse runs the project's SQL itself: see project_rows")
 
     def project_rows(self, build: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The project's own SQL (a reconcile check's warehouse query) runs in BigQuery, in GoogleSQL,
@@ -153,8 +151,8 @@ class Warehouse(ServedFromLocalCopy):
         from headwater.sync.engine import sync_source
         from headwater.warehouse.bigquery.ship import BigQueryRaw
 
-        self.raw_target = BigQueryRaw(self.bq, self.folder / "work")
-        return sync_source(con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=self.raw_target)
+        target = BigQueryRaw(self.bq, self.folder / "work")
+        return sync_source(con, source, log, tables=tables, full_refresh=full_refresh, progress=progress, prune=prune, memory_limit=self.settings.memory_limit, target=target)
 
     # -- dbt ------------------------------------------------------------------------------------------
 
@@ -180,9 +178,10 @@ class Warehouse(ServedFromLocalCopy):
         as current, the views repointed, the local pointer switched. Until the record, nothing readers
         see has changed; a failure before it leaves the version dataset to be dropped later."""
         version = VERSION_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", name)
-        current = self.current_version()
-        if current is not None:
-            self._repoint(current)  # a kill while repointing last time: finish it first
+        recorded = self._current()
+        current = None if recorded is None else str(recorded["version"])
+        if recorded is not None:
+            self._repoint(str(recorded["version"]), list(recorded["tables"]))  # a kill while repointing last time: finish it first
         self.bq.ensure_dataset(version)
         rows: dict[str, int] = {}
         try:
@@ -202,7 +201,7 @@ class Warehouse(ServedFromLocalCopy):
             raise
         try:
             self._record(version, published)
-            self._repoint(version)
+            self._repoint(version, published)
             self.local.switch(snapshot)
         except BaseException:
             if self.local.pointer_name() != snapshot.name:
@@ -268,10 +267,8 @@ class Warehouse(ServedFromLocalCopy):
         current = self._current()
         return None if current is None else str(current["version"])
 
-    def _repoint(self, version: str) -> None:
-        """The published dataset's views onto ``version``'s tables; views of tables no longer published dropped."""
-        current = self._current()
-        tables = list(current["tables"]) if current is not None and current["version"] == version else self.bq.tables(version)
+    def _repoint(self, version: str, tables: list[str]) -> None:
+        """The published dataset's views onto ``version``'s ``tables``; views of tables no longer published dropped."""
         published = self.settings.published_dataset
         self.bq.ensure_dataset(published)
         for table in tables:
