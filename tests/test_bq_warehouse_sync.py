@@ -382,3 +382,44 @@ def test_a_send_refused_before_or_after_the_local_commit_is_made_good_by_the_nex
         stats, log = sync(project)  # nothing changed in the source since: BigQuery is still brought in step
         assert any("BigQuery replaced" in line for line in log), log
         assert bigquery_rows(client, project) == source_rows(db)
+
+
+@pytest.mark.postgres
+def test_rows_bigquery_cannot_hold_are_quarantined_there_and_synced_once_fixed(tmp_path: Path, bigquery_emulator: bq.Emulator, client: Any, fresh_pg_database: str) -> None:
+    """BigQuery's DATE holds 0001-01-01 to 9999-12-31 and no infinity; PostgreSQL holds both (DuckDB
+    too). Such rows are set aside in the table's quarantine, sent to BigQuery beside raw, with key,
+    column and why; the other rows sync. A row fixed in the source syncs; one deleted leaves the
+    quarantine; the quarantine, emptied, is dropped in BigQuery too. Never a failing table each sync."""
+    import psycopg
+    from pg_warehouse import plain_url
+
+    url = plain_url(fresh_pg_database)
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE t (id int PRIMARY KEY, d date, note text)")
+        pg.execute("INSERT INTO t VALUES (1, '2024-01-02', 'a'), (2, 'infinity', 'b'), (3, '0044-03-15 BC', 'c'), (4, '2024-02-03', 'd')")
+        project = make_project(tmp_path, bigquery_emulator, f"  app:\n    type: postgres\n    url: {url}\n")
+        raw = project.config.warehouse.dataset("raw_app")  # type: ignore[union-attr]
+
+        def rows(table: str, columns: str) -> list[tuple[Any, ...]]:
+            return [tuple(r.values()) for r in client.query(f"SELECT {columns} FROM `{raw}.{table}` ORDER BY 1", retry=None, job_retry=None).result(retry=None)]
+
+        stats, log = sync(project)
+        assert stats[0].quarantined == 2 and "raw_app.t__quarantine" in " ".join(stats[0].notes)
+        assert any("such rows are set aside (on_refused: quarantine)" in line for line in log), log
+        assert rows("t", "id, d, note") == [(1, dt.date(2024, 1, 2), "a"), (4, dt.date(2024, 2, 3), "d")]
+        quarantined = rows("t__quarantine", "key, column_name, original_value, rule, message")
+        assert [(k, c, v, r) for k, c, v, r, _ in quarantined] == [("id=2", "d", "infinity", "refused"), ("id=3", "d", "0044-03-15 (BC)", "refused")]
+        assert "infinite date" in quarantined[0][4] and "outside" in quarantined[1][4]
+
+        pg.execute("UPDATE t SET d = '2024-05-06' WHERE id = 2")
+        pg.execute("UPDATE t SET note = 'dd' WHERE id = 4")
+        stats, _ = sync(project)
+        assert stats[0].quarantined == 1
+        assert rows("t", "id, d, note") == [(1, dt.date(2024, 1, 2), "a"), (2, dt.date(2024, 5, 6), "b"), (4, dt.date(2024, 2, 3), "dd")]
+        assert [r[0] for r in rows("t__quarantine", "key")] == ["id=3"]
+
+        pg.execute("DELETE FROM t WHERE id = 3")
+        stats, _ = sync(project)
+        assert stats[0].quarantined == 0
+        assert {t.table_id for t in client.list_tables(raw, retry=None)} == {"t"}
+        assert rows("t", "id") == [(1,), (2,), (4,)]

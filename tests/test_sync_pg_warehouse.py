@@ -109,10 +109,10 @@ def syncing(project: Any, source: str) -> Any:
     warehouse = open_warehouse(project.root, project.config.warehouse)
     settings = project.config.sources[source]
 
-    def sync() -> None:
+    def sync() -> list[TableStats]:
         build = warehouse.connect_build(sync_extensions=extensions_for([settings]))
         try:
-            warehouse.load_raw(build, open_source(source, settings, project.root), lambda _: None)
+            return warehouse.load_raw(build, open_source(source, settings, project.root), lambda _: None)
         finally:
             build.close()
 
@@ -359,23 +359,24 @@ def test_types_without_a_twin_arrive_as_their_documented_text(pair: Pair) -> Non
 @pytest.mark.parametrize("element", ["NULL", "null", "Null"])
 def test_a_text_array_element_spelled_null_is_refused_not_loaded_as_null(pair: Pair, element: str) -> None:
     """DuckDB's postgres extension copies a table with array columns in text format and leaves an
-    element spelled NULL unquoted, so PostgreSQL would read a NULL element. Refused, naming the key;
-    raw and state stay as they were."""
+    element spelled NULL unquoted, so PostgreSQL would read a NULL element. Its row is set aside in
+    the quarantine, naming the key; raw keeps the others. Fixed, the row syncs."""
     pair.src.execute("CREATE TABLE t (id int PRIMARY KEY, tags text[], note text)")
     pair.src.execute("INSERT INTO t VALUES (1, '{a,\"NULLS\"}', 'NULL'), (2, NULL, NULL)")
     pair.sync()
-    before, state = pair.raw_rows("t"), pair.state("t")
+    before = pair.raw_rows("t")
     assert before == [(1, ["a", "NULLS"], "NULL"), (2, None, None)]  # a scalar 'NULL' and 'NULLS' are fine
 
     pair.src.execute("INSERT INTO t VALUES (3, %s, 'x')", [["b", element, None]])
-    with pytest.raises(HeadwaterError) as info:
-        pair.sync()
-    assert "column t.tags (key id=3)" in info.value.what and "NULL" in info.value.what
-    assert pair.raw_rows("t") == before and pair.state("t") == state
+    assert pair.sync()["t"].quarantined == 1
+    assert pair.raw_rows("t") == before
+    ((key, column, rule, message),) = pair.wh.execute("SELECT key, column_name, rule, message FROM raw_app.t__quarantine").fetchall()
+    assert (key, column, rule) == ("id=3", "tags", "refused") and "NULL" in message
 
     pair.src.execute("UPDATE t SET tags = '{b,\"N U L L\"}' WHERE id = 3")
-    pair.sync()
+    assert pair.sync()["t"].quarantined == 0
     assert pair.raw_rows("t") == pair.source_rows("t") == [*before, (3, ["b", "N U L L"], "x")]
+    assert pair.wh.execute("SELECT to_regclass('raw_app.t__quarantine')").fetchone() == (None,)
 
 
 def test_a_table_name_longer_than_postgresql_keeps_is_refused_not_cut(warehouse_url: str, tmp_path: Path) -> None:
@@ -403,21 +404,58 @@ def test_a_table_name_longer_than_postgresql_keeps_is_refused_not_cut(warehouse_
         wh.close()
 
 
-def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: str, tmp_path: Path) -> None:
-    """PostgreSQL's text cannot hold character 0; SQLite's can (and DuckDB's). The row is refused
-    with the warehouse's reason, table, column and key, not blamed on the source file."""
-    root = tmp_path / "project"
+def _nul_project(root: Path, warehouse_url: str, extra: str = "") -> tuple[sqlite3.Connection, LoadedProject]:
     root.mkdir()
     lite = sqlite3.connect(root / "app.db")
     lite.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
     lite.execute("CREATE TABLE other (id INTEGER PRIMARY KEY, body TEXT)")
-    lite.execute("INSERT INTO notes VALUES (1, 'fine'), (7, 'a' || char(0) || 'b')")
+    lite.execute("INSERT INTO notes VALUES (1, 'fine'), (7, 'a' || char(0) || 'b'), (8, 'eight')")
     lite.execute("INSERT INTO other VALUES (1, 'x')")
     lite.commit()
-    (root / "headwater.yml").write_text('name: pgwh_lite\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
-    project = load_project(root, env={"WH_URL": warehouse_url})
-    sync = syncing(project, "app")
+    (root / "headwater.yml").write_text(f'name: pgwh_lite\nwarehouse: {{type: postgres, url: "${{WH_URL}}"}}\nsources:\n  app: {{type: sqlite, path: app.db{extra}}}\n', encoding="utf-8")
+    return lite, load_project(root, env={"WH_URL": warehouse_url})
 
+
+def test_a_row_with_text_postgresql_cannot_hold_is_quarantined_and_synced_once_fixed(warehouse_url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text cannot hold character 0; SQLite's can (and DuckDB's). The row is set aside
+    in the table's quarantine with its key, column, value and the warehouse's reason; the other rows
+    sync. Fixed in the source, it syncs, and the quarantine (empty) is gone; a row refused and then
+    deleted in the source leaves it too."""
+    lite, project = _nul_project(tmp_path / "project", warehouse_url)
+    sync = syncing(project, "app")
+    wh = connect(warehouse_url)
+    try:
+        stats = {s.table: s for s in sync()}
+        assert stats["notes"].quarantined == 1 and "raw_app.notes__quarantine" in " ".join(stats["notes"].notes)
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (8, "eight")]
+        assert wh.execute("SELECT key, column_name, original_value, rule, message FROM raw_app.notes__quarantine").fetchall() == [
+            ("id=7", "body", "a\\0b", "refused", "text with a NUL byte (character 0), which PostgreSQL's text cannot hold")
+        ]
+        assert wh.execute("SELECT id, body FROM raw_app.other").fetchall() == [(1, "x")]
+
+        lite.execute("UPDATE notes SET body = 'eight' || char(0) WHERE id = 8")  # a row raw holds, now refused
+        lite.commit()
+        sync()
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine")]
+        assert wh.execute("SELECT key FROM raw_app.notes__quarantine ORDER BY key").fetchall() == [("id=7",), ("id=8",)]
+
+        lite.execute("UPDATE notes SET body = 'ab' WHERE id = 7")
+        lite.execute("DELETE FROM notes WHERE id = 8")
+        lite.commit()
+        stats = {s.table: s for s in sync()}
+        assert stats["notes"].quarantined == 0
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (7, "ab")]
+        assert wh.execute("SELECT to_regclass('raw_app.notes__quarantine')").fetchone()[0] is None
+    finally:
+        wh.close()
+        lite.close()
+
+
+def test_with_on_refused_fail_the_table_fails_naming_column_and_key(warehouse_url: str, tmp_path: Path) -> None:
+    """``on_refused: fail``: the table's sync stops with the warehouse's reason, table, column and
+    key (not blamed on the source file); the other tables sync."""
+    lite, project = _nul_project(tmp_path / "project", warehouse_url, ", on_refused: fail")
+    sync = syncing(project, "app")
     with pytest.raises(HeadwaterError) as info:
         sync()
     assert info.value.what.startswith("Source 'app': column notes.body (key id=7) holds text with a NUL byte")
@@ -429,7 +467,7 @@ def test_text_with_a_nul_byte_is_refused_naming_column_and_key(warehouse_url: st
         lite.execute("UPDATE notes SET body = 'ab' WHERE id = 7")
         lite.commit()
         sync()
-        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (7, "ab")]
+        assert wh.execute("SELECT id, body FROM raw_app.notes ORDER BY id").fetchall() == [(1, "fine"), (7, "ab"), (8, "eight")]
     finally:
         wh.close()
         lite.close()
@@ -486,7 +524,9 @@ def test_a_raw_table_the_warehouse_user_may_not_write_is_the_warehouse_s_error_n
 
 def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pair) -> None:
     """The failed load's CREATE TABLE is rolled back in PostgreSQL; DuckDB's copy of the warehouse's
-    catalog must forget it too, or the table's own error is lost to one about a missing relation."""
+    catalog must forget it too, or the table's own error is lost to one about a missing relation
+    (``on_refused: fail``), or the load made again without the refused row fails (the default)."""
+    pair.configure(on_refused="fail")
     pair.src.execute("CREATE TABLE a_bad (id int PRIMARY KEY, tags text[])")
     pair.src.execute("INSERT INTO a_bad VALUES (1, '{x,NULL}'), (2, %s)", [["y", "null"]])
     pair.src.execute("CREATE TABLE b_good (id int PRIMARY KEY, v text)")
@@ -498,6 +538,10 @@ def test_a_table_whose_first_load_fails_is_reported_and_the_others_sync(pair: Pa
     assert (stats["a_bad"].mode, stats["a_bad"].rows) == ("failed", 0) and stats["b_good"].mode == "full"
     assert pair.wh.execute("SELECT to_regclass('raw_app.a_bad')").fetchone()[0] is None and pair.state("a_bad") is None
     assert pair.raw_rows("b_good") == [(1, "one")]
+
+    pair.configure()
+    assert pair.sync()["a_bad"].quarantined == 1
+    assert pair.raw_rows("a_bad") == [(1, ["x", None])]
 
 
 def test_json_arrays_with_null_elements_arrive_as_json(pair: Pair) -> None:

@@ -55,6 +55,12 @@ class DatabaseSource(Strict):
         "tables read through their updated_at index, any row changed without a newer updated_at. 0 = every sync. "
         "Default: every sync for tables under a million rows, hourly above.",
     )
+    on_refused: Literal["quarantine", "fail"] = Field(
+        "quarantine",
+        description="A row holding a value the warehouse cannot hold (PostgreSQL: text with a NUL byte; BigQuery: a date before year 1, "
+        "nanoseconds): quarantine it (raw_<source>.<table>__quarantine, with the column, the value and why; the other rows sync, and the row "
+        "syncs once fixed in the source), or fail the table's sync. Never loaded as another value. The DuckDB warehouse holds every value.",
+    )
     prune: bool = Field(
         False,
         description="Drop raw tables whose source table is gone (dropped, renamed, attached as a partition) or no longer selected by tables:, "

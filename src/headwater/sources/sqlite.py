@@ -29,7 +29,7 @@ from headwater.errors import ConfigError, HeadwaterError, TransientFailure, firs
 from headwater.sqltext import ident, literal, one_row, one_value
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import quarantine_table, raw_schema
-from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, unfit, unfit_error
+from headwater.sync.sql import Column, SqlSource, TableInfo, key_text, set_quarantined, unfit, unfit_error
 from headwater.sync.stats import TableStats
 from headwater.warehouse import require_extension
 
@@ -119,13 +119,13 @@ class SQLiteSource(SqlSource):
 
     # --- values that do not fit ----------------------------------------------------------------
 
-    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True) -> TableStats:
+    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True, rescan: bool = False) -> TableStats:
         try:
-            return super()._sync_table(ctx, info, raw_columns, last=last)
+            return super()._sync_table(ctx, info, raw_columns, last=last, rescan=rescan)
         except _ChangedWhileScanned:  # rolled back: the text read guards each value it reads
             self._text_only.add(info.name)
             ctx.log(f"source {self.name}: table {info.name}: the file changed while DuckDB's scanner read it; reading it again as text")
-            return super()._sync_table(ctx, info, raw_columns, last=last)
+            return super()._sync_table(ctx, info, raw_columns, last=last, rescan=rescan)
 
     def begin(self, con: duckdb.DuckDBPyConnection, table: TableInfo) -> dict[str, object]:
         """First in the table's transaction: find the values that do not fit their column (one pass
@@ -135,17 +135,16 @@ class SQLiteSource(SqlSource):
         self._exclude.pop(table.name, None)
         self._scannable.pop(table.name, None)
         self._watch(table.name)  # before the check: a commit from here to `end` is seen there
-        quarantine = f"{ident(raw_schema(self.name))}.{ident(quarantine_table(table.name, self._target.max_identifier))}"
         checked = [(i, c, cond) for i, c in enumerate(self._columns[table.name]) if (cond := _misfit(self.quote(c.name), c.type)) is not None]
         found = self._find_misfits(con, table, checked)
         self._scanned[table.name] = self._read_path(table, found)
         if not found:
-            con.execute(f"DROP TABLE IF EXISTS {quarantine}")
+            set_quarantined(con, raw_schema(self.name), quarantine_table(table.name, self._target.max_identifier), "type", None)
         elif self.settings.on_type_mismatch == "text":
-            con.execute(f"DROP TABLE IF EXISTS {quarantine}")
+            set_quarantined(con, raw_schema(self.name), quarantine_table(table.name, self._target.max_identifier), "type", None)
             self._read_as_text(table, found)
         else:
-            self._quarantine(con, table, checked, found, quarantine)
+            self._quarantine(con, table, checked, found)
         con.execute("DROP TABLE IF EXISTS _hw_misfits")
         return {}
 
@@ -214,14 +213,14 @@ class SQLiteSource(SqlSource):
                     f"(e.g. {misfits.example}): the column is synced as text (on_type_mismatch: text)"
                 )
 
-    def _quarantine(self, con: duckdb.DuckDBPyConnection, table: TableInfo, checked: list[tuple[int, _SourceColumn, str]], found: dict[str, _Misfits], quarantine: str) -> None:
+    def _quarantine(self, con: duckdb.DuckDBPyConnection, table: TableInfo, checked: list[tuple[int, _SourceColumn, str]], found: dict[str, _Misfits]) -> None:
         parts = [
             f"SELECT k AS key, {literal(c.name)} AS column_name, v{i} AS original_value, 'type' AS rule, "
             f"{literal(f'expected {found[c.name].expected} (declared {c.declared or c.type}), found ')} || t{i} AS message FROM _hw_misfits WHERE t{i} IS NOT NULL"
             for i, c, _ in checked
             if c.name in found
         ]
-        con.execute(f"CREATE OR REPLACE TABLE {quarantine} AS {' UNION ALL '.join(parts)}")
+        set_quarantined(con, raw_schema(self.name), quarantine_table(table.name, self._target.max_identifier), "type", " UNION ALL ".join(parts))
         self._exclude[table.name] = " OR ".join(cond for _, _, cond in checked)
         table.quarantined = one_value(con.execute("SELECT count(*) FROM _hw_misfits"))
         table.quarantine_by_rule = {f"type ({name})": m.count for name, m in found.items()}

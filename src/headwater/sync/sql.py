@@ -67,6 +67,12 @@ _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
 UNFIT = "headwater-unfit: "
 # The same for a value the warehouse itself would store as another (`RawTarget.refused`, `refused_error`).
 REFUSED = "headwater-refused: "
+# A raw table's quarantine (`quarantine_table`): the rows left out of raw, one row per value, with
+# the rule that set it aside (SQLite's "type"; "refused": a value the warehouse cannot hold).
+QUARANTINE_COLUMNS = "key VARCHAR, column_name VARCHAR, original_value VARCHAR, rule VARCHAR, message VARCHAR"
+REFUSED_RULE = "refused"
+# More rows refused than this in one table is the column's type, not a few bad rows: the table fails.
+REFUSED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -127,18 +133,57 @@ def refused_error(source: str, text: str) -> HeadwaterError | None:
     )
 
 
+def _stored(target: RawTarget, column: Column) -> tuple[str, str, list[tuple[str, str]]]:
+    """A column's type in raw, the expression (over ``{c}``) giving it, and what the warehouse refuses of it."""
+    stored = target.stored_type(column.type)
+    convert = column.convert if stored == column.type else target.store(column.convert, column.type).replace("{t}", column.type)
+    return stored, convert, target.refused(stored)
+
+
 def stored_select(target: RawTarget, table: str, column: Column, alias: str, key: str, row: str = "key") -> str:
     """A column's select item into raw, cast to the type the warehouse stores it as where that
     differs (exactly, or an error), and stopped by an error (`refused_error`) on a value the
     warehouse would store as another. Database and file sources alike (`headwater.clean.load`)."""
-    stored = target.stored_type(column.type)
-    refused = target.refused(stored)
+    stored, convert, refused = _stored(target, column)
     if stored == column.type and not refused:
         return column.select(alias, key)
-    convert = column.convert if stored == column.type else target.store(column.convert, column.type).replace("{t}", column.type)
     for condition, holds in refused:
         convert = unfit(convert, condition.replace("{c}", f"({convert})"), table, column.name, holds, marker=REFUSED, row=row)
     return Column(column.name, stored, column.source_type, convert, column.source_zone).select(alias, key)
+
+
+def refused_values(target: RawTarget, column: Column, alias: str, key: str) -> list[tuple[str, str]]:
+    """For each kind of value of ``column`` the warehouse refuses (`RawTarget.refused`): a DuckDB
+    condition over the row as the source read it (under ``alias``) true for such a value, and what it is."""
+    stored, convert, refused = _stored(target, column)
+    ref = (alias + "." if alias else "") + ident(column.name)
+    return [(condition.replace("{c}", f"({convert})").format(c=ref, t=stored, key=key), holds) for condition, holds in refused]
+
+
+def set_quarantined(con: duckdb.DuckDBPyConnection, schema: str, quarantine: str, rule: str, rows: str | None) -> int:
+    """Replace the rows ``rule`` set aside in a raw table's quarantine ``schema.quarantine`` (see
+    `quarantine_table`) with ``rows`` (a SELECT of `QUARANTINE_COLUMNS`; None: none), in the
+    caller's transaction. A quarantine left empty is dropped. Returns the rows of ``rule`` it holds."""
+    relation = f"{ident(schema)}.{ident(quarantine)}"
+    if rows is None and not quarantine_exists(con, schema, quarantine):
+        return 0
+    con.execute(f"CREATE TABLE IF NOT EXISTS {relation} ({QUARANTINE_COLUMNS})")
+    con.execute(f"DELETE FROM {relation} WHERE rule = {literal(rule)}")
+    if rows is not None:
+        con.execute(f"INSERT INTO {relation} BY NAME {rows}")
+    return _tidy_quarantine(con, relation, rule)
+
+
+def quarantine_exists(con: duckdb.DuckDBPyConnection, schema: str, quarantine: str) -> bool:
+    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? AND table_name = ?", [schema, quarantine])
+    return bool(one_value(found))
+
+
+def _tidy_quarantine(con: duckdb.DuckDBPyConnection, quarantine: str, rule: str) -> int:
+    held, total = one_row(con.execute(f"SELECT count(*) FILTER (WHERE rule = {literal(rule)}), count(*) FROM {quarantine}"))
+    if not total:
+        con.execute(f"DROP TABLE {quarantine}")
+    return int(held)
 
 
 @dataclass
@@ -190,6 +235,7 @@ class SqlSource:
         self.alias = f"hw_src_{name}"
         self._passes = 0  # tables this sync loaded in full or made a full pass over
         self._target = RawTarget()  # the warehouse's raw tables, set by each `sync`
+        self._refusing: dict[str, list[str]] = {}  # table -> keys (as `key_text`) of rows quarantined as refused, left out of every read
 
     # --- dialect -------------------------------------------------------------------------------
 
@@ -328,19 +374,26 @@ class SqlSource:
     def _sync_or_fail(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool) -> TableStats | HeadwaterError:
         """One table's sync, or why it failed: one bad table must not keep the others from syncing.
         Errors of the source's driver or of DuckDB become errors naming the source and the table."""
-        try:
-            if info.error is not None:
-                raise info.error
-            if info.skip is not None:
-                ctx.log(f"source {self.name}: table {info.name}: skipped: {info.skip}")
-                return TableStats(info.name, 0, 0.0, mode="skipped", notes=[info.skip])
-            return self._sync_table(ctx, info, raw_columns, last=last)
-        except HeadwaterError as exc:
-            error = exc
-        except duckdb.Error as exc:
-            if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
-                raise
-            error = refused_error(self.name, str(exc)) or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
+        for rescan in (False, True):
+            try:
+                if info.error is not None:
+                    raise info.error
+                if info.skip is not None:
+                    ctx.log(f"source {self.name}: table {info.name}: skipped: {info.skip}")
+                    return TableStats(info.name, 0, 0.0, mode="skipped", notes=[info.skip])
+                return self._sync_table(ctx, info, raw_columns, last=last, rescan=rescan)
+            except HeadwaterError as exc:
+                error = exc
+            except duckdb.Error as exc:
+                if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
+                    raise
+                refused = refused_error(self.name, str(exc))
+                if refused is not None and not rescan and self.settings.on_refused == "quarantine":
+                    # Rolled back. Again, with every such row of the table found first and set aside.
+                    ctx.log(f"source {self.name}: table {info.name}: {refused.what.removeprefix(f'Source {self.name!r}: ')}: such rows are set aside (on_refused: quarantine)")
+                    continue
+                error = refused or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
+            break
         ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
         return error
 
@@ -527,9 +580,11 @@ class SqlSource:
             lookback = settings.lookback if settings.lookback is not None else DEFAULT_INDEX_MARGIN
         return Plan(mode, method, key, cursor, lookback, deletes, every, notes, index_cursor, declared_key=bool(settings.primary_key))
 
-    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True) -> TableStats:
+    def _sync_table(self, ctx: SyncContext, info: TableInfo, raw_columns: dict[str, str] | None, *, last: bool = True, rescan: bool = False) -> TableStats:
         """``raw_columns``: the raw table's columns (without Headwater's own), None when there is none yet.
-        The ``last`` table of a sync commits straight into the database file (see `_checkpoint_settings`)."""
+        The ``last`` table of a sync commits straight into the database file (see `_checkpoint_settings`).
+        ``rescan``: a read met a value the warehouse refuses: find every such row first (`_set_aside_refused`)
+        and reload the table without them."""
         con = ctx.con
         started = time.perf_counter()
         settings = self.settings.settings_for(info.name)
@@ -551,6 +606,7 @@ class SqlSource:
             raw_columns = raw_columns or {}
             stats = TableStats(info.name, 0, 0.0, mode=plan.mode, notes=plan.notes + info.read_notes, quarantined=info.quarantined, quarantine_by_rule=dict(info.quarantine_by_rule))
             full = state is None or not exists or plan.method == "reload" or state.get("method") != plan.method or state.get("key") != plan.key
+            full = self._refused_rows(con, info, plan, stats, rescan=rescan, full=full) or full
             kept = self._reconcile_schema(con, info, raw_columns, target, stats, alter=not ctx.full_refresh) if exists else []
             if not full and any(c.startswith("added column") for c in stats.schema_changes):
                 full = True
@@ -572,6 +628,8 @@ class SqlSource:
                     new_state["cursor_max"] = _max(con, target, plan.cursor[0])
             else:
                 self._load_changes(ctx, info, plan, target, kept, state, snapshot, stats, new_state, no_horizon)
+                self._release_refused(con, info, plan, target)
+            self._report_refused(con, info, stats)
             self.end(con, info)
             change = Change(self.name, raw_schema(self.name), info.name, plan.key, state, new_state, full, log=ctx.log)
             self._target.before_commit(con, change)
@@ -603,6 +661,106 @@ class SqlSource:
 
     def xmin_usable(self, state: dict[str, Any], snapshot: dict[str, Any]) -> bool:
         return True
+
+    # --- rows the warehouse refuses (on_refused: quarantine) -------------------------------------
+
+    def _quarantine_of(self, info: TableInfo) -> str:
+        return f"{ident(raw_schema(self.name))}.{ident(quarantine_table(info.name, self._target.max_identifier))}"
+
+    def _refusals(self, info: TableInfo, plan: Plan, alias: str) -> list[tuple[Column, str, str]]:
+        key = key_text(plan.key, alias)
+        return [(c, condition, holds) for c in info.columns for condition, holds in refused_values(self._target, c, alias, key)]
+
+    def _refused_rows(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, stats: TableStats, *, rescan: bool, full: bool) -> bool:
+        """Which rows this table's reads leave out (`_readable`): those quarantined as refused whose
+        values the warehouse still refuses. A row fixed in the source is read again (its change is
+        a change) and loaded. The quarantine is made anew from a pass over the source when a read met
+        a refused value (``rescan``), and on every full load while it holds rows (a table without a
+        key is loaded in full each sync); True: it was, and the table is loaded in full, so raw keeps
+        no version of a row now refused."""
+        self._refusing.pop(info.name, None)
+        if not self._refusals(info, plan, "s"):  # the warehouse holds every value of these columns (DuckDB's)
+            return False
+        quarantine = self._quarantine_of(info)
+        exists = quarantine_exists(con, raw_schema(self.name), quarantine_table(info.name, self._target.max_identifier))
+        held = [str(k) for (k,) in con.execute(f"SELECT DISTINCT key FROM {quarantine} WHERE rule = {literal(REFUSED_RULE)}").fetchall()] if exists else []
+        scanned = rescan or (full and bool(held))
+        if scanned:
+            held = self._set_aside_refused(con, info, plan)
+        if held:
+            self._refusing[info.name] = held
+        return scanned
+
+    def _report_refused(self, con: duckdb.DuckDBPyConnection, info: TableInfo, stats: TableStats) -> None:
+        """The rows the quarantine holds as refused once the table is synced, in its stats and notes."""
+        if not self._refusing.get(info.name):
+            return
+        schema, companion = raw_schema(self.name), quarantine_table(info.name, self._target.max_identifier)
+        if not quarantine_exists(con, schema, companion):
+            return
+        rule = literal(REFUSED_RULE)
+        held, key, column, message = one_row(con.execute(
+            f"SELECT count(DISTINCT key), min(key), arg_min(column_name, key), arg_min(message, key) FROM {ident(schema)}.{ident(companion)} WHERE rule = {rule}"
+        ))
+        if held:
+            stats.quarantined += held
+            stats.quarantine_by_rule[REFUSED_RULE] = held
+            stats.notes.append(
+                f"{_rows(held)} set aside in {schema}.{companion}: values the warehouse cannot hold (e.g. column {column} ({key}) holds {message}); "
+                "fixed in the source, a row syncs with the next sync"
+            )
+
+    def _set_aside_refused(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan) -> list[str]:
+        """One pass over the source table: every row holding a value the warehouse refuses goes to the
+        quarantine (one row per value: key, column, value, why), replacing those set aside before.
+        Returns their keys. More than `REFUSED_MAX` is a column's type, not a few bad rows: an error."""
+        refusals = self._refusals(info, plan, "s")
+        flags = ", ".join(f"coalesce({condition}, false) AS _hw_r{i}, replace(CAST(s.{ident(c.name)} AS VARCHAR), chr(0), '\\0') AS _hw_v{i}" for i, (c, condition, _) in enumerate(refusals))
+        anywhere = " OR ".join(f"coalesce({condition}, false)" for _, condition, _ in refusals)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hw_refused AS SELECT {key_text(plan.key, 's')} AS key, {flags} "
+            f"FROM {self.relation(con, info, parallel=False)} AS s WHERE {anywhere} LIMIT {REFUSED_MAX + 1}"
+        )
+        try:
+            found = one_value(con.execute("SELECT count(*) FROM _hw_refused"))
+            if found > REFUSED_MAX:
+                column, holds = next((c.name, h) for i, (c, _, h) in enumerate(refusals) if one_value(con.execute(f"SELECT count(*) FROM _hw_refused WHERE _hw_r{i}")))
+                raise HeadwaterError(
+                    f"Source '{self.name}': more than {REFUSED_MAX:,} rows of table {info.name} hold values the warehouse cannot hold (column {column}: {holds})",
+                    why="So many is the column's type, not a few bad rows: setting them aside would leave most of the table out, so the table was left as it was.",
+                    fix=f"Sync the table through a view that converts column {column} to a type the warehouse holds, or leave the table out of sources.{self.name}.tables.",
+                )
+            parts = [
+                f"SELECT key, {literal(c.name)} AS column_name, _hw_v{i} AS original_value, {literal(REFUSED_RULE)} AS rule, {literal(holds)} AS message FROM _hw_refused WHERE _hw_r{i}"
+                for i, (c, _, holds) in enumerate(refusals)
+            ]
+            set_quarantined(con, raw_schema(self.name), quarantine_table(info.name, self._target.max_identifier), REFUSED_RULE, " UNION ALL ".join(parts) if found else None)
+            return [str(k) for (k,) in con.execute("SELECT DISTINCT key FROM _hw_refused ORDER BY key").fetchall()]
+        finally:
+            con.execute("DROP TABLE _hw_refused")
+
+    def _readable(self, info: TableInfo, plan: Plan, relation: str) -> str:
+        """``relation`` (a read of the table's rows) without the rows quarantined as refused whose
+        values the warehouse still refuses (`_refused_rows`). The keys are written out, not joined
+        from the quarantine: a full load may read on a connection of its own, outside the table's
+        transaction, where the quarantine written in it is not seen."""
+        held = self._refusing.get(info.name)
+        if not held:
+            return relation
+        anywhere = " OR ".join(f"coalesce({condition}, false)" for _, condition, _ in self._refusals(info, plan, "_hw_s"))
+        keys = ", ".join(literal(k) for k in held)
+        return f"(SELECT * FROM {relation} AS _hw_s WHERE NOT (({anywhere}) AND {key_text(plan.key, '_hw_s')} IN ({keys})))"
+
+    def _release_refused(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, target: str) -> None:
+        """After reading changes: rows set aside that this sync loaded (fixed in the source) leave the
+        quarantine. (Rows deleted in the source leave it in `_apply_deletes`.)"""
+        if not self._refusing.get(info.name) or not plan.key:
+            return
+        quarantine = self._quarantine_of(info)
+        written = f"SELECT {key_text(plan.key, 'r')} FROM {target} r WHERE r.{SYNCED_AT} = now()"
+        con.execute(f"DELETE FROM {quarantine} WHERE rule = {literal(REFUSED_RULE)} AND key IN ({written})")
+        if not _tidy_quarantine(con, quarantine, REFUSED_RULE):
+            self._refusing.pop(info.name)
 
     def _reconcile_schema(self, con: duckdb.DuckDBPyConnection, info: TableInfo, raw_columns: dict[str, str], target: str, stats: TableStats, *, alter: bool = True) -> list[Column]:
         """Bring raw's columns in line with the source's; returns the columns kept after the source
@@ -645,7 +803,7 @@ class SqlSource:
 
     def _load_full(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, kept: list[Column], stats: TableStats) -> None:
         con = ctx.con
-        source = self.relation(con, info)
+        source = self._readable(info, plan, self.relation(con, info))
         rows = f"SELECT {self._select_list(info, kept, plan, 's')} FROM {source} AS s"
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             n = self._target.load_full(con, raw_schema(self.name), info.name, rows, lambda: self.snapshot_reader(con))
@@ -705,7 +863,7 @@ class SqlSource:
         if probed is not None and probed[0] == 0:  # nothing changed: no second pass over the source
             con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT * FROM {target} LIMIT 0")
         else:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, where=where, parallel=False)} AS s")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {changes} AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self._readable(info, plan, self.relation(con, info, where=where, parallel=False))} AS s")
         stats.rows_read = one_value(con.execute(f"SELECT count(*) FROM {changes}"))
         self._check_unique(con, info, plan, changes)
         key_match = " AND ".join(f"{target}.{ident(k)} IS NOT DISTINCT FROM c.{ident(k)}" for k in plan.key)
@@ -760,7 +918,7 @@ class SqlSource:
             new_state["row_hashes"] = signature
             return
         src = "_hw_source"
-        relation = hashed_read or self.relation(con, info)
+        relation = self._readable(info, plan, hashed_read or self.relation(con, info))
         extra = f", s.{HASH_COLUMN}" if hashed else ""
         with _Progress(ctx, info, self.copy_progress() if ctx.progress else None):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {self._select_list(info, kept, plan, 's')}{extra} FROM {relation} AS s")
@@ -776,7 +934,7 @@ class SqlSource:
             self._target.delete_matching(con, target, "_hw_changes", plan.key)
             con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _hw_changes")
         if plan.deletes != "ignore":
-            stats.deleted = self._apply_deletes(con, plan, target, src)
+            stats.deleted = self._apply_deletes(con, info, plan, target, src)
         if hashed:  # raw now equals what was read: its hashes are the ones to compare with next time
             con.execute(f"CREATE OR REPLACE TABLE {hashes} AS SELECT {', '.join(ident(k) for k in plan.key)}, {HASH_COLUMN} FROM {src}")
             new_state["row_hashes"] = signature
@@ -815,7 +973,7 @@ class SqlSource:
                 where = f"{self.quote(plan.key[0])} IN ({', '.join(str(int(k[0])) for k in batch)})"
             else:
                 where = f"({', '.join(map(self.quote, plan.key))}) IN ({', '.join('(' + ', '.join(str(int(v)) for v in k) + ')' for k in batch)})"
-            read = f"SELECT {select} FROM {self.hashed_relation(con, info, where=where)} AS s"
+            read = f"SELECT {select} FROM {self._readable(info, plan, str(self.hashed_relation(con, info, where=where)))} AS s"
             con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_changes AS {read}" if start == 0 else f"INSERT INTO _hw_changes {read}")
         if changed:
             stats.rows_read = stats.upserted = one_value(con.execute("SELECT count(*) FROM _hw_changes"))
@@ -826,7 +984,7 @@ class SqlSource:
             con.execute(f"INSERT INTO {hashes} SELECT {', '.join(keys)}, {HASH_COLUMN} FROM _hw_changes")
             con.execute("DROP TABLE _hw_changes")
         if plan.deletes != "ignore":
-            stats.deleted = self._apply_deletes(con, plan, target, "_hw_source_hashes")
+            stats.deleted = self._apply_deletes(con, info, plan, target, "_hw_source_hashes")
         con.execute(f"DELETE FROM {hashes} h WHERE NOT EXISTS (SELECT 1 FROM _hw_source_hashes s WHERE {on})")
         con.execute("DROP TABLE _hw_source_hashes; DROP TABLE _hw_changed_keys")
         new_state["read"] = f"row hashes of {total:,} keys, {len(changed):,} changed"  # for the run's log
@@ -850,7 +1008,7 @@ class SqlSource:
         alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         if source_count is None:
             source_count = one_value(con.execute(f"SELECT * FROM {self.count_relation(info)}"))
-        raw_count = self._target.count(con, target, alive)
+        raw_count = self._target.count(con, target, alive) + len(self._refusing.get(info.name, []))  # rows set aside are the source's too
         removes = plan.mode != "append" and plan.deletes != "ignore"
         if source_count == raw_count or not plan.key or (raw_count > source_count and not removes):
             self._note_count_difference(ctx, info, plan, target, stats, source_count)
@@ -859,7 +1017,7 @@ class SqlSource:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hw_keys AS SELECT {keys} FROM {self.relation(con, info, columns=plan.key, parallel=False)}")
         self._check_unique(con, info, plan, "_hw_keys")
         if removes:
-            stats.deleted = self._apply_deletes(con, plan, target, "_hw_keys")
+            stats.deleted = self._apply_deletes(con, info, plan, target, "_hw_keys")
         self._add_missing(ctx, info, plan, target, kept, stats)
         con.execute("DROP TABLE _hw_keys")
         self._note_count_difference(ctx, info, plan, target, stats, source_count)
@@ -874,7 +1032,7 @@ class SqlSource:
         if missing:
             wanted = " AND ".join(f"m.{ident(k)} IS NOT DISTINCT FROM s.{ident(k)}" for k in plan.key)
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self.relation(con, info, parallel=False)} AS s "
+                f"CREATE OR REPLACE TEMP TABLE _hw_missing AS SELECT {self._select_list(info, kept, plan, 's')} FROM {self._readable(info, plan, self.relation(con, info, parallel=False))} AS s "
                 f"WHERE EXISTS (SELECT 1 FROM _hw_missing_keys m WHERE {wanted})"
             )
             self._target.delete_matching(con, target, "_hw_missing", plan.key)  # a tombstone of the same key
@@ -893,7 +1051,8 @@ class SqlSource:
     def _note_count_difference(self, ctx: SyncContext, info: TableInfo, plan: Plan, target: str, stats: TableStats, source_count: int) -> None:
         alive = f"{DELETED_AT} IS NULL" if plan.deletes == "tombstone" else ""
         raw_count = self._target.count(ctx.con, target, alive)
-        if raw_count == source_count:
+        held = len(self._refusing.get(info.name, []))  # set aside as refused (`_refused_rows`), said in a note of their own
+        if raw_count + held == source_count:
             return
         if raw_count > source_count and (plan.deletes == "ignore" or plan.mode == "append"):
             why = "deletes: ignore keeps rows deleted in the source" if plan.deletes == "ignore" else "append keeps rows the source deleted"
@@ -925,7 +1084,14 @@ class SqlSource:
             fix=f"Declare columns that are unique together in sources.{self.name}.overrides.{info.name}.primary_key, or remove it (then the table's own primary key is used, or without one the table is reloaded in full each sync).",
         )
 
-    def _apply_deletes(self, con: duckdb.DuckDBPyConnection, plan: Plan, target: str, keys_table: str) -> int:
+    def _apply_deletes(self, con: duckdb.DuckDBPyConnection, info: TableInfo, plan: Plan, target: str, keys_table: str) -> int:
+        """Delete (or tombstone) raw's rows whose keys ``keys_table`` (all the source's) lacks; rows set
+        aside as refused that the source no longer has leave the quarantine."""
+        if self._refusing.get(info.name):
+            quarantine = self._quarantine_of(info)
+            con.execute(f"DELETE FROM {quarantine} WHERE rule = {literal(REFUSED_RULE)} AND key NOT IN (SELECT {key_text(plan.key, 'k')} FROM {keys_table} k)")
+            if not _tidy_quarantine(con, quarantine, REFUSED_RULE):
+                self._refusing.pop(info.name)
         return self._target.delete_gone(con, target, keys_table, plan.key, tombstone=plan.deletes == "tombstone")
 
 
