@@ -1,0 +1,183 @@
+"""`headwater init`: a new project runs green at once, and `--from-demo` gives the full example.
+Through the real CLI, as a user types it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import pytest
+from cli_process import run_cli
+
+from headwater.config import load_project
+from headwater.errors import ExitCode
+from headwater.scaffold import BARE, TEMPLATE, init_project
+
+MART = "hours_by_region"
+
+
+def hw(*args: str | Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd, env=_plain_env(), timeout=timeout)
+
+
+def _plain_env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    return env | {"NO_COLOR": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "400"}
+
+
+def expected_mart(root: Path) -> dict[str, tuple[int, int, float]]:
+    """hours_by_region computed from the project's own CSV in Python, as its rules and models say:
+    regions trimmed and in title case; per region the distinct volunteers, the shifts and the hours."""
+    volunteers: dict[str, set[str]] = defaultdict(set)
+    shifts: dict[str, int] = defaultdict(int)
+    hours: dict[str, float] = defaultdict(float)
+    with open(root / "data" / "shifts.csv", newline="") as file:
+        for row in csv.DictReader(file):
+            region = " ".join(row["Region"].split()).title()
+            volunteers[region].add(row["Volunteer"].strip())
+            shifts[region] += 1
+            hours[region] += float(row["Hours"])
+    return {region: (len(volunteers[region]), shifts[region], hours[region]) for region in volunteers}
+
+
+def exported(text: str) -> dict[str, tuple[int, int, float]]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and list(rows[0]) == ["region", "volunteers", "shifts", "hours"], text
+    return {row["region"]: (int(row["volunteers"]), int(row["shifts"]), float(row["hours"])) for row in rows}
+
+
+# --- a new project runs at once ------------------------------------------------------------------
+
+
+def test_init_then_run_publishes_the_example_mart_and_export_prints_it(tmp_path: Path) -> None:
+    created = hw("init", "first", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    root = tmp_path / "first"
+    assert "cd first && headwater run" in created.stdout
+    for layer in ("staging", "intermediate", "marts"):
+        assert list((root / "models" / layer).glob("*.sql")), layer  # a model in each folder dbt_project.yml configures
+
+    ran = hw("run", cwd=root)
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    assert f"published {MART}" in ran.stdout
+    said = ran.stdout + ran.stderr
+    assert "Configuration paths exist" not in said and "unused configuration paths" not in said.lower()
+    assert " warn " not in said  # nothing to warn about in a new project
+
+    export = hw("export", MART, cwd=root)
+    assert export.returncode == 0, export.stderr
+    want = expected_mart(root)
+    assert exported(export.stdout) == want
+
+    # The dashboard is over the mart: its filter works on the published table, as its downloads do.
+    region = sorted(want)[0]
+    filtered = hw("export", MART, "-d", MART, "--filter", f"region={region}", cwd=root)
+    assert filtered.returncode == 0, filtered.stderr
+    assert exported(filtered.stdout) == {region: want[region]}
+    board = load_project(root).config.dashboards[MART]
+    assert board.table == MART and board.charts
+
+
+def test_the_templates_hold_no_hidden_files_and_every_file_explains_itself() -> None:
+    """A wheel leaves out hidden files (.gitkeep): what init writes must not depend on one. And every
+    file a newcomer opens starts by saying what it is for."""
+    for template in (TEMPLATE, BARE):
+        files = [p for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        assert files
+        assert not [p for p in files if any(part.startswith(".") for part in p.relative_to(template).parts)]
+        for path in files:
+            if path.suffix in (".yml", ".sql"):
+                first = path.read_text().lstrip().splitlines()[0]
+                assert first.startswith(("#", "--", "{#")), f"{path.relative_to(template)} starts without a comment: {first}"
+
+
+def test_init_with_an_existing_dbt_project_writes_no_example(tmp_path: Path) -> None:
+    (tmp_path / "analytics").mkdir()
+    (tmp_path / "analytics" / "dbt_project.yml").write_text("name: analytics\nprofile: analytics\nversion: '1.0'\nconfig-version: 2\n")
+    init_project(tmp_path / "platform", dbt_project=tmp_path / "analytics")
+    root = tmp_path / "platform"
+    assert sorted(p.name for p in root.iterdir()) == [".gitignore", "dashboards", "headwater.yml"]
+    config = load_project(root).config
+    assert (config.sources, config.pipelines, config.dashboards) == ({}, {}, {})
+
+
+def test_a_project_without_the_example_has_the_folders_and_nothing_to_run(tmp_path: Path) -> None:
+    """What `headwater org create` makes (init_project without ``example``): the layers and no source."""
+    init_project(tmp_path / "empty", "empty")
+    root = tmp_path / "empty"
+    for folder in ("models/staging", "models/intermediate", "models/marts", "dashboards"):
+        assert (root / folder).is_dir() and not any((root / folder).iterdir()), folder
+    assert (root / "macros" / "generate_schema_name.sql").is_file()
+    config = load_project(root).config
+    assert (config.name, config.sources, config.pipelines, config.dashboards) == ("empty", {}, {}, {})
+
+
+@pytest.mark.slow
+def test_the_example_builds_on_every_warehouse(tmp_path: Path, warehouse: object) -> None:
+    """The example's SQL is the warehouses' common ground: the same mart on DuckDB, PostgreSQL and BigQuery."""
+    from headwater.orchestrate import run_pipeline
+    from headwater.warehouse import open_warehouse
+
+    init_project(tmp_path / "ex", example=True)
+    project = warehouse.apply(load_project(tmp_path / "ex"))  # type: ignore[attr-defined]
+    result = run_pipeline(project)
+    assert result.published == {MART: 4}
+    snapshot = open_warehouse(project.root, project.config.warehouse).current_snapshot()
+    assert snapshot is not None
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        got = {r[0]: (r[1], r[2], float(r[3])) for r in con.execute(f"SELECT region, volunteers, shifts, hours FROM {MART}").fetchall()}
+    assert got == expected_mart(project.root)
+
+
+# --- init --from-demo ----------------------------------------------------------------------------
+
+
+def test_init_from_demo_creates_the_demo_without_running_it(tmp_path: Path) -> None:
+    from headwater.demo import TEMPLATE as DEMO
+
+    created = hw("init", "--from-demo", "--signups", "300", "campaign", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    root = tmp_path / "campaign"
+    assert (root / "headwater.yml").read_text() == (DEMO / "headwater.yml").read_text()
+    demo_files = {p.relative_to(DEMO) for p in DEMO.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert {p.relative_to(root) for p in root.rglob("*") if p.is_file()} >= {Path(".gitignore") if p.name == "gitignore" else p for p in demo_files}
+    with sqlite3.connect(root / "data" / "campaign.db") as con:
+        assert con.execute("SELECT count(*) FROM signups").fetchone() == (300,)
+    assert (root / "data" / "organizers.xlsx").is_file()
+    assert not (root / ".headwater" / "warehouse").exists()  # not run
+    assert "cd campaign && headwater run" in created.stdout
+
+    ran = hw("run", cwd=root)
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    assert "published flake_rate_weekly" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--from-demo", "--name", "mine"], "--from-demo cannot be used with --name"),
+        (["--from-demo", "--dbt-project", "."], "--from-demo cannot be used with --dbt-project"),
+        (["--signups", "300"], "--signups is for --from-demo"),
+    ],
+)
+def test_init_refuses_options_that_do_not_go_together(tmp_path: Path, args: list[str], says: str) -> None:
+    result = hw("init", "p", *args, cwd=tmp_path)
+    assert result.returncode == ExitCode.USER_ERROR, (result.stdout, result.stderr)
+    assert result.stderr.count(says) == 1 and "Fix:" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_init_from_demo_into_a_project_is_refused(tmp_path: Path) -> None:
+    init_project(tmp_path / "mine", example=True)
+    before = (tmp_path / "mine" / "headwater.yml").read_text()
+    result = hw("init", "--from-demo", "--signups", "100", "mine", cwd=tmp_path)
+    assert result.returncode == ExitCode.USER_ERROR and "exists already" in result.stderr
+    assert (tmp_path / "mine" / "headwater.yml").read_text() == before
+    assert not (tmp_path / "mine" / "data" / "campaign.db").exists()
