@@ -1,5 +1,6 @@
-"""`headwater init`: a new project runs green at once, and `--from-demo` gives the full example.
-Through the real CLI, as a user types it."""
+"""`headwater init`: a new project runs green at once, `--from-demo` gives the full example, and the
+mistakes a newcomer makes in headwater.yml (a `{}` left above the example, a source type that does
+not read its file) get one message saying what to change. Through the real CLI, as a user types it."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from cli_process import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from headwater.config import load_project
-from headwater.errors import ExitCode
+from headwater.errors import ConfigError, ExitCode
 from headwater.scaffold import BARE, TEMPLATE, init_project
 
 MART = "hours_by_region"
@@ -181,3 +184,106 @@ def test_init_from_demo_into_a_project_is_refused(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.USER_ERROR and "exists already" in result.stderr
     assert (tmp_path / "mine" / "headwater.yml").read_text() == before
     assert not (tmp_path / "mine" / "data" / "campaign.db").exists()
+
+
+# --- `sources: {}` above the example, uncommented --------------------------------------------------
+
+# headwater.yml as `headwater init` wrote it before its example ran (and `init --dbt-project` still
+# writes), with the example source uncommented as a newcomer does: line 6 keeps its `{}`.
+UNCOMMENTED = """\
+# Headwater project file. Every key is checked: a typo is an error naming the line.
+# Secrets come from the environment: write ${NAME} (or ${NAME:-default}) instead of the value.
+name: first
+
+# Where data comes from. Each source lands in the warehouse schema raw_<source name>.
+sources: {}
+  campaign:
+    type: sqlite
+    path: data/campaign.db     # relative to this folder
+    tables: "*"                # or a list of table names
+
+# What runs together: sync these sources, build the dbt project, publish what passed its tests.
+pipelines: {}
+#  daily:
+#    sources: [campaign]
+#    select: null               # a dbt selection; default: every model
+#    publish: [marts]           # readers see only these model folders (or model names)
+
+# The dbt project Headwater builds: the folder holding dbt_project.yml, relative to this one.
+dbt:
+  project_dir: .
+"""
+
+
+def test_an_inline_empty_mapping_above_indented_keys_is_named_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "headwater.yml").write_text(UNCOMMENTED)
+    result = hw("run", cwd=tmp_path)
+    assert result.returncode == ExitCode.USER_ERROR, (result.stdout, result.stderr)
+    said = result.stdout + result.stderr
+    assert "headwater.yml:6: invalid YAML: line 6 holds `sources: {}`, an empty mapping written inline" in said
+    assert "from line 7" in said and "Delete `{}` from line 6, leaving `sources:`" in said
+    assert said.count("line 6 holds") == 1 and "Traceback" not in said
+
+
+def test_the_bare_template_with_its_example_uncommented_gets_the_same_hint(tmp_path: Path) -> None:
+    """What `init --dbt-project` writes today, its commented example uncommented by removing '#'."""
+    text = (BARE / "headwater.yml").read_text().replace("{{name}}", "p").replace("{{dbt_project_dir}}", ".")
+    lines = text.splitlines()
+    at = lines.index("sources: {}")
+    example = at + 1
+    while lines[example].startswith("#  "):
+        lines[example] = lines[example][1:]
+        example += 1
+    assert example > at + 1  # the template still has its commented example
+    (tmp_path / "headwater.yml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_project(tmp_path)
+    assert caught.value.what.startswith(f"{tmp_path / 'headwater.yml'}:{at + 1}: invalid YAML: line {at + 1} holds `sources: {{}}`")
+
+
+KEYS = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lead=st.lists(KEYS, max_size=3, unique=True),
+    key=KEYS,
+    value=st.sampled_from(["{}", "[]", "{ }", "plain text", "{a: 1}", "[1, 2]"]),
+    comments=st.lists(st.sampled_from(["", "  # the example:", "# note"]), max_size=2),
+    indent=st.integers(1, 6),
+    child=st.sampled_from(["inner: 1", "- item"]),
+)
+def test_a_value_followed_by_indented_lines_names_the_value_line(tmp_path: Path, lead: list[str], key: str, value: str, comments: list[str], indent: int, child: str) -> None:
+    """Wherever the finished value is, the error names its line (numbered from the file's own
+    lines), its key and its value, never the following line PyYAML stopped at as the one to edit."""
+    from headwater.config.yamlfile import load_yaml
+
+    top = [f"{name}_x: 1" for name in lead]
+    lines = [*top, f"{key}: {value}", *comments, " " * indent + child]
+    file = tmp_path / "h.yml"
+    file.write_text("\n".join(lines) + "\n")
+    value_line = len(top) + 1
+    child_line = len(lines)
+    try:
+        load_yaml(file)
+    except ConfigError as exc:
+        message = exc.render()
+    else:
+        assert value == "plain text" and child == "- item"  # a plain scalar simply continues over the next line: valid YAML
+        return
+    if value.replace(" ", "") in ("{}", "[]"):
+        assert f"h.yml:{value_line}: invalid YAML: line {value_line} holds `{key}: {value}`" in message
+        assert f"from line {child_line}" in message and "Delete" in message
+    elif value.startswith(("{", "[")):
+        assert f"line {value_line} holds `{key}: {value}`, a " in message
+    else:
+        assert f"h.yml:{child_line}: invalid YAML: line {child_line} is indented under `{key}: {value}` (line {value_line})" in message
+
+
+def test_other_yaml_errors_keep_the_plain_message(tmp_path: Path) -> None:
+    from headwater.config.yamlfile import load_yaml
+
+    (tmp_path / "h.yml").write_text("sources: {}\nb: [1, 2\nc: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(tmp_path / "h.yml")
+    assert "holds" not in caught.value.what and "invalid YAML: expected ',' or ']'" in caught.value.what
