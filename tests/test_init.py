@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater.config import load_project
-from headwater.errors import ConfigError, ExitCode
+from headwater.errors import ConfigError, ExitCode, HeadwaterError
 from headwater.scaffold import BARE, TEMPLATE, init_project
 
 MART = "hours_by_region"
@@ -287,3 +287,108 @@ def test_other_yaml_errors_keep_the_plain_message(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_yaml(tmp_path / "h.yml")
     assert "holds" not in caught.value.what and "invalid YAML: expected ',' or ']'" in caught.value.what
+
+
+# --- a source type that does not read its file -----------------------------------------------------
+
+
+def _file_project(root: Path, source: str, files: dict[str, bytes]) -> Path:
+    root.mkdir()
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "headwater.yml").write_text(f"name: p\nsources:\n{source}pipelines:\n  daily: {{sources: [people]}}\ndbt:\n  project_dir: .\n")
+    (root / "dbt_project.yml").write_text("name: p\nprofile: p\nversion: '1.0'\nconfig-version: 2\n")
+    return root
+
+
+CSV_TEXT = b"name,hours\nAna,3\nBen,2.5\n"
+
+
+MISMATCHES = [
+    ("  people: {type: excel, path: data/people.csv}\n", "data/people.csv", "csv"),
+    ("  people: {type: excel, path: data/people.tsv, sheet: 1}\n", "data/people.tsv", "csv"),
+    ("  people: {type: csv, path: data/people.xlsx}\n", "data/people.xlsx", "excel"),
+    ("  people: {type: csv, path: data/people.ods}\n", "data/people.ods", "excel"),
+    ("  people:\n    type: csv\n    tables:\n      people: {path: data/people.XLS}\n", "data/people.XLS", "excel"),
+    ("  people: {type: csv, path: 'https://example.org/export/people.xlsx?v=2'}\n", "data/unused", "excel"),
+    ("  people: {type: csv, path: data/people.db}\n", "data/people.db", "sqlite"),
+    ("  people: {type: sqlite, path: data/people.csv}\n", "data/people.csv", "csv"),
+    ("  people: {type: sqlite, path: data/people.xlsx}\n", "data/people.xlsx", "excel"),
+]
+
+
+@pytest.mark.parametrize(("source", "file", "right"), [MISMATCHES[0], MISMATCHES[2], MISMATCHES[4]])
+def test_a_source_type_that_cannot_read_its_file_says_so_once_on_the_command_line(tmp_path: Path, source: str, file: str, right: str) -> None:
+    root = _file_project(tmp_path / "p", source, {file: CSV_TEXT})
+    for command in (["run"], ["sync", "people"]):
+        result = hw(*command, cwd=root)
+        assert result.returncode == ExitCode.USER_ERROR, (command, result.stdout, result.stderr)
+        said = result.stdout + result.stderr
+        assert said.count(f"write type: {right}") == 1, said  # one message, not repeated
+        assert said.count("does not read") == 1 and "headwater.yml:" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize(("source", "file", "right"), MISMATCHES)
+def test_a_source_type_that_cannot_read_its_file_suggests_the_one_that_can(tmp_path: Path, source: str, file: str, right: str) -> None:
+    root = _file_project(tmp_path / "p", source, {file: CSV_TEXT})
+    with pytest.raises(ConfigError) as caught:
+        load_project(root)
+    line = source.count("\n")  # the path: line, numbered in the file (two lines above the sources)
+    assert f"headwater.yml:{line + 2}: " in caught.value.what and "does not read " in caught.value.what
+    assert caught.value.what.count("write type: ") == 1 and f"write type: {right} " in caught.value.what + " "
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "gives"),
+    [
+        ("csv", "https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/edit#gid=0", None),
+        ("excel", "https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/export?format=csv", None),
+        ("csv", "https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/export?format=csv", "ok"),
+        ("csv", "https://docs.google.com/spreadsheets/d/e/2PACX-1vQ/pub?output=csv", "ok"),
+        ("excel", "https://docs.google.com/spreadsheets/d/1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms/export?format=xlsx", "ok"),
+    ],
+)
+def test_a_google_sheets_page_is_not_taken_for_its_file(tmp_path: Path, kind: str, url: str, gives: str | None) -> None:
+    (tmp_path / "headwater.yml").write_text(f"name: p\nsources:\n  people: {{type: {kind}, path: '{url}'}}\n")
+    if gives == "ok":
+        assert load_project(tmp_path).config.sources["people"].path == url  # type: ignore[union-attr]
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_project(tmp_path)
+    assert "type: google_sheets and spreadsheet_id: 1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms" in caught.value.what
+
+
+XLSX_HEAD = b"PK\x03\x04" + bytes(60)
+
+
+@pytest.mark.parametrize(
+    ("source", "data", "says"),
+    [
+        ("people: {type: excel, path: data/people}", CSV_TEXT, "data/people holds text, not a workbook"),
+        ("people: {type: csv, path: data/people}", XLSX_HEAD, "data/people is a spreadsheet workbook, not CSV text"),
+        ("people: {type: csv, path: data/people}", b"SQLite format 3\x00" + bytes(100), "data/people is a SQLite database, not CSV text"),
+        ("people: {type: csv, path: data/people}", b"<!DOCTYPE html><html><body>Sign in</body></html>\n", "data/people is a web page, not CSV text"),
+        ("people: {type: excel, path: data/people}", b"\n<html><body>Sign in</body></html>\n", "data/people is a web page, not a workbook"),
+    ],
+)
+def test_a_file_whose_name_does_not_say_is_told_by_its_bytes(tmp_path: Path, source: str, data: bytes, says: str) -> None:
+    """A misnamed file (or a URL without a suffix) gets to the reader, which tells from its first
+    bytes what it is: never loaded as garbage rows, never a codec's complaint about byte 22."""
+    import files_project
+
+    (tmp_path / "p" / "data").mkdir(parents=True)
+    (tmp_path / "p" / "data" / "people").write_bytes(data)
+    project = files_project.make_project(tmp_path / "p", source)
+    with pytest.raises(HeadwaterError) as caught:
+        files_project.sync(project, "people")
+    assert says in caught.value.render()
+    assert caught.value.exit_code == ExitCode.USER_ERROR
+
+
+def test_a_misnamed_workbook_is_one_message_on_the_command_line(tmp_path: Path) -> None:
+    root = _file_project(tmp_path / "p", "  people: {type: excel, path: data/people}\n", {"data/people": CSV_TEXT})
+    result = hw("sync", "people", cwd=root)
+    assert result.returncode == ExitCode.USER_ERROR, (result.stdout, result.stderr)
+    assert "data/people holds text, not a workbook" in result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("Write type: csv") == 1
