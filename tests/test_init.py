@@ -84,8 +84,16 @@ def test_init_then_run_publishes_the_example_mart_and_export_prints_it(tmp_path:
     filtered = hw("export", MART, "-d", MART, "--filter", f"region={region}", cwd=root)
     assert filtered.returncode == 0, filtered.stderr
     assert exported(filtered.stdout) == {region: want[region]}
-    board = load_project(root).config.dashboards[MART]
-    assert board.table == MART and board.charts
+    # And the web app shows the dashboard: its table chart (the fourth) holds the mart's numbers.
+    from conftest_web import html_table, logged_in_client
+
+    project = load_project(root)
+    with logged_in_client(project, "viewer") as client:
+        page = client.get(f"/dashboards/{MART}")
+    assert page.status_code == 200, page.text[-2000:]
+    table = html_table(page.text, "chart-3")
+    assert table[0] == ["region", "volunteers", "shifts", "hours"]
+    assert {row[0]: (int(row[1]), int(row[2]), float(row[3].replace(",", ""))) for row in table[1:]} == want
 
 
 def test_the_templates_hold_no_hidden_files_and_every_file_explains_itself() -> None:

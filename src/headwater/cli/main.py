@@ -115,6 +115,8 @@ def init(
     ] = None,
 ) -> None:
     """Create a project that runs at once: an example CSV source, its dbt models (staging, intermediate, marts) and a dashboard."""
+    import shlex
+
     from headwater.scaffold import init_project, warehouse_block
 
     _init_options(from_demo, name, dbt_project, signups)
@@ -125,7 +127,7 @@ def init(
         created = init_project(directory, name, dbt_project, example=dbt_project is None)
     if warehouse and block:
         _use_warehouse(directory, warehouse, block)
-    folder = escape(str(directory))
+    folder = escape(shlex.quote(str(directory)))  # a command to paste into a shell
     if from_demo:
         out.print(f"Next: cd {folder} && headwater run, then `headwater user add YOU@example.org --role admin` and `headwater serve`.", highlight=False, soft_wrap=True)
         return
