@@ -119,8 +119,19 @@ def test_init_with_an_existing_dbt_project_writes_no_example(tmp_path: Path) -> 
     assert (config.sources, config.pipelines, config.dashboards) == ({}, {}, {})
 
 
+def test_a_new_organisations_project_is_the_example_too(tmp_path: Path) -> None:
+    """`headwater org create` says `headwater run -p FOLDER` next: its project has something to run."""
+    created = hw("org", "create", "acme", "--install", tmp_path / "inst", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    folder = tmp_path / "inst" / "orgs" / "acme"
+    assert f"headwater run -p {folder.resolve()}" in created.stdout
+    config = load_project(folder).config
+    assert (list(config.sources), list(config.pipelines), list(config.dashboards)) == (["shifts"], ["daily"], [MART])
+    assert config.system.url != "sqlite:///.headwater/system.db"  # its runs go to the install's database
+
+
 def test_a_project_without_the_example_has_the_folders_and_nothing_to_run(tmp_path: Path) -> None:
-    """What `headwater org create` makes (init_project without ``example``): the layers and no source."""
+    """init_project without ``example`` (what tests build on): the layers and no source."""
     init_project(tmp_path / "empty", "empty")
     root = tmp_path / "empty"
     for folder in ("models/staging", "models/intermediate", "models/marts", "dashboards"):
