@@ -378,6 +378,17 @@ def test_a_google_sheets_page_is_not_taken_for_its_file(tmp_path: Path, kind: st
     assert "type: google_sheets and spreadsheet_id: 1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms" in caught.value.what
 
 
+def test_a_google_sheets_address_given_as_its_id_names_the_id(tmp_path: Path) -> None:
+    sheet = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
+    source = f"{{type: google_sheets, spreadsheet_id: 'https://docs.google.com/spreadsheets/d/{sheet}/edit#gid=0', credentials: key.json}}"
+    (tmp_path / "headwater.yml").write_text(f"name: p\nsources:\n  people: {source}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_project(tmp_path)
+    assert f"headwater.yml:3: sources.people.spreadsheet_id: spreadsheet_id is the id in the sheet's address, not the address: write spreadsheet_id: {sheet} " in caught.value.what
+    (tmp_path / "headwater.yml").write_text(f"name: p\nsources:\n  people: {source.replace(f'https://docs.google.com/spreadsheets/d/{sheet}/edit#gid=0', sheet)}\n")
+    assert load_project(tmp_path).config.sources["people"].spreadsheet_id == sheet  # type: ignore[union-attr]
+
+
 XLSX_HEAD = b"PK\x03\x04" + bytes(60)
 
 

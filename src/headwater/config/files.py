@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from headwater.config.base import Duration, Name, Strict, TimeZone
-from headwater.config.filetypes import readable_by
+from headwater.config.filetypes import readable_by, sheet_id
 from headwater.config.sqlparser import sql_parser
 
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "datetime"]
@@ -272,6 +272,11 @@ class GoogleSheetsSource(_OneOrMany):
     tables: dict[Name, SheetsRange] = Field(default_factory=dict)
     api_url: str = Field("https://sheets.googleapis.com", description="The Sheets API's address (tests point it at a local server).")
     timeout: Duration = Field(default_factory=lambda: dt.timedelta(seconds=60), description="Per HTTP request.")
+
+    @field_validator("spreadsheet_id")
+    @classmethod
+    def _sheet_id(cls, value: str) -> str:
+        return sheet_id(value)
 
     @model_validator(mode="after")
     def _shape(self) -> GoogleSheetsSource:

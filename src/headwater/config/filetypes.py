@@ -69,3 +69,16 @@ def _google_sheet(path: str) -> tuple[str, str | None] | None:
     query = parse_qs(parts.query)
     given = query.get("format") or query.get("output")
     return segments[3], given[0].lower() if given else None
+
+
+def sheet_id(value: str) -> str:
+    """A google_sheets source's ``spreadsheet_id``, refused when it is the sheet's whole address (the
+    API would answer "not found"), naming the id to write."""
+    sheet = _google_sheet(value)
+    if sheet is not None or value.lower().startswith(("http://", "https://")):
+        raise PydanticCustomError(
+            "sheet_id",
+            "spreadsheet_id is the id in the sheet's address, not the address: write spreadsheet_id: {id}",
+            {"id": sheet[0] if sheet else "the part between /d/ and the next /"},
+        )
+    return value
