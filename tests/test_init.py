@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater.config import load_project
+from headwater.config.filetypes import SUFFIXES
 from headwater.errors import ConfigError, ExitCode, HeadwaterError
 from headwater.scaffold import BARE, TEMPLATE, init_project
 
@@ -356,6 +357,30 @@ def test_a_source_type_that_cannot_read_its_file_suggests_the_one_that_can(tmp_p
     line = source.count("\n")  # the path: line, numbered in the file (two lines above the sources)
     assert f"headwater.yml:{line + 2}: " in caught.value.what and "does not read " in caught.value.what
     assert caught.value.what.count("write type: ") == 1 and f"write type: {right} " in caught.value.what + " "
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    stem=st.from_regex(r"[A-Za-z0-9_ -]{1,12}", fullmatch=True),
+    folder=st.sampled_from(["", "data/", "data/2024-*/", "https://example.org/files/"]),
+    suffix=st.sampled_from([s for suffixes in SUFFIXES.values() for s in suffixes] + [".json", ".parquet", ""]),
+    upper=st.booleans(),
+    query=st.sampled_from(["", "?download=1"]),
+    source_type=st.sampled_from(list(SUFFIXES)),
+)
+def test_a_file_is_refused_exactly_when_its_name_says_another_type_reads_it(stem: str, folder: str, suffix: str, upper: bool, query: str, source_type: str) -> None:
+    from pydantic_core import PydanticCustomError
+
+    from headwater.config.filetypes import readable_by
+
+    path = folder + stem + (suffix.upper() if upper else suffix) + (query if folder.startswith("http") else "")
+    named = next((kind for kind, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+    if named is None or named == source_type:
+        assert readable_by(source_type, path) == path
+        return
+    with pytest.raises(PydanticCustomError) as caught:
+        readable_by(source_type, path)
+    assert str(caught.value).endswith(f"write type: {named}") and f"type: {source_type} does not read" in str(caught.value)
 
 
 @pytest.mark.parametrize(
