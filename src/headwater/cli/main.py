@@ -132,7 +132,7 @@ def init(
         out.print(f"Next: cd {folder} && headwater run, then `headwater user add YOU@example.org --role admin` and `headwater serve`.", highlight=False, soft_wrap=True)
         return
     using = f", building the dbt project in {dbt_project}" if dbt_project else ""
-    out.print(f"Created project [bold]{escape(created.name)}[/] in {folder}{escape(using)}", highlight=False)
+    out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
     if dbt_project:
         out.print("Next: add sources to headwater.yml, list the models readers may see under a pipeline's publish: (default: the marts folder), then `headwater run`.")
     else:

@@ -12,6 +12,10 @@ to while composing and refuses beyond ``MAX_ALIAS_VALUES``, refuses an alias ins
 and refuses nesting deeper than ``MAX_DEPTH`` (10,000 ``[`` exhausted Python's stack), each naming
 the file and line.
 
+A syntax error right after a finished value (``sources: {}`` with the example below it uncommented)
+is reported at the value's line, naming it: PyYAML names the next line, which is not the one to edit
+(`_value_above`).
+
 Secrets live in the system database, whose URL is in the very file being read, so a scalar naming a
 secret is left *pending* while the file is built, and `resolve_secrets` fills all of them in with one
 lookup afterwards. A file without ``${secret:`` never touches the system database.

@@ -15,7 +15,7 @@ from headwater.errors import HeadwaterError
 from headwater.redact import redact
 
 TEMPLATE = Path(__file__).parent / "project"  # a project that runs at once: an example CSV source, its models, a dashboard
-BARE = Path(__file__).parent / "bare"  # `init --dbt-project`: Headwater's own files, an empty project file
+BARE = Path(__file__).parent / "bare"  # headwater.yml without a source or pipeline (`init --dbt-project`, and without the example)
 TEXT_SUFFIXES = {".yml", ".yaml", ".sql", ".md", ""}
 
 
