@@ -137,7 +137,12 @@ def init(
         out.print("Next: add sources to headwater.yml, list the models readers may see under a pipeline's publish: (default: the marts folder), then `headwater run`.")
     else:
         out.print("It holds an example to start from: a CSV source (data/shifts.csv), its dbt models under models/ and a dashboard (dashboards/), each file commented.", highlight=False, soft_wrap=True)
-        out.print(f"Next: cd {folder} && headwater run, then `headwater export hours_by_region` or `headwater serve`.", highlight=False, soft_wrap=True)
+        out.print(
+            f"Next: cd {folder} && headwater run, then `headwater export hours_by_region`; for the dashboard, "
+            "`headwater user add YOU@example.org --role admin` and `headwater serve`.",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _init_options(from_demo: bool, name: str | None, dbt_project: Path | None, signups: int | None) -> None:
