@@ -21,7 +21,7 @@ COMMAND = HEADWATER
 
 # Each command and words from its help text that say what it is for.
 COMMANDS = {
-    "init": "Scaffold an empty project",
+    "init": "Create a project that runs at once",
     "demo": "flake-rate example",
     "run": "Run a pipeline",
     "runs": "Recent runs",

@@ -139,4 +139,8 @@ def test_a_file_that_is_not_a_workbook(tmp_path):
     project = make_project(tmp_path, SOURCE)
     with pytest.raises(HeadwaterError) as caught:
         sync(project, "org")
-    assert "is not a readable workbook" in caught.value.what and "Save it as .xlsx" in caught.value.fix
+    assert "holds text, not a workbook" in caught.value.what and "Write type: csv" in (caught.value.fix or "")
+    (tmp_path / "data/organizers.xlsx").write_bytes(b"PK\x03\x04" + bytes(200))  # a zip archive, broken: no workbook in it
+    with pytest.raises(HeadwaterError) as caught:
+        sync(project, "org")
+    assert "is not a readable workbook" in caught.value.what and "Save it as .xlsx" in (caught.value.fix or "")

@@ -107,20 +107,69 @@ def init(
         typer.Option("--dbt-project", help="Use this existing dbt project (the folder holding dbt_project.yml) instead of creating one.", show_default=False),
     ] = None,
     warehouse: WarehouseOpt = None,
+    from_demo: Annotated[
+        bool, typer.Option("--from-demo", help="Create the full volunteer flake-rate example (`headwater demo`'s project and generated data) without running it.")
+    ] = False,
+    signups: Annotated[
+        int | None, typer.Option(min=100, max=orgs.MAX_SIGNUPS, help="With --from-demo: sign-ups to generate in its campaign database (default 200,000).", show_default=False)
+    ] = None,
 ) -> None:
-    """Scaffold an empty project: headwater.yml, a dbt project with staging/intermediate/marts folders."""
+    """Create a project that runs at once: an example CSV source, its dbt models (staging, intermediate, marts) and a dashboard."""
+    import shlex
+
     from headwater.scaffold import init_project, warehouse_block
 
+    _init_options(from_demo, name, dbt_project, signups)
     block = warehouse_block(warehouse) if warehouse else None  # checked before anything is created
-    created = init_project(directory, name, dbt_project)
+    if from_demo:
+        _init_demo(directory, signups or 200_000)
+    else:
+        created = init_project(directory, name, dbt_project, example=dbt_project is None)
     if warehouse and block:
         _use_warehouse(directory, warehouse, block)
+    folder = escape(shlex.quote(str(directory)))  # a command to paste into a shell
+    if from_demo:
+        out.print(f"Next: cd {folder} && headwater run, then `headwater user add YOU@example.org --role admin` and `headwater serve`.", highlight=False, soft_wrap=True)
+        return
     using = f", building the dbt project in {dbt_project}" if dbt_project else ""
     out.print(f"Created project [bold]{escape(created.name)}[/] in {escape(str(directory))}{escape(using)}", highlight=False)
     if dbt_project:
         out.print("Next: add sources to headwater.yml, list the models readers may see under a pipeline's publish: (default: the marts folder), then `headwater run`.")
     else:
-        out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
+        out.print("It holds an example to start from: a CSV source (data/shifts.csv), its dbt models under models/ and a dashboard (dashboards/), each file commented.", highlight=False, soft_wrap=True)
+        out.print(
+            f"Next: cd {folder} && headwater run, then `headwater export hours_by_region`; for the dashboard, "
+            "`headwater user add YOU@example.org --role admin` and `headwater serve`.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _init_options(from_demo: bool, name: str | None, dbt_project: Path | None, signups: int | None) -> None:
+    """Refuse options of `init` that do not go together, before anything is created."""
+    if from_demo and (name or dbt_project):
+        given = " and ".join(option for option, value in (("--name", name), ("--dbt-project", dbt_project)) if value)
+        raise HeadwaterError(
+            f"--from-demo cannot be used with {given}",
+            why="--from-demo creates the demo project as it is (named flake_demo, with its own dbt project)",
+            fix=f"Leave {given} out, or leave --from-demo out to create a project of your own.",
+        )
+    if signups is not None and not from_demo:
+        raise HeadwaterError("--signups is for --from-demo", why="only the demo's campaign database is generated", fix="Add --from-demo, or leave --signups out.")
+
+
+def _init_demo(directory: Path, signups: int) -> None:
+    """`init --from-demo`: the demo project and its generated data, not run."""
+    from headwater.demo import create_demo
+
+    with err.status("Creating the demo project…", spinner="dots") as status:
+
+        def say(message: str) -> None:
+            status.update(f"Creating the demo project: {message}…")
+            out.print(f"[dim]•[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+        create_demo(directory, signups=signups, say=say)
+    out.print(f"Created the demo project [bold]flake_demo[/] in {escape(str(directory))}: the volunteer flake-rate report of `headwater demo`, not run yet.", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -123,7 +123,7 @@ def _scaffold(install: Any, slug: str, folder: Path, *, demo: bool, signups: int
     else:
         from headwater.scaffold import init_project
 
-        init_project(folder, project_name(slug))
+        init_project(folder, project_name(slug), example=True)  # runs at once, as `headwater init` does
     file = folder / PROJECT_FILE
     file.write_text(point_at_install(file.read_text(), project_name(slug), install.project_system_url()))
 

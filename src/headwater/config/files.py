@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from headwater.config.base import Duration, Name, Strict, TimeZone
+from headwater.config.filetypes import readable_by, sheet_id
 from headwater.config.sqlparser import sql_parser
 
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "datetime"]
@@ -208,11 +209,21 @@ class _CsvReading(Strict):
 class CsvTable(TableRules, _CsvReading):
     path: str = Field(description="A file, a glob (data/*.csv: one table of all files), or an http(s) URL.")
 
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return readable_by("csv", value)
+
 
 class CsvSource(_OneOrMany, _CsvReading):
     type: Literal["csv"]
     path: str | None = Field(None, description="A file, a glob (data/*.csv: one table of all files), or an http(s) URL.")
     tables: dict[Name, CsvTable] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        return readable_by("csv", value)
 
     @model_validator(mode="after")
     def _shape(self) -> CsvSource:
@@ -231,6 +242,11 @@ class ExcelSource(_OneOrMany):
     path: str = Field(description="An .xlsx, .xlsm, .xlsb, .xls or .ods file, or an http(s) URL of one.")
     sheet: str | int | None = Field(None, description="A sheet's name or position (1 = first; the default); '*' = every sheet, each a table named after it.")
     tables: dict[Name, ExcelSheet] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return readable_by("excel", value)
 
     @model_validator(mode="after")
     def _shape(self) -> ExcelSource:
@@ -256,6 +272,11 @@ class GoogleSheetsSource(_OneOrMany):
     tables: dict[Name, SheetsRange] = Field(default_factory=dict)
     api_url: str = Field("https://sheets.googleapis.com", description="The Sheets API's address (tests point it at a local server).")
     timeout: Duration = Field(default_factory=lambda: dt.timedelta(seconds=60), description="Per HTTP request.")
+
+    @field_validator("spreadsheet_id")
+    @classmethod
+    def _sheet_id(cls, value: str) -> str:
+        return sheet_id(value)
 
     @model_validator(mode="after")
     def _shape(self) -> GoogleSheetsSource:

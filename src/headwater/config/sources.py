@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from headwater.config.base import Duration, Strict, TimeZone
+from headwater.config.filetypes import readable_by
 
 # A source's own names, as its database allows them (dots, quotes, spaces, dashes, unicode, reserved
 # words): every query quotes them. Only NUL, which no database allows in a name, is refused.
@@ -90,6 +91,11 @@ class SQLiteSettings(DatabaseSource):
         description="A value that is not of its column's declared type (SQLite allows 'five' in an INTEGER column): quarantine its row "
         "(raw_<source>.<table>__quarantine, with the reason), or sync the whole column as text. Never loaded as another value.",
     )
+
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        return readable_by("sqlite", value)
 
 
 class PostgresSettings(DatabaseSource):

@@ -12,6 +12,10 @@ to while composing and refuses beyond ``MAX_ALIAS_VALUES``, refuses an alias ins
 and refuses nesting deeper than ``MAX_DEPTH`` (10,000 ``[`` exhausted Python's stack), each naming
 the file and line.
 
+A syntax error right after a finished value (``sources: {}`` with the example below it uncommented)
+is reported at the value's line, naming it: PyYAML names the next line, which is not the one to edit
+(`_value_above`).
+
 Secrets live in the system database, whose URL is in the very file being read, so a scalar naming a
 secret is left *pending* while the file is built, and `resolve_secrets` fills all of them in with one
 lookup afterwards. A file without ``${secret:`` never touches the system database.
@@ -114,10 +118,68 @@ def load_yaml(file: Path, env: Mapping[str, str] | None = None) -> Located:
         problem = getattr(exc, "problem", None) or str(exc)
         if isinstance(exc, _Refused):
             raise ConfigError(f"{where}: {problem}", why=exc.why, fix=exc.fix) from None
+        if mark and (owner := _value_above(text, mark.line, problem)):
+            raise owner.error(file, mark.line + 1) from None
         raise ConfigError(f"{where}: invalid YAML: {problem}", fix="Fix the YAML syntax at that line (indentation, quotes, a missing colon).") from None
     located = Located(file=file, data=None)
     located.data = {} if node is None else _Builder(located, env).build(node, ())
     return located
+
+
+# A `key: value` line (in a list item too), its value without a trailing comment. Keys are plain or quoted.
+_KEY_VALUE = re.compile(r"""^(?P<lead>\s*(?:-\s+)*)(?P<key>"[^"]*"|'[^']*'|[^\s#'"][^:#]*?)\s*:[ \t]+(?P<value>[^#\s](?:.*?[^\s])?)(?:[ \t]+#.*)?\s*$""")
+# What PyYAML says when an indented line follows a value that is complete: a mapping or list written
+# inline ({} or []: it says "expected <block end>"), or a plain value (then the line's colon is read
+# inside that value: "mapping values are not allowed here").
+_AFTER_A_VALUE = ("expected <block end>, but found '<block mapping start>'", "expected <block end>, but found '<block sequence start>'", "mapping values are not allowed here")
+
+
+@dataclass(frozen=True)
+class _ValueAbove:
+    """The line above a YAML error whose key already has its value, while the line of the error is
+    indented under it as if it belonged to that key: `sources: {}` with the example below uncommented."""
+
+    line: int
+    key: str
+    value: str
+
+    def error(self, file: Path, at: int) -> ConfigError:
+        if self.value[0] in "{[":
+            kind = "mapping" if self.value[0] == "{" else "list"
+            empty = "".join(self.value.split()) in ("{}", "[]")
+            return ConfigError(
+                f"{file}:{self.line}: invalid YAML: line {self.line} holds `{self.key}: {self.value}`, {'an empty' if empty else 'a'} {kind} written inline, "
+                f"so the lines indented below it (from line {at}) belong to nothing",
+                why=f"`{self.value}` is the whole value of {self.key}; lines indented under it cannot add to it",
+                fix=f"Delete `{self.value}` from line {self.line}, leaving `{self.key}:`, so the indented lines become its entries (or comment them out to keep it empty)."
+                if empty
+                else f"Write the entries of `{self.value}` as indented lines under `{self.key}:` with the others, or indent line {at} as far as line {self.line} if it is a key beside {self.key}.",
+            )
+        return ConfigError(
+            f"{file}:{at}: invalid YAML: line {at} is indented under `{self.key}: {self.value}` (line {self.line}), which has its value already",
+            why=f"the value of {self.key} is `{self.value}`: a line indented under it can only continue that text, and a key cannot",
+            fix=f"If line {at} belongs inside {self.key}, remove `{self.value}` from line {self.line}; if it is a key beside {self.key}, indent it as far as line {self.line}.",
+        )
+
+
+def _value_above(text: str, index: int, problem: str) -> _ValueAbove | None:
+    """When PyYAML stopped at line ``index`` (0-based) with one of `_AFTER_A_VALUE`, and the nearest
+    line above it holding more than a comment is `key: value` with that line indented deeper than
+    the key: that line, key and value (the error is then the value's, not the line PyYAML names)."""
+    lines = text.splitlines()
+    if problem not in _AFTER_A_VALUE or index >= len(lines):
+        return None
+    here = lines[index]
+    indent = len(here) - len(here.lstrip(" "))
+    for number in range(index - 1, -1, -1):
+        above = lines[number].strip()
+        if not above or above.startswith("#"):
+            continue
+        match = _KEY_VALUE.match(lines[number])
+        if match is None or indent <= len(match["lead"]):
+            return None
+        return _ValueAbove(number + 1, match["key"], match["value"])
+    return None
 
 
 class _Refused(yaml.MarkedYAMLError):

@@ -33,23 +33,35 @@ def prepare_demo(
 ) -> LoadedProject:
     """Create the demo project (or reuse it) and make sure its campaign database exists.
     ``configure``: changes the project folder before it is loaded (`demo --warehouse`)."""
-    from headwater.demo.generate import generate_campaign_db
-
     if (directory / PROJECT_FILE).exists():
         say(f"Using the existing demo project in {directory}")
     else:
         copy_template(TEMPLATE, directory, {})
         say(f"Created the demo project in {directory}")
-    database = directory / CAMPAIGN_DB
-    if regenerate or not database.exists():
-        say(f"Generating {signups:,} volunteer sign-ups into {database}")
-        counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=lambda phase: say(f"writing {phase}"))
-        say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    if regenerate or not (directory / CAMPAIGN_DB).exists():
+        _generate(directory, signups, seed, say)
     if configure is not None:
         configure(directory)
     from headwater.system.orgs import open_project  # with the secrets store: `--warehouse` may have put the URL there
 
     return open_project(directory)
+
+
+def create_demo(directory: Path, *, signups: int, seed: int = 7, say: Callable[[str], None] = lambda _: None) -> None:
+    """The demo project in ``directory`` (new, or empty) with its generated data, not run
+    (`headwater init --from-demo`)."""
+    copy_template(TEMPLATE, directory, {})  # refuses a folder holding a project or other files
+    _generate(directory, signups, seed, say)
+
+
+def _generate(directory: Path, signups: int, seed: int, say: Callable[[str], None]) -> None:
+    """The campaign database and, next to it, the organizers' sheet."""
+    from headwater.demo.generate import generate_campaign_db
+
+    database = directory / CAMPAIGN_DB
+    say(f"Generating {signups:,} volunteer sign-ups into {database}")
+    counts = generate_campaign_db(database, signups, seed=seed, timezone=demo_timezone(), progress=lambda phase: say(f"writing {phase}"))
+    say("Campaign database: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
 
 
 def demo_admin(project: LoadedProject) -> tuple[str, str]:

@@ -14,7 +14,8 @@ from headwater.config.loader import PROJECT_FILE
 from headwater.errors import HeadwaterError
 from headwater.redact import redact
 
-TEMPLATE = Path(__file__).parent / "project"
+TEMPLATE = Path(__file__).parent / "project"  # a project that runs at once: an example CSV source, its models, a dashboard
+BARE = Path(__file__).parent / "bare"  # headwater.yml without a source or pipeline (`init --dbt-project`, and without the example)
 TEXT_SUFFIXES = {".yml", ".yaml", ".sql", ".md", ""}
 
 
@@ -24,25 +25,37 @@ class Created:
     root: Path
 
 
-def init_project(directory: Path, name: str | None = None, dbt_project: Path | None = None, warehouse: str | None = None) -> Created:
+def init_project(directory: Path, name: str | None = None, dbt_project: Path | None = None, warehouse: str | None = None, *, example: bool = False) -> Created:
     """A new project in ``directory``: headwater.yml and a dbt project with staging, intermediate and
-    marts folders; or, with ``dbt_project``, headwater.yml pointing at that existing dbt project
-    (``dbt.project_dir``, relative to the new project) and no dbt files of its own."""
+    marts folders. With ``example`` (`headwater init`), one that runs as it is: an example CSV source
+    (data/shifts.csv) and a pipeline, a model in each folder and a dashboard over the mart; without,
+    no source, pipeline, model or dashboard. With ``dbt_project``: headwater.yml pointing at that
+    existing dbt project (``dbt.project_dir``, relative to the new project) and no dbt files of its own."""
     name = name or re.sub(r"[^A-Za-z0-9_]", "_", directory.resolve().name).strip("_") or "project"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
         raise HeadwaterError(f"'{name}' is not a valid project name", fix="Use letters, digits and underscores, starting with a letter (--name my_project).")
-    if dbt_project is None:
-        copy_template(TEMPLATE, directory, {"name": name, "dbt_project_dir": "."})
+    values = {"name": name, "dbt_project_dir": "."}
+    if dbt_project is not None:
+        values["dbt_project_dir"] = _dbt_project_dir(dbt_project, directory)
+        copy_template(BARE, directory, values, only=HEADWATER_FILES)
+        (directory / "dashboards").mkdir(exist_ok=True)  # made here: a wheel holds no empty folder
+    elif example:
+        copy_template(TEMPLATE, directory, values)
     else:
-        project_dir = _dbt_project_dir(dbt_project, directory)
-        copy_template(TEMPLATE, directory, {"name": name, "dbt_project_dir": project_dir}, only=HEADWATER_FILES)
+        copy_template(BARE, directory, values)
+        for dbt_file in DBT_FILES:
+            _copy_file(TEMPLATE / dbt_file, directory / dbt_file, values)
+        for folder in ("models/staging", "models/intermediate", "models/marts", "dashboards"):
+            (directory / folder).mkdir(parents=True, exist_ok=True)
     if warehouse is not None:
         set_warehouse(directory, warehouse)
     return Created(name, directory)
 
 
+# The dbt project of a project without the example: the template's, without its models.
+DBT_FILES = ("dbt_project.yml", "macros/generate_schema_name.sql")
 # What `init --dbt-project` writes: Headwater's own files, none of the dbt scaffold.
-HEADWATER_FILES = frozenset({PROJECT_FILE, "gitignore", "dashboards"})
+HEADWATER_FILES = frozenset({PROJECT_FILE, "gitignore"})
 
 
 def _dbt_project_dir(dbt_project: Path, directory: Path) -> str:
@@ -76,14 +89,18 @@ def copy_template(template: Path, directory: Path, values: dict[str, str], only:
             if target.name == ".gitignore":
                 _add_ignores(target, source.read_text())
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.suffix in TEXT_SUFFIXES:
-            text = source.read_text()
-            for key, value in values.items():
-                text = text.replace("{{" + key + "}}", value)
-            target.write_text(text)
-        else:
-            shutil.copyfile(source, target)
+        _copy_file(source, target, values)
+
+
+def _copy_file(source: Path, target: Path, values: dict[str, str]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix in TEXT_SUFFIXES:
+        text = source.read_text()
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+        target.write_text(text)
+    else:
+        shutil.copyfile(source, target)
 
 
 def _add_ignores(gitignore: Path, entries: str) -> None:

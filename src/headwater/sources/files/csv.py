@@ -32,11 +32,12 @@ from headwater.clean.headers import (
 )
 from headwater.clean.load import Fixups, Rejected, Staged
 from headwater.config.files import CsvSource, CsvTable, TableRules
-from headwater.errors import HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError
 from headwater.sources.files.base import FileSource, Opened
 from headwater.sources.files.fetch import LocalFile, resolve
 from headwater.sources.files.inspect import (
     FileFacts,
+    content_kind,
     detect_encoding,
     inspect_file,
     transcode,
@@ -88,8 +89,24 @@ def stage_csv(con: duckdb.DuckDBPyConnection, spec: Spec, files: list[LocalFile]
     return Staged(relation, names, where, notes, droppable, finish=lambda c: _finish(c, plans, names))
 
 
+def _check_text(file: LocalFile, where: str) -> None:
+    """Refuse a file that is not text before its bytes are read as rows: a workbook, a SQLite file
+    or a web page (a sheet's login page, downloaded with HTTP 200) would load as garbage."""
+    kind = content_kind(file.path)
+    if kind in ("excel", "sqlite"):
+        named = "a spreadsheet workbook" if kind == "excel" else "a SQLite database"
+        raise ConfigError(f"{where}: {file.label} is {named}, not CSV text", why=f"its first bytes are {named}'s", fix=f"Write type: {kind} for this source in headwater.yml.")
+    if kind == "html":
+        raise ConfigError(
+            f"{where}: {file.label} is a web page, not CSV text",
+            why="the file starts with HTML: a page (a login or an error) saved or downloaded in the CSV's place",
+            fix="Point path: at the CSV itself; a Google sheet: File > Share > Publish to web, as CSV, and use that link.",
+        )
+
+
 def _plan_file(con: duckdb.DuckDBPyConnection, spec: Spec, file: LocalFile, facts: FileFacts, where: str, work: Path, number: int) -> _FilePlan:
     notes: list[str] = []
+    _check_text(file, where)
     path, blank_lines = file.path, facts.blank_lines
     declared = None if spec.encoding == "auto" else codecs.lookup(spec.encoding).name
     if declared not in (None, "utf-8") or not facts.utf8:

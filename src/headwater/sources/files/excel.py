@@ -28,11 +28,11 @@ from headwater.clean.headers import (
 )
 from headwater.clean.load import Fixups, Rejected, Staged
 from headwater.config.files import RULE_FIELDS, ExcelSheet, ExcelSource, TableRules
-from headwater.errors import HeadwaterError, NotFound
+from headwater.errors import ConfigError, HeadwaterError, NotFound
 from headwater.sources.files.base import FileSource, Opened
 from headwater.sources.files.cells import cell_text
 from headwater.sources.files.fetch import LocalFile, resolve
-from headwater.sources.files.inspect import inspect_file
+from headwater.sources.files.inspect import content_kind, inspect_file
 
 _ERRORS = {"Div0": "#DIV/0!", "NA": "#N/A", "Value": "#VALUE!", "Ref": "#REF!", "Name": "#NAME?", "Num": "#NUM!", "Null": "#NULL!", "GettingData": "#GETTING_DATA"}
 _ERROR_DETAIL = re.compile(r"Error\((\w+)\)")
@@ -83,6 +83,19 @@ def _sheet_names(book: LocalFile, where: str) -> list[str]:
     try:
         workbook = python_calamine.CalamineWorkbook.from_path(str(book.path))
     except (python_calamine.CalamineError, OSError) as exc:  # zip, XML, password, missing file, ...
+        kind = content_kind(book.path)
+        if kind == "text":
+            raise ConfigError(
+                f"{where}: {book.label} holds text, not a workbook",
+                why="a workbook is a zip archive (.xlsx, .ods) or an old .xls file; this is text, as a CSV file is",
+                fix="Write type: csv for this source in headwater.yml (or save the file from the spreadsheet as .xlsx).",
+            ) from None
+        if kind == "html":
+            raise ConfigError(
+                f"{where}: {book.label} is a web page, not a workbook",
+                why="the file starts with HTML: a page (a login or an error) saved or downloaded in the workbook's place",
+                fix="Point path: at the workbook itself, or at a link that downloads it.",
+            ) from None
         raise HeadwaterError(f"{where}: {book.label} is not a readable workbook", why=f"{type(exc).__name__}: {exc}", fix="Save it as .xlsx (or .xls/.ods) and check the path.") from None
     try:
         return list(workbook.sheet_names)

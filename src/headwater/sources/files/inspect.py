@@ -128,3 +128,30 @@ def transcode(source: Path, encoding: str, target: Path) -> list[int]:
         blanks.feed(tail)
         dst.write(tail)
     return blanks.found
+
+
+# What a file is by its first bytes, for the error when a source's type cannot read it (the name was
+# checked when headwater.yml was read: config/filetypes.py; a URL or a misnamed file gets here).
+_SIGNATURES = ((b"PK\x03\x04", "excel"), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "excel"), (b"SQLite format 3\x00", "sqlite"))
+
+
+def content_kind(path: Path) -> str | None:
+    """``excel`` (a zip archive, as .xlsx and .ods files are, or an old .xls), ``sqlite``, ``html`` (a
+    web page: a login or error page downloaded instead of the file), ``text``, or None when it cannot
+    tell."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return None
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if head.startswith((*UTF16_BOMS, UTF8_BOM)):
+        return "text"
+    if b"\x00" in head:
+        return None
+    start = head.lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return "text" if head else None
