@@ -7,7 +7,7 @@ Its commands run in order, as a reader types them after the Quickstart's ``headw
 ./flake-demo`` (here with a few hundred sign-ups and without serving), each through the real CLI in
 a process of its own: ``cd`` moves the walk, ``# ...`` is a comment, ``| reader`` sends the command's
 output to a reader of the reader's own (the output must then not be empty), ``< FILE`` reads a file
-the reader is presumed to have (`PRESUMED`). A command must exit 0 and print something; ``-o FILE``
+the reader is presumed to have (`presume`). A command must exit 0 and print something; ``-o FILE``
 must leave a file with rows beyond its header, ``--json`` must print JSON. Servers (`SERVERS`) are
 started, waited for (a deadline, never a fixed sleep) and stopped with SIGTERM; commands that ask at a
 terminal (`PROMPTED`) run in a pseudo-terminal and get their answers typed.
@@ -27,6 +27,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import typing
 import urllib.error
@@ -67,6 +68,7 @@ class Step:
     cd: bool = False
     piped: bool = False  # `| reader`: the command's standard output is what the reader gets
     stdin: str | None = None  # `< FILE`
+    error: str | None = None  # why the line cannot be run as it is written
 
     @property
     def option_values(self) -> dict[str, str]:
@@ -107,14 +109,22 @@ def parse(line: str) -> Step:
     return Step(text, tuple(command[1:]), piped="|" in words, stdin=stdin)
 
 
-STEPS = [parse(line) for line in tour_lines(README.read_text())]
+def step(line: str) -> Step:
+    """The line's step, or one that fails with the reason it cannot run (the other lines still do)."""
+    try:
+        return parse(line)
+    except ValueError as exc:
+        return Step(line, (), error=str(exc))
+
+
+STEPS = [step(line) for line in tour_lines(README.read_text())]
 
 
 def test_the_readme_has_a_tour() -> None:
     """The walk below is only as good as its markers: a block that loses its comment is no longer run."""
     text = README.read_text()
     assert len(TOUR_BLOCK.findall(text)) >= 2, "README.md's tour blocks lost their <!-- tour --> comments"
-    commands = {s.words[0] for s in STEPS if not s.cd}
+    commands = {s.words[0] for s in STEPS if s.words and not s.cd}
     assert {"run", "runs", "logs", "export", "serve", "sync", "secrets"} <= commands, sorted(commands)
 
 
@@ -146,9 +156,6 @@ def presume(demo: Path) -> None:
         elif source.exists():
             shutil.copy(source, analytics / name)
     (demo / "key.json").write_text(json.dumps({"type": "service_account", "project_id": "tour", "private_key": "not-a-real-key-but-long-enough"}))
-
-
-PRESUMED = ("../analytics", "key.json")
 
 
 def run_plain(argv: list[str], cwd: Path, env: dict[str, str], stdin: Path | None) -> tuple[int | None, str, str]:
@@ -230,33 +237,39 @@ PROMPTED = {"user add": "--password-stdin", "secrets set": "--value-stdin"}
 
 
 def run_server(argv: list[str], cwd: Path, env: dict[str, str], ready: Callable[[str], bool]) -> tuple[int | None, str, str]:
-    log = cwd / f".tour-server-{time.monotonic_ns()}.log"
-    with open(log, "wb") as sink:
+    """Start the server, wait until ``ready`` says so from its output, stop it with SIGTERM."""
+    with tempfile.TemporaryFile() as sink:
+
+        def output() -> str:
+            return os.pread(sink.fileno(), os.fstat(sink.fileno()).st_size, 0).decode(errors="replace")
+
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + SERVER_SECONDS
-        while not ready(log.read_text(errors="replace")):
-            if process.poll() is not None:
-                return process.returncode, log.read_text(errors="replace"), f"(exited with {process.returncode} before it was ready)"
-            if time.monotonic() > deadline:
-                return None, log.read_text(errors="replace"), f"(not ready within {SERVER_SECONDS:.0f}s)"
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
         try:
-            code = process.wait(timeout=SERVER_SECONDS)
-        except subprocess.TimeoutExpired:
-            return None, log.read_text(errors="replace"), f"(did not stop within {SERVER_SECONDS:.0f}s of SIGTERM)"
-        return code, log.read_text(errors="replace"), ""
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.unlink(missing_ok=True)
+            deadline = time.monotonic() + SERVER_SECONDS
+            while not ready(output()):
+                if process.poll() is not None:
+                    return process.returncode, output(), f"(exited with {process.returncode} before it was ready)"
+                if time.monotonic() > deadline:
+                    return None, output(), f"(not ready within {SERVER_SECONDS:.0f}s)"
+                time.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=SERVER_SECONDS)
+            except subprocess.TimeoutExpired:
+                return None, output(), f"(did not stop within {SERVER_SECONDS:.0f}s of SIGTERM)"
+            return code, output(), ""
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def run_step(step: Step, cwd: Path, env: dict[str, str]) -> Outcome:
     argv = [*HEADWATER, *step.words]
     outcome = Outcome(step)
+    if step.error:
+        outcome.problems = [step.error]
+        return outcome
     name = step.words[0] if step.words else ""
     prompted = PROMPTED.get(" ".join(step.words[:2]))
     if name in SERVERS:
