@@ -38,11 +38,13 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+import typer
 import yaml
 from cli_process import HEADWATER, cli_env, run_cli
 from loopback import free_port
 
 from headwater import dashboards
+from headwater.cli.main import app as cli_app
 from headwater.config import load_project
 from headwater.config.charts import CHART_KINDS
 from headwater.config.model import Dashboard, Filter
@@ -419,3 +421,42 @@ def test_docs_dashboards_examples_run_on_the_demo(example: str, demo: Path, tmp_
                     assert result.rows[0][0] is not None or chart.where, f"KPI {chart.title!r} has no value over every row"
     finally:
         data.close()
+
+
+# --- every command the docs show --------------------------------------------------------------------
+
+SHOWN = re.compile(r"(?:`|^\s*)(headwater [^`\n#|;&<>]*)", re.MULTILINE)
+PLACEHOLDERS = re.compile(r"^(?:[A-Z][A-Z_]*|\.\.\.|…)$")  # headwater COMMAND --help, headwater user ...
+
+
+def shown_commands() -> Iterator[tuple[str, str]]:
+    """Each `headwater ...` the README and docs/*.md show (in code spans and code blocks), with its file."""
+    for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in SHOWN.finditer(path.read_text()):
+            yield path.name, match.group(1).strip()
+
+
+def command_problem(text: str) -> str | None:
+    """Why ``text`` would not run: a command or an option that does not exist (None: both do)."""
+    try:
+        words = shlex.split(text)[1:]
+    except ValueError:
+        return None  # a span cut at a quote: not a whole command
+    command: typing.Any = typer.main.get_command(cli_app)
+    at = 0
+    while hasattr(command, "commands") and at < len(words) and words[at] in command.commands:
+        command, at = command.commands[words[at]], at + 1
+    if hasattr(command, "commands") and at < len(words) and not words[at].startswith("-") and not PLACEHOLDERS.match(words[at]):
+        return f"there is no command {' '.join(['headwater', *words[: at + 1]])!r}"
+    options = {"--help", *(o for p in command.params for o in (*p.opts, *p.secondary_opts))}
+    unknown = [w.split("=", 1)[0] for w in words[at:] if w.startswith("-") and w != "-" and w.split("=", 1)[0] not in options]
+    return f"{' '.join(['headwater', *words[:at]])} has no option {', '.join(unknown)}" if unknown else None
+
+
+def test_every_command_the_docs_show_exists() -> None:
+    """The docs' commands outside the tour cannot all be run here (servers, other machines), but each
+    names a real command and only options it has."""
+    shown = list(shown_commands())
+    assert len(shown) > 50, "the pattern for commands in the docs no longer finds them"
+    wrong = [f"{name}: `{text}`: {problem}" for name, text in shown if (problem := command_problem(text))]
+    assert not wrong, "\n".join(wrong)
