@@ -18,6 +18,7 @@ here, naming the line.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pty
@@ -436,13 +437,19 @@ def shown_commands() -> Iterator[tuple[str, str]]:
             yield path.name, match.group(1).strip()
 
 
+@functools.cache
+def cli_tree() -> typing.Any:
+    """The CLI's click commands (building them takes ~50 ms: once)."""
+    return typer.main.get_command(cli_app)
+
+
 def command_problem(text: str) -> str | None:
     """Why ``text`` would not run: a command or an option that does not exist (None: both do)."""
     try:
         words = shlex.split(text)[1:]
     except ValueError:
         return None  # a span cut at a quote: not a whole command
-    command: typing.Any = typer.main.get_command(cli_app)
+    command = cli_tree()
     at = 0
     while hasattr(command, "commands") and at < len(words) and words[at] in command.commands:
         command, at = command.commands[words[at]], at + 1
