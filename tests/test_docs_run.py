@@ -42,6 +42,8 @@ import pytest
 import typer
 import yaml
 from cli_process import HEADWATER, cli_env, run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loopback import free_port
 
 from headwater import dashboards
@@ -91,25 +93,95 @@ def tour_lines(text: str) -> list[str]:
     return lines
 
 
+OPERATORS = "|<>;&"
+
+
+def shell_words(line: str) -> tuple[list[tuple[str, bool]], str]:
+    """The line as sh reads it: its words (quotes and backslashes resolved) and operators, each
+    with whether it is an operator (a quoted ``"|"`` is a word), and the line without its comment."""
+    tokens: list[tuple[str, bool]] = []
+    word: list[str] = []
+    quoted = False  # the word has quotes: '' is a word
+    state, at = "", 0
+
+    def end_word() -> None:
+        nonlocal word, quoted
+        if word or quoted:
+            tokens.append(("".join(word), False))
+        word, quoted = [], False
+
+    while at < len(line):
+        ch = line[at]
+        if state == "'":
+            if ch == "'":
+                state = ""
+            else:
+                word.append(ch)
+        elif state == '"':
+            if ch == '"':
+                state = ""
+            elif ch == "\\" and line[at + 1 : at + 2] in ('"', "\\", "$", "`"):
+                word.append(line[at + 1])
+                at += 1
+            else:
+                word.append(ch)
+        elif ch in "'\"":
+            state, quoted = ch, True
+        elif ch == "\\" and at + 1 < len(line):
+            word.append(line[at + 1])
+            at += 1
+        elif ch.isspace():
+            end_word()
+        elif ch == "#" and not word and not quoted:
+            return tokens, line[:at].strip()
+        elif ch in OPERATORS:
+            end_word()
+            run = len(line[at:]) - len(line[at:].lstrip(OPERATORS))
+            tokens.append((line[at : at + run], True))
+            at += run - 1
+        else:
+            word.append(ch)
+        at += 1
+    if state:
+        raise ValueError(f"the tour's line {line!r} has a quote that is not closed")
+    end_word()
+    return tokens, line.strip()
+
+
 def parse(line: str) -> Step:
-    lexer = shlex.shlex(line, posix=True, punctuation_chars="|<>;&")
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    words = list(lexer)
-    command = words[: words.index("|")] if "|" in words else words
+    tokens, text = shell_words(line)
+    operators = [word for word, operator in tokens if operator]
+    piped = operators[:1] == ["|"]
+    command = tokens[: tokens.index(("|", True))] if piped else tokens
     stdin = None
-    if "<" in command:
-        at = command.index("<")
-        stdin, command = command[at + 1], command[:at] + command[at + 2 :]
-    unsupported = [w for w in command if w in (">", ">>", ";", "&", "&&", "||")]
+    if ("<", True) in command:
+        at = command.index(("<", True))
+        if at + 1 >= len(command) or command[at + 1][1]:
+            raise ValueError(f"the tour's line {line!r} has < without a file")
+        stdin, command = command[at + 1][0], command[:at] + command[at + 2 :]
+    unsupported = [word for word, operator in command if operator]
     if unsupported:
         raise ValueError(f"the tour's line {line!r} uses {unsupported[0]}, which tests/test_docs_run.py does not run: write one command per line")
-    text = line.split(" #", 1)[0].strip()
-    if command[:1] == ["cd"] and len(command) == 2:
-        return Step(text, tuple(command[1:]), cd=True)
-    if command[:1] != ["headwater"]:
+    words = [word for word, _ in command]
+    if words[:1] == ["cd"] and len(words) == 2:
+        return Step(text, tuple(words[1:]), cd=True)
+    if words[:1] != ["headwater"]:
         raise ValueError(f"the tour's line {line!r} is not a headwater command or cd: the tour runs only those")
-    return Step(text, tuple(command[1:]), piped="|" in words, stdin=stdin)
+    return Step(text, tuple(words[1:]), piped=piped, stdin=stdin)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=12), max_size=6), st.sampled_from(["", "  # a comment | with < operators"]))
+def test_tour_lines_read_as_sh_reads_them(words: list[str], comment: str) -> None:
+    """Whatever the words (quotes, spaces, '#', operators inside them), a line written with sh's
+    quoting gives them back; an unquoted | or < is a pipe or a redirection."""
+    line = shlex.join(["headwater", *words])
+    assert parse(line + comment) == Step(line, tuple(words))
+    assert parse(f"{line} | reader{comment}") == Step(f"{line} | reader", tuple(words), piped=True)
+    assert parse(f"{line} < 'my file'{comment}") == Step(f"{line} < 'my file'", tuple(words), stdin="my file")
+    for operator in (">", ">>", ";", "&&", "&"):
+        with pytest.raises(ValueError, match="one command per line"):
+            parse(f"{line} {operator} other")
 
 
 def step(line: str) -> Step:
