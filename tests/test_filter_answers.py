@@ -67,9 +67,15 @@ def export(demo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def published(demo: Path) -> list[dict[str, str]]:
-    result = export(demo)
-    assert result.returncode == 0, result.stderr
-    return list(csv.DictReader(io.StringIO(result.stdout)))
+    """The published mart as `headwater export` writes it (read once, in this process)."""
+    if demo not in _PUBLISHED:
+        result = export(demo)
+        assert result.returncode == 0, result.stderr
+        _PUBLISHED[demo] = list(csv.DictReader(io.StringIO(result.stdout)))
+    return _PUBLISHED[demo]
+
+
+_PUBLISHED: dict[Path, list[dict[str, str]]] = {}
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -92,6 +98,7 @@ def test_an_unknown_filter_name_is_a_user_error_naming_the_filters_and_kinds(dem
         "weeks_from / weeks_to (date_range",
     )
     assert_user_error(export(demo, "-d", "flake_rate", "--filter", "regoin=North Metro"), "Did you mean region?")
+    assert_user_error(export(demo, "-d", "flake_rate", "--filter", "region="), "has no value", "every row would be written")  # `region=$UNSET`
 
 
 @pytest.mark.parametrize(
@@ -152,7 +159,7 @@ NOT_A_DATE = st.one_of(
 NOT_A_BOOLEAN = st.text(alphabet=string.ascii_letters, min_size=2, max_size=8).filter(lambda v: v.lower() not in {"true", "false", "yes", "no", "on", "off"})
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(NOT_A_NUMBER.map(lambda v: f"completed={v}"), NOT_A_DATE.map(lambda v: f"week={v}"), NOT_A_DATE.map(lambda v: f"weeks_to={v}"), NOT_A_BOOLEAN.map(lambda v: f"is_current_week={v}")))
 def test_a_value_that_cannot_be_bound_is_exit_2_never_rows(demo: Path, selection: str) -> None:
     assert_user_error(export(demo, "-d", "kinds", "--filter", selection), selection.partition("=")[0])

@@ -318,6 +318,8 @@ def export(
         key, equals, value = item.partition("=")
         if not equals:
             raise HeadwaterError(f"--filter {item!r} is not KEY=VALUE", fix="Write e.g. --filter 'region=North Metro'.")
+        if not value.strip():  # on a web page an empty field means "not filtered"; here it is a value left out (`region=$UNSET`)
+            raise HeadwaterError(f"--filter {item!r} has no value", why="an empty value selects nothing, so every row would be written", fix="Give the value, or leave the --filter out to export every row.")
         selections.setdefault(key.strip(), []).append(value)
     if selections and dashboard is None:
         raise HeadwaterError("--filter needs --dashboard", why="filters are declared by a dashboard", fix=f"Add --dashboard NAME ({', '.join(loaded.config.dashboards) or 'this project has none'}).")
