@@ -36,7 +36,7 @@ import pyarrow as pa
 from headwater.config.charts import Shape
 from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
 from headwater.dashboards.scope import RowScope
-from headwater.errors import ConfigError, HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError, NotFound
 from headwater.publish import PublishedData, export
 from headwater.sqltext import ident
 
@@ -149,9 +149,12 @@ _KIND_WORDS = {"BOOLEAN": "true or false", "DATE": "dates (YYYY-MM-DD)", "UUID":
 
 def _check_multi_values(data: PublishedData, dashboard: Dashboard, picked: Mapping[str, Sequence[str]]) -> None:
     chosen = [spec for spec in dashboard.filters if spec.type == "multi" and picked.get(spec.key)]
-    if not chosen or dashboard.table not in data.tables():
+    if not chosen:
         return
-    types = _column_types(data, dashboard.table)
+    try:
+        types = _column_types(data, dashboard.table)
+    except NotFound:  # the charts say so, each in its own words
+        return
     for spec in chosen:
         kind = types.get(spec.column)
         if kind is None or not _TYPED.fullmatch(kind):
