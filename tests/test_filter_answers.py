@@ -44,6 +44,14 @@ charts:
     type: table
     group_by: [region]
     measures: {signups: sum(total_signups)}
+  - title: Sign-ups by week and region
+    type: pivot
+    rows: [week_start]
+    columns: region
+    measures: {signups: sum(total_signups)}
+  - title: Completed, from SQL
+    type: table
+    sql: select region, sum(completed) as completed from flake_rate_weekly where (:completed is null or cast(completed as varchar) in :completed) group by region
 """
 
 
@@ -212,6 +220,9 @@ def test_the_readmes_export_examples_run_as_printed(demo: Path, tmp_path: Path) 
 ENDPOINTS = [
     "/dashboards/{d}",
     "/api/dashboards/{d}/charts/0",
+    "/api/dashboards/{d}/charts/1",  # kinds: a pivot; flake_rate: a stacked bar
+    "/dashboards/{d}/charts/1.csv",
+    "/dashboards/{d}/charts/2.csv",  # kinds: a chart over the author's SQL
     "/dashboards/{d}/charts/0.csv",
     "/dashboards/{d}/charts/0.xlsx",
     "/dashboards/{d}/tables/flake_rate_weekly.csv",
@@ -238,6 +249,20 @@ def test_web_answers_the_same_mistakes_with_400(demo: Path, dashboard: str, para
             assert words in text, (endpoint, text[:300])
         bare = client.get("/tables/flake_rate_weekly.csv", params=params)  # a bare table takes no filters: refused, not ignored
         assert bare.status_code == 400 and "Filters need a dashboard" in bare.text
+
+
+def test_web_takes_a_value_of_the_filters_kind_on_every_endpoint(demo: Path) -> None:
+    wanted = published(demo)[0]["completed"]
+    with logged_in_client(load_project(demo)) as client:
+        for endpoint in ENDPOINTS:
+            response = client.get(endpoint.format(d="kinds"), params={"completed": wanted})
+            assert response.status_code == 200, (endpoint, response.text[:300])
+        rows = client.get("/api/dashboards/kinds/charts/2", params={"completed": wanted}).json()["rows"]
+        expected: dict[str, int] = {}
+        for row in published(demo):
+            if row["completed"] == wanted:
+                expected[row["region"]] = expected.get(row["region"], 0) + int(row["completed"])
+        assert dict(map(tuple, rows)) == expected
 
 
 @pytest.fixture(scope="module")
