@@ -41,7 +41,7 @@ def test_mistakes_name_their_line(tmp_path, yaml, line, message):
 
 def test_a_plain_csv_source_is_valid_with_defaults(tmp_path):
     source = make_project(tmp_path, "r: {type: csv, path: data/r.csv}\n").config.sources["r"]
-    assert (source.whitespace, source.drop_empty_rows, source.max_bad_rows, source.encoding, source.header) == ("collapse", True, None, "auto", True)
+    assert (source.whitespace, source.drop_empty_rows, source.max_bad_rows, source.encoding, source.header) == ("collapse", True, "50%", "auto", True)  # more than half the rows bad fails a table (docs/files.md)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 from files_project import make_project, quarantine, query, sync, write
 from loopback import QuietHandler, http_server
 
-from headwater.errors import ConfigError, HeadwaterError, NotFound, RunFailed
+from headwater.clean.load import TooManyBadRows
+from headwater.errors import ConfigError, ExitCode, HeadwaterError, NotFound
 
 ROSTER = "roster:\n  type: csv\n  path: data/roster.csv\n"
 
@@ -32,6 +33,7 @@ roster:
   type: csv
   path: data/roster.csv
   unique: [email]
+  max_bad_rows: 100%                      # every row of MESSY breaks a rule: quarantined, not refused
   columns:
     age: {type: integer, min: 0, max: 120}
     gender: {map: {m: male, f: female}, case: lower, allowed_values: [male, female, other]}
@@ -217,9 +219,10 @@ def test_too_many_bad_rows_fail_and_keep_the_previous_data(tmp_path):
     project = make_project(tmp_path, rules)
     sync(project, "roster")
     write(path, "id,region\n1,North\n2,Sout\n3,Est\n4,West\n5,Nort\n")
-    with pytest.raises(RunFailed) as caught:
+    with pytest.raises(TooManyBadRows) as caught:
         sync(project, "roster")
     error = caught.value
+    assert error.exit_code == ExitCode.USER_ERROR  # the file or the rules are the user's to fix
     assert "3 of 5 rows broke cleaning rules, more than max_bad_rows (25% = 1 rows)" in error.what
     assert "allowed_values (region): 3" in error.why and "region: 'Est' x1 (allowed_values)" in error.why
     assert "previous data was kept" in error.fix
@@ -232,7 +235,7 @@ def test_too_many_bad_rows_fail_and_keep_the_previous_data(tmp_path):
 def test_count_threshold(tmp_path):
     write(tmp_path / "data/roster.csv", "id\n1\nx\ny\n")
     project = make_project(tmp_path, ROSTER + "  max_bad_rows: 1\n  columns: {id: {type: integer}}\n")
-    with pytest.raises(RunFailed, match="2 of 3 rows broke cleaning rules, more than max_bad_rows \\(1\\)"):
+    with pytest.raises(TooManyBadRows, match="2 of 3 rows broke cleaning rules, more than max_bad_rows \\(1\\)"):
         sync(project, "roster")
     assert query(project, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw_roster'") == [(0,)]
 

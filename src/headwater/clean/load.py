@@ -24,9 +24,10 @@ import duckdb
 import pyarrow as pa
 
 from headwater.clean.headers import check_rule_columns
+from headwater.clean.parsers import format_regex
 from headwater.clean.plan import Column, cleaning_select, columns_for, unique_keys
-from headwater.config.files import TableRules
-from headwater.errors import RunFailed
+from headwater.config.files import DEFAULT_MAX_BAD_ROWS, EXCEL_SERIAL, TableRules
+from headwater.errors import HeadwaterError
 from headwater.sqltext import ident, literal
 from headwater.sync.context import Change, RawTarget
 from headwater.sync.engine import SYNCED_AT, check_name_fits, quarantine_table
@@ -38,6 +39,11 @@ from headwater.sync.stats import TableStats
 FILE_COLUMN = "_headwater_file"
 ROW_COLUMN = "_headwater_row"
 TOP_VALUES = 5
+
+
+class TooManyBadRows(HeadwaterError):
+    """More rows broke a table's rules than ``max_bad_rows`` allows: the file or the rules are the
+    user's to fix (exit 2, not retried); the table keeps its previous data."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,8 @@ def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules
         _apply_fixups(con, fixups, columns, rules)
         good = _quarantine(con, rules, fixups.rejected)
         report = _report(con, good, fixups.rejected)
-        _enforce_threshold(report, rules, staged.where)
+        warnings = ambiguous_dates(con, columns)
+        _enforce_threshold(report, rules, staged.where, warnings)
         names = _kept(con, staged, rules)
         _check_names(names, target, staged.where)
         changes = _write(con, names, target, good, log)
@@ -117,6 +124,7 @@ def load_table(con: duckdb.DuckDBPyConnection, staged: Staged, rules: TableRules
         quarantine_by_rule=report.by_rule,
         schema_changes=changes,
         notes=notes,
+        warnings=warnings,
     )
     log(f"source {target.source}: table {target.table}: {report.summary()} -> {target.schema}.{target.table}")
     return stats
@@ -251,16 +259,55 @@ def rules_breakdown(con: duckdb.DuckDBPyConnection, quarantine: str) -> dict[str
     return {f"{rule} ({column})" if column else rule: n for rule, column, n in rows}
 
 
-def _enforce_threshold(report: Report, rules: TableRules, where: str) -> None:
+def _enforce_threshold(report: Report, rules: TableRules, where: str, warnings: list[str]) -> None:
     allowed = rules.allowed_bad_rows(report.rows_read - report.empty)
     if allowed is None or report.bad_rows <= allowed:
         return
-    limit = f"{rules.max_bad_rows} = {allowed:,} rows" if isinstance(rules.max_bad_rows, str) else f"{allowed:,}"
-    raise RunFailed(
+    default = " by default" if rules.max_bad_rows == DEFAULT_MAX_BAD_ROWS and "max_bad_rows" not in rules.model_fields_set else ""
+    limit = f"{rules.max_bad_rows} = {allowed:,} rows{default}" if isinstance(rules.max_bad_rows, str) else f"{allowed:,}"
+    raise TooManyBadRows(
         f"{where}: {report.bad_rows:,} of {report.rows_read - report.empty:,} rows broke cleaning rules, more than max_bad_rows ({limit})",
-        why="; ".join(f"{rule}: {n:,}" for rule, n in report.by_rule.items()) + ". Most frequent: " + "; ".join(report.notes()[:TOP_VALUES]),
+        why="; ".join(f"{rule}: {n:,}" for rule, n in report.by_rule.items()) + ". Most frequent: " + "; ".join(report.notes()[:TOP_VALUES]) + "".join(f". {w}" for w in warnings),
         fix="The previous data was kept. Fix the file (the values above), or the rules in headwater.yml, or raise max_bad_rows.",
     )
+
+
+def _swapped(fmt: str) -> str:
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def ambiguous_dates(con: duckdb.DuckDBPyConnection, columns: list[Column]) -> list[str]:
+    """A warning per date column whose declared day/month format may be the wrong way round: every
+    value it parsed has a day of 12 or less (so would parse the other way too) while other values of
+    the column did not parse, and some of those do with day and month swapped. That is what a
+    month-first format does to day-first dates: the days past 12 fail, the others load swapped."""
+    warnings = []
+    for column in columns:
+        rules = column.rules
+        formats = [f for f in rules.formats if f != EXCEL_SERIAL and "%d" in f and "%m" in f]
+        if rules.type not in ("date", "datetime") or not formats:
+            continue
+        name = ident(column.name)
+        parsed, late = con.execute(f"SELECT count({name}), count({name}) FILTER (WHERE day({name}) > 12) FROM hw_clean WHERE NOT _empty").fetchone()  # type: ignore[misc]
+        if not parsed or late:
+            continue
+        failed = con.execute("SELECT count(*) FROM hw_quarantine WHERE column_name = ? AND rule = 'type'", [column.name]).fetchone()[0]  # type: ignore[index]
+        if not failed:
+            continue
+        others = [_swapped(f) for f in formats]
+        fit = " OR ".join(f"(regexp_full_match(trim(original_value), {literal(format_regex(f))}) AND try_strptime(trim(original_value), {literal(f)}) IS NOT NULL)" for f in others)
+        swapped, example = con.execute(
+            f"SELECT count(*), min(trim(original_value)) FROM hw_quarantine WHERE column_name = ? AND rule = 'type' AND ({fit})", [column.name]
+        ).fetchone()  # type: ignore[misc]
+        if not swapped:  # the failures are something else ('31/02/2024', 'soon'): nothing says the order is wrong
+            continue
+        declared, other = " or ".join(repr(f) for f in formats), " or ".join(repr(f) for f in others)
+        warnings.append(
+            f"column {column.name}: the format {declared} may be the wrong way round: the {parsed:,} values it parsed all have a day of 12 or less, "
+            f"while {failed:,} did not parse, {swapped:,} of them as {other} would (e.g. {example!r}). "
+            f"The loaded dates may have day and month swapped: check format: for {column.name} in headwater.yml"
+        )
+    return warnings
 
 
 def _write(con: duckdb.DuckDBPyConnection, names: list[str], target: Target, good: str, log: Callable[[str], None]) -> list[str]:

@@ -335,7 +335,7 @@ def export(
     ] = None,
     dashboard: Annotated[str | None, typer.Option("--dashboard", "-d", help="Apply this dashboard's filters (see --filter), as its downloads do.")] = None,
     filters: Annotated[
-        list[str] | None, typer.Option("--filter", help="KEY=VALUE for one of the dashboard's filters, e.g. region=North or weeks_from=2024-01-06; repeat for more.")
+        list[str] | None, typer.Option("--filter", help="KEY=VALUE for one of the dashboard's filters, e.g. 'region=North Metro' or weeks_from=2024-01-06; repeat for more.")
     ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="CSV: write text as it is. By default a text cell starting with = + - @ (a formula to a spreadsheet) gets a leading '.")] = False,
     project: ProjectOpt = None,
@@ -366,7 +366,9 @@ def export(
     for item in filters or []:
         key, equals, value = item.partition("=")
         if not equals:
-            raise HeadwaterError(f"--filter {item!r} is not KEY=VALUE", fix="Write e.g. --filter region=North.")
+            raise HeadwaterError(f"--filter {item!r} is not KEY=VALUE", fix="Write e.g. --filter 'region=North Metro'.")
+        if not value.strip():  # on a web page an empty field means "not filtered"; here it is a value left out (`region=$UNSET`)
+            raise HeadwaterError(f"--filter {item!r} has no value", why="an empty value selects nothing, so every row would be written", fix="Give the value, or leave the --filter out to export every row.")
         selections.setdefault(key.strip(), []).append(value)
     if selections and dashboard is None:
         raise HeadwaterError("--filter needs --dashboard", why="filters are declared by a dashboard", fix=f"Add --dashboard NAME ({', '.join(loaded.config.dashboards) or 'this project has none'}).")
@@ -383,10 +385,15 @@ def export(
         if data.warehouse.fallback:
             err.print(f"[yellow]Warning:[/] {data.warehouse.fallback}", highlight=False)
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
+        if board is not None:
+            dashboards.refuse_ignored(board, table, query, selections)  # a file has no "unfiltered" label, as the web page has
         with dashboards.stream(data, table, query) as reader:
             rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
+        notes = dashboards.unmatched(data, board, table, selections) if board is not None and selections else []
     finally:
         data.close()
+    for note in notes:  # on standard error: never in the data
+        err.print(f"[yellow]Note:[/] {note}", highlight=False)
     if output is not None and str(output) != outputs.STDOUT:
         err.print(f"Wrote {rows:,} rows of {table} to {output}")
 

@@ -7,11 +7,14 @@ from headwater.dashboards.query import (
     chart_query,
     check_selections,
     date_bounds,
+    describe_filters,
     fetch,
     filter_options,
     readable_tables,
+    refuse_ignored,
     stream,
     table_query,
+    unmatched,
 )
 from headwater.dashboards.scope import RowScope, ScopeRefused
 
@@ -26,9 +29,12 @@ __all__ = [
     "chart_query",
     "check_selections",
     "date_bounds",
+    "describe_filters",
     "fetch",
     "filter_options",
     "readable_tables",
+    "refuse_ignored",
     "stream",
     "table_query",
+    "unmatched",
 ]

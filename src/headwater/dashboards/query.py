@@ -24,6 +24,7 @@ A pure service: the CLI and the web app both call it.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ import pyarrow as pa
 from headwater.config.charts import Shape
 from headwater.config.model import Chart, Dashboard, Filter, sql_parameters
 from headwater.dashboards.scope import RowScope
-from headwater.errors import ConfigError, HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError, NotFound
 from headwater.publish import PublishedData, export
 from headwater.sqltext import ident
 
@@ -73,11 +74,13 @@ class ChartData:
 # --- selections ------------------------------------------------------------------------------------
 
 
-def check_selections(dashboard: Dashboard, selections: Selections) -> dict[str, list[str]]:
+def check_selections(dashboard: Dashboard, selections: Selections, data: PublishedData | None = None) -> dict[str, list[str]]:
     """The selections a request may make, keyed by filter parameter (``region``, ``weeks_from``).
 
     Only declared parameters are allowed; empty values are dropped (nothing selected = no filter);
-    a week or date takes one value written YYYY-MM-DD, and a range must not end before it starts."""
+    a week or date takes one value written YYYY-MM-DD, and a range must not end before it starts.
+    With ``data``, a multi filter's values must also be values its column's type can hold (a number
+    column is never ``abc``): a value no row can have is a mistake, not an empty answer."""
     declared = _declared(dashboard, selections)
     picked = {key: values for key in declared if (values := [v for v in selections.get(key, ()) if v != ""])}
     for spec in dashboard.filters:
@@ -90,13 +93,16 @@ def check_selections(dashboard: Dashboard, selections: Selections) -> dict[str, 
                 f"The {_label(spec)} filter ends ({end}) before it starts ({start})",
                 fix="Pick a 'to' date on or after the 'from' date, or leave one of them empty.",
             )
+    if data is not None:
+        _check_multi_values(data, dashboard, picked)
     return picked
 
 
-def bind(dashboard: Dashboard, selections: Selections) -> dict[str, object]:
+def bind(dashboard: Dashboard, selections: Selections, data: PublishedData | None = None) -> dict[str, object]:
     """Every filter parameter's value for binding: a list of texts (multi), a date (week, range ends),
-    or None when nothing is selected (an author's SQL tests ``:region is null``)."""
-    picked = check_selections(dashboard, selections)
+    or None when nothing is selected (an author's SQL tests ``:region is null``). Every path that
+    takes filter values (pages, chart data, downloads, `headwater export`) binds them here."""
+    picked = check_selections(dashboard, selections, data)
     params: dict[str, object] = {}
     for spec in dashboard.filters:
         for key in spec.parameters:
@@ -110,16 +116,59 @@ def bind(dashboard: Dashboard, selections: Selections) -> dict[str, object]:
     return params
 
 
+def describe_filters(dashboard: Dashboard) -> str:
+    """The dashboard's filters as a reader types them, with their kinds: ``region (multi: any of its
+    values), weeks_from / weeks_to (date_range: dates YYYY-MM-DD, both inclusive)``."""
+    kinds = {"multi": "multi: any of its values", "week": "week: one week's first day, YYYY-MM-DD", "date_range": "date_range: dates YYYY-MM-DD, both inclusive"}
+    return "; ".join(f"{' / '.join(spec.parameters)} ({kinds[spec.type]})" for spec in dashboard.filters) or "none"
+
+
 def _declared(dashboard: Dashboard, keys: Iterator[str] | Sequence[str] | Selections) -> list[str]:
     declared = [key for spec in dashboard.filters for key in spec.parameters]
     undeclared = sorted(set(keys) - set(declared))
     if undeclared:
+        close = [match for name in undeclared for match in difflib.get_close_matches(name.lower(), declared, n=1, cutoff=0.6)]
+        hint = f"Did you mean {' and '.join(dict.fromkeys(close))}? " if close else ""
         raise HeadwaterError(
             f"Cannot filter '{dashboard.title}' on {', '.join(repr(c) for c in undeclared)}",
-            why="only the filters listed under filters: in the dashboard's file can be used",
-            fix=f"Filter on {', '.join(declared) or 'nothing: this dashboard has no filters'}.",
+            why="only the filters listed under filters: in the dashboard's file can be used; "
+            + (f"its filters are {describe_filters(dashboard)}" if declared else "this dashboard has none"),
+            fix=f"{hint}Filter on {', '.join(declared)}." if declared else "Leave the filter out, or declare it under filters: in the dashboard's file.",
         )
     return declared
+
+
+# A multi filter compares its values with the column's text; on a column of these types, a value the
+# type cannot hold (TRY_CAST gives NULL) can match no row. Other types (text, lists, ...) take any text.
+_TYPED = re.compile(
+    r"(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT|FLOAT|DOUBLE|DECIMAL\(\d+,\s*\d+\)"
+    r"|DATE|TIME|TIMESTAMP|TIMESTAMP WITH TIME ZONE|TIMESTAMP_S|TIMESTAMP_MS|TIMESTAMP_NS|BOOLEAN|UUID)"
+)
+_KIND_WORDS = {"BOOLEAN": "true or false", "DATE": "dates (YYYY-MM-DD)", "UUID": "UUIDs", "TIME": "times of day"}
+
+
+def _check_multi_values(data: PublishedData, dashboard: Dashboard, picked: Mapping[str, Sequence[str]]) -> None:
+    chosen = [spec for spec in dashboard.filters if spec.type == "multi" and picked.get(spec.key)]
+    if not chosen:
+        return
+    try:
+        types = _column_types(data, dashboard.table)
+    except NotFound:  # the charts say so, each in its own words
+        return
+    for spec in chosen:
+        kind = types.get(spec.column)
+        if kind is None or not _TYPED.fullmatch(kind):
+            continue
+        with data.cursor() as cur:
+            row = cur.execute(f"SELECT list_filter($values, v -> TRY_CAST(v AS {kind}) IS NULL)", {"values": list(picked[spec.key])}).fetchone()
+        bad = list(row[0]) if row else []
+        if bad:
+            words = _KIND_WORDS.get(kind, "timestamps" if kind.startswith("TIMESTAMP") else "numbers")
+            raise HeadwaterError(
+                f"{spec.key}={bad[0]!r} is not a value of the {_label(spec)} filter",
+                why=f"the filter picks values of column '{spec.column}' of '{dashboard.table}', which holds {words} ({kind}): no row can hold {bad[0]!r}",
+                fix=f"Pick values the dashboard's {_label(spec)} filter lists ({words}), or leave the filter out.",
+            )
 
 
 def _one_date(spec: Filter, key: str, values: Sequence[str]) -> dt.date:
@@ -156,7 +205,7 @@ def _scoped(data: PublishedData, scope: RowScope, query: Query) -> Query:
 
 
 def _chart_query(data: PublishedData, dashboard: Dashboard, chart: Chart, selections: Selections) -> Query:
-    params = bind(dashboard, selections)
+    params = bind(dashboard, selections, data)
     if chart.sql is not None:
         return _sql_chart(dashboard, chart, params)
     table = chart.table or dashboard.table
@@ -231,8 +280,66 @@ def table_query(data: PublishedData, dashboard: Dashboard | None, table: str, se
         if selections:
             raise HeadwaterError("Filters need a dashboard", why="filters are declared by a dashboard", fix="Download the table from a dashboard's page to filter it.")
         return _scoped(data, scope, Query(f"SELECT * FROM {ident(table)}", {}))
-    clauses, used, unfiltered = _filters(dashboard, table, types, bind(dashboard, selections))
+    clauses, used, unfiltered = _filters(dashboard, table, types, bind(dashboard, selections, data))
     return _scoped(data, scope, Query(f"SELECT * FROM {ident(table)}{_where(clauses)}", used, unfiltered))
+
+
+def refuse_ignored(dashboard: Dashboard, table: str, query: Query, selections: Selections) -> None:
+    """Refuse a selected filter that does not apply to ``query`` (its table lacks the column): every
+    row would be written where some were asked for. The web page labels such a download unfiltered
+    instead; a file written by `headwater export` carries no label."""
+    ignored = [spec for spec in dashboard.filters if spec.key in query.unfiltered and any(v != "" for key in spec.parameters for v in selections.get(key, ()))]
+    if ignored:
+        raise HeadwaterError(
+            f"The {', '.join(_label(spec) for spec in ignored)} filter of dashboard '{dashboard.title}' cannot apply to table '{table}'",
+            why=f"it filters column {', '.join(repr(spec.column) for spec in ignored)}, which '{table}' does not have: every row would be written",
+            fix=f"Leave that filter out, or export a table that has the column ({dashboard.table} does).",
+        )
+
+
+def unmatched(data: PublishedData, dashboard: Dashboard, table: str, selections: Selections, scope: RowScope = EVERY_ROW, limit: int = 10) -> list[str]:
+    """A note for each selected filter value that matches no row of ``table`` (of the rows ``scope``
+    lets its reader see), naming up to ``limit`` values that do: ``region=North`` on a table whose
+    regions are ``North Metro``, ... answers nothing, which is an answer, but rarely the one meant.
+    Filters whose column ``table`` lacks are not looked at (they do not apply to it)."""
+    picked = check_selections(dashboard, selections, data)
+    types = _column_types(data, table)
+    notes = []
+    for spec in dashboard.filters:
+        if spec.column not in types or not any(picked.get(key) for key in spec.parameters):
+            continue
+        column, source = ident(spec.column), ident(table)
+        if spec.type == "date_range":
+            low, high = (_one_date(spec, key, picked[key]) if picked.get(key) else None for key in spec.parameters)
+            inside = [f"CAST({column} AS DATE) >= $low" if low else "true", f"CAST({column} AS DATE) <= $high" if high else "true"]
+            sql = f"SELECT count(*) FILTER (WHERE {' AND '.join(inside)}), min(CAST({column} AS DATE)), max(CAST({column} AS DATE)) FROM {source}"
+            params = {k: v for k, v in (("low", low), ("high", high)) if v is not None}
+            count, first, last = _scoped_rows(data, scope, sql, params)[0]
+            if not count:
+                chosen = " and ".join(f"{key}={picked[key][0]}" for key in spec.parameters if picked.get(key))
+                span = f"its {spec.column} runs from {first} to {last}" if first is not None else "it has no rows"
+                notes.append(f"{chosen} matches no row of {table}: {span}.")
+            continue
+        text = f"CAST({column} AS DATE)" if spec.type == "week" else f"CAST({column} AS VARCHAR)"
+        values = [_one_date(spec, spec.key, picked[spec.key]).isoformat()] if spec.type == "week" else list(picked[spec.key])
+        sql = f"SELECT v FROM unnest($values) AS hw_values(v) WHERE NOT EXISTS (SELECT 1 FROM {source} WHERE CAST({text} AS VARCHAR) = v)"
+        missing = [row[0] for row in _scoped_rows(data, scope, sql, {"values": values})]
+        if not missing:
+            continue
+        order = "v DESC" if spec.type == "week" else "v"
+        held = _scoped_rows(data, scope, f"SELECT CAST(v AS VARCHAR), count(*) OVER () FROM (SELECT DISTINCT {text} AS v FROM {source} WHERE {column} IS NOT NULL) ORDER BY {order} LIMIT {int(limit)}", {})
+        some = ", ".join(str(row[0]) for row in held)
+        total = int(str(held[0][1])) if held else 0
+        shown = f"its values: {some}" if total <= limit else f"{limit} of its {total:,} values: {some} and more"
+        for value in missing:
+            notes.append(f"{spec.key}={value} matches no row of {table}; " + (shown if held else f"{spec.column} is empty there") + ".")
+    return notes
+
+
+def _scoped_rows(data: PublishedData, scope: RowScope, sql: str, params: Mapping[str, object]) -> list[tuple[object, ...]]:
+    with data.cursor() as cur:
+        sql, params = scope.apply(cur, sql, params)
+        return cur.execute(sql, params).fetchall()
 
 
 def readable_tables(data: PublishedData, scope: RowScope = EVERY_ROW) -> list[str]:

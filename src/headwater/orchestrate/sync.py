@@ -50,6 +50,9 @@ def sync_sources(
                     raise
                 results[name] = stats
                 rec.set_detail(step, [s.as_dict() for s in stats], rows=sum(s.rows_read for s in stats))
+                for table in stats:
+                    for warning in table.warnings:
+                        rec.log("warn", f"source {name}: table {table.table}: {warning}")
     finally:
         con.close()
     return results

@@ -18,6 +18,7 @@ class TableStats:
     quarantine_by_rule: dict[str, int] = field(default_factory=dict)
     schema_changes: list[str] = field(default_factory=list)  # e.g. "added column phone VARCHAR"
     notes: list[str] = field(default_factory=list)  # anything the user should read
+    warnings: list[str] = field(default_factory=list)  # what may be wrong in what loaded (logged as warnings, once)
 
     @property
     def rows_per_second(self) -> float:

@@ -58,7 +58,7 @@ def dashboard_page(request: Request, name: str) -> Response:
     ctx = org.ctx
     dashboard = ctx.dashboard(name)
     data = ctx.published()
-    selections = service.check_selections(dashboard, _selections(request))
+    selections = service.check_selections(dashboard, _selections(request), data)
     query = _query_string(selections)
     filters = [_filter_view(data, dashboard, f, selections, org.scope) for f in dashboard.filters]
     views = [_chart_view(org, data, dashboard, chart, index, name, selections, query) for index, chart in enumerate(dashboard.charts)]
@@ -231,7 +231,7 @@ def _table_download(request: Request, name: str | None, table: str, fmt: Format)
     org = org_context(request)
     dashboard = org.ctx.dashboard(name) if name is not None else None
     data = org.ctx.published()
-    selections = _selections(request) if name is not None else {}
+    selections = _selections(request)  # on a bare table: refused, never ignored
     query = service.table_query(data, dashboard, table, selections, org.scope)
     response = _download(request, service.stream(data, table, query), present.filename(f"{table}.{fmt}"), fmt)
     audit.record(request, "export", table, {"format": fmt, "dashboard": name, "filters": selections})

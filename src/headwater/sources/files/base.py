@@ -23,10 +23,11 @@ import duckdb
 
 from headwater.clean.load import Staged, Target, load_table, rules_breakdown
 from headwater.config.files import TableRules
-from headwater.errors import HeadwaterError, NotFound, RunFailed
+from headwater.errors import HeadwaterError, NotFound
 from headwater.sqltext import ident, one_value
 from headwater.sync.context import SyncContext
 from headwater.sync.engine import check_name_fits, quarantine_table, raw_schema
+from headwater.sync.sql import tables_failed
 from headwater.sync.state import load_state
 from headwater.sync.stats import TableStats
 
@@ -75,16 +76,10 @@ class FileSource(ABC):
                 try:
                     stats.append(self._sync_table(ctx, table, specs[table], work))
                 except HeadwaterError as exc:
-                    ctx.log(f"source {self.name}: table {table}: failed: {exc.what}")
+                    ctx.log(f"source {self.name}: table {table}: failed; it keeps its previous data")  # the error itself is the run's, printed once
                     failures.append(exc)
-        if len(failures) == 1 and not stats:
-            raise failures[0]
-        if failures:
-            raise RunFailed(
-                f"Source '{self.name}': {len(failures)} table(s) did not load" + (f" ({len(stats)} did)" if stats else ""),
-                why=" | ".join(f.render().replace("\n", " ") for f in failures),
-                fix="Tables that failed kept their previous data; see each message.",
-            )
+        if failures:  # as a database source ends: exit 2 when every failure is the user's to fix (a file, a rule)
+            raise tables_failed(self.name, failures, stats)
         return stats
 
     def _selected(self, specs: dict[str, TableRules], wanted: list[str] | None) -> list[str]:
