@@ -11,6 +11,12 @@ from typing import Any
 import pg
 import pytest
 import warehouses
+from hypothesis import settings
+
+# No per-example deadline: timings belong in benchmarks (bench/), and on a busy 2-core machine a pure
+# function's example can take longer than hypothesis's default 200 ms without anything being wrong.
+settings.register_profile("headwater", deadline=None)
+settings.load_profile("headwater")
 
 
 def _in_ci() -> bool:
