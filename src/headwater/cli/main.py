@@ -168,21 +168,26 @@ def run(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline to run (needed when the project has several).")] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
+    select: Annotated[
+        str | None,
+        typer.Option("--select", "-s", help="dbt selection for this run instead of the pipeline's select: (e.g. +flake_rate_weekly). The sync stays whole; published tables not rebuilt are kept as they are.", show_default=False),
+    ] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Reload every table of the pipeline's sources in full, and pass --full-refresh to dbt.")] = False,
 ) -> None:
     """Run a pipeline: sync -> dbt build (models and tests) -> checks -> publish. Exit code 0 only on success.
 
     The run gets the pipeline's timeout and retries (transient errors only), and alerts go out if it
     fails or recovers, exactly as for a scheduled run."""
-    _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json)
+    _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json, select=select, full_refresh=full_refresh)
 
 
-def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
+def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool, select: str | None = None, full_refresh: bool = False) -> None:
     from headwater.orchestrate.supervise import execute
     from headwater.services.runs import get_run, published_tables, run_json
     from headwater.system import open_system_db
     from headwater.system.audit import cli_actor
 
-    outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor())
+    outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor(), select=select, full_refresh=full_refresh)
     db = open_system_db(project)
     try:
         record = get_run(db, project.config.name, outcome.run_id) if outcome.run_id is not None else None
