@@ -19,6 +19,7 @@ from headwater.cli import backup as backup_cli
 from headwater.cli import orgs
 from headwater.cli import query as query_cli
 from headwater.cli import status as status_cli
+from headwater.cli import test_cmd
 from headwater.cli import sync as sync_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
@@ -424,6 +425,7 @@ sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
 query_cli.register(app)  # `headwater query`, `headwater shell`
 status_cli.register(app)  # `headwater status`
+test_cmd.register(app)  # `headwater test`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]
