@@ -16,11 +16,12 @@ from rich.table import Table
 
 from headwater import __version__
 from headwater.cli import backup as backup_cli
+from headwater.cli import dbt_cmd as dbt_cli
 from headwater.cli import orgs
 from headwater.cli import query as query_cli
 from headwater.cli import status as status_cli
-from headwater.cli import test_cmd
 from headwater.cli import sync as sync_cli
+from headwater.cli import test_cmd as test_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
@@ -425,7 +426,8 @@ sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
 query_cli.register(app)  # `headwater query`, `headwater shell`
 status_cli.register(app)  # `headwater status`
-test_cmd.register(app)  # `headwater test`
+test_cli.register(app)  # `headwater test`
+dbt_cli.register(app)  # `headwater dbt`, `headwater docs`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]

@@ -106,7 +106,7 @@ def run(con: duckdb.DuckDBPyConnection, sql: str) -> Result:
 def refused(exc: duckdb.Error) -> HeadwaterError:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    if any(word in text.lower() for word in READ_ONLY_WORDS) or isinstance(exc, duckdb.TransactionException) and "read" in text.lower():
+    if any(word in text.lower() for word in READ_ONLY_WORDS) or (isinstance(exc, duckdb.TransactionException) and "read" in text.lower()):
         return HeadwaterError(
             "The query tried to change data; headwater query and shell are read-only",
             why=f"DuckDB refused it: {first}",
