@@ -50,6 +50,7 @@ def _environment(dbt: DbtProject) -> Iterator[None]:
         "DBT_TARGET_PATH": str(dbt.work / "target"),
         "DBT_LOG_PATH": str(dbt.work / "logs"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_VERSION_CHECK": "false",
         "DO_NOT_TRACK": "1",
     }
     before = {name: os.environ.get(name) for name in settings}
