@@ -12,9 +12,6 @@ in-memory scratch (``CREATE TEMP TABLE``), which dies with the connection.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from headwater.checks.outcome import json_safe
 from headwater.errors import HeadwaterError, NotFound
 from headwater.sqltext import ident
 from headwater.warehouse import WarehouseEngine, connect
@@ -122,25 +120,10 @@ def refused(exc: duckdb.Error) -> HeadwaterError:
 
 
 def plain(value: Any) -> Any:
-    """A value as JSON holds it: numbers stay numbers (a decimal only when a float holds it exactly,
-    else its exact text), dates and times in ISO 8601, bytes as hex, anything else as text."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)  # JSON has no NaN
-    if isinstance(value, decimal.Decimal):
-        return float(value) if decimal.Decimal(repr(float(value))) == value else str(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (uuid.UUID, dt.timedelta)):
-        return str(value)
-    return str(value)
+    """A value as JSON holds it: the checks' samples' rules (`checks.outcome.json_safe`): numbers stay
+    numbers (a decimal only when a float holds it exactly, else its exact text), dates and times in
+    ISO 8601, bytes as hex, NaN and infinities as text."""
+    return json_safe(value)
 
 
 def published_summary(warehouse: WarehouseEngine) -> tuple[Path, dict[str, int]] | None:
