@@ -10,6 +10,9 @@ import decimal
 import hashlib
 import io
 import json
+import os
+import pty
+import select
 import shutil
 import signal
 import sqlite3
@@ -203,6 +206,39 @@ def test_shell_runs_statements_over_lines_and_lists_tables(built: LoadedProject)
     result = ok(hw("shell", "--csv", "-p", built.root, stdin="select 1 as a;\n.tables\nselect\n  2 as b\n;\nselect 3 as c"))
     assert result.stdout.splitlines() == ["a", "1", "schema,table,columns,rows", f"main,flake_rate_weekly,11,{len(published_rows(built))}", "b", "2", "c", "3"]
     assert "Unknown command .nope" in user_error(hw("shell", "-p", built.root, stdin=".nope\n"))
+
+
+def test_shell_on_a_terminal_prompts_and_answers(built: LoadedProject) -> None:
+    """Typed at the prompt: a statement over two lines, an error that does not end the session, .quit."""
+    main_fd, terminal = pty.openpty()
+    process = subprocess.Popen([*HEADWATER, "shell", "-p", str(built.root)], env=cli_env(**ENV), stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+
+    def until(text: bytes, seconds: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} on the terminal; so far: {seen!r}"
+            ready, _, _ = select.select([main_fd], [], [], 0.2)
+            if ready:
+                seen += os.read(main_fd, 65536)
+
+    try:
+        until(b"sql> ")
+        os.write(main_fd, b"select 6 * 7\n")
+        until(b"...> ")
+        os.write(main_fd, b"  as answer;\n")
+        until(b"42")
+        os.write(main_fd, b"drop table flake_rate_weekly;\n")
+        until(b"read-only")
+        os.write(main_fd, b".quit\n")
+        assert process.wait(timeout=30) == 0, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(main_fd)
+    assert b"answer" in seen and b"Connected read-only to the published snapshot" in seen
 
 
 def test_query_raw_reads_the_build_database_and_waits_for_no_run(built: LoadedProject) -> None:
