@@ -318,9 +318,13 @@ def test_test_fails_naming_the_test_on_what_is_built_and_dbt_passes_through(copy
     assert "not_null_flake_rate_weekly_organizer" in dbt.stdout
 
 
-def test_test_before_anything_is_built(tmp_path: Path) -> None:
+def test_test_before_anything_is_built_and_a_broken_dbt_project(tmp_path: Path) -> None:
     fresh = make_project(tmp_path / "fresh", 100)
     assert "Nothing is built yet" in user_error(hw("test", "-p", fresh.root))
+    (fresh.root / "models" / "broken.sql").write_text("select {{ ref( }}\n")
+    parse = hw("dbt", "parse", "-p", fresh.root)
+    assert parse.returncode == 2 and "broken" in parse.stdout + parse.stderr, (parse.stdout, parse.stderr)
+    assert "could not generate the docs" in user_error(hw("docs", "--no-serve", "-p", fresh.root))
 
 
 # --- run --select --full-refresh -----------------------------------------------------------------

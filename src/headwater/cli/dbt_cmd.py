@@ -40,7 +40,7 @@ def docs(
 ) -> None:
     """Build dbt's documentation site for the project (`dbt docs generate`: models, columns, tests,
     lineage, the built tables' types and sizes) and serve it on localhost."""
-    from headwater.errors import RunFailed
+    from headwater.errors import HeadwaterError, RunFailed
     from headwater.transform.passthrough import DOCS_FILES, docs_folder
 
     folder: Path | None = None
@@ -52,7 +52,8 @@ def docs(
 
     code = _with_project(project, build)
     if code != 0 or folder is None:
-        raise RunFailed("dbt could not generate the docs", why="dbt's error is printed above", fix="Fix what it names (`headwater dbt parse` checks the project), then run again.")
+        kind = HeadwaterError if code == 2 else RunFailed  # dbt's 2: the project or a flag is wrong
+        raise kind("dbt could not generate the docs", why="dbt's error is printed above", fix="Fix what it names (`headwater dbt parse` checks the project), then run again.")
     index = folder / DOCS_FILES[0]
     if not serve:
         out.print(f"Built the dbt docs: {index}", highlight=False, soft_wrap=True)
