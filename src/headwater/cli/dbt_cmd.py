@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
 
 
 def dbt(ctx: typer.Context, project: ProjectOpt = None) -> None:
-    """Run dbt itself on the project with the profile Headwater generates, e.g. `headwater dbt ls`,
-    `headwater dbt build --select stg_campaign__signups`, `headwater dbt --help`. The exit code is dbt's.
+    """Run dbt itself on the project, with the profile Headwater generates; dbt's exit code.
 
+    E.g. `headwater dbt ls`, `headwater dbt build --select stg_campaign__signups`, `headwater dbt --help`.
     Waits for no run: while one is in progress it stops with exit 3 (dbt would find the build database busy)."""
     args = list(ctx.args)
     if not args:
@@ -38,8 +38,9 @@ def docs(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to serve on (0: any free port).")] = 8580,
     project: ProjectOpt = None,
 ) -> None:
-    """Build dbt's documentation site for the project (`dbt docs generate`: models, columns, tests,
-    lineage, the built tables' types and sizes) and serve it on localhost."""
+    """Build dbt's documentation site (dbt docs generate) and serve it on localhost.
+
+    The site shows models, columns, tests, lineage, and the built tables' types and sizes."""
     from headwater.errors import HeadwaterError, RunFailed
     from headwater.transform.passthrough import DOCS_FILES, docs_folder
 

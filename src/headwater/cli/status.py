@@ -22,7 +22,9 @@ def status(
     project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
 ) -> None:
-    """Per pipeline: the last run (status, when, how long), the next scheduled run, when each source
+    """Each pipeline's last and next run, its source tables' freshness, and what is published.
+
+    Per pipeline: the last run (status, when, how long), the next scheduled run, when each source
     table was last synced and its rows; and what readers see now (snapshot, when, tables)."""
     from headwater.cli.main import _project
     from headwater.services.describe import local_time, until

@@ -21,9 +21,11 @@ def test(
     project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary instead of the log.")] = False,
 ) -> None:
-    """Run the pipeline's dbt tests (its select:) and its checks against what is built now: no sync,
-    no build, no publish. Exit code 0 when all pass (warnings included), 1 when a test or check
-    failed (each named), 2 for a user error (nothing built yet, a bad project file)."""
+    """Run a pipeline's dbt tests and checks against what is built now: no sync, build or publish.
+
+    The tests are those of the pipeline's select: (default: all). Exit code 0 when all pass
+    (warnings included), 1 when a test or check failed (each named), 2 for a user error (nothing
+    built yet, a bad project file)."""
     from headwater.cli.main import _project
     from headwater.orchestrate.testing import test_pipeline
 
