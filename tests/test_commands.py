@@ -252,6 +252,10 @@ def test_an_organisation_queries_only_its_own_data(tmp_path: Path) -> None:
     for folder, slug in ((acme, "acme"), (beta, "beta")):
         rows = json.loads(ok(hw("query", "select distinct region from flake_rate_weekly order by 1", "--json", "-p", folder)).stdout)
         assert [r["region"] for r in rows] == sorted(ORG_DATA[slug][0])
+    # dbt too runs held to the organisation (its environment reduced), with the profile Headwater wrote.
+    debug = hw("dbt", "debug", "-p", acme)
+    assert debug.returncode == 0, (debug.stdout, debug.stderr)
+    assert str(acme / ".headwater" / "dbt") in debug.stdout and "All checks passed" in debug.stdout
     theirs = snapshot_of(load_project(beta))
     for sql in (f"attach {literal(str(theirs))} as theirs", f"select * from read_parquet({literal(str(theirs))})", f"select * from glob({literal(str(beta) + '/**')})"):
         assert "outside this project's data" in user_error(hw("query", sql, "-p", acme)), sql

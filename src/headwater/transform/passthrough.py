@@ -27,7 +27,9 @@ def run_dbt(dbt: DbtProject, args: list[str]) -> int:
     """Run ``dbt ARGS`` on the project; returns dbt's exit code."""
     from dbt.cli.main import dbtRunner
 
-    with _environment(dbt), dbt.warehouse.dbt_session():
+    # The engine's session first: for an organisation it reduces the environment to what dbt needs,
+    # which would drop the folders given here if they were set before it.
+    with dbt.warehouse.dbt_session(), _environment(dbt):
         result = dbtRunner().invoke([*args, *_vars(dbt, args)])
     if result.success:
         return 0
