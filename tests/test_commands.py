@@ -256,6 +256,7 @@ def test_an_organisation_queries_only_its_own_data(tmp_path: Path) -> None:
     debug = hw("dbt", "debug", "-p", acme)
     assert debug.returncode == 0, (debug.stdout, debug.stderr)
     assert str(acme / ".headwater" / "dbt") in debug.stdout and "All checks passed" in debug.stdout
+    assert "--profiles-dir cannot be given" in user_error(hw("dbt", "debug", f"--profiles-dir={beta}/.headwater/dbt", "-p", acme))
     theirs = snapshot_of(load_project(beta))
     for sql in (f"attach {literal(str(theirs))} as theirs", f"select * from read_parquet({literal(str(theirs))})", f"select * from glob({literal(str(beta) + '/**')})"):
         assert "outside this project's data" in user_error(hw("query", sql, "-p", acme)), sql

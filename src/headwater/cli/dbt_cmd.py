@@ -11,7 +11,9 @@ import typer
 from rich.markup import escape
 
 from headwater.cli.console import err, out
+from headwater.errors import HeadwaterError
 
+HELD_FLAGS = ("--profiles-dir", "--project-dir", "--profile")  # what would take an organisation's dbt past its hold
 ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)]
 
 
@@ -28,7 +30,18 @@ def dbt(ctx: typer.Context, project: ProjectOpt = None) -> None:
     args = list(ctx.args)
     if not args:
         args = ["--help"]
-    code = _with_project(project, lambda loaded, dbt_project: _run(dbt_project, args))
+
+    def run(loaded: Any, dbt_project: Any) -> int:
+        moved = [a for a in args if a.split("=", 1)[0] in HELD_FLAGS]
+        if loaded.confinement is not None and moved:
+            raise HeadwaterError(
+                f"{moved[0].split('=', 1)[0]} cannot be given for an organisation's project",
+                why="an organisation's dbt runs with the profile and project Headwater holds to its folder; another would reach past it",
+                fix="Leave the flag out: headwater dbt uses the organisation's own profile and project.",
+            )
+        return _run(dbt_project, args)
+
+    code = _with_project(project, run)
     raise typer.Exit(code)
 
 
@@ -41,7 +54,7 @@ def docs(
     """Build dbt's documentation site (dbt docs generate) and serve it on localhost.
 
     The site shows models, columns, tests, lineage, and the built tables' types and sizes."""
-    from headwater.errors import HeadwaterError, RunFailed
+    from headwater.errors import RunFailed
     from headwater.transform.passthrough import DOCS_FILES, docs_folder
 
     folder: Path | None = None
