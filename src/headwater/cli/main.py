@@ -16,8 +16,12 @@ from rich.table import Table
 
 from headwater import __version__
 from headwater.cli import backup as backup_cli
+from headwater.cli import dbt_cmd as dbt_cli
 from headwater.cli import orgs
+from headwater.cli import query as query_cli
+from headwater.cli import status as status_cli
 from headwater.cli import sync as sync_cli
+from headwater.cli import test_cmd as test_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.secrets import secrets_app
@@ -215,21 +219,26 @@ def run(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline to run (needed when the project has several).")] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
+    select: Annotated[
+        str | None,
+        typer.Option("--select", "-s", help="dbt selection for this run instead of the pipeline's select: (e.g. +flake_rate_weekly). The sync stays whole; published tables not rebuilt are kept as they are.", show_default=False),
+    ] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Reload every table of the pipeline's sources in full, and pass --full-refresh to dbt.")] = False,
 ) -> None:
     """Run a pipeline: sync -> dbt build (models and tests) -> checks -> publish. Exit code 0 only on success.
 
     The run gets the pipeline's timeout and retries (transient errors only), and alerts go out if it
     fails or recovers, exactly as for a scheduled run."""
-    _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json)
+    _run_and_report(_project(project), pipeline, trigger="cli", as_json=as_json, select=select, full_refresh=full_refresh)
 
 
-def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool) -> None:
+def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json: bool, select: str | None = None, full_refresh: bool = False) -> None:
     from headwater.orchestrate.supervise import execute
     from headwater.services.runs import get_run, published_tables, run_json
     from headwater.system import open_system_db
     from headwater.system.audit import cli_actor
 
-    outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor())
+    outcome = execute(project, pipeline, trigger, show_log=not as_json, actor=cli_actor(), select=select, full_refresh=full_refresh)
     db = open_system_db(project)
     try:
         record = get_run(db, project.config.name, outcome.run_id) if outcome.run_id is not None else None
@@ -471,6 +480,10 @@ app.add_typer(warehouse_app, name="warehouse")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
+query_cli.register(app)  # `headwater query`, `headwater shell`
+status_cli.register(app)  # `headwater status`
+test_cli.register(app)  # `headwater test`
+dbt_cli.register(app)  # `headwater dbt`, `headwater docs`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]

@@ -1,5 +1,5 @@
 """The process one run attempt lives in:
-``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log] [--install DIR] [--supervisor PID]``,
+``python -m headwater.orchestrate.child ROOT PIPELINE TRIGGER ATTEMPT WAIT_SECONDS [--show-log] [--install DIR] [--supervisor PID] [--select SELECTION] [--full-refresh]``,
 or the same forked from the supervisor's warm server (`forked`).
 
 Its exit code is the run's: 0 success, 1 failed, 2 user error, 3 busy, 75 transient failure.
@@ -20,6 +20,10 @@ from headwater.errors import ExitCode, HeadwaterError
 
 def main(argv: list[str]) -> int:
     root, pipeline, trigger, attempt, wait = Path(argv[0]), argv[1], argv[2], int(argv[3]), float(argv[4])
+    flags = argv[5:]  # after the positional ones: a flag's value (a selection) is never read as a flag
+    select = flags[flags.index("--select") + 1] if "--select" in flags else None
+    flags = [f for i, f in enumerate(flags) if not (i > 0 and flags[i - 1] == "--select")]
+    argv = argv[:5] + flags
     show = "--show-log" in argv
     if "--supervisor" in argv and not die_with_supervisor(int(argv[argv.index("--supervisor") + 1])):
         return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
@@ -46,7 +50,9 @@ def main(argv: list[str]) -> int:
 
     try:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
-        run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
+        run_pipeline(
+            project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait, select=select, full_refresh="--full-refresh" in argv
+        )
     except HeadwaterError as exc:
         # Shown live, the run's log already printed it — unless it stopped the run before its log began
         # (no lock on the warehouse folder, say); not shown, print it for whoever reads this stderr.

@@ -14,6 +14,7 @@ from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_
 from headwater.orchestrate.sync import sync_sources
 from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
 from headwater.publish import nothing_to_publish, plan, publish
+from headwater.publish.publish import is_publishable
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import WarehouseEngine, open_warehouse
@@ -34,9 +35,16 @@ def run_pipeline(
     listener: Listener | None = None,
     db: SystemDB | None = None,
     wait_for_lock: float = 0,
+    select: str | None = None,
+    full_refresh: bool = False,
 ) -> RunOutcome:
     """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
-    when it fails; the published data is then exactly what it was before."""
+    when it fails; the published data is then exactly what it was before.
+
+    ``select``: a dbt selection for this run instead of the pipeline's ``select:`` (the sync stays
+    the pipeline's; publishable models it does not build are carried over from what is published).
+    ``full_refresh``: every table of the pipeline's sources reloaded in full, and dbt's
+    ``--full-refresh`` (incremental models and seeds rebuilt from scratch)."""
     pipeline_name, pipeline = choose_pipeline(project, name)
     warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
     own_db = db is None
@@ -47,7 +55,7 @@ def run_pipeline(
             abandon_stale_runs(db, project.config.name, current=pipeline_name)  # we hold the lock: no other run is alive
             recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
             try:
-                return _run_steps(project, pipeline, warehouse, recorder)
+                return _run_steps(project, pipeline, warehouse, recorder, select=select, full_refresh=full_refresh)
             except BaseException as exc:
                 failure = recorder.fail(exc, warehouse.folder, lambda e: _environment_failure(e, recorder) if isinstance(e, ENVIRONMENT_ERRORS) else e)
                 if failure is exc:
@@ -75,10 +83,15 @@ def _host_in(text: str) -> str:
     return quoted.group(1) if quoted else "(see below)"
 
 
-def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder) -> RunOutcome:
+def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder, *, select: str | None = None, full_refresh: bool = False) -> RunOutcome:
     rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
+    selection = select if select is not None else pipeline.select
+    if select is not None:
+        rec.log("info", f"dbt selection for this run: --select {select}" + (f" (instead of the pipeline's select: {pipeline.select})" if pipeline.select else ""))
+    if full_refresh:
+        rec.log("info", "full refresh: every table of the pipeline's sources is reloaded in full, and dbt rebuilds incremental models and seeds")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
-    results = sync_sources(project, rec, source_names, warehouse=warehouse)
+    results = sync_sources(project, rec, source_names, warehouse=warehouse, full_refresh=full_refresh)
     rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
@@ -89,9 +102,16 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
             check_links(project.confinement)
     if project.config.dbt.seed_first:
         with rec.step("dbt:seed") as step:
-            _record_dbt_result(dbt.seed(rec.log), step, warehouse, rec, "seed")
+            _record_dbt_result(dbt.seed(rec.log, full_refresh=full_refresh), step, warehouse, rec, "seed")
     with rec.step("dbt:build") as step:
-        result = _record_dbt_result(dbt.build(pipeline.select, rec.log, seeded=project.config.dbt.seed_first), step, warehouse, rec)
+        result = _record_dbt_result(dbt.build(selection, rec.log, seeded=project.config.dbt.seed_first, full_refresh=full_refresh), step, warehouse, rec)
+        if selection and not result.nodes:
+            where = f"--select {selection}" if select is not None else f"select: {selection} of pipeline {rec.run.pipeline} in {project.file.name}"
+            raise HeadwaterError(
+                f"The dbt selection {selection!r} selects nothing to build — published data was left as it was",
+                why=f"{where} matches no model, seed, snapshot or test of the dbt project",
+                fix="Check the selection's spelling (`headwater dbt ls --select ...` lists what it matches), then run again.",
+            )
 
     con = warehouse.connect_build()
     try:
@@ -115,6 +135,12 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
             models = dbt.manifest_models()
             publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
             if not publish_plan.tables:
+                if selection and any(is_publishable(m, pipeline.publish) for m in models):
+                    raise HeadwaterError(
+                        "Nothing to publish: the dbt selection built none of the published models, and none was published before",
+                        why=f"selection {selection!r}; publish: {pipeline.publish}",
+                        fix="Run the whole pipeline once (without a selection), or select the published models too (e.g. --select +MODEL).",
+                    )
                 raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
             try:
                 published = publish(warehouse, con, publish_plan, name=f"run-{rec.id:06d}")

@@ -82,10 +82,13 @@ def execute(
     show_log: bool = False,
     sleep: Callable[[float], None] | None = None,
     actor: str | None = None,
+    select: str | None = None,
+    full_refresh: bool = False,
 ) -> Outcome:
     """Run ``pipeline`` to its final outcome (retries included) and send alerts. Never raises for a
     failed run: the outcome says how it ended, the system database says why. ``actor``: who asked,
-    for the audit log (callers that audit the request themselves, like the web app, leave it out)."""
+    for the audit log (callers that audit the request themselves, like the web app, leave it out).
+    ``select``, ``full_refresh``: passed to every attempt (`run.run_pipeline`)."""
     name, settings = choose_pipeline(project, pipeline)
     db = open_system_db(project)
     try:
@@ -106,7 +109,8 @@ def execute(
         with claims.claimed(db, project.config.name, name, wait=wait, on_wait=lambda who: _say_waiting(name, who, show_log)) as ours:
             if not ours:
                 return _busy(name, wait, claims.holder(db, project.config.name, name))
-            last: Attempt = retrying(lambda: _attempt(project, db, name, trigger, next(counter), settings.timeout, show_log))
+            extra = [*(["--select", select] if select is not None else []), *(["--full-refresh"] if full_refresh else [])]
+            last: Attempt = retrying(lambda: _attempt(project, db, name, trigger, next(counter), settings.timeout, show_log, extra))
         if last.run_id is not None:
             notify(project, db, last.run_id, log=_run_logger(db, last.run_id))
         status = "success" if last.exit_code == ExitCode.OK else "failed"
@@ -222,7 +226,9 @@ def _start(args: list[str], show_log: bool, stderr: IO[bytes]) -> _Process:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=None if show_log else stderr, start_new_session=True)
 
 
-def _attempt(project: LoadedProject, db: SystemDB, pipeline: str, trigger: str, number: int, timeout: dt.timedelta | None, show_log: bool) -> Attempt:
+def _attempt(
+    project: LoadedProject, db: SystemDB, pipeline: str, trigger: str, number: int, timeout: dt.timedelta | None, show_log: bool, extra: list[str] | None = None
+) -> Attempt:
     # A run queues behind another run of the project; the wait counts towards its timeout.
     wait = timeout.total_seconds() if timeout else QUEUE_SECONDS
     args = [str(project.root), pipeline, trigger, str(number), str(wait), "--supervisor", str(os.getpid())]  # it dies with us
@@ -230,6 +236,7 @@ def _attempt(project: LoadedProject, db: SystemDB, pipeline: str, trigger: str, 
         args.append("--show-log")
     if project.confinement is not None and project.confinement.install is not None:
         args += ["--install", str(project.confinement.install)]
+    args += extra or []
     with tempfile.NamedTemporaryFile(prefix="headwater-attempt-", suffix=".stderr") as stderr:
         process = _start(args, show_log, stderr)
         timed_out = False

@@ -107,17 +107,23 @@ class DbtProject:
             args += ["--select", select]
         return args
 
-    def build(self, select: str | None = None, log: Log = lambda level, msg: None, *, seeded: bool = False) -> BuildResult:
+    def build(self, select: str | None = None, log: Log = lambda level, msg: None, *, seeded: bool = False, full_refresh: bool = False) -> BuildResult:
         """``dbt build``: seeds, snapshots, models and their tests in dependency order. Failing tests keep
         their rows (--store-failures) so a run can show a sample of what failed. ``seeded``: `seed`
-        has just loaded every seed, so the build loads none again (their tests still run)."""
+        has just loaded every seed, so the build loads none again (their tests still run).
+        ``full_refresh``: dbt's --full-refresh (incremental models and seeds rebuilt from scratch)."""
         skip = ["--exclude-resource-type", "seed"] if seeded else []
-        return self._run_nodes([*self.args("build", select), "--store-failures", *skip], log)
+        return self._run_nodes([*self.args("build", select), "--store-failures", *skip, *_full_refresh(full_refresh)], log)
 
-    def seed(self, log: Log = lambda level, msg: None) -> BuildResult:
+    def test(self, select: str | None = None, log: Log = lambda level, msg: None) -> BuildResult:
+        """``dbt test``: the data and unit tests of the selection against what is built now, failing
+        rows kept (--store-failures) as in a build."""
+        return self._run_nodes([*self.args("test", select), "--store-failures"], log)
+
+    def seed(self, log: Log = lambda level, msg: None, *, full_refresh: bool = False) -> BuildResult:
         """``dbt seed``: every seed, before ``dbt build`` (``dbt.seed_first``). dbt orders a seed before a
         model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
-        return self._run_nodes(self.args("seed"), log)
+        return self._run_nodes([*self.args("seed"), *_full_refresh(full_refresh)], log)
 
     def needs_packages(self) -> bool:
         return packages.needs_install(self.dir, self.work)
@@ -168,6 +174,10 @@ class DbtProject:
             for n in manifest["nodes"].values()
             if n["resource_type"] == "model"
         ]
+
+
+def _full_refresh(on: bool) -> list[str]:
+    return ["--full-refresh"] if on else []
 
 
 def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
