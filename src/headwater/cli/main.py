@@ -16,6 +16,7 @@ from rich.table import Table
 
 from headwater import __version__
 from headwater.cli import backup as backup_cli
+from headwater.cli import check as check_cli
 from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
 from headwater.cli.console import err, out
@@ -415,6 +416,7 @@ app.add_typer(warehouse_app, name="warehouse")
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
+check_cli.register(app)  # `headwater check`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]

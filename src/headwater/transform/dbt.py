@@ -119,6 +119,18 @@ class DbtProject:
         model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
         return self._run_nodes(self.args("seed"), log)
 
+    def parse(self) -> str | None:
+        """``dbt parse``: the project read and validated, and its manifest written, with no query run.
+        None when it parsed; else dbt's error."""
+        from dbt.cli.main import dbtRunner
+
+        errors: list[str] = []
+        with self.warehouse.dbt_session():
+            outcome = dbtRunner(callbacks=[_forward_events(lambda level, msg: None, errors)]).invoke(self.args("parse"))
+        if outcome.success:
+            return None
+        return _error_text(outcome.exception, errors) or "dbt parse failed"
+
     def needs_packages(self) -> bool:
         return packages.needs_install(self.dir, self.work)
 
@@ -168,6 +180,13 @@ class DbtProject:
             for n in manifest["nodes"].values()
             if n["resource_type"] == "model"
         ]
+
+
+def documented_columns(manifest: Path) -> dict[str, list[str]]:
+    """Each model's columns as its YAML documents them (what dbt knows of its columns before a
+    build), from a manifest; models documenting none are left out."""
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return {n["name"]: list(n["columns"]) for n in nodes if n["resource_type"] == "model" and n.get("columns")}
 
 
 def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
