@@ -350,12 +350,13 @@ def serve(
     port: PortOpt = 8080,
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
     install: Annotated[Path | None, typer.Option("--install", "-i", help="Serve every organisation of this install (each under /o/NAME/) instead of one project.", show_default=False)] = None,
+    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Pick up edits of headwater.yml and dashboard files without a restart (a file that does not load keeps its last good version).")] = True,
 ) -> None:
     """Serve the web app (dashboards and exports of published data) and the pipelines' schedules."""
     if install is not None:
-        orgs.serve_install(install, host, port, scheduler=scheduler)
+        orgs.serve_install(install, host, port, scheduler=scheduler, reload=reload)
         return
-    _serve(_project(project), host, port, scheduler=scheduler)
+    _serve(_project(project), host, port, scheduler=scheduler, reload=reload)
 
 
 @app.command()
@@ -384,7 +385,7 @@ def _describe_schedules(project: Any) -> None:
         out.print("No pipeline has a schedule: add schedule: {cron: '0 7 * * *', timezone: ...} to one in headwater.yml.")
 
 
-def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
+def _serve(project: Any, host: str, port: int, *, scheduler: bool = True, reload: bool = True) -> None:
     from headwater.cli.serving import serve_web
     from headwater.system import open_system_db
     from headwater.system.orgs import DEFAULT_ORG
@@ -395,7 +396,7 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
         serve_web(
             db,
             {DEFAULT_ORG: project} if scheduler else {},
-            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG)),
+            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG), reload=reload),
             host=host,
             port=port,
             announce=lambda _slug, scheduled: _describe_schedules(scheduled),
