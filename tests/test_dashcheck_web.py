@@ -18,8 +18,8 @@ from conftest_web import PASSWORD, REGIONS, account, logged_in_client, make_proj
 
 from headwater.config import LoadedProject
 from headwater.system.orgs import open_project
-from headwater.web.auth import LOGIN_CSRF_COOKIE
 from headwater.web import create_app
+from headwater.web.auth import LOGIN_CSRF_COOKIE
 
 DASHBOARD = Path("dashboards") / "flake_rate.yml"
 ADMIN, VIEWER = "admin@example.org", "viewer@example.org"
