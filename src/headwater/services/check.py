@@ -93,14 +93,14 @@ def check_project(open_project: Callable[[], LoadedProject], pipeline: str | Non
         report.add("pipeline", pipeline_name, [])
 
     warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
-    dbt: DbtProject | None = None
+    dbt: DbtProject | None = None  # parsed: its manifest is there to read
     try:
-        dbt = DbtProject(project, warehouse)
-        error = dbt.parse()
-        report.add("dbt", f"dbt parse of {dbt.dir}", [Problem("dbt", str(dbt.dir), f"dbt parse failed: {error}", "Fix the dbt project as dbt's message says; `headwater logs` of a run shows the same.")] if error else [])
+        parsing = DbtProject(project, warehouse)
+        error = parsing.parse()
+        report.add("dbt", f"dbt parse of {parsing.dir}", [Problem("dbt", str(parsing.dir), f"dbt parse failed: {error}", "Fix the file dbt names, then check again.")] if error else [])
+        dbt = None if error else parsing
     except HeadwaterError as exc:
         report.add("dbt", project.config.dbt.project_dir, [_problem("dbt", project.config.dbt.project_dir, exc)])
-        dbt = None
 
     _check_dashboards(report, project, warehouse, dbt)
     for name in names:
@@ -119,11 +119,11 @@ def _check_dashboards(report: Report, project: LoadedProject, warehouse: Warehou
     if not project.config.dashboards and not project.broken_dashboards:
         report.areas.append(Area("dashboards", "skipped", "the project has none"))
         return
-    manifest = dbt.work / "target" / "manifest.json" if dbt is not None else None
+    manifest = dbt.parse_target / "manifest.json" if dbt is not None else None
     publishable: set[str] = set()
     if dbt is not None and manifest is not None and manifest.is_file():
         pipelines = list(project.config.pipelines.values()) or [Pipeline()]  # none declared: the default one's
-        publishable = {m["name"] for m in dbt.manifest_models() if any(is_publishable(m, p.publish) for p in pipelines)}
+        publishable = {m["name"] for m in dbt.manifest_models(dbt.parse_target) if any(is_publishable(m, p.publish) for p in pipelines)}
     count = len(project.config.dashboards) + len(project.broken_dashboards)
     findings: list[Finding]
     if warehouse.current_snapshot() is not None:

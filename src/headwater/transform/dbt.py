@@ -119,14 +119,22 @@ class DbtProject:
         model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
         return self._run_nodes(self.args("seed"), log)
 
+    @property
+    def parse_target(self) -> Path:
+        """Where `parse` writes its manifest: not the runs' target folder, which a run may be reading."""
+        return self.work / "parse-target"
+
     def parse(self) -> str | None:
-        """``dbt parse``: the project read and validated, and its manifest written, with no query run.
-        None when it parsed; else dbt's error."""
+        """``dbt parse``: the project read and validated, and its manifest written (to `parse_target`),
+        with no query run. None when it parsed; else dbt's error."""
         from dbt.cli.main import dbtRunner
 
+        args = self.args("parse")
+        args[args.index("--target-path") + 1] = str(self.parse_target)
         errors: list[str] = []
         with self.warehouse.dbt_session():
-            outcome = dbtRunner(callbacks=[_forward_events(lambda level, msg: None, errors)]).invoke(self.args("parse"))
+            # dbt prints its error to the console too: `headwater check` says it once, in its own report
+            outcome = dbtRunner(callbacks=[_forward_events(lambda level, msg: None, errors)]).invoke([*args, "--log-level", "none"])
         if outcome.success:
             return None
         return _error_text(outcome.exception, errors) or "dbt parse failed"
@@ -172,9 +180,10 @@ class DbtProject:
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
 
-    def manifest_models(self) -> list[dict[str, Any]]:
-        """Every model of the project as dbt last compiled it (name, path, relation)."""
-        manifest = json.loads((self.work / "target" / "manifest.json").read_text())
+    def manifest_models(self, target: Path | None = None) -> list[dict[str, Any]]:
+        """Every model of the project as dbt last compiled it (name, path, relation); ``target``: the
+        folder of the manifest (default: the runs')."""
+        manifest = json.loads(((target or self.work / "target") / "manifest.json").read_text())
         return [
             {"name": n["name"], "path": n["path"], "relation": n.get("relation_name")}
             for n in manifest["nodes"].values()
