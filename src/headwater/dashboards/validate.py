@@ -36,7 +36,7 @@ from headwater.dashboards.query import DATE_TYPES, chart_query, date_bounds, fet
 from headwater.errors import HeadwaterError
 from headwater.publish import Column, PublishedData, PublishPlan
 from headwater.sqltext import ident
-from headwater.warehouse import WarehouseEngine
+from headwater.warehouse import WarehouseEngine, connect
 
 KIND = "dashboard"
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist", re.IGNORECASE)
@@ -68,7 +68,7 @@ class Outline(PublishedData):
     def __init__(self, tables: Mapping[str, Sequence[Column]]) -> None:  # no warehouse behind it: PublishedData.__init__ is not called
         self._lock = threading.Lock()
         self._snapshot = None
-        con = duckdb.connect(":memory:")
+        con = connect(":memory:")  # as snapshots are opened: extensions (ICU for time zones) from the installed packages
         for table, columns in tables.items():
             con.execute(f"CREATE TABLE {ident(table)} ({', '.join(f'{ident(c.name)} {_creatable(con, c.type)}' for c in columns)})")
         con.execute("SET python_enable_replacements = false")
@@ -148,7 +148,7 @@ def check_dashboard(data: PublishedData, name: str, file: str, board: Dashboard,
             table = missing.group(1).strip("\"'`!") if missing else None
             if chart.sql is None and (exc.why or "").startswith("Binder Error"):  # a measure's column: name the table's
                 own = chart.table or board.table
-                exc = HeadwaterError(exc.what, why=exc.why, fix=f"Columns of {own}: {', '.join(c.name for c in data.columns(own))}.")
+                exc = HeadwaterError(exc.what, why=exc.why, fix=f"Columns of {own}: {', '.join(sorted(c.name for c in data.columns(own)))}.")
             add(part, exc, blocking=table not in later)
     return found
 

@@ -149,12 +149,15 @@ def _check_dashboards(project: LoadedProject, models: list[dict[str, Any]], publ
     rec.record_checks(outcomes)
     rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
     for finding in findings:
-        rec.log("error" if finding.blocking else "warn", f"dashboard {finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""))
+        if not finding.blocking:  # the blocking ones are the run's error, said once there
+            rec.log("warn", f"dashboard {finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""))
     blocking = [f for f in findings if f.blocking]
     if blocking:
+        files = sorted({f.file for f in blocking})
+        shown = [f"{f.message}" + (f" — {f.fix}" if f.fix else "") for f in blocking[:5]]
         raise RunFailed(
-            f"{len({f.dashboard for f in blocking})} dashboard(s) would break on the tables this run built — published data was left as it was",
-            why="; ".join(f.message for f in blocking[:5]) + (f"; and {len(blocking) - 5} more" if len(blocking) > 5 else ""),
+            f"{'Dashboard ' + files[0] if len(files) == 1 else f'{len(files)} dashboards'} would break on the tables this run built — published data was left as it was",
+            why="\n  ".join(["", *shown]) + (f"\n  and {len(blocking) - 5} more (`headwater check`)" if len(blocking) > 5 else ""),
             fix="Fix the dashboard file (or the model it reads), then run again; `headwater check` checks dashboards without a run.",
         )
 
