@@ -53,8 +53,10 @@ def ran_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict:
     typo.write_text(TYPO)
     before = cli("check", "--json", cwd=project.root)
     done = cli("run", "--json", cwd=project.root)
+    runs = cli("runs", cwd=project.root)
+    logs = cli("logs", str(json.loads(done.stdout)["id"]), cwd=project.root) if done.returncode == 0 else None
     typo.unlink()
-    return {"project": project, "check": before, "run": done}
+    return {"project": project, "check": before, "run": done, "runs": runs, "logs": logs}
 
 
 def test_before_the_first_run_check_reads_the_dashboards_against_dbts_models(ran: dict) -> None:
@@ -79,9 +81,9 @@ def test_a_dashboard_file_that_does_not_load_does_not_stop_the_run(ran: dict) ->
     results = {r["name"]: r for r in checks_of(project, run["id"])}
     assert (results["dashboards/flake_rate.yml"]["status"], results["dashboards/typo.yml"]["status"]) == ("pass", "warn")
     assert "chrts" in results["dashboards/typo.yml"]["message"]
-    runs = cli("runs", cwd=project.root)
-    logs = cli("logs", str(run["id"]), cwd=project.root)
-    assert runs.returncode == 0 and logs.returncode == 0
+    runs, logs = ran["runs"], ran["logs"]  # with the broken file in place
+    assert runs.returncode == 0 and logs.returncode == 0, runs.stderr + logs.stderr
+    assert "flake_rate" in runs.stdout and "success" in runs.stdout
     assert logs.stdout.count("dashboard dashboards/typo.yml: the file:") == 1
 
 

@@ -93,15 +93,7 @@ def check_project(open_project: Callable[[], LoadedProject], pipeline: str | Non
         report.add("pipeline", pipeline_name, [])
 
     warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
-    dbt: DbtProject | None = None  # parsed: its manifest is there to read
-    try:
-        parsing = DbtProject(project, warehouse)
-        error = parsing.parse()
-        report.add("dbt", f"dbt parse of {parsing.dir}", [Problem("dbt", str(parsing.dir), f"dbt parse failed: {error}", "Fix the file dbt names, then check again.")] if error else [])
-        dbt = None if error else parsing
-    except HeadwaterError as exc:
-        report.add("dbt", project.config.dbt.project_dir, [_problem("dbt", project.config.dbt.project_dir, exc)])
-
+    dbt = _parse(report, project, warehouse)
     _check_dashboards(report, project, warehouse, dbt)
     for name in names:
         try:
@@ -141,6 +133,21 @@ def _check_dashboards(report: Report, project: LoadedProject, warehouse: Warehou
         findings = [f for f in check_documented(project, {}, set()) if f.part == "the file"]  # the files alone
         detail = f"{count} files read (nothing published and dbt did not parse: tables and columns not checked)"
     report.add("dashboards", detail, [Problem("dashboards", f.file, f.what if f.part == "the file" else f.message, f.fix) for f in findings])
+
+
+def _parse(report: Report, project: LoadedProject, warehouse: WarehouseEngine) -> DbtProject | None:
+    """``dbt parse``, reported; the dbt project when it parsed (its manifest is there to read)."""
+    try:
+        dbt = DbtProject(project, warehouse)
+    except HeadwaterError as exc:
+        report.add("dbt", project.config.dbt.project_dir, [_problem("dbt", project.config.dbt.project_dir, exc)])
+        return None
+    if dbt.needs_packages():  # dbt parse would fail for want of them, which is no problem of the project's
+        report.areas.append(Area("dbt", "skipped", "its packages are not installed yet (the next run installs them: dbt deps), so it was not parsed"))
+        return None
+    error = dbt.parse()
+    report.add("dbt", f"dbt parse of {dbt.dir}", [Problem("dbt", str(dbt.dir), f"dbt parse failed: {error}", "Fix the file dbt names, then check again.")] if error else [])
+    return None if error else dbt
 
 
 def _problem(area: str, where: str, exc: HeadwaterError) -> Problem:

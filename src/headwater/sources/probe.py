@@ -11,7 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from headwater.config.files import CsvSource, CsvTable
+from headwater.errors import HeadwaterError, first_line
 from headwater.sources import open_source
 from headwater.sources.files.base import FileSource
 from headwater.sources.files.fetch import is_url, resolve
@@ -21,6 +24,13 @@ from headwater.warehouse import connect
 
 def reachable_tables(name: str, settings: Any, root: Path) -> list[str]:
     """The tables source ``name`` offers now; a `HeadwaterError` saying why when it cannot be reached."""
+    try:
+        return _tables(name, settings, root)
+    except (duckdb.Error, OSError) as exc:  # what a source's own error handling left as it was (a damaged file)
+        raise HeadwaterError(f"Source '{name}' cannot be read", why=first_line(str(exc)), fix=f"Check sources.{name} in headwater.yml and the file or server it names.") from None
+
+
+def _tables(name: str, settings: Any, root: Path) -> list[str]:
     source = open_source(name, settings, root)
     if isinstance(source, SqlSource):
         con = connect(":memory:")
