@@ -132,6 +132,10 @@ def test_a_running_server_picks_up_edits_and_keeps_the_last_good_version(tmp_pat
         # an edit that loads is served
         edit(project, "title: Volunteer flake rate", "title: Flakes, edited")
         wait_until(lambda: "Flakes, edited" in client.get("/dashboards/flake_rate").text, what="the edited title")
+        # chart data cached for this snapshot is computed again from the chart as edited
+        assert client.get("/api/dashboards/flake_rate/charts/1").json()["columns"] == ["week_start", "completed", "flaked"]
+        edit(project, "      flaked: sum(total_flakes)", "      flakes: sum(total_flakes)")
+        wait_until(lambda: client.get("/api/dashboards/flake_rate/charts/1").json()["columns"] == ["week_start", "completed", "flakes"], what="the edited measure")
         # a typo: the last good version is served, the reason logged once and shown to admins
         edit(project, "charts:\n", "chrts:\n")
         page = wait_until(lambda: (r := client.get("/dashboards/flake_rate")).status_code == 200 and "does not load" in r.text and r, what="the notice")

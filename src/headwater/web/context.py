@@ -119,6 +119,8 @@ class WebContext:
             config = fresh.config.model_copy(update={"dashboards": dashboards, "warehouse": self.project.config.warehouse})  # read at start only
             self.project = fresh.model_copy(update={"config": config, "confinement": self.project.confinement})
             self.broken = dict(fresh.broken_dashboards)
+            with self._lock:  # cached chart data was computed from the charts as they were
+                self._results.clear()
             log.info("reloaded %s: dashboards %s", fresh.file, ", ".join(sorted(dashboards)) or "none")
 
     def chart(self, name: str, index: int) -> Chart:
