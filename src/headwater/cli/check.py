@@ -26,7 +26,7 @@ def check(
     tables, or dbt's models before anything is published), `dbt parse`, and that each source can be
     reached (connected to and its tables listed; no data is moved).
 
-    Exit code 0 when nothing is wrong, 2 when the project has problems."""
+    Exit code 0 when nothing is wrong (warnings included), 2 when the project has problems."""
     from headwater.cli.main import _project
     from headwater.config import PROJECT_FILE
     from headwater.services.check import check_project
@@ -36,13 +36,16 @@ def check(
         out.print_json(data=report.as_dict())
     else:
         for area in report.areas:
-            mark = {"ok": "[green]ok[/]", "problems": "[red]problems[/]", "skipped": "[dim]skipped[/]"}[area.status]
+            mark = {"ok": "[green]ok[/]", "problems": "[red]problems[/]", "warnings": "[yellow]warnings[/]", "skipped": "[dim]skipped[/]"}[area.status]
             out.print(f"{mark} {escape(area.name)}: {escape(area.detail)}", highlight=False, soft_wrap=True)
         for problem in report.problems:
-            out.print(f"\n[bold red]Problem[/] ({escape(problem.area)}) {escape(problem.what)}", highlight=False, soft_wrap=True)
+            label = "[bold red]Problem[/]" if problem.severity == "error" else "[bold yellow]Warning[/]"
+            out.print(f"\n{label} ({escape(problem.area)}) {escape(problem.what)}", highlight=False, soft_wrap=True)
             if problem.fix:
                 out.print(f"Fix: {escape(problem.fix)}", highlight=False, soft_wrap=True)
-        count = len(report.problems)
-        out.print(f"\n{count} problem(s) found." if count else "\nNo problems found.", highlight=False)
+        errors = sum(p.severity == "error" for p in report.problems)
+        warnings = len(report.problems) - errors
+        said = f"{errors} problem(s) found" if errors else "No problems found"
+        out.print(f"\n{said}" + (f", {warnings} warning(s)." if warnings else "."), highlight=False)
     if not report.ok:
         raise typer.Exit(int(ExitCode.USER_ERROR))

@@ -224,11 +224,13 @@ def outline_of_plan(publish_plan: PublishPlan, warehouse: WarehouseEngine, build
 
 
 
-def check_documented(project: LoadedProject, documented: Mapping[str, Sequence[str]], publishable: Collection[str]) -> list[Finding]:
+def check_documented(project: LoadedProject, documented: Mapping[str, tuple[Sequence[str], bool]], publishable: Collection[str]) -> list[Finding]:
     """Before anything is published: each dashboard's tables must be models a pipeline publishes, and
     the columns it names (filters, x, series, group_by, rows, columns, where) among those its model's
-    YAML documents, where it documents any. Measures and chart SQL need the built tables: they are
-    checked by every run (and by `headwater check` once something is published)."""
+    YAML documents, where it documents any (``documented``: model -> its columns, and whether they are
+    all of them: an enforced contract). A column missing from a partial list is reported, not
+    blocking. Measures and chart SQL need the built tables: they are checked by every run (and by
+    `headwater check` once something is published)."""
     findings = [
         Finding(name, dashboard_file(project, name), "the file", broken.what + (f" ({broken.why})" if broken.why else ""), broken.fix, blocking=False)
         for name, broken in project.broken_dashboards.items()
@@ -238,15 +240,18 @@ def check_documented(project: LoadedProject, documented: Mapping[str, Sequence[s
         said: set[str] = set()
 
         def named(part: str, table: str, columns: list[str], file: str = file, name: str = name, said: set[str] = said) -> None:
+            blocking = True
             if table not in publishable:
                 what, fix = f"table '{table}' is no model a pipeline publishes", f"Name a published model ({', '.join(sorted(publishable)) or 'none'}), or add it to a pipeline's publish: list."
-            elif table in documented and (unknown := [c for c in columns if c not in documented[table]]):
-                what, fix = f"uses column '{unknown[0]}', which model '{table}' does not document", f"Columns of {table} (its YAML): {', '.join(documented[table])}."
+            elif table in documented and (unknown := [c for c in columns if c not in documented[table][0]]):
+                known, blocking = documented[table]
+                what = f"uses column '{unknown[0]}', which model '{table}' " + ("does not have (its contract lists every column)" if blocking else "does not document")
+                fix = f"Columns of {table} (its YAML): {', '.join(known)}." + ("" if blocking else " If the model has it, document it there; the first run checks it for sure.")
             else:
                 return
             if what not in said:
                 said.add(what)
-                findings.append(Finding(name, file, part, what, fix, blocking=True))
+                findings.append(Finding(name, file, part, what, fix, blocking=blocking))
 
         named(f"table '{board.table}'", board.table, [])
         for spec in board.filters:

@@ -26,7 +26,7 @@ from headwater.transform import DbtProject
 from headwater.transform.dbt import documented_columns
 from headwater.warehouse import WarehouseEngine, open_warehouse
 
-Status = Literal["ok", "problems", "skipped"]
+Status = Literal["ok", "problems", "warnings", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,10 @@ class Problem:
     where: str  # the file or source it is in
     what: str
     fix: str | None
+    severity: Literal["error", "warn"] = "error"  # warn: worth a look, but not known to be wrong (exit 0)
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"area": self.area, "where": self.where, "message": self.what, "fix": self.fix}
+        return {"area": self.area, "where": self.where, "message": self.what, "fix": self.fix, "severity": self.severity}
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,14 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not any(p.severity == "error" for p in self.problems)
 
     def as_dict(self) -> dict[str, object]:
         return {"project": self.project, "ok": self.ok, "checked": [a.as_dict() for a in self.areas], "problems": [p.as_dict() for p in self.problems]}
 
     def add(self, name: str, detail: str, problems: list[Problem]) -> None:
-        self.areas.append(Area(name, "problems" if problems else "ok", detail))
+        status: Status = "problems" if any(p.severity == "error" for p in problems) else "warnings" if problems else "ok"
+        self.areas.append(Area(name, status, detail))
         self.problems += problems
 
 
@@ -132,7 +134,7 @@ def _check_dashboards(report: Report, project: LoadedProject, warehouse: Warehou
     else:
         findings = [f for f in check_documented(project, {}, set()) if f.part == "the file"]  # the files alone
         detail = f"{count} files read (nothing published and dbt did not parse: tables and columns not checked)"
-    report.add("dashboards", detail, [Problem("dashboards", f.file, f.what if f.part == "the file" else f.message, f.fix) for f in findings])
+    report.add("dashboards", detail, [_dashboard_problem(f) for f in findings])
 
 
 def _parse(report: Report, project: LoadedProject, warehouse: WarehouseEngine) -> DbtProject | None:
@@ -148,6 +150,12 @@ def _parse(report: Report, project: LoadedProject, warehouse: WarehouseEngine) -
     error = dbt.parse()
     report.add("dbt", f"dbt parse of {dbt.dir}", [Problem("dbt", str(dbt.dir), f"dbt parse failed: {error}", "Fix the file dbt names, then check again.")] if error else [])
     return None if error else dbt
+
+
+def _dashboard_problem(finding: Finding) -> Problem:
+    if finding.part == "the file":  # a run goes on without it, but it is broken: an error here
+        return Problem("dashboards", finding.file, finding.what, finding.fix)
+    return Problem("dashboards", finding.file, finding.message, finding.fix, "error" if finding.blocking else "warn")
 
 
 def _problem(area: str, where: str, exc: HeadwaterError) -> Problem:

@@ -191,11 +191,16 @@ class DbtProject:
         ]
 
 
-def documented_columns(manifest: Path) -> dict[str, list[str]]:
+def documented_columns(manifest: Path) -> dict[str, tuple[list[str], bool]]:
     """Each model's columns as its YAML documents them (what dbt knows of its columns before a
-    build), from a manifest; models documenting none are left out."""
+    build), and whether that list is all of them (an enforced contract), from a manifest; models
+    documenting none are left out."""
     nodes = json.loads(manifest.read_text())["nodes"].values()
-    return {n["name"]: list(n["columns"]) for n in nodes if n["resource_type"] == "model" and n.get("columns")}
+    return {
+        n["name"]: (list(n["columns"]), bool((n.get("contract") or {}).get("enforced")))
+        for n in nodes
+        if n["resource_type"] == "model" and n.get("columns")
+    }
 
 
 def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
