@@ -51,6 +51,7 @@ def ran_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict:
     project = make_project(tmp_path_factory.mktemp("dashcheck") / "demo", SIGNUPS)
     typo = project.root / "dashboards" / "typo.yml"
     typo.write_text(TYPO)
+    edit(project, "    x: week_start\n    measures:\n      completed:", "    x: week_start\n    series: no_show\n    measures:\n      completed:")  # a column the mart has, undocumented
     before = cli("check", "--json", cwd=project.root)
     done = cli("run", "--json", cwd=project.root)
     runs = cli("runs", cwd=project.root)
@@ -64,11 +65,13 @@ def test_before_the_first_run_check_reads_the_dashboards_against_dbts_models(ran
     assert done.returncode == 2, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is False
-    [problem] = report["problems"]  # the demo's own dashboard fits its models; the typo is reported once
+    [problem] = [p for p in report["problems"] if p["severity"] == "error"]  # the typo, reported once
     assert problem["area"] == "dashboards" and problem["where"] == "dashboards/typo.yml"
     assert "unknown key 'chrts' — did you mean 'charts'?" in problem["message"]
+    [warning] = [p for p in report["problems"] if p["severity"] == "warn"]  # the mart's YAML does not list no_show: not known to be wrong
+    assert "chart 2 ('Completed vs flaked'): uses column 'no_show', which model 'flake_rate_weekly' does not document" in warning["message"]
     areas = {a["name"]: a for a in report["checked"]}
-    assert "against dbt's models" in areas["dashboards"]["detail"]
+    assert "against dbt's models" in areas["dashboards"]["detail"] and areas["dashboards"]["status"] == "problems"
     assert areas["dbt"]["status"] == "ok" and areas["source campaign"]["status"] == "ok" and areas["source roster"]["status"] == "ok"
     assert "7 table(s)" in areas["source campaign"]["detail"]
 

@@ -115,13 +115,23 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
                         fix="See the run's checks (`headwater logs` or the run page), fix the data or the models, then run again.",
                     )
 
-        models = dbt.manifest_models()
-        publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
-        if publish_plan.tables and (project.config.dashboards or project.broken_dashboards):
+        dashboards = bool(project.config.dashboards or project.broken_dashboards)
+        try:
+            models = dbt.manifest_models()
+            publish_plan: PublishPlan | None = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
+        except ENVIRONMENT_ERRORS:  # what is published cannot be read: the publish step meets it again, and names itself
+            publish_plan = None
+        if publish_plan is not None and publish_plan.tables and dashboards:
             with rec.step("dashboards") as step:
                 _check_dashboards(project, models, publish_plan, warehouse, con, rec, step)
+                dashboards = False
 
         with rec.step("publish") as step:
+            if publish_plan is None:
+                models = dbt.manifest_models()
+                publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
+                if publish_plan.tables and dashboards:  # never published unchecked
+                    _check_dashboards(project, models, publish_plan, warehouse, con, rec, step)
             if not publish_plan.tables:
                 raise nothing_to_publish(models, pipeline.publish, rec.run.pipeline)
             try:
