@@ -140,10 +140,9 @@ def test_a_running_server_picks_up_edits_and_keeps_the_last_good_version(tmp_pat
         edit(project, "charts:\n", "chrts:\n")
         page = wait_until(lambda: (r := client.get("/dashboards/flake_rate")).status_code == 200 and "does not load" in r.text and r, what="the notice")
         assert "Flakes, edited" in page.text and "unknown key &#39;chrts&#39;" in page.text
-        for _ in range(3):
-            client.get("/dashboards/flake_rate")
-        time.sleep(0.6)  # past the interval between looks at the files: a look that finds no change logs nothing
-        client.get("/dashboards/flake_rate")
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        looked = ctx._looked
+        wait_until(lambda: client.get("/dashboards/flake_rate") and ctx._looked > looked, what="another look at the files")  # which finds no change
         reasons = [r for r in caplog.records if "does not load" in r.getMessage()]
         assert len(reasons) == 1 and "chrts" in reasons[0].getMessage()
         # a new dashboard file that never loaded is unavailable, with its reason for an admin
