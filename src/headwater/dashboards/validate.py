@@ -130,7 +130,7 @@ def check_dashboard(data: PublishedData, name: str, file: str, board: Dashboard,
         add(part, _missing_table(table, tables, later), blocking=table not in later)
         return False
 
-    if table_present(board.table, f"table '{board.table}'"):
+    if table_present(board.table, "its table"):
         types = {c.name: c.type for c in data.columns(board.table)}
         for spec in board.filters:
             try:
