@@ -41,7 +41,7 @@ FAIL_WHEN = "select 1 as failed from {{ ref('totals') }} where {{ var('fail', fa
 DASHBOARD = (
     "title: Totals\ntable: totals\nfilters: [{column: flag}]\ncharts:\n"
     "  - {title: Amount by flag, type: bar, x: flag, measures: {amount: sum(amount), n: sum(n)}}\n"
-    "  - {title: Rows, type: kpi, where: flag, measures: {n: sum(n)}}\n"
+    "  - {title: Rows, type: kpi, measures: {n: sum(n)}}\n"
     "  - {title: Names, type: table, table: names, group_by: [name], measures: {ids: count(id)}}\n"
 )
 
