@@ -38,6 +38,12 @@ SOURCES = "sources:\n  - name: app\n    schema: \"{{ var('headwater_dataset_pref
 TOTALS = "select flag, count(*) as n, sum(amount) as amount from {{ source('app', 't') }} group by flag\n"
 ROWS = "select id, name from {{ source('app', 't') }}\n"
 FAIL_WHEN = "select 1 as failed from {{ ref('totals') }} where {{ var('fail', false) }}\n"
+DASHBOARD = (
+    "title: Totals\ntable: totals\nfilters: [{column: flag}]\ncharts:\n"
+    "  - {title: Amount by flag, type: bar, x: flag, measures: {amount: sum(amount), n: sum(n)}}\n"
+    "  - {title: Rows, type: kpi, measures: {n: sum(n)}}\n"
+    "  - {title: Names, type: table, table: names, group_by: [name], measures: {ids: count(id)}}\n"
+)
 
 
 def make_project(root: Path, emulator: bq.Emulator, *, fail: bool = False, keep: int = 2, check_sql: str | None = None) -> LoadedProject:
@@ -50,6 +56,7 @@ def make_project(root: Path, emulator: bq.Emulator, *, fail: bool = False, keep:
         "models/marts/totals.sql": TOTALS,
         "models/marts/names.sql": ROWS,
         "tests/fail_when.sql": FAIL_WHEN,
+        "dashboards/totals.yml": DASHBOARD,  # checked against the tables each run builds, as BigQuery types them (relation_columns)
     }.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)

@@ -17,6 +17,7 @@ from rich.table import Table
 from headwater import __version__
 from headwater.cli import backup as backup_cli
 from headwater.cli import dbt_cmd as dbt_cli
+from headwater.cli import check as check_cli
 from headwater.cli import orgs
 from headwater.cli import query as query_cli
 from headwater.cli import status as status_cli
@@ -414,12 +415,13 @@ def serve(
     port: PortOpt = 8080,
     scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler", help="Run scheduled pipelines in this process too.")] = True,
     install: Annotated[Path | None, typer.Option("--install", "-i", help="Serve every organisation of this install (each under /o/NAME/) instead of one project.", show_default=False)] = None,
+    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Pick up edits of headwater.yml and dashboard files without a restart (a file that does not load keeps its last good version).")] = True,
 ) -> None:
     """Serve the web app (dashboards and exports of published data) and the pipelines' schedules."""
     if install is not None:
-        orgs.serve_install(install, host, port, scheduler=scheduler)
+        orgs.serve_install(install, host, port, scheduler=scheduler, reload=reload)
         return
-    _serve(_project(project), host, port, scheduler=scheduler)
+    _serve(_project(project), host, port, scheduler=scheduler, reload=reload)
 
 
 @app.command()
@@ -448,7 +450,7 @@ def _describe_schedules(project: Any) -> None:
         out.print("No pipeline has a schedule: add schedule: {cron: '0 7 * * *', timezone: ...} to one in headwater.yml.")
 
 
-def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> None:
+def _serve(project: Any, host: str, port: int, *, scheduler: bool = True, reload: bool = True) -> None:
     from headwater.cli.serving import serve_web
     from headwater.system import open_system_db
     from headwater.system.orgs import DEFAULT_ORG
@@ -459,7 +461,7 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
         serve_web(
             db,
             {DEFAULT_ORG: project} if scheduler else {},
-            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG)),
+            lambda jobs: create_app(project, scheduler=jobs.get(DEFAULT_ORG), reload=reload),
             host=host,
             port=port,
             announce=lambda _slug, scheduled: _describe_schedules(scheduled),
@@ -484,6 +486,7 @@ query_cli.register(app)  # `headwater query`, `headwater shell`
 status_cli.register(app)  # `headwater status`
 test_cli.register(app)  # `headwater test`
 dbt_cli.register(app)  # `headwater dbt`, `headwater docs`
+check_cli.register(app)  # `headwater check`
 
 RoleArg = Annotated[str, typer.Argument(help="viewer (dashboards, exports) · analyst (also runs and logs) · admin (also sources, secrets, users).", show_default=False)]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input instead of asking.")]

@@ -201,7 +201,7 @@ def _base_url(project: Path | None) -> str | None:
         return None
 
 
-def serve_install(path: Path, host: str, port: int, *, scheduler: bool = True) -> None:
+def serve_install(path: Path, host: str, port: int, *, scheduler: bool = True, reload: bool = True) -> None:
     """`headwater serve --install DIR`: every organisation of the install, each under /o/NAME/, and
     (with ``scheduler``) each organisation's scheduled pipelines."""
     from headwater.cli.serving import serve_web
@@ -215,7 +215,7 @@ def serve_install(path: Path, host: str, port: int, *, scheduler: bool = True) -
         serve_web(
             db,
             projects,
-            lambda jobs: create_app(chosen, schedulers=jobs),
+            lambda jobs: create_app(chosen, schedulers=jobs, reload=reload),
             host=host,
             port=port,
             announce=_announce_schedules,

@@ -8,12 +8,13 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from headwater.config.base import IDENT
 from headwater.config.model import (
+    BrokenDashboard,
     Dashboard,
     LoadedProject,
     Project,
@@ -47,13 +48,16 @@ def load_project(
     org: str | None = None,
     variables: Mapping[str, str] | None = None,
     secrets: SecretSource | None = None,
+    dashboard_errors: Literal["raise", "keep"] = "raise",
 ) -> LoadedProject:
     """``org``: the organisation the project belongs to, when the caller knows it (an install's);
     the loaded project carries it. ``secrets``: what reads ``${secret:NAME}`` — the caller that
     opens a project supplies it (`headwater.system.orgs.load_with_secrets` reads the system
     database's store); config itself knows nothing of that database, so a file naming a secret
     without one is an error. ``variables``: what ``${NAME}`` reads (default: ``env``, itself the
-    process's environment by default)."""
+    process's environment by default). ``dashboard_errors``: "keep" lists a dashboard file that does
+    not load in `LoadedProject.broken_dashboards` instead of raising (a typo in one dashboard must not
+    stop the pipelines, the run history or the other dashboards)."""
     root = find_project_root(root)
     file = root / PROJECT_FILE
     variables = env if variables is None else variables
@@ -70,16 +74,26 @@ def load_project(
         org = lookup.org  # resolved from the store when the caller did not say: the same for the audit log
     config = _validate(Project, located)
     dashboards = dict(config.dashboards)
+    broken: dict[str, BrokenDashboard] = {}
     for path in sorted([*(root / DASHBOARDS_DIR).glob("*.yml"), *(root / DASHBOARDS_DIR).glob("*.yaml")]):
-        if not re.fullmatch(IDENT, path.stem):
-            raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
-        if path.stem in dashboards:
-            raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
-        board = load_yaml(path, variables)
-        if board.pending:
-            raise ConfigError(f"{board.pending[0].where}: dashboards cannot use ${{secret:...}}", why="a dashboard is read by everyone who may view it", fix=f"Use secrets in {PROJECT_FILE}, where sources and alert channels are set up.")
-        dashboards[path.stem] = _validate(Dashboard, board)
-    return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}), org=org)
+        try:
+            dashboards[path.stem] = _load_dashboard(path, file, dashboards, variables)
+        except ConfigError as exc:
+            if dashboard_errors == "raise":
+                raise
+            broken[path.stem] = BrokenDashboard(path, exc.what, exc.why, exc.fix)
+    return LoadedProject(root=root, file=file, config=config.model_copy(update={"dashboards": dashboards}), org=org, broken_dashboards=broken)
+
+
+def _load_dashboard(path: Path, file: Path, dashboards: Mapping[str, Dashboard], variables: Mapping[str, str] | None) -> Dashboard:
+    if not re.fullmatch(IDENT, path.stem):
+        raise ConfigError(f"{path}: '{path.stem}' is not a valid dashboard name", why="the file name is the dashboard's name and part of its URL", fix="Rename the file to letters, digits and underscores, e.g. flake_rate.yml.")
+    if path.stem in dashboards:
+        raise ConfigError(f"{path}: a dashboard named '{path.stem}' is also defined in {file}", fix="Rename the file or remove one of the two.")
+    board = load_yaml(path, variables)
+    if board.pending:
+        raise ConfigError(f"{board.pending[0].where}: dashboards cannot use ${{secret:...}}", why="a dashboard is read by everyone who may view it", fix=f"Use secrets in {PROJECT_FILE}, where sources and alert channels are set up.")
+    return _validate(Dashboard, board)
 
 
 class NoVariables(Mapping[str, str]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -601,6 +602,18 @@ def _no_cycles(graph: dict[str, list[str]]) -> None:
         visit(node, [])
 
 
+@dataclass(frozen=True)
+class BrokenDashboard:
+    """A dashboard file that did not load (invalid YAML, an unknown key, a bad name): why, and what to do.
+    A project loaded with ``dashboard_errors="keep"`` lists them instead of failing, so its
+    pipelines run and `headwater check`, runs and the web app report the dashboard as broken."""
+
+    file: Path
+    what: str
+    why: str | None = None
+    fix: str | None = None
+
+
 class LoadedProject(BaseModel):
     """A validated project and the folder it lives in."""
 
@@ -616,6 +629,8 @@ class LoadedProject(BaseModel):
     # organisation, or the one whose secrets the file read). None: the system database says,
     # by the project's folder (headwater.system.orgs.org_of).
     org: str | None = None
+    # Dashboard files that did not load, by dashboard name (loaded with dashboard_errors="keep").
+    broken_dashboards: dict[str, BrokenDashboard] = Field(default_factory=dict)
 
     def path(self, relative: str | Path) -> Path:
         p = Path(relative)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
+from headwater.dashboards.validate import check_dashboards, outline_of_plan
+from headwater.dashboards.validate import outcomes as dashboard_outcomes
 from headwater.errors import HeadwaterError, RunFailed, TransientFailure, host_not_found, unresolved_host
 from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
 from headwater.orchestrate.sync import sync_sources
 from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
-from headwater.publish import nothing_to_publish, plan, publish
+from headwater.publish import PublishPlan, nothing_to_publish, plan, publish
 from headwater.publish.publish import is_publishable
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
@@ -131,9 +134,23 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
                         fix="See the run's checks (`headwater logs` or the run page), fix the data or the models, then run again.",
                     )
 
-        with rec.step("publish") as step:
+        dashboards = bool(project.config.dashboards or project.broken_dashboards)
+        try:
             models = dbt.manifest_models()
-            publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
+            publish_plan: PublishPlan | None = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
+        except ENVIRONMENT_ERRORS:  # what is published cannot be read: the publish step meets it again, and names itself
+            publish_plan = None
+        if publish_plan is not None and publish_plan.tables and dashboards:
+            with rec.step("dashboards") as step:
+                _check_dashboards(project, models, publish_plan, warehouse, con, rec, step)
+                dashboards = False
+
+        with rec.step("publish") as step:
+            if publish_plan is None:
+                models = dbt.manifest_models()
+                publish_plan = plan(models, result.nodes, pipeline.publish, warehouse.published_tables())
+                if publish_plan.tables and dashboards:  # never published unchecked
+                    _check_dashboards(project, models, publish_plan, warehouse, con, rec, step)
             if not publish_plan.tables:
                 if selection and any(is_publishable(m, pipeline.publish) for m in models):
                     raise HeadwaterError(
@@ -154,6 +171,30 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
         con.close()
     run = rec.finish("success", rows=rows, snapshot=warehouse.current_snapshot().name)  # type: ignore[union-attr]
     return RunOutcome(run, published)
+
+
+def _check_dashboards(project: LoadedProject, models: list[dict[str, Any]], publish_plan: PublishPlan, warehouse: WarehouseEngine, con: Any, rec: RunRecorder, step: RunStep) -> None:
+    """Every dashboard against the tables about to be published (dashboards/validate.py): one check
+    result each; one that the new tables would break keeps the previous publication."""
+    with outline_of_plan(publish_plan, warehouse, con) as outline:
+        pipelines = list(project.config.pipelines.values()) or [Pipeline()]
+        later = {m["name"] for m in models if any(is_publishable(m, p.publish) for p in pipelines)} - set(publish_plan.tables)
+        findings = check_dashboards(project, outline, later=later)
+    outcomes = dashboard_outcomes(project, findings)
+    rec.record_checks(outcomes)
+    rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
+    for finding in findings:
+        if not finding.blocking:  # the blocking ones are the run's error, said once there
+            rec.log("warn", f"dashboard {finding.message}" + (f" Fix: {finding.fix}" if finding.fix else ""))
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        files = sorted({f.file for f in blocking})
+        shown = [f"{f.message}" + (f" — {f.fix}" if f.fix else "") for f in blocking[:5]]
+        raise RunFailed(
+            f"{'Dashboard ' + files[0] if len(files) == 1 else f'{len(files)} dashboards'} would break on the tables this run built — published data was left as it was",
+            why="\n  ".join(["", *shown]) + (f"\n  and {len(blocking) - 5} more (`headwater check`)" if len(blocking) > 5 else ""),
+            fix="Fix the dashboard file (or the model it reads), then run again; `headwater check` checks dashboards without a run.",
+        )
 
 
 def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: WarehouseEngine, rec: RunRecorder, command: str = "build") -> BuildResult:

@@ -206,7 +206,9 @@ def load_with_secrets(root: Path | None = None, env: Mapping[str, str] | None = 
     store's key is looked for in ``env``."""
     from headwater.config import load_project
 
-    return load_project(root, env, org=org, variables=variables, secrets=lambda url, folder, who: StoreLookup(url, folder, who, env))
+    # A dashboard file that does not load is listed as broken, not an error: the pipelines, the run
+    # history and the other dashboards go on (runs and `headwater check` report it).
+    return load_project(root, env, org=org, variables=variables, secrets=lambda url, folder, who: StoreLookup(url, folder, who, env), dashboard_errors="keep")
 
 
 # --- the install folder -------------------------------------------------------------------------

@@ -125,6 +125,26 @@ class DbtProject:
         model only through ``ref()``; a model reading a seed through ``source()`` or a var may run first."""
         return self._run_nodes([*self.args("seed"), *_full_refresh(full_refresh)], log)
 
+    @property
+    def parse_target(self) -> Path:
+        """Where `parse` writes its manifest: not the runs' target folder, which a run may be reading."""
+        return self.work / "parse-target"
+
+    def parse(self) -> str | None:
+        """``dbt parse``: the project read and validated, and its manifest written (to `parse_target`),
+        with no query run. None when it parsed; else dbt's error."""
+        from dbt.cli.main import dbtRunner
+
+        args = self.args("parse")
+        args[args.index("--target-path") + 1] = str(self.parse_target)
+        errors: list[str] = []
+        with self.warehouse.dbt_session():
+            # dbt prints its error to the console too: `headwater check` says it once, in its own report
+            outcome = dbtRunner(callbacks=[_forward_events(lambda level, msg: None, errors)]).invoke([*args, "--log-level", "none"])
+        if outcome.success:
+            return None
+        return _error_text(outcome.exception, errors) or "dbt parse failed"
+
     def needs_packages(self) -> bool:
         return packages.needs_install(self.dir, self.work)
 
@@ -166,9 +186,10 @@ class DbtProject:
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
 
-    def manifest_models(self) -> list[dict[str, Any]]:
-        """Every model of the project as dbt last compiled it (name, path, relation)."""
-        manifest = json.loads((self.work / "target" / "manifest.json").read_text())
+    def manifest_models(self, target: Path | None = None) -> list[dict[str, Any]]:
+        """Every model of the project as dbt last compiled it (name, path, relation); ``target``: the
+        folder of the manifest (default: the runs')."""
+        manifest = json.loads(((target or self.work / "target") / "manifest.json").read_text())
         return [
             {"name": n["name"], "path": n["path"], "relation": n.get("relation_name")}
             for n in manifest["nodes"].values()
@@ -178,6 +199,18 @@ class DbtProject:
 
 def _full_refresh(on: bool) -> list[str]:
     return ["--full-refresh"] if on else []
+
+
+def documented_columns(manifest: Path) -> dict[str, tuple[list[str], bool]]:
+    """Each model's columns as its YAML documents them (what dbt knows of its columns before a
+    build), and whether that list is all of them (an enforced contract), from a manifest; models
+    documenting none are left out."""
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    return {
+        n["name"]: (list(n["columns"]), bool((n.get("contract") or {}).get("enforced")))
+        for n in nodes
+        if n["resource_type"] == "model" and n.get("columns")
+    }
 
 
 def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:

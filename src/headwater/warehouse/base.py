@@ -77,6 +77,11 @@ class WarehouseEngine(Protocol):
         """Up to ``limit`` rows of a relation dbt built (a test's stored failures): column names, rows."""
         ...
 
+    def relation_columns(self, build: Any, relation: str) -> list[tuple[str, str]]:
+        """A relation dbt built: its columns' names and the DuckDB types they have once published
+        (what dashboards are checked against before a publish), read without reading its rows."""
+        ...
+
     def raw_schema(self, source: str) -> str:
         """Where a source's raw tables live in the build area."""
         ...

@@ -58,16 +58,18 @@ def create_app(
     *,
     scheduler: Scheduler | None = None,
     schedulers: Mapping[str, Scheduler] | None = None,
+    reload: bool = True,
 ) -> FastAPI:
     """``scheduler`` (one project) or ``schedulers`` (by organisation): the ones running in this
-    process, if any; "run now" then goes through them."""
+    process, if any; "run now" then goes through them. ``reload``: projects follow their files
+    (headwater.yml, dashboards/) as the app runs (web/context.py)."""
     install_logging()  # secrets never reach a log line, whoever hosts the app
     for stale in export.remove_stale_scratch():  # left by a server killed during an XLSX download
         logger.info("removed %s, left by a process that has ended", stale)
     if isinstance(target, Install):
-        tenancy = Tenancy(install=target, schedulers=schedulers)
+        tenancy = Tenancy(install=target, schedulers=schedulers, reload=reload)
     else:
-        tenancy = Tenancy(project=target, scheduler=scheduler)
+        tenancy = Tenancy(project=target, scheduler=scheduler, reload=reload)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -15,12 +15,12 @@ from starlette.routing import Match
 from headwater.dashboards.scope import ScopeRefused
 from headwater.errors import ConfigError, HeadwaterError, NotFound, ProjectBusy
 from headwater.system.db import SystemDBUnusable, explain
-from headwater.web.context import NothingPublished
+from headwater.web.context import BrokenFile, NothingPublished
 
 logger = logging.getLogger("headwater.web")
 
 # Most specific first. A broken dashboard file is the server's problem, not the request's.
-STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (SystemDBUnusable, 503), (NotFound, 404), (ScopeRefused, 403), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
+STATUS: list[tuple[type[HeadwaterError], int]] = [(NothingPublished, 503), (BrokenFile, 503), (SystemDBUnusable, 503), (NotFound, 404), (ScopeRefused, 403), (ProjectBusy, 503), (ConfigError, 500), (HeadwaterError, 400)]
 NOT_FOUND_FIX = "Start from the list of dashboards."
 _API = re.compile(r"^(/o/[^/]+)?/api/")
 

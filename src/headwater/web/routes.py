@@ -21,14 +21,15 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from headwater import dashboards as service
 from headwater.config.model import RESERVED_PREFIX, Chart, Dashboard, Filter
-from headwater.dashboards.scope import RowScope
-from headwater.errors import NotFound
+from headwater.dashboards.scope import RowScope, ScopeRefused
+from headwater.errors import HeadwaterError, NotFound
 from headwater.publish import PublishedData, export
 from headwater.publish.export import XLSX_MAX_ROWS, Format
 from headwater.services.runs import get_run, log_lines, recent_runs
 from headwater.system.accounts import Role
 from headwater.web import audit, present
 from headwater.web.auth import org_context, require
+from headwater.web.context import BrokenFile
 from headwater.web.tenancy import OrgContext
 
 CHART_ROWS = 10_000  # points sent to a chart or the JSON API; downloads have no cap
@@ -56,11 +57,16 @@ def index(request: Request) -> Response:
 def dashboard_page(request: Request, name: str) -> Response:
     org = org_context(request)
     ctx = org.ctx
-    dashboard = ctx.dashboard(name)
+    try:
+        dashboard = ctx.dashboard(name)
+    except BrokenFile as exc:
+        if not _sees_errors(org):  # a viewer is told it is unavailable, not what is wrong with the file
+            raise BrokenFile(exc.what, fix="Try again later.") from None
+        raise
     data = ctx.published()
     selections = service.check_selections(dashboard, _selections(request), data)
     query = _query_string(selections)
-    filters = [_filter_view(data, dashboard, f, selections, org.scope) for f in dashboard.filters]
+    filters = [_filter_view(org, data, dashboard, f, selections) for f in dashboard.filters]
     views = [_chart_view(org, data, dashboard, chart, index, name, selections, query) for index, chart in enumerate(dashboard.charts)]
     snapshot = ctx.warehouse.current_snapshot()
     return _page(
@@ -68,6 +74,7 @@ def dashboard_page(request: Request, name: str) -> Response:
         "dashboard.html",
         name=name,
         dashboard=dashboard,
+        notices=_file_notices(org, name),
         filters=filters,
         kpis=[v for v in views if v["chart"].kind.headline],
         charts=[v for v in views if not v["chart"].kind.headline],
@@ -172,7 +179,36 @@ def _query_string(selections: dict[str, list[str]]) -> str:
     return f"?{encoded}" if encoded else ""
 
 
-def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]], scope: RowScope) -> dict[str, Any]:
+def _sees_errors(org: OrgContext) -> bool:
+    """Analysts and admins are shown why a chart or dashboard cannot be shown; viewers that it cannot."""
+    return org.member.can(Role.analyst)
+
+
+def _file_notices(org: OrgContext, name: str) -> list[str]:
+    """For analysts and admins: the project's files that do not load while their last good version is shown."""
+    if not _sees_errors(org):
+        return []
+    ctx = org.ctx
+    notices = [f"{ctx.project.file} does not load; this page shows its last good version. {ctx.invalid.render()}"] if ctx.invalid is not None else []
+    if name in ctx.broken:
+        broken = ctx.broken[name]
+        notices.append(f"{broken.file} does not load; this page shows its last good version. {broken.what}" + (f" ({broken.why})" if broken.why else ""))
+    return notices
+
+
+def _unavailable(org: OrgContext, exc: HeadwaterError) -> str | None:
+    """What a chart or filter that cannot be shown says: the reason for analysts and admins, nothing for viewers."""
+    return exc.render() if _sees_errors(org) else None
+
+
+def _filter_view(org: OrgContext, data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]]) -> dict[str, Any]:
+    try:
+        return _filter_options_view(data, dashboard, spec, selections, org.scope)
+    except HeadwaterError as exc:  # the other filters and the charts still work
+        return {"type": "unavailable", "key": spec.key, "label": spec.label or spec.key, "error": _unavailable(org, exc)}
+
+
+def _filter_options_view(data: PublishedData, dashboard: Dashboard, spec: Filter, selections: dict[str, list[str]], scope: RowScope) -> dict[str, Any]:
     view: dict[str, Any] = {"type": spec.type, "key": spec.key, "label": spec.label or spec.key}
     if spec.type == "date_range":
         low, high = service.date_bounds(data, dashboard, spec.key, scope=scope)
@@ -187,9 +223,16 @@ def _filter_view(data: PublishedData, dashboard: Dashboard, spec: Filter, select
 def _chart_view(
     org: OrgContext, data: PublishedData, dashboard: Dashboard, chart: Chart, index: int, name: str, selections: dict[str, list[str]], query_string: str
 ) -> dict[str, Any]:
-    query = service.chart_query(data, dashboard, chart, selections, org.scope)
-    limit = 1 if chart.kind.headline else TABLE_ROWS if chart.kind.tabular else CHART_ROWS
-    result = service.fetch(data, chart, query, limit)
+    """A chart that cannot be computed (a column its table lacks, SQL that fails) is a card of its own
+    saying so; the rest of the page is shown as usual."""
+    try:
+        query = service.chart_query(data, dashboard, chart, selections, org.scope)
+        limit = 1 if chart.kind.headline else TABLE_ROWS if chart.kind.tabular else CHART_ROWS
+        result = service.fetch(data, chart, query, limit)
+    except ScopeRefused:
+        raise  # the member may not read the table: the page says so, as before
+    except HeadwaterError as exc:
+        return {"index": index, "chart": chart, "failed": True, "error": _unavailable(org, exc)}
     base = org.url(f"/dashboards/{quote(name, safe='')}/charts/{index}")
     view = {
         "index": index,
@@ -198,6 +241,7 @@ def _chart_view(
         "csv_url": f"{base}.csv{query_string}",
         "xlsx_url": f"{base}.xlsx{query_string}",
         "unfiltered": _unfiltered(dashboard, query.unfiltered, selections),
+        "failed": False,
     }
     return view | present.chart_view(chart, result)
 
@@ -205,9 +249,15 @@ def _chart_view(
 def _table_views(org: OrgContext, data: PublishedData, dashboard: Dashboard, name: str, selections: dict[str, list[str]], query_string: str) -> list[dict[str, Any]]:
     views = []
     for table in service.readable_tables(data, org.scope):
-        query = service.table_query(data, dashboard, table, selections, org.scope)
         base = org.url(f"/dashboards/{quote(name, safe='')}/tables/{quote(table, safe='')}")
-        views.append({"table": table, "csv_url": f"{base}.csv{query_string}", "xlsx_url": f"{base}.xlsx{query_string}", "unfiltered": _unfiltered(dashboard, query.unfiltered, selections)})
+        try:
+            query = service.table_query(data, dashboard, table, selections, org.scope)
+        except ScopeRefused:
+            raise
+        except HeadwaterError as exc:  # a filter that does not fit this table: the other downloads still work
+            views.append({"table": table, "failed": True, "error": _unavailable(org, exc)})
+            continue
+        views.append({"table": table, "csv_url": f"{base}.csv{query_string}", "xlsx_url": f"{base}.xlsx{query_string}", "unfiltered": _unfiltered(dashboard, query.unfiltered, selections), "failed": False})
     return views
 
 

@@ -20,17 +20,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from headwater.config.model import LoadedProject
 from headwater.dashboards.scope import RowScope
-from headwater.errors import HeadwaterError
+from headwater.errors import ConfigError, HeadwaterError
 from headwater.publish import PublishedData
 from headwater.system import SystemDB, open_system_db
 from headwater.system.accounts import SessionUser
-from headwater.system.orgs import DEFAULT_ORG, Install, Organisations
+from headwater.system.orgs import DEFAULT_ORG, Install, Organisations, open_project
 from headwater.web.context import WebContext
 from headwater.web.launcher import Launcher
 
@@ -99,7 +99,10 @@ class Tenancy:
         scheduler: Scheduler | None = None,
         schedulers: Mapping[str, Scheduler] | None = None,
         open_snapshots: int = OPEN_SNAPSHOTS,
+        reload: bool = True,
     ) -> None:
+        """``reload``: each organisation's project follows its files (headwater.yml, dashboards/) while
+        the app runs (web/context.py); False: they are read once, at start."""
         if (project is None) == (install is None):
             raise ValueError("a Tenancy serves either one project or one install")
         self.project = project
@@ -111,6 +114,7 @@ class Tenancy:
         self._open: OrderedDict[str, PublishedData] = OrderedDict()
         self._open_snapshots = open_snapshots
         self._system: SystemDB | None = None
+        self._reload = reload
         if project is not None:
             self._sites[DEFAULT_ORG] = self._site(DEFAULT_ORG, project.config.name, project, scheduler)
 
@@ -201,7 +205,21 @@ class Tenancy:
             log.debug("snapshot connection of %s released (more than %d open)", slug, self._open_snapshots)
 
     def _site(self, slug: str, title: str, project: LoadedProject, scheduler: Scheduler | None) -> Site:
-        return Site(slug, title, WebContext(project, self.system_db), Launcher(project, scheduler))
+        return Site(slug, title, WebContext(project, self.system_db, self._loader(slug, project) if self._reload else None), Launcher(project, scheduler))
+
+    def _loader(self, slug: str, project: LoadedProject) -> Callable[[], LoadedProject]:
+        """How an organisation's project is loaded again from its files: as it was loaded first."""
+        install = self.install
+        if install is None:
+            return lambda: open_project(project.root)
+
+        def load() -> LoadedProject:
+            org = Organisations(self.system_db()).find(slug)
+            if org is None:
+                raise ConfigError(f"Organisation '{slug}' is no longer registered", fix="Restart the server to stop serving it.")
+            return install.load_project(org)
+
+        return load
 
     def shutdown(self) -> None:
         """Runs started from the web finish; connections close (an app restarting reopens them)."""

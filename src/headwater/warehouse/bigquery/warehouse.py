@@ -131,6 +131,15 @@ class Warehouse(ServedFromLocalCopy):
             rows = list(self.bq.client.list_rows(table, max_results=limit, retry=self.bq.retry))
         return [f.name for f in table.schema], [tuple(r.values()) for r in rows]
 
+    def relation_columns(self, build: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+        """The table's schema (tables.get: no query, nothing billed), as the dashboards' copy types it."""
+        from headwater.warehouse.bigquery.types import duck_type
+
+        table = self.bq.table(_table_id(relation))
+        if table is None:
+            raise RunFailed(f"No table {relation} in BigQuery")
+        return [(f.name, duck_type(f)) for f in table.schema]
+
     def raw_schema(self, source: str) -> str:
         from headwater.sync.engine import raw_schema
 

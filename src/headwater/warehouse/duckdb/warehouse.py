@@ -228,6 +228,9 @@ class Warehouse:
     def sample_rows(self, build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
         return sample(build, relation, limit)
 
+    def relation_columns(self, build: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+        return describe(build, relation)
+
     def dbt_vars(self) -> dict[str, Any]:
         return {}
 
@@ -463,6 +466,16 @@ def sample(build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple
     try:
         cursor.execute(f"SELECT * FROM {relation} LIMIT {int(limit)}")
         return [d[0] for d in cursor.description or []], cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def describe(build: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    """The columns of ``relation`` (its name as dbt quotes it) and their DuckDB types, from the
+    query's description: no row is read."""
+    cursor = build.cursor()
+    try:
+        return [(str(r[0]), str(r[1])) for r in cursor.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
     finally:
         cursor.close()
 

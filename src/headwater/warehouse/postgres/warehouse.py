@@ -50,6 +50,7 @@ from headwater.sync.state import STATE_SCHEMA  # the sync's state, and here the 
 from headwater.warehouse.base import Capabilities
 from headwater.warehouse.duckdb.warehouse import NETWORK_SCANNERS, ServedFromLocalCopy, connect, lock_down, require_extension, rows_rolled_back, sample
 from headwater.warehouse.duckdb.warehouse import Warehouse as LocalCopy
+from headwater.warehouse.duckdb.warehouse import describe as describe_relation
 from headwater.warehouse.postgres.types import PostgresRaw
 
 if TYPE_CHECKING:
@@ -186,6 +187,10 @@ class Warehouse(ServedFromLocalCopy):
 
     def sample_rows(self, build: duckdb.DuckDBPyConnection, relation: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
         return sample(build, relation, limit)
+
+    def relation_columns(self, build: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+        """As DuckDB's scanner sees them, which is how the dashboards' local copy is written."""
+        return describe_relation(build, relation)
 
     def dbt_vars(self) -> dict[str, Any]:
         return {}
