@@ -308,6 +308,8 @@ def worker_ready(argv: list[str]) -> tuple[list[str], Callable[[str], bool]]:
 # with SIGTERM, as a service manager does, and must stop cleanly (see `problems`).
 SERVERS: dict[str, Callable[[list[str]], tuple[list[str], Callable[[str], bool]]]] = {"serve": serve_ready, "worker": worker_ready}
 # Commands that ask at a terminal unless told to read standard input (their flag for it).
+# `headwater shell` reads statements from standard input when it is not a terminal: one a person would type.
+TYPED = {"shell": "select count(*) as signups from raw_campaign.signups;\n"}
 PROMPTED = {"user add": "--password-stdin", "secrets set": "--value-stdin"}
 
 
@@ -352,6 +354,10 @@ def run_step(step: Step, cwd: Path, env: dict[str, str]) -> Outcome:
         outcome.code, outcome.stdout, outcome.stderr = run_server(argv, cwd, env, ready)
     elif prompted and prompted not in step.words:
         outcome.code, outcome.stdout, outcome.stderr = run_in_terminal(argv, cwd, env)
+    elif name in TYPED and not step.stdin:  # a prompt: what a person would type, fed on standard input
+        typed = cwd / f".tour-{name}.sql"
+        typed.write_text(TYPED[name])
+        outcome.code, outcome.stdout, outcome.stderr = run_plain(argv, cwd, env, typed)
     else:
         outcome.code, outcome.stdout, outcome.stderr = run_plain(argv, cwd, env, cwd / step.stdin if step.stdin else None)
     outcome.problems = list(problems(step, outcome, cwd))
@@ -527,6 +533,8 @@ def command_problem(text: str) -> str | None:
         command, at = command.commands[words[at]], at + 1
     if hasattr(command, "commands") and at < len(words) and not words[at].startswith("-") and not PLACEHOLDERS.match(words[at]):
         return f"there is no command {' '.join(['headwater', *words[: at + 1]])!r}"
+    if getattr(command, "ignore_unknown_options", False):  # `headwater dbt ARGS...`: the rest is dbt's
+        return None
     options = {"--help", *(o for p in command.params for o in (*p.opts, *p.secondary_opts))}
     unknown = [w.split("=", 1)[0] for w in words[at:] if w.startswith("-") and w != "-" and w.split("=", 1)[0] not in options]
     return f"{' '.join(['headwater', *words[:at]])} has no option {', '.join(unknown)}" if unknown else None

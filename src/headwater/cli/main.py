@@ -16,8 +16,8 @@ from rich.table import Table
 
 from headwater import __version__
 from headwater.cli import backup as backup_cli
-from headwater.cli import dbt_cmd as dbt_cli
 from headwater.cli import check as check_cli
+from headwater.cli import dbt_cmd as dbt_cli
 from headwater.cli import orgs
 from headwater.cli import query as query_cli
 from headwater.cli import status as status_cli
