@@ -1,5 +1,9 @@
 """The command line's two consoles: `out` (standard output: results, tables, JSON) and `err`
-(standard error: progress, warnings, errors), shared by every command."""
+(standard error: progress, warnings, errors), shared by every command.
+
+On a terminal they are as wide as the terminal. Into a pipe or a file they are as wide as what they
+print (Rich's default would be 80 columns: tables cut to `writt…`, sentences broken mid-line), unless
+COLUMNS says otherwise."""
 
 from __future__ import annotations
 
@@ -7,12 +11,26 @@ import os
 import sys
 from typing import NoReturn
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from headwater.errors import ExitCode
 
+UNBOUNDED = 100_000  # "as wide as the line": a width no table or sentence reaches
+
 
 class _Console(Console):
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size; not a terminal and no COLUMNS (or width) given: unbounded width."""
+        found = super().size
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED, found.height)
+        return found
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
     def on_broken_pipe(self) -> NoReturn:
         """Standard output's reader left (`headwater runs | head -1`): stop like a Unix filter stopped
         by its reader — quietly, exit 141 (128 + SIGPIPE) — rather than Rich's exit 1, our code for a

@@ -20,6 +20,7 @@ from headwater.cli import orgs
 from headwater.cli import sync as sync_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
+from headwater.cli.helptext import ADMIN, DATA, OPERATE, PROJECT, tidy
 from headwater.cli.secrets import secrets_app
 from headwater.cli.warehouse_cmd import warehouse_app
 from headwater.errors import ExitCode, HeadwaterError
@@ -98,7 +99,7 @@ def _use_warehouse(directory: Path, url: str, block: tuple[str, bool]) -> None:
     set_warehouse(directory, text)
 
 
-@app.command()
+@app.command(rich_help_panel=PROJECT)
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
@@ -123,7 +124,7 @@ def init(
         out.print("Next: add a source to headwater.yml, write models under models/, then `headwater run`.")
 
 
-@app.command()
+@app.command(rich_help_panel=PROJECT)
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path("flake-demo"),
     signups: Annotated[int, typer.Option(min=100, max=orgs.MAX_SIGNUPS, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
@@ -161,7 +162,7 @@ def demo(
         out.print(f"Done. Export the mart with: headwater export flake_rate_weekly -p {directory} -o flake_rate_weekly.csv")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def run(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline to run (needed when the project has several).")] = None,
     project: ProjectOpt = None,
@@ -210,7 +211,7 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
         raise typer.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def logs(
     run_id: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="The run's number, as `headwater runs` shows it.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
@@ -247,7 +248,7 @@ def logs(
         db.close()
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def runs(
     project: ProjectOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=MAX_INT64, help="How many of the latest runs to show.")] = 20,
@@ -277,7 +278,7 @@ def runs(
     out.print(table if rows else "No runs yet. Start one with `headwater run`.")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def export(
     table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format. XLSX: past 1,048,575 rows the rows go on in further sheets.")] = ExportFormat.csv,
@@ -342,7 +343,7 @@ def export(
         err.print(f"Wrote {rows:,} rows of {table} to {output}")
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def serve(
     project: ProjectOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -357,7 +358,7 @@ def serve(
     _serve(_project(project), host, port, scheduler=scheduler)
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
     from headwater.cli.serving import executor
@@ -408,10 +409,10 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True) -> Non
 # --- accounts -------------------------------------------------------------------------------------
 
 user_app = typer.Typer(help="Accounts of the web app: add people, set their role, reset passwords, disable.", no_args_is_help=True)
-app.add_typer(user_app, name="user")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(daemon_app, name="daemon")
-app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(user_app, name="user", rich_help_panel=ADMIN)
+app.add_typer(secrets_app, name="secrets", rich_help_panel=ADMIN)
+app.add_typer(daemon_app, name="daemon", rich_help_panel=OPERATE)
+app.add_typer(warehouse_app, name="warehouse", rich_help_panel=ADMIN)
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
@@ -565,7 +566,7 @@ def main() -> None:
 
     install_logging()
     try:
-        app()
+        tidy(typer.main.get_command(app))(prog_name="headwater")
     except HeadwaterError as exc:
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one

@@ -13,10 +13,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from headwater.cli.console import err, out
+from headwater.cli.helptext import DATA
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync")(sync)
+    app.command("sync", rich_help_panel=DATA)(sync)
 
 
 def sync(
