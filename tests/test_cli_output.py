@@ -18,6 +18,7 @@ from demo_project import make_project
 
 from headwater.cli.helptext import PANELS
 from headwater.cli.main import app
+from headwater.errors import ExitCode
 
 SIGNUPS = 300
 
@@ -145,3 +146,81 @@ def test_no_help_shows_bool_or_breaks_a_sentence(tmp_path: Path) -> None:
                 continue  # lists and examples keep their lines
             flat = " ".join(paragraph.split())
             assert any(flat in line for line in lines), (path, flat, result.stdout)
+
+
+# --- 1 and 4. each message once; a model's SQL error at the model's own line -------------------------------
+
+# Line 6 of the model's own file holds the bad column; dbt runs it 4 lines further down (its DDL and query comment).
+PLAIN_BROKEN = """-- regions, cleaned
+
+select
+    cast(region_id as integer) as region_id,
+    trim(name) as region_name,
+    no_such_region_column
+from {{ source('campaign', 'regions') }}
+"""
+# The bad column is written by Jinja: only the compiled file has that line.
+JINJA_BROKEN = """{% set wanted = ['location_id',
+                  'name'] %}
+select
+    cast(location_id as integer) as location_id,
+    {{ 'no_such_location_' ~ 'column' }}
+from {{ source('campaign', 'locations') }}
+"""
+
+
+def combined(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def test_a_failing_run_says_each_thing_once(demo: Path, tmp_path: Path) -> None:
+    project = copy_of(demo, tmp_path)
+    (project / "models" / "staging" / "stg_campaign__regions.sql").write_text(PLAIN_BROKEN)
+    (project / "models" / "staging" / "stg_campaign__locations.sql").write_text(JINJA_BROKEN)
+    with open(project / "dbt_project.yml", "a") as handle:  # a config path matching no model: dbt warns
+        handle.write("    no_such_folder:\n      +materialized: view\n")
+    result = hw("run", cwd=project)
+    text = combined(result)
+    assert result.returncode == ExitCode.RUN_FAILED, text
+    run_id = re.search(r"Run (\d+) failed", text).group(1)  # type: ignore[union-attr]
+
+    assert "ERROR:" not in text and "WARNING:" not in text, text  # no Python logging format
+    assert "[WARNING]" not in text, text
+    assert text.count("Configuration paths exist") == 1, text
+    assert re.search(r"^ warn dbt: Configuration paths exist", result.stderr, re.MULTILINE), text  # labelled as dbt's
+    for said in ('Referenced column "no_such_region_column" not found', '"no_such_location_column" not found'):
+        assert text.count(said) == 1, (said, text)
+    assert text.count("In the model's file: models/staging/stg_campaign__regions.sql, line 6 ") == 1, text
+    compiled = ".headwater/dbt/target/compiled/flake_demo/models/staging/stg_campaign__locations.sql"
+    line = [s.strip() for s in (project / compiled).read_text().splitlines()].index("no_such_location_column") + 1
+    assert text.count(f"In the compiled SQL: {compiled}, line {line} (Jinja in the model models/staging/stg_campaign__locations.sql") == 1, text
+    assert text.lower().count("published data was left as it was") == 1, text
+    assert text.count(f"headwater logs {run_id}") == 1, text
+    assert "`headwater runs`" not in text, text
+
+    # The run's record keeps the whole error (the run page and alerts quote it), with the model's line.
+    runs = hw("runs", "--json", cwd=project)
+    assert "line 6 (the database's LINE" in runs.stdout and "no_such_region_column" in runs.stdout, runs.stdout
+
+
+def test_a_bad_project_file_is_said_once(demo: Path, tmp_path: Path) -> None:
+    project = copy_of(demo, tmp_path)
+    config = project / "headwater.yml"
+    config.write_text(config.read_text().replace("    type: sqlite\n", "    type: sqlitee\n", 1))
+    for command in (["run"], ["sync"], ["runs"]):
+        result = hw(*command, cwd=project)
+        text = combined(result)
+        assert result.returncode == ExitCode.USER_ERROR, (command, text)
+        assert text.count("unknown type 'sqlitee'") == 1, (command, text)
+        assert text.count("Error:") == 1 and text.count("Fix:") == 1, (command, text)
+
+
+def test_a_failed_table_is_said_once(demo: Path, tmp_path: Path) -> None:
+    project = copy_of(demo, tmp_path)
+    config = project / "headwater.yml"
+    config.write_text(config.read_text().replace("path: data/organizers.xlsx", "path: data/gone.xlsx"))
+    result = hw("sync", "roster", cwd=project)
+    text = combined(result)
+    assert result.returncode == ExitCode.USER_ERROR, text
+    assert text.count("gone.xlsx does not exist") == 1, text
+    assert "table organizers: failed" in text, text  # the table's line says it failed; the error once, at the end

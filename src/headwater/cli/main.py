@@ -203,10 +203,13 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     else:
         # A publish can commit in the warehouse and fail after (the dashboards' copy): then it did change.
         left = f"Published to the warehouse: {', '.join(published)}; the dashboards' copy catches up at the next successful run." if published else "Published data was left as it was."
-        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). {left}", highlight=False)
+        if not published and "published data was left as it was" in (record.error or "").lower():
+            left = ""  # its error, printed above, says so
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). {left}".rstrip(), highlight=False)
         if outcome.timed_out:  # stopped from outside: its error was recorded, not in the log above
             err.print(escape(record.error or ""), highlight=False)
-        err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
+        if f"headwater logs {record.id}" not in (record.error or ""):  # else its Fix, printed above, says so
+            err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
 
@@ -562,9 +565,11 @@ def main() -> None:
 
     Typer runs in standalone mode, so usage errors (unknown option, missing argument) print their own
     message and exit 2, and Ctrl+C aborts cleanly."""
+    from headwater.cli.console import install_logging as print_logging
     from headwater.redact import install_logging
 
     install_logging()
+    print_logging()
     try:
         tidy(typer.main.get_command(app))(prog_name="headwater")
     except HeadwaterError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
         return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-    error_shown = False  # whether a line of level error was shown live
+    error_shown = False  # whether a line of level error was shown
 
     def listener(level: str, message: str) -> None:
         nonlocal error_shown
@@ -39,21 +40,56 @@ def main(argv: list[str]) -> int:
 
     install_logging()
     install = Path(argv[argv.index("--install") + 1]) if "--install" in argv else None
-    if show:  # the listener prints every line of the run: Python's logging printing its warnings again would say each twice
-        quiet = logging.getLogger("headwater.run")
-        quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them anyway
-        quiet.propagate = False
+    print_logging(listener, run_lines=not show)
 
     try:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
         run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
     except HeadwaterError as exc:
-        # Shown live, the run's log already printed it — unless it stopped the run before its log began
-        # (no lock on the warehouse folder, say); not shown, print it for whoever reads this stderr.
-        if not show or not error_shown:
+        # The run's log printed it already (live, or through Python's logging when not shown live) —
+        # unless it stopped the run before its log began (no lock on the warehouse folder, say).
+        if not error_shown:
             console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)
+
+
+class _Printed(logging.Handler):
+    """Python logging's warnings and errors, printed as the run's own lines."""
+
+    def __init__(self, show: Callable[[str, str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.show("error" if record.levelno >= logging.ERROR else "warn", record.getMessage())
+        except Exception:  # noqa: BLE001 - logging's own contract: a handler never raises
+            self.handleError(record)
+
+
+def print_logging(show: Callable[[str, str], None], *, run_lines: bool) -> None:
+    """Print Python logging's warnings and errors once, as ``show`` prints the run's lines. A handler
+    on the root makes the `logging.basicConfig()` dbt's tracking library calls at import a no-op
+    (it printed `ERROR:headwater.run:...` next to the same line). ``run_lines``: whether the run's
+    own lines (logger `headwater.run`) are printed this way too; not when ``show`` is the run's
+    listener, which prints them already."""
+    root = logging.getLogger()
+    drop_basic_config(root)
+    if not root.handlers:
+        root.addHandler(_Printed(show))
+    if not run_lines:
+        quiet = logging.getLogger("headwater.run")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+
+
+def drop_basic_config(root: logging.Logger) -> None:
+    """Remove the handler a library's bare `logging.basicConfig()` put on the root logger before we
+    could (a process forked from one that imported dbt has it): it prints `LEVEL:logger:message`."""
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.formatter is not None and handler.formatter._fmt == logging.BASIC_FORMAT:
+            root.removeHandler(handler)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -102,13 +102,14 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
                 rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
                 for outcome in outcomes:
                     if outcome.status != "pass":
-                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {outcome.message}")
+                        said = (outcome.message or "").removeprefix(f"{outcome.name}: ")  # a check's message may start with its name
+                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {said}")
                 blocking = [o for o in outcomes if o.blocks_publish]
                 if blocking:
                     raise RunFailed(
                         f"{len(blocking)} check(s) failed — published data was left as it was",
                         why="; ".join(f"{o.name}: {o.message}" for o in blocking[:5]),
-                        fix="See the run's checks (`headwater logs` or the run page), fix the data or the models, then run again.",
+                        fix=f"See the run's checks (`headwater logs {rec.id}` or the run page), fix the data or the models, then run again.",
                     )
 
         with rec.step("publish") as step:
@@ -140,5 +141,5 @@ def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: WarehouseE
         con.close()
     rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
     if not result.success:
-        raise describe_failure(result, command)
+        raise describe_failure(result, command, run_id=rec.id)
     return result

@@ -341,7 +341,7 @@ class SqlSource:
             if _warehouse_failure(exc):  # the warehouse itself, not this table: no later table could sync either
                 raise
             error = refused_error(self.name, str(exc)) or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
-        ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
+        ctx.log(f"source {self.name}: table {info.name}: failed (the error is reported when the sync ends)")
         return error
 
     def _warehouse_error(self, exc: duckdb.Error, info: TableInfo) -> HeadwaterError | None:

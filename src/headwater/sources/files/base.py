@@ -75,7 +75,7 @@ class FileSource(ABC):
                 try:
                     stats.append(self._sync_table(ctx, table, specs[table], work))
                 except HeadwaterError as exc:
-                    ctx.log(f"source {self.name}: table {table}: failed: {exc.what}")
+                    ctx.log(f"source {self.name}: table {table}: failed (the error is reported when the sync ends)")
                     failures.append(exc)
         if len(failures) == 1 and not stats:
             raise failures[0]
