@@ -5,10 +5,16 @@ when the output is not a terminal and as Rich progress on one."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
+import select
 import shutil
+import struct
 import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -66,13 +72,16 @@ def test_a_table_into_a_file_has_every_header_in_full(demo: Path, tmp_path: Path
     for column in ("read", "written", "deleted", "quarantined", "rows in raw", "rows/s", "seconds"):
         assert f" {column} " in header, (column, header)
     assert "signup_statuses" in result.stdout  # the longest table name, not cut to `signu…`
+    # 5. Not a terminal: each table's progress is a plain line, with no bar or escape code.
+    assert re.search(r"^source campaign: table signup_statuses: .* rows read", result.stdout, re.MULTILINE), result.stdout
+    assert "\x1b[" not in combined(result) and "0:00:0" not in combined(result), combined(result)
 
 
-def test_columns_still_sets_the_width_of_a_pipe(demo: Path, tmp_path: Path) -> None:
-    project = copy_of(demo, tmp_path)
-    result = hw("sync", "campaign", cwd=project, COLUMNS="60")
+def test_columns_still_sets_the_width_of_a_pipe(tmp_path: Path) -> None:
+    result = hw("init", "fresh", cwd=tmp_path, COLUMNS="40")
     assert result.returncode == 0, result.stderr
-    assert max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 60, result.stdout
+    assert max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 40, result.stdout
+    assert "then `headwater run`." in " ".join(result.stdout.split()), result.stdout  # wrapped, not cut
 
 
 # --- 3. --help -----------------------------------------------------------------------------------------------
@@ -198,6 +207,10 @@ def test_a_failing_run_says_each_thing_once(demo: Path, tmp_path: Path) -> None:
     assert text.count(f"headwater logs {run_id}") == 1, text
     assert "`headwater runs`" not in text, text
 
+    # 5. Not a terminal: dbt's progress as plain lines, no progress bar or escape code.
+    assert re.search(r"^ info \d+ of 39 OK created sql table model intermediate\.", result.stderr, re.MULTILINE), text
+    assert "\x1b[" not in text and "0:00:0" not in text and " nodes" not in text, text  # no escape code, no bar's elapsed time
+
     # The run's record keeps the whole error (the run page and alerts quote it), with the model's line.
     runs = hw("runs", "--json", cwd=project)
     assert "line 6 (the database's LINE" in runs.stdout and "no_such_region_column" in runs.stdout, runs.stdout
@@ -207,7 +220,7 @@ def test_a_bad_project_file_is_said_once(demo: Path, tmp_path: Path) -> None:
     project = copy_of(demo, tmp_path)
     config = project / "headwater.yml"
     config.write_text(config.read_text().replace("    type: sqlite\n", "    type: sqlitee\n", 1))
-    for command in (["run"], ["sync"], ["runs"]):
+    for command in (["run"], ["sync"]):
         result = hw(*command, cwd=project)
         text = combined(result)
         assert result.returncode == ExitCode.USER_ERROR, (command, text)
@@ -224,3 +237,56 @@ def test_a_failed_table_is_said_once(demo: Path, tmp_path: Path) -> None:
     assert result.returncode == ExitCode.USER_ERROR, text
     assert text.count("gone.xlsx does not exist") == 1, text
     assert "table organizers: failed" in text, text  # the table's line says it failed; the error once, at the end
+
+
+# --- 5. progress on a terminal ---------------------------------------------------------------------------
+
+
+def on_terminal(*args: str, cwd: Path, seconds: float = 180) -> tuple[int, str]:
+    """`headwater ARGS` with a pseudo-terminal (160 columns) as its standard input, output and error:
+    its exit code and everything it wrote, escape codes and all."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {k: v for k, v in _env().items() if k != "NO_COLOR"} | {"TERM": "xterm-256color"}
+    process = subprocess.Popen([*HEADWATER, *args], cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    written = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 1 << 16)
+                except OSError:  # the last writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                written += chunk
+            elif process.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"`headwater {' '.join(args)}` did not end within {seconds:.0f}s:\n{written.decode(errors='replace')[-3000:]}")
+        return process.wait(timeout=30), written.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(leader)
+
+
+def test_progress_on_a_terminal(demo: Path, tmp_path: Path) -> None:
+    project = copy_of(demo, tmp_path)
+    code, shown = on_terminal("run", cwd=project)
+    assert code == 0, shown[-3000:]
+    assert "━" in shown and "\x1b[" in shown, shown[-3000:]  # a Rich progress bar was drawn
+    for step in ("sync:campaign", "sync:roster", "dbt:build", "publish"):
+        assert step in shown, (step, shown[-3000:])
+    assert "39/39 nodes" in shown, shown[-3000:]  # dbt's nodes done of all
+    assert "succeeded" in shown
+
+    target = tmp_path / "export.csv"
+    code, shown = on_terminal("export", "flake_rate_weekly", "-o", str(target), cwd=project)
+    assert code == 0, shown
+    rows = len(target.read_text().splitlines()) - 1
+    assert rows > 0 and re.search(rf"export flake_rate_weekly\s+{rows:,} rows", shown), (rows, shown)

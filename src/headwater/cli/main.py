@@ -301,6 +301,7 @@ def export(
 
     from headwater import dashboards
     from headwater.cli import output as outputs
+    from headwater.cli.progress import counting_rows
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
     from headwater.publish.export import (
@@ -338,7 +339,7 @@ def export(
         if data.warehouse.fallback:
             err.print(f"[yellow]Warning:[/] {data.warehouse.fallback}", highlight=False)
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
-        with dashboards.stream(data, table, query) as reader:
+        with dashboards.stream(data, table, query) as streamed, counting_rows(streamed, err, f"export {table}") as reader:
             rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
     finally:
         data.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -28,11 +30,15 @@ def main(argv: list[str]) -> int:
 
     error_shown = False  # whether a line of level error was shown
 
+    bars = _Bars(console) if show and console.is_terminal else None  # never a progress bar into a pipe or file
+
     def listener(level: str, message: str) -> None:
         nonlocal error_shown
         error_shown = error_shown or level == "error"
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
         console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
+        if bars is not None:
+            bars.line(message)
 
     from headwater.orchestrate.run import run_pipeline
     from headwater.redact import install_logging
@@ -44,7 +50,8 @@ def main(argv: list[str]) -> int:
 
     try:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
-        run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait)
+        with bars or nullcontext():
+            run_pipeline(project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait, progress=bars)
     except HeadwaterError as exc:
         # The run's log printed it already (live, or through Python's logging when not shown live) —
         # unless it stopped the run before its log began (no lock on the warehouse folder, say).
@@ -52,6 +59,47 @@ def main(argv: list[str]) -> int:
             console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)
+
+
+class _Bars:
+    """A run's progress on a terminal, under its log lines: the step running, with a synced table's
+    rows so far or dbt's nodes done of all. Off a terminal the log lines alone say the same."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=console, transient=True)
+        self.task: TaskID | None = None
+        self.name = ""
+        self.nodes = 0
+
+    def __enter__(self) -> _Bars:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def step(self, name: str) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.name, self.nodes = name, 0
+        self.task = self.bar.add_task(name, total=None, count="")
+
+    def rows(self, table: str, done: int, expected: int | None) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, description=f"{self.name}: {table}", completed=done, total=expected, count=f"{done:,} rows")
+
+    def line(self, message: str) -> None:
+        """dbt's result lines (`12 of 39 OK created ...`) count its nodes done."""
+        found = _NODE_DONE.match(message)
+        if found and self.task is not None:
+            self.nodes += 1
+            total = int(found.group(1))
+            self.bar.update(self.task, completed=self.nodes, total=total, count=f"{self.nodes}/{total} nodes")
+
+
+_NODE_DONE = re.compile(r"^\d+ of (\d+) (?!START\b)")
 
 
 class _Printed(logging.Handler):

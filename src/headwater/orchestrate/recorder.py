@@ -34,9 +34,10 @@ def now() -> dt.datetime:
 
 
 class RunRecorder:
-    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None, *, attempt: int = 1) -> None:
+    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None, *, attempt: int = 1, on_step: Callable[[str], None] | None = None) -> None:
         self.db = db
         self.listener = listener
+        self.on_step = on_step  # told each step's name as it starts (a terminal's progress display)
         self.session = db.session()
         self.unrecorded: SQLAlchemyError | None = None  # the first write to the system database that failed
         self.recorded = False  # whether how the run ended is in the system database
@@ -81,6 +82,8 @@ class RunRecorder:
     def step(self, name: str) -> Iterator[RunStep]:
         self._position += 1
         self.current_step = name
+        if self.on_step is not None:
+            self.on_step(name)
         step = RunStep(run_id=self.run.id, position=self._position, name=name, status="running", started_at=now())
         self.session.add(step)
         self._commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
@@ -14,9 +15,18 @@ from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_
 from headwater.orchestrate.sync import sync_sources
 from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
 from headwater.publish import nothing_to_publish, plan, publish
+from headwater.sync.context import Progress
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import WarehouseEngine, open_warehouse
+
+
+class RunProgress(Protocol):
+    """What a progress display is told during a run (`orchestrate/child.py` draws one on a terminal)."""
+
+    def step(self, name: str) -> None: ...  # a step starts: sync:<source>, dbt:build, checks, publish
+
+    def rows(self, table: str, done: int, expected: int | None) -> None: ...  # a synced table's rows so far
 
 
 @dataclass
@@ -34,9 +44,11 @@ def run_pipeline(
     listener: Listener | None = None,
     db: SystemDB | None = None,
     wait_for_lock: float = 0,
+    progress: RunProgress | None = None,
 ) -> RunOutcome:
     """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
-    when it fails; the published data is then exactly what it was before."""
+    when it fails; the published data is then exactly what it was before. ``progress``: told each
+    step as it starts and each synced table's rows as they load (a terminal's progress display)."""
     pipeline_name, pipeline = choose_pipeline(project, name)
     warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
     own_db = db is None
@@ -45,9 +57,9 @@ def run_pipeline(
         waiting = (lambda: listener("info", "another run of this project is in progress; waiting for it to finish")) if listener else None
         with warehouse.writer_lock(wait_for_lock, waiting):
             abandon_stale_runs(db, project.config.name, current=pipeline_name)  # we hold the lock: no other run is alive
-            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
+            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt, on_step=progress.step if progress else None)
             try:
-                return _run_steps(project, pipeline, warehouse, recorder)
+                return _run_steps(project, pipeline, warehouse, recorder, progress.rows if progress else None)
             except BaseException as exc:
                 failure = recorder.fail(exc, warehouse.folder, lambda e: _environment_failure(e, recorder) if isinstance(e, ENVIRONMENT_ERRORS) else e)
                 if failure is exc:
@@ -75,10 +87,10 @@ def _host_in(text: str) -> str:
     return quoted.group(1) if quoted else "(see below)"
 
 
-def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder) -> RunOutcome:
+def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder, loading: Progress | None = None) -> RunOutcome:
     rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
-    results = sync_sources(project, rec, source_names, warehouse=warehouse)
+    results = sync_sources(project, rec, source_names, warehouse=warehouse, progress=loading)
     rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
