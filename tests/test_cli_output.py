@@ -11,8 +11,10 @@ import pty
 import re
 import select
 import shutil
+import string
 import struct
 import subprocess
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -21,10 +23,14 @@ import pytest
 import typer
 from cli_process import HEADWATER, cli_env
 from demo_project import make_project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from headwater.cli.helptext import PANELS
+from headwater.cli.helptext import PANELS, reflow
 from headwater.cli.main import app
 from headwater.errors import ExitCode
+from headwater.orchestrate.recorder import said_before
+from headwater.transform.locate import locate
 
 SIGNUPS = 300
 
@@ -290,3 +296,61 @@ def test_progress_on_a_terminal(demo: Path, tmp_path: Path) -> None:
     assert code == 0, shown
     rows = len(target.read_text().splitlines()) - 1
     assert rows > 0 and re.search(rf"export flake_rate_weekly\s+{rows:,} rows", shown), (rows, shown)
+
+
+# --- the pieces, over many inputs ----------------------------------------------------------------------------
+
+WORD = st.text(alphabet=string.ascii_letters + string.digits + "`'(),.:;<>=_", min_size=1, max_size=12)
+LINE = st.lists(WORD, min_size=1, max_size=8).map(" ".join)
+
+
+@given(st.lists(st.lists(LINE, min_size=1, max_size=4), min_size=1, max_size=4))
+def test_reflow_puts_each_paragraph_on_one_line(paragraphs: list[list[str]]) -> None:
+    wrapped = "\n\n".join("\n".join(lines) for lines in paragraphs)
+    assert reflow(wrapped) == "\n\n".join(" ".join(lines) for lines in paragraphs)
+
+
+@given(st.lists(LINE, min_size=1, max_size=4), LINE)
+def test_reflow_keeps_a_list_as_it_is(items: list[str], lead: str) -> None:
+    text = f"{lead}\n\n" + "\n".join(f"- {item}" for item in items)
+    assert reflow(text) == text
+
+
+MESSAGE = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=3, max_size=10), min_size=4, max_size=8).map(" ".join)  # 15+ characters: said_before trusts no shorter part
+
+
+@given(st.lists(MESSAGE, min_size=1, max_size=4, unique=True), st.sampled_from([" ", "\n  ", "   "]))
+def test_a_why_is_said_before_only_when_every_part_was_logged(messages: list[str], space: str) -> None:
+    why = "; ".join(f"model m{i}: {m}" for i, m in enumerate(messages))
+    logged = [f"Runtime Error in model m{i}\n  {m.replace(' ', space)}" for i, m in enumerate(messages)]
+    assert said_before(why, " ".join(" ".join(line.split()) for line in logged))
+    for left_out in range(len(messages)):
+        if any(messages[left_out] in m for j, m in enumerate(messages) if j != left_out):
+            continue  # said anyway, inside another message
+        rest = [line for j, line in enumerate(logged) if j != left_out]
+        assert not said_before(why, " ".join(" ".join(line.split()) for line in rest))
+
+
+COLUMN = st.text(alphabet=string.ascii_lowercase + "_", min_size=4, max_size=12)
+
+
+@given(st.lists(COLUMN, min_size=2, max_size=8, unique=True), st.data())
+@settings(max_examples=50)
+def test_locate_names_the_models_own_line(columns: list[str], data: st.DataObject) -> None:
+    """A model whose Jinja above the bad line takes up lines of its own (removed when compiled): the
+    database's LINE counts the SQL dbt ran; the note names the model's own line, found by its text."""
+    bad = data.draw(st.integers(0, len(columns) - 1))
+    jinja_lines = data.draw(st.integers(0, 3))
+    raw = [*(["{% set unused = 1 %}"] * jinja_lines), "select", *(f"    {c}," for c in columns[:-1]), f"    {columns[-1]}", "from {{ ref('x') }}"]
+    compiled = ["select", *(f"    {c}," for c in columns[:-1]), f"    {columns[-1]}", 'from "db"."main"."x"']
+    preamble = data.draw(st.integers(0, 5))  # dbt's DDL and query comment before the compiled SQL
+    quoted = compiled[1 + bad].strip()
+    message = f"Runtime Error in model m (models/m.sql)\n  Binder Error: no such column\n\n  LINE {preamble + 2 + bad}:     {quoted}\n   ^"
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "models").mkdir()
+        (root / "models" / "m.sql").write_text("\n".join(raw) + "\n")
+        (root / "target" / "compiled" / "pkg" / "models").mkdir(parents=True)
+        (root / "target" / "compiled" / "pkg" / "models" / "m.sql").write_text("\n".join(compiled) + "\n")
+        note = locate(message, root, root / "target", root)
+    assert note is not None and f"In the model's file: models/m.sql, line {jinja_lines + 2 + bad} " in note, (note, raw)
