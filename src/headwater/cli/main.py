@@ -331,7 +331,9 @@ def export(
         board = loaded.config.dashboards.get(dashboard)
         if board is None:
             raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
-    logging.getLogger("headwater.warehouse").addHandler(logging.NullHandler())  # a fallback's note is printed below, once
+    quiet = logging.getLogger("headwater.warehouse")  # a fallback's note is printed below, once
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     data = PublishedData(open_warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
