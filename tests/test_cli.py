@@ -409,14 +409,14 @@ def test_project_option_naming_a_missing_folder_is_an_error(project: Path) -> No
 
 
 def test_a_failed_runs_error_is_printed_once(project: Path) -> None:
-    """The run's live log shows the error (what, why, fix) as it happens; the closing summary points at
-    it instead of printing it again."""
+    """The run's live log shows the error as it happens (dbt's, then the run's what and fix, without a
+    Why that repeats dbt's); the closing summary points at it instead of printing it again."""
     (project / "models" / "marts" / "broken.sql").write_text("select no_such_column from (select 1 as x)\n")
     result = hw("run", cwd=project)
     assert result.returncode == ExitCode.RUN_FAILED, (result.returncode, result.stderr)
     output = unwrapped(result.stderr)
-    assert output.count("no_such_column") >= 1 and output.count("Why:") == 1 and output.count("Fix:") == 1, result.stderr
-    assert "Run 1 failed" in output and "headwater logs 1" in output
+    assert output.count('Referenced column "no_such_column" not found') == 1 and output.count("Fix:") == 1, result.stderr
+    assert "Run 1 failed" in output and output.count("headwater logs 1") == 1
 
 
 def test_run_with_unknown_pipeline_name_is_a_user_error(project: Path) -> None:

@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from headwater.cli.console import err
+from headwater.cli.helptext import OPERATE
 
 
 def register(app: typer.Typer) -> None:
-    app.command("backup")(backup)
+    app.command("backup", rich_help_panel=OPERATE)(backup)
 
 
 def backup(

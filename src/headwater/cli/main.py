@@ -25,6 +25,7 @@ from headwater.cli import sync as sync_cli
 from headwater.cli import test_cmd as test_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
+from headwater.cli.helptext import ADMIN, DATA, OPERATE, PROJECT, tidy
 from headwater.cli.secrets import secrets_app
 from headwater.cli.warehouse_cmd import warehouse_app
 from headwater.errors import ExitCode, HeadwaterError
@@ -103,7 +104,7 @@ def _use_warehouse(directory: Path, url: str, block: tuple[str, bool]) -> None:
     set_warehouse(directory, text)
 
 
-@app.command()
+@app.command(rich_help_panel=PROJECT)
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
@@ -177,7 +178,7 @@ def _init_demo(directory: Path, signups: int) -> None:
     out.print(f"Created the demo project [bold]flake_demo[/] in {escape(str(directory))}: the volunteer flake-rate report of `headwater demo`, not run yet.", highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(rich_help_panel=PROJECT)
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path("flake-demo"),
     signups: Annotated[int, typer.Option(min=100, max=orgs.MAX_SIGNUPS, help="Sign-ups to generate in the demo's campaign database.")] = 200_000,
@@ -215,7 +216,7 @@ def demo(
         out.print(f"Done. Export the mart with: headwater export flake_rate_weekly -p {directory} -o flake_rate_weekly.csv")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def run(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline to run (needed when the project has several).")] = None,
     project: ProjectOpt = None,
@@ -261,15 +262,18 @@ def _run_and_report(project: Any, pipeline: str | None, *, trigger: str, as_json
     else:
         # A publish can commit in the warehouse and fail after (the dashboards' copy): then it did change.
         left = f"Published to the warehouse: {', '.join(published)}; the dashboards' copy catches up at the next successful run." if published else "Published data was left as it was."
-        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). {left}", highlight=False)
+        if not published and "published data was left as it was" in (record.error or "").lower():
+            left = ""  # its error, printed above, says so
+        err.print(f"[bold red]Run {record.id} failed[/] (pipeline {record.pipeline}, attempt {record.attempt}). {left}".rstrip(), highlight=False)
         if outcome.timed_out:  # stopped from outside: its error was recorded, not in the log above
             err.print(escape(record.error or ""), highlight=False)
-        err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
+        if f"headwater logs {record.id}" not in (record.error or ""):  # else its Fix, printed above, says so
+            err.print(f"See the whole log: headwater logs {record.id}", highlight=False)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def logs(
     run_id: Annotated[int, typer.Argument(min=1, max=MAX_INT64, help="The run's number, as `headwater runs` shows it.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
@@ -306,7 +310,7 @@ def logs(
         db.close()
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def runs(
     project: ProjectOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=MAX_INT64, help="How many of the latest runs to show.")] = 20,
@@ -336,7 +340,7 @@ def runs(
     out.print(table if rows else "No runs yet. Start one with `headwater run`.")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def export(
     table: Annotated[str, typer.Argument(help="A published table, e.g. flake_rate_weekly.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format. XLSX: past 1,048,575 rows the rows go on in further sheets.")] = ExportFormat.csv,
@@ -356,6 +360,7 @@ def export(
 
     from headwater import dashboards
     from headwater.cli import output as outputs
+    from headwater.cli.progress import counting_rows
     from headwater.errors import NotFound
     from headwater.publish import PublishedData
     from headwater.publish.export import (
@@ -387,7 +392,9 @@ def export(
         board = loaded.config.dashboards.get(dashboard)
         if board is None:
             raise NotFound(f"No dashboard named '{dashboard}'", fix=f"Dashboards of this project: {', '.join(loaded.config.dashboards) or 'none yet'}.")
-    logging.getLogger("headwater.warehouse").addHandler(logging.NullHandler())  # a fallback's note is printed below, once
+    quiet = logging.getLogger("headwater.warehouse")  # a fallback's note is printed below, once
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     data = PublishedData(open_warehouse(loaded.root, loaded.config.warehouse, loaded.confinement))
     try:
         with data.cursor() as cur:  # this process's own reader: no need for DuckDB to keep the blocks it read
@@ -397,7 +404,7 @@ def export(
         query = dashboards.table_query(data, board, table, selections) if board else dashboards.Query(data.table_query(table), {})
         if board is not None:
             dashboards.refuse_ignored(board, table, query, selections)  # a file has no "unfiltered" label, as the web page has
-        with dashboards.stream(data, table, query) as reader:
+        with dashboards.stream(data, table, query) as streamed, counting_rows(streamed, err, f"export {table}") as reader:
             rows = outputs.write_to(output, fmt.value, lambda handle: write(reader, fmt.value, handle, raw=raw), sys.stdout.buffer)
         notes = dashboards.unmatched(data, board, table, selections) if board is not None and selections else []
     finally:
@@ -408,7 +415,7 @@ def export(
         err.print(f"Wrote {rows:,} rows of {table} to {output}")
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def serve(
     project: ProjectOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -424,7 +431,7 @@ def serve(
     _serve(_project(project), host, port, scheduler=scheduler, reload=reload)
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def worker(project: ProjectOpt = None) -> None:
     """Run the pipelines' schedules without the web app (Ctrl+C or SIGTERM to stop)."""
     from headwater.cli.serving import executor
@@ -475,10 +482,10 @@ def _serve(project: Any, host: str, port: int, *, scheduler: bool = True, reload
 # --- accounts -------------------------------------------------------------------------------------
 
 user_app = typer.Typer(help="Accounts of the web app: add people, set their role, reset passwords, disable.", no_args_is_help=True)
-app.add_typer(user_app, name="user")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(daemon_app, name="daemon")
-app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(user_app, name="user", rich_help_panel=ADMIN)
+app.add_typer(secrets_app, name="secrets", rich_help_panel=ADMIN)
+app.add_typer(daemon_app, name="daemon", rich_help_panel=OPERATE)
+app.add_typer(warehouse_app, name="warehouse", rich_help_panel=ADMIN)
 orgs.register(app)  # `headwater org create|list`, `headwater invite`
 sync_cli.register(app)  # `headwater sync`
 backup_cli.register(app)  # `headwater backup`
@@ -633,11 +640,13 @@ def main() -> None:
 
     Typer runs in standalone mode, so usage errors (unknown option, missing argument) print their own
     message and exit 2, and Ctrl+C aborts cleanly."""
+    from headwater.cli.console import install_logging as print_logging
     from headwater.redact import install_logging
 
     install_logging()
+    print_logging()
     try:
-        app()
+        tidy(typer.main.get_command(app))(prog_name="headwater")
     except HeadwaterError as exc:
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - the funnel's last resort: a bug, shown as one

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from headwater.cli.console import out
+from headwater.cli.helptext import ADMIN
 from headwater.errors import HeadwaterError
 
 org_app = typer.Typer(help="Organisations of an install: each with its own project, warehouse, people and runs.", no_args_is_help=True)
@@ -32,8 +33,8 @@ AttrOpt = Annotated[list[str] | None, typer.Option("--attr", help="Row-level att
 
 def register(app: typer.Typer) -> None:
     """Add `org` and `invite` to the `headwater` command."""
-    app.add_typer(org_app, name="org")
-    app.command("invite")(invite)
+    app.add_typer(org_app, name="org", rich_help_panel=ADMIN)
+    app.command("invite", rich_help_panel=ADMIN)(invite)
 
 
 def load_install(path: Path | None, *, create: bool = False) -> Any:  # Install, imported late to keep --help fast

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,10 +12,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from headwater.cli.console import err, out
+from headwater.cli.helptext import DATA
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync")(sync)
+    app.command("sync", rich_help_panel=DATA)(sync)
 
 
 def sync(
@@ -42,11 +42,8 @@ def sync(
     started = time.perf_counter()  # after the imports, like a library call
     loaded = _project(project)
     console = err if as_json else out
-    # The run's log lines reach the terminal through the listener, its error through the CLI's funnel:
-    # without a handler of its own, Python's last-resort handler would print that error once more.
-    run_log = logging.getLogger("headwater.run")
-    if not run_log.handlers:
-        run_log.addHandler(logging.NullHandler())
+    # The run's log lines reach the terminal through the listener, its error through the CLI's funnel
+    # (the logger `headwater.run` prints nothing: console.install_logging).
     try:
         with _TableProgress(console, enabled=not as_json and console.is_terminal) as progress:
             run_id, results = run_sync(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -29,13 +32,17 @@ def main(argv: list[str]) -> int:
         return int(ExitCode.RUN_FAILED)  # it died before we could start: nobody is waiting for this run
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-    error_shown = False  # whether a line of level error was shown live
+    error_shown = False  # whether a line of level error was shown
+
+    bars = _Bars(console) if show and console.is_terminal else None  # never a progress bar into a pipe or file
 
     def listener(level: str, message: str) -> None:
         nonlocal error_shown
         error_shown = error_shown or level == "error"
         style = {"error": "red", "warn": "yellow"}.get(level, "dim")
         console.print(f"[{style}]{level:>5}[/] {escape(message)}")  # dbt's and the user's text is never markup
+        if bars is not None:
+            bars.line(message)
 
     from headwater.orchestrate.run import run_pipeline
     from headwater.redact import install_logging
@@ -43,23 +50,100 @@ def main(argv: list[str]) -> int:
 
     install_logging()
     install = Path(argv[argv.index("--install") + 1]) if "--install" in argv else None
-    if show:  # the listener prints every line of the run: Python's logging printing its warnings again would say each twice
-        quiet = logging.getLogger("headwater.run")
-        quiet.addHandler(logging.NullHandler())  # else logging's last resort prints them anyway
-        quiet.propagate = False
+    print_logging(listener, run_lines=not show)
 
     try:
         project = open_project(root, install)  # an organisation's project is confined again here, from the install's records
-        run_pipeline(
-            project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait, select=select, full_refresh="--full-refresh" in argv
-        )
+        with bars or nullcontext():
+            run_pipeline(
+                project, pipeline, trigger=trigger, attempt=attempt, listener=listener if show else None, wait_for_lock=wait, select=select, full_refresh="--full-refresh" in argv, progress=bars
+            )
     except HeadwaterError as exc:
-        # Shown live, the run's log already printed it — unless it stopped the run before its log began
-        # (no lock on the warehouse folder, say); not shown, print it for whoever reads this stderr.
-        if not show or not error_shown:
+        # The run's log printed it already (live, or through Python's logging when not shown live) —
+        # unless it stopped the run before its log began (no lock on the warehouse folder, say).
+        if not error_shown:
             console.print(escape(exc.render()))
         return int(exc.exit_code)
     return int(ExitCode.OK)
+
+
+class _Bars:
+    """A run's progress on a terminal, under its log lines: the step running, with a synced table's
+    rows so far or dbt's nodes done of all. Off a terminal the log lines alone say the same."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=console, transient=True)
+        self.task: TaskID | None = None
+        self.name = ""
+        self.nodes = 0
+
+    def __enter__(self) -> _Bars:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def step(self, name: str) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.name, self.nodes = name, 0
+        self.task = self.bar.add_task(name, total=None, count="")
+
+    def rows(self, table: str, done: int, expected: int | None) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, description=f"{self.name}: {table}", completed=done, total=expected, count=f"{done:,} rows")
+
+    def line(self, message: str) -> None:
+        """dbt's result lines (`12 of 39 OK created ...`) count its nodes done."""
+        found = _NODE_DONE.match(message)
+        if found and self.task is not None:
+            self.nodes += 1
+            total = int(found.group(1))
+            self.bar.update(self.task, completed=self.nodes, total=total, count=f"{self.nodes}/{total} nodes")
+
+
+_NODE_DONE = re.compile(r"^\d+ of (\d+) (?!START\b)")
+
+
+class _Printed(logging.Handler):
+    """Python logging's warnings and errors, printed as the run's own lines."""
+
+    def __init__(self, show: Callable[[str, str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.show("error" if record.levelno >= logging.ERROR else "warn", record.getMessage())
+        except Exception:  # noqa: BLE001 - logging's own contract: a handler never raises
+            self.handleError(record)
+
+
+def print_logging(show: Callable[[str, str], None], *, run_lines: bool) -> None:
+    """Print Python logging's warnings and errors once, as ``show`` prints the run's lines. A handler
+    on the root makes the `logging.basicConfig()` dbt's tracking library calls at import a no-op
+    (it printed `ERROR:headwater.run:...` next to the same line). ``run_lines``: whether the run's
+    own lines (logger `headwater.run`) are printed this way too; not when ``show`` is the run's
+    listener, which prints them already."""
+    root = logging.getLogger()
+    drop_basic_config(root)
+    if not root.handlers:
+        root.addHandler(_Printed(show))
+    if not run_lines:
+        quiet = logging.getLogger("headwater.run")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+
+
+def drop_basic_config(root: logging.Logger) -> None:
+    """Remove the handler a library's bare `logging.basicConfig()` put on the root logger before we
+    could (a process forked from one that imported dbt has it): it prints `LEVEL:logger:message`."""
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.formatter is not None and handler.formatter._fmt == logging.BASIC_FORMAT:
+            root.removeHandler(handler)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

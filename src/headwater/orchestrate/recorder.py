@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from headwater.diskfull import disk_full
+from headwater.errors import HeadwaterError
 from headwater.redact import redact, redact_values
 from headwater.system import CheckResult, Run, RunLog, RunStep, SystemDB, claims
 
@@ -32,9 +34,10 @@ def now() -> dt.datetime:
 
 
 class RunRecorder:
-    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None, *, attempt: int = 1) -> None:
+    def __init__(self, db: SystemDB, project: str, pipeline: str, trigger: str, listener: Listener | None = None, *, attempt: int = 1, on_step: Callable[[str], None] | None = None) -> None:
         self.db = db
         self.listener = listener
+        self.on_step = on_step  # told each step's name as it starts (a terminal's progress display)
         self.session = db.session()
         self.unrecorded: SQLAlchemyError | None = None  # the first write to the system database that failed
         self.recorded = False  # whether how the run ended is in the system database
@@ -44,6 +47,7 @@ class RunRecorder:
         self._position = 0
         self.current_step: str | None = None
         self._log_lock = threading.Lock()
+        self._said: list[str] = []  # the warning and error lines logged so far, whitespace collapsed
 
     @property
     def id(self) -> int:
@@ -56,6 +60,8 @@ class RunRecorder:
         in one line, not once per log line with a traceback."""
         try:
             message = redact(message)
+            if level in ("warn", "error"):
+                self._said.append(" ".join(message.split()))
             logger.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO), "run %s (%s): %s", self.run.id, self.run.pipeline, message)
             self._record_line(level, message)
             if self.listener:
@@ -76,6 +82,8 @@ class RunRecorder:
     def step(self, name: str) -> Iterator[RunStep]:
         self._position += 1
         self.current_step = name
+        if self.on_step is not None:
+            self.on_step(name)
         step = RunStep(run_id=self.run.id, position=self._position, name=name, status="running", started_at=now())
         self.session.add(step)
         self._commit()
@@ -124,11 +132,19 @@ class RunRecorder:
         last log line (shown live, if nowhere else) says so: `headwater runs` will show the run as
         running until the next run marks it abandoned."""
         failure = disk_full(exc, folder, self.db.engine.url.database) or explain(exc)
-        self.log("error", _error_text(failure))
+        self.log("error", self._unrepeated(failure))
         self.finish("failed", error=failure)
         if not self.recorded and self.unrecorded is not None:
             self.log("error", f"run {self.id} could not be recorded as failed in the system database ({_reason(self.unrecorded)}); `headwater runs` shows it as running until the next run marks it abandoned")
         return failure
+
+    def _unrepeated(self, failure: BaseException) -> str:
+        """The run's error as its last log line: without its Why when the log said all of it already
+        (the failed dbt nodes' messages, the failed checks'), so that each is printed once. The run's
+        record (`run.error`: the run page, alerts) keeps the whole error."""
+        if isinstance(failure, HeadwaterError) and failure.why and self._said and said_before(failure.why, " ".join(self._said)):
+            return _error_text(HeadwaterError(failure.what, fix=failure.fix))
+        return _error_text(failure)
 
     def _commit_or_keep(self, error: BaseException) -> bool:
         """Commit while a run is failing: if the system database cannot take it (often for the same
@@ -150,6 +166,23 @@ class RunRecorder:
         except SQLAlchemyError:
             self.session.rollback()
             raise
+
+
+_PARTS = re.compile(r";\s|\n|\s—\s")  # a Why listing several failures: "a: …; b: …", "- a\n- b", "… — in FILE"
+_LABEL = re.compile(r"^(?:- )?[^:]{1,200}?: ")  # "model stg_x: ", "check_name: ", "- "
+
+
+def said_before(why: str, log: str) -> bool:
+    """Whether every part of ``why`` (a failure per part, each after its label: the node's or
+    check's name) appears in ``log``, whitespace collapsed."""
+    parts = [re.sub(r"\s*\(and \d+ more\)$", "", " ".join(part.split())) for part in _PARTS.split(why)]
+    parts = [part for part in parts if part]
+
+    def said(part: str) -> bool:
+        unlabelled = _LABEL.sub("", part, count=1)
+        return part in log or (len(unlabelled) >= 12 and unlabelled in log)  # not a bare "fail" found anywhere
+
+    return bool(parts) and all(said(part) for part in parts)
 
 
 def _reason(exc: SQLAlchemyError) -> str:

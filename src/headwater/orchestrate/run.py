@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from headwater.checks import dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
@@ -18,9 +18,18 @@ from headwater.orchestrate.sync import sync_sources
 from headwater.orchestrate.transient import ENVIRONMENT_ERRORS, is_transient
 from headwater.publish import PublishPlan, nothing_to_publish, plan, publish
 from headwater.publish.publish import is_publishable
+from headwater.sync.context import Progress
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import BuildResult, DbtProject, count_rows, describe_failure
 from headwater.warehouse import WarehouseEngine, open_warehouse
+
+
+class RunProgress(Protocol):
+    """What a progress display is told during a run (`orchestrate/child.py` draws one on a terminal)."""
+
+    def step(self, name: str) -> None: ...  # a step starts: sync:<source>, dbt:build, checks, publish
+
+    def rows(self, table: str, done: int, expected: int | None) -> None: ...  # a synced table's rows so far
 
 
 @dataclass
@@ -40,6 +49,7 @@ def run_pipeline(
     wait_for_lock: float = 0,
     select: str | None = None,
     full_refresh: bool = False,
+    progress: RunProgress | None = None,
 ) -> RunOutcome:
     """Run one pipeline to the end, in this process. Raises `RunFailed` (or another `HeadwaterError`)
     when it fails; the published data is then exactly what it was before.
@@ -47,7 +57,8 @@ def run_pipeline(
     ``select``: a dbt selection for this run instead of the pipeline's ``select:`` (the sync stays
     the pipeline's; publishable models it does not build are carried over from what is published).
     ``full_refresh``: every table of the pipeline's sources reloaded in full, and dbt's
-    ``--full-refresh`` (incremental models and seeds rebuilt from scratch)."""
+    ``--full-refresh`` (incremental models and seeds rebuilt from scratch). ``progress``: told each
+    step as it starts and each synced table's rows as they load (a terminal's progress display)."""
     pipeline_name, pipeline = choose_pipeline(project, name)
     warehouse = open_warehouse(project.root, project.config.warehouse, project.confinement)
     own_db = db is None
@@ -56,9 +67,9 @@ def run_pipeline(
         waiting = (lambda: listener("info", "another run of this project is in progress; waiting for it to finish")) if listener else None
         with warehouse.writer_lock(wait_for_lock, waiting):
             abandon_stale_runs(db, project.config.name, current=pipeline_name)  # we hold the lock: no other run is alive
-            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt)
+            recorder = RunRecorder(db, project.config.name, pipeline_name, trigger, listener, attempt=attempt, on_step=progress.step if progress else None)
             try:
-                return _run_steps(project, pipeline, warehouse, recorder, select=select, full_refresh=full_refresh)
+                return _run_steps(project, pipeline, warehouse, recorder, progress.rows if progress else None, select=select, full_refresh=full_refresh)
             except BaseException as exc:
                 failure = recorder.fail(exc, warehouse.folder, lambda e: _environment_failure(e, recorder) if isinstance(e, ENVIRONMENT_ERRORS) else e)
                 if failure is exc:
@@ -86,7 +97,9 @@ def _host_in(text: str) -> str:
     return quoted.group(1) if quoted else "(see below)"
 
 
-def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder, *, select: str | None = None, full_refresh: bool = False) -> RunOutcome:
+def _run_steps(
+    project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseEngine, rec: RunRecorder, loading: Progress | None = None, *, select: str | None = None, full_refresh: bool = False
+) -> RunOutcome:
     rec.log("info", f"run {rec.id} started (attempt {rec.run.attempt})")
     selection = select if select is not None else pipeline.select
     if select is not None:
@@ -94,7 +107,7 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
     if full_refresh:
         rec.log("info", "full refresh: every table of the pipeline's sources is reloaded in full, and dbt rebuilds incremental models and seeds")
     source_names = pipeline.sources if pipeline.sources is not None else list(project.config.sources)
-    results = sync_sources(project, rec, source_names, warehouse=warehouse, full_refresh=full_refresh)
+    results = sync_sources(project, rec, source_names, warehouse=warehouse, full_refresh=full_refresh, progress=loading)
     rows = sum(s.rows_read for stats in results.values() for s in stats)
 
     dbt = DbtProject(project, warehouse)
@@ -125,13 +138,14 @@ def _run_steps(project: LoadedProject, pipeline: Pipeline, warehouse: WarehouseE
                 rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
                 for outcome in outcomes:
                     if outcome.status != "pass":
-                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {outcome.message}")
+                        said = (outcome.message or "").removeprefix(f"{outcome.name}: ")  # a check's message may start with its name
+                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {said}")
                 blocking = [o for o in outcomes if o.blocks_publish]
                 if blocking:
                     raise RunFailed(
                         f"{len(blocking)} check(s) failed — published data was left as it was",
                         why="; ".join(f"{o.name}: {o.message}" for o in blocking[:5]),
-                        fix="See the run's checks (`headwater logs` or the run page), fix the data or the models, then run again.",
+                        fix=f"See the run's checks (`headwater logs {rec.id}` or the run page), fix the data or the models, then run again.",
                     )
 
         dashboards = bool(project.config.dashboards or project.broken_dashboards)
@@ -207,5 +221,5 @@ def _record_dbt_result(result: BuildResult, step: RunStep, warehouse: WarehouseE
         con.close()
     rec.set_detail(step, result.as_dict(), rows=sum(n.rows or 0 for n in result.nodes))
     if not result.success:
-        raise describe_failure(result, command)
+        raise describe_failure(result, command, run_id=rec.id)
     return result

@@ -394,7 +394,7 @@ class SqlSource:
                     continue
                 error = refused or self._warehouse_error(exc, info) or self.table_error(ctx.con, info, exc)
             break
-        ctx.log(f"source {self.name}: table {info.name}: failed: {error.what}")
+        ctx.log(f"source {self.name}: table {info.name}: failed (the error is reported when the sync ends)")
         return error
 
     def _warehouse_error(self, exc: duckdb.Error, info: TableInfo) -> HeadwaterError | None:

@@ -20,6 +20,7 @@ import yaml
 from headwater.config.model import LoadedProject
 from headwater.errors import ConfigError, RunFailed
 from headwater.transform import packages
+from headwater.transform.locate import locate
 from headwater.warehouse import WarehouseEngine
 
 Log = Callable[[str, str], None]  # (level, message)
@@ -180,11 +181,15 @@ class DbtProject:
 
         errors: list[str] = []
         with self.warehouse.dbt_session():
-            outcome = dbtRunner(callbacks=[_forward_events(log, errors)]).invoke(args)
+            outcome = dbtRunner(callbacks=[_forward_events(log, errors, self.locate)]).invoke(args)
         if outcome.exception is not None:
             return BuildResult(success=False, error=_error_text(outcome.exception, errors))
-        nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
+        nodes = [_node_result(r, self.locate) for r in getattr(outcome.result, "results", [])]
         return BuildResult(success=bool(outcome.success), nodes=nodes)
+
+    def locate(self, message: str) -> str | None:
+        """The model's file and own line for a model's SQL error that cites `LINE n` (`locate.py`)."""
+        return locate(message, self.dir, self.work / "target", self.project.root)
 
     def manifest_models(self, target: Path | None = None) -> list[dict[str, Any]]:
         """Every model of the project as dbt last compiled it (name, path, relation); ``target``: the
@@ -213,14 +218,19 @@ def documented_columns(manifest: Path) -> dict[str, tuple[list[str], bool]]:
     }
 
 
-def _forward_events(log: Log, errors: list[str]) -> Callable[[Any], None]:
-    """dbt's events to the run log, and its error lines to ``errors``. It must never raise: an
-    exception in a callback kills a dbt worker thread, and dbt then waits for it forever."""
+def _forward_events(log: Log, errors: list[str], where: Callable[[str], str | None] = lambda _: None) -> Callable[[Any], None]:
+    """dbt's events to the run log, and its error lines to ``errors``; dbt's warnings say they are
+    dbt's, and a model's SQL error names the model's file and line (``where``). It must never
+    raise: an exception in a callback kills a dbt worker thread, and dbt then waits for it forever."""
 
     def on_event(event: Any) -> None:
         info = event.info
         if info.level in ("info", "warn", "error") and info.msg and info.name not in _NOISY_EVENTS:
             message = _DOTS.sub(" ", str(info.msg)).strip()
+            if info.level == "warn":
+                message = "dbt: " + _WARNING.sub("", message)
+            elif info.level == "error" and (found := _located(message, where)):
+                message = f"{message}\n{found}"
             log(info.level, message)
             if info.level == "error" and info.name != "MainEncounteredError":  # that one repeats the exception
                 errors.append(message)
@@ -236,12 +246,20 @@ def _error_text(exception: BaseException | None, errors: list[str]) -> str:
     return " — ".join([first, *details[:3]] if first else details[:3])
 
 
+def _located(message: str, where: Callable[[str], str | None]) -> str | None:
+    try:
+        return where(message) if "LINE " in message else None
+    except Exception:  # noqa: BLE001 - a note only; never fail a dbt callback (see _forward_events)
+        return None
+
+
 _DOTS = re.compile(r"\s*\.{3,}\s*")
+_WARNING = re.compile(r"^\[WARNING\]:?\s*")  # dbt's own label; ours says "dbt:"
 # dbt internals and chatter: a stack trace stays in dbt's own log (.headwater/dbt/logs), the error itself reaches the run log
 _NOISY_EVENTS = {"MainStackTrace", "LogStartLine", "MainReportVersion", "AdapterRegistered", "FoundStats", "ConcurrencyLine", "HooksRunning", "LogHookEndLine"}
 
 
-def _node_result(result: Any) -> NodeResult:
+def _node_result(result: Any, where: Callable[[str], str | None] = lambda _: None) -> NodeResult:
     """One result of ``dbt build``, whatever its node: models, seeds, snapshots, data and unit tests,
     functions, exposures and saved queries all come back here, and only tests have a severity and
     only data tests a stored-failures table, so nothing but the name and type is taken for granted."""
@@ -259,11 +277,15 @@ def _node_result(result: Any) -> NodeResult:
         path=str(getattr(node, "original_file_path", "") or ""),
         # data tests: the table dbt stored the failing rows in (--store-failures); unit tests store none
         relation=None if kind == "unit_test" else getattr(node, "relation_name", None),
-        message="actual differs from expected" if diff else _first_lines_joined(text) if text else None,
+        message="actual differs from expected" if diff else _with_location(_first_lines_joined(text), _located(text, where)) if text else None,
         failures=int(failures) if failures is not None else None,
         severity=_severity(node) if kind in ("test", "unit_test") else None,
         diff=diff,
     )
+
+
+def _with_location(message: str, found: str | None) -> str:
+    return f"{message} — {found}" if found else message
 
 
 def _severity(node: Any) -> str:
@@ -289,13 +311,14 @@ def _first_lines_joined(text: str) -> str:
     return " ".join(lines[:6])
 
 
-def describe_failure(result: BuildResult, command: str = "build") -> RunFailed:
+def describe_failure(result: BuildResult, command: str = "build", *, run_id: int | None = None) -> RunFailed:
     if result.error:
         return RunFailed(f"dbt could not {command} the project", why=result.error, fix="Fix the model or project file it names, then run again.")
     failed = result.failed()
     items = "; ".join(f"{n.resource_type} {n.name}: {n.message or n.status}" for n in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-    fix = "See the run's log (`headwater runs`), fix the model or the data, then run again."
+    log = f"`headwater logs {run_id}`" if run_id is not None else "`headwater logs` with the run's number"
+    fix = f"See the run's log ({log}), fix the model or the data, then run again."
     if seeds := _seeds_read_too_early(result):
         fix = (
             f"A model read the seed {', '.join(seeds)} before dbt loaded it: dbt orders seeds first only for ref(). "

@@ -76,7 +76,7 @@ class FileSource(ABC):
                 try:
                     stats.append(self._sync_table(ctx, table, specs[table], work))
                 except HeadwaterError as exc:
-                    ctx.log(f"source {self.name}: table {table}: failed; it keeps its previous data")  # the error itself is the run's, printed once
+                    ctx.log(f"source {self.name}: table {table}: failed; it keeps its previous data (the error is reported when the sync ends)")
                     failures.append(exc)
         if failures:  # as a database source ends: exit 2 when every failure is the user's to fix (a file, a rule)
             raise tables_failed(self.name, failures, stats)
