@@ -66,7 +66,7 @@ def copy_of(demo: Path, where: Path) -> Path:
 def test_a_long_line_into_a_pipe_is_not_broken(tmp_path: Path) -> None:
     result = hw("init", "fresh", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^Next: .*then `headwater run`\.$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^Next: cd fresh && headwater run, then .*`headwater serve`\.$", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_a_table_into_a_file_has_every_header_in_full(demo: Path, tmp_path: Path) -> None:
@@ -84,10 +84,11 @@ def test_a_table_into_a_file_has_every_header_in_full(demo: Path, tmp_path: Path
 
 
 def test_columns_still_sets_the_width_of_a_pipe(tmp_path: Path) -> None:
-    result = hw("init", "fresh", cwd=tmp_path, COLUMNS="40")
+    result = hw("init", "--help", cwd=tmp_path, COLUMNS="40")
     assert result.returncode == 0, result.stderr
     assert max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 40, result.stdout
-    assert "then `headwater run`." in " ".join(result.stdout.split()), result.stdout  # wrapped, not cut
+    words = " ".join(w for w in result.stdout.replace("│", " ").split())
+    assert "Create a project that runs at once" in words, result.stdout  # wrapped, not cut
 
 
 # --- 3. --help -----------------------------------------------------------------------------------------------

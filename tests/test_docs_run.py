@@ -533,7 +533,7 @@ def command_problem(text: str) -> str | None:
         command, at = command.commands[words[at]], at + 1
     if hasattr(command, "commands") and at < len(words) and not words[at].startswith("-") and not PLACEHOLDERS.match(words[at]):
         return f"there is no command {' '.join(['headwater', *words[: at + 1]])!r}"
-    if getattr(command, "ignore_unknown_options", False):  # `headwater dbt ARGS...`: the rest is dbt's
+    if (getattr(command, "context_settings", None) or {}).get("ignore_unknown_options"):  # `headwater dbt ARGS...`: the rest is dbt's
         return None
     options = {"--help", *(o for p in command.params for o in (*p.opts, *p.secondary_opts))}
     unknown = [w.split("=", 1)[0] for w in words[at:] if w.startswith("-") and w != "-" and w.split("=", 1)[0] not in options]

@@ -25,11 +25,12 @@ def register(app: typer.Typer) -> None:
 def dbt(ctx: typer.Context, project: ProjectOpt = None) -> None:
     """Run dbt itself on the project, with the profile Headwater generates; dbt's exit code.
 
-    E.g. `headwater dbt ls`, `headwater dbt build --select stg_campaign__signups`, `headwater dbt --help`.
+    E.g. `headwater dbt ls`, `headwater dbt build --select stg_campaign__signups`; dbt's own help for a command: `headwater dbt build --help`.
     Waits for no run: while one is in progress it stops with exit 3 (dbt would find the build database busy)."""
     args = list(ctx.args)
-    if not args:
-        args = ["--help"]
+    if args in ([], ["--help"], ["-h"]):  # this help, in or out of a project
+        out.print(ctx.get_help(), highlight=False)
+        raise typer.Exit(0)
 
     def run(loaded: Any, dbt_project: Any) -> int:
         moved = [a for a in args if a.split("=", 1)[0] in HELD_FLAGS]
