@@ -9,6 +9,7 @@ import typer
 
 from headwater.cli.console import err
 from headwater.cli.helptext import OPERATE
+from headwater.cli.options import ProjectOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def backup(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: backups/system-<UTC time>.db beside the system database).", show_default=False)] = None,
     install: Annotated[Path | None, typer.Option("--install", "-i", help="An install with several organisations: its folder.", show_default=False)] = None,
-    project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
+    project: ProjectOpt = None,
 ) -> None:
     """Copy the system database (runs, accounts, audit log, encrypted secrets) consistently while it
     is in use; the copy is 0600. The key file (secret.key) is not in it: back that up apart."""

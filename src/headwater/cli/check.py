@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from headwater.cli.console import out
+from headwater.cli.options import ProjectOpt
 from headwater.errors import ExitCode
 
 
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def check(
     pipeline: Annotated[str | None, typer.Argument(help="Check this pipeline's sources (default: the project's only pipeline, or every source).", show_default=False)] = None,
-    project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
+    project: ProjectOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report instead of text.")] = False,
 ) -> None:
     """Check the project without running it: headwater.yml, the dashboards (against the published

@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 
 from headwater.cli.console import err, out
+from headwater.cli.options import ProjectOpt
 from headwater.errors import HeadwaterError
 
 HELD_FLAGS = ("--profiles-dir", "--project-dir", "--profile")  # what would take an organisation's dbt past its hold
-ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)]
 
 
 def register(app: typer.Typer) -> None:

@@ -26,6 +26,7 @@ from headwater.cli import test_cmd as test_cli
 from headwater.cli.console import err, out
 from headwater.cli.daemon_cmd import daemon_app
 from headwater.cli.helptext import ADMIN, DATA, OPERATE, PROJECT, tidy
+from headwater.cli.options import ProjectOpt
 from headwater.cli.secrets import secrets_app
 from headwater.cli.warehouse_cmd import warehouse_app
 from headwater.errors import ExitCode, HeadwaterError
@@ -43,10 +44,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards, like git).", show_default=False),
-]
 
 
 class ExportFormat(StrEnum):

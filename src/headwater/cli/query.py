@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli.console import err, out
+from headwater.cli.options import ProjectOpt
 from headwater.errors import HeadwaterError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ class Format(StrEnum):
     csv = "csv"
 
 
-ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)]
 RawOpt = Annotated[bool, typer.Option("--raw", help="Read the build database (raw_<source> tables, dbt's schemas) instead of the published tables. Runs wait while it is open.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the rows as a JSON array of objects.")]
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print the rows as CSV with a header line.")]

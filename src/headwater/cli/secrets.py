@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from headwater.cli.console import err, out
+from headwater.cli.options import ProjectOpt
 from headwater.errors import HeadwaterError
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ secrets_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ProjectOpt = Annotated[
-    Path | None,
-    typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards, like git).", show_default=False),
-]
 OrgOpt = Annotated[
     str | None,
     typer.Option("--org", help="The organisation the secret belongs to (default: the one whose project the folder is, else default).", show_default=False),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from headwater.cli.console import err, out
 from headwater.cli.helptext import DATA
+from headwater.cli.options import ProjectOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def sync(
     source: Annotated[str | None, typer.Argument(help="Source to sync (default: every source).", show_default=False)] = None,
     tables: Annotated[list[str] | None, typer.Argument(help="Only these tables of the source.", show_default=False)] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Ignore saved state: reload the tables in full (e.g. after an incompatible type change).")] = False,
-    project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
+    project: ProjectOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary instead of tables.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Drop raw tables the source no longer has (or no longer selects), with their sync state.")] = False,
 ) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from headwater.cli.console import err, out
+from headwater.cli.options import ProjectOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def test(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline whose tests and checks to run (needed when the project has several).", show_default=False)] = None,
-    project: Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: found from the current folder upwards).", show_default=False)] = None,
+    project: ProjectOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary instead of the log.")] = False,
 ) -> None:
     """Run a pipeline's dbt tests and checks against what is built now: no sync, build or publish.

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from headwater.cli.console import out
-from headwater.cli.secrets import ProjectOpt
+from headwater.cli.options import ProjectOpt
 from headwater.errors import HeadwaterError
 
 warehouse_app = typer.Typer(help="The warehouse: who may read what was published.", no_args_is_help=True)
