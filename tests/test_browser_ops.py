@@ -122,7 +122,7 @@ def test_analyst_runs_a_pipeline_and_watches_its_live_log(browser: Any, server: 
         page.wait_for_load_state("load")
         assert page.locator("#run-log[data-live]").count() == 0
         steps = page.eval_on_selector_all("#steps tbody tr", "rows => rows.map(r => [r.cells[0].textContent.trim(), r.cells[1].textContent.trim()])")
-        assert steps == [["sync:campaign", "success"], ["sync:roster", "success"], ["dbt:build", "success"], ["checks", "success"], ["publish", "success"]]
+        assert steps == [["sync:campaign", "success"], ["sync:roster", "success"], ["dbt:build", "success"], ["checks", "success"], ["dashboards", "success"], ["publish", "success"]]
         assert "published flake_rate_weekly" in page.locator("#run-log").inner_text()
         assert page.locator("#checks").is_visible()
         screenshot(page, "ops-run-finished")

@@ -324,7 +324,7 @@ def test_run_now_runs_the_real_pipeline_once(tmp_path: Path) -> None:
         assert html_table(client.get("/sources").text, "tables-campaign")[1:][5][:2] == ["signups", "500"]
         log = client.get(f"/api/runs/{run_id}/log").json()
         assert log["run"]["finished"] and log["lines"][0]["message"].startswith(f"run {run_id} started")
-        assert [s["name"] for s in log["steps"]] == ["sync:campaign", "sync:roster", "dbt:build", "checks", "publish"]
+        assert [s["name"] for s in log["steps"]] == ["sync:campaign", "sync:roster", "dbt:build", "checks", "dashboards", "publish"]
     db = open_system_db(project)
     try:
         with db.session() as session:
