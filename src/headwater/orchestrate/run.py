@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from headwater.checks import dbt_test_outcomes, run_checks
+from headwater.checks import CheckOutcome, dbt_test_outcomes, run_checks
 from headwater.config.confine import check_links
 from headwater.config.model import LoadedProject, Pipeline
 from headwater.dashboards.validate import check_dashboards, outline_of_plan
@@ -92,6 +92,24 @@ def _environment_failure(exc: BaseException, recorder: RunRecorder) -> Headwater
     )
 
 
+def checks_step(project: LoadedProject, pipeline: Pipeline, con: Any, warehouse: WarehouseEngine, rec: RunRecorder, step: RunStep, *, label: str | None = None) -> list[CheckOutcome]:
+    """The body of a run's ``checks`` step: the pipeline's checks run on ``con``, recorded, counted in
+    the step's detail, and each that did not pass logged (`log_outcomes`)."""
+    outcomes = run_checks(project, pipeline.checks, con, warehouse=warehouse)
+    rec.record_checks(outcomes)
+    rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
+    log_outcomes(rec, outcomes, label)
+    return outcomes
+
+
+def log_outcomes(rec: RunRecorder, outcomes: list[CheckOutcome], label: str | None = None) -> None:
+    """Each outcome that did not pass, in the run's log as ``<label or its kind> <name>: <status>: <message>``."""
+    for outcome in outcomes:
+        if outcome.status != "pass":
+            said = (outcome.message or "").removeprefix(f"{outcome.name}: ")  # a check's message may start with its name
+            rec.log("error" if outcome.blocks_publish else "warn", f"{label or outcome.kind} {outcome.name}: {outcome.status}: {said}")
+
+
 def _host_in(text: str) -> str:
     quoted = re.search(r"host(?: name)? [\"']([^\"']+)[\"']", text)
     return quoted.group(1) if quoted else "(see below)"
@@ -133,13 +151,7 @@ def _run_steps(
     try:
         if pipeline.checks:
             with rec.step("checks") as step:
-                outcomes = run_checks(project, pipeline.checks, con, warehouse=warehouse)
-                rec.record_checks(outcomes)
-                rec.set_detail(step, {"passed": sum(o.status == "pass" for o in outcomes), "total": len(outcomes)})
-                for outcome in outcomes:
-                    if outcome.status != "pass":
-                        said = (outcome.message or "").removeprefix(f"{outcome.name}: ")  # a check's message may start with its name
-                        rec.log("error" if outcome.blocks_publish else "warn", f"check {outcome.name}: {outcome.status}: {said}")
+                outcomes = checks_step(project, pipeline, con, warehouse, rec, step, label="check")
                 blocking = [o for o in outcomes if o.blocks_publish]
                 if blocking:
                     raise RunFailed(

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from headwater.checks import CheckOutcome, dbt_test_outcomes, run_checks
+from headwater.checks import CheckOutcome, dbt_test_outcomes
 from headwater.config.model import LoadedProject
 from headwater.errors import HeadwaterError, NotFound, RunFailed
 from headwater.orchestrate.pipelines import choose_pipeline
 from headwater.orchestrate.recorder import Listener, RunRecorder, abandon_stale_runs
+from headwater.orchestrate.run import checks_step, log_outcomes
 from headwater.system import Run, RunStep, SystemDB, open_system_db
 from headwater.transform import DbtProject
 from headwater.warehouse import open_warehouse
@@ -75,18 +76,14 @@ def test_pipeline(project: LoadedProject, name: str | None = None, *, listener: 
                     rec.record_checks(report.outcomes)
                     if not report.outcomes:
                         rec.log("info", "the dbt project has no tests" + (f" in the selection {pipeline.select!r}" if pipeline.select else ""))
-                    _log_problems(rec, report.outcomes)
+                    log_outcomes(rec, report.outcomes)
                 if pipeline.checks:
                     with rec.step("checks") as step:
                         con = warehouse.connect_build()
                         try:
-                            checks = run_checks(project, pipeline.checks, con, warehouse=warehouse)
+                            report.outcomes += checks_step(project, pipeline, con, warehouse, rec, step)
                         finally:
                             con.close()
-                        rec.record_checks(checks)
-                        rec.set_detail(step, {"passed": sum(o.status == "pass" for o in checks), "total": len(checks)})
-                        _log_problems(rec, checks)
-                        report.outcomes += checks
                 if report.failed:
                     raise RunFailed(
                         f"{len(report.failed)} of {len(report.outcomes)} test(s) and check(s) failed",
@@ -112,8 +109,3 @@ def _built(db: SystemDB, project: str) -> bool:
         query = select(RunStep.id).join(Run, Run.id == RunStep.run_id).where(Run.project == project, RunStep.name == "dbt:build", RunStep.status == "success").limit(1)
         return session.scalars(query).first() is not None
 
-
-def _log_problems(rec: RunRecorder, outcomes: list[CheckOutcome]) -> None:
-    for outcome in outcomes:
-        if outcome.status != "pass":
-            rec.log("error" if outcome.blocks_publish else "warn", f"{outcome.kind} {outcome.name}: {outcome.status}: {outcome.message}")
