@@ -628,3 +628,29 @@ def test_mysql_bigint_unsigned_lands_exact_in_numeric_20(mysql_server: Any, fres
     finally:
         wh.close()
         con.close()
+
+
+def test_a_sqlite_type_quarantine_emptied_by_a_fix_is_dropped_and_the_table_syncs(warehouse_url: str, tmp_path: Path) -> None:
+    """SQLite's own quarantine (rule "type") shares the table with refused rows. Fixed in the source,
+    SQLite's check drops it inside the table's transaction; the sync must not then read it as a
+    quarantine of refused rows that was there when the sync began."""
+    root = tmp_path / "project"
+    root.mkdir()
+    lite = sqlite3.connect(root / "app.db")
+    lite.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT)")  # text: a column PostgreSQL refuses values of
+    lite.execute("INSERT INTO items VALUES (1, 1, 'a'), (2, 'five', 'b')")
+    lite.commit()
+    (root / "headwater.yml").write_text('name: pgwh_type\nwarehouse: {type: postgres, url: "${WH_URL}"}\nsources:\n  app: {type: sqlite, path: app.db}\n', encoding="utf-8")
+    sync = syncing(load_project(root, env={"WH_URL": warehouse_url}), "app")
+    wh = connect(warehouse_url)
+    try:
+        assert sync()[0].quarantined == 1
+        assert wh.execute("SELECT key, rule FROM raw_app.items__quarantine").fetchall() == [("id=2", "type")]
+        lite.execute("UPDATE items SET qty = 5 WHERE id = 2")
+        lite.commit()
+        assert sync()[0].quarantined == 0
+        assert wh.execute("SELECT id, qty, note FROM raw_app.items ORDER BY id").fetchall() == [(1, 1, "a"), (2, 5, "b")]
+        assert wh.execute("SELECT to_regclass('raw_app.items__quarantine')").fetchone() == (None,)
+    finally:
+        wh.close()
+        lite.close()

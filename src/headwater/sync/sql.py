@@ -236,6 +236,7 @@ class SqlSource:
         self._passes = 0  # tables this sync loaded in full or made a full pass over
         self._target = RawTarget()  # the warehouse's raw tables, set by each `sync`
         self._refusing: dict[str, list[str]] = {}  # table -> keys (as `key_text`) of rows quarantined as refused, left out of every read
+        self._raw_names: set[str] = set()  # the raw schema's tables when this sync began (a quarantine of refused rows is one of an earlier sync)
 
     # --- dialect -------------------------------------------------------------------------------
 
@@ -338,6 +339,7 @@ class SqlSource:
         con = ctx.con
         with _load_settings(con, ctx.memory_limit):
             raw = _raw_tables(con, raw_schema(self.name))  # before the source's catalog joins DuckDB's
+            self._raw_names = set(raw)
             self.attach(con)
             try:
                 tables, found = self._select_tables(con, ctx.tables)
@@ -682,7 +684,9 @@ class SqlSource:
         if not self._refusals(info, plan, "s"):  # the warehouse holds every value of these columns (DuckDB's)
             return False
         quarantine = self._quarantine_of(info)
-        exists = quarantine_exists(con, raw_schema(self.name), quarantine_table(info.name, self._target.max_identifier))
+        companion = quarantine_table(info.name, self._target.max_identifier)
+        # Only a quarantine there when the sync began can hold refused rows; asked again, as SQLite's `begin` may have dropped it.
+        exists = companion in self._raw_names and quarantine_exists(con, raw_schema(self.name), companion)
         held = [str(k) for (k,) in con.execute(f"SELECT DISTINCT key FROM {quarantine} WHERE rule = {literal(REFUSED_RULE)}").fetchall()] if exists else []
         scanned = rescan or (full and bool(held))
         if scanned:
